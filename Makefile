@@ -1,0 +1,47 @@
+# kanal — container networking in Python.
+# Every target does its own set-up on a fresh Debian 12 machine (as root).
+
+SHELL := /bin/bash
+VENV ?= .venv
+# The real interpreter, never a pyenv shim: shims cost ~80 ms per plugin exec.
+PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && python3.11 -c 'import sys; print(sys.executable)' || python3 -c 'import sys; print(sys.executable)')
+VPY := $(VENV)/bin/python
+APT_PACKAGES := iproute2 nftables iptables containernetworking-plugins conntrack busybox-static python3-venv procps
+PYTEST_ARGS ?=
+
+.PHONY: all venv deps test lint typecheck pytest demo bench clean
+
+all: test
+
+# System packages, installed only when something is missing.
+deps:
+	@bash scripts/ensure-deps.sh $(APT_PACKAGES)
+
+$(VPY): pyproject.toml
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[dev]'
+	@touch $(VPY)
+
+venv: deps $(VPY)
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+pytest: venv
+	$(VPY) -m pytest -n 3 $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+demo: venv
+	$(VPY) -m kanal.demo
+
+bench: venv
+	$(VPY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
