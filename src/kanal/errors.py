@@ -1,0 +1,125 @@
+"""The error taxonomy shared by every layer of kanal.
+
+Every layer raises one of these. Each wire boundary maps them once:
+the CNI dispatcher to the CNI error object (``code`` below), the REST/plugin
+servers to an HTTP status and ``{"Err": msg}``, the CLI to one line and an exit code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "Conflict",
+    "DecodeError",
+    "Degraded",
+    "IOFailure",
+    "IncompatibleVersion",
+    "Internal",
+    "InvalidConfig",
+    "InvalidEnv",
+    "KanalError",
+    "NotFound",
+    "TeardownError",
+    "TryAgain",
+    "Unavailable",
+    "UnsupportedField",
+]
+
+
+class KanalError(Exception):
+    """Base of every kanal error.
+
+    ``msg`` is short; ``details`` is optional longer context. ``code`` is the CNI
+    error code (SPEC §Error): 0-99 are reserved by the spec, 999 is "internal"
+    as in Go's skel.
+    """
+
+    code: int = 999
+    http_status: int = 500
+
+    def __init__(self, msg: str, details: str = "", *, code: int | None = None) -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.details = details
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return f"{self.msg}: {self.details}" if self.details else self.msg
+
+
+class IncompatibleVersion(KanalError):
+    code = 1
+    http_status = 400
+
+
+class UnsupportedField(KanalError):
+    code = 2
+    http_status = 400
+
+
+class NotFound(KanalError):
+    """Something named does not exist (container, link, network, reservation)."""
+
+    code = 3
+    http_status = 404
+
+
+class InvalidEnv(KanalError):
+    code = 4
+    http_status = 400
+
+
+class IOFailure(KanalError):
+    code = 5
+
+
+class DecodeError(KanalError):
+    code = 6
+    http_status = 400
+
+
+class InvalidConfig(KanalError):
+    code = 7
+    http_status = 400
+
+
+class Conflict(KanalError):
+    """The request collides with existing state (address taken, name in use)."""
+
+    code = 999
+    http_status = 409
+
+
+class TryAgain(KanalError):
+    code = 11
+    http_status = 503
+
+
+class Unavailable(KanalError):
+    """STATUS: the plugin cannot serve ADD now."""
+
+    code = 50
+    http_status = 503
+
+
+class Degraded(KanalError):
+    """STATUS: not available, and existing containers may be affected."""
+
+    code = 51
+    http_status = 503
+
+
+class Internal(KanalError):
+    code = 999
+
+
+class TeardownError(KanalError):
+    """Several best-effort teardown steps failed; every step was still attempted."""
+
+    code = 999
+
+    def __init__(self, msg: str, errors: Iterable[BaseException]) -> None:
+        self.errors = list(errors)
+        super().__init__(msg, "; ".join(str(e) for e in self.errors))

@@ -1,0 +1,95 @@
+"""Test helpers: namespaces the tests own, and commands run inside them.
+
+Every "host" a test uses is a network namespace made here, with a unique name, and
+deleted afterwards (with any process still inside it), even when the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+IS_ROOT = os.geteuid() == 0
+
+
+def unique(prefix: str, length: int = 15) -> str:
+    """A name unique across parallel tests, at most ``length`` characters."""
+    suffix = f"{os.getpid() % 10000:04d}{secrets.token_hex(3)}"
+    return (prefix[: max(1, length - len(suffix))] + suffix)[:length]
+
+
+def run(
+    cmd: Sequence[str], *, check: bool = True, input: bytes | None = None,
+    env: dict[str, str] | None = None, timeout: float = 60,
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        list(cmd), input=input, capture_output=True, check=check, env=env, timeout=timeout
+    )
+
+
+def nsexec(ns: str, *cmd: str, check: bool = True, input: bytes | None = None,
+           env: dict[str, str] | None = None, timeout: float = 60,
+           ) -> subprocess.CompletedProcess[bytes]:
+    """Run ``cmd`` inside the named namespace."""
+    return run(["ip", "netns", "exec", ns, *cmd], check=check, input=input, env=env,
+               timeout=timeout)
+
+
+def ip_json(ns: str, *args: str) -> Any:
+    """``ip -j ARGS`` inside ``ns``, decoded."""
+    out = nsexec(ns, "ip", "-j", *args).stdout
+    return json.loads(out) if out.strip() else []
+
+
+def nft_json(ns: str, *args: str) -> Any:
+    out = nsexec(ns, "nft", "-j", *args, check=False)
+    if out.returncode != 0:
+        return None
+    return json.loads(out.stdout)
+
+
+def create_netns(name: str) -> str:
+    run(["ip", "netns", "add", name])
+    run(["ip", "-n", name, "link", "set", "lo", "up"])
+    return name
+
+
+def delete_netns(name: str) -> None:
+    """Kill whatever runs in ``name`` and delete it; quiet if it is gone."""
+    pids = run(["ip", "netns", "pids", name], check=False).stdout.split()
+    for pid in pids:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    run(["ip", "netns", "del", name], check=False)
+
+
+@contextmanager
+def netns(prefix: str = "kt") -> Iterator[str]:
+    name = create_netns(unique(prefix, 30))
+    try:
+        yield name
+    finally:
+        delete_netns(name)
+
+
+def netns_path(name: str) -> str:
+    return f"/run/netns/{name}"
+
+
+def go_plugin_dir() -> str | None:
+    """The Debian reference plugins, used as the oracle."""
+    d = "/usr/lib/cni"
+    return d if os.path.exists(os.path.join(d, "bridge")) else None
+
+
+def have(cmd: str) -> bool:
+    return shutil.which(cmd) is not None
