@@ -52,6 +52,7 @@ class Link:
     alias: str
     peer_index: int
     promiscuity: int
+    operstate: str = ""
 
     @property
     def up(self) -> bool:
@@ -89,6 +90,7 @@ def _link_from_msg(msg: Any) -> Link:
         alias=msg.get_attr("IFLA_IFALIAS") or "",
         peer_index=msg.get_attr("IFLA_LINK") or 0,
         promiscuity=msg.get_attr("IFLA_PROMISCUITY") or 0,
+        operstate=str(msg.get_attr("IFLA_OPERSTATE") or ""),
     )
 
 
@@ -148,6 +150,12 @@ class Netlink:
     def find_link(self, name: str) -> Link | None:
         try:
             return self.get_link(name)
+        except LinkNotFound:
+            return None
+
+    def find_link_by_index(self, index: int) -> Link | None:
+        try:
+            return self.get_link_by_index(index)
         except LinkNotFound:
             return None
 
@@ -233,8 +241,16 @@ class Netlink:
         except NetlinkError as e:
             raise _err(e, f"failed to set bridge port options on {index}") from e
 
-    def vlan_add(self, index: int, vid: int, *, pvid: bool = False, untagged: bool = False,
-                 self_: bool = False, vid_end: int = 0) -> None:
+    def vlan_add(
+        self,
+        index: int,
+        vid: int,
+        *,
+        pvid: bool = False,
+        untagged: bool = False,
+        self_: bool = False,
+        vid_end: int = 0,
+    ) -> None:
         flags = (0x2 if pvid else 0) | (0x4 if untagged else 0)
         info: dict[str, Any] = {"vid": vid, "flags": flags}
         kw: dict[str, Any] = {"index": index, "vlan_info": info}
@@ -242,10 +258,12 @@ class Netlink:
             kw["vlan_flags"] = "self"
         try:
             if vid_end and vid_end > vid:
-                self._ipr.vlan_filter("add", index=index,
-                                      vlan_info={"vid": vid, "flags": flags | 0x8})
-                self._ipr.vlan_filter("add", index=index,
-                                      vlan_info={"vid": vid_end, "flags": flags | 0x10})
+                self._ipr.vlan_filter(
+                    "add", index=index, vlan_info={"vid": vid, "flags": flags | 0x8}
+                )
+                self._ipr.vlan_filter(
+                    "add", index=index, vlan_info={"vid": vid_end, "flags": flags | 0x10}
+                )
             else:
                 self._ipr.vlan_filter("add", **kw)
         except NetlinkError as e:
@@ -276,8 +294,9 @@ class Netlink:
         return True
 
     # ---- addresses ----------------------------------------------------------
-    def add_addr(self, index: int, iface: Interface, *, nodad: bool = False,
-                 exist_ok: bool = True) -> bool:
+    def add_addr(
+        self, index: int, iface: Interface, *, nodad: bool = False, exist_ok: bool = True
+    ) -> bool:
         """Add an address; returns False when it was already there."""
         kw: dict[str, Any] = {
             "index": index,
@@ -298,8 +317,9 @@ class Netlink:
 
     def del_addr(self, index: int, iface: Interface) -> bool:
         try:
-            self._ipr.addr("del", index=index, address=str(iface.ip),
-                           prefixlen=iface.network.prefixlen)
+            self._ipr.addr(
+                "del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen
+            )
         except NetlinkError as e:
             if e.code in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
                 return False
@@ -336,8 +356,11 @@ class Netlink:
         src: Address | None = None,
         exist_ok: bool = True,
     ) -> bool:
-        kw: dict[str, Any] = {"dst": str(dst.network_address), "dst_len": dst.prefixlen,
-                              "family": socket.AF_INET if dst.version == 4 else socket.AF_INET6}
+        kw: dict[str, Any] = {
+            "dst": str(dst.network_address),
+            "dst_len": dst.prefixlen,
+            "family": socket.AF_INET if dst.version == 4 else socket.AF_INET6,
+        }
         if gateway is not None:
             kw["gateway"] = str(gateway)
         if oif:
@@ -367,10 +390,19 @@ class Netlink:
             raise _err(e, f"failed to add route {dst} via {gateway}") from e
         return True
 
-    def del_route(self, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, *,
-                  gateway: Address | None = None, oif: int = 0, table: int | None = None) -> bool:
-        kw: dict[str, Any] = {"dst": str(dst.network_address), "dst_len": dst.prefixlen,
-                              "family": socket.AF_INET if dst.version == 4 else socket.AF_INET6}
+    def del_route(
+        self,
+        dst: ipaddress.IPv4Network | ipaddress.IPv6Network,
+        *,
+        gateway: Address | None = None,
+        oif: int = 0,
+        table: int | None = None,
+    ) -> bool:
+        kw: dict[str, Any] = {
+            "dst": str(dst.network_address),
+            "dst_len": dst.prefixlen,
+            "family": socket.AF_INET if dst.version == 4 else socket.AF_INET6,
+        }
         if gateway is not None:
             kw["gateway"] = str(gateway)
         if oif:
@@ -385,8 +417,9 @@ class Netlink:
             raise _err(e, f"failed to delete route {dst}") from e
         return True
 
-    def routes(self, *, oif: int | None = None, table: int | None = None,
-               family: int = 0) -> list[Route]:
+    def routes(
+        self, *, oif: int | None = None, table: int | None = None, family: int = 0
+    ) -> list[Route]:
         kw: dict[str, Any] = {}
         if family:
             kw["family"] = family
@@ -402,14 +435,16 @@ class Netlink:
             fam = m["family"]
             dst = m.get_attr("RTA_DST") or ("0.0.0.0" if fam == socket.AF_INET else "::")
             gw = m.get_attr("RTA_GATEWAY")
-            out.append(Route(
-                dst=ipaddress.ip_network(f"{dst}/{m['dst_len']}", strict=False),
-                gateway=ipaddress.ip_address(gw) if gw else None,
-                oif=o,
-                table=m.get_attr("RTA_TABLE") or m["table"],
-                scope=m["scope"],
-                priority=m.get_attr("RTA_PRIORITY") or 0,
-            ))
+            out.append(
+                Route(
+                    dst=ipaddress.ip_network(f"{dst}/{m['dst_len']}", strict=False),
+                    gateway=ipaddress.ip_address(gw) if gw else None,
+                    oif=o,
+                    table=m.get_attr("RTA_TABLE") or m["table"],
+                    scope=m["scope"],
+                    priority=m.get_attr("RTA_PRIORITY") or 0,
+                )
+            )
         return out
 
 

@@ -1,0 +1,1 @@
+"""kanald: the long-running kanal daemon."""

@@ -1,0 +1,71 @@
+"""Install kanal's CNI plugin executables under the reference plugins' names."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+from kanal.errors import InvalidConfig
+from kanal.plugins.registry import PLUGINS
+from kanal.skel.delegate import MARKER
+
+__all__ = ["DEFAULT_SOCKET", "install_plugins", "real_python"]
+
+DEFAULT_SOCKET = "/run/kanal/kanald.sock"
+
+_TEMPLATE = """#!{python} -IS
+{marker}{name}
+# Installed by `kanal cni install`: hands the request to kanald at {socket}
+# (or runs the plugin in-process when no daemon answers).
+import sys
+sys.path.insert(0, {src!r})
+from kanal.fastpath.shim import run
+run({name!r}, {socket!r}, {src!r})
+"""
+
+
+def real_python() -> str:
+    """This interpreter, refusing shims: a pyenv shim costs ~80 ms per exec."""
+    exe = sys.executable
+    with open(exe, "rb") as f:
+        if f.read(2) == b"#!":
+            raise InvalidConfig(f"{exe} is a script (a shim?), not a real interpreter")
+    return exe
+
+
+def install_plugins(
+    dest_dir: str, socket_path: str | None = None, python: str | None = None
+) -> list[str]:
+    """Write one executable per kanal plugin into ``dest_dir``; returns their paths.
+
+    Each file is written atomically (temp file + rename) so a runtime exec'ing a
+    plugin while it is replaced never sees half a file ("text file busy" aside).
+    """
+    import kanal
+
+    socket_path = socket_path or DEFAULT_SOCKET
+    python = python or real_python()
+    src = os.path.dirname(os.path.dirname(os.path.abspath(kanal.__file__)))
+    for v, what in ((socket_path, "socket path"), (src, "source path"), (python, "python")):
+        if "\n" in v or not os.path.isabs(v):
+            raise InvalidConfig(f"invalid {what} {v!r}: must be an absolute path")
+    os.makedirs(dest_dir, mode=0o755, exist_ok=True)
+    out = []
+    for name in sorted(PLUGINS):
+        body = _TEMPLATE.format(
+            python=python, marker=MARKER.decode(), name=name, socket=socket_path, src=src
+        )
+        fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{name}.")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(body)
+            os.chmod(tmp, 0o755)  # noqa: S103 - plugin executables are world-executable
+            path = os.path.join(dest_dir, name)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        out.append(path)
+    return out

@@ -1,0 +1,65 @@
+"""Wire format between a plugin shim and kanald (one request per connection).
+
+Request::
+
+    b"KNL1" | u32 len(name) | u32 len(env) | u32 len(stdin) | u64 netns dev | u64 netns ino
+          | u64 mntns dev | u64 mntns ino | name | env | stdin
+
+``env`` is ``KEY=VALUE`` pairs joined by NUL. Reply::
+
+    b"R" | u8 exit code | u32 len(stdout) | stdout | stderr...   (handled)
+    b"F"                                                   (run it yourself)
+
+``F`` tells the shim to fall back to running the plugin in its own process, e.g.
+when it runs in another network or mount namespace than the daemon.
+"""
+
+from __future__ import annotations
+
+MAGIC = b"KNL1"
+HEADER_LEN = 4 + 4 * 3 + 8 * 4
+MAX_NAME = 64
+MAX_ENV = 1 << 20
+MAX_STDIN = (1 << 20) + 1  # one byte more than the dispatcher accepts, so it can refuse
+HANDLED = b"R"
+FALLBACK = b"F"
+
+
+def encode_request(
+    name: bytes, env: bytes, stdin: bytes, netns: tuple[int, int], mntns: tuple[int, int]
+) -> bytes:
+    return b"".join(
+        (
+            MAGIC,
+            len(name).to_bytes(4, "big"),
+            len(env).to_bytes(4, "big"),
+            len(stdin).to_bytes(4, "big"),
+            netns[0].to_bytes(8, "big"),
+            netns[1].to_bytes(8, "big"),
+            mntns[0].to_bytes(8, "big"),
+            mntns[1].to_bytes(8, "big"),
+            name,
+            env,
+            stdin,
+        )
+    )
+
+
+def decode_header(h: bytes) -> tuple[int, int, int, tuple[int, int], tuple[int, int]]:
+    """Returns (name len, env len, stdin len, netns id, mntns id); ValueError if bad."""
+    if len(h) != HEADER_LEN or h[:4] != MAGIC:
+        raise ValueError("bad magic")
+    n, e, s = (int.from_bytes(h[i : i + 4], "big") for i in (4, 8, 12))
+    ids = [int.from_bytes(h[i : i + 8], "big") for i in (16, 24, 32, 40)]
+    if n > MAX_NAME or e > MAX_ENV or s > MAX_STDIN:
+        raise ValueError("request too large")
+    return n, e, s, (ids[0], ids[1]), (ids[2], ids[3])
+
+
+def decode_env(blob: bytes) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in blob.split(b"\0"):
+        k, sep, v = item.partition(b"=")
+        if sep and k:
+            env[k.decode(errors="surrogateescape")] = v.decode(errors="surrogateescape")
+    return env

@@ -1,0 +1,148 @@
+"""kanald's side of the fast path: run CNI requests from plugin shims in-process.
+
+Each connection is one plugin exec. It is served on its own thread through the
+same :class:`~kanal.skel.dispatcher.Dispatcher` a standalone plugin uses, with
+the shim's environment and stdin, so results are identical by construction.
+The daemon only serves shims in its own network and mount namespace (anything
+else is told to fall back), and only root (or its own uid) may connect.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import socket
+import struct
+import threading
+from contextlib import suppress
+
+from kanal.fastpath import protocol as p
+
+__all__ = ["FastPathServer"]
+
+log = logging.getLogger("kanal.fastpath")
+
+
+def _ns_id(kind: str) -> tuple[int, int]:
+    st = os.stat(f"/proc/self/ns/{kind}")
+    return st.st_dev, st.st_ino
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = conn.recv(min(n - len(buf), 1 << 16))
+        if not chunk:
+            raise ConnectionError("short request")
+        buf += chunk
+    return bytes(buf)
+
+
+class FastPathServer:
+    """Serves plugin shims on a unix socket (mode 0600 unless configured)."""
+
+    def __init__(self, socket_path: str, *, mode: int = 0o600) -> None:
+        self.socket_path = socket_path
+        self.mode = mode
+        self._sock: socket.socket | None = None
+        self._stop = threading.Event()
+        self._netns = _ns_id("net")
+        self._mntns = _ns_id("mnt")
+        self._uid = os.geteuid()
+        self.served = 0
+
+    def bind(self) -> None:
+        d = os.path.dirname(self.socket_path)
+        if d:
+            os.makedirs(d, mode=0o755, exist_ok=True)
+        with suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Why umask: the socket must never be reachable with looser permissions,
+        # not even between bind() and chmod().
+        old = os.umask(0o177)
+        try:
+            s.bind(self.socket_path)
+        finally:
+            os.umask(old)
+        os.chmod(self.socket_path, self.mode)
+        s.listen(512)
+        self._sock = s
+
+    def serve_forever(self) -> None:
+        assert self._sock is not None, "bind() first"
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                if self._stop.is_set():
+                    break
+                raise
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        if self._sock is not None:
+            with suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.close()
+        with suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+
+    def _peer_allowed(self, conn: socket.socket) -> bool:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _, uid, _ = struct.unpack("3i", creds)
+        return uid in (0, self._uid)
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                if not self._peer_allowed(conn):
+                    return
+                name_len, env_len, stdin_len, netns, mntns = p.decode_header(
+                    _recv_exact(conn, p.HEADER_LEN)
+                )
+                body = _recv_exact(conn, name_len + env_len + stdin_len)
+            except (ValueError, ConnectionError, OSError) as e:
+                log.warning("bad fast-path request: %s", e)
+                return
+            name = body[:name_len].decode(errors="replace")
+            env = p.decode_env(body[name_len : name_len + env_len])
+            stdin = body[name_len + env_len :]
+            reply = self.handle(name, env, stdin, netns, mntns)
+            with suppress(OSError):
+                conn.sendall(reply)
+
+    def handle(
+        self,
+        name: str,
+        env: dict[str, str],
+        stdin: bytes,
+        netns: tuple[int, int],
+        mntns: tuple[int, int],
+    ) -> bytes:
+        """Run one request; returns the encoded reply."""
+        from kanal.errors import NotFound
+        from kanal.plugins.registry import load_plugin
+        from kanal.skel.dispatcher import Dispatcher
+
+        if netns != self._netns or mntns != self._mntns:
+            return p.FALLBACK
+        try:
+            funcs = load_plugin(name)
+        except NotFound:
+            return p.FALLBACK
+        out, err = io.StringIO(), io.StringIO()
+        code = Dispatcher(env, io.BytesIO(stdin), out, err).run(funcs)
+        self.served += 1
+        stdout = out.getvalue().encode()
+        return b"".join(
+            (
+                p.HANDLED,
+                bytes([code & 0xFF]),
+                len(stdout).to_bytes(4, "big"),
+                stdout,
+                err.getvalue().encode(),
+            )
+        )

@@ -1,0 +1,155 @@
+"""Container-side interface work shared by the interface plugins (bridge, ptp, ...).
+
+These functions run inside the container namespace (in a thread that entered it,
+see :func:`kanal.netlink.ns.run_in_netns`) with a :class:`Netlink` opened there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from kanal.errors import Internal, KanalError, NotFound
+from kanal.netlink.handle import Netlink
+from kanal.netlink.ns import open_netns, run_in_netns
+from kanal.netlink.sysctl import read_sysctl, write_sysctl
+from kanal.spec.types import Result
+
+T = TypeVar("T")
+IFA_F_TENTATIVE = 0x40
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def in_container(netns: str, fn: Callable[[Netlink], T]) -> T:
+    """Run ``fn(nl)`` inside the namespace at path ``netns``."""
+    fd = open_netns(netns)
+    try:
+
+        def work() -> T:
+            with Netlink() as nl:
+                return fn(nl)
+
+        return run_in_netns(fd, work)
+    finally:
+        import os
+
+        os.close(fd)
+
+
+def _try_sysctl(key: str, value: str) -> None:
+    try:
+        write_sysctl(key, value)
+    except KanalError:
+        pass  # Go ignores these too: the key may not exist (IPv6 disabled)
+
+
+def prepare_sysctls(ifname: str, *, enable_dad: bool) -> None:
+    if enable_dad:
+        _try_sysctl(f"net/ipv6/conf/{ifname}/enhanced_dad", "1")
+        _try_sysctl(f"net/ipv6/conf/{ifname}/accept_dad", "1")
+    else:
+        _try_sysctl(f"net/ipv6/conf/{ifname}/accept_dad", "0")
+    _try_sysctl(f"net/ipv4/conf/{ifname}/arp_notify", "1")
+
+
+def configure_iface(nl: Netlink, ifname: str, result: Result, *, nodad: bool = True) -> None:
+    """Add the result's addresses (those pointing at ``ifname``) and routes.
+
+    Mirrors Go's ``ipam.ConfigureIface``: routes without a gateway use the first
+    gateway of their family; IPv6 is enabled on lo and the interface when needed.
+    With ``nodad`` the IPv6 addresses skip DAD, so there is nothing to settle
+    (the 1-2 s wait users complained about: plugins#680).
+    """
+    if not result.interfaces:
+        raise Internal("no interfaces to configure")
+    link = nl.get_link(ifname)
+    v4gw: Address | None = None
+    v6gw: Address | None = None
+    v6_enabled = False
+    for ipc in result.ips:
+        if ipc.interface is None:
+            continue
+        idx = ipc.interface
+        if idx < 0 or idx >= len(result.interfaces) or result.interfaces[idx].name != ifname:
+            raise Internal(
+                f"failed to add IP addr {ipc.address} to {ifname!r}: " "invalid interface index"
+            )
+        if ipc.address.version == 6 and not v6_enabled:
+            for dev in ("lo", ifname):
+                try:
+                    if read_sysctl(f"net/ipv6/conf/{dev}/disable_ipv6") != "0":
+                        write_sysctl(f"net/ipv6/conf/{dev}/disable_ipv6", "0")
+                except NotFound:
+                    continue
+            _try_sysctl(f"net/ipv6/conf/{ifname}/keep_addr_on_down", "1")
+            v6_enabled = True
+        try:
+            nl.add_addr(link.index, ipc.address, nodad=nodad, exist_ok=False)
+        except KanalError as e:
+            raise Internal(f"failed to add IP addr {ipc.address} to {ifname!r}", str(e)) from e
+        if ipc.gateway is not None:
+            if ipc.gateway.version == 4 and v4gw is None:
+                v4gw = ipc.gateway
+            elif ipc.gateway.version == 6 and v6gw is None:
+                v6gw = ipc.gateway
+    nl.set_up(link.index)
+    if v6gw is not None and not nodad:
+        settle_addresses(nl, link.index, timeout=5.0)
+    for r in result.routes:
+        gw = r.gw
+        if gw is None:
+            gw = v4gw if r.dst.version == 4 else v6gw
+        try:
+            nl.add_route(
+                r.dst.network,
+                gateway=gw,
+                oif=link.index,
+                priority=r.priority,
+                table=r.table,
+                scope=r.scope,
+                mtu=r.mtu,
+                advmss=r.advmss,
+                exist_ok=False,
+            )
+        except KanalError as e:
+            raise Internal(f"failed to add route '{r.dst} via {gw} dev {ifname}'", str(e)) from e
+
+
+def settle_addresses(nl: Netlink, index: int, timeout: float) -> None:
+    """Wait until no IPv6 address on ``index`` is tentative (DAD done)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tentative = [
+            a for a in nl.addrs(index) if a.interface.version == 6 and a.flags & IFA_F_TENTATIVE
+        ]
+        if not tentative:
+            return
+        if time.monotonic() > deadline:
+            raise Internal(f"link {index} still has tentative IPv6 addresses after {timeout}s")
+        time.sleep(0.05)
+
+
+def validate_expected_ips(nl: Netlink, ifname: str, result: Result) -> None:
+    """CHECK: every result IP pointing at ``ifname`` is on the interface."""
+    link = nl.get_link(ifname)
+    have = {a.interface for a in nl.addrs(link.index)}
+    for ipc in result.ips:
+        if ipc.interface is not None and (
+            ipc.interface >= len(result.interfaces)
+            or result.interfaces[ipc.interface].name != ifname
+        ):
+            continue
+        if ipc.address not in have:
+            raise Internal(f"IP address {ipc.address} not found on interface {ifname}")
+
+
+def validate_expected_routes(nl: Netlink, result: Result) -> None:
+    """CHECK: every result route exists (destination and, when given, gateway)."""
+    routes = nl.routes()
+    for r in result.routes:
+        dst = r.dst.network
+        found = any(rt.dst == dst and (r.gw is None or rt.gateway == r.gw) for rt in routes)
+        if not found:
+            raise Internal(f"route {r.dst} via {r.gw} not found")

@@ -1,0 +1,614 @@
+"""The ``bridge`` CNI plugin: a veth pair from the container to a Linux bridge.
+
+Spec-exact replacement of the reference plugin (cni.md §2.1). Differences that
+are deliberate: the veth is created from the host with its peer made directly in
+the container namespace (one kernel operation, no move); IPv6 addresses are added
+without DAD unless ``enabledad`` (no settle wait); DEL removes masquerade state
+by (network, container, ifname) even when the netns is gone (plugins#810); GC
+drops masquerade entries of attachments that are no longer valid.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from kanal.errors import Conflict, Internal, InvalidConfig, KanalError, NotFound
+from kanal.netlink.handle import Link, LinkNotFound, Netlink
+from kanal.netlink.ns import NetnsNotFound
+from kanal.netlink.sysctl import write_sysctl
+from kanal.plugins import _conf as c
+from kanal.plugins._iface import (
+    configure_iface,
+    in_container,
+    prepare_sysctls,
+    validate_expected_ips,
+    validate_expected_routes,
+)
+from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.skel.delegate import delegate
+from kanal.spec.types import DNS, Interface, IPConfig, Result, Route
+from kanal.spec.versions import ALL_VERSIONS
+
+__all__ = ["PLUGIN", "BridgeConf", "load_conf", "main"]
+
+DEFAULT_BRIDGE = "cni0"
+
+
+@dataclass
+class BridgeConf:
+    name: str
+    cni_version: str
+    br_name: str = DEFAULT_BRIDGE
+    is_gw: bool = False
+    is_default_gw: bool = False
+    force_address: bool = False
+    ip_masq: bool = False
+    ip_masq_backend: str | None = None
+    mtu: int = 0
+    hairpin: bool = False
+    promisc: bool = False
+    vlan: int = 0
+    vlans: list[int] = field(default_factory=list)
+    vlan_trunk_set: bool = False
+    preserve_default_vlan: bool = False
+    macspoofchk: bool = False
+    enable_dad: bool = False
+    disable_container_iface: bool = False
+    port_isolation: bool = False
+    ipam_type: str = ""
+    dns: DNS | None = None
+    mac: str = ""
+
+
+def _vlan_trunk(items: list[Any]) -> list[int]:
+    vids: set[int] = set()
+    for item in items:
+        if not isinstance(item, dict):
+            raise InvalidConfig("failed to load netconf", "vlanTrunk entries must be objects")
+        lo, hi, one = item.get("minID"), item.get("maxID"), item.get("id")
+        if lo is not None and hi is not None:
+            if not isinstance(lo, int) or lo <= 0 or lo > 4094:
+                raise InvalidConfig("incorrect trunk minID parameter")
+            if not isinstance(hi, int) or hi <= 0 or hi > 4094:
+                raise InvalidConfig("incorrect trunk maxID parameter")
+            if hi < lo:
+                raise InvalidConfig("minID is greater than maxID in trunk parameter")
+            vids.update(range(lo, hi + 1))
+        elif lo is None and hi is not None:
+            raise InvalidConfig(
+                "minID and maxID should be configured simultaneously, " "minID is missing"
+            )
+        elif lo is not None and hi is None:
+            raise InvalidConfig(
+                "minID and maxID should be configured simultaneously, " "maxID is missing"
+            )
+        if one is not None:
+            if not isinstance(one, int) or one <= 0 or one > 4094:
+                raise InvalidConfig("incorrect trunk id parameter")
+            vids.add(one)
+    return sorted(vids)
+
+
+def _dns(conf: dict[str, Any]) -> DNS | None:
+    d = c.get_dict(conf, "dns")
+    if not d:
+        return None
+    return DNS(
+        nameservers=list(d.get("nameservers") or []),
+        domain=str(d.get("domain") or ""),
+        search=list(d.get("search") or []),
+        options=list(d.get("options") or []),
+    )
+
+
+def load_conf(args: CmdArgs) -> BridgeConf:
+    """Parse and validate the config (and the MAC from CNI_ARGS/args/runtimeConfig)."""
+    from kanal.spec.args import load_args
+
+    conf = dict(args.conf)
+    n = BridgeConf(name=c.get_str(conf, "name"), cni_version=args.cni_version)
+    n.br_name = c.valid_ifname(
+        c.get_str(conf, "bridge", DEFAULT_BRIDGE) or DEFAULT_BRIDGE, "bridge name"
+    )
+    n.is_gw = c.get_bool(conf, "isGateway")
+    n.is_default_gw = c.get_bool(conf, "isDefaultGateway")
+    n.force_address = c.get_bool(conf, "forceAddress")
+    n.ip_masq = c.get_bool(conf, "ipMasq")
+    backend = conf.get("ipMasqBackend")
+    if backend is not None:
+        if backend not in ("iptables", "nftables"):
+            raise InvalidConfig(
+                f"unknown ipMasqBackend {backend!r}", 'must be "iptables" or "nftables"'
+            )
+        n.ip_masq_backend = backend
+    n.mtu = c.get_int(conf, "mtu")
+    if n.mtu < 0:
+        raise InvalidConfig(f"invalid MTU {n.mtu}")
+    n.hairpin = c.get_bool(conf, "hairpinMode")
+    n.promisc = c.get_bool(conf, "promiscMode")
+    n.vlan = c.get_int(conf, "vlan")
+    if n.vlan < 0 or n.vlan > 4094:
+        raise InvalidConfig(f"invalid VLAN ID {n.vlan} (must be between 0 and 4094)")
+    if conf.get("vlanTrunk") is not None:
+        n.vlan_trunk_set = True
+        n.vlans = _vlan_trunk(c.get_list(conf, "vlanTrunk"))
+    n.preserve_default_vlan = c.get_bool(conf, "preserveDefaultVlan")
+    n.macspoofchk = c.get_bool(conf, "macspoofchk")
+    n.enable_dad = c.get_bool(conf, "enabledad")
+    n.disable_container_iface = c.get_bool(conf, "disableContainerInterface")
+    n.port_isolation = c.get_bool(conf, "portIsolation")
+    n.ipam_type = c.get_str(c.get_dict(conf, "ipam"), "type")
+    n.dns = _dns(conf)
+    if args.args:
+        env_mac = load_args(args.args, ("MAC",)).get("MAC", "")
+        if env_mac:
+            n.mac = env_mac
+    cni_args = c.get_dict(c.get_dict(conf, "args"), "cni")
+    if cni_args.get("mac"):
+        n.mac = c.get_str(cni_args, "mac")
+    rc = c.get_dict(conf, "runtimeConfig")
+    if rc.get("mac"):
+        n.mac = c.get_str(rc, "mac")
+    if n.mac:
+        n.mac = c.valid_mac(n.mac)
+    if n.is_default_gw:
+        n.is_gw = True
+    return n
+
+
+def _check_kernel_vlan(n: BridgeConf) -> None:
+    # Why here: fail before any state exists rather than half-way through.
+    if (n.vlan or n.vlan_trunk_set) and not _vlan_filtering_supported():
+        raise InvalidConfig(
+            "bridge VLAN filtering (vlan/vlanTrunk) is not supported by this kernel"
+        )
+
+
+_VLAN_SUPPORT: bool | None = None
+
+
+def _vlan_filtering_supported() -> bool:
+    global _VLAN_SUPPORT
+    if _VLAN_SUPPORT is None:
+        # Kernels built without CONFIG_BRIDGE_VLAN_FILTERING refuse the attribute.
+        _VLAN_SUPPORT = _probe_vlan_filtering()
+    return _VLAN_SUPPORT
+
+
+def _probe_vlan_filtering() -> bool:
+    name = "kvp" + secrets.token_hex(4)
+    with Netlink() as nl:
+        try:
+            nl.ensure_bridge(name, vlan_filtering=True)
+        except KanalError:
+            return False
+        finally:
+            nl.del_link(name)
+    return True
+
+
+def _gateway_for(ipc: IPConfig) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipc.address.network.network_address + 1
+
+
+def _calc_gateways(result: Result, n: BridgeConf) -> dict[int, list[Any]]:
+    """Go calcGateways: fill gateways, add default routes, collect bridge addresses."""
+    gws: dict[int, list[Any]] = {4: [], 6: []}
+    default_found = {4: False, 6: False}
+    for ipc in result.ips:
+        fam = ipc.address.version
+        ipc.interface = 2
+        if ipc.gateway is None and n.is_gw:
+            ipc.gateway = _gateway_for(ipc)
+        if n.is_default_gw and not default_found[fam]:
+            default_net = "0.0.0.0/0" if fam == 4 else "::/0"
+            for r in result.routes:
+                if r.gw is not None and str(r.dst) == default_net:
+                    default_found[fam] = True
+                    break
+            if not default_found[fam]:
+                result.routes.append(Route(dst=ipaddress.ip_interface(default_net), gw=ipc.gateway))
+                default_found[fam] = True
+        if n.is_gw and ipc.gateway is not None:
+            gws[fam].append(
+                ipaddress.ip_interface(f"{ipc.gateway}/{ipc.address.network.prefixlen}")
+            )
+    return gws
+
+
+def _ensure_addr(nl: Netlink, link: Link, gw: Any, force: bool) -> None:
+    """Go ensureAddr: the gateway address on the bridge, EEXIST-safe under races."""
+    for a in nl.addrs(link.index):
+        if a.interface.version != gw.version:
+            continue
+        if a.interface == gw:
+            return
+        if gw.version == 4 or a.interface.ip in gw.network or gw.ip in a.interface.network:
+            if force:
+                nl.del_addr(link.index, a.interface)
+            else:
+                raise Conflict(f"{link.name!r} already has an IP address different from {gw}")
+    nl.add_addr(link.index, gw, exist_ok=True)
+    # Pin the bridge MAC: otherwise it follows the lowest port MAC as ports churn.
+    cur = nl.get_link_by_index(link.index)
+    nl.set_link(link.index, address=cur.mac)
+
+
+def _enable_forward(family: int) -> None:
+    key = "net/ipv4/ip_forward" if family == 4 else "net/ipv6/conf/all/forwarding"
+    from kanal.netlink.sysctl import read_sysctl
+
+    if read_sysctl(key) != "1":
+        write_sysctl(key, "1")
+
+
+def _host_veth_name(nl: Netlink) -> str:
+    return "veth" + secrets.token_hex(4)
+
+
+def _setup_veth(
+    nl: Netlink, n: BridgeConf, br: Link, netns_fd: int, ifname: str, undo: ExitStack, vlan: int = 0
+) -> Link:
+    """Create the pair, attach the host end to the bridge; returns the host link."""
+    for _ in range(10):
+        host = _host_veth_name(nl)
+        try:
+            hl = nl.add_veth(host, ifname, netns_fd, mtu=n.mtu, peer_mac=n.mac)
+            break
+        except Conflict:
+            if nl.find_link(host) is not None:
+                continue  # random host name collided; try another
+            raise Conflict(f"container veth name provided ({ifname}) already exists") from None
+    else:
+        raise Internal("failed to find a unique veth name")
+    undo.callback(nl.del_link, index=hl.index)
+    try:
+        write_sysctl(f"net/ipv6/conf/{host}/accept_ra", "0")
+    except KanalError:
+        pass
+    nl.set_link(hl.index, master=br.index, state="up")
+    if n.hairpin or n.port_isolation:
+        nl.set_brport(hl.index, mode=1 if n.hairpin else 0, isolated=1 if n.port_isolation else 0)
+    vlans = [] if vlan else n.vlans
+    vlan = vlan or n.vlan
+    if vlan or vlans:
+        if not n.preserve_default_vlan:
+            nl.vlan_del(hl.index, 1)
+        if vlan:
+            nl.vlan_add(hl.index, vlan, pvid=True, untagged=True)
+        for v in vlans:
+            nl.vlan_add(hl.index, v)
+        if not vlan and vlans:
+            nl.vlan_add(hl.index, 1, pvid=True, untagged=True)
+    return hl
+
+
+def _wait_oper_up(nl: Netlink, index: int) -> Link:
+    # Go sleeps 0/50/500/1000/1000 ms; a veth whose peer is up is oper-up at once,
+    # so poll finely and give up after the same total.
+    deadline = time.monotonic() + 2.55
+    while True:
+        link = nl.get_link_by_index(index)
+        if link.operstate == "UP":
+            return link
+        if time.monotonic() > deadline:
+            raise Internal(f"bridge port in error state: {link.operstate}")
+        time.sleep(0.005)
+
+
+def cmd_add(args: CmdArgs) -> Result:
+    n = load_conf(args)
+    layer3 = bool(n.ipam_type)
+    if layer3 and n.disable_container_iface:
+        raise InvalidConfig("cannot use IPAM when DisableContainerInterface flag is set")
+    if n.hairpin and n.promisc:
+        raise InvalidConfig("cannot set hairpin mode and promiscuous mode at the same time")
+    _check_kernel_vlan(n)
+    from kanal.netlink.ns import open_netns
+
+    try:
+        netns_fd = open_netns(args.netns)
+    except NetnsNotFound as e:
+        raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
+    with ExitStack() as cleanup, ExitStack() as undo:
+        cleanup.callback(os.close, netns_fd)
+        nl = cleanup.enter_context(Netlink())
+        br, _ = nl.ensure_bridge(n.br_name, mtu=n.mtu, vlan_filtering=bool(n.vlan or n.vlans))
+        if n.promisc and not br.promiscuity:
+            nl.set_promisc(br.index)
+        try:
+            write_sysctl(f"net/ipv6/conf/{n.br_name}/accept_ra", "0")
+        except KanalError:
+            pass
+        host = _setup_veth(nl, n, br, netns_fd, args.ifname, undo)
+        result = Result(
+            cni_version=n.cni_version,
+            interfaces=[
+                Interface(name=br.name, mac=br.mac),
+                Interface(name=host.name, mac=host.mac),
+                Interface(name=args.ifname, mac="", sandbox=args.netns),
+            ],
+        )
+        if n.macspoofchk:
+            from kanal.firewall import MacSpoofCheck, apply_mac_spoof_check
+
+            cont_mac = in_container(args.netns, lambda cnl: cnl.get_link(args.ifname).mac)
+            chk = MacSpoofCheck(host.name, cont_mac, f"{args.container_id}-{args.ifname}")
+            apply_mac_spoof_check(chk)
+            undo.callback(_teardown_spoofchk, args)
+        if layer3:
+            ipam = delegate("ADD", n.ipam_type, args)
+            assert ipam is not None
+            undo.callback(_ipam_del_quiet, n, args)
+            result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
+            if not result.ips:
+                raise Internal("IPAM plugin returned missing IP config")
+            gws = _calc_gateways(result, n)
+
+            def container_side(cnl: Netlink) -> str:
+                prepare_sysctls(args.ifname, enable_dad=n.enable_dad)
+                configure_iface(cnl, args.ifname, result, nodad=not n.enable_dad)
+                return cnl.get_link(args.ifname).mac
+
+            result.interfaces[2].mac = in_container(args.netns, container_side)
+            if n.is_gw:
+                target = br
+                if n.vlan:
+                    target = _ensure_vlan_iface(nl, n, br, result, undo)
+                for fam in (4, 6):
+                    for gw in gws[fam]:
+                        _ensure_addr(nl, target, gw, n.force_address)
+                    if gws[fam]:
+                        _enable_forward(fam)
+            if n.ip_masq:
+                from kanal.firewall import Masquerade, Owner, get_backend
+
+                owner = Owner(n.name, args.container_id, args.ifname)
+                rules = [
+                    Masquerade(owner, ipc.address.ip, ipc.address.network) for ipc in result.ips
+                ]
+                fw = get_backend(n.ip_masq_backend)
+                fw.add_masquerade(rules)
+                undo.callback(_masq_teardown_quiet, owner)
+        elif not n.disable_container_iface:
+
+            def l2_up(cnl: Netlink) -> str:
+                link = cnl.get_link(args.ifname)
+                cnl.set_up(link.index)
+                return link.mac
+
+            result.interfaces[2].mac = in_container(args.netns, l2_up)
+        else:
+            result.interfaces[2].mac = in_container(
+                args.netns, lambda cnl: cnl.get_link(args.ifname).mac
+            )
+        if not n.disable_container_iface:
+            host = _wait_oper_up(nl, host.index)
+        result.interfaces[1].mac = nl.get_link_by_index(host.index).mac
+        result.interfaces[0].mac = nl.get_link(n.br_name).mac
+        if n.dns is not None:
+            result.dns = n.dns
+        undo.pop_all()
+        return result
+    raise AssertionError("unreachable")
+
+
+def _ensure_vlan_iface(
+    nl: Netlink, n: BridgeConf, br: Link, result: Result, undo: ExitStack
+) -> Link:
+    """Go ensureVlanInterface: a veth ``<bridge>.<vlan>`` in the host namespace whose
+    peer is an untagged port of the VLAN; the gateway address goes on it."""
+    from kanal.netlink.ns import open_netns
+
+    name = f"{n.br_name}.{n.vlan}"
+    link = nl.find_link(name)
+    if link is None:
+        own = open_netns(f"/proc/self/task/{threading.get_native_id()}/ns/net")
+        try:
+            _setup_veth(nl, n, br, own, name, undo, vlan=n.vlan)
+        finally:
+            os.close(own)
+        link = nl.get_link(name)
+        nl.set_up(link.index)
+    if not any(i.name == link.name for i in result.interfaces):
+        result.interfaces.append(Interface(name=link.name, mac=link.mac))
+    return link
+
+
+def _ipam_del_quiet(n: BridgeConf, args: CmdArgs) -> None:
+    try:
+        delegate("DEL", n.ipam_type, args)
+    except KanalError:
+        pass
+
+
+def _masq_teardown_quiet(owner: Any) -> None:
+    from kanal.firewall import teardown_masquerade
+
+    try:
+        teardown_masquerade(owner)
+    except KanalError:
+        pass
+
+
+def _teardown_spoofchk(args: CmdArgs) -> None:
+    from kanal.firewall import teardown_mac_spoof_check
+
+    try:
+        teardown_mac_spoof_check(f"{args.container_id}-{args.ifname}")
+    except KanalError:
+        pass
+
+
+def cmd_del(args: CmdArgs) -> None:
+    """Idempotent: a missing netns, link or reservation is success.
+
+    Host-side state (masquerade, spoof check) is removed by (network, container,
+    ifname) whether or not the netns still exists.
+    """
+    n = load_conf(args)
+    errors: list[BaseException] = []
+    ips: list[Any] = []
+    if args.netns:
+
+        def remove(cnl: Netlink) -> list[Any]:
+            link = cnl.find_link(args.ifname)
+            if link is None:
+                return []
+            addrs = [
+                a.interface.ip for a in cnl.addrs(link.index) if not a.interface.ip.is_link_local
+            ]
+            cnl.del_link(index=link.index)
+            return addrs
+
+        try:
+            ips = in_container(args.netns, remove)
+        except (NetnsNotFound, LinkNotFound):
+            pass
+    if n.ipam_type:
+        try:
+            delegate("DEL", n.ipam_type, args)
+        except KanalError as e:
+            # IPAM must be released; report it, but still tear the rest down.
+            errors.append(e)
+    if n.macspoofchk:
+        _teardown_spoofchk(args)
+    if n.ipam_type:
+        from kanal.firewall import Owner, teardown_masquerade
+
+        try:
+            teardown_masquerade(Owner(n.name, args.container_id, args.ifname), ips or None)
+        except KanalError as e:
+            errors.append(e)
+    if errors:
+        if len(errors) == 1 and isinstance(errors[0], KanalError):
+            raise errors[0]
+        from kanal.errors import TeardownError
+
+        raise TeardownError("bridge DEL failed", errors)
+
+
+def cmd_check(args: CmdArgs) -> None:
+    n = load_conf(args)
+    if n.ipam_type:
+        delegate("CHECK", n.ipam_type, args)
+    prev = args.conf.get("prevResult")
+    if not prev:
+        raise InvalidConfig("Required prevResult missing")
+    from kanal.spec.convert import parse_result
+
+    result = parse_result(prev, args.cni_version)
+    br_if = next((i for i in result.interfaces if i.name == n.br_name), None)
+    cont_if = next(
+        (i for i in result.interfaces if i.name == args.ifname and i.sandbox == args.netns), None
+    )
+    with Netlink() as nl:
+        if br_if is None:
+            raise NotFound(f"CNI created bridge {n.br_name} in host namespace was not found")
+        br = nl.find_link(br_if.name)
+        if br is None:
+            raise NotFound(f"Interface name {br_if.name} not found")
+        if br.kind != "bridge":
+            raise Internal(f"Interface {br_if.name} does not have link type of bridge")
+        if br_if.mac and br_if.mac != br.mac:
+            raise Internal(f"Bridge interface {br_if.name} Mac doesn't match: {br_if.mac}")
+        if bool(br.promiscuity) != n.promisc:
+            raise Internal(
+                f"Bridge interface {br_if.name} configured Promisc Mode {n.promisc} "
+                f"doesn't match current state: {bool(br.promiscuity)}"
+            )
+        if cont_if is None:
+            raise Internal(f"Sandbox in prevResult  doesn't match configured netns: {args.netns}")
+
+        def cont_state(cnl: Netlink) -> tuple[Link, int]:
+            link = cnl.find_link(args.ifname)
+            if link is None:
+                raise NotFound(f"Interface name {args.ifname} not found")
+            if link.kind != "veth":
+                raise Internal(f"Error: Container interface {link.name} not of type veth")
+            if cont_if.mac and cont_if.mac != link.mac:
+                raise Internal(
+                    f"Interface {link.name} Mac {cont_if.mac} doesn't match "
+                    f"container Mac: {link.mac}"
+                )
+            validate_expected_ips(cnl, args.ifname, result)
+            validate_expected_routes(cnl, result)
+            return link, link.peer_index
+
+        try:
+            cont, peer_index = in_container(args.netns, cont_state)
+        except NetnsNotFound as e:
+            raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
+        veth = nl.find_link_by_index(peer_index)
+        if veth is None or veth.master != br.index or veth.peer_index != cont.index:
+            raise NotFound(f"CNI veth created for bridge {n.br_name} was not found")
+        host_if = next((i for i in result.interfaces if i.name == veth.name), None)
+        if host_if is not None and host_if.mac and host_if.mac != veth.mac:
+            raise Internal(f"Interface {veth.name} Mac doesn't match: {host_if.mac} not found")
+    if n.ip_masq and n.ipam_type:
+        from kanal.firewall import Masquerade, Owner, get_backend
+
+        owner = Owner(n.name, args.container_id, args.ifname)
+        get_backend(n.ip_masq_backend).check_masquerade(
+            [Masquerade(owner, ipc.address.ip, ipc.address.network) for ipc in result.ips]
+        )
+
+
+def cmd_status(args: CmdArgs) -> None:
+    n = load_conf(args)
+    if n.ipam_type:
+        delegate("STATUS", n.ipam_type, args)
+
+
+def cmd_gc(args: CmdArgs) -> None:
+    """Drop masquerade entries of attachments not listed as valid, then GC IPAM."""
+    n = load_conf(args)
+    valid = args.conf.get("cni.dev/valid-attachments")
+    if valid is None:
+        valid = args.conf.get("cni.dev/attachments")
+    errors: list[BaseException] = []
+    if isinstance(valid, list):
+        from kanal.firewall import gc_masquerade_all
+
+        keep = {
+            (str(a.get("containerID", "")), str(a.get("ifname", "")))
+            for a in valid
+            if isinstance(a, dict)
+        }
+        try:
+            gc_masquerade_all(n.name, keep)
+        except KanalError as e:
+            errors.append(e)
+    if n.ipam_type:
+        try:
+            delegate("GC", n.ipam_type, args)
+        except KanalError as e:
+            errors.append(e)
+    if errors:
+        from kanal.errors import TeardownError
+
+        raise TeardownError("bridge GC failed", errors)
+
+
+PLUGIN = PluginFuncs(
+    about="kanal bridge plugin",
+    versions=ALL_VERSIONS,
+    add=cmd_add,
+    delete=cmd_del,
+    check=cmd_check,
+    status=cmd_status,
+    gc=cmd_gc,
+)
+
+
+def main() -> None:
+    from kanal.skel.dispatcher import plugin_main
+
+    plugin_main(PLUGIN)

@@ -1,0 +1,296 @@
+"""The ``ptp`` CNI plugin: a point-to-point veth with the host as the gateway.
+
+As the reference: the container gets its address, a link route to the gateway
+and the subnet via the gateway; the host end carries the gateway address (/32 or
+/128) and a host route to the container.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from contextlib import ExitStack
+from typing import Any
+
+from kanal.errors import Conflict, Internal, InvalidConfig, KanalError, TeardownError
+from kanal.netlink.handle import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, LinkNotFound, Netlink
+from kanal.netlink.ns import NetnsNotFound, open_netns
+from kanal.netlink.sysctl import read_sysctl, write_sysctl
+from kanal.plugins import _conf as c
+from kanal.plugins._iface import (
+    configure_iface,
+    in_container,
+    prepare_sysctls,
+    validate_expected_ips,
+    validate_expected_routes,
+)
+from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.skel.delegate import delegate
+from kanal.spec.types import DNS, Interface, Result
+from kanal.spec.versions import ALL_VERSIONS
+
+__all__ = ["PLUGIN", "main"]
+
+
+def _conf(args: CmdArgs) -> tuple[str, bool, str | None, int, DNS | None]:
+    conf = dict(args.conf)
+    ipam_type = c.get_str(c.get_dict(conf, "ipam"), "type")
+    if not ipam_type:
+        raise InvalidConfig('ptp needs an "ipam" section with a type')
+    backend = conf.get("ipMasqBackend")
+    if backend is not None and backend not in ("iptables", "nftables"):
+        raise InvalidConfig(f"unknown ipMasqBackend {backend!r}")
+    d = c.get_dict(conf, "dns")
+    dns = (
+        DNS(
+            nameservers=list(d.get("nameservers") or []),
+            domain=str(d.get("domain") or ""),
+            search=list(d.get("search") or []),
+            options=list(d.get("options") or []),
+        )
+        if d
+        else None
+    )
+    return ipam_type, c.get_bool(conf, "ipMasq"), backend, c.get_int(conf, "mtu"), dns
+
+
+def _enable_forward(families: set[int]) -> None:
+    for fam in families:
+        key = "net/ipv4/ip_forward" if fam == 4 else "net/ipv6/conf/all/forwarding"
+        if read_sysctl(key) != "1":
+            write_sysctl(key, "1")
+
+
+def cmd_add(args: CmdArgs) -> Result:
+    ipam_type, ip_masq, backend, mtu, dns = _conf(args)
+    name = c.get_str(args.conf, "name")
+    with ExitStack() as cleanup, ExitStack() as undo:
+        result = delegate("ADD", ipam_type, args)
+        assert result is not None
+        undo.callback(_quiet, lambda: delegate("DEL", ipam_type, args))
+        if not result.ips:
+            raise Internal("IPAM plugin returned missing IP config")
+        for ipc in result.ips:
+            if ipc.gateway is None:
+                raise InvalidConfig(f"ptp needs a gateway for {ipc.address} from IPAM")
+            ipc.interface = 1
+        _enable_forward({ipc.address.version for ipc in result.ips})
+        try:
+            netns_fd = open_netns(args.netns)
+        except NetnsNotFound as e:
+            raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
+        cleanup.callback(os.close, netns_fd)
+        nl = cleanup.enter_context(Netlink())
+        for _ in range(10):
+            host_name = "veth" + secrets.token_hex(4)
+            try:
+                host = nl.add_veth(host_name, args.ifname, netns_fd, mtu=mtu)
+                break
+            except Conflict:
+                if nl.find_link(host_name) is not None:
+                    continue
+                raise Conflict(
+                    f"container veth name provided ({args.ifname}) " "already exists"
+                ) from None
+        else:
+            raise Internal("failed to find a unique veth name")
+        undo.callback(nl.del_link, index=host.index)
+        try:
+            write_sysctl(f"net/ipv6/conf/{host_name}/accept_ra", "0")
+        except KanalError:
+            pass
+        nl.set_up(host.index)
+        result.interfaces = [
+            Interface(name=host.name, mac=host.mac),
+            Interface(name=args.ifname, sandbox=args.netns),
+        ]
+
+        def container_side(cnl: Netlink) -> str:
+            prepare_sysctls(args.ifname, enable_dad=False)
+            configure_iface(cnl, args.ifname, result, nodad=True)
+            link = cnl.get_link(args.ifname)
+            for ipc in result.ips:
+                assert ipc.gateway is not None
+                bits = 32 if ipc.address.version == 4 else 128
+                cnl.del_route(ipc.address.network, oif=link.index)
+                cnl.add_route(
+                    ipaddress.ip_network(f"{ipc.gateway}/{bits}"),
+                    oif=link.index,
+                    scope=RT_SCOPE_LINK,
+                    src=ipc.address.ip,
+                    exist_ok=False,
+                )
+                cnl.add_route(
+                    ipc.address.network,
+                    gateway=ipc.gateway,
+                    oif=link.index,
+                    scope=RT_SCOPE_UNIVERSE,
+                    src=ipc.address.ip,
+                    exist_ok=False,
+                )
+            return link.mac
+
+        result.interfaces[1].mac = in_container(args.netns, container_side)
+        for ipc in result.ips:
+            assert ipc.gateway is not None
+            bits = 32 if ipc.address.version == 4 else 128
+            nl.add_addr(
+                host.index,
+                ipaddress.ip_interface(f"{ipc.gateway}/{bits}"),
+                nodad=True,
+                exist_ok=True,
+            )
+            nl.add_route(
+                ipaddress.ip_network(f"{ipc.address.ip}/{bits}"),
+                oif=host.index,
+                scope=RT_SCOPE_LINK,
+                exist_ok=True,
+            )
+        if ip_masq:
+            from kanal.firewall import Masquerade, Owner, get_backend
+
+            owner = Owner(name, args.container_id, args.ifname)
+            get_backend(backend).add_masquerade(
+                [Masquerade(owner, ipc.address.ip, ipc.address.network) for ipc in result.ips]
+            )
+        result.interfaces[0].mac = nl.get_link_by_index(host.index).mac
+        if dns is not None:
+            result.dns = dns
+        undo.pop_all()
+        return result
+    raise AssertionError("unreachable")
+
+
+def _quiet(fn: Any) -> None:
+    try:
+        fn()
+    except KanalError:
+        pass
+
+
+def cmd_del(args: CmdArgs) -> None:
+    ipam_type, ip_masq, _, _, _ = _conf(args)
+    name = c.get_str(args.conf, "name")
+    errors: list[BaseException] = []
+    try:
+        delegate("DEL", ipam_type, args)
+    except KanalError as e:
+        errors.append(e)
+    ips: list[Any] = []
+    if args.netns:
+
+        def remove(cnl: Netlink) -> list[Any]:
+            link = cnl.find_link(args.ifname)
+            if link is None:
+                return []
+            addrs = [
+                a.interface.ip for a in cnl.addrs(link.index) if not a.interface.ip.is_link_local
+            ]
+            cnl.del_link(index=link.index)
+            return addrs
+
+        try:
+            ips = in_container(args.netns, remove)
+        except (NetnsNotFound, LinkNotFound):
+            pass
+    # Masquerade state is keyed by attachment: removed even without the netns.
+    from kanal.firewall import Owner, teardown_masquerade
+
+    try:
+        teardown_masquerade(Owner(name, args.container_id, args.ifname), ips or None)
+    except KanalError as e:
+        errors.append(e)
+    del ip_masq
+    if len(errors) == 1 and isinstance(errors[0], KanalError):
+        raise errors[0]
+    if errors:
+        raise TeardownError("ptp DEL failed", errors)
+
+
+def cmd_check(args: CmdArgs) -> None:
+    ipam_type, ip_masq, backend, _, _ = _conf(args)
+    delegate("CHECK", ipam_type, args)
+    prev = args.conf.get("prevResult")
+    if not prev:
+        raise InvalidConfig("Required prevResult missing")
+    from kanal.spec.convert import parse_result
+
+    result = parse_result(prev, args.cni_version)
+    cont_if = next(
+        (i for i in result.interfaces if i.name == args.ifname and i.sandbox == args.netns), None
+    )
+    if cont_if is None:
+        raise Internal(f"Sandbox in prevResult doesn't match configured netns: {args.netns}")
+
+    def check(cnl: Netlink) -> None:
+        link = cnl.find_link(args.ifname)
+        if link is None:
+            raise Internal(f"Interface name {args.ifname} not found")
+        if link.kind != "veth":
+            raise Internal(f"Error: Container interface {link.name} not of type veth/p2p")
+        if cont_if.mac and cont_if.mac != link.mac:
+            raise Internal(
+                f"Interface {link.name} Mac {cont_if.mac} doesn't match "
+                f"container Mac: {link.mac}"
+            )
+        validate_expected_ips(cnl, args.ifname, result)
+        validate_expected_routes(cnl, result)
+
+    try:
+        in_container(args.netns, check)
+    except NetnsNotFound as e:
+        raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
+    if ip_masq:
+        from kanal.firewall import Masquerade, Owner, get_backend
+
+        owner = Owner(c.get_str(args.conf, "name"), args.container_id, args.ifname)
+        get_backend(backend).check_masquerade(
+            [Masquerade(owner, ipc.address.ip, ipc.address.network) for ipc in result.ips]
+        )
+
+
+def cmd_status(args: CmdArgs) -> None:
+    ipam_type = _conf(args)[0]
+    delegate("STATUS", ipam_type, args)
+
+
+def cmd_gc(args: CmdArgs) -> None:
+    ipam_type = _conf(args)[0]
+    valid = args.conf.get("cni.dev/valid-attachments", args.conf.get("cni.dev/attachments"))
+    errors: list[BaseException] = []
+    if isinstance(valid, list):
+        from kanal.firewall import gc_masquerade_all
+
+        keep = {
+            (str(a.get("containerID", "")), str(a.get("ifname", "")))
+            for a in valid
+            if isinstance(a, dict)
+        }
+        try:
+            gc_masquerade_all(c.get_str(args.conf, "name"), keep)
+        except KanalError as e:
+            errors.append(e)
+    try:
+        delegate("GC", ipam_type, args)
+    except KanalError as e:
+        errors.append(e)
+    if errors:
+        raise TeardownError("ptp GC failed", errors)
+
+
+PLUGIN = PluginFuncs(
+    about="kanal ptp plugin",
+    versions=ALL_VERSIONS,
+    add=cmd_add,
+    delete=cmd_del,
+    check=cmd_check,
+    status=cmd_status,
+    gc=cmd_gc,
+)
+
+
+def main() -> None:
+    from kanal.skel.dispatcher import plugin_main
+
+    plugin_main(PLUGIN)
