@@ -26,20 +26,30 @@ def unique(prefix: str, length: int = 15) -> str:
 
 
 def run(
-    cmd: Sequence[str], *, check: bool = True, input: bytes | None = None,
-    env: dict[str, str] | None = None, timeout: float = 60,
+    cmd: Sequence[str],
+    *,
+    check: bool = True,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
 ) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         list(cmd), input=input, capture_output=True, check=check, env=env, timeout=timeout
     )
 
 
-def nsexec(ns: str, *cmd: str, check: bool = True, input: bytes | None = None,
-           env: dict[str, str] | None = None, timeout: float = 60,
-           ) -> subprocess.CompletedProcess[bytes]:
+def nsexec(
+    ns: str,
+    *cmd: str,
+    check: bool = True,
+    input: bytes | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[bytes]:
     """Run ``cmd`` inside the named namespace."""
-    return run(["ip", "netns", "exec", ns, *cmd], check=check, input=input, env=env,
-               timeout=timeout)
+    return run(
+        ["ip", "netns", "exec", ns, *cmd], check=check, input=input, env=env, timeout=timeout
+    )
 
 
 def ip_json(ns: str, *args: str) -> Any:

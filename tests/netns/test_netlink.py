@@ -1,0 +1,95 @@
+"""The netlink layer against the real kernel, inside namespaces the tests made."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+import pytest
+
+from kanal.errors import Conflict
+from kanal.netlink.handle import LinkNotFound, Netlink
+from kanal.netlink.ns import NetnsNotFound, current_netns_id, netns_id, open_netns
+from kanal.netlink.sysctl import read_sysctl, write_sysctl
+from tests.helpers import ip_json
+from tests.netns.inns import in_ns
+
+
+def test_bridge_is_idempotent_and_refuses_non_bridge(host_ns: str) -> None:
+    def work() -> None:
+        with Netlink() as nl:
+            br, created = nl.ensure_bridge("kbr0", mtu=1400)
+            assert created and br.kind == "bridge" and br.up
+            again, created2 = nl.ensure_bridge("kbr0")
+            assert not created2 and again.index == br.index
+
+    in_ns(host_ns, work)
+    links = {l["ifname"]: l for l in ip_json(host_ns, "link", "show")}
+    assert links["kbr0"]["mtu"] == 1400
+
+    def not_a_bridge() -> None:
+        with Netlink() as nl:
+            nl.ensure_bridge("lo")
+
+    with pytest.raises(Conflict):
+        in_ns(host_ns, not_a_bridge)
+
+
+def test_veth_peer_made_in_container_and_addresses_routes(make_netns) -> None:
+    host, ct = make_netns("kth"), make_netns("ktc")
+    ct_fd = open_netns(f"/run/netns/{ct}")
+    try:
+
+        def work() -> None:
+            with Netlink() as nl:
+                link = nl.add_veth("vhost0", "eth0", ct_fd, mtu=1450, peer_mac="0a:58:0a:00:00:05")
+                assert link.kind == "veth" and link.mtu == 1450
+                with pytest.raises(Conflict):
+                    nl.add_veth("vhost0", "eth9", ct_fd)
+                nl.set_up(link.index)
+                addr = ipaddress.ip_interface("10.99.0.1/24")
+                assert nl.add_addr(link.index, addr) is True
+                assert nl.add_addr(link.index, addr) is False  # EEXIST is success
+                assert addr in {a.interface for a in nl.addrs(link.index)}
+                dst = ipaddress.ip_network("192.0.2.0/24")
+                assert nl.add_route(dst, gateway=ipaddress.ip_address("10.99.0.2"), oif=link.index)
+                assert not nl.add_route(
+                    dst, gateway=ipaddress.ip_address("10.99.0.2"), oif=link.index
+                )
+                assert any(r.dst == dst for r in nl.routes(oif=link.index))
+                assert nl.del_route(dst) and not nl.del_route(dst)
+                assert nl.del_link("vhost0") is True
+                assert nl.del_link("vhost0") is False
+                with pytest.raises(LinkNotFound):
+                    nl.get_link("vhost0")
+
+        in_ns(host, work)
+    finally:
+        os.close(ct_fd)
+    # The peer was made directly in the container namespace, then went with the pair.
+    assert [l["ifname"] for l in ip_json(ct, "link", "show")] == ["lo"]
+
+
+def test_peer_mac_and_netns_ids(make_netns) -> None:
+    host, ct = make_netns("kth"), make_netns("ktc")
+    ct_fd = open_netns(f"/run/netns/{ct}")
+    try:
+        in_ns(host, lambda: Netlink().add_veth("vh1", "eth0", ct_fd, peer_mac="0a:58:0a:00:00:07"))
+    finally:
+        os.close(ct_fd)
+    eth0 = next(l for l in ip_json(ct, "link", "show") if l["ifname"] == "eth0")
+    assert eth0["address"] == "0a:58:0a:00:00:07"
+    assert in_ns(host, current_netns_id) == netns_id(f"/run/netns/{host}")
+    assert current_netns_id() != netns_id(f"/run/netns/{host}")
+
+
+def test_sysctl_is_per_namespace(host_ns: str) -> None:
+    before = read_sysctl("net.ipv4.ip_forward")
+    in_ns(host_ns, lambda: write_sysctl("net/ipv4/ip_forward", "1"))
+    assert in_ns(host_ns, lambda: read_sysctl("net.ipv4.ip_forward")) == "1"
+    assert read_sysctl("net.ipv4.ip_forward") == before
+
+
+def test_missing_netns_is_not_found() -> None:
+    with pytest.raises(NetnsNotFound):
+        open_netns("/run/netns/kanal-does-not-exist-42")
