@@ -24,7 +24,7 @@ def test_bridge_is_idempotent_and_refuses_non_bridge(host_ns: str) -> None:
             assert not created2 and again.index == br.index
 
     in_ns(host_ns, work)
-    links = {l["ifname"]: l for l in ip_json(host_ns, "link", "show")}
+    links = {x["ifname"]: x for x in ip_json(host_ns, "link", "show")}
     assert links["kbr0"]["mtu"] == 1400
 
     def not_a_bridge() -> None:
@@ -67,7 +67,7 @@ def test_veth_peer_made_in_container_and_addresses_routes(make_netns) -> None:
     finally:
         os.close(ct_fd)
     # The peer was made directly in the container namespace, then went with the pair.
-    assert [l["ifname"] for l in ip_json(ct, "link", "show")] == ["lo"]
+    assert [x["ifname"] for x in ip_json(ct, "link", "show")] == ["lo"]
 
 
 def test_peer_mac_and_netns_ids(make_netns) -> None:
@@ -77,7 +77,7 @@ def test_peer_mac_and_netns_ids(make_netns) -> None:
         in_ns(host, lambda: Netlink().add_veth("vh1", "eth0", ct_fd, peer_mac="0a:58:0a:00:00:07"))
     finally:
         os.close(ct_fd)
-    eth0 = next(l for l in ip_json(ct, "link", "show") if l["ifname"] == "eth0")
+    eth0 = next(x for x in ip_json(ct, "link", "show") if x["ifname"] == "eth0")
     assert eth0["address"] == "0a:58:0a:00:00:07"
     assert in_ns(host, current_netns_id) == netns_id(f"/run/netns/{host}")
     assert current_netns_id() != netns_id(f"/run/netns/{host}")
