@@ -3,7 +3,7 @@
 Request::
 
     b"KNL1" | u32 len(name) | u32 len(env) | u32 len(stdin) | u64 netns dev | u64 netns ino
-          | u64 mntns dev | u64 mntns ino | name | env | stdin
+          | u64 root dev | u64 root ino | name | env | stdin
 
 ``env`` is ``KEY=VALUE`` pairs joined by NUL. Reply::
 
@@ -11,7 +11,10 @@ Request::
     b"F"                                                   (run it yourself)
 
 ``F`` tells the shim to fall back to running the plugin in its own process, e.g.
-when it runs in another network or mount namespace than the daemon.
+when it runs in another network namespace than the daemon, or sees another root
+directory (a runtime in a container). The root is compared rather than the mount
+namespace because ``ip netns exec`` gives every command a mount namespace of its
+own with the same files.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ FALLBACK = b"F"
 
 
 def encode_request(
-    name: bytes, env: bytes, stdin: bytes, netns: tuple[int, int], mntns: tuple[int, int]
+    name: bytes, env: bytes, stdin: bytes, netns: tuple[int, int], root: tuple[int, int]
 ) -> bytes:
     return b"".join(
         (
@@ -36,8 +39,8 @@ def encode_request(
             len(stdin).to_bytes(4, "big"),
             netns[0].to_bytes(8, "big"),
             netns[1].to_bytes(8, "big"),
-            mntns[0].to_bytes(8, "big"),
-            mntns[1].to_bytes(8, "big"),
+            root[0].to_bytes(8, "big"),
+            root[1].to_bytes(8, "big"),
             name,
             env,
             stdin,
@@ -46,7 +49,7 @@ def encode_request(
 
 
 def decode_header(h: bytes) -> tuple[int, int, int, tuple[int, int], tuple[int, int]]:
-    """Returns (name len, env len, stdin len, netns id, mntns id); ValueError if bad."""
+    """Returns (name len, env len, stdin len, netns id, root id); ValueError if bad."""
     if len(h) != HEADER_LEN or h[:4] != MAGIC:
         raise ValueError("bad magic")
     n, e, s = (int.from_bytes(h[i : i + 4], "big") for i in (4, 8, 12))

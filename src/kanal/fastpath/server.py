@@ -3,8 +3,8 @@
 Each connection is one plugin exec. It is served on its own thread through the
 same :class:`~kanal.skel.dispatcher.Dispatcher` a standalone plugin uses, with
 the shim's environment and stdin, so results are identical by construction.
-The daemon only serves shims in its own network and mount namespace (anything
-else is told to fall back), and only root (or its own uid) may connect.
+The daemon only serves shims in its own network namespace that see the same
+root directory (anything else is told to fall back), and only root (or its own uid) may connect.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ __all__ = ["FastPathServer"]
 log = logging.getLogger("kanal.fastpath")
 
 
-def _ns_id(kind: str) -> tuple[int, int]:
-    st = os.stat(f"/proc/self/ns/{kind}")
+def _id(path: str) -> tuple[int, int]:
+    st = os.stat(path)
     return st.st_dev, st.st_ino
 
 
@@ -47,8 +47,8 @@ class FastPathServer:
         self.mode = mode
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
-        self._netns = _ns_id("net")
-        self._mntns = _ns_id("mnt")
+        self._netns = _id("/proc/self/ns/net")
+        self._root = _id("/")
         self._uid = os.geteuid()
         self.served = 0
 
@@ -100,7 +100,7 @@ class FastPathServer:
             try:
                 if not self._peer_allowed(conn):
                     return
-                name_len, env_len, stdin_len, netns, mntns = p.decode_header(
+                name_len, env_len, stdin_len, netns, root = p.decode_header(
                     _recv_exact(conn, p.HEADER_LEN)
                 )
                 body = _recv_exact(conn, name_len + env_len + stdin_len)
@@ -110,7 +110,7 @@ class FastPathServer:
             name = body[:name_len].decode(errors="replace")
             env = p.decode_env(body[name_len : name_len + env_len])
             stdin = body[name_len + env_len :]
-            reply = self.handle(name, env, stdin, netns, mntns)
+            reply = self.handle(name, env, stdin, netns, root)
             with suppress(OSError):
                 conn.sendall(reply)
 
@@ -120,14 +120,14 @@ class FastPathServer:
         env: dict[str, str],
         stdin: bytes,
         netns: tuple[int, int],
-        mntns: tuple[int, int],
+        root: tuple[int, int],
     ) -> bytes:
         """Run one request; returns the encoded reply."""
         from kanal.errors import NotFound
         from kanal.plugins.registry import load_plugin
         from kanal.skel.dispatcher import Dispatcher
 
-        if netns != self._netns or mntns != self._mntns:
+        if netns != self._netns or root != self._root:
             return p.FALLBACK
         try:
             funcs = load_plugin(name)

@@ -27,8 +27,8 @@ def _read_stdin() -> bytes:
     return b"".join(chunks)
 
 
-def _ns_id(kind: str) -> tuple[int, int]:
-    st = posix.stat("/proc/self/ns/" + kind)
+def _id(path: str) -> tuple[int, int]:
+    st = posix.stat(path)
     return st.st_dev, st.st_ino
 
 
@@ -78,7 +78,7 @@ def run(name: str, socket_path: str, src: str) -> None:
     stdin = _read_stdin()
     blob = b"\0".join(k + b"=" + v for k, v in env.items())
     try:
-        s.sendall(encode_request(name.encode(), blob, stdin, _ns_id("net"), _ns_id("mnt")))
+        s.sendall(encode_request(name.encode(), blob, stdin, _id("/proc/self/ns/net"), _id("/")))
         reply = _recv_all(s)
     except OSError:
         reply = b""

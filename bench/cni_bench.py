@@ -1,0 +1,161 @@
+"""CNI plugin latency, kanal vs the Go reference plugins, side by side in one run.
+
+Both are executed as a runtime executes a plugin (fork+exec, env, config on
+stdin) with the "host" inside a namespace made here. The conflist is the issue's:
+bridge + host-local + ipMasq. Each implementation gets its own bridge, subnet and
+state directories; measurements interleave kanal and the reference so both see the
+same machine load. kanald runs inside the host namespace, as it would on a node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers import create_netns, delete_netns, unique  # noqa: E402
+
+GO_DIR = "/usr/lib/cni"
+PY = str(ROOT / ".venv" / "bin" / "python")
+
+
+@dataclass
+class Impl:
+    name: str
+    plugin_dir: str
+    bridge: str
+    subnet: str
+    data_dir: str
+    backend: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def conf(self, netname: str) -> bytes:
+        c: dict[str, object] = {
+            "cniVersion": "1.0.0",
+            "name": netname,
+            "type": "bridge",
+            "bridge": self.bridge,
+            "isGateway": True,
+            "ipMasq": True,
+            "ipam": {"type": "host-local", "subnet": self.subnet, "dataDir": self.data_dir,
+                     "routes": [{"dst": "0.0.0.0/0"}]},
+        }
+        if self.backend:
+            c["ipMasqBackend"] = self.backend
+        return json.dumps(c).encode()
+
+
+def exec_plugin(host_ns: str, impl: Impl, cmd: str, cid: str, netns: str, conf: bytes) -> float:
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "CNI_COMMAND": cmd,
+        "CNI_CONTAINERID": cid,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": impl.plugin_dir,
+        **impl.env,
+    }
+    # `ip netns exec` would add its own cost to every sample; enter the host
+    # namespace once instead: this process runs inside it (see main()).
+    t = time.perf_counter()
+    p = subprocess.run([os.path.join(impl.plugin_dir, "bridge")], input=conf, env=env,
+                       capture_output=True)
+    dt = time.perf_counter() - t
+    if p.returncode != 0:
+        raise RuntimeError(f"{impl.name} {cmd} failed: {p.stdout!r} {p.stderr!r}")
+    return dt
+
+
+@contextmanager
+def kanald(socket_path: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "kanald"), "--socket", socket_path],
+                            stderr=subprocess.PIPE)
+    for _ in range(300):
+        if os.path.exists(socket_path):
+            break
+        time.sleep(0.02)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def p50(xs: list[float]) -> float:
+    return statistics.median(xs) * 1000
+
+
+def run(attached: list[int], samples: int, report: Callable[[str], None]) -> dict[str, object]:
+    """Runs in the host namespace. Returns the measured numbers."""
+    out: dict[str, object] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="kanal-bench-"))
+    kdir = tmp / "kanal-bin"
+    sock = str(tmp / "kanald.sock")
+    subprocess.run([PY, "-m", "kanal.cli.main", "cni", "install", "--dir", str(kdir),
+                    "--socket", sock], check=True, capture_output=True)
+    impls = [
+        Impl("kanal", str(kdir), unique("kbk", 15), "10.201.0.0/16", str(tmp / "k-ipam")),
+        Impl("go-ref", GO_DIR, unique("kbg", 15), "10.202.0.0/16", str(tmp / "g-ipam")),
+    ]
+    made: list[str] = []
+    try:
+        with kanald(sock):
+            net = unique("bench", 20)
+            base: dict[str, int] = {i.name: 0 for i in impls}
+            for target in attached:
+                # Attach containers until `target` are attached on each side.
+                for impl in impls:
+                    while base[impl.name] < target:
+                        ns = create_netns(unique("kbc", 30))
+                        made.append(ns)
+                        exec_plugin("", impl, "ADD", f"keep-{impl.name}-{len(made)}",
+                                    f"/run/netns/{ns}", impl.conf(net))
+                        base[impl.name] += 1
+                adds: dict[str, list[float]] = {i.name: [] for i in impls}
+                dels: dict[str, list[float]] = {i.name: [] for i in impls}
+                for k in range(samples):
+                    for impl in impls:
+                        ns = create_netns(unique("kbs", 30))
+                        try:
+                            cid = f"s-{impl.name}-{target}-{k}"
+                            adds[impl.name].append(
+                                exec_plugin("", impl, "ADD", cid, f"/run/netns/{ns}",
+                                            impl.conf(net)))
+                            dels[impl.name].append(
+                                exec_plugin("", impl, "DEL", cid, f"/run/netns/{ns}",
+                                            impl.conf(net)))
+                        finally:
+                            delete_netns(ns)
+                row = {
+                    "attached": target,
+                    "kanal_add_p50_ms": p50(adds["kanal"]),
+                    "ref_add_p50_ms": p50(adds["go-ref"]),
+                    "kanal_del_p50_ms": p50(dels["kanal"]),
+                    "ref_del_p50_ms": p50(dels["go-ref"]),
+                }
+                row["add_ratio"] = row["kanal_add_p50_ms"] / row["ref_add_p50_ms"]
+                row["del_ratio"] = row["kanal_del_p50_ms"] / row["ref_del_p50_ms"]
+                out[f"attached_{target}"] = row
+                report(
+                    f"attached={target:5d}  ADD p50 kanal {row['kanal_add_p50_ms']:6.1f} ms"
+                    f"  ref {row['ref_add_p50_ms']:6.1f} ms  ratio {row['add_ratio']:.2f}   "
+                    f"DEL p50 kanal {row['kanal_del_p50_ms']:6.1f} ms  ref "
+                    f"{row['ref_del_p50_ms']:6.1f} ms  ratio {row['del_ratio']:.2f}"
+                )
+    finally:
+        for ns in made:
+            delete_netns(ns)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
