@@ -1,0 +1,114 @@
+"""Small emulations of Go library behaviour that the CNI wire formats depend on.
+
+- :func:`quote` is ``strconv.Quote`` (what ``%q`` prints in Go error texts).
+- :func:`loads` is a strict ``encoding/json`` decode: UTF-8 only, no NaN/Infinity.
+- :func:`marshal` is ``json.Marshal``/``json.MarshalIndent``: Go escapes ``<``, ``>``,
+  ``&``, U+2028 and U+2029 and writes other non-ASCII text as raw UTF-8.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from kanal.errors import DecodeError
+
+__all__ = ["MAX_JSON_BYTES", "loads", "marshal", "quote", "quote_list"]
+
+# Why a bound: configs and results are small; a plugin or runtime must not be made to
+# buffer and parse arbitrary input.
+MAX_JSON_BYTES = 1 << 20
+
+_SHORT_ESCAPES = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+    '"': '\\"',
+    "\\": "\\\\",
+}
+
+
+def quote(s: str | bytes) -> str:
+    """``strconv.Quote(s)``: a double-quoted Go string literal."""
+    if isinstance(s, bytes):
+        # Undecodable bytes come back as lone surrogates U+DC80..U+DCFF; Go prints them as \xHH.
+        s = s.decode("utf-8", "surrogateescape")
+    out = ['"']
+    for ch in s:
+        esc = _SHORT_ESCAPES.get(ch)
+        if esc is not None:
+            out.append(esc)
+            continue
+        cp = ord(ch)
+        if 0xDC80 <= cp <= 0xDCFF:
+            out.append(f"\\x{cp - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        elif cp < 0x80:
+            out.append(f"\\x{cp:02x}")
+        elif cp < 0x10000:
+            out.append(f"\\u{cp:04x}")
+        else:
+            out.append(f"\\U{cp:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def quote_list(items: Iterable[str]) -> str:
+    """``fmt.Sprintf("%q", []string{...})``: ``["a" "b"]``."""
+    return "[" + " ".join(quote(i) for i in items) + "]"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"invalid JSON value {name}")
+
+
+def loads(data: bytes | str, what: str = "JSON", limit: int = MAX_JSON_BYTES) -> Any:
+    """Decode JSON as Go would accept it; raises DecodeError(``what``, reason).
+
+    Input longer than ``limit`` bytes (characters for str) is refused unread.
+    """
+    if len(data) > limit:
+        raise DecodeError(what, f"input is {len(data)} bytes, more than the {limit} allowed")
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
+        return json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError included
+        raise DecodeError(what, str(e) or type(e).__name__) from e
+
+
+_GO_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+_GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def marshal(obj: Any, *, indent: int | None = None, sort_keys: bool = False) -> bytes:
+    """Serialise like Go: compact (``json.Marshal``) or indented (``json.MarshalIndent``).
+
+    Key order is the dict's own order unless ``sort_keys`` (Go sorts map keys).
+    """
+    separators = (",", ": ") if indent is not None else (",", ":")
+    text = json.dumps(
+        obj,
+        ensure_ascii=False,
+        indent=indent,
+        separators=separators,
+        sort_keys=sort_keys,
+        allow_nan=False,
+    )
+    # Only string contents can hold these characters, so a textual pass is safe.
+    text = _GO_ESCAPE_RE.sub(lambda m: _GO_ESCAPES[m.group()], text)
+    text = _SURROGATE_RE.sub("\ufffd", text)
+    return text.encode("utf-8")
