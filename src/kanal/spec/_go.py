@@ -15,7 +15,7 @@ from typing import Any
 
 from kanal.errors import DecodeError
 
-__all__ = ["MAX_JSON_BYTES", "loads", "marshal", "quote", "quote_list"]
+__all__ = ["MAX_JSON_BYTES", "loads", "marshal", "quote", "quote_list", "type_name"]
 
 # Why a bound: configs and results are small; a plugin or runtime must not be made to
 # buffer and parse arbitrary input.
@@ -112,3 +112,20 @@ def marshal(obj: Any, *, indent: int | None = None, sort_keys: bool = False) -> 
     text = _GO_ESCAPE_RE.sub(lambda m: _GO_ESCAPES[m.group()], text)
     text = _SURROGATE_RE.sub("\ufffd", text)
     return text.encode("utf-8")
+
+
+def type_name(value: Any) -> str:
+    """Go's ``%T`` of a value decoded into ``interface{}`` (for error texts)."""
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "float64"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "[]interface {}"
+    if isinstance(value, dict):
+        return "map[string]interface {}"
+    return type(value).__name__

@@ -1,0 +1,407 @@
+"""Network configuration: the plugin object, the conflist, and the request a runtime builds.
+
+Go reference: ``pkg/types/types.go`` (``PluginConf``), ``pkg/skel`` (``validateConfig``),
+``libcni/conf.go`` (``NetworkConfFromBytes``, ``ConfFromBytes``, ``ConfListFromConf``)
+and ``libcni/api.go`` (``buildOneConfig``, ``injectRuntimeConfig``, ``InjectConf``).
+
+Unknown keys are always kept: ``raw`` holds the whole object, and the request bytes
+are built from it.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kanal.errors import DecodeError, InvalidConfig, KanalError
+from kanal.spec._go import MAX_JSON_BYTES, loads, marshal, type_name
+from kanal.spec.args import CONTAINER_ID_RE
+from kanal.spec.versions import CURRENT, parse_version, version_gt
+
+__all__ = [
+    "MAX_CONFIG_BYTES",
+    "NAME_RE",
+    "ConfList",
+    "GCAttachment",
+    "PluginConf",
+    "build_plugin_request",
+    "conf_to_conflist",
+    "parse_conflist",
+    "parse_plugin_conf",
+    "validate_network_name",
+]
+
+MAX_CONFIG_BYTES = MAX_JSON_BYTES
+
+# Same rule as container IDs; a matching name is a single safe path component
+# (no "/", cannot be "." or "..").
+NAME_RE = CONTAINER_ID_RE
+
+_LIST_ERR = "error parsing configuration list"
+_CONF_ERR = "error parsing configuration"
+
+
+def validate_network_name(name: str) -> None:
+    """Check a network name (Go ``utils.ValidateNetworkName`` / skel).
+
+    Raises:
+        InvalidConfig: "missing network name" or "invalid characters found in
+            network name" (details: the name).
+    """
+    if name == "":
+        raise InvalidConfig("missing network name")
+    if not NAME_RE.match(name):
+        raise InvalidConfig("invalid characters found in network name", name)
+
+
+@dataclass(frozen=True, slots=True)
+class GCAttachment:
+    """One entry of ``cni.dev/valid-attachments`` (GC)."""
+
+    container_id: str
+    ifname: str
+
+
+@dataclass(slots=True)
+class PluginConf:
+    """A plugin's stdin config (or one plugin object of a conflist).
+
+    ``cni_version`` is the effective version: "" or absent reads as "0.1.0" (Go
+    ``create.DecodeVersion``); ``raw["cniVersion"]`` keeps what was sent. The dict
+    fields are {} when absent. ``valid_attachments`` is None unless the runtime sent
+    ``cni.dev/valid-attachments`` (or the 1.1.0-tag name ``cni.dev/attachments``).
+    """
+
+    raw: dict[str, Any]
+    name: str
+    cni_version: str
+    type: str
+    capabilities: dict[str, bool] = field(default_factory=dict)
+    ipam: dict[str, Any] = field(default_factory=dict)
+    dns: dict[str, Any] = field(default_factory=dict)
+    runtime_config: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)
+    prev_result: dict[str, Any] | None = None
+    valid_attachments: list[GCAttachment] | None = None
+
+
+def _load_object(data: builtins.bytes | str | Mapping[str, Any], what: str) -> dict[str, Any]:
+    if isinstance(data, Mapping):
+        return dict(data)
+    obj = loads(data, what, MAX_CONFIG_BYTES)
+    if not isinstance(obj, dict):
+        raise DecodeError(what, f"want a JSON object, got {type_name(obj)}")
+    return obj
+
+
+def _bad(key: str, want: str, value: Any) -> InvalidConfig:
+    return InvalidConfig(_CONF_ERR, f"{key!r} must be {want}, got {type_name(value)} {value!r}")
+
+
+def _opt_str(conf: Mapping[str, Any], key: str) -> str:
+    v = conf.get(key)
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise _bad(key, "a string", v)
+    return v
+
+
+def _opt_dict(conf: Mapping[str, Any], key: str) -> dict[str, Any]:
+    v = conf.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise _bad(key, "an object", v)
+    return v
+
+
+def _check_str_list(value: Any, key: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
+        raise _bad(key, "a list of strings", value)
+
+
+def _attachments(conf: Mapping[str, Any]) -> list[GCAttachment] | None:
+    key = "cni.dev/valid-attachments"
+    if key not in conf:
+        key = "cni.dev/attachments"
+        if key not in conf:
+            return None
+    value = conf[key]
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _bad(key, "a list", value)
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise _bad(f"{key}[{i}]", "an object", item)
+        cid, ifname = item.get("containerID", ""), item.get("ifname", "")
+        if not isinstance(cid, str) or not isinstance(ifname, str):
+            raise _bad(f"{key}[{i}]", "{containerID: string, ifname: string}", item)
+        out.append(GCAttachment(cid, ifname))
+    return out
+
+
+def parse_plugin_conf(
+    data: builtins.bytes | str | Mapping[str, Any], *, require_name: bool = True
+) -> PluginConf:
+    """Parse and check a plugin config.
+
+    ``require_name=False`` is for plugin objects inside a conflist, which get their
+    name injected by the runtime (libcni ``ConfFromBytes`` requires only ``type``).
+
+    Raises:
+        DecodeError: bad JSON, not an object, or more than MAX_CONFIG_BYTES.
+        InvalidConfig: missing ``type``; missing or bad ``name`` (if required); a
+            well-known key of the wrong JSON type.
+    """
+    raw = _load_object(data, "error unmarshall network config")
+    version = _opt_str(raw, "cniVersion")
+    name = _opt_str(raw, "name")
+    if require_name:
+        validate_network_name(name)
+    plugin_type = _opt_str(raw, "type")
+    if plugin_type == "":
+        raise InvalidConfig(f"{_CONF_ERR}: missing 'type'")
+    caps = _opt_dict(raw, "capabilities")
+    for cap, on in caps.items():
+        if on is not None and not isinstance(on, bool):
+            raise _bad(f"capabilities.{cap}", "a boolean", on)
+    ipam = _opt_dict(raw, "ipam")
+    _opt_str(ipam, "type")
+    dns = _opt_dict(raw, "dns")
+    for key in ("nameservers", "search", "options"):
+        _check_str_list(dns.get(key), f"dns.{key}")
+    _opt_str(dns, "domain")
+    prev = raw.get("prevResult")
+    if prev is not None and not isinstance(prev, dict):
+        raise _bad("prevResult", "an object", prev)
+    return PluginConf(
+        raw=raw,
+        name=name,
+        cni_version=version or "0.1.0",
+        type=plugin_type,
+        capabilities={k: bool(v) for k, v in caps.items()},
+        ipam=ipam,
+        dns=dns,
+        runtime_config=_opt_dict(raw, "runtimeConfig"),
+        args=_opt_dict(raw, "args"),
+        prev_result=prev,
+        valid_attachments=_attachments(raw),
+    )
+
+
+@dataclass(slots=True)
+class ConfList:
+    """A parsed network configuration list.
+
+    ``cni_version`` is what libcni sends to every plugin: the highest of
+    ``cniVersion`` and ``cniVersions`` that is not above 1.1.0 (``cniVersion`` as
+    given when there is no ``cniVersions``; "" when neither is set). ``bytes`` are
+    the exact source bytes (libcni caches them, base64, with each attachment).
+    """
+
+    name: str
+    cni_version: str
+    cni_versions: list[str]
+    disable_check: bool
+    disable_gc: bool
+    load_only_inlined_plugins: bool
+    plugins: list[dict[str, Any]]
+    raw: dict[str, Any]
+    bytes: builtins.bytes
+    source: str = ""
+
+
+def _read_bool(raw: Mapping[str, Any], key: str) -> bool:
+    """libcni accepts a JSON bool or the strings "true"/"false" (any case)."""
+    if key not in raw:
+        return False
+    v = raw[key]
+    if isinstance(v, bool):
+        return v
+    if not isinstance(v, str):
+        raise InvalidConfig(f"{_LIST_ERR}: invalid type {type_name(v)} for {key}")
+    s = v.lower()
+    if s == "true":
+        return True
+    if s == "false":
+        return False
+    raise InvalidConfig(f'{_LIST_ERR}: invalid value "{s}" for {key}')
+
+
+def _list_version(raw: Mapping[str, Any]) -> tuple[str, list[str]]:
+    version = ""
+    if "cniVersion" in raw:
+        v = raw["cniVersion"]
+        if not isinstance(v, str):
+            raise InvalidConfig(f"{_LIST_ERR}: invalid cniVersion type {type_name(v)}")
+        version = v
+    if "cniVersions" not in raw:
+        return version, []
+    rvs = raw["cniVersions"]
+    if not isinstance(rvs, list):
+        raise InvalidConfig(f"{_LIST_ERR}: invalid type for cniVersions: {type_name(rvs)}")
+    candidates: list[str] = []
+    for i, rv in enumerate(rvs):
+        if not isinstance(rv, str):
+            raise InvalidConfig(
+                f"{_LIST_ERR}: invalid type for cniVersions index {i}: {type_name(rv)}"
+            )
+        try:
+            too_new = version_gt(rv, CURRENT)
+        except KanalError as e:
+            raise InvalidConfig(
+                f"{_LIST_ERR}: invalid cniVersions entry {rv} at index {i}: {e}"
+            ) from e
+        if not too_new:  # libcni skips versions newer than the spec it implements
+            candidates.append(rv)
+    if version:
+        try:
+            too_new = version_gt(version, CURRENT)
+        except KanalError as e:
+            raise InvalidConfig(f"{_LIST_ERR}: invalid cniVersion {version}: {e}") from e
+        if not too_new:
+            candidates.append(version)
+    if candidates:
+        version = max(candidates, key=parse_version)
+    return version, list(rvs)
+
+
+def parse_conflist(
+    data: builtins.bytes | str, source: str = "", *, require_plugins: bool = True
+) -> ConfList:
+    """Parse a ``.conflist`` with libcni's rules.
+
+    ``name`` is required and validated. ``plugins``, when present, must be a
+    non-empty list of objects each with a ``type``. Without ``plugins``: an error if
+    ``loadOnlyInlinedPlugins`` is true; otherwise libcni would look for
+    ``<dir>/<name>/*.conf`` plugin files, so a runtime that does that passes
+    ``require_plugins=False`` and gets an empty list (and must fail if it finds none).
+
+    Raises:
+        DecodeError: bad JSON, not an object, more than MAX_CONFIG_BYTES.
+        InvalidConfig: any rule above, a bad name, a bad version, a bad bool.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    raw = _load_object(data, _LIST_ERR)
+    if "name" not in raw:
+        raise InvalidConfig(f"{_LIST_ERR}: no name")
+    name = raw["name"]
+    if not isinstance(name, str):
+        raise InvalidConfig(f"{_LIST_ERR}: invalid name type {type_name(name)}")
+    validate_network_name(name)
+    version, versions = _list_version(raw)
+    disable_check = _read_bool(raw, "disableCheck")
+    disable_gc = _read_bool(raw, "disableGC")
+    inlined_only = _read_bool(raw, "loadOnlyInlinedPlugins")
+    plugins: list[dict[str, Any]] = []
+    if "plugins" not in raw:
+        if inlined_only:
+            raise InvalidConfig(
+                f"{_LIST_ERR}: `loadOnlyInlinedPlugins` is true, and no 'plugins' key"
+            )
+        if require_plugins:
+            raise InvalidConfig("no plugin configs found")
+    else:
+        rplugins = raw["plugins"]
+        if not isinstance(rplugins, list):
+            raise InvalidConfig(f"{_LIST_ERR}: invalid 'plugins' type {type_name(rplugins)}")
+        if not rplugins:
+            raise InvalidConfig(f"{_LIST_ERR}: no plugins in list")
+        for i, p in enumerate(rplugins):
+            if not isinstance(p, dict):
+                raise InvalidConfig(
+                    f"failed to parse plugin config {i}: {_CONF_ERR}: "
+                    f"want a JSON object, got {type_name(p)}"
+                )
+            try:
+                parse_plugin_conf(p, require_name=False)
+            except KanalError as e:
+                raise InvalidConfig(f"failed to parse plugin config {i}: {e}") from e
+            plugins.append(p)
+    return ConfList(
+        name=name,
+        cni_version=version,
+        cni_versions=versions,
+        disable_check=disable_check,
+        disable_gc=disable_gc,
+        load_only_inlined_plugins=inlined_only,
+        plugins=plugins,
+        raw=raw,
+        bytes=data,
+        source=source,
+    )
+
+
+def conf_to_conflist(data: builtins.bytes | str, source: str = "") -> ConfList:
+    """Up-convert a deprecated single-plugin ``.conf`` (libcni ``ConfListFromConf``).
+
+    The list gets the plugin's ``name`` and ``cniVersion`` and the whole object as
+    its only plugin. ``bytes`` are the synthesised list JSON, as libcni's.
+
+    Raises:
+        DecodeError, InvalidConfig: as :func:`parse_plugin_conf` and :func:`parse_conflist`.
+    """
+    conf = parse_plugin_conf(_load_object(data, _CONF_ERR), require_name=False)
+    synthesised = {
+        "name": conf.name,
+        "cniVersion": _opt_str(conf.raw, "cniVersion"),
+        "plugins": [conf.raw],
+    }
+    return parse_conflist(marshal(synthesised, sort_keys=True), source)
+
+
+def build_plugin_request(
+    conflist: ConfList,
+    plugin: Mapping[str, Any],
+    *,
+    prev_result: Mapping[str, Any] | None = None,
+    capability_args: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> builtins.bytes:
+    """The stdin bytes for one plugin of ``conflist`` (libcni ``buildOneConfig``).
+
+    Starts from the plugin object (unknown keys kept) and sets ``name`` and
+    ``cniVersion`` from the list, ``prevResult`` if given, ``runtimeConfig`` to the
+    ``capability_args`` whose key is true in the plugin's ``capabilities`` (only
+    if any; otherwise the object's own ``runtimeConfig`` stays), then the ``extra``
+    keys (e.g. ``cni.dev/valid-attachments`` for GC). Output is compact JSON with
+    sorted keys, byte-compatible with libcni's ``json.Marshal`` of a map.
+
+    Raises:
+        InvalidConfig: the plugin has no ``type``, bad ``capabilities``, an empty
+            ``extra`` key or a None ``extra`` value.
+    """
+    conf: dict[str, Any] = dict(plugin)
+    conf["name"] = conflist.name
+    conf["cniVersion"] = conflist.cni_version
+    if prev_result is not None:
+        conf["prevResult"] = dict(prev_result)
+    caps = plugin.get("capabilities") or {}
+    if not isinstance(caps, dict):
+        raise _bad("capabilities", "an object", caps)
+    if capability_args:
+        rc = {
+            cap: capability_args[cap]
+            for cap, on in caps.items()
+            if on is True and cap in capability_args
+        }
+        if rc:
+            conf["runtimeConfig"] = rc
+    for key, value in (extra or {}).items():
+        if key == "":
+            raise InvalidConfig("keys cannot be empty")
+        if value is None:
+            raise InvalidConfig(f"key '{key}' value must not be nil")
+        conf[key] = value
+    plugin_type = conf.get("type")
+    if not isinstance(plugin_type, str) or plugin_type == "":
+        raise InvalidConfig(f"{_CONF_ERR}: missing 'type'")
+    return marshal(conf, sort_keys=True)
