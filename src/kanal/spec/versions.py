@@ -109,8 +109,10 @@ def decode_version_reply(data: bytes | str) -> list[str]:
     info = loads(data, "decoding version info")
     if not isinstance(info, dict):
         raise DecodeError("decoding version info", "not a JSON object")
-    cni_version = info.get("cniVersion") or ""
-    supported = info.get("supportedVersions") or []
+    cni_version = info.get("cniVersion")
+    supported = info.get("supportedVersions")
+    cni_version = "" if cni_version is None else cni_version
+    supported = [] if supported is None else supported
     if not isinstance(cni_version, str):
         raise DecodeError("decoding version info", "cniVersion is not a string")
     if not isinstance(supported, list) or not all(isinstance(s, str) for s in supported):
