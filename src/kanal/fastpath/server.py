@@ -136,6 +136,7 @@ class FastPathServer:
         out, err = io.StringIO(), io.StringIO()
         code = Dispatcher(env, io.BytesIO(stdin), out, err).run(funcs)
         self.served += 1
+        log.info("served %s %s (exit %d)", name, env.get("CNI_COMMAND", "?"), code)
         stdout = out.getvalue().encode()
         return b"".join(
             (

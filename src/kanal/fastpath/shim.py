@@ -16,7 +16,7 @@ _MAX_STDIN = (1 << 20) + 1
 
 
 def _read_stdin() -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     total = 0
     while total < _MAX_STDIN:
         b = posix.read(0, 65536)
@@ -33,7 +33,7 @@ def _id(path: str) -> tuple[int, int]:
 
 
 def _recv_all(s: "_socket.socket") -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         b = s.recv(65536)
         if not b:
