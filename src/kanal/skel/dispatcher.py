@@ -66,7 +66,10 @@ class Dispatcher:
         if command == "VERSION":
             # The runtime may send {"cniVersion": ...}; the answer does not depend on it.
             self._read_stdin(optional=True)
-            self._print_json(version_reply(funcs.versions))
+            from kanal.spec.convert import dumps
+
+            # Go prints the VERSION reply compact, with a newline.
+            self.stdout.write(dumps(version_reply(funcs.versions), compact=True).decode() + "\n")
             return 0
         cmd_env = parse_env(self.env)
         data = self._read_stdin()
