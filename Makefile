@@ -6,7 +6,7 @@ VENV ?= .venv
 # The real interpreter, never a pyenv shim: shims cost ~80 ms per plugin exec.
 PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && python3.11 -c 'import sys; print(sys.executable)' || python3 -c 'import sys; print(sys.executable)')
 VPY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 nftables iptables containernetworking-plugins conntrack busybox-static python3-venv procps
+APT_PACKAGES := iproute2 nftables iptables containernetworking-plugins conntrack busybox-static python3-venv procps iputils-ping
 PYTEST_ARGS ?=
 
 .PHONY: all venv deps test lint typecheck pytest demo bench clean
@@ -26,8 +26,8 @@ $(VPY): pyproject.toml
 venv: deps $(VPY)
 
 lint: venv
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench demo
+	$(VENV)/bin/ruff format --check src tests bench demo
 
 typecheck: venv
 	$(VENV)/bin/mypy
@@ -38,7 +38,7 @@ pytest: venv
 test: lint typecheck pytest
 
 demo: venv
-	$(VPY) -m kanal.demo
+	$(VPY) demo/run.py
 
 bench: venv
 	$(VPY) bench/run.py
