@@ -1,0 +1,579 @@
+"""The on-disk reservation store, byte-compatible with Go's host-local.
+
+Layout (Go ``plugins/ipam/host-local/backend/disk``), in ``<dataDir>/<network>/``
+(created 0755):
+
+- one file per reserved address, named by the address string, holding
+  ``"<containerID>\\r\\n<ifname>"`` (mode 0600); legacy files hold the bare ID;
+- ``last_reserved_ip.<rangeSetIndex>``: the last address reserved in that range set;
+- ``lock``: every operation holds ``flock(LOCK_EX)`` on it, as Go does, so Go's
+  plugin and kanal can share one directory concurrently.
+
+What differs from Go, and why:
+
+- **No directory walk per operation.** Go reads every file for the duplicate
+  check, DEL and CHECK. Here each directory has an index (address -> owner, owner
+  -> addresses) cached in the process (module-level, keyed by the directory's
+  absolute path: see :func:`disk_store`). Under the lock the index is trusted only
+  if the directory's stamp is unchanged: ``(st_dev, st_ino, st_mtime_ns)`` of the
+  directory plus a generation counter that kanal keeps in the ``lock`` file's
+  contents (Go never reads or writes them; the text holds a space, so it can never
+  equal a container ID that Go's matching compares it with). Any create or delete
+  by anyone, Go included, changes the directory mtime; any change by another kanal
+  process also bumps the generation. Otherwise the directory is re-read.
+- **Timestamp granularity.** The kernel stamps mtimes from a coarse clock (one
+  tick, 1-4 ms, or one second on some file systems), so a change made in the same
+  tick as the mtime we recorded could keep it unchanged. When the recorded mtime
+  is recent, kanal therefore sets the directory's mtime to one nanosecond before
+  its real value ("sealing") and records that: every later change, stamped from
+  a clock at or past the real value, must differ from it. If the directory cannot
+  be sealed, the index is not trusted and is rebuilt next time (correct, slower).
+- **No half-written reservation files.** Go creates the file with ``O_EXCL`` and
+  then writes it; a crash in between leaves an empty file that Go never frees.
+  kanal writes the content to a temporary file (fsync'd by default), then
+  ``link()``\\ s it to the address name, which is atomic and fails if the name
+  exists: a reservation is never visible without its owner. The temporary name
+  starts with ``.kanal-tmp.`` (never an address, never a container ID).
+- ``last_reserved_ip.N`` is replaced atomically (temporary file + rename).
+- **Empty files** (left by a crashed Go plugin) cannot be attributed to anyone.
+  Because every writer holds the lock from create to write, an empty file seen
+  under the lock is a crash leftover; :meth:`DiskStore.sweep_empty` (called by
+  DEL and GC with a grace period of a few seconds, a guard against writers that
+  ignore the lock) removes them. ADD never reuses them.
+- Subdirectories and symlinks in the directory are ignored (Go's walk recurses
+  into subdirectories and follows symlinks when reading).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from kanal.errors import IOFailure
+from kanal.ipam.ranges import canonical_ip
+from kanal.ipam.store import Reservation, StoreMissing, go_trim, name_ip, owner_key, parse_owner
+from kanal.spec.types import IPAddr, parse_ip
+
+__all__ = [
+    "LAST_IP_PREFIX",
+    "LOCK_NAME",
+    "TMP_PREFIX",
+    "DiskStore",
+    "disk_store",
+    "forget_stores",
+]
+
+LOCK_NAME = "lock"
+LAST_IP_PREFIX = "last_reserved_ip."
+TMP_PREFIX = ".kanal-tmp."
+# An mtime older than this is past any file system's timestamp granularity
+# (FAT has 2 s), so changes made from now on cannot reproduce it: no need to seal.
+_SETTLED_NS = 3_000_000_000
+_MAX_CONTENT = 4096
+
+_GEN_RE = re.compile(rb"\Akanal-gen ([0-9a-f]{16})\n\Z")
+_LINK_UNSUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
+
+
+@dataclass
+class _Index:
+    """What the directory holds, as Go's matching sees it."""
+
+    # name -> (container_id, ifname); (None, None) for an empty file
+    entries: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    # Go's match key (trimmed content: "<id>\r\n<ifname>" or legacy "<id>") -> names
+    by_key: dict[str, set[str]] = field(default_factory=dict)
+    # (version, int) of every address-named entry
+    taken: set[tuple[int, int]] = field(default_factory=set)
+    empty: set[str] = field(default_factory=set)
+    temps: set[str] = field(default_factory=set)
+
+    def add(self, name: str, content: str) -> None:
+        self.discard(name)
+        cid, ifname = parse_owner(content)
+        self.entries[name] = (cid, ifname)
+        if cid is None:
+            self.empty.add(name)
+        else:
+            self.by_key.setdefault(go_trim(content), set()).add(name)
+        ip = name_ip(name)
+        if ip is not None:
+            ip = canonical_ip(ip)
+            self.taken.add((ip.version, int(ip)))
+
+    def discard(self, name: str) -> None:
+        owner = self.entries.pop(name, None)
+        if owner is None:
+            return
+        cid, ifname = owner
+        self.empty.discard(name)
+        if cid is not None:
+            key = cid if ifname is None else cid + "\r\n" + ifname
+            names = self.by_key.get(key)
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self.by_key[key]
+        ip = name_ip(name)
+        if ip is not None:
+            ip = canonical_ip(ip)
+            self.taken.discard((ip.version, int(ip)))
+
+
+class DiskStore:
+    """Reservations of one network in ``directory``; see the module docstring.
+
+    Use :func:`disk_store` to get the process-wide instance for a directory, so
+    that every caller in a long-lived process shares one cached index.
+    """
+
+    def __init__(self, directory: str, *, fsync: bool = True) -> None:
+        self.dir = directory
+        self.fsync = fsync
+        self._mutex = threading.Lock()
+        self._pid = os.getpid()
+        self._fd: int | None = None
+        self._gen_writable = False
+        self._gen: int | None = None
+        self._index: _Index | None = None
+        self._stamp: tuple[int, int, int, int] | None = None
+        self._held = False
+        self._dirty = False
+        self.scans = 0  # how many times the directory was read (tests, metrics)
+
+    # -- locking and the index ------------------------------------------------
+
+    @contextmanager
+    def locked(self, create: bool = True) -> Iterator[None]:
+        with self._mutex:
+            if self._pid != os.getpid():
+                self._reset_after_fork()
+            fd = self._acquire(create)
+            self._held = True
+            self._dirty = False
+            try:
+                self._refresh()
+                yield
+            finally:
+                try:
+                    if self._dirty:
+                        self._commit()
+                finally:
+                    self._held = False
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Drop the lock file descriptor and the index."""
+        with self._mutex:
+            self._close_fd()
+            self._index = None
+            self._stamp = None
+
+    def _reset_after_fork(self) -> None:
+        # The inherited descriptor shares its flock with the parent: never use it.
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+        self._fd = None
+        self._index = None
+        self._stamp = None
+        self._pid = os.getpid()
+
+    def _close_fd(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
+
+    def _open_lock(self, create: bool) -> int:
+        path = os.path.join(self.dir, LOCK_NAME)
+        if create:
+            try:
+                os.makedirs(self.dir, 0o755, exist_ok=True)
+            except OSError as e:
+                raise IOFailure(f"failed to create {self.dir}", e.strerror or str(e)) from e
+        flags = os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+        try:
+            # 0750: what Go's go-filemutex creates it with.
+            fd = os.open(path, os.O_RDWR | flags, 0o750)
+            self._gen_writable = True
+        except FileNotFoundError:
+            raise StoreMissing(f"no IPAM state directory {self.dir}") from None
+        except PermissionError:
+            try:
+                fd = os.open(path, os.O_RDONLY | flags, 0o750)
+            except OSError as e:
+                raise IOFailure(f"failed to open {path}", e.strerror or str(e)) from e
+            self._gen_writable = False
+        except OSError as e:
+            raise IOFailure(f"failed to open {path}", e.strerror or str(e)) from e
+        return fd
+
+    def _acquire(self, create: bool) -> int:
+        """Open (if needed) and flock the lock file; make sure it is still the live one."""
+        path = os.path.join(self.dir, LOCK_NAME)
+        for _ in range(8):
+            if self._fd is None:
+                self._fd = self._open_lock(create)
+                self._index = None
+                self._stamp = None
+            fd = self._fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as e:
+                raise IOFailure(f"failed to lock {path}", e.strerror or str(e)) from e
+            # The directory may have been removed (and recreated) since we opened
+            # the lock: a lock on an unlinked file excludes nobody.
+            try:
+                st = os.stat(path, follow_symlinks=False)
+                fst = os.fstat(fd)
+                if (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino):
+                    return fd
+            except FileNotFoundError:
+                pass
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            self._close_fd()
+        raise IOFailure(f"failed to lock {path}", "lock file keeps being replaced")
+
+    def _read_gen(self) -> int | None:
+        assert self._fd is not None
+        try:
+            data = os.pread(self._fd, 64, 0)
+        except OSError:
+            return None
+        if data == b"":
+            return 0
+        m = _GEN_RE.match(data)
+        return int(m.group(1), 16) if m else None
+
+    def _dir_stat(self) -> os.stat_result:
+        try:
+            return os.stat(self.dir)
+        except OSError as e:
+            raise IOFailure(f"failed to stat {self.dir}", e.strerror or str(e)) from e
+
+    def _refresh(self) -> None:
+        self._gen = self._read_gen()
+        st = self._dir_stat()
+        stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, self._gen)
+        if self._gen is not None and self._index is not None and self._stamp == stamp:
+            return
+        self._index = self._scan()
+        self._record(bump=False)
+
+    def _commit(self) -> None:
+        """After our own changes."""
+        try:
+            self._record(bump=True)
+        except IOFailure:
+            self._stamp = None
+
+    def _record(self, bump: bool) -> None:
+        """Record the stamp under which the index is exact.
+
+        A recent mtime is sealed (set 1 ns back) so that any later change, stamped
+        at or past its real value, differs from it. Every seal also bumps the
+        generation: another kanal process may have sealed the same value over a
+        different directory content (a Go change in the same clock tick).
+        """
+        self._stamp = None
+        st = self._dir_stat()
+        recent = time.time_ns() - st.st_mtime_ns <= _SETTLED_NS
+        if bump or recent:
+            self._gen = self._bump_gen()
+        if self._gen is None:
+            return
+        if recent:
+            try:
+                os.utime(self.dir, ns=(st.st_atime_ns, st.st_mtime_ns - 1))
+                st2 = os.stat(self.dir)
+            except OSError:
+                return
+            if not (st2.st_mtime_ns < st.st_mtime_ns and st2.st_ino == st.st_ino):
+                return
+            st = st2
+        self._stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, self._gen)
+
+    def _bump_gen(self) -> int | None:
+        assert self._fd is not None
+        if not self._gen_writable:
+            return None
+        gen = ((self._gen or 0) + 1) & 0xFFFFFFFFFFFFFFFF
+        try:
+            os.pwrite(self._fd, b"kanal-gen %016x\n" % gen, 0)
+        except OSError:
+            return None
+        return gen
+
+    def _scan(self) -> _Index:
+        self.scans += 1
+        idx = _Index()
+        try:
+            it = os.scandir(self.dir)
+        except OSError as e:
+            raise IOFailure(f"failed to read {self.dir}", e.strerror or str(e)) from e
+        with it:
+            for entry in it:
+                name = entry.name
+                if name == LOCK_NAME or name.startswith(LAST_IP_PREFIX):
+                    continue
+                try:
+                    if not entry.is_file(follow_symlinks=False):
+                        continue
+                except OSError:
+                    continue
+                if name.startswith(TMP_PREFIX):
+                    idx.temps.add(name)
+                    continue
+                content = self._read(name)
+                if content is not None:
+                    idx.add(name, content)
+        return idx
+
+    def _read(self, name: str) -> str | None:
+        try:
+            fd = os.open(os.path.join(self.dir, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            data = os.read(fd, _MAX_CONTENT)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        return data.decode("utf-8", "surrogateescape")
+
+    def _ix(self) -> _Index:
+        if not self._held or self._index is None:
+            raise RuntimeError("DiskStore used outside 'with store.locked()'")
+        return self._index
+
+    # -- the Store protocol -----------------------------------------------------
+
+    def is_reserved(self, ip: IPAddr) -> bool:
+        ip = canonical_ip(ip)
+        idx = self._ix()
+        return (ip.version, int(ip)) in idx.taken or str(ip) in idx.entries
+
+    def reserve(self, container_id: str, ifname: str, ip: IPAddr, range_id: str) -> bool:
+        idx = self._ix()
+        ip = canonical_ip(ip)
+        name = str(ip)
+        if (ip.version, int(ip)) in idx.taken or name in idx.entries:
+            return False
+        content = owner_key(container_id, ifname)
+        path = os.path.join(self.dir, name)
+        try:
+            created = self._create_exclusive(path, content.encode("utf-8", "surrogateescape"))
+        except OSError as e:
+            raise IOFailure(f"failed to reserve {name}", e.strerror or str(e)) from e
+        if not created:
+            # Someone holds it although the index said free: learn it, distrust the index.
+            existing = self._read(name)
+            idx.add(name, existing if existing is not None else "")
+            self._stamp = None
+            return False
+        self._dirty = True
+        idx.add(name, content)
+        try:
+            self._write_last(range_id, name)
+        except OSError as e:
+            self._unlink_quiet(path)
+            idx.discard(name)
+            why = e.strerror or str(e)
+            raise IOFailure(f"failed to record last reserved IP {name}", why) from e
+        return True
+
+    def last_reserved_ip(self, range_id: str) -> IPAddr | None:
+        self._ix()
+        path = os.path.join(self.dir, LAST_IP_PREFIX + range_id)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(256)
+        except OSError:
+            return None
+        try:
+            # Go: net.ParseIP(string(data)), no trimming.
+            return canonical_ip(parse_ip(data.decode("ascii")))
+        except Exception:
+            return None
+
+    def release_by_id(self, container_id: str, ifname: str) -> bool:
+        idx = self._ix()
+        names = idx.by_key.get(owner_key(container_id, ifname))
+        if not names:
+            names = idx.by_key.get(go_trim(container_id))
+        if not names:
+            return False
+        self._remove_all(sorted(names))
+        return True
+
+    def get_by_id(self, container_id: str, ifname: str) -> list[IPAddr]:
+        idx = self._ix()
+        names = idx.by_key.get(owner_key(container_id, ifname), set()) | idx.by_key.get(
+            go_trim(container_id), set()
+        )
+        out = []
+        for name in sorted(names):
+            ip = name_ip(name)
+            if ip is not None:
+                out.append(canonical_ip(ip))
+        return out
+
+    def find_by_id(self, container_id: str, ifname: str) -> bool:
+        idx = self._ix()
+        return bool(
+            idx.by_key.get(owner_key(container_id, ifname)) or idx.by_key.get(go_trim(container_id))
+        )
+
+    def reservations(self) -> Iterator[Reservation]:
+        idx = self._ix()
+        snapshot = sorted(idx.entries.items())
+        for name, (cid, ifname) in snapshot:
+            ip = name_ip(name)
+            yield Reservation(name, canonical_ip(ip) if ip is not None else None, cid, ifname)
+
+    def release(self, name: str) -> None:
+        self._ix()
+        self._remove_all([name])
+
+    def sweep_empty(self, min_age: float) -> list[str]:
+        idx = self._ix()
+        now = time.time()
+        removed: list[str] = []
+        for name in sorted(idx.empty | idx.temps):
+            path = os.path.join(self.dir, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                st = None
+            if st is not None:
+                if now - st.st_mtime < min_age:
+                    continue
+                if name in idx.empty:
+                    # Re-read: only what is still empty goes.
+                    content = self._read(name)
+                    if content is not None and go_trim(content):
+                        idx.add(name, content)
+                        continue
+                if not self._unlink_quiet(path):
+                    continue
+                self._dirty = True
+                removed.append(name)
+            idx.discard(name)
+            idx.temps.discard(name)
+        return removed
+
+    # -- file operations ------------------------------------------------------------
+
+    def _remove_all(self, names: list[str]) -> None:
+        idx = self._ix()
+        failed: list[str] = []
+        for name in names:
+            try:
+                os.unlink(os.path.join(self.dir, name))
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                failed.append(f"{name}: {e.strerror or e}")
+                continue
+            self._dirty = True
+            idx.discard(name)
+        if failed:
+            raise IOFailure(f"failed to release reservations in {self.dir}", "; ".join(failed))
+
+    @staticmethod
+    def _unlink_quiet(path: str) -> bool:
+        try:
+            os.unlink(path)
+            return True
+        except OSError:
+            return False
+
+    def _tmp_path(self, what: str) -> str:
+        return os.path.join(self.dir, f"{TMP_PREFIX}{what}.{os.getpid()}.{threading.get_ident()}")
+
+    def _write_file(self, path: str, data: bytes, flags: int, sync: bool) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | flags, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _create_exclusive(self, path: str, data: bytes) -> bool:
+        """Create ``path`` with ``data``, atomically and only if it does not exist."""
+        tmp = self._tmp_path("ip")
+        self._write_file(tmp, data, os.O_CREAT | os.O_TRUNC, self.fsync)
+        try:
+            os.link(tmp, path)
+            return True
+        except FileExistsError:
+            return False
+        except OSError as e:
+            if e.errno not in _LINK_UNSUPPORTED:
+                raise
+        finally:
+            self._unlink_quiet(tmp)
+        # File systems without hard links: Go's way (create exclusively, then write).
+        try:
+            self._write_file(path, data, os.O_CREAT | os.O_EXCL, self.fsync)
+        except FileExistsError:
+            return False
+        except OSError:
+            self._unlink_quiet(path)
+            raise
+        return True
+
+    def _write_last(self, range_id: str, name: str) -> None:
+        tmp = self._tmp_path("last")
+        try:
+            self._write_file(tmp, name.encode("ascii"), os.O_CREAT | os.O_TRUNC, False)
+            os.replace(tmp, os.path.join(self.dir, LAST_IP_PREFIX + range_id))
+        except OSError:
+            self._unlink_quiet(tmp)
+            raise
+
+
+_STORES: dict[str, DiskStore] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def disk_store(data_dir: str, network: str) -> DiskStore:
+    """The process-wide store of ``<data_dir>/<network>``.
+
+    The caller validates ``network`` first (a single safe path component). The
+    instance, and so its index, lives as long as the process: a long-lived daemon
+    that routes every host-local call through here pays the directory scan once per
+    network (and again only after another process changed the directory).
+    """
+    path = os.path.abspath(os.path.join(data_dir, network))
+    with _STORES_LOCK:
+        store = _STORES.get(path)
+        if store is None:
+            store = _STORES[path] = DiskStore(path)
+        return store
+
+
+def forget_stores() -> None:
+    """Close and drop every cached store (tests; a daemon dropping all state)."""
+    with _STORES_LOCK:
+        stores = list(_STORES.values())
+        _STORES.clear()
+    for s in stores:
+        s.close()

@@ -1,0 +1,207 @@
+"""The static IPAM plugin's logic: fixed addresses, routes and DNS from the config.
+
+Go reference: ``plugins/ipam/static/main.go``. Address sources, later ones
+replacing earlier ones as Go does:
+
+1. ``ipam.addresses`` ``[{address: CIDR, gateway?}]``, plus CNI_ARGS ``IP``
+   (comma-separated CIDRs, appended); CNI_ARGS ``GATEWAY`` (comma-separated)
+   sets the gateway of the CNI_ARGS addresses whose subnet contains it;
+2. ``args.cni.ips`` (CIDRs) replaces all of the above;
+3. ``runtimeConfig.ips`` (CIDRs) replaces all of the above.
+
+Addresses keep their host bits (``10.0.0.5/24``). Error texts are Go's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kanal.errors import DecodeError, InvalidConfig, InvalidEnv, KanalError
+from kanal.ipam.ranges import canonical_ip, conf_ip
+from kanal.spec.args import load_args
+from kanal.spec.types import DNS, IPAddr, IPConfig, IPInterface, Result, Route, parse_cidr, parse_ip
+from kanal.spec.versions import version_ge
+
+__all__ = ["StaticAddress", "StaticConf", "check", "load_conf", "result"]
+
+
+@dataclass(frozen=True)
+class StaticAddress:
+    address: IPInterface
+    gateway: IPAddr | None = None
+
+
+@dataclass(frozen=True)
+class StaticConf:
+    name: str
+    cni_version: str
+    addresses: tuple[StaticAddress, ...]
+    routes: tuple[Route, ...] = ()
+    dns: DNS | None = None
+
+
+def _bad(what: str, want: str, value: Any) -> InvalidConfig:
+    return InvalidConfig(f"{what} must be {want}, got {type(value).__name__} {value!r}")
+
+
+def _obj(value: Any, what: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _bad(what, "an object", value)
+    return value
+
+
+def _list(d: Mapping[str, Any], key: str, what: str) -> list[Any]:
+    v = d.get(key)
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise _bad(what, "a list", v)
+    return v
+
+
+def _cidr(s: Any, err: str) -> IPInterface:
+    if not isinstance(s, str):
+        raise InvalidConfig(err.format(s))
+    try:
+        return parse_cidr(s)
+    except DecodeError:
+        raise InvalidConfig(err.format(s)) from None
+
+
+def _str_list(d: Mapping[str, Any], key: str, what: str) -> list[str]:
+    items = _list(d, key, what)
+    for i, s in enumerate(items):
+        if not isinstance(s, str):
+            raise _bad(f"{what}[{i}]", "a string", s)
+    return items
+
+
+def load_conf(conf: Mapping[str, Any], cni_args: str = "") -> StaticConf:
+    """Validate a static config (the plugin's whole stdin object), as Go does.
+
+    Raises:
+        InvalidConfig: "IPAM config missing 'ipam' key", "the 'address' field is
+            expected to be in CIDR notation, got: '<s>'", "an entry in the 'ips'
+            field is NOT in CIDR notation, got: '<s>'", "CNI version X does not
+            support more than 1 address per family", or a key of the wrong type.
+        InvalidEnv: bad ``CNI_ARGS`` ("the 'ip' field is expected to be in CIDR
+            notation, got: '<s>'", "invalid gateway address: <s>", unknown keys).
+    """
+    if conf.get("ipam") is None:
+        raise InvalidConfig("IPAM config missing 'ipam' key")
+    ipam = _obj(conf.get("ipam"), "ipam")
+    name = conf.get("name", "")
+    if not isinstance(name, str):
+        raise _bad("name", "a string", name)
+    cni_version = conf.get("cniVersion") or ""
+    if not isinstance(cni_version, str):
+        raise _bad("cniVersion", "a string", cni_version)
+    runtime = _obj(conf.get("runtimeConfig"), "runtimeConfig")
+    args_cni = _obj(_obj(conf.get("args"), "args").get("cni"), "args.cni")
+
+    # Configured addresses are parsed after CNI_ARGS in Go, so GATEWAY never
+    # applies to them; keep them raw until then.
+    configured: list[tuple[Any, IPAddr | None]] = []
+    for i, item in enumerate(_list(ipam, "addresses", "ipam.addresses")):
+        a = _obj(item, f"ipam.addresses[{i}]")
+        configured.append((a.get("address", ""), conf_ip(a.get("gateway"), "gateway")))
+
+    from_env: list[StaticAddress] = []
+    if cni_args:
+        env = load_args(cni_args, ("IP", "GATEWAY"))
+        if env.get("IP"):
+            for item in env["IP"].split(","):
+                s = item.strip()
+                try:
+                    from_env.append(StaticAddress(parse_cidr(s)))
+                except DecodeError:
+                    raise InvalidEnv(
+                        f"the 'ip' field is expected to be in CIDR notation, got: '{s}'"
+                    ) from None
+        if env.get("GATEWAY"):
+            for item in env["GATEWAY"].split(","):
+                try:
+                    gw = canonical_ip(parse_ip(item.strip()))
+                except DecodeError:
+                    raise InvalidEnv(f"invalid gateway address: {item}") from None
+                from_env = [
+                    StaticAddress(a.address, gw) if gw in a.address.network else a for a in from_env
+                ]
+
+    addresses: list[StaticAddress] | None = None
+    for what, source in (("args.cni.ips", args_cni), ("runtimeConfig.ips", runtime)):
+        ips = _str_list(source, "ips", what)
+        if ips:
+            addresses = [
+                StaticAddress(
+                    _cidr(s, "an entry in the 'ips' field is NOT in CIDR notation, got: '{}'")
+                )
+                for s in ips
+            ]
+    if addresses is None:
+        addresses = [
+            StaticAddress(
+                _cidr(s, "the 'address' field is expected to be in CIDR notation, got: '{}'"),
+                gw,
+            )
+            for s, gw in configured
+        ]
+        addresses += from_env
+
+    v4 = sum(1 for a in addresses if a.address.version == 4)
+    v6 = len(addresses) - v4
+    if v4 > 1 or v6 > 1:
+        try:
+            ok = version_ge(cni_version, "0.3.0")
+        except KanalError:
+            ok = False
+        if not ok:
+            raise InvalidConfig(
+                f"CNI version {cni_version} does not support more than 1 address per family"
+            )
+
+    from kanal.spec._wire import dns_from_wire, route_from_wire
+
+    try:
+        routes = tuple(
+            route_from_wire(r, f"ipam.routes[{i}]")
+            for i, r in enumerate(_list(ipam, "routes", "ipam.routes"))
+        )
+        dns = dns_from_wire(ipam.get("dns"), "ipam.dns")
+    except DecodeError as e:
+        raise InvalidConfig("invalid ipam config", e.details or e.msg) from None
+    return StaticConf(name, cni_version, tuple(addresses), routes, dns)
+
+
+def result(conf: StaticConf) -> Result:
+    """ADD's IPAM result: the addresses, routes and DNS as configured."""
+    return Result(
+        ips=[IPConfig(address=a.address, gateway=a.gateway) for a in conf.addresses],
+        routes=list(conf.routes),
+        dns=conf.dns if conf.dns is not None else DNS(),
+    )
+
+
+def check(conf: StaticConf, prev: Result, ifname: str) -> None:
+    """CHECK against the previous result, as Go does.
+
+    For each configured address, the first result IP with the same address must
+    have the configured gateway (when one is configured). Like Go, a configured
+    address absent from the result is not an error.
+
+    Raises:
+        KanalError: "static: Failed to match addr <ip> on interface <ifname>".
+    """
+    for a in conf.addresses:
+        for ipc in prev.ips:
+            if canonical_ip(ipc.address.ip) != canonical_ip(a.address.ip):
+                continue
+            if a.gateway is None or (
+                ipc.gateway is not None and canonical_ip(ipc.gateway) == a.gateway
+            ):
+                break
+            raise KanalError(f"static: Failed to match addr {ipc.address.ip} on interface {ifname}")
