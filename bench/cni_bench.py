@@ -49,8 +49,12 @@ class Impl:
             "bridge": self.bridge,
             "isGateway": True,
             "ipMasq": True,
-            "ipam": {"type": "host-local", "subnet": self.subnet, "dataDir": self.data_dir,
-                     "routes": [{"dst": "0.0.0.0/0"}]},
+            "ipam": {
+                "type": "host-local",
+                "subnet": self.subnet,
+                "dataDir": self.data_dir,
+                "routes": [{"dst": "0.0.0.0/0"}],
+            },
         }
         if self.backend:
             c["ipMasqBackend"] = self.backend
@@ -70,8 +74,9 @@ def exec_plugin(host_ns: str, impl: Impl, cmd: str, cid: str, netns: str, conf: 
     # `ip netns exec` would add its own cost to every sample; enter the host
     # namespace once instead: this process runs inside it (see main()).
     t = time.perf_counter()
-    p = subprocess.run([os.path.join(impl.plugin_dir, "bridge")], input=conf, env=env,
-                       capture_output=True)
+    p = subprocess.run(
+        [os.path.join(impl.plugin_dir, "bridge")], input=conf, env=env, capture_output=True
+    )
     dt = time.perf_counter() - t
     if p.returncode != 0:
         raise RuntimeError(f"{impl.name} {cmd} failed: {p.stdout!r} {p.stderr!r}")
@@ -80,8 +85,9 @@ def exec_plugin(host_ns: str, impl: Impl, cmd: str, cid: str, netns: str, conf: 
 
 @contextmanager
 def kanald(socket_path: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen([str(ROOT / ".venv" / "bin" / "kanald"), "--socket", socket_path],
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "kanald"), "--socket", socket_path], stderr=subprocess.PIPE
+    )
     for _ in range(300):
         if os.path.exists(socket_path):
             break
@@ -103,8 +109,11 @@ def run(attached: list[int], samples: int, report: Callable[[str], None]) -> dic
     tmp = Path(tempfile.mkdtemp(prefix="kanal-bench-"))
     kdir = tmp / "kanal-bin"
     sock = str(tmp / "kanald.sock")
-    subprocess.run([PY, "-m", "kanal.cli.main", "cni", "install", "--dir", str(kdir),
-                    "--socket", sock], check=True, capture_output=True)
+    subprocess.run(
+        [PY, "-m", "kanal.cli.main", "cni", "install", "--dir", str(kdir), "--socket", sock],
+        check=True,
+        capture_output=True,
+    )
     impls = [
         Impl("kanal", str(kdir), unique("kbk", 15), "10.201.0.0/16", str(tmp / "k-ipam")),
         Impl("go-ref", GO_DIR, unique("kbg", 15), "10.202.0.0/16", str(tmp / "g-ipam")),
@@ -120,8 +129,14 @@ def run(attached: list[int], samples: int, report: Callable[[str], None]) -> dic
                     while base[impl.name] < target:
                         ns = create_netns(unique("kbc", 30))
                         made.append(ns)
-                        exec_plugin("", impl, "ADD", f"keep-{impl.name}-{len(made)}",
-                                    f"/run/netns/{ns}", impl.conf(net))
+                        exec_plugin(
+                            "",
+                            impl,
+                            "ADD",
+                            f"keep-{impl.name}-{len(made)}",
+                            f"/run/netns/{ns}",
+                            impl.conf(net),
+                        )
                         base[impl.name] += 1
                 adds: dict[str, list[float]] = {i.name: [] for i in impls}
                 dels: dict[str, list[float]] = {i.name: [] for i in impls}
@@ -131,11 +146,15 @@ def run(attached: list[int], samples: int, report: Callable[[str], None]) -> dic
                         try:
                             cid = f"s-{impl.name}-{target}-{k}"
                             adds[impl.name].append(
-                                exec_plugin("", impl, "ADD", cid, f"/run/netns/{ns}",
-                                            impl.conf(net)))
+                                exec_plugin(
+                                    "", impl, "ADD", cid, f"/run/netns/{ns}", impl.conf(net)
+                                )
+                            )
                             dels[impl.name].append(
-                                exec_plugin("", impl, "DEL", cid, f"/run/netns/{ns}",
-                                            impl.conf(net)))
+                                exec_plugin(
+                                    "", impl, "DEL", cid, f"/run/netns/{ns}", impl.conf(net)
+                                )
+                            )
                         finally:
                             delete_netns(ns)
                 row = {

@@ -30,8 +30,11 @@ def inside(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--attached", default="1,1000",
-                    help="comma-separated numbers of containers already attached")
+    ap.add_argument(
+        "--attached",
+        default="1,1000",
+        help="comma-separated numbers of containers already attached",
+    )
     ap.add_argument("--samples", type=int, default=25)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results-cni.json"))
     args = ap.parse_args()
@@ -42,11 +45,29 @@ def main() -> None:
         sys.exit("bench: needs root (it creates network namespaces)")
     host = create_netns(unique("kbhost", 30))
     try:
-        print(f"CNI bridge+host-local+ipMasq, kanal vs Go reference ({host}); p50 of "
-              f"{args.samples} ADD/DEL each", flush=True)
-        subprocess.run(["ip", "netns", "exec", host, sys.executable, __file__, "--inside",
-                        "--attached", args.attached, "--samples", str(args.samples),
-                        "--out", args.out], check=True)
+        print(
+            f"CNI bridge+host-local+ipMasq, kanal vs Go reference ({host}); p50 of "
+            f"{args.samples} ADD/DEL each",
+            flush=True,
+        )
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                host,
+                sys.executable,
+                __file__,
+                "--inside",
+                "--attached",
+                args.attached,
+                "--samples",
+                str(args.samples),
+                "--out",
+                args.out,
+            ],
+            check=True,
+        )
     finally:
         delete_netns(host)
     print(f"results written to {args.out}")
