@@ -143,8 +143,9 @@ def plugin_env(
 
 
 def _signal_name(num: int) -> str:
+    # As Go's ProcessState prints it: "signal: killed", "signal: segmentation fault".
     try:
-        return signal.Signals(num).name.removeprefix("SIG").lower()
+        return (signal.strsignal(num) or str(num)).lower()
     except ValueError:
         return str(num)
 
