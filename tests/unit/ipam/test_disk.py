@@ -1,0 +1,270 @@
+"""The Go-compatible disk store: exact bytes, the cached index and its invalidation."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import time
+from ipaddress import ip_address
+from pathlib import Path
+
+import pytest
+
+from kanal.errors import IOFailure
+from kanal.ipam.disk import DiskStore, disk_store, forget_stores
+from kanal.ipam.store import StoreMissing
+
+IP = ip_address
+
+
+@pytest.fixture
+def netdir(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "net1"
+
+
+def entries(d: Path) -> list[str]:
+    return sorted(os.listdir(d))
+
+
+def age(path: Path, seconds: float = 3600) -> None:
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+
+
+def test_layout_bytes_and_modes(netdir: Path) -> None:
+    st = DiskStore(str(netdir))
+    with st.locked():
+        assert st.reserve("ctr1 ", "eth0", IP("10.0.0.2"), "0")
+        assert st.reserve("ctr1", "eth1", IP("2001:db8::a"), "1")
+    assert entries(netdir) == [
+        "10.0.0.2",
+        "2001:db8::a",
+        "last_reserved_ip.0",
+        "last_reserved_ip.1",
+        "lock",
+    ]
+    assert (netdir / "10.0.0.2").read_bytes() == b"ctr1\r\neth0"  # id trimmed, as Go
+    assert (netdir / "2001:db8::a").read_bytes() == b"ctr1\r\neth1"
+    assert (netdir / "last_reserved_ip.0").read_bytes() == b"10.0.0.2"
+    assert (netdir / "last_reserved_ip.1").read_bytes() == b"2001:db8::a"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((netdir / "10.0.0.2").stat().st_mode) == 0o600 & ~umask
+    assert stat.S_IMODE((netdir / "last_reserved_ip.0").stat().st_mode) == 0o600 & ~umask
+    assert stat.S_IMODE((netdir / "lock").stat().st_mode) == 0o750 & ~umask
+    assert stat.S_IMODE(netdir.stat().st_mode) == 0o755 & ~umask
+    # the lock file holds only the generation, which no container ID can equal
+    assert b" " in (netdir / "lock").read_bytes()
+
+
+def test_reserve_twice_fails_and_lookups(netdir: Path) -> None:
+    st = DiskStore(str(netdir))
+    with st.locked():
+        assert st.reserve("c1", "eth0", IP("10.0.0.2"), "0")
+        assert not st.reserve("c2", "eth0", IP("10.0.0.2"), "0")
+        assert st.is_reserved(IP("10.0.0.2"))
+        assert st.is_reserved(IP("::ffff:10.0.0.2"))
+        assert not st.is_reserved(IP("10.0.0.3"))
+        assert st.get_by_id("c1", "eth0") == [IP("10.0.0.2")]
+        assert st.get_by_id("c1", "eth1") == []
+        assert st.find_by_id("c1", "eth0")
+        assert not st.find_by_id("c2", "eth0")
+        assert st.last_reserved_ip("0") == IP("10.0.0.2")
+        assert st.last_reserved_ip("7") is None
+    assert (netdir / "10.0.0.2").read_bytes() == b"c1\r\neth0"
+
+
+def test_use_outside_lock_is_a_bug(netdir: Path) -> None:
+    st = DiskStore(str(netdir))
+    with pytest.raises(RuntimeError):
+        st.is_reserved(IP("10.0.0.1"))
+
+
+def test_missing_store(netdir: Path) -> None:
+    st = DiskStore(str(netdir))
+    with pytest.raises(StoreMissing), st.locked(create=False):
+        pass
+    assert not netdir.exists()
+
+
+def test_index_is_cached_across_operations(netdir: Path) -> None:
+    st = DiskStore(str(netdir))
+    for i in range(2, 30):
+        with st.locked():
+            assert st.reserve(f"c{i}", "eth0", IP(f"10.0.0.{i}"), "0")
+    with st.locked():
+        assert st.release_by_id("c5", "eth0")
+        assert st.find_by_id("c6", "eth0")
+    assert st.scans == 1
+
+
+def test_external_create_is_seen(netdir: Path) -> None:
+    st = DiskStore(str(netdir))
+    with st.locked():
+        st.reserve("c1", "eth0", IP("10.0.0.2"), "0")
+    (netdir / "10.0.0.3").write_bytes(b"go1\r\neth0")
+    with st.locked():
+        assert st.is_reserved(IP("10.0.0.3"))
+        assert st.get_by_id("go1", "eth0") == [IP("10.0.0.3")]
+    assert st.scans == 2
+
+
+def test_external_delete_is_seen(netdir: Path) -> None:
+    st = DiskStore(str(netdir))
+    with st.locked():
+        st.reserve("c1", "eth0", IP("10.0.0.2"), "0")
+    (netdir / "10.0.0.2").unlink()
+    with st.locked():
+        assert not st.is_reserved(IP("10.0.0.2"))
+        assert not st.find_by_id("c1", "eth0")
+
+
+def test_change_in_the_same_clock_tick_is_seen(netdir: Path) -> None:
+    """A change stamped with the mtime our own write had (same coarse tick) is detected."""
+    st = DiskStore(str(netdir))
+    with st.locked():
+        st.reserve("c1", "eth0", IP("10.0.0.2"), "0")
+    assert st._stamp is not None
+    sealed = st._stamp[2]
+    real = sealed + 1  # the value the kernel gave our write; we sealed it 1 ns back
+    assert netdir.stat().st_mtime_ns == sealed
+    (netdir / "10.0.0.3").write_bytes(b"go1\r\neth0")
+    os.utime(netdir, ns=(real, real))  # as if the Go plugin wrote in that same tick
+    with st.locked():
+        assert st.is_reserved(IP("10.0.0.3"))
+
+
+def test_other_kanal_process_is_seen_through_the_generation(netdir: Path) -> None:
+    a = DiskStore(str(netdir))
+    b = DiskStore(str(netdir))  # stands for another process: own index, own lock fd
+    with a.locked():
+        a.reserve("c1", "eth0", IP("10.0.0.2"), "0")
+    assert a._stamp is not None
+    with b.locked():
+        b.reserve("c2", "eth0", IP("10.0.0.3"), "0")
+    # Worst case: b's seal landed on the very mtime a recorded.
+    os.utime(netdir, ns=(a._stamp[2], a._stamp[2]))
+    with a.locked():
+        assert a.is_reserved(IP("10.0.0.3"))
+        assert a.find_by_id("c2", "eth0")
+
+
+def test_directory_recreated_under_a_cached_store(netdir: Path) -> None:
+    st = DiskStore(str(netdir))
+    with st.locked():
+        st.reserve("c1", "eth0", IP("10.0.0.2"), "0")
+    shutil.rmtree(netdir)
+    with st.locked():
+        assert not st.is_reserved(IP("10.0.0.2"))
+        assert st.reserve("c2", "eth0", IP("10.0.0.2"), "0")
+    assert (netdir / "10.0.0.2").read_bytes() == b"c2\r\neth0"
+    shutil.rmtree(netdir)
+    with pytest.raises(StoreMissing), st.locked(create=False):
+        pass
+
+
+def test_release_exact_then_legacy_like_go(netdir: Path) -> None:
+    netdir.mkdir(parents=True)
+    (netdir / "10.0.0.2").write_bytes(b"c1\r\neth0")
+    (netdir / "10.0.0.3").write_bytes(b"c1")  # legacy: id only
+    (netdir / "10.0.0.4").write_bytes(b"c1\r\neth1")
+    (netdir / "notes").write_bytes(b"c1\r\neth0")  # Go's walk matches any file
+    st = DiskStore(str(netdir))
+    with st.locked():
+        assert sorted(map(str, st.get_by_id("c1", "eth0"))) == ["10.0.0.2", "10.0.0.3"]
+        assert st.release_by_id("c1", "eth0")
+    assert entries(netdir) == ["10.0.0.3", "10.0.0.4", "lock"]
+    with st.locked():
+        assert st.release_by_id("c1", "eth0")  # nothing exact left: legacy
+        assert not st.release_by_id("c1", "eth0")
+    assert entries(netdir) == ["10.0.0.4", "lock"]
+
+
+def test_lock_and_last_reserved_are_never_reservations(netdir: Path) -> None:
+    st = DiskStore(str(netdir))
+    with st.locked():
+        st.reserve("c1", "eth0", IP("10.0.0.2"), "0")
+        names = [r.name for r in st.reservations()]
+        # a container named like the last reserved address must not own that file
+        assert not st.release_by_id("10.0.0.2", "eth0")
+    assert names == ["10.0.0.2"]
+    assert (netdir / "last_reserved_ip.0").exists()
+
+
+def test_empty_files_swept_only_when_old(netdir: Path) -> None:
+    netdir.mkdir(parents=True)
+    (netdir / "10.0.0.7").write_bytes(b"")
+    (netdir / "10.0.0.8").write_bytes(b"\r\n")
+    (netdir / "10.0.0.9").write_bytes(b"")
+    age(netdir / "10.0.0.7")
+    age(netdir / "10.0.0.8")
+    st = DiskStore(str(netdir))
+    with st.locked():
+        assert st.is_reserved(IP("10.0.0.7"))  # ADD never reuses them
+        assert st.sweep_empty(5.0) == ["10.0.0.7", "10.0.0.8"]
+        assert st.is_reserved(IP("10.0.0.9"))
+    assert entries(netdir) == ["10.0.0.9", "lock"]
+
+
+def test_temp_leftovers_swept(netdir: Path) -> None:
+    netdir.mkdir(parents=True)
+    leftover = netdir / ".kanal-tmp.ip.1.2"
+    leftover.write_bytes(b"c1\r\neth0")
+    age(leftover)
+    st = DiskStore(str(netdir))
+    with st.locked():
+        assert not st.find_by_id("c1", "eth0")  # not a reservation
+        assert st.sweep_empty(5.0) == [".kanal-tmp.ip.1.2"]
+    assert entries(netdir) == ["lock"]
+
+
+def test_no_temp_files_left_after_reserve(netdir: Path) -> None:
+    st = DiskStore(str(netdir))
+    with st.locked():
+        for i in range(2, 6):
+            st.reserve("c", f"eth{i}", IP(f"10.0.0.{i}"), "0")
+    assert not [n for n in entries(netdir) if n.startswith(".")]
+
+
+def test_fallback_without_hard_links(netdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_link(src: str, dst: str) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_link)
+    st = DiskStore(str(netdir))
+    with st.locked():
+        assert st.reserve("c1", "eth0", IP("10.0.0.2"), "0")
+        assert not st.reserve("c2", "eth0", IP("10.0.0.2"), "0")
+    assert (netdir / "10.0.0.2").read_bytes() == b"c1\r\neth0"
+    assert not [n for n in entries(netdir) if n.startswith(".")]
+
+
+def test_failed_removal_is_reported(netdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    st = DiskStore(str(netdir))
+    with st.locked():
+        st.reserve("c1", "eth0", IP("10.0.0.2"), "0")
+    real_unlink = os.unlink
+
+    def failing_unlink(path: str, *a: object, **k: object) -> None:
+        if path.endswith("10.0.0.2"):
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        real_unlink(path)
+
+    monkeypatch.setattr(os, "unlink", failing_unlink)
+    with st.locked(), pytest.raises(IOFailure, match="10.0.0.2"):
+        st.release_by_id("c1", "eth0")
+    monkeypatch.undo()
+    with st.locked():
+        assert st.find_by_id("c1", "eth0")  # still there, still indexed
+
+
+def test_disk_store_registry(tmp_path: Path) -> None:
+    forget_stores()
+    a = disk_store(str(tmp_path), "n1")
+    assert disk_store(str(tmp_path) + "/", "n1") is a
+    assert disk_store(str(tmp_path), "n2") is not a
+    forget_stores()
+    assert disk_store(str(tmp_path), "n1") is not a
+    forget_stores()
