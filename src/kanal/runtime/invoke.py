@@ -211,13 +211,24 @@ class SubprocessExec:
         if proc.returncode != 0:
             raise self._plugin_error(proc.returncode, proc.stdout, proc.stderr)
         if self._forward_stderr and proc.stderr:
-            out = self._stderr if self._stderr is not None else sys.stderr.buffer
-            try:
-                out.write(proc.stderr)
-                out.flush()
-            except (OSError, ValueError):
-                pass  # informational only
+            self._forward(proc.stderr)
         return proc.stdout
+
+    def _forward(self, data: bytes) -> None:
+        try:
+            if self._stderr is not None:
+                self._stderr.write(data)
+                self._stderr.flush()
+                return
+            buffer = getattr(sys.stderr, "buffer", None)  # absent when stderr was replaced
+            if buffer is not None:
+                buffer.write(data)
+                buffer.flush()
+            else:
+                sys.stderr.write(data.decode("utf-8", "replace"))
+                sys.stderr.flush()
+        except (OSError, ValueError):
+            pass  # informational only
 
     @staticmethod
     def _plugin_error(returncode: int, stdout: bytes, stderr: bytes) -> KanalError:

@@ -142,6 +142,8 @@ class CNIConfig:
     def _probe(self, conflist: ConfList, paths: Sequence[str], *, enforce: bool) -> None:
         want = conflist.cni_version or "0.1.0"
         for plugin, path in zip(conflist.plugins, paths):
+            if not path:
+                continue  # not found: DEL reports that itself
             try:
                 supported = get_version_info(self.exec, path, self._base_env)
             except KanalError:

@@ -260,3 +260,13 @@ def test_get_version_info_legacy_real_plugin(tmp_path: Path) -> None:
         json.dumps({"VERSION": {"error": {"code": 4, "msg": "unknown CNI_COMMAND: VERSION"}}})
     )
     assert get_version_info(SubprocessExec(), str(p), {"NOOP_SCRIPT": str(s)}) == ["0.1.0"]
+
+
+def test_stderr_forwarded_when_sys_stderr_is_text_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = script(tmp_path / "p", "sys.stderr.write('hello'); print('{}')")
+    sink = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", sink)
+    SubprocessExec().exec_plugin(str(p), b"", {})
+    assert sink.getvalue() == "hello"

@@ -595,3 +595,25 @@ def test_get_cached_result_and_attachments(cni: CNIConfig, fake: FakeExec) -> No
     atts = cni.get_cached_attachments("ctr1")
     assert [(a.network, a.container_id, a.ifname) for a in atts] == [("net1", "ctr1", "eth0")]
     assert cni.get_cached_attachments("ctr") == []
+
+
+def test_containerd_style_double_del_with_empty_netns(cni: CNIConfig, fake: FakeExec) -> None:
+    # containerd CRI: DEL at StopPodSandbox (netns set), again at RemovePodSandbox
+    # with an empty CNI_NETNS; K8S args with IgnoreUnknown.
+    k8s = [("K8S_POD_UID", "u"), ("IgnoreUnknown", "1"), ("K8S_POD_NAME", "p")]
+    cl = conflist("1.0.0", plugins=[{"type": "p1"}])
+    cni.add_network_list(cl, rt(args=k8s))
+    cni.del_network_list(cl, rt(args=k8s))
+    cni.del_network_list(cl, RuntimeConf("ctr1", "", "eth0", k8s))
+    first, second = fake.by_command("DEL")
+    assert first.env["CNI_NETNS"] == "/run/netns/x" and "prevResult" in first.conf
+    assert second.env["CNI_NETNS"] == "" and "prevResult" not in second.conf
+    assert second.env["CNI_ARGS"] == "K8S_POD_UID=u;IgnoreUnknown=1;K8S_POD_NAME=p"
+
+
+def test_version_probe_skips_missing_plugin_on_del(tmp_path: Path, fake: FakeExec) -> None:
+    cni = CNIConfig(PATHS, str(tmp_path), fake, version_probe=True)
+    cl = conflist(plugins=[{"type": "p1"}, {"type": "gone"}])
+    with pytest.raises(PluginNotFound):
+        cni.del_network_list(cl, rt())
+    assert [(c.plugin, c.command) for c in fake.calls] == [("p1", "VERSION")]
