@@ -34,7 +34,7 @@ def get_int(conf: Mapping[str, Any], key: str, default: int = 0) -> int:
         return default
     if isinstance(v, bool) or not isinstance(v, int):
         raise _bad(key, "an integer", v)
-    return v
+    return int(v)
 
 
 def get_str(conf: Mapping[str, Any], key: str, default: str = "") -> str:

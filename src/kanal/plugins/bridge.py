@@ -10,9 +10,11 @@ drops masquerade entries of attachments that are no longer valid.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import secrets
+import socket
 import threading
 import time
 from contextlib import ExitStack
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kanal.errors import Conflict, Internal, InvalidConfig, KanalError, NotFound
+from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Link, LinkNotFound, Netlink
 from kanal.netlink.ns import NetnsNotFound
 from kanal.netlink.sysctl import write_sysctl
@@ -27,7 +30,9 @@ from kanal.plugins import _conf as c
 from kanal.plugins._iface import (
     configure_iface,
     in_container,
+    in_container_fd,
     prepare_sysctls,
+    random_mac,
     validate_expected_ips,
     validate_expected_routes,
 )
@@ -223,22 +228,69 @@ def _calc_gateways(result: Result, n: BridgeConf) -> dict[int, list[Any]]:
     return gws
 
 
-def _ensure_addr(nl: Netlink, link: Link, gw: Any, force: bool) -> None:
-    """Go ensureAddr: the gateway address on the bridge, EEXIST-safe under races."""
-    for a in nl.addrs(link.index):
-        if a.interface.version != gw.version:
-            continue
-        if a.interface == gw:
-            return
-        if gw.version == 4 or a.interface.ip in gw.network or gw.ip in a.interface.network:
-            if force:
-                nl.del_addr(link.index, a.interface)
-            else:
-                raise Conflict(f"{link.name!r} already has an IP address different from {gw}")
-    nl.add_addr(link.index, gw, exist_ok=True)
-    # Pin the bridge MAC: otherwise it follows the lowest port MAC as ports churn.
-    cur = nl.get_link_by_index(link.index)
-    nl.set_link(link.index, address=cur.mac)
+@dataclass(frozen=True)
+class _Bridge:
+    index: int
+    name: str
+    mac: str
+
+
+# (netns id, bridge name) -> bridge. Why: in kanald every ADD on a network would
+# otherwise re-read the same bridge; an if_nametoindex() (one ioctl) proves the
+# cached entry still names the same device.
+_BRIDGES: dict[tuple[tuple[int, int], str], _Bridge] = {}
+_BRIDGES_LOCK = threading.Lock()
+
+
+def _ensure_bridge(n: BridgeConf) -> _Bridge:
+    from kanal.netlink.ns import current_netns_id
+
+    key = (current_netns_id(), n.br_name)
+    cached = _BRIDGES.get(key)
+    if cached is not None and not n.promisc:
+        try:
+            if socket.if_nametoindex(n.br_name) == cached.index:
+                return cached
+        except OSError:
+            pass
+    with _BRIDGES_LOCK, Netlink() as nl:
+        # A MAC set at creation is kept: the bridge does not follow its ports'
+        # MACs as they churn (what Go's ensureAddr re-setting it achieves).
+        link, created = nl.ensure_bridge(
+            n.br_name, mtu=n.mtu, vlan_filtering=bool(n.vlan or n.vlans), mac=random_mac()
+        )
+        if n.promisc and not link.promiscuity:
+            nl.set_promisc(link.index)
+        if created:
+            try:
+                write_sysctl(f"net/ipv6/conf/{n.br_name}/accept_ra", "0")
+            except KanalError:
+                pass
+        br = _Bridge(link.index, link.name, link.mac)
+        _BRIDGES[key] = br
+        return br
+
+
+def _ensure_gateway(br: _Bridge, gw: Any, force: bool) -> None:
+    """Go ensureAddr, fast when the address is already there (every ADD but the first)."""
+    with raw_socket() as s:
+        b = Batch(s)
+        b.add_addr(br.index, gw, exist_ok=True)
+        (err,) = b.commit()
+    if err == errno.EEXIST:
+        return
+    # Newly added: now apply Go's rule about other addresses on the bridge.
+    with Netlink() as nl:
+        for a in nl.addrs(br.index):
+            other = a.interface
+            if other.version != gw.version or other == gw:
+                continue
+            if gw.version == 4 or other.ip in gw.network or gw.ip in other.network:
+                if force:
+                    nl.del_addr(br.index, other)
+                else:
+                    nl.del_addr(br.index, gw)
+                    raise Conflict(f"{br.name!r} already has an IP address different from {gw}")
 
 
 def _enable_forward(family: int) -> None:
@@ -249,58 +301,107 @@ def _enable_forward(family: int) -> None:
         write_sysctl(key, "1")
 
 
-def _host_veth_name(nl: Netlink) -> str:
-    return "veth" + secrets.token_hex(4)
-
-
 def _setup_veth(
-    nl: Netlink, n: BridgeConf, br: Link, netns_fd: int, ifname: str, undo: ExitStack, vlan: int = 0
-) -> Link:
-    """Create the pair, attach the host end to the bridge; returns the host link."""
-    for _ in range(10):
-        host = _host_veth_name(nl)
-        try:
-            hl = nl.add_veth(host, ifname, netns_fd, mtu=n.mtu, peer_mac=n.mac)
-            break
-        except Conflict:
-            if nl.find_link(host) is not None:
-                continue  # random host name collided; try another
-            raise Conflict(f"container veth name provided ({ifname}) already exists") from None
-    else:
-        raise Internal("failed to find a unique veth name")
-    undo.callback(nl.del_link, index=hl.index)
+    n: BridgeConf,
+    br: _Bridge,
+    netns_fd: int,
+    ifname: str,
+    cont_mac: str,
+    undo: ExitStack,
+    vlan: int = 0,
+) -> tuple[str, int, str]:
+    """Create the pair attached to the bridge and up; returns (name, index, mac)."""
+    brport = {}
+    if n.hairpin:
+        brport["mode"] = 1
+    if n.port_isolation:
+        brport["isolated"] = 1
+    with raw_socket() as s:
+        for _ in range(10):
+            host, host_mac = "veth" + secrets.token_hex(4), random_mac()
+            b = Batch(s)
+            b.add_veth(
+                host,
+                ifname,
+                netns_fd,
+                mac=host_mac,
+                peer_mac=cont_mac,
+                mtu=n.mtu,
+                master=br.index,
+                up=True,
+            )
+            if brport:
+                b.set_link(name=host, brport=brport)
+            try:
+                b.commit()
+                break
+            except Conflict:
+                try:
+                    socket.if_nametoindex(host)
+                    continue  # the random host name collided; try another
+                except OSError:
+                    raise Conflict(
+                        f"container veth name provided ({ifname}) already exists"
+                    ) from None
+            except LinkNotFound:
+                # The cached bridge vanished since; forget it and let the caller retry.
+                _BRIDGES.clear()
+                raise
+        else:
+            raise Internal("failed to find a unique veth name")
+    index = socket.if_nametoindex(host)
+    undo.callback(_del_link_quiet, index)
     try:
         write_sysctl(f"net/ipv6/conf/{host}/accept_ra", "0")
     except KanalError:
         pass
-    nl.set_link(hl.index, master=br.index, state="up")
-    if n.hairpin or n.port_isolation:
-        nl.set_brport(hl.index, mode=1 if n.hairpin else 0, isolated=1 if n.port_isolation else 0)
     vlans = [] if vlan else n.vlans
     vlan = vlan or n.vlan
     if vlan or vlans:
-        if not n.preserve_default_vlan:
-            nl.vlan_del(hl.index, 1)
-        if vlan:
-            nl.vlan_add(hl.index, vlan, pvid=True, untagged=True)
-        for v in vlans:
-            nl.vlan_add(hl.index, v)
-        if not vlan and vlans:
-            nl.vlan_add(hl.index, 1, pvid=True, untagged=True)
-    return hl
+        with Netlink() as nl:
+            if not n.preserve_default_vlan:
+                nl.vlan_del(index, 1)
+            if vlan:
+                nl.vlan_add(index, vlan, pvid=True, untagged=True)
+            for v in vlans:
+                nl.vlan_add(index, v)
+            if not vlan and vlans:
+                nl.vlan_add(index, 1, pvid=True, untagged=True)
+    return host, index, host_mac
 
 
-def _wait_oper_up(nl: Netlink, index: int) -> Link:
+def _del_link_quiet(index: int) -> None:
+    with raw_socket() as s:
+        b = Batch(s)
+        b.del_link(index=index)
+        try:
+            b.commit()
+        except KanalError:
+            pass
+
+
+def _oper_up(host: str, index: int) -> bool:
+    # sysfs is cheap when it shows our namespace (as under `ip netns exec`).
+    try:
+        with open(f"/sys/class/net/{host}/ifindex") as f:
+            same = int(f.read()) == index
+        if same:
+            with open(f"/sys/class/net/{host}/operstate") as f:
+                return f.read().strip() == "up"
+    except OSError:
+        pass
+    with Netlink() as nl:
+        return nl.get_link_by_index(index).operstate == "UP"
+
+
+def _wait_oper_up(host: str, index: int) -> None:
     # Go sleeps 0/50/500/1000/1000 ms; a veth whose peer is up is oper-up at once,
     # so poll finely and give up after the same total.
     deadline = time.monotonic() + 2.55
-    while True:
-        link = nl.get_link_by_index(index)
-        if link.operstate == "UP":
-            return link
+    while not _oper_up(host, index):
         if time.monotonic() > deadline:
-            raise Internal(f"bridge port in error state: {link.operstate}")
-        time.sleep(0.005)
+            raise Internal(f"bridge port in error state: {host}")
+        time.sleep(0.002)
 
 
 def cmd_add(args: CmdArgs) -> Result:
@@ -319,28 +420,25 @@ def cmd_add(args: CmdArgs) -> Result:
         raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
     with ExitStack() as cleanup, ExitStack() as undo:
         cleanup.callback(os.close, netns_fd)
-        nl = cleanup.enter_context(Netlink())
-        br, _ = nl.ensure_bridge(n.br_name, mtu=n.mtu, vlan_filtering=bool(n.vlan or n.vlans))
-        if n.promisc and not br.promiscuity:
-            nl.set_promisc(br.index)
+        br = _ensure_bridge(n)
+        cont_mac = n.mac or random_mac()
         try:
-            write_sysctl(f"net/ipv6/conf/{n.br_name}/accept_ra", "0")
-        except KanalError:
-            pass
-        host = _setup_veth(nl, n, br, netns_fd, args.ifname, undo)
+            host, host_index, host_mac = _setup_veth(n, br, netns_fd, args.ifname, cont_mac, undo)
+        except LinkNotFound:
+            br = _ensure_bridge(n)
+            host, host_index, host_mac = _setup_veth(n, br, netns_fd, args.ifname, cont_mac, undo)
         result = Result(
             cni_version=n.cni_version,
             interfaces=[
                 Interface(name=br.name, mac=br.mac),
-                Interface(name=host.name, mac=host.mac),
-                Interface(name=args.ifname, mac="", sandbox=args.netns),
+                Interface(name=host, mac=host_mac),
+                Interface(name=args.ifname, mac=cont_mac, sandbox=args.netns),
             ],
         )
         if n.macspoofchk:
             from kanal.firewall import MacSpoofCheck, apply_mac_spoof_check
 
-            cont_mac = in_container(args.netns, lambda cnl: cnl.get_link(args.ifname).mac)
-            chk = MacSpoofCheck(host.name, cont_mac, f"{args.container_id}-{args.ifname}")
+            chk = MacSpoofCheck(host, cont_mac, f"{args.container_id}-{args.ifname}")
             apply_mac_spoof_check(chk)
             undo.callback(_teardown_spoofchk, args)
         if layer3:
@@ -352,19 +450,19 @@ def cmd_add(args: CmdArgs) -> Result:
                 raise Internal("IPAM plugin returned missing IP config")
             gws = _calc_gateways(result, n)
 
-            def container_side(cnl: Netlink) -> str:
+            def container_side(batch: Batch) -> None:
                 prepare_sysctls(args.ifname, enable_dad=n.enable_dad)
-                configure_iface(cnl, args.ifname, result, nodad=not n.enable_dad)
-                return cnl.get_link(args.ifname).mac
+                configure_iface(batch, args.ifname, result, nodad=not n.enable_dad)
 
-            result.interfaces[2].mac = in_container(args.netns, container_side)
+            in_container_fd(netns_fd, container_side)
             if n.is_gw:
                 target = br
                 if n.vlan:
-                    target = _ensure_vlan_iface(nl, n, br, result, undo)
+                    vl = _ensure_vlan_iface(n, br, netns_fd, result, undo)
+                    target = _Bridge(vl.index, vl.name, vl.mac)
                 for fam in (4, 6):
                     for gw in gws[fam]:
-                        _ensure_addr(nl, target, gw, n.force_address)
+                        _ensure_gateway(target, gw, n.force_address)
                     if gws[fam]:
                         _enable_forward(fam)
             if n.ip_masq:
@@ -374,25 +472,17 @@ def cmd_add(args: CmdArgs) -> Result:
                 rules = [
                     Masquerade(owner, ipc.address.ip, ipc.address.network) for ipc in result.ips
                 ]
-                fw = get_backend(n.ip_masq_backend)
-                fw.add_masquerade(rules)
+                get_backend(n.ip_masq_backend).add_masquerade(rules)
                 undo.callback(_masq_teardown_quiet, owner)
         elif not n.disable_container_iface:
 
-            def l2_up(cnl: Netlink) -> str:
-                link = cnl.get_link(args.ifname)
-                cnl.set_up(link.index)
-                return link.mac
+            def l2_up(batch: Batch) -> None:
+                batch.set_link(index=socket.if_nametoindex(args.ifname), up=True)
+                batch.commit()
 
-            result.interfaces[2].mac = in_container(args.netns, l2_up)
-        else:
-            result.interfaces[2].mac = in_container(
-                args.netns, lambda cnl: cnl.get_link(args.ifname).mac
-            )
+            in_container_fd(netns_fd, l2_up)
         if not n.disable_container_iface:
-            host = _wait_oper_up(nl, host.index)
-        result.interfaces[1].mac = nl.get_link_by_index(host.index).mac
-        result.interfaces[0].mac = nl.get_link(n.br_name).mac
+            _wait_oper_up(host, host_index)
         if n.dns is not None:
             result.dns = n.dns
         undo.pop_all()
@@ -401,22 +491,23 @@ def cmd_add(args: CmdArgs) -> Result:
 
 
 def _ensure_vlan_iface(
-    nl: Netlink, n: BridgeConf, br: Link, result: Result, undo: ExitStack
+    n: BridgeConf, br: _Bridge, own_fd: int, result: Result, undo: ExitStack
 ) -> Link:
     """Go ensureVlanInterface: a veth ``<bridge>.<vlan>`` in the host namespace whose
     peer is an untagged port of the VLAN; the gateway address goes on it."""
     from kanal.netlink.ns import open_netns
 
     name = f"{n.br_name}.{n.vlan}"
-    link = nl.find_link(name)
-    if link is None:
-        own = open_netns(f"/proc/self/task/{threading.get_native_id()}/ns/net")
-        try:
-            _setup_veth(nl, n, br, own, name, undo, vlan=n.vlan)
-        finally:
-            os.close(own)
-        link = nl.get_link(name)
-        nl.set_up(link.index)
+    with Netlink() as nl:
+        link = nl.find_link(name)
+        if link is None:
+            own = open_netns(f"/proc/self/task/{threading.get_native_id()}/ns/net")
+            try:
+                _setup_veth(n, br, own, name, random_mac(), undo, vlan=n.vlan)
+            finally:
+                os.close(own)
+            link = nl.get_link(name)
+            nl.set_up(link.index)
     if not any(i.name == link.name for i in result.interfaces):
         result.interfaces.append(Interface(name=link.name, mac=link.mac))
     return link

@@ -10,10 +10,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+import socket
 from contextlib import ExitStack
 from typing import Any
 
 from kanal.errors import Conflict, Internal, InvalidConfig, KanalError, TeardownError
+from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, LinkNotFound, Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns
 from kanal.netlink.sysctl import read_sysctl, write_sysctl
@@ -21,7 +23,9 @@ from kanal.plugins import _conf as c
 from kanal.plugins._iface import (
     configure_iface,
     in_container,
+    in_container_fd,
     prepare_sysctls,
+    random_mac,
     validate_expected_ips,
     validate_expected_routes,
 )
@@ -81,72 +85,78 @@ def cmd_add(args: CmdArgs) -> Result:
         except NetnsNotFound as e:
             raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
         cleanup.callback(os.close, netns_fd)
-        nl = cleanup.enter_context(Netlink())
+        sock = cleanup.enter_context(raw_socket())
+        cont_mac = random_mac()
         for _ in range(10):
-            host_name = "veth" + secrets.token_hex(4)
+            host_name, host_mac = "veth" + secrets.token_hex(4), random_mac()
+            b = Batch(sock)
+            b.add_veth(
+                host_name, args.ifname, netns_fd, mac=host_mac, peer_mac=cont_mac, mtu=mtu, up=True
+            )
             try:
-                host = nl.add_veth(host_name, args.ifname, netns_fd, mtu=mtu)
+                b.commit()
                 break
             except Conflict:
-                if nl.find_link(host_name) is not None:
-                    continue
-                raise Conflict(
-                    f"container veth name provided ({args.ifname}) " "already exists"
-                ) from None
+                try:
+                    socket.if_nametoindex(host_name)
+                    continue  # the random host name collided; try another
+                except OSError:
+                    raise Conflict(
+                        f"container veth name provided ({args.ifname}) " "already exists"
+                    ) from None
         else:
             raise Internal("failed to find a unique veth name")
-        undo.callback(nl.del_link, index=host.index)
+        host_index = socket.if_nametoindex(host_name)
+        undo.callback(_quiet, lambda: _del_link(host_index))
         try:
             write_sysctl(f"net/ipv6/conf/{host_name}/accept_ra", "0")
         except KanalError:
             pass
-        nl.set_up(host.index)
         result.interfaces = [
-            Interface(name=host.name, mac=host.mac),
-            Interface(name=args.ifname, sandbox=args.netns),
+            Interface(name=host_name, mac=host_mac),
+            Interface(name=args.ifname, mac=cont_mac, sandbox=args.netns),
         ]
 
-        def container_side(cnl: Netlink) -> str:
+        def container_side(batch: Batch) -> None:
             prepare_sysctls(args.ifname, enable_dad=False)
-            configure_iface(cnl, args.ifname, result, nodad=True)
-            link = cnl.get_link(args.ifname)
+            index = configure_iface(batch, args.ifname, result, nodad=True)
             for ipc in result.ips:
                 assert ipc.gateway is not None
                 bits = 32 if ipc.address.version == 4 else 128
-                cnl.del_route(ipc.address.network, oif=link.index)
-                cnl.add_route(
+                batch.del_route(ipc.address.network, oif=index)
+                batch.add_route(
                     ipaddress.ip_network(f"{ipc.gateway}/{bits}"),
-                    oif=link.index,
+                    oif=index,
                     scope=RT_SCOPE_LINK,
                     src=ipc.address.ip,
-                    exist_ok=False,
                 )
-                cnl.add_route(
+                batch.add_route(
                     ipc.address.network,
                     gateway=ipc.gateway,
-                    oif=link.index,
+                    oif=index,
                     scope=RT_SCOPE_UNIVERSE,
                     src=ipc.address.ip,
-                    exist_ok=False,
                 )
-            return link.mac
+            batch.commit()
 
-        result.interfaces[1].mac = in_container(args.netns, container_side)
+        in_container_fd(netns_fd, container_side)
+        b = Batch(sock)
         for ipc in result.ips:
             assert ipc.gateway is not None
             bits = 32 if ipc.address.version == 4 else 128
-            nl.add_addr(
-                host.index,
+            b.add_addr(
+                host_index,
                 ipaddress.ip_interface(f"{ipc.gateway}/{bits}"),
                 nodad=True,
                 exist_ok=True,
             )
-            nl.add_route(
+            b.add_route(
                 ipaddress.ip_network(f"{ipc.address.ip}/{bits}"),
-                oif=host.index,
+                oif=host_index,
                 scope=RT_SCOPE_LINK,
                 exist_ok=True,
             )
+        b.commit()
         if ip_masq:
             from kanal.firewall import Masquerade, Owner, get_backend
 
@@ -154,12 +164,18 @@ def cmd_add(args: CmdArgs) -> Result:
             get_backend(backend).add_masquerade(
                 [Masquerade(owner, ipc.address.ip, ipc.address.network) for ipc in result.ips]
             )
-        result.interfaces[0].mac = nl.get_link_by_index(host.index).mac
         if dns is not None:
             result.dns = dns
         undo.pop_all()
         return result
     raise AssertionError("unreachable")
+
+
+def _del_link(index: int) -> None:
+    with raw_socket() as s:
+        b = Batch(s)
+        b.del_link(index=index)
+        b.commit()
 
 
 def _quiet(fn: Any) -> None:
@@ -170,7 +186,7 @@ def _quiet(fn: Any) -> None:
 
 
 def cmd_del(args: CmdArgs) -> None:
-    ipam_type, ip_masq, _, _, _ = _conf(args)
+    ipam_type = _conf(args)[0]
     name = c.get_str(args.conf, "name")
     errors: list[BaseException] = []
     try:
@@ -201,7 +217,6 @@ def cmd_del(args: CmdArgs) -> None:
         teardown_masquerade(Owner(name, args.container_id, args.ifname), ips or None)
     except KanalError as e:
         errors.append(e)
-    del ip_masq
     if len(errors) == 1 and isinstance(errors[0], KanalError):
         raise errors[0]
     if errors:
