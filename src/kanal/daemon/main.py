@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> None:
     from kanal.fastpath.server import FastPathServer
 
     _warm_up()
+    from kanal.netlink import reaper
+
+    left = reaper.reap_leftovers()
+    if left:
+        logging.warning("removed %d interfaces a previous kanald left to delete", left)
+    reaper.enable()
     server = FastPathServer(args.socket, mode=int(args.socket_mode, 8))
     server.bind()
 

@@ -103,8 +103,9 @@ def configure_iface(batch: Batch, ifname: str, result: Result, *, nodad: bool = 
             continue
         idx = ipc.interface
         if idx < 0 or idx >= len(result.interfaces) or result.interfaces[idx].name != ifname:
-            raise Internal(f"failed to add IP addr {ipc.address} to {ifname!r}: "
-                           "invalid interface index")
+            raise Internal(
+                f"failed to add IP addr {ipc.address} to {ifname!r}: " "invalid interface index"
+            )
         if ipc.address.version == 6 and not v6_enabled:
             for dev in ("lo", ifname):
                 try:
@@ -129,8 +130,16 @@ def configure_iface(batch: Batch, ifname: str, result: Result, *, nodad: bool = 
         gw = r.gw
         if gw is None:
             gw = v4gw if r.dst.version == 4 else v6gw
-        batch.add_route(r.dst.network, gateway=gw, oif=index, priority=r.priority,
-                        table=r.table, scope=r.scope, mtu=r.mtu, advmss=r.advmss)
+        batch.add_route(
+            r.dst.network,
+            gateway=gw,
+            oif=index,
+            priority=r.priority,
+            table=r.table,
+            scope=r.scope,
+            mtu=r.mtu,
+            advmss=r.advmss,
+        )
     batch.commit()
     return index
 

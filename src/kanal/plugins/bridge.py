@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kanal.errors import Conflict, Internal, InvalidConfig, KanalError, NotFound
+from kanal.netlink import reaper
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Link, LinkNotFound, Netlink
-from kanal.netlink.ns import NetnsNotFound
+from kanal.netlink.ns import NetnsNotFound, open_netns
 from kanal.netlink.sysctl import write_sysctl
 from kanal.plugins import _conf as c
 from kanal.plugins._iface import (
@@ -412,8 +413,6 @@ def cmd_add(args: CmdArgs) -> Result:
     if n.hairpin and n.promisc:
         raise InvalidConfig("cannot set hairpin mode and promiscuous mode at the same time")
     _check_kernel_vlan(n)
-    from kanal.netlink.ns import open_netns
-
     try:
         netns_fd = open_netns(args.netns)
     except NetnsNotFound as e:
@@ -421,6 +420,7 @@ def cmd_add(args: CmdArgs) -> Result:
     with ExitStack() as cleanup, ExitStack() as undo:
         cleanup.callback(os.close, netns_fd)
         br = _ensure_bridge(n)
+        reaper.wait_for(args.netns, args.ifname)
         cont_mac = n.mac or random_mac()
         try:
             host, host_index, host_mac = _setup_veth(n, br, netns_fd, args.ifname, cont_mac, undo)
@@ -495,8 +495,6 @@ def _ensure_vlan_iface(
 ) -> Link:
     """Go ensureVlanInterface: a veth ``<bridge>.<vlan>`` in the host namespace whose
     peer is an untagged port of the VLAN; the gateway address goes on it."""
-    from kanal.netlink.ns import open_netns
-
     name = f"{n.br_name}.{n.vlan}"
     with Netlink() as nl:
         link = nl.find_link(name)
@@ -538,6 +536,19 @@ def _teardown_spoofchk(args: CmdArgs) -> None:
         pass
 
 
+def _prev_ips(args: CmdArgs) -> list[Any]:
+    """The container's IPs from the cached result, when the runtime sent one."""
+    prev = args.conf.get("prevResult")
+    if not prev:
+        return []
+    from kanal.spec.convert import parse_result
+
+    try:
+        return [ipc.address.ip for ipc in parse_result(prev, args.cni_version).ips]
+    except KanalError:
+        return []
+
+
 def cmd_del(args: CmdArgs) -> None:
     """Idempotent: a missing netns, link or reservation is success.
 
@@ -546,23 +557,19 @@ def cmd_del(args: CmdArgs) -> None:
     """
     n = load_conf(args)
     errors: list[BaseException] = []
-    ips: list[Any] = []
+    ips = _prev_ips(args)
     if args.netns:
-
-        def remove(cnl: Netlink) -> list[Any]:
-            link = cnl.find_link(args.ifname)
-            if link is None:
-                return []
-            addrs = [
-                a.interface.ip for a in cnl.addrs(link.index) if not a.interface.ip.is_link_local
-            ]
-            cnl.del_link(index=link.index)
-            return addrs
-
         try:
-            ips = in_container(args.netns, remove)
-        except (NetnsNotFound, LinkNotFound):
-            pass
+            fd = open_netns(args.netns)
+        except NetnsNotFound:
+            fd = -1
+        if fd >= 0:
+            try:
+                reaper.delete_container_link(fd, args.netns, args.ifname)
+            except (NetnsNotFound, LinkNotFound):
+                pass
+            finally:
+                os.close(fd)
     if n.ipam_type:
         try:
             delegate("DEL", n.ipam_type, args)

@@ -15,6 +15,7 @@ from contextlib import ExitStack
 from typing import Any
 
 from kanal.errors import Conflict, Internal, InvalidConfig, KanalError, TeardownError
+from kanal.netlink import reaper
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, LinkNotFound, Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns
@@ -86,6 +87,7 @@ def cmd_add(args: CmdArgs) -> Result:
             raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
         cleanup.callback(os.close, netns_fd)
         sock = cleanup.enter_context(raw_socket())
+        reaper.wait_for(args.netns, args.ifname)
         cont_mac = random_mac()
         for _ in range(10):
             host_name, host_mac = "veth" + secrets.token_hex(4), random_mac()
@@ -185,6 +187,19 @@ def _quiet(fn: Any) -> None:
         pass
 
 
+def _prev_ips(args: CmdArgs) -> list[Any]:
+    """The container's IPs from the cached result, when the runtime sent one."""
+    prev = args.conf.get("prevResult")
+    if not prev:
+        return []
+    from kanal.spec.convert import parse_result
+
+    try:
+        return [ipc.address.ip for ipc in parse_result(prev, args.cni_version).ips]
+    except KanalError:
+        return []
+
+
 def cmd_del(args: CmdArgs) -> None:
     ipam_type = _conf(args)[0]
     name = c.get_str(args.conf, "name")
@@ -193,23 +208,19 @@ def cmd_del(args: CmdArgs) -> None:
         delegate("DEL", ipam_type, args)
     except KanalError as e:
         errors.append(e)
-    ips: list[Any] = []
+    ips = _prev_ips(args)
     if args.netns:
-
-        def remove(cnl: Netlink) -> list[Any]:
-            link = cnl.find_link(args.ifname)
-            if link is None:
-                return []
-            addrs = [
-                a.interface.ip for a in cnl.addrs(link.index) if not a.interface.ip.is_link_local
-            ]
-            cnl.del_link(index=link.index)
-            return addrs
-
         try:
-            ips = in_container(args.netns, remove)
-        except (NetnsNotFound, LinkNotFound):
-            pass
+            fd = open_netns(args.netns)
+        except NetnsNotFound:
+            fd = -1
+        if fd >= 0:
+            try:
+                reaper.delete_container_link(fd, args.netns, args.ifname)
+            except (NetnsNotFound, LinkNotFound):
+                pass
+            finally:
+                os.close(fd)
     # Masquerade state is keyed by attachment: removed even without the netns.
     from kanal.firewall import Owner, teardown_masquerade
 

@@ -1,0 +1,156 @@
+"""Deleting a container's veth, now or just after the reply.
+
+The kernel needs ~20 ms to unregister a veth pair (an RCU grace period), which is
+most of a DEL's cost. In kanald the interface is first made inert — the container
+end set down, the host end taken off its bridge, set down and tagged
+``kanal:reap`` — and the unregister then runs on a background thread after DEL has
+answered. An ADD that needs the same interface name in the same namespace waits
+for it. If kanald dies first, :func:`reap_leftovers` (run at start-up) removes
+every tagged host end, which takes its peer with it.
+
+Without a daemon (a plugin run as its own process) deletion is synchronous.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+
+from kanal.errors import KanalError
+from kanal.netlink.batch import Batch, raw_socket
+from kanal.netlink.handle import Netlink
+from kanal.netlink.ns import netns_id, run_in_netns
+
+__all__ = ["REAP_ALIAS", "Reaper", "delete_container_link", "enable", "reap_leftovers"]
+
+REAP_ALIAS = "kanal:reap"
+log = logging.getLogger("kanal.reaper")
+
+
+class Reaper:
+    """One background thread deleting links queued by DEL."""
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[tuple[int, tuple[tuple[int, int], str]]] = queue.Queue()
+        self._pending: dict[tuple[tuple[int, int], str], threading.Event] = {}
+        self._lock = threading.Lock()
+        threading.Thread(target=self._run, name="kanal-reaper", daemon=True).start()
+
+    def submit(self, host_index: int, key: tuple[tuple[int, int], str]) -> None:
+        with self._lock:
+            self._pending[key] = threading.Event()
+        self._q.put((host_index, key))
+
+    def wait(self, key: tuple[tuple[int, int], str], timeout: float = 5.0) -> None:
+        with self._lock:
+            ev = self._pending.get(key)
+        if ev is not None:
+            ev.wait(timeout)
+
+    def _run(self) -> None:
+        with raw_socket() as s:
+            while True:
+                index, key = self._q.get()
+                b = Batch(s)
+                b.del_link(index=index)
+                try:
+                    b.commit()
+                except KanalError as e:
+                    log.warning("deferred delete of link %d failed: %s", index, e)
+                with self._lock:
+                    ev = self._pending.pop(key, None)
+                if ev is not None:
+                    ev.set()
+
+
+_REAPER: Reaper | None = None
+
+
+def enable() -> Reaper:
+    """Turn on deferred deletion for this process (kanald calls this once)."""
+    global _REAPER
+    if _REAPER is None:
+        _REAPER = Reaper()
+    return _REAPER
+
+
+def wait_for(netns_path: str, ifname: str) -> None:
+    """Before creating ``ifname`` in a namespace: let a pending delete of it finish."""
+    if _REAPER is not None:
+        try:
+            _REAPER.wait((netns_id(netns_path), ifname))
+        except OSError:
+            pass
+
+
+def delete_container_link(netns_fd: int, netns_path: str, ifname: str) -> bool:
+    """Delete ``ifname`` (a veth) in the namespace; False if it does not exist.
+
+    Synchronous unless :func:`enable` was called; then the link is made inert
+    now and unregistered in the background.
+    """
+    if _REAPER is None:
+
+        def now() -> bool:
+            try:
+                index = socket.if_nametoindex(ifname)
+            except OSError:
+                return False
+            with raw_socket() as s:
+                b = Batch(s)
+                b.del_link(index=index)
+                b.commit()
+            return True
+
+        return run_in_netns(netns_fd, now)
+
+    def inert() -> tuple[int, int] | None:
+        try:
+            index = socket.if_nametoindex(ifname)
+        except OSError:
+            return None
+        with Netlink() as nl:
+            link = nl.get_link_by_index(index)
+        with raw_socket() as s:
+            b = Batch(s)
+            b.set_link(index=index, up=False)
+            b.commit()
+        return index, link.peer_index
+
+    found = run_in_netns(netns_fd, inert)
+    if found is None:
+        return False
+    index, peer = found
+    with raw_socket() as s:
+        b = Batch(s)
+        b.set_link(index=peer, up=False, master=0, alias=REAP_ALIAS)
+        try:
+            b.commit()
+        except KanalError:
+            peer = 0  # the peer is not in our namespace: delete the container end instead
+    if not peer:
+        run_in_netns(netns_fd, lambda: _delete_now(index))
+        return True
+    _REAPER.submit(peer, (netns_id(netns_path) if os.path.exists(netns_path) else (0, 0), ifname))
+    return True
+
+
+def _delete_now(index: int) -> None:
+    with raw_socket() as s:
+        b = Batch(s)
+        b.del_link(index=index)
+        b.commit()
+
+
+def reap_leftovers() -> int:
+    """Delete host-side links a previous kanald left tagged; returns how many."""
+    n = 0
+    with Netlink() as nl:
+        for link in nl.links():
+            if link.alias == REAP_ALIAS:
+                nl.del_link(index=link.index)
+                n += 1
+    return n
