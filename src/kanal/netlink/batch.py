@@ -106,8 +106,10 @@ class Batch:
     ) -> None:
         """One request: the pair, the peer made in ``peer_netns_fd``, this end
         attached to ``master`` and up."""
-        peer: list[tuple[str, Any]] = [("IFLA_IFNAME", peer_name),
-                                       ("IFLA_NET_NS_FD", peer_netns_fd)]
+        peer: list[tuple[str, Any]] = [
+            ("IFLA_IFNAME", peer_name),
+            ("IFLA_NET_NS_FD", peer_netns_fd),
+        ]
         if peer_mac:
             peer.append(("IFLA_ADDRESS", peer_mac))
         if mtu:
@@ -120,19 +122,38 @@ class Batch:
             attrs.append(("IFLA_MTU", mtu))
         if master:
             attrs.append(("IFLA_MASTER", master))
-        attrs.append(("IFLA_LINKINFO", {"attrs": [
-            ("IFLA_INFO_KIND", "veth"),
-            ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer})]}),
-        ]}))
+        attrs.append(
+            (
+                "IFLA_LINKINFO",
+                {
+                    "attrs": [
+                        ("IFLA_INFO_KIND", "veth"),
+                        ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer})]}),
+                    ]
+                },
+            )
+        )
         m["attrs"] = attrs
         if up:
             m["flags"] = m["change"] = IFF_UP
-        self._push(m, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL,
-                   f"failed to create veth {name!r}/{peer_name!r}", ())
+        self._push(
+            m,
+            RTM_NEWLINK,
+            NLM_F_CREATE | NLM_F_EXCL,
+            f"failed to create veth {name!r}/{peer_name!r}",
+            (),
+        )
 
-    def set_link(self, *, index: int = 0, name: str = "", up: bool | None = None,
-                 master: int | None = None, brport: dict[str, int] | None = None,
-                 alias: str | None = None) -> None:
+    def set_link(
+        self,
+        *,
+        index: int = 0,
+        name: str = "",
+        up: bool | None = None,
+        master: int | None = None,
+        brport: dict[str, int] | None = None,
+        alias: str | None = None,
+    ) -> None:
         """Change a link found by index, or by name when ``index`` is 0."""
         m = ifinfmsg()
         m["index"] = index
@@ -144,30 +165,53 @@ class Batch:
         if alias is not None:
             attrs.append(("IFLA_IFALIAS", alias))
         if brport:
-            attrs.append(("IFLA_LINKINFO", {"attrs": [
-                ("IFLA_INFO_SLAVE_KIND", "bridge"),
-                ("IFLA_INFO_SLAVE_DATA", {"attrs": [
-                    (f"IFLA_BRPORT_{k.upper()}", v) for k, v in brport.items()
-                ]}),
-            ]}))
+            attrs.append(
+                (
+                    "IFLA_LINKINFO",
+                    {
+                        "attrs": [
+                            ("IFLA_INFO_SLAVE_KIND", "bridge"),
+                            (
+                                "IFLA_INFO_SLAVE_DATA",
+                                {
+                                    "attrs": [
+                                        (f"IFLA_BRPORT_{k.upper()}", v) for k, v in brport.items()
+                                    ]
+                                },
+                            ),
+                        ]
+                    },
+                )
+            )
         m["attrs"] = attrs
         if up is not None:
             m["change"] = IFF_UP
             m["flags"] = IFF_UP if up else 0
-        self._push(m, RTM_SETLINK if not brport else RTM_NEWLINK, 0,
-                   f"failed to set link {name or index}", ())
+        self._push(
+            m,
+            RTM_SETLINK if not brport else RTM_NEWLINK,
+            0,
+            f"failed to set link {name or index}",
+            (),
+        )
 
     def del_link(self, *, index: int = 0, name: str = "") -> None:
         m = ifinfmsg()
         m["index"] = index
         if not index:
             m["attrs"] = [("IFLA_IFNAME", name)]
-        self._push(m, RTM_DELLINK, 0, f"failed to delete link {name or index}",
-                   (errno.ENODEV, errno.ENOENT))
+        self._push(
+            m,
+            RTM_DELLINK,
+            0,
+            f"failed to delete link {name or index}",
+            (errno.ENODEV, errno.ENOENT),
+        )
 
     # ---- addresses ----------------------------------------------------------
-    def add_addr(self, index: int, iface: Iface, *, nodad: bool = False,
-                 exist_ok: bool = False) -> None:
+    def add_addr(
+        self, index: int, iface: Iface, *, nodad: bool = False, exist_ok: bool = False
+    ) -> None:
         m = ifaddrmsg()
         v4 = iface.version == 4
         m["family"] = socket.AF_INET if v4 else socket.AF_INET6
@@ -181,9 +225,13 @@ class Batch:
             m["flags"] = IFA_F_NODAD
             attrs.append(("IFA_FLAGS", IFA_F_NODAD))
         m["attrs"] = attrs
-        self._push(m, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL,
-                   f"failed to add IP addr {iface} on link {index}",
-                   (errno.EEXIST,) if exist_ok else ())
+        self._push(
+            m,
+            RTM_NEWADDR,
+            NLM_F_CREATE | NLM_F_EXCL,
+            f"failed to add IP addr {iface} on link {index}",
+            (errno.EEXIST,) if exist_ok else (),
+        )
 
     def del_addr(self, index: int, iface: Iface) -> None:
         m = ifaddrmsg()
@@ -191,13 +239,27 @@ class Batch:
         m["prefixlen"] = iface.network.prefixlen
         m["index"] = index
         m["attrs"] = [("IFA_LOCAL", str(iface.ip)), ("IFA_ADDRESS", str(iface.ip))]
-        self._push(m, RTM_DELADDR, 0, f"failed to delete address {iface}",
-                   (errno.EADDRNOTAVAIL, errno.ENODEV))
+        self._push(
+            m,
+            RTM_DELADDR,
+            0,
+            f"failed to delete address {iface}",
+            (errno.EADDRNOTAVAIL, errno.ENODEV),
+        )
 
     # ---- routes -------------------------------------------------------------
-    def _route(self, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, gateway: Addr | None,
-               oif: int, scope: int | None, table: int | None, priority: int, mtu: int,
-               advmss: int, src: Addr | None) -> Any:
+    def _route(
+        self,
+        dst: ipaddress.IPv4Network | ipaddress.IPv6Network,
+        gateway: Addr | None,
+        oif: int,
+        scope: int | None,
+        table: int | None,
+        priority: int,
+        mtu: int,
+        advmss: int,
+        src: Addr | None,
+    ) -> Any:
         m = rtmsg()
         m["family"] = socket.AF_INET if dst.version == 4 else socket.AF_INET6
         m["dst_len"] = dst.prefixlen
@@ -205,8 +267,7 @@ class Batch:
         m["table"] = tbl if tbl < 256 else 252  # RT_TABLE_COMPAT, real id in RTA_TABLE
         m["proto"] = RTPROT_BOOT
         m["type"] = RTN_UNICAST
-        m["scope"] = scope if scope is not None else (0 if gateway is not None or not oif
-                                                       else 253)
+        m["scope"] = scope if scope is not None else (0 if gateway is not None or not oif else 253)
         attrs: list[tuple[str, Any]] = [("RTA_TABLE", tbl)]
         if dst.prefixlen:
             attrs.append(("RTA_DST", str(dst.network_address)))
@@ -228,23 +289,51 @@ class Batch:
         m["attrs"] = attrs
         return m
 
-    def add_route(self, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, *,
-                  gateway: Addr | None = None, oif: int = 0, scope: int | None = None,
-                  table: int | None = None, priority: int = 0, mtu: int = 0,
-                  advmss: int = 0, src: Addr | None = None, exist_ok: bool = False) -> None:
+    def add_route(
+        self,
+        dst: ipaddress.IPv4Network | ipaddress.IPv6Network,
+        *,
+        gateway: Addr | None = None,
+        oif: int = 0,
+        scope: int | None = None,
+        table: int | None = None,
+        priority: int = 0,
+        mtu: int = 0,
+        advmss: int = 0,
+        src: Addr | None = None,
+        exist_ok: bool = False,
+    ) -> None:
         m = self._route(dst, gateway, oif, scope, table, priority, mtu, advmss, src)
-        self._push(m, RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL,
-                   f"failed to add route '{dst} via {gateway} dev {oif}'",
-                   (errno.EEXIST,) if exist_ok else ())
+        self._push(
+            m,
+            RTM_NEWROUTE,
+            NLM_F_CREATE | NLM_F_EXCL,
+            f"failed to add route '{dst} via {gateway} dev {oif}'",
+            (errno.EEXIST,) if exist_ok else (),
+        )
 
-    def del_route(self, dst: ipaddress.IPv4Network | ipaddress.IPv6Network, *,
-                  gateway: Addr | None = None, oif: int = 0, table: int | None = None,
-                  scope: int | None = None) -> None:
-        m = self._route(dst, gateway, oif, scope if scope is not None else 253 if not gateway
-                        else 0, table, 0, 0, 0, None)
+    def del_route(
+        self,
+        dst: ipaddress.IPv4Network | ipaddress.IPv6Network,
+        *,
+        gateway: Addr | None = None,
+        oif: int = 0,
+        table: int | None = None,
+        scope: int | None = None,
+    ) -> None:
+        m = self._route(
+            dst,
+            gateway,
+            oif,
+            scope if scope is not None else 253 if not gateway else 0,
+            table,
+            0,
+            0,
+            0,
+            None,
+        )
         m["scope"] = 255 if scope is None else scope  # RT_SCOPE_NOWHERE: match any scope
-        self._push(m, RTM_DELROUTE, 0, f"failed to delete route {dst}",
-                   (errno.ESRCH, errno.ENOENT))
+        self._push(m, RTM_DELROUTE, 0, f"failed to delete route {dst}", (errno.ESRCH, errno.ENOENT))
 
     # ---- commit -------------------------------------------------------------
     def commit(self) -> list[int]:
