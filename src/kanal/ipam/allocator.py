@@ -24,8 +24,8 @@ from kanal.spec.types import IPAddr, IPConfig, IPInterface
 __all__ = ["allocate", "candidates"]
 
 
-def candidates(rs: RangeSet, last: IPAddr | None) -> Iterator[tuple[int, IPAddr]]:
-    """Yield ``(range index, address)`` in Go ``RangeIter`` order, each at most once."""
+def candidates(rs: RangeSet, last: IPAddr | None) -> Iterator[tuple[int, int]]:
+    """Yield ``(range index, address as int)`` in Go ``RangeIter`` order, each at most once."""
     ranges = rs.ranges
     n = len(ranges)
     idx = 0
@@ -35,14 +35,13 @@ def candidates(rs: RangeSet, last: IPAddr | None) -> Iterator[tuple[int, IPAddr]
         i = rs.index_of(last)
         if i >= 0:
             idx, cur, start = i, int(canonical_ip(last)), None
-    version = rs.version
     while True:
         r = ranges[idx]
         if cur is None:
             cur = r.start
             start = cur
             if cur != r.gw:
-                yield idx, ip_from_int(version, cur)
+                yield idx, cur
             continue
         if cur == r.end:
             idx = (idx + 1) % n
@@ -55,7 +54,7 @@ def candidates(rs: RangeSet, last: IPAddr | None) -> Iterator[tuple[int, IPAddr]
         elif cur == start:
             return
         if cur != r.gw:
-            yield idx, ip_from_int(version, cur)
+            yield idx, cur
 
 
 def allocate(
@@ -99,9 +98,12 @@ def allocate(
                 f"{held} has been allocated to {container_id}, "
                 "duplicate allocation is not allowed"
             )
-    for idx, ip in candidates(rs, store.last_reserved_ip(rid)):
-        if store.is_reserved(ip):
+    version = rs.version
+    taken = store.reserved_ints(version)  # live view: skip known-taken without I/O
+    for idx, value in candidates(rs, store.last_reserved_ip(rid)):
+        if value in taken:
             continue
+        ip = ip_from_int(version, value)
         if store.reserve(container_id, ifname, ip, rid):
             r = rs.ranges[idx]
             return IPConfig(address=_iface(ip, r.subnet.prefixlen), gateway=r.gateway)

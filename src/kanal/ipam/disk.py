@@ -29,12 +29,14 @@ What differs from Go, and why:
   a clock at or past the real value, must differ from it. If the directory cannot
   be sealed, the index is not trusted and is rebuilt next time (correct, slower).
 - **No half-written reservation files.** Go creates the file with ``O_EXCL`` and
-  then writes it; a crash in between leaves an empty file that Go never frees.
-  kanal writes the content to a temporary file (fsync'd by default), then
-  ``link()``\\ s it to the address name, which is atomic and fails if the name
-  exists: a reservation is never visible without its owner. The temporary name
-  starts with ``.kanal-tmp.`` (never an address, never a container ID).
-- ``last_reserved_ip.N`` is replaced atomically (temporary file + rename).
+  then writes it; a process killed in between leaves an empty file that Go never
+  frees. kanal writes the content to an unnamed file (``O_TMPFILE``; else a
+  temporary name starting with ``.kanal-tmp.``, never an address nor a container
+  ID), then ``link()``\\ s it to the address name, which is atomic and fails if the
+  name exists: a reservation never appears without its owner. ``fsync`` before
+  the link is off by default: it only matters on power loss (when every container
+  is gone anyway, and the empty files a power loss can leave are swept as below).
+- ``last_reserved_ip.N`` is rewritten in place (see :meth:`DiskStore._write_last`).
 - **Empty files** (left by a crashed Go plugin) cannot be attributed to anyone.
   Because every writer holds the lock from create to write, an empty file seen
   under the lock is a crash leftover; :meth:`DiskStore.sweep_empty` (called by
@@ -52,7 +54,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -90,8 +92,8 @@ class _Index:
     entries: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     # Go's match key (trimmed content: "<id>\r\n<ifname>" or legacy "<id>") -> names
     by_key: dict[str, set[str]] = field(default_factory=dict)
-    # (version, int) of every address-named entry
-    taken: set[tuple[int, int]] = field(default_factory=set)
+    # version -> int of every address-named entry
+    taken: dict[int, set[int]] = field(default_factory=lambda: {4: set(), 6: set()})
     empty: set[str] = field(default_factory=set)
     temps: set[str] = field(default_factory=set)
 
@@ -106,7 +108,7 @@ class _Index:
         ip = name_ip(name)
         if ip is not None:
             ip = canonical_ip(ip)
-            self.taken.add((ip.version, int(ip)))
+            self.taken[ip.version].add(int(ip))
 
     def discard(self, name: str) -> None:
         owner = self.entries.pop(name, None)
@@ -124,7 +126,7 @@ class _Index:
         ip = name_ip(name)
         if ip is not None:
             ip = canonical_ip(ip)
-            self.taken.discard((ip.version, int(ip)))
+            self.taken[ip.version].discard(int(ip))
 
 
 class DiskStore:
@@ -134,12 +136,14 @@ class DiskStore:
     that every caller in a long-lived process shares one cached index.
     """
 
-    def __init__(self, directory: str, *, fsync: bool = True) -> None:
+    def __init__(self, directory: str, *, fsync: bool = False) -> None:
         self.dir = directory
         self.fsync = fsync
         self._mutex = threading.Lock()
         self._pid = os.getpid()
         self._fd: int | None = None
+        self._dirfd: int | None = None
+        self._tmpfile_ok = hasattr(os, "O_TMPFILE")
         self._gen_writable = False
         self._gen: int | None = None
         self._index: _Index | None = None
@@ -178,23 +182,20 @@ class DiskStore:
 
     def _reset_after_fork(self) -> None:
         # The inherited descriptor shares its flock with the parent: never use it.
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-        self._fd = None
+        self._close_fd()
         self._index = None
         self._stamp = None
         self._pid = os.getpid()
 
     def _close_fd(self) -> None:
-        if self._fd is not None:
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
-            self._fd = None
+        for fd in (self._fd, self._dirfd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._fd = None
+        self._dirfd = None
 
     def _open_lock(self, create: bool) -> int:
         path = os.path.join(self.dir, LOCK_NAME)
@@ -228,7 +229,15 @@ class DiskStore:
                 self._fd = self._open_lock(create)
                 self._index = None
                 self._stamp = None
+                try:
+                    self._dirfd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                except OSError as e:
+                    self._close_fd()
+                    if isinstance(e, FileNotFoundError) and not create:
+                        raise StoreMissing(f"no IPAM state directory {self.dir}") from None
+                    raise IOFailure(f"failed to open {self.dir}", e.strerror or str(e)) from e
             fd = self._fd
+            assert self._dirfd is not None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
             except OSError as e:
@@ -238,7 +247,12 @@ class DiskStore:
             try:
                 st = os.stat(path, follow_symlinks=False)
                 fst = os.fstat(fd)
-                if (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino):
+                dst = os.stat(self.dir)
+                dfst = os.fstat(self._dirfd)
+                if (st.st_dev, st.st_ino) == (fst.st_dev, fst.st_ino) and (
+                    dst.st_dev,
+                    dst.st_ino,
+                ) == (dfst.st_dev, dfst.st_ino):
                     return fd
             except FileNotFoundError:
                 pass
@@ -364,13 +378,16 @@ class DiskStore:
     def is_reserved(self, ip: IPAddr) -> bool:
         ip = canonical_ip(ip)
         idx = self._ix()
-        return (ip.version, int(ip)) in idx.taken or str(ip) in idx.entries
+        return int(ip) in idx.taken[ip.version] or str(ip) in idx.entries
+
+    def reserved_ints(self, version: int) -> Set[int]:
+        return self._ix().taken[version]
 
     def reserve(self, container_id: str, ifname: str, ip: IPAddr, range_id: str) -> bool:
         idx = self._ix()
         ip = canonical_ip(ip)
         name = str(ip)
-        if (ip.version, int(ip)) in idx.taken or name in idx.entries:
+        if int(ip) in idx.taken[ip.version] or name in idx.entries:
             return False
         content = owner_key(container_id, ifname)
         path = os.path.join(self.dir, name)
@@ -504,20 +521,32 @@ class DiskStore:
     def _tmp_path(self, what: str) -> str:
         return os.path.join(self.dir, f"{TMP_PREFIX}{what}.{os.getpid()}.{threading.get_ident()}")
 
+    def _write_fd(self, fd: int, data: bytes, sync: bool) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        if sync:
+            os.fsync(fd)
+
     def _write_file(self, path: str, data: bytes, flags: int, sync: bool) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | flags, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            if sync:
-                os.fsync(fd)
+            self._write_fd(fd, data, sync)
         finally:
             os.close(fd)
 
     def _create_exclusive(self, path: str, data: bytes) -> bool:
-        """Create ``path`` with ``data``, atomically and only if it does not exist."""
+        """Create ``path`` with ``data``, atomically and only if it does not exist.
+
+        The content is written to a file without a name (O_TMPFILE) or with a
+        temporary one, then hard-linked to ``path``: link() fails if the name
+        exists, and the name never appears without its content.
+        """
+        if self._tmpfile_ok:
+            created = self._create_via_tmpfile(path, data)
+            if created is not None:
+                return created
         tmp = self._tmp_path("ip")
         self._write_file(tmp, data, os.O_CREAT | os.O_TRUNC, self.fsync)
         try:
@@ -540,14 +569,56 @@ class DiskStore:
             raise
         return True
 
-    def _write_last(self, range_id: str, name: str) -> None:
-        tmp = self._tmp_path("last")
+    def _create_via_tmpfile(self, path: str, data: bytes) -> bool | None:
+        """O_TMPFILE + linkat: one directory operation. None: not supported here."""
+        assert self._dirfd is not None
         try:
-            self._write_file(tmp, name.encode("ascii"), os.O_CREAT | os.O_TRUNC, False)
-            os.replace(tmp, os.path.join(self.dir, LAST_IP_PREFIX + range_id))
+            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=self._dirfd)
         except OSError:
-            self._unlink_quiet(tmp)
-            raise
+            self._tmpfile_ok = False
+            return None
+        try:
+            self._write_fd(fd, data, self.fsync)
+            # A dir_fd argument makes Python use linkat(AT_SYMLINK_FOLLOW), which
+            # links the open file itself rather than the /proc symlink.
+            os.link(
+                f"/proc/self/fd/{fd}",
+                os.path.basename(path),
+                dst_dir_fd=self._dirfd,
+                follow_symlinks=True,
+            )
+            return True
+        except FileExistsError:
+            return False
+        except OSError:
+            self._tmpfile_ok = False
+            return None
+        finally:
+            os.close(fd)
+
+    def _write_last(self, range_id: str, name: str) -> None:
+        """Rewrite ``last_reserved_ip.N`` in place (pwrite, then trim).
+
+        Neither Go's O_TRUNC rewrite nor a rename over the old file: on ext4 both
+        make the kernel flush the new data at once (the auto_da_alloc heuristics),
+        which costs more than the rest of an ADD. Readers hold the lock, so they
+        never see a partial state; a crash mid-write can at worst leave an
+        unparsable address, which only restarts round-robin at the range start,
+        exactly what Go does with a missing or bad file.
+        """
+        data = name.encode("ascii")
+        fd = os.open(
+            os.path.join(self.dir, LAST_IP_PREFIX + range_id),
+            os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+            0o600,
+        )
+        try:
+            n = os.pwrite(fd, data, 0)
+            if n != len(data):
+                raise OSError(errno.EIO, "short write")
+            os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
 
 
 _STORES: dict[str, DiskStore] = {}

@@ -8,7 +8,7 @@ be planted with :meth:`MemoryStore.put_raw` to test the matching rules.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from contextlib import contextmanager
 
 from kanal.ipam.ranges import canonical_ip
@@ -46,6 +46,16 @@ class MemoryStore:
 
     def is_reserved(self, ip: IPAddr) -> bool:
         return str(canonical_ip(ip)) in self._entries
+
+    def reserved_ints(self, version: int) -> Set[int]:
+        out = set()
+        for name in self._entries:
+            ip = name_ip(name)
+            if ip is not None:
+                ip = canonical_ip(ip)
+                if ip.version == version:
+                    out.add(int(ip))
+        return out
 
     def last_reserved_ip(self, range_id: str) -> IPAddr | None:
         return self._last.get(range_id)

@@ -13,7 +13,7 @@ disk store, other processes (Go's host-local included).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -121,6 +121,10 @@ class Store(Protocol):
 
     def is_reserved(self, ip: IPAddr) -> bool:
         """Whether some entry holds ``ip`` (cheap; the allocator's pre-check)."""
+        ...
+
+    def reserved_ints(self, version: int) -> Set[int]:
+        """The held addresses of one family as integers (a view valid under the lock)."""
         ...
 
     def last_reserved_ip(self, range_id: str) -> IPAddr | None:

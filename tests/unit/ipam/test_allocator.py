@@ -10,7 +10,7 @@ import pytest
 from kanal.errors import Conflict
 from kanal.ipam.allocator import allocate, candidates
 from kanal.ipam.memory import MemoryStore
-from kanal.ipam.ranges import RangeSet, parse_range_set
+from kanal.ipam.ranges import RangeSet, ip_from_int, parse_range_set
 
 
 def rs(*ranges: dict[str, Any]) -> RangeSet:
@@ -18,7 +18,9 @@ def rs(*ranges: dict[str, Any]) -> RangeSet:
 
 
 def order(s: RangeSet, last: str | None = None) -> list[str]:
-    return [str(ip) for _, ip in candidates(s, ip_address(last) if last else None)]
+    return [
+        str(ip_from_int(s.version, v)) for _, v in candidates(s, ip_address(last) if last else None)
+    ]
 
 
 def test_fresh_order_skips_gateway() -> None:

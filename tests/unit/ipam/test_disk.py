@@ -229,7 +229,7 @@ def test_no_temp_files_left_after_reserve(netdir: Path) -> None:
 
 
 def test_fallback_without_hard_links(netdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_link(src: str, dst: str) -> None:
+    def no_link(src: str, dst: str, **kw: object) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(os, "link", no_link)
@@ -239,6 +239,27 @@ def test_fallback_without_hard_links(netdir: Path, monkeypatch: pytest.MonkeyPat
         assert not st.reserve("c2", "eth0", IP("10.0.0.2"), "0")
     assert (netdir / "10.0.0.2").read_bytes() == b"c1\r\neth0"
     assert not [n for n in entries(netdir) if n.startswith(".")]
+
+
+def test_named_temp_path_when_no_tmpfile(netdir: Path) -> None:
+    st = DiskStore(str(netdir))
+    st._tmpfile_ok = False
+    with st.locked():
+        assert st.reserve("c1", "eth0", IP("10.0.0.2"), "0")
+        assert not st.reserve("c2", "eth0", IP("10.0.0.2"), "0")
+    assert (netdir / "10.0.0.2").read_bytes() == b"c1\r\neth0"
+    assert not [n for n in entries(netdir) if n.startswith(".")]
+
+
+def test_last_reserved_rewritten_in_place(netdir: Path) -> None:
+    st = DiskStore(str(netdir))
+    with st.locked():
+        st.reserve("c1", "eth0", IP("10.0.0.10"), "0")
+        st.reserve("c2", "eth0", IP("10.0.0.9"), "0")  # shorter: trimmed
+    assert (netdir / "last_reserved_ip.0").read_bytes() == b"10.0.0.9"
+    (netdir / "last_reserved_ip.0").write_bytes(b"10.0.0.9\n")  # Go would not parse this
+    with st.locked():
+        assert st.last_reserved_ip("0") is None
 
 
 def test_failed_removal_is_reported(netdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
