@@ -435,3 +435,15 @@ def test_requested_v4_mapped(tmp_path: Path) -> None:
     c = hostlocal.load_conf(conf(tmp_path, runtimeConfig={"ips": ["::ffff:10.1.0.4"]}))
     r = hostlocal.add(c, store_of(c), "c1", "eth0")
     assert r.ips[0].address.ip == ip_address("10.1.0.4")
+
+
+def test_delete_passes_follow_go_per_range_set(tmp_path: Path) -> None:
+    """Go releases once per range set: exact matches first, legacy ones on a later pass."""
+    for passes, left in ((1, ["10.1.0.3"]), (2, [])):
+        st = DiskStore(str(tmp_path / f"p{passes}"))
+        with st.locked():
+            st.reserve("c1", "eth0", ip_address("10.1.0.2"), "0")
+        (tmp_path / f"p{passes}" / "10.1.0.3").write_bytes(b"c1")  # legacy, id only
+        hostlocal.delete(st, "c1", "eth0", passes=passes)
+        names = sorted(n for n in os.listdir(tmp_path / f"p{passes}") if n[0].isdigit())
+        assert names == left
