@@ -321,18 +321,12 @@ class Batch:
         table: int | None = None,
         scope: int | None = None,
     ) -> None:
-        m = self._route(
-            dst,
-            gateway,
-            oif,
-            scope if scope is not None else 253 if not gateway else 0,
-            table,
-            0,
-            0,
-            0,
-            None,
-        )
-        m["scope"] = 255 if scope is None else scope  # RT_SCOPE_NOWHERE: match any scope
+        m = self._route(dst, gateway, oif, None, table, 0, 0, 0, None)
+        # The kernel matches every non-zero field of a delete: leave protocol and
+        # type unset, and scope NOWHERE (255) to match any scope.
+        m["proto"] = 0
+        m["type"] = 0
+        m["scope"] = 255 if scope is None else scope
         self._push(m, RTM_DELROUTE, 0, f"failed to delete route {dst}", (errno.ESRCH, errno.ENOENT))
 
     # ---- commit -------------------------------------------------------------
