@@ -276,7 +276,7 @@ def _ensure_gateway(br: _Bridge, gw: Any, force: bool) -> None:
     """Go ensureAddr, fast when the address is already there (every ADD but the first)."""
     with raw_socket() as s:
         b = Batch(s)
-        b.add_addr(br.index, gw, exist_ok=True)
+        b.add_addr(br.index, gw, exist_ok=True, nodad=True)
         (err,) = b.commit()
     if err == errno.EEXIST:
         return
