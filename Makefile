@@ -3,10 +3,13 @@
 
 SHELL := /bin/bash
 VENV ?= .venv
-# The real interpreter, never a pyenv shim: shims cost ~80 ms per plugin exec.
-PYTHON ?= $(shell command -v python3.11 >/dev/null 2>&1 && python3.11 -c 'import sys; print(sys.executable)' || python3 -c 'import sys; print(sys.executable)')
+# The real interpreter, never a pyenv shim (~80 ms per plugin exec). Debian's own
+# python3.11 is preferred: static, with _socket built in, it starts fastest.
+PYTHON ?= $(shell for p in /usr/bin/python3.11 /usr/bin/python3; do \
+	  [ -x $$p ] && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && echo $$p && exit 0; \
+	done; python3 -c 'import sys; print(sys.executable)')
 VPY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 nftables iptables containernetworking-plugins conntrack busybox-static python3-venv procps iputils-ping
+APT_PACKAGES := iproute2 nftables iptables containernetworking-plugins conntrack busybox-static python3 python3-venv procps iputils-ping
 PYTEST_ARGS ?=
 
 .PHONY: all venv deps test lint typecheck pytest demo bench clean

@@ -115,9 +115,12 @@ def test_daemon_survives_garbage(kanald) -> None:
     for payload in (b"", b"GARBAGE" * 10, b"KNL1" + b"\xff" * 44):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(str(sock))
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
-        assert s.recv(10) == b""
+        try:
+            s.sendall(payload)
+            s.shutdown(socket.SHUT_WR)
+            assert s.recv(10) == b""  # closed without an answer
+        except ConnectionResetError:
+            pass  # closed before reading all of it: also no answer
         s.close()
     # Still serving.
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

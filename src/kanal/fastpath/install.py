@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 from kanal.errors import InvalidConfig
 from kanal.plugins.registry import PLUGINS
@@ -17,10 +18,10 @@ DEFAULT_SOCKET = "/run/kanal/kanald.sock"
 _TEMPLATE = """#!{python} -IS
 {marker}{name}
 # Installed by `kanal cni install`: hands the request to kanald at {socket}
-# (or runs the plugin in-process when no daemon answers).
+# (or runs the plugin in its own process when no daemon answers).
 import sys
-sys.path.insert(0, {src!r})
-from kanal.fastpath.shim import run
+sys.path.insert(0, {shim_dir!r})
+from shim import run
 run({name!r}, {socket!r}, {src!r})
 """
 
@@ -52,9 +53,17 @@ def install_plugins(
             raise InvalidConfig(f"invalid {what} {v!r}: must be an absolute path")
     os.makedirs(dest_dir, mode=0o755, exist_ok=True)
     out = []
+    # The shim is imported as a top-level module from its own directory: one cached
+    # .pyc, no kanal package imports (embedding its text would recompile it per exec).
+    shim_dir = str(Path(__file__).resolve().parent)
     for name in sorted(PLUGINS):
         body = _TEMPLATE.format(
-            python=python, marker=MARKER.decode(), name=name, socket=socket_path, src=src
+            python=python,
+            marker=MARKER.decode(),
+            name=name,
+            socket=socket_path,
+            src=src,
+            shim_dir=shim_dir,
         )
         fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{name}.")
         try:

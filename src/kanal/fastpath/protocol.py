@@ -19,33 +19,21 @@ own with the same files.
 
 from __future__ import annotations
 
-MAGIC = b"KNL1"
+from kanal.fastpath.shim import FALLBACK, HANDLED, MAGIC, MAX_STDIN, encode_request
+
+__all__ = [
+    "FALLBACK",
+    "HANDLED",
+    "HEADER_LEN",
+    "MAGIC",
+    "decode_env",
+    "decode_header",
+    "encode_request",
+]
+
 HEADER_LEN = 4 + 4 * 3 + 8 * 4
 MAX_NAME = 64
 MAX_ENV = 1 << 20
-MAX_STDIN = (1 << 20) + 1  # one byte more than the dispatcher accepts, so it can refuse
-HANDLED = b"R"
-FALLBACK = b"F"
-
-
-def encode_request(
-    name: bytes, env: bytes, stdin: bytes, netns: tuple[int, int], root: tuple[int, int]
-) -> bytes:
-    return b"".join(
-        (
-            MAGIC,
-            len(name).to_bytes(4, "big"),
-            len(env).to_bytes(4, "big"),
-            len(stdin).to_bytes(4, "big"),
-            netns[0].to_bytes(8, "big"),
-            netns[1].to_bytes(8, "big"),
-            root[0].to_bytes(8, "big"),
-            root[1].to_bytes(8, "big"),
-            name,
-            env,
-            stdin,
-        )
-    )
 
 
 def decode_header(h: bytes) -> tuple[int, int, int, tuple[int, int], tuple[int, int]]:

@@ -1,24 +1,49 @@
 """The body of every installed plugin executable (runs with ``python -I -S``).
 
-Only builtin modules (posix, _socket, sys) are imported: an interpreter start is
-~10 ms here and every extra module costs. The shim hands env + stdin to kanald
-over a unix socket and relays its answer; if no daemon answers, or the daemon
-asks it to, it re-executes itself as a full plugin process (same stdin).
+Installed executables import this file as a top-level module ``shim`` from its
+own directory, so a plugin exec imports no kanal package: only this one cached
+module and builtins (posix, _socket, sys). An
+interpreter start is ~10 ms here and every module costs. The shim hands env and
+stdin to kanald over a unix socket and relays its answer; if no daemon answers,
+or the daemon asks it to, it re-executes itself as a full plugin process (same
+stdin). Keep it free of ``from __future__`` and of any other import.
 """
 
 import _socket
 import posix
 import sys
 
-from kanal.fastpath.protocol import FALLBACK, HANDLED, encode_request
+MAGIC = b"KNL1"
+HANDLED = b"R"
+FALLBACK = b"F"
+MAX_STDIN = (1 << 20) + 1  # one byte more than the dispatcher accepts, so it can refuse
 
-_MAX_STDIN = (1 << 20) + 1
+
+def encode_request(
+    name: bytes, env: bytes, stdin: bytes, netns: tuple[int, int], root: tuple[int, int]
+) -> bytes:
+    """See kanal.fastpath.protocol for the layout."""
+    return b"".join(
+        (
+            MAGIC,
+            len(name).to_bytes(4, "big"),
+            len(env).to_bytes(4, "big"),
+            len(stdin).to_bytes(4, "big"),
+            netns[0].to_bytes(8, "big"),
+            netns[1].to_bytes(8, "big"),
+            root[0].to_bytes(8, "big"),
+            root[1].to_bytes(8, "big"),
+            name,
+            env,
+            stdin,
+        )
+    )
 
 
 def _read_stdin() -> bytes:
     chunks: list[bytes] = []
     total = 0
-    while total < _MAX_STDIN:
+    while total < MAX_STDIN:
         b = posix.read(0, 65536)
         if not b:
             break
