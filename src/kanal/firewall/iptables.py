@@ -1,0 +1,206 @@
+"""The iptables backend: exactly the chains and comments the Go plugins write.
+
+For ipMasq (Go's ``pkg/ip/ipmasq_iptables_linux.go``)::
+
+    -t nat -N CNI-<sha512(net+cid)[:24]>
+    -A CNI-…      -d <subnet> -j ACCEPT -m comment --comment 'name: "<net>" id: "<cid>"'
+    -A CNI-…      ! -d 224.0.0.0/4 -j MASQUERADE -m comment --comment …
+    -A POSTROUTING -s <ip> -j CNI-… -m comment --comment …
+
+so the Go plugin's DEL removes what kanal wrote and kanal's DEL what Go wrote.
+On iptables-nft, whether an owner's chain exists is asked through libnftables
+first, so DELs of containers that never used iptables run no iptables process.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shutil
+import subprocess
+from collections.abc import Collection, Sequence
+
+from kanal.errors import Internal, NotFound, Unavailable
+from kanal.firewall import nft
+from kanal.firewall.intents import Masquerade, Owner
+
+__all__ = ["IptablesBackend"]
+
+Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+_MCAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
+_NOT_FOUND = (
+    "does not exist",
+    "No chain/target/match by that name",
+    "Bad rule",
+    "doesn't exist",
+    "No such file or directory",
+)
+
+
+class IptablesBackend:
+    name = "iptables"
+
+    def __init__(self) -> None:
+        self._variant: str | None = None
+
+    def available(self) -> bool:
+        return shutil.which("iptables") is not None
+
+    def _ipt(
+        self, version: int, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        exe = "iptables" if version == 4 else "ip6tables"
+        try:
+            p = subprocess.run([exe, "-w", "5", *args], capture_output=True, text=True, timeout=60)
+        except FileNotFoundError as e:
+            raise Unavailable(f"{exe} is not installed") from e
+        if check and p.returncode != 0:
+            raise Internal(f"{exe} {' '.join(args)} failed", _clean(p.stderr))
+        return p
+
+    def _is_nft_variant(self) -> bool:
+        if self._variant is None:
+            try:
+                out = subprocess.run(
+                    ["iptables", "--version"], capture_output=True, text=True, timeout=10
+                ).stdout
+            except FileNotFoundError:
+                out = ""
+            self._variant = "nft" if "nf_tables" in out else "legacy"
+        return self._variant == "nft"
+
+    def chain_exists(self, version: int, chain: str) -> bool:
+        if self._is_nft_variant():
+            fam = "ip" if version == 4 else "ip6"
+            try:
+                nft.run(f"list chain {fam} nat {chain}")
+                return True
+            except nft.NftError as e:
+                if e.enoent:
+                    return False
+                raise
+        return self._ipt(version, "-t", "nat", "-S", chain, check=False).returncode == 0
+
+    def add_masquerade(self, rules: Sequence[Masquerade]) -> None:
+        for r in rules:
+            v = r.ip.version
+            chain, comment = r.owner.iptables_chain(), r.owner.iptables_comment()
+            if not self.chain_exists(v, chain):
+                p = self._ipt(v, "-t", "nat", "-N", chain, check=False)
+                if p.returncode != 0 and "exists" not in p.stderr:
+                    raise Internal(f"failed to create chain {chain}", _clean(p.stderr))
+            for table_chain, spec in (
+                (chain, ["-d", str(r.subnet), "-j", "ACCEPT"]),
+                (chain, ["!", "-d", _MCAST[v], "-j", "MASQUERADE"]),
+                ("POSTROUTING", ["-s", str(r.ip), "-j", chain]),
+            ):
+                full = [*spec, "-m", "comment", "--comment", comment]
+                if self._ipt(v, "-t", "nat", "-C", table_chain, *full, check=False).returncode:
+                    self._ipt(v, "-t", "nat", "-A", table_chain, *full)
+
+    def del_masquerade(self, owner: Owner, ips: Sequence[Addr] | None = None) -> None:
+        chain, comment = owner.iptables_chain(), owner.iptables_comment()
+        for v in (4, 6):
+            if not self.chain_exists(v, chain):
+                continue
+            sources: list[str]
+            if ips is not None:
+                sources = [str(ip) for ip in ips if ip.version == v]
+            else:
+                sources = self._jump_sources(v, chain)
+            for src in sources:
+                for s in {src, src.split("/")[0] + ("/32" if v == 4 else "/128")}:
+                    self._ipt(
+                        v,
+                        "-t",
+                        "nat",
+                        "-D",
+                        "POSTROUTING",
+                        "-s",
+                        s,
+                        "-j",
+                        chain,
+                        "-m",
+                        "comment",
+                        "--comment",
+                        comment,
+                        check=False,
+                    )
+            for src in self._jump_sources(v, chain):  # anything left still jumping there
+                self._ipt(
+                    v,
+                    "-t",
+                    "nat",
+                    "-D",
+                    "POSTROUTING",
+                    "-s",
+                    src,
+                    "-j",
+                    chain,
+                    "-m",
+                    "comment",
+                    "--comment",
+                    comment,
+                    check=False,
+                )
+            self._ipt(v, "-t", "nat", "-F", chain, check=False)
+            p = self._ipt(v, "-t", "nat", "-X", chain, check=False)
+            if p.returncode != 0 and not any(t in p.stderr for t in _NOT_FOUND):
+                raise Internal(f"failed to delete chain {chain}", _clean(p.stderr))
+
+    def _jump_sources(self, v: int, chain: str) -> list[str]:
+        out = self._ipt(v, "-t", "nat", "-S", "POSTROUTING", check=False).stdout
+        srcs = []
+        for line in out.splitlines():
+            if f"-j {chain}" in line:
+                m = re.search(r"-s (\S+)", line)
+                if m:
+                    srcs.append(m.group(1))
+        return srcs
+
+    def check_masquerade(self, rules: Sequence[Masquerade]) -> None:
+        for r in rules:
+            v = r.ip.version
+            chain = r.owner.iptables_chain()
+            p = self._ipt(
+                v,
+                "-t",
+                "nat",
+                "-C",
+                "POSTROUTING",
+                "-s",
+                str(r.ip),
+                "-j",
+                chain,
+                "-m",
+                "comment",
+                "--comment",
+                r.owner.iptables_comment(),
+                check=False,
+            )
+            if p.returncode != 0:
+                raise NotFound(f"iptables masquerade rule for {r.ip} ({chain}) is missing")
+
+    def gc_masquerade(self, network: str, valid: Collection[tuple[str, str]]) -> None:
+        """Go has no GC here; kanal removes chains of containers not in ``valid``."""
+        if not shutil.which("iptables"):
+            return
+        keep = {cid for cid, _ in valid}
+        for v in (4, 6):
+            out = self._ipt(v, "-t", "nat", "-S", "POSTROUTING", check=False).stdout
+            stale = {
+                m.group(2)
+                for m in _COMMENT_RE.finditer(out)
+                if m.group(1) == network and m.group(2) not in keep
+            }
+            for cid in sorted(stale):
+                self.del_masquerade(Owner(network, cid, "eth0"))
+
+
+# How iptables -S prints Go's comment: "name: \"net\" id: \"cid\""
+_COMMENT_RE = re.compile(r'name: \\"([^"\\]+)\\" id: \\"([^"\\]+)\\"')
+
+
+def _clean(stderr: str) -> str:
+    # iptables-nft warns about legacy tables on every call here; it is noise.
+    return "\n".join(x for x in stderr.splitlines() if "iptables-legacy" not in x).strip()

@@ -1,0 +1,205 @@
+"""kanal's nftables backend: one table, ``inet kanal``, per-container entries in sets.
+
+Masquerade is three set lookups in one base chain, not a rule per container::
+
+    table inet kanal {
+        set masq4 { type ipv4_addr; }                                 # container IPs
+        set skip4 { type ipv4_addr . ipv4_addr; flags interval; }     # ip . own subnet
+        chain postrouting {
+            type nat hook postrouting priority srcnat; policy accept;
+            ip saddr . ip daddr @skip4 return       # inside its own subnet
+            ip daddr 224.0.0.0/4 return             # multicast
+            ip saddr @masq4 masquerade
+        }
+    }
+
+(and the same for IPv6 with ff00::/8). Adding or removing a container is one
+transaction of set elements, whose cost does not depend on how many containers
+are attached. Every element carries its owner's tag as a comment, so teardown can
+find an owner's entries without knowing its IPs, and GC can select a network's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import threading
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from kanal.errors import NotFound
+from kanal.firewall import nft
+from kanal.firewall.intents import Masquerade, Owner, network_tag
+
+__all__ = ["TABLE", "NftablesBackend"]
+
+TABLE = "kanal"
+Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_SKELETON = f"""add table inet {TABLE}
+add set inet {TABLE} masq4 {{ type ipv4_addr; }}
+add set inet {TABLE} masq6 {{ type ipv6_addr; }}
+add set inet {TABLE} skip4 {{ type ipv4_addr . ipv4_addr; flags interval; }}
+add set inet {TABLE} skip6 {{ type ipv6_addr . ipv6_addr; flags interval; }}
+add chain inet {TABLE} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}
+flush chain inet {TABLE} postrouting
+add rule inet {TABLE} postrouting ip saddr . ip daddr @skip4 return
+add rule inet {TABLE} postrouting ip6 saddr . ip6 daddr @skip6 return
+add rule inet {TABLE} postrouting ip daddr 224.0.0.0/4 return
+add rule inet {TABLE} postrouting ip6 daddr ff00::/8 return
+add rule inet {TABLE} postrouting ip saddr @masq4 masquerade
+add rule inet {TABLE} postrouting ip6 saddr @masq6 masquerade
+"""
+_ELEMENT_RE = re.compile(r'elements = \{ (.*?)(?: comment "([^"]*)")? \}')
+
+
+def _fam(ip: Addr) -> str:
+    return "4" if ip.version == 4 else "6"
+
+
+class NftablesBackend:
+    """Masquerade through set elements in ``inet kanal``."""
+
+    name = "nftables"
+
+    def __init__(self) -> None:
+        self._ready: set[tuple[int, int]] = set()
+        self._lock = threading.Lock()
+
+    def available(self) -> bool:
+        return nft.available()
+
+    def _ensure_table(self, force: bool = False) -> None:
+        key = nft._netns_key()
+        if key in self._ready and not force:
+            return
+        with self._lock:
+            # Creating the sets/chain is idempotent; flushing and re-adding the
+            # fixed rules in the same transaction keeps them from duplicating.
+            nft.run(_SKELETON)
+            self._ready.add(key)
+
+    def add_masquerade(self, rules: Sequence[Masquerade]) -> None:
+        if not rules:
+            return
+        cmds = []
+        for r in rules:
+            f, tag = _fam(r.ip), r.owner.tag
+            cmds.append(
+                f'add element inet {TABLE} skip{f} {{ {r.ip} . {r.subnet} comment "{tag}" }}'
+            )
+            cmds.append(f'add element inet {TABLE} masq{f} {{ {r.ip} comment "{tag}" }}')
+        self._ensure_table()
+        try:
+            nft.run("\n".join(cmds))
+        except nft.NftError as e:
+            if not e.enoent:
+                raise
+            self._ensure_table(force=True)  # someone deleted the table under us
+            nft.run("\n".join(cmds))
+
+    def _elements(self, set_name: str) -> list[tuple[str, str]]:
+        """(element text, comment) of a set; [] when the table is absent."""
+        try:
+            out = nft.run(f"list set inet {TABLE} {set_name}", json_out=True)
+        except nft.NftError as e:
+            if e.enoent:
+                return []
+            raise
+        items: list[tuple[str, str]] = []
+        for obj in json.loads(out).get("nftables", []):
+            for el in obj.get("set", {}).get("elem", []):
+                if isinstance(el, dict) and "elem" in el:
+                    val, comment = el["elem"].get("val"), el["elem"].get("comment", "")
+                else:
+                    val, comment = el, ""
+                items.append((_render(val), comment))
+        return items
+
+    def _owned(self, owner_tags: set[str] | None, net_prefix: str | None) -> list[str]:
+        """Delete commands for every element whose tag is selected."""
+        cmds = []
+        for set_name in ("masq4", "masq6", "skip4", "skip6"):
+            for text, comment in self._elements(set_name):
+                if (owner_tags is not None and comment in owner_tags) or (
+                    net_prefix is not None and comment.startswith(net_prefix + ":")
+                ):
+                    cmds.append(f"delete element inet {TABLE} {set_name} {{ {text} }}")
+        return cmds
+
+    def del_masquerade(self, owner: Owner, ips: Sequence[Addr] | None = None) -> None:
+        if ips is None:
+            cmds = self._owned({owner.tag}, None)
+        else:
+            cmds = []
+            for ip in ips:
+                f = _fam(ip)
+                # Why look first: the IP may already belong to another container
+                # (released and re-allocated before this DEL came).
+                for set_name, key in ((f"masq{f}", f"{ip}"), (f"skip{f}", f"{ip} . {ip}")):
+                    found = self._get(set_name, key)
+                    if found is not None and found[1] == owner.tag:
+                        cmds.append(f"delete element inet {TABLE} {set_name} {{ {found[0]} }}")
+        self._delete(cmds)
+
+    def _get(self, set_name: str, key: str) -> tuple[str, str] | None:
+        """The element matching ``key`` (an interval contains it) and its comment."""
+        try:
+            out = nft.run(f"get element inet {TABLE} {set_name} {{ {key} }}")
+        except nft.NftError:
+            return None  # absent (or no table): nothing of ours there
+        m = _ELEMENT_RE.search(out)
+        return (m.group(1), m.group(2) or "") if m else None
+
+    def _element_tag(self, set_name: str, key: str) -> str | None:
+        found = self._get(set_name, key)
+        return found[1] if found else None
+
+    def _delete(self, cmds: list[str]) -> None:
+        if not cmds:
+            return
+        try:
+            nft.run("\n".join(cmds))
+        except nft.NftError:
+            # One missing element fails the whole transaction: retry one by one.
+            for c in cmds:
+                try:
+                    nft.run(c)
+                except nft.NftError as e:
+                    if not e.enoent:
+                        raise
+
+    def check_masquerade(self, rules: Sequence[Masquerade]) -> None:
+        for r in rules:
+            f = _fam(r.ip)
+            if self._element_tag(f"masq{f}", str(r.ip)) != r.owner.tag:
+                raise NotFound(
+                    f"masquerade entry for {r.ip} of {r.owner.container_id} "
+                    f"missing from table inet {TABLE}"
+                )
+
+    def gc_masquerade(self, network: str, valid: Collection[tuple[str, str]]) -> None:
+        keep = {Owner(network, cid, ifn).tag for cid, ifn in valid}
+        prefix = network_tag(network)
+        cmds = []
+        for set_name in ("masq4", "masq6", "skip4", "skip6"):
+            for text, comment in self._elements(set_name):
+                if comment.startswith(prefix + ":") and comment not in keep:
+                    cmds.append(f"delete element inet {TABLE} {set_name} {{ {text} }}")
+        self._delete(cmds)
+
+
+def _render(val: Any) -> str:
+    """An element value from nft's JSON back to nft syntax."""
+    if isinstance(val, str):
+        return val
+    if isinstance(val, dict):
+        if "concat" in val:
+            return " . ".join(_render(v) for v in val["concat"])
+        if "prefix" in val:
+            return f"{val['prefix']['addr']}/{val['prefix']['len']}"
+        if "range" in val:
+            lo, hi = val["range"]
+            return f"{_render(lo)}-{_render(hi)}"
+    return str(val)
