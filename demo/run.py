@@ -126,9 +126,9 @@ def run_seed(
         [
             str(VENV / "kanal"),
             "cni",
+            "add",
             "--cache-dir",
             str(cache),
-            "add",
             "mybridge",
             f"/run/netns/{c2}",
         ],
@@ -206,9 +206,9 @@ def run_seed(
         [
             str(VENV / "kanal"),
             "cni",
+            "del",
             "--cache-dir",
             str(cache),
-            "del",
             "mybridge",
             f"/run/netns/{c2}",
         ],
@@ -232,17 +232,16 @@ def main() -> None:
         create_netns(unique(p, 30)) for p in ("kdemo-host", "kdemo-c1", "kdemo-c2", "kdemo-out")
     ]
     try:
-        print(
-            f"namespaces: host={names[0]} containers={names[1]},{names[2]} " f"outside={names[3]}"
-        )
-        subprocess.run(
-            ["ip", "netns", "exec", names[0], sys.executable, __file__, "--inside", *names],
-            check=True,
-        )
+        print(f"namespaces: host={names[0]} containers={names[1]},{names[2]} outside={names[3]}")
+        rc = subprocess.run(
+            ["ip", "netns", "exec", names[0], sys.executable, __file__, "--inside", *names]
+        ).returncode
     finally:
         for n in names:
             delete_netns(n)
     print("\ndemo: every namespace deleted; the machine's own namespace was never touched.")
+    if rc != 0:
+        sys.exit(f"demo: failed (exit {rc})")
 
 
 if __name__ == "__main__":
