@@ -42,7 +42,8 @@ def test_nft_add_idempotent_del_with_and_without_ips(host_ns: str) -> None:
     in_ns(host_ns, lambda: nftb.add_masquerade([a, six]))
     in_ns(host_ns, lambda: nftb.add_masquerade([b]))
     assert {e["val"] for e in elements(host_ns, "masq4")} == {"10.1.0.2", "10.1.0.3"}
-    assert len(elements(host_ns, "skip4")) == 2 and len(elements(host_ns, "masq6")) == 1
+    # One subnet element per network subnet, one address element per container IP.
+    assert len(elements(host_ns, "skip4")) == 1 and len(elements(host_ns, "masq6")) == 1
     in_ns(host_ns, lambda: nftb.check_masquerade([a, b]))
     # With IPs (what prevResult gives), only the owner's entries go.
     in_ns(host_ns, lambda: nftb.del_masquerade(a.owner, [a.ip, six.ip]))
@@ -50,13 +51,20 @@ def test_nft_add_idempotent_del_with_and_without_ips(host_ns: str) -> None:
     assert elements(host_ns, "masq6") == []
     with pytest.raises(NotFound):
         in_ns(host_ns, lambda: nftb.check_masquerade([a]))
-    # Someone else's IP is left alone even if the DEL names it.
-    in_ns(host_ns, lambda: nftb.del_masquerade(a.owner, [b.ip]))
+    # A stale owner re-adding an address hands it over: the tag is the new owner's.
+    stale = masq("net1", "old", "10.1.0.3", "10.1.0.0/24")
+    in_ns(host_ns, lambda: nftb.add_masquerade([stale]))
+    in_ns(host_ns, lambda: nftb.add_masquerade([b]))
+    in_ns(host_ns, lambda: nftb.del_masquerade(stale.owner))  # by tag: finds nothing now
     assert {e["val"] for e in elements(host_ns, "masq4")} == {"10.1.0.3"}
     # Without IPs: found by the owner tag.
     in_ns(host_ns, lambda: nftb.del_masquerade(b.owner))
-    assert elements(host_ns, "masq4") == [] and elements(host_ns, "skip4") == []
+    assert elements(host_ns, "masq4") == []
     in_ns(host_ns, lambda: nftb.del_masquerade(b.owner))  # idempotent
+    in_ns(host_ns, lambda: nftb.del_masquerade(b.owner, [b.ip]))
+    # The subnet element outlives its containers until GC finds the subnet empty.
+    in_ns(host_ns, lambda: gc_masquerade_all("net1", set()))
+    assert elements(host_ns, "skip4") == [] and elements(host_ns, "skip6") == []
 
 
 def test_nft_gc_keeps_valid_and_other_networks(host_ns: str) -> None:
@@ -66,6 +74,10 @@ def test_nft_gc_keeps_valid_and_other_networks(host_ns: str) -> None:
     in_ns(host_ns, lambda: nftb.add_masquerade([*rules, other]))
     in_ns(host_ns, lambda: gc_masquerade_all("gcnet", {("c1", "eth0"), ("c3", "eth0")}))
     assert {e["val"] for e in elements(host_ns, "masq4")} == {"10.2.0.3", "10.2.0.5", "10.3.0.2"}
+    assert len(elements(host_ns, "skip4")) == 2
+    in_ns(host_ns, lambda: gc_masquerade_all("gcnet", set()))
+    assert {e["val"] for e in elements(host_ns, "masq4")} == {"10.3.0.2"}
+    assert len(elements(host_ns, "skip4")) == 1  # othernet's subnet stays
 
 
 def test_nft_thousand_entries_then_nothing_left(host_ns: str) -> None:
@@ -83,7 +95,9 @@ def test_nft_thousand_entries_then_nothing_left(host_ns: str) -> None:
     print(f"add+del of one container with 1000 attached: {(time.perf_counter() - t) * 1e3:.1f} ms")
     for r in rules:
         in_ns(host_ns, lambda r=r: nftb.del_masquerade(r.owner, [r.ip]))
-    assert elements(host_ns, "masq4") == [] and elements(host_ns, "skip4") == []
+    assert elements(host_ns, "masq4") == []
+    in_ns(host_ns, lambda: gc_masquerade_all("big", set()))
+    assert elements(host_ns, "skip4") == []
 
 
 def test_iptables_writes_go_rules_and_teardown_cleans(host_ns: str) -> None:

@@ -3,8 +3,8 @@
 Masquerade is three set lookups in one base chain, not a rule per container::
 
     table inet kanal {
-        set masq4 { type ipv4_addr; }                                 # container IPs
-        set skip4 { type ipv4_addr . ipv4_addr; flags interval; }     # ip . own subnet
+        set masq4 { type ipv4_addr; }                              # container IPs (hash)
+        set skip4 { type ipv4_addr . ipv4_addr; flags interval; }  # subnet . subnet
         chain postrouting {
             type nat hook postrouting priority srcnat; policy accept;
             ip saddr . ip daddr @skip4 return       # inside its own subnet
@@ -13,10 +13,12 @@ Masquerade is three set lookups in one base chain, not a rule per container::
         }
     }
 
-(and the same for IPv6 with ff00::/8). Adding or removing a container is one
-transaction of set elements, whose cost does not depend on how many containers
-are attached. Every element carries its owner's tag as a comment, so teardown can
-find an owner's entries without knowing its IPs, and GC can select a network's.
+(and the same for IPv6 with ff00::/8). ``masq4`` holds one element per container
+IP, tagged with its owner; it is a hash set, so adding or removing one costs the
+same with 1 or 10,000 attached (~0.2 ms here). ``skip4`` holds one element per
+subnet, tagged with the network: nft checks interval sets for overlaps by reading
+every element, so they must stay small. Subnet elements are shared and only
+removed by GC once no container address lies in them.
 """
 
 from __future__ import annotations
@@ -85,10 +87,13 @@ class NftablesBackend:
             return
         cmds = []
         for r in rules:
-            f, tag = _fam(r.ip), r.owner.tag
-            cmds.append(
-                f'add element inet {TABLE} skip{f} {{ {r.ip} . {r.subnet} comment "{tag}" }}'
-            )
+            f, tag, net = _fam(r.ip), r.owner.tag, network_tag(r.owner.network)
+            key = f"{r.subnet} . {r.subnet}"
+            cmds.append(f'add element inet {TABLE} skip{f} {{ {key} comment "{net}" }}')
+            # add, delete, add: the element ends up carrying this owner's tag even if
+            # a stale one existed, without reading the set (reads cost O(elements)).
+            cmds.append(f"add element inet {TABLE} masq{f} {{ {r.ip} }}")
+            cmds.append(f"delete element inet {TABLE} masq{f} {{ {r.ip} }}")
             cmds.append(f'add element inet {TABLE} masq{f} {{ {r.ip} comment "{tag}" }}')
         self._ensure_table()
         try:
@@ -117,30 +122,25 @@ class NftablesBackend:
                 items.append((_render(val), comment))
         return items
 
-    def _owned(self, owner_tags: set[str] | None, net_prefix: str | None) -> list[str]:
-        """Delete commands for every element whose tag is selected."""
-        cmds = []
-        for set_name in ("masq4", "masq6", "skip4", "skip6"):
-            for text, comment in self._elements(set_name):
-                if (owner_tags is not None and comment in owner_tags) or (
-                    net_prefix is not None and comment.startswith(net_prefix + ":")
-                ):
-                    cmds.append(f"delete element inet {TABLE} {set_name} {{ {text} }}")
-        return cmds
+    def _owned(self, tag: str) -> list[str]:
+        """Delete commands for every container element tagged ``tag`` (a full scan)."""
+        return [
+            f"delete element inet {TABLE} {set_name} {{ {text} }}"
+            for set_name in ("masq4", "masq6")
+            for text, comment in self._elements(set_name)
+            if comment == tag
+        ]
 
     def del_masquerade(self, owner: Owner, ips: Sequence[Addr] | None = None) -> None:
+        """With ``ips`` (from the cached result) a blind delete, O(1); without, a scan.
+
+        Callers remove masquerade before releasing the addresses, so an address
+        named here cannot yet belong to another container.
+        """
         if ips is None:
-            cmds = self._owned({owner.tag}, None)
+            cmds = self._owned(owner.tag)
         else:
-            cmds = []
-            for ip in ips:
-                f = _fam(ip)
-                # Why look first: the IP may already belong to another container
-                # (released and re-allocated before this DEL came).
-                for set_name, key in ((f"masq{f}", f"{ip}"), (f"skip{f}", f"{ip} . {ip}")):
-                    found = self._get(set_name, key)
-                    if found is not None and found[1] == owner.tag:
-                        cmds.append(f"delete element inet {TABLE} {set_name} {{ {found[0]} }}")
+            cmds = [f"delete element inet {TABLE} masq{_fam(ip)} {{ {ip} }}" for ip in ips]
         self._delete(cmds)
 
     def _get(self, set_name: str, key: str) -> tuple[str, str] | None:
@@ -182,10 +182,18 @@ class NftablesBackend:
     def gc_masquerade(self, network: str, valid: Collection[tuple[str, str]]) -> None:
         keep = {Owner(network, cid, ifn).tag for cid, ifn in valid}
         prefix = network_tag(network)
-        cmds = []
-        for set_name in ("masq4", "masq6", "skip4", "skip6"):
+        cmds, remaining = [], []
+        for set_name in ("masq4", "masq6"):
             for text, comment in self._elements(set_name):
                 if comment.startswith(prefix + ":") and comment not in keep:
+                    cmds.append(f"delete element inet {TABLE} {set_name} {{ {text} }}")
+                else:
+                    remaining.append(ipaddress.ip_address(text))
+        # A subnet element goes once no container address at all lies inside it.
+        for set_name in ("skip4", "skip6"):
+            for text, comment in self._elements(set_name):
+                subnet = ipaddress.ip_network(text.split(" . ")[0], strict=False)
+                if comment == prefix and not any(ip in subnet for ip in remaining):
                     cmds.append(f"delete element inet {TABLE} {set_name} {{ {text} }}")
         self._delete(cmds)
 

@@ -16,6 +16,7 @@ from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import open_netns, run_in_netns
 from kanal.netlink.sysctl import read_sysctl, write_sysctl
+from kanal.skel.cmdargs import CmdArgs
 from kanal.spec.types import Result
 
 T = TypeVar("T")
@@ -180,3 +181,73 @@ def validate_expected_routes(nl: Netlink, result: Result) -> None:
         found = any(rt.dst == dst and (r.gw is None or rt.gateway == r.gw) for rt in routes)
         if not found:
             raise Internal(f"route {r.dst} via {r.gw} not found")
+
+
+def prev_ips(args: CmdArgs) -> list[Address]:
+    """The container's IPs from the cached result, when the runtime sent one."""
+    prev = args.conf.get("prevResult")
+    if not prev:
+        return []
+    from kanal.spec.convert import parse_result
+
+    try:
+        return [ipc.address.ip for ipc in parse_result(prev, args.cni_version).ips]
+    except KanalError:
+        return []
+
+
+def del_attachment(
+    args: CmdArgs, *, network: str, ipam_type: str, spoof_id: str | None = None
+) -> None:
+    """The DEL the veth plugins share; idempotent, every step attempted.
+
+    The container link goes first (a missing netns or link is fine), then the
+    host-side state keyed by (network, container, ifname) — masquerade, spoof
+    check — and the addresses are released last, so they cannot be handed to a
+    new container while old state still names them.
+    """
+    import os
+
+    from kanal.errors import TeardownError
+    from kanal.firewall import Owner, teardown_mac_spoof_check, teardown_masquerade
+    from kanal.netlink import reaper
+    from kanal.netlink.handle import LinkNotFound
+    from kanal.netlink.ns import NetnsNotFound
+    from kanal.skel.delegate import delegate
+
+    errors: list[KanalError] = []
+    if args.netns:
+        try:
+            fd = open_netns(args.netns)
+        except NetnsNotFound:
+            fd = -1
+        if fd >= 0:
+            try:
+                reaper.delete_container_link(fd, args.netns, args.ifname)
+            except (NetnsNotFound, LinkNotFound):
+                pass
+            except KanalError as e:
+                errors.append(e)
+            finally:
+                os.close(fd)
+    if ipam_type:
+        try:
+            teardown_masquerade(
+                Owner(network, args.container_id, args.ifname), prev_ips(args) or None
+            )
+        except KanalError as e:
+            errors.append(e)
+    if spoof_id is not None:
+        try:
+            teardown_mac_spoof_check(spoof_id)
+        except KanalError as e:
+            errors.append(e)
+    if ipam_type:
+        try:
+            delegate("DEL", ipam_type, args)
+        except KanalError as e:
+            errors.append(e)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise TeardownError("DEL failed", errors)

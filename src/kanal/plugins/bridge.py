@@ -30,6 +30,7 @@ from kanal.netlink.sysctl import write_sysctl
 from kanal.plugins import _conf as c
 from kanal.plugins._iface import (
     configure_iface,
+    del_attachment,
     in_container,
     in_container_fd,
     prepare_sysctls,
@@ -536,61 +537,19 @@ def _teardown_spoofchk(args: CmdArgs) -> None:
         pass
 
 
-def _prev_ips(args: CmdArgs) -> list[Any]:
-    """The container's IPs from the cached result, when the runtime sent one."""
-    prev = args.conf.get("prevResult")
-    if not prev:
-        return []
-    from kanal.spec.convert import parse_result
-
-    try:
-        return [ipc.address.ip for ipc in parse_result(prev, args.cni_version).ips]
-    except KanalError:
-        return []
-
-
 def cmd_del(args: CmdArgs) -> None:
     """Idempotent: a missing netns, link or reservation is success.
 
     Host-side state (masquerade, spoof check) is removed by (network, container,
-    ifname) whether or not the netns still exists.
+    ifname) whether or not the netns still exists (the Go plugin leaks it: #810).
     """
     n = load_conf(args)
-    errors: list[BaseException] = []
-    ips = _prev_ips(args)
-    if args.netns:
-        try:
-            fd = open_netns(args.netns)
-        except NetnsNotFound:
-            fd = -1
-        if fd >= 0:
-            try:
-                reaper.delete_container_link(fd, args.netns, args.ifname)
-            except (NetnsNotFound, LinkNotFound):
-                pass
-            finally:
-                os.close(fd)
-    if n.ipam_type:
-        try:
-            delegate("DEL", n.ipam_type, args)
-        except KanalError as e:
-            # IPAM must be released; report it, but still tear the rest down.
-            errors.append(e)
-    if n.macspoofchk:
-        _teardown_spoofchk(args)
-    if n.ipam_type:
-        from kanal.firewall import Owner, teardown_masquerade
-
-        try:
-            teardown_masquerade(Owner(n.name, args.container_id, args.ifname), ips or None)
-        except KanalError as e:
-            errors.append(e)
-    if errors:
-        if len(errors) == 1 and isinstance(errors[0], KanalError):
-            raise errors[0]
-        from kanal.errors import TeardownError
-
-        raise TeardownError("bridge DEL failed", errors)
+    del_attachment(
+        args,
+        network=n.name,
+        ipam_type=n.ipam_type,
+        spoof_id=f"{args.container_id}-{args.ifname}" if n.macspoofchk else None,
+    )
 
 
 def cmd_check(args: CmdArgs) -> None:

@@ -17,12 +17,13 @@ from typing import Any
 from kanal.errors import Conflict, Internal, InvalidConfig, KanalError, TeardownError
 from kanal.netlink import reaper
 from kanal.netlink.batch import Batch, raw_socket
-from kanal.netlink.handle import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, LinkNotFound, Netlink
+from kanal.netlink.handle import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns
 from kanal.netlink.sysctl import read_sysctl, write_sysctl
 from kanal.plugins import _conf as c
 from kanal.plugins._iface import (
     configure_iface,
+    del_attachment,
     in_container,
     in_container_fd,
     prepare_sysctls,
@@ -187,51 +188,10 @@ def _quiet(fn: Any) -> None:
         pass
 
 
-def _prev_ips(args: CmdArgs) -> list[Any]:
-    """The container's IPs from the cached result, when the runtime sent one."""
-    prev = args.conf.get("prevResult")
-    if not prev:
-        return []
-    from kanal.spec.convert import parse_result
-
-    try:
-        return [ipc.address.ip for ipc in parse_result(prev, args.cni_version).ips]
-    except KanalError:
-        return []
-
-
 def cmd_del(args: CmdArgs) -> None:
+    """Idempotent; masquerade is removed by attachment even without the netns."""
     ipam_type = _conf(args)[0]
-    name = c.get_str(args.conf, "name")
-    errors: list[BaseException] = []
-    try:
-        delegate("DEL", ipam_type, args)
-    except KanalError as e:
-        errors.append(e)
-    ips = _prev_ips(args)
-    if args.netns:
-        try:
-            fd = open_netns(args.netns)
-        except NetnsNotFound:
-            fd = -1
-        if fd >= 0:
-            try:
-                reaper.delete_container_link(fd, args.netns, args.ifname)
-            except (NetnsNotFound, LinkNotFound):
-                pass
-            finally:
-                os.close(fd)
-    # Masquerade state is keyed by attachment: removed even without the netns.
-    from kanal.firewall import Owner, teardown_masquerade
-
-    try:
-        teardown_masquerade(Owner(name, args.container_id, args.ifname), ips or None)
-    except KanalError as e:
-        errors.append(e)
-    if len(errors) == 1 and isinstance(errors[0], KanalError):
-        raise errors[0]
-    if errors:
-        raise TeardownError("ptp DEL failed", errors)
+    del_attachment(args, network=c.get_str(args.conf, "name"), ipam_type=ipam_type)
 
 
 def cmd_check(args: CmdArgs) -> None:
