@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ def run_plugin(
     bindir: Path,
     name: str,
     env: dict[str, str],
-    conf: dict,
+    conf: dict[str, Any],
 ) -> subprocess.CompletedProcess[bytes]:
     full = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **env}
     return nsexec(host, str(bindir / name), input=json.dumps(conf).encode(), env=full, check=False)

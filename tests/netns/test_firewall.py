@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ def masq(net: str, cid: str, ip: str, subnet: str) -> Masquerade:
     )
 
 
-def elements(ns: str, set_name: str) -> list[dict]:
+def elements(ns: str, set_name: str) -> list[dict[str, Any]]:
     p = nsexec(ns, "nft", "-j", "list", "set", "inet", "kanal", set_name, check=False)
     if p.returncode:
         return []
@@ -93,8 +94,12 @@ def test_nft_thousand_entries_then_nothing_left(host_ns: str) -> None:
     in_ns(host_ns, lambda: nftb.add_masquerade([extra]))
     in_ns(host_ns, lambda: nftb.del_masquerade(extra.owner, [extra.ip]))
     print(f"add+del of one container with 1000 attached: {(time.perf_counter() - t) * 1e3:.1f} ms")
-    for r in rules:
-        in_ns(host_ns, lambda r=r: nftb.del_masquerade(r.owner, [r.ip]))
+
+    def del_all() -> None:
+        for r in rules:
+            nftb.del_masquerade(r.owner, [r.ip])
+
+    in_ns(host_ns, del_all)
     assert elements(host_ns, "masq4") == []
     in_ns(host_ns, lambda: gc_masquerade_all("big", set()))
     assert elements(host_ns, "skip4") == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,9 @@ from kanal.spec.versions import ALL_VERSIONS
 from tests.helpers import ip_json
 
 
-def call(cmd: str, netns: str, version: str, extra: dict | None = None) -> tuple[int, dict | None]:
+def call(
+    cmd: str, netns: str, version: str, extra: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any] | None]:
     env = {
         "CNI_COMMAND": cmd,
         "CNI_CONTAINERID": "lo1",
