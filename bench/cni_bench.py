@@ -99,6 +99,14 @@ def kanald(socket_path: str) -> Iterator[subprocess.Popen[bytes]]:
         proc.wait(10)
 
 
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def p50(xs: list[float]) -> float:
     return statistics.median(xs) * 1000
 
@@ -120,7 +128,7 @@ def run(attached: list[int], samples: int, report: Callable[[str], None]) -> dic
     ]
     made: list[str] = []
     try:
-        with kanald(sock):
+        with kanald(sock) as daemon:
             net = unique("bench", 20)
             base: dict[str, int] = {i.name: 0 for i in impls}
             for target in attached:
@@ -166,12 +174,14 @@ def run(attached: list[int], samples: int, report: Callable[[str], None]) -> dic
                 }
                 row["add_ratio"] = row["kanal_add_p50_ms"] / row["ref_add_p50_ms"]
                 row["del_ratio"] = row["kanal_del_p50_ms"] / row["ref_del_p50_ms"]
+                row["kanald_rss_mb"] = _rss_mb(daemon.pid)
                 out[f"attached_{target}"] = row
                 report(
                     f"attached={target:5d}  ADD p50 kanal {row['kanal_add_p50_ms']:6.1f} ms"
                     f"  ref {row['ref_add_p50_ms']:6.1f} ms  ratio {row['add_ratio']:.2f}   "
                     f"DEL p50 kanal {row['kanal_del_p50_ms']:6.1f} ms  ref "
-                    f"{row['ref_del_p50_ms']:6.1f} ms  ratio {row['del_ratio']:.2f}"
+                    f"{row['ref_del_p50_ms']:6.1f} ms  ratio {row['del_ratio']:.2f}   "
+                    f"kanald RSS {row['kanald_rss_mb']:.0f} MB"
                 )
     finally:
         for ns in made:
