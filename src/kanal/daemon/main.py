@@ -19,7 +19,10 @@ def _warm_up() -> None:
     from kanal.plugins.registry import PLUGINS, load_plugin
 
     for name in PLUGINS:
-        load_plugin(name)
+        try:
+            load_plugin(name)
+        except Exception:  # one broken plugin must not take the others down
+            logging.exception("plugin %s does not load", name)
     import kanal.netlink.handle
     import kanal.spec.convert  # noqa: F401
 

@@ -133,6 +133,9 @@ class FastPathServer:
             funcs = load_plugin(name)
         except NotFound:
             return p.FALLBACK
+        except Exception:  # a plugin that cannot even load: let the shim show why
+            log.exception("cannot load plugin %s", name)
+            return p.FALLBACK
         out, err = io.StringIO(), io.StringIO()
         code = Dispatcher(env, io.BytesIO(stdin), out, err).run(funcs)
         self.served += 1
