@@ -153,8 +153,14 @@ class Batch:
         master: int | None = None,
         brport: dict[str, int] | None = None,
         alias: str | None = None,
+        no_ipv6_link_local: bool = False,
     ) -> None:
-        """Change a link found by index, or by name when ``index`` is 0."""
+        """Change a link found by index, or by name when ``index`` is 0.
+
+        ``no_ipv6_link_local`` sets addrgenmode none: once up, the link gets no
+        fe80:: address and so sends no DAD, MLD or router solicitation (must be
+        set while the link is still down).
+        """
         m = ifinfmsg()
         m["index"] = index
         attrs: list[tuple[str, Any]] = []
@@ -164,6 +170,17 @@ class Batch:
             attrs.append(("IFLA_MASTER", master))
         if alias is not None:
             attrs.append(("IFLA_IFALIAS", alias))
+        if no_ipv6_link_local:
+            attrs.append(
+                (
+                    "IFLA_AF_SPEC",
+                    {
+                        "attrs": [
+                            ("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", 1)]}),
+                        ]
+                    },
+                )
+            )
         if brport:
             attrs.append(
                 (

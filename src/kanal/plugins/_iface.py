@@ -122,6 +122,10 @@ def configure_iface(batch: Batch, ifname: str, result: Result, *, nodad: bool = 
                 v4gw = ipc.gateway
             elif ipc.gateway.version == 6 and v6gw is None:
                 v6gw = ipc.gateway
+    if not any(ipc.address.version == 6 for ipc in result.ips):
+        # An IPv4-only attachment gets no IPv6 link-local address (as Docker does
+        # for IPv4-only networks): nothing to DAD, no MLD/RS flooded by the bridge.
+        batch.set_link(index=index, no_ipv6_link_local=True)
     batch.set_link(index=index, up=True)
     if v6gw is not None and not nodad:
         batch.commit()

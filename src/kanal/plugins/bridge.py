@@ -323,17 +323,14 @@ def _setup_veth(
             host, host_mac = "veth" + secrets.token_hex(4), random_mac()
             b = Batch(s)
             b.add_veth(
-                host,
-                ifname,
-                netns_fd,
-                mac=host_mac,
-                peer_mac=cont_mac,
-                mtu=n.mtu,
-                master=br.index,
-                up=True,
+                host, ifname, netns_fd, mac=host_mac, peer_mac=cont_mac, mtu=n.mtu, master=br.index
             )
+            # A bridge port needs no IPv6 address of its own: without one it sends
+            # no DAD/MLD that the bridge would flood to every other port.
+            b.set_link(name=host, no_ipv6_link_local=True)
             if brport:
                 b.set_link(name=host, brport=brport)
+            b.set_link(name=host, up=True)
             try:
                 b.commit()
                 break
