@@ -15,6 +15,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from contextlib import suppress
 
 from kanal.fastpath import protocol as p
@@ -137,9 +138,11 @@ class FastPathServer:
             log.exception("cannot load plugin %s", name)
             return p.FALLBACK
         out, err = io.StringIO(), io.StringIO()
+        t0 = time.perf_counter()
         code = Dispatcher(env, io.BytesIO(stdin), out, err).run(funcs)
         self.served += 1
-        log.info("served %s %s (exit %d)", name, env.get("CNI_COMMAND", "?"), code)
+        log.info("served %s %s (exit %d) in %.1f ms", name, env.get("CNI_COMMAND", "?"), code,
+                 (time.perf_counter() - t0) * 1e3)
         stdout = out.getvalue().encode()
         return b"".join(
             (
