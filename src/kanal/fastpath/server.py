@@ -141,8 +141,13 @@ class FastPathServer:
         t0 = time.perf_counter()
         code = Dispatcher(env, io.BytesIO(stdin), out, err).run(funcs)
         self.served += 1
-        log.info("served %s %s (exit %d) in %.1f ms", name, env.get("CNI_COMMAND", "?"), code,
-                 (time.perf_counter() - t0) * 1e3)
+        log.info(
+            "served %s %s (exit %d) in %.1f ms",
+            name,
+            env.get("CNI_COMMAND", "?"),
+            code,
+            (time.perf_counter() - t0) * 1e3,
+        )
         stdout = out.getvalue().encode()
         return b"".join(
             (
