@@ -232,3 +232,71 @@ def test_concurrent_adds_on_a_new_bridge(cni: PluginRunner, make_netns) -> None:
     ips = {r.out["ips"][0]["address"] for r in results.values()}
     assert len(ips) == 8
     assert addrs(cni.host, br) == {"10.66.0.1/24"}
+
+
+def test_macspoofchk_drops_frames_with_another_source_mac(cni: PluginRunner, make_netns) -> None:
+    ct1, ct2 = make_netns("ktc"), make_netns("ktc")
+    br = unique("kbr", 15)
+    conf = bridge_conf(cni, br, macspoofchk=True)
+    r1 = cni("bridge", "ADD", conf, cid="s1", netns=f"/run/netns/{ct1}")
+    assert r1.code == 0, r1
+    assert cni("bridge", "ADD", conf, cid="s2", netns=f"/run/netns/{ct2}").code == 0
+    nsexec(ct1, "ping", "-c", "1", "-W", "2", "10.66.0.3")
+    table = nsexec(cni.host, "nft", "list", "table", "bridge", "kanal").stdout.decode()
+    assert r1.out is not None and r1.out["interfaces"][2]["mac"] in table
+    # Spoof: change the container's MAC; its frames are now dropped at the bridge.
+    nsexec(ct1, "ip", "link", "set", "eth0", "address", "0a:11:22:33:44:55")
+    nsexec(ct1, "ip", "neigh", "flush", "all")
+    assert nsexec(ct1, "ping", "-c", "1", "-W", "1", "10.66.0.3", check=False).returncode != 0
+    assert cni("bridge", "DEL", conf, cid="s1", netns=f"/run/netns/{ct1}").code == 0
+    table = nsexec(cni.host, "nft", "list", "table", "bridge", "kanal").stdout.decode()
+    assert "s1-eth0" not in table and "s2-eth0" in table
+
+
+def test_port_isolation_and_promisc(cni: PluginRunner, make_netns) -> None:
+    ct1, ct2 = make_netns("ktc"), make_netns("ktc")
+    br = unique("kbr", 15)
+    conf = bridge_conf(cni, br, portIsolation=True, promiscMode=True)
+    r1 = cni("bridge", "ADD", conf, cid="i1", netns=f"/run/netns/{ct1}")
+    assert r1.code == 0, r1
+    assert cni("bridge", "ADD", conf, cid="i2", netns=f"/run/netns/{ct2}").code == 0
+    assert "PROMISC" in links(cni.host)[br]["flags"]
+    assert r1.out is not None
+    port = links(cni.host)[r1.out["interfaces"][1]["name"]]
+    assert port["linkinfo"]["info_slave_data"]["isolated"] is True
+    # Isolated ports do not talk to each other, but both reach the gateway.
+    nsexec(ct1, "ping", "-c", "1", "-W", "2", "10.66.0.1")
+    assert nsexec(ct1, "ping", "-c", "1", "-W", "1", "10.66.0.3", check=False).returncode != 0
+
+
+def test_enabledad_keeps_dad_on(cni: PluginRunner, make_netns) -> None:
+    ct = make_netns("ktc")
+    br = unique("kbr", 15)
+    conf = bridge_conf(cni, br, enabledad=True)
+    conf["ipam"] = {
+        "type": "host-local",
+        "dataDir": str(cni.data_dir),
+        "ranges": [[{"subnet": "fd00:69::/64"}]],
+    }
+    r = cni("bridge", "ADD", conf, netns=f"/run/netns/{ct}")
+    assert r.code == 0, r
+    assert nsexec(ct, "sysctl", "-n", "net.ipv6.conf.eth0.accept_dad").stdout.strip() == b"1"
+    six = ip_json(ct, "-6", "addr", "show", "dev", "eth0")[0]["addr_info"]
+    # The plugin waited for DAD to finish: the address is usable, not tentative.
+    assert any(a["local"] == "fd00:69::2" and not a.get("tentative") for a in six)
+
+
+def test_disable_container_interface_leaves_it_down(cni: PluginRunner, make_netns) -> None:
+    ct = make_netns("ktc")
+    br = unique("kbr", 15)
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "l2d",
+        "type": "bridge",
+        "bridge": br,
+        "disableContainerInterface": True,
+    }
+    r = cni("bridge", "ADD", conf, netns=f"/run/netns/{ct}")
+    assert r.code == 0, r
+    assert "UP" not in links(ct)["eth0"]["flags"]
+    assert cni("bridge", "DEL", conf, netns=f"/run/netns/{ct}").code == 0
