@@ -300,3 +300,18 @@ def test_disable_container_interface_leaves_it_down(cni: PluginRunner, make_netn
     assert r.code == 0, r
     assert "UP" not in links(ct)["eth0"]["flags"]
     assert cni("bridge", "DEL", conf, netns=f"/run/netns/{ct}").code == 0
+
+
+def test_gc_drops_invalid_attachments(cni: PluginRunner, make_netns) -> None:
+    ct1, ct2 = make_netns("ktc"), make_netns("ktc")
+    br = unique("kbr", 15)
+    conf = bridge_conf(cni, br, "1.1.0", ipMasq=True)
+    assert cni("bridge", "ADD", conf, cid="g1", netns=f"/run/netns/{ct1}").code == 0
+    assert cni("bridge", "ADD", conf, cid="g2", netns=f"/run/netns/{ct2}").code == 0
+    gc = {**conf, "cni.dev/valid-attachments": [{"containerID": "g2", "ifname": "eth0"}]}
+    r = cni("bridge", "GC", gc)
+    assert r.code == 0, r
+    assert reservations(cni, conf["name"]) == ["10.66.0.3"]
+    masq = nsexec(cni.host, "nft", "list", "set", "inet", "kanal", "masq4").stdout.decode()
+    assert "10.66.0.2" not in masq and "10.66.0.3" in masq
+    assert cni("bridge", "STATUS", conf).code == 0

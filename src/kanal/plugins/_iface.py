@@ -255,3 +255,31 @@ def del_attachment(
         raise errors[0]
     if errors:
         raise TeardownError("DEL failed", errors)
+
+
+def gc_attachments(args: CmdArgs, *, network: str, ipam_type: str) -> None:
+    """GC the veth plugins share: masquerade of attachments not valid, then IPAM.
+
+    Without a valid-attachments list (cnitool's ``gc``) only IPAM is asked.
+    """
+    from kanal.errors import TeardownError
+    from kanal.firewall import gc_masquerade_all
+    from kanal.skel.delegate import delegate
+    from kanal.spec.netconf import parse_plugin_conf
+
+    errors: list[KanalError] = []
+    valid = parse_plugin_conf(args.conf, require_name=False).valid_attachments
+    if valid is not None:
+        try:
+            gc_masquerade_all(network, {(a.container_id, a.ifname) for a in valid})
+        except KanalError as e:
+            errors.append(e)
+    if ipam_type:
+        try:
+            delegate("GC", ipam_type, args)
+        except KanalError as e:
+            errors.append(e)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise TeardownError("GC failed", errors)

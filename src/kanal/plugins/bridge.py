@@ -31,6 +31,7 @@ from kanal.plugins import _conf as c
 from kanal.plugins._iface import (
     configure_iface,
     del_attachment,
+    gc_attachments,
     in_container,
     in_container_fd,
     prepare_sysctls,
@@ -624,31 +625,7 @@ def cmd_status(args: CmdArgs) -> None:
 def cmd_gc(args: CmdArgs) -> None:
     """Drop masquerade entries of attachments not listed as valid, then GC IPAM."""
     n = load_conf(args)
-    valid = args.conf.get("cni.dev/valid-attachments")
-    if valid is None:
-        valid = args.conf.get("cni.dev/attachments")
-    errors: list[BaseException] = []
-    if isinstance(valid, list):
-        from kanal.firewall import gc_masquerade_all
-
-        keep = {
-            (str(a.get("containerID", "")), str(a.get("ifname", "")))
-            for a in valid
-            if isinstance(a, dict)
-        }
-        try:
-            gc_masquerade_all(n.name, keep)
-        except KanalError as e:
-            errors.append(e)
-    if n.ipam_type:
-        try:
-            delegate("GC", n.ipam_type, args)
-        except KanalError as e:
-            errors.append(e)
-    if errors:
-        from kanal.errors import TeardownError
-
-        raise TeardownError("bridge GC failed", errors)
+    gc_attachments(args, network=n.name, ipam_type=n.ipam_type)
 
 
 PLUGIN = PluginFuncs(

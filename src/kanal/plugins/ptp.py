@@ -14,7 +14,7 @@ import socket
 from contextlib import ExitStack
 from typing import Any
 
-from kanal.errors import Conflict, Internal, InvalidConfig, KanalError, TeardownError
+from kanal.errors import Conflict, Internal, InvalidConfig, KanalError
 from kanal.netlink import reaper
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, Netlink
@@ -24,6 +24,7 @@ from kanal.plugins import _conf as c
 from kanal.plugins._iface import (
     configure_iface,
     del_attachment,
+    gc_attachments,
     in_container,
     in_container_fd,
     prepare_sysctls,
@@ -242,27 +243,8 @@ def cmd_status(args: CmdArgs) -> None:
 
 
 def cmd_gc(args: CmdArgs) -> None:
-    ipam_type = _conf(args)[0]
-    valid = args.conf.get("cni.dev/valid-attachments", args.conf.get("cni.dev/attachments"))
-    errors: list[BaseException] = []
-    if isinstance(valid, list):
-        from kanal.firewall import gc_masquerade_all
-
-        keep = {
-            (str(a.get("containerID", "")), str(a.get("ifname", "")))
-            for a in valid
-            if isinstance(a, dict)
-        }
-        try:
-            gc_masquerade_all(c.get_str(args.conf, "name"), keep)
-        except KanalError as e:
-            errors.append(e)
-    try:
-        delegate("GC", ipam_type, args)
-    except KanalError as e:
-        errors.append(e)
-    if errors:
-        raise TeardownError("ptp GC failed", errors)
+    """Drop masquerade entries of attachments not listed as valid, then GC IPAM."""
+    gc_attachments(args, network=c.get_str(args.conf, "name"), ipam_type=_conf(args)[0])
 
 
 PLUGIN = PluginFuncs(
