@@ -113,7 +113,7 @@ def test_no_daemon_runs_standalone(tmp_path: Path, host_ns: str, make_netns) -> 
 
 def test_daemon_survives_garbage(kanald) -> None:
     host, sock, log = kanald
-    for payload in (b"", b"GARBAGE" * 10, b"KNL1" + b"\xff" * 44):
+    for payload in (b"", b"KNL2" + b"\xff" * 60):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.connect(str(sock))
         try:
@@ -123,6 +123,12 @@ def test_daemon_survives_garbage(kanald) -> None:
         except ConnectionResetError:
             pass  # closed before reading all of it: also no answer
         s.close()
+    # Another version's request (or garbage) is told to fall back, not left hanging.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(str(sock))
+    s.sendall(b"KNL1" + b"\0" * 60)
+    assert s.recv(10) == b"F"
+    s.close()
     # Still serving.
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(str(sock))

@@ -30,6 +30,13 @@ def _id(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def _id_or_zero(path: str) -> tuple[int, int]:
+    try:
+        return _id(path)
+    except OSError:
+        return 0, 0
+
+
 def _recv_exact(conn: socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
@@ -101,8 +108,14 @@ class FastPathServer:
             try:
                 if not self._peer_allowed(conn):
                     return
-                name_len, env_len, stdin_len, netns, root = p.decode_header(
-                    _recv_exact(conn, p.HEADER_LEN)
+                magic = _recv_exact(conn, len(p.MAGIC))
+                if magic != p.MAGIC:
+                    # A shim of another kanal version: it can still run the plugin itself.
+                    with suppress(OSError):
+                        conn.sendall(p.FALLBACK)
+                    return
+                name_len, env_len, stdin_len, netns, root, target = p.decode_header(
+                    magic + _recv_exact(conn, p.HEADER_LEN - len(p.MAGIC))
                 )
                 body = _recv_exact(conn, name_len + env_len + stdin_len)
             except (ValueError, ConnectionError, OSError) as e:
@@ -111,7 +124,7 @@ class FastPathServer:
             name = body[:name_len].decode(errors="replace")
             env = p.decode_env(body[name_len : name_len + env_len])
             stdin = body[name_len + env_len :]
-            reply = self.handle(name, env, stdin, netns, root)
+            reply = self.handle(name, env, stdin, netns, root, target)
             with suppress(OSError):
                 conn.sendall(reply)
 
@@ -122,6 +135,7 @@ class FastPathServer:
         stdin: bytes,
         netns: tuple[int, int],
         root: tuple[int, int],
+        target: tuple[int, int] = (0, 0),
     ) -> bytes:
         """Run one request; returns the encoded reply."""
         from kanal.errors import NotFound
@@ -129,6 +143,9 @@ class FastPathServer:
         from kanal.skel.dispatcher import Dispatcher
 
         if netns != self._netns or root != self._root:
+            return p.FALLBACK
+        path = env.get("CNI_NETNS", "")
+        if path and _id_or_zero(path) != target:
             return p.FALLBACK
         try:
             funcs = load_plugin(name)

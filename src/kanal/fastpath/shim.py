@@ -13,14 +13,19 @@ import _socket
 import posix
 import sys
 
-MAGIC = b"KNL1"
+MAGIC = b"KNL2"  # bumped with every change of the request layout
 HANDLED = b"R"
 FALLBACK = b"F"
 MAX_STDIN = (1 << 20) + 1  # one byte more than the dispatcher accepts, so it can refuse
 
 
 def encode_request(
-    name: bytes, env: bytes, stdin: bytes, netns: tuple[int, int], root: tuple[int, int]
+    name: bytes,
+    env: bytes,
+    stdin: bytes,
+    netns: tuple[int, int],
+    root: tuple[int, int],
+    target: tuple[int, int] = (0, 0),
 ) -> bytes:
     """See kanal.fastpath.protocol for the layout."""
     return b"".join(
@@ -33,6 +38,8 @@ def encode_request(
             netns[1].to_bytes(8, "big"),
             root[0].to_bytes(8, "big"),
             root[1].to_bytes(8, "big"),
+            target[0].to_bytes(8, "big"),
+            target[1].to_bytes(8, "big"),
             name,
             env,
             stdin,
@@ -53,7 +60,10 @@ def _read_stdin() -> bytes:
 
 
 def _id(path: str) -> tuple[int, int]:
-    st = posix.stat(path)
+    try:
+        st = posix.stat(path)
+    except OSError:
+        return 0, 0
     return st.st_dev, st.st_ino
 
 
@@ -103,7 +113,11 @@ def run(name: str, socket_path: str, src: str) -> None:
     stdin = _read_stdin()
     blob = b"\0".join(k + b"=" + v for k, v in env.items())
     try:
-        s.sendall(encode_request(name.encode(), blob, stdin, _id("/proc/self/ns/net"), _id("/")))
+        # What CNI_NETNS names here: the daemon checks it sees the same namespace there
+        # (a runtime in another mount namespace may have mounted it where kanald can't see).
+        target = _id(env.get(b"CNI_NETNS", b"").decode()) if env.get(b"CNI_NETNS") else (0, 0)
+        req = encode_request(name.encode(), blob, stdin, _id("/proc/self/ns/net"), _id("/"), target)
+        s.sendall(req)
         reply = _recv_all(s)
     except OSError:
         reply = b""
