@@ -1,0 +1,213 @@
+"""podman 4.3 with its CNI backend, driving kanal's installed plugins through kanald.
+
+Everything podman touches is private to the test (its config, storage, the
+network config and plugin directories); its "host" is a namespace made here,
+entered with ``nsenter --net`` rather than ``ip netns exec`` so podman keeps the
+machine's cgroup mounts (``ip netns exec`` remounts /sys) and shares kanald's
+mount namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kanal.fastpath.install import install_plugins
+from tests.helpers import ip_json, nft_json, unique
+
+pytestmark = [
+    pytest.mark.runtime,
+    pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed"),
+    pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="busybox-static missing"),
+]
+
+VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+
+
+def busybox_tar(dest: Path) -> Path:
+    """An offline image: busybox and its applets, plus a page to serve."""
+    root = dest / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    (root / "www").mkdir()
+    shutil.copy("/bin/busybox", root / "bin" / "busybox")
+    applets = subprocess.run(
+        ["/bin/busybox", "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for a in applets:
+        if a != "busybox":
+            (root / "bin" / a).symlink_to("busybox")
+    (root / "www" / "index.html").write_text("hello from kanal\n")
+    tar = dest / "busybox.tar"
+    with tarfile.open(tar, "w") as t:
+        t.add(root, arcname=".")
+    return tar
+
+
+@dataclass
+class Podman:
+    host: str
+    env: dict[str, str]
+    dirs: Path
+    bridge: str
+    subnet_prefix: str
+
+    def __call__(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{self.host}", "podman", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(f"podman {' '.join(args)} failed: {p.stderr}")
+        return p
+
+
+@pytest.fixture
+def podman(tmp_path: Path, host_ns: str) -> Iterator[Podman]:
+    d = tmp_path
+    bindir, netd = d / "bin", d / "net.d"
+    netd.mkdir()
+    sock = d / "kanald.sock"
+    install_plugins(str(bindir), socket_path=str(sock))
+    bridge = unique("kpm", 15)
+    octet = 100 + os.getpid() % 100
+    net: dict[str, Any] = {
+        "cniVersion": "0.4.0",
+        "name": "kanalnet",
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": bridge,
+                "isGateway": True,
+                "ipMasq": True,
+                "hairpinMode": True,
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": str(d / "ipam"),
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "ranges": [[{"subnet": f"10.{octet}.7.0/24"}]],
+                },
+            },
+            {"type": "loopback"},
+        ],
+    }
+    (netd / "kanalnet.conflist").write_text(json.dumps(net))
+    (d / "containers.conf").write_text(f"""[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=20000:20000"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+events_logfile_path = "{d}/events.log"
+tmp_dir = "{d}/libpod-tmp"
+[network]
+network_backend = "cni"
+cni_plugin_dirs = ["{bindir}"]
+network_config_dir = "{netd}"
+""")
+    (d / "storage.conf").write_text(f"""[storage]
+driver = "vfs"
+graphroot = "{d}/store"
+runroot = "{d}/run"
+""")
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": str(d),
+        "CONTAINERS_CONF": str(d / "containers.conf"),
+        "CONTAINERS_STORAGE_CONF": str(d / "storage.conf"),
+    }
+    argv = [
+        "nsenter",
+        f"--net=/run/netns/{host_ns}",
+        str(VENV / "kanald"),
+        "--socket",
+        str(sock),
+        "--log-level",
+        "info",
+    ]
+    with open(d / "kanald.log", "wb") as log:
+        daemon = subprocess.Popen(argv, stderr=log)
+    try:
+        for _ in range(500):
+            if sock.exists():
+                break
+            time.sleep(0.02)
+        pm = Podman(host_ns, env, d, bridge, f"10.{octet}.7.")
+        pm("import", "--change", "ENV PATH=/bin", str(busybox_tar(d)), "localhost/kbusybox")
+        yield pm
+    finally:
+        p = Podman(host_ns, env, d, bridge, "")
+        p("rm", "-fa", "-t", "0", check=False)
+        daemon.terminate()
+        daemon.wait(10)
+        shutil.rmtree(d / "store", ignore_errors=True)
+
+
+def test_two_containers_talk_and_rm_leaves_nothing(podman: Podman) -> None:
+    podman(
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "kanalnet",
+        "localhost/kbusybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    )
+    info = json.loads(podman("inspect", "web").stdout)[0]
+    ip = info["NetworkSettings"]["Networks"]["kanalnet"]["IPAddress"]
+    assert ip.startswith(podman.subnet_prefix)
+    out = ""
+    for _ in range(20):  # httpd may need a moment to listen
+        r = podman(
+            "run",
+            "--rm",
+            "--network",
+            "kanalnet",
+            "localhost/kbusybox",
+            "wget",
+            "-qO-",
+            f"http://{ip}/",
+            check=False,
+        )
+        out = r.stdout
+        if "hello" in out:
+            break
+        time.sleep(0.2)
+    assert "hello from kanal" in out
+    # The plugins were served by kanald, not by standalone processes.
+    log = (podman.dirs / "kanald.log").read_text()
+    assert "served bridge ADD (exit 0)" in log
+    podman("rm", "-f", "-t", "0", "web")
+    ports = [x["ifname"] for x in ip_json(podman.host, "link", "show", "master", podman.bridge)]
+    assert ports == []
+    left = sorted(
+        p.name
+        for p in (podman.dirs / "ipam" / "kanalnet").iterdir()
+        if p.name != "lock" and not p.name.startswith("last_reserved_ip")
+    )
+    assert left == []
+    ruleset = nft_json(podman.host, "list", "set", "inet", "kanal", "masq4") or {}
+    assert ip not in json.dumps(ruleset)
