@@ -1,9 +1,11 @@
-"""One rtnetlink socket in one namespace, with typed and idempotent operations.
+"""One rtnetlink socket in one namespace: typed reads and the slower idempotent ops.
 
-Every method translates pyroute2's ``NetlinkError`` into kanal errors: a missing
-link is :class:`LinkNotFound`, "already exists" is success where the operation is
-declared idempotent (concurrent ADDs race on the same bridge and addresses:
-plugins#366).
+The hot path writes through :mod:`kanal.netlink.batch` (pipelined, ACK-only);
+this handle is for what must read kernel state (links, addresses, routes) and for
+rarer changes (creating a bridge, VLAN entries). Every method translates
+pyroute2's ``NetlinkError`` into kanal errors: a missing link is
+:class:`LinkNotFound`, "already exists" is success where the operation is
+declared idempotent (concurrent ADDs race on the same bridge: plugins#366).
 """
 
 from __future__ import annotations
@@ -192,33 +194,6 @@ class Netlink:
             self.set_up(link.index)
         return self.get_link_by_index(link.index), created
 
-    def add_veth(
-        self,
-        name: str,
-        peer_name: str,
-        peer_netns_fd: int,
-        *,
-        mtu: int = 0,
-        peer_mac: str = "",
-    ) -> Link:
-        """Create a veth pair with ``peer_name`` made directly in ``peer_netns_fd``.
-
-        Making the peer in its namespace saves a move (the kernel floor here is
-        ~1-4 ms per pair). EEXIST on either name raises Conflict.
-        """
-        peer: dict[str, Any] = {"ifname": peer_name, "net_ns_fd": peer_netns_fd}
-        kw: dict[str, Any] = {"ifname": name, "kind": "veth", "peer": peer}
-        if mtu:
-            kw["mtu"] = mtu
-            peer["mtu"] = mtu
-        if peer_mac:
-            peer["address"] = peer_mac
-        try:
-            self._ipr.link("add", **kw)
-        except NetlinkError as e:
-            raise _err(e, f"failed to create veth {name!r}/{peer_name!r}") from e
-        return self.get_link(name)
-
     def set_link(self, index: int, **attrs: Any) -> None:
         try:
             self._ipr.link("set", index=index, **attrs)
@@ -233,13 +208,6 @@ class Netlink:
 
     def set_promisc(self, index: int, on: bool = True) -> None:
         self.set_link(index, flags=IFF_PROMISC if on else 0, change=IFF_PROMISC)
-
-    def set_brport(self, index: int, **attrs: Any) -> None:
-        """Bridge-port options, e.g. ``mode=1`` (hairpin), ``isolated=1``."""
-        try:
-            self._ipr.brport("set", index=index, **attrs)
-        except NetlinkError as e:
-            raise _err(e, f"failed to set bridge port options on {index}") from e
 
     def vlan_add(
         self,
@@ -294,27 +262,6 @@ class Netlink:
         return True
 
     # ---- addresses ----------------------------------------------------------
-    def add_addr(
-        self, index: int, iface: Interface, *, nodad: bool = False, exist_ok: bool = True
-    ) -> bool:
-        """Add an address; returns False when it was already there."""
-        kw: dict[str, Any] = {
-            "index": index,
-            "address": str(iface.ip),
-            "prefixlen": iface.network.prefixlen,
-        }
-        if iface.version == 4 and iface.network.prefixlen < 31:
-            kw["broadcast"] = str(iface.network.broadcast_address)
-        if nodad and iface.version == 6:
-            kw["flags"] = IFA_F_NODAD
-        try:
-            self._ipr.addr("add", **kw)
-        except NetlinkError as e:
-            if e.code == errno.EEXIST and exist_ok:
-                return False
-            raise _err(e, f"failed to add address {iface} on link {index}") from e
-        return True
-
     def del_addr(self, index: int, iface: Interface) -> bool:
         try:
             self._ipr.addr(
@@ -342,81 +289,6 @@ class Netlink:
         return out
 
     # ---- routes -------------------------------------------------------------
-    def add_route(
-        self,
-        dst: ipaddress.IPv4Network | ipaddress.IPv6Network,
-        *,
-        gateway: Address | None = None,
-        oif: int = 0,
-        scope: int | None = None,
-        table: int | None = None,
-        priority: int = 0,
-        mtu: int = 0,
-        advmss: int = 0,
-        src: Address | None = None,
-        exist_ok: bool = True,
-    ) -> bool:
-        kw: dict[str, Any] = {
-            "dst": str(dst.network_address),
-            "dst_len": dst.prefixlen,
-            "family": socket.AF_INET if dst.version == 4 else socket.AF_INET6,
-        }
-        if gateway is not None:
-            kw["gateway"] = str(gateway)
-        if oif:
-            kw["oif"] = oif
-        if scope is not None:
-            kw["scope"] = scope
-        elif gateway is None and oif:
-            kw["scope"] = RT_SCOPE_LINK
-        if table is not None:
-            kw["table"] = table
-        if priority:
-            kw["priority"] = priority
-        if src is not None:
-            kw["prefsrc"] = str(src)
-        metrics = {}
-        if mtu:
-            metrics["mtu"] = mtu
-        if advmss:
-            metrics["advmss"] = advmss
-        if metrics:
-            kw["metrics"] = metrics
-        try:
-            self._ipr.route("add", **kw)
-        except NetlinkError as e:
-            if e.code == errno.EEXIST and exist_ok:
-                return False
-            raise _err(e, f"failed to add route {dst} via {gateway}") from e
-        return True
-
-    def del_route(
-        self,
-        dst: ipaddress.IPv4Network | ipaddress.IPv6Network,
-        *,
-        gateway: Address | None = None,
-        oif: int = 0,
-        table: int | None = None,
-    ) -> bool:
-        kw: dict[str, Any] = {
-            "dst": str(dst.network_address),
-            "dst_len": dst.prefixlen,
-            "family": socket.AF_INET if dst.version == 4 else socket.AF_INET6,
-        }
-        if gateway is not None:
-            kw["gateway"] = str(gateway)
-        if oif:
-            kw["oif"] = oif
-        if table is not None:
-            kw["table"] = table
-        try:
-            self._ipr.route("del", **kw)
-        except NetlinkError as e:
-            if e.code in (errno.ESRCH, errno.ENOENT, errno.ENODEV):
-                return False
-            raise _err(e, f"failed to delete route {dst}") from e
-        return True
-
     def routes(
         self, *, oif: int | None = None, table: int | None = None, family: int = 0
     ) -> list[Route]:
