@@ -55,6 +55,7 @@ class Link:
     peer_index: int
     promiscuity: int
     operstate: str = ""
+    txqlen: int = 0
 
     @property
     def up(self) -> bool:
@@ -93,6 +94,7 @@ def _link_from_msg(msg: Any) -> Link:
         peer_index=msg.get_attr("IFLA_LINK") or 0,
         promiscuity=msg.get_attr("IFLA_PROMISCUITY") or 0,
         operstate=str(msg.get_attr("IFLA_OPERSTATE") or ""),
+        txqlen=msg.get_attr("IFLA_TXQLEN") or 0,
     )
 
 

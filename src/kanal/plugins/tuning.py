@@ -1,0 +1,352 @@
+"""The ``tuning`` CNI plugin (chained): sysctls and link attributes in the container.
+
+As the reference: netns-scoped ``net.*`` sysctls (``IFNAME`` in a key becomes the
+interface name; an allowlist of regexes in /etc/cni/tuning/allowlist.conf, when it
+exists, limits them), ``mac``/``mtu``/``promisc``/``allmulti``/``txQLen`` with
+their original values saved to ``<dataDir>/<cid>_<ifname>.json`` and restored on
+DEL. kanal also removes the backup when the netns is already gone and
+garbage-collects backups of attachments that are no longer valid (GC).
+The allowlist path can be changed with ``KANAL_TUNING_ALLOWLIST`` in the plugin's
+environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from kanal.errors import Internal, InvalidConfig, KanalError
+from kanal.netlink.handle import Netlink
+from kanal.netlink.ns import NetnsNotFound
+from kanal.plugins import _conf as c
+from kanal.plugins._iface import in_container
+from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.spec.types import Result
+from kanal.spec.versions import ALL_VERSIONS
+
+__all__ = ["PLUGIN", "main"]
+
+DEFAULT_DATA_DIR = "/run/cni/tuning"
+DEFAULT_ALLOWLIST = "/etc/cni/tuning/allowlist.conf"
+IFF_PROMISC = 0x100
+IFF_ALLMULTI = 0x200
+
+
+@dataclass
+class TuningConf:
+    data_dir: str = DEFAULT_DATA_DIR
+    sysctl: dict[str, str] = field(default_factory=dict)
+    mac: str = ""
+    promisc: bool = False
+    mtu: int = 0
+    txqlen: int | None = None
+    allmulti: bool | None = None
+
+    @property
+    def touches_link(self) -> bool:
+        return bool(
+            self.mac
+            or self.mtu
+            or self.promisc
+            or self.allmulti is not None
+            or self.txqlen is not None
+        )
+
+
+def _no_duplicate_sysctls(raw: bytes) -> None:
+    """Go refuses a config naming a sysctl twice; Python's json would keep the last."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        if len(keys) != len(set(keys)) and all(isinstance(v, str) for _, v in pairs):
+            raise InvalidConfig("duplicated sysctl keys are not allowed")
+        return dict(pairs)
+
+    sysctl = json.loads(raw).get("sysctl")
+    if isinstance(sysctl, dict):
+        start = raw.find(b'"sysctl"')
+        if start >= 0:
+            try:
+                json.JSONDecoder(object_pairs_hook=hook).raw_decode(
+                    raw[raw.index(b"{", start) :].decode()
+                )
+            except ValueError:
+                pass
+
+
+def load_conf(args: CmdArgs) -> TuningConf:
+    from kanal.spec.args import load_args
+
+    conf = dict(args.conf)
+    _no_duplicate_sysctls(args.stdin_data)
+    t = TuningConf(data_dir=c.get_str(conf, "dataDir") or DEFAULT_DATA_DIR)
+    sysctl = c.get_dict(conf, "sysctl")
+    t.sysctl = {str(k): _sysctl_value(k, v) for k, v in sysctl.items()}
+    t.mac = c.get_str(conf, "mac")
+    t.promisc = c.get_bool(conf, "promisc")
+    t.mtu = c.get_int(conf, "mtu")
+    if conf.get("txQLen") is not None:
+        t.txqlen = c.get_int(conf, "txQLen")
+    if conf.get("allmulti") is not None:
+        t.allmulti = c.get_bool(conf, "allmulti")
+    if args.args:
+        env_mac = load_args(args.args, ("MAC",)).get("MAC", "")
+        if env_mac:
+            t.mac = env_mac
+    rc_mac = c.get_str(c.get_dict(conf, "runtimeConfig"), "mac")
+    if rc_mac:
+        t.mac = rc_mac
+    a = c.get_dict(c.get_dict(conf, "args"), "cni")
+    if a.get("sysctl") is not None:
+        t.sysctl.update({str(k): _sysctl_value(k, v) for k, v in c.get_dict(a, "sysctl").items()})
+    if a.get("mac") is not None:
+        t.mac = c.get_str(a, "mac")
+    if a.get("promisc") is not None:
+        t.promisc = c.get_bool(a, "promisc")
+    if a.get("mtu") is not None:
+        t.mtu = c.get_int(a, "mtu")
+    if a.get("allmulti") is not None:
+        t.allmulti = c.get_bool(a, "allmulti")
+    if a.get("txQLen") is not None:
+        t.txqlen = c.get_int(a, "txQLen")
+    if t.mac:
+        t.mac = c.valid_mac(t.mac)
+    if t.mtu < 0:
+        raise InvalidConfig(f"invalid MTU {t.mtu}")
+    if t.txqlen is not None and t.txqlen < 0:
+        raise InvalidConfig(f"invalid txQLen {t.txqlen}")
+    return t
+
+
+def _sysctl_value(key: Any, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidConfig("failed to load netconf", f"sysctl {key!r} value must be a string")
+    return value
+
+
+def sysctl_path(key: str, ifname: str) -> str:
+    """Go's getSysctlFilename: dots become slashes, IFNAME the interface, under /proc/sys/net."""
+    rel = key.replace(".", "/").replace("IFNAME", ifname, 1)
+    path = os.path.normpath(os.path.join("/proc/sys", rel))
+    if not path.startswith("/proc/sys/net/"):
+        raise InvalidConfig(f"invalid net sysctl key: {rel!r}")
+    return path
+
+
+def _check_allowlist(t: TuningConf, env: dict[str, str]) -> None:
+    path = env.get("KANAL_TUNING_ALLOWLIST") or DEFAULT_ALLOWLIST
+    try:
+        with open(path) as f:
+            allowed = [line.strip() for line in f if line.strip()]
+    except FileNotFoundError:
+        return
+    for key in t.sysctl:
+        try:
+            ok = any(re.search(rx, key) for rx in allowed)
+        except re.error as e:
+            raise InvalidConfig(f"invalid regex in {path}", str(e)) from e
+        if not ok:
+            raise InvalidConfig(
+                f"Sysctl {key} is not allowed. Only the following sysctls "
+                f"are allowed: {allowed}"
+            )
+
+
+def _backup_path(t: TuningConf, args: CmdArgs) -> str:
+    return os.path.join(t.data_dir, f"{args.container_id}_{args.ifname}.json")
+
+
+def _write_backup(path: str, data: dict[str, Any]) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def cmd_add(args: CmdArgs) -> Result:
+    t = load_conf(args)
+    for key in t.sysctl:
+        sysctl_path(key, args.ifname)
+    _check_allowlist(t, dict(args.env))
+    prev = args.conf.get("prevResult")
+    if not prev:
+        raise InvalidConfig("Required prevResult missing")
+    from kanal.spec.convert import parse_result
+
+    result = parse_result(prev, args.cni_version)
+    backup = _backup_path(t, args)
+
+    def apply(nl: Netlink) -> None:
+        # All or nothing: a missing key is refused before any sysctl is written.
+        for key in t.sysctl:
+            if not os.path.exists(sysctl_path(key, args.ifname)):
+                raise InvalidConfig(f"invalid net sysctl key: {key!r} does not exist")
+        for key, value in t.sysctl.items():
+            try:
+                with open(sysctl_path(key, args.ifname), "w") as f:
+                    f.write(value)
+            except OSError as e:
+                raise Internal(f"failed to set sysctl {key}", str(e)) from e
+        if not t.touches_link:
+            return
+        link = nl.get_link(args.ifname)
+        saved: dict[str, Any] = {}
+        if t.mac:
+            saved["mac"] = link.mac
+        if t.promisc:
+            saved["promisc"] = bool(link.promiscuity)
+        if t.mtu:
+            saved["mtu"] = link.mtu
+        if t.allmulti is not None:
+            saved["allmulti"] = bool(link.flags & IFF_ALLMULTI)
+        if t.txqlen is not None:
+            saved["txQLen"] = link.txqlen
+        _write_backup(backup, saved)
+        if t.mac:
+            nl.set_link(link.index, address=t.mac)
+        if t.promisc:
+            nl.set_link(link.index, flags=IFF_PROMISC, change=IFF_PROMISC)
+        if t.mtu:
+            nl.set_link(link.index, mtu=t.mtu)
+        if t.allmulti is not None:
+            nl.set_link(link.index, flags=IFF_ALLMULTI if t.allmulti else 0, change=IFF_ALLMULTI)
+        if t.txqlen is not None:
+            nl.set_link(link.index, txqlen=t.txqlen)
+
+    try:
+        in_container(args.netns, apply)
+    except NetnsNotFound as e:
+        raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
+    if t.mac:
+        for iface in result.interfaces:
+            if iface.name == args.ifname:
+                iface.mac = t.mac
+    result.cni_version = args.cni_version
+    return result
+
+
+def cmd_del(args: CmdArgs) -> None:
+    """Restore the saved attributes; the backup goes even when the netns is gone."""
+    t = load_conf(args)
+    backup = _backup_path(t, args)
+    try:
+        with open(backup) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        saved = None
+    if isinstance(saved, dict) and args.netns:
+
+        def restore(nl: Netlink) -> None:
+            link = nl.find_link(args.ifname)
+            if link is None:
+                return
+            if saved.get("mtu"):
+                nl.set_link(link.index, mtu=int(saved["mtu"]))
+            if saved.get("mac"):
+                nl.set_link(link.index, address=str(saved["mac"]))
+            if saved.get("promisc") is not None:
+                nl.set_link(
+                    link.index, flags=IFF_PROMISC if saved["promisc"] else 0, change=IFF_PROMISC
+                )
+            if saved.get("allmulti") is not None:
+                nl.set_link(
+                    link.index, flags=IFF_ALLMULTI if saved["allmulti"] else 0, change=IFF_ALLMULTI
+                )
+            if saved.get("txQLen") is not None:
+                nl.set_link(link.index, txqlen=int(saved["txQLen"]))
+
+        try:
+            in_container(args.netns, restore)
+        except KanalError:
+            pass  # as Go: DEL never fails on restoring in-namespace state
+    try:
+        os.unlink(backup)
+    except FileNotFoundError:
+        pass
+
+
+def cmd_check(args: CmdArgs) -> None:
+    t = load_conf(args)
+    if not args.conf.get("prevResult"):
+        raise InvalidConfig("Required prevResult missing")
+
+    def check(nl: Netlink) -> None:
+        for key, want in t.sysctl.items():
+            path = sysctl_path(key, args.ifname)
+            with open(path) as f:
+                cur = f.read().rstrip("\n")
+            if cur != want:
+                raise Internal(
+                    f"Error: Tuning configured value of {path} is {want}, "
+                    f"current value is {cur}"
+                )
+        link = nl.find_link(args.ifname)
+        if link is None:
+            raise Internal(f"Cannot find container link {args.ifname}")
+        if t.mac and t.mac != link.mac:
+            raise Internal(
+                f"Error: Tuning configured Ethernet of {args.ifname} is {t.mac}, "
+                f"current value is {link.mac}"
+            )
+        if bool(link.promiscuity) != t.promisc:
+            raise Internal(
+                f"Error: Tuning link {args.ifname} configured promisc is "
+                f"{t.promisc}, current value is {link.promiscuity}"
+            )
+        if t.mtu and t.mtu != link.mtu:
+            raise Internal(
+                f"Error: Tuning configured MTU of {args.ifname} is {t.mtu}, "
+                f"current value is {link.mtu}"
+            )
+        if t.allmulti is not None and bool(link.flags & IFF_ALLMULTI) != t.allmulti:
+            raise Internal(
+                f"Error: Tuning configured all-multicast mode of {args.ifname} " f"is {t.allmulti}"
+            )
+        if t.txqlen is not None and t.txqlen != link.txqlen:
+            raise Internal(
+                f"Error: Tuning configured Transmit Queue Length of "
+                f"{args.ifname} is {t.txqlen}, current value is {link.txqlen}"
+            )
+
+    try:
+        in_container(args.netns, check)
+    except NetnsNotFound as e:
+        raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
+
+
+def cmd_gc(args: CmdArgs) -> None:
+    """Remove backups of attachments not in ``cni.dev/valid-attachments``."""
+    from kanal.spec.netconf import parse_plugin_conf
+
+    t = load_conf(args)
+    valid = parse_plugin_conf(args.conf, require_name=False).valid_attachments
+    if valid is None or not os.path.isdir(t.data_dir):
+        return
+    keep = {f"{a.container_id}_{a.ifname}.json" for a in valid}
+    for name in os.listdir(t.data_dir):
+        if name.endswith(".json") and name not in keep:
+            try:
+                os.unlink(os.path.join(t.data_dir, name))
+            except FileNotFoundError:
+                pass
+
+
+PLUGIN = PluginFuncs(
+    about="kanal tuning plugin",
+    versions=ALL_VERSIONS,
+    add=cmd_add,
+    delete=cmd_del,
+    check=cmd_check,
+    gc=cmd_gc,
+)
+
+
+def main() -> None:
+    from kanal.skel.dispatcher import plugin_main
+
+    plugin_main(PLUGIN)
