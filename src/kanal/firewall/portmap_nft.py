@@ -1,0 +1,287 @@
+"""Port mappings (the ``portmap`` plugin) in kanal's nftables table.
+
+Per-container entries live in maps and sets, so mapping one more container costs
+the same however many are mapped::
+
+    map pm_any4 { type inet_proto . inet_service : ipv4_addr . inet_service; }   # any host IP
+    map pm_ip4  { type ipv4_addr . inet_proto . inet_service
+                  : ipv4_addr . inet_service; }                                # one host IP
+    set pm_snat4 { type ipv4_addr; }             # containers whose mappings SNAT (hairpin, lo)
+    set pm_masq4 { type ipv4_addr; }             # containers with masqAll
+    set pm_subnets4 { type ipv4_addr; flags interval; }   # one element per container subnet
+    chain pm_pre  { nat prerouting dstnat;  fib daddr type local jump pm_dnat }
+    chain pm_out  { nat output -100;        fib daddr type local jump pm_dnat }
+    chain pm_dnat { dnat ip to ip daddr . meta l4proto . th dport map @pm_ip4
+                    dnat ip to meta l4proto . th dport map @pm_any4 }
+    chain pm_post { nat postrouting srcnat-1;
+                    ct status dnat ip saddr 127.0.0.0/8 ip daddr @pm_snat4 masquerade  # localhost
+                    ct status dnat ip saddr @pm_subnets4 ip daddr @pm_snat4 masquerade # hairpin
+                    ct status dnat ip daddr @pm_masq4 masquerade }                     # masqAll
+
+(and the same for IPv6). Map elements are created with ``create``, so a host port
+another container already holds is refused instead of silently shadowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import threading
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from kanal.errors import Conflict, NotFound
+from kanal.firewall import nft
+from kanal.firewall.intents import Owner, network_tag
+from kanal.firewall.nftables import TABLE
+
+__all__ = ["PortMapping", "add_portmaps", "check_portmaps", "del_portmaps", "gc_portmaps"]
+
+Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    host_port: int
+    container_port: int
+    protocol: str  # tcp | udp | sctp
+    host_ip: Addr | None = None
+
+
+def _skeleton() -> str:
+    out = []
+    for f, addr in (("4", "ipv4_addr"), ("6", "ipv6_addr")):
+        out += [
+            f"add map inet {TABLE} pm_any{f} {{ type inet_proto . inet_service : "
+            f"{addr} . inet_service; }}",
+            f"add map inet {TABLE} pm_ip{f} {{ type {addr} . inet_proto . inet_service : "
+            f"{addr} . inet_service; }}",
+            f"add set inet {TABLE} pm_snat{f} {{ type {addr}; }}",
+            f"add set inet {TABLE} pm_masq{f} {{ type {addr}; }}",
+            f"add set inet {TABLE} pm_subnets{f} {{ type {addr}; flags interval; }}",
+        ]
+    out += [
+        f"add table inet {TABLE}",
+        f"add chain inet {TABLE} pm_pre {{ type nat hook prerouting priority dstnat; "
+        "policy accept; }",
+        f"add chain inet {TABLE} pm_out {{ type nat hook output priority -100; policy accept; }}",
+        f"add chain inet {TABLE} pm_dnat",
+        f"add chain inet {TABLE} pm_post {{ type nat hook postrouting priority 99; "
+        "policy accept; }",
+    ]
+    for chain in ("pm_pre", "pm_out", "pm_dnat", "pm_post"):
+        out.append(f"flush chain inet {TABLE} {chain}")
+    out += [
+        f"add rule inet {TABLE} pm_pre fib daddr type local jump pm_dnat",
+        f"add rule inet {TABLE} pm_out fib daddr type local jump pm_dnat",
+    ]
+    for f, ipt, lo in (("4", "ip", "127.0.0.0/8"), ("6", "ip6", "::1")):
+        out += [
+            f"add rule inet {TABLE} pm_dnat dnat {ipt} to {ipt} daddr . meta l4proto . "
+            f"th dport map @pm_ip{f}",
+            f"add rule inet {TABLE} pm_dnat dnat {ipt} to meta l4proto . th dport map "
+            f"@pm_any{f}",
+            f"add rule inet {TABLE} pm_post ct status dnat {ipt} saddr {lo} {ipt} daddr "
+            f"@pm_snat{f} masquerade",
+            f"add rule inet {TABLE} pm_post ct status dnat {ipt} saddr @pm_subnets{f} {ipt} "
+            f"daddr @pm_snat{f} masquerade",
+            f"add rule inet {TABLE} pm_post ct status dnat {ipt} daddr @pm_masq{f} masquerade",
+        ]
+    # The table must exist before the maps: put it first.
+    table = out.pop(out.index(f"add table inet {TABLE}"))
+    return "\n".join([table, *out])
+
+
+_READY: set[tuple[int, int]] = set()
+_LOCK = threading.Lock()
+
+
+def _ensure() -> None:
+    key = nft._netns_key()
+    if key not in _READY:
+        with _LOCK:
+            nft.run(_skeleton())
+            _READY.add(key)
+
+
+def _fam(ip: Addr) -> str:
+    return "4" if ip.version == 4 else "6"
+
+
+def _key(m: PortMapping) -> tuple[str, str]:
+    """(map name suffix, element key) for a mapping (family from the host IP or container)."""
+    if m.host_ip is not None:
+        return "ip", f"{m.host_ip} . {m.protocol} . {m.host_port}"
+    return "any", f"{m.protocol} . {m.host_port}"
+
+
+def add_portmaps(
+    owner: Owner,
+    mappings: Sequence[PortMapping],
+    ips: Sequence[Addr],
+    subnets: Sequence[Net],
+    *,
+    snat: bool,
+    masq_all: bool,
+) -> None:
+    """Map every mapping to the container IP of its family; one transaction."""
+    cmds = []
+    tag = owner.tag
+    for ip in ips:
+        f = _fam(ip)
+        for m in mappings:
+            if m.host_ip is not None and m.host_ip.version != ip.version:
+                continue
+            kind, key = _key(m)
+            value = f"{ip} . {m.container_port}"
+            cmds.append(
+                f'create element inet {TABLE} pm_{kind}{f} {{ {key} comment "{tag}" : '
+                f"{value} }}"
+            )
+        if snat:
+            cmds.append(f'add element inet {TABLE} pm_snat{f} {{ {ip} comment "{tag}" }}')
+        if masq_all:
+            cmds.append(f'add element inet {TABLE} pm_masq{f} {{ {ip} comment "{tag}" }}')
+    for net in subnets:
+        cmds.append(
+            f"add element inet {TABLE} pm_subnets{_fam(net.network_address)} "
+            f'{{ {net} comment "{network_tag(owner.network)}" }}'
+        )
+    if not cmds:
+        return
+    _ensure()
+    try:
+        nft.run("\n".join(cmds))
+    except nft.NftError as e:
+        if "File exists" not in e.details:
+            raise
+        # Which one? A retried ADD of the same owner is fine; anyone else's is a conflict.
+        mine = {k for k, _ in _owned_entries(tag)}
+        for ip in ips:
+            for m in mappings:
+                kind, key = _key(m)
+                full = f"pm_{kind}{_fam(ip)} {{ {key} }}"
+                if full not in mine and _exists(f"pm_{kind}{_fam(ip)}", key):
+                    raise Conflict(
+                        f"host port {m.host_port}/{m.protocol}"
+                        f"{' on ' + str(m.host_ip) if m.host_ip else ''} "
+                        "is already mapped by another container"
+                    ) from e
+        nft.run("\n".join(c.replace("create element", "add element") for c in cmds))
+
+
+def _exists(set_name: str, key: str) -> bool:
+    try:
+        nft.run(f"get element inet {TABLE} {set_name} {{ {key} }}")
+        return True
+    except nft.NftError:
+        return False
+
+
+def _owned_entries(
+    tag: str | None, net_prefix: str | None = None, keep: Collection[str] = ()
+) -> list[tuple[str, str]]:
+    """(``set { key }``, comment) of entries tagged ``tag`` (or of a network, minus keep)."""
+    found = []
+    for f in ("4", "6"):
+        for name in (f"pm_any{f}", f"pm_ip{f}", f"pm_snat{f}", f"pm_masq{f}"):
+            try:
+                out = nft.run(
+                    f"list map inet {TABLE} {name}"
+                    if name.startswith(("pm_any", "pm_ip"))
+                    else f"list set inet {TABLE} {name}",
+                    json_out=True,
+                )
+            except nft.NftError as e:
+                if e.enoent:
+                    continue
+                raise
+            for obj in json.loads(out).get("nftables", []):
+                body = obj.get("map") or obj.get("set") or {}
+                for el in body.get("elem", []):
+                    key, comment = _elem(el)
+                    hit = (
+                        (comment == tag)
+                        if tag is not None
+                        else (comment.startswith(f"{net_prefix}:") and comment not in keep)
+                    )
+                    if hit:
+                        found.append((f"{name} {{ {key} }}", comment))
+    return found
+
+
+def _elem(el: object) -> tuple[str, str]:
+    from kanal.firewall.nftables import _render
+
+    if isinstance(el, list):  # map entries: [key, value]
+        el = el[0]
+    if isinstance(el, dict) and "elem" in el:
+        return _render(el["elem"]["val"]), str(el["elem"].get("comment", ""))
+    return _render(el), ""
+
+
+def del_portmaps(
+    owner: Owner, mappings: Sequence[PortMapping] | None, ips: Sequence[Addr] | None
+) -> None:
+    """Remove the owner's entries; by key when mappings and IPs are known, else by tag."""
+    if mappings is not None and ips:
+        cmds = []
+        for ip in ips:
+            f = _fam(ip)
+            for m in mappings:
+                if m.host_ip is not None and m.host_ip.version != ip.version:
+                    continue
+                kind, key = _key(m)
+                cmds.append(f"pm_{kind}{f} {{ {key} }}")
+            cmds += [f"pm_snat{f} {{ {ip} }}", f"pm_masq{f} {{ {ip} }}"]
+    else:
+        cmds = [k for k, _ in _owned_entries(owner.tag)]
+    _delete(cmds)
+
+
+def _delete(entries: list[str]) -> None:
+    if not entries:
+        return
+    try:
+        nft.run("\n".join(f"delete element inet {TABLE} {e}" for e in entries))
+    except nft.NftError:
+        for e in entries:  # one missing entry fails the whole transaction
+            try:
+                nft.run(f"delete element inet {TABLE} {e}")
+            except nft.NftError as err:
+                if not err.enoent:
+                    raise
+
+
+def check_portmaps(owner: Owner, mappings: Sequence[PortMapping], ips: Sequence[Addr]) -> None:
+    for ip in ips:
+        for m in mappings:
+            if m.host_ip is not None and m.host_ip.version != ip.version:
+                continue
+            kind, key = _key(m)
+            if not _exists(f"pm_{kind}{_fam(ip)}", key):
+                raise NotFound(
+                    f"port mapping {m.host_port}/{m.protocol} of "
+                    f"{owner.container_id} is missing"
+                )
+
+
+def gc_portmaps(network: str, valid: Collection[tuple[str, str]]) -> None:
+    keep = {Owner(network, cid, ifn).tag for cid, ifn in valid}
+    _delete([k for k, _ in _owned_entries(None, network_tag(network), keep)])
+
+
+def flush_udp_conntrack(mappings: Sequence[PortMapping]) -> None:
+    """Forget UDP flows to the mapped ports, so they do not stick to an old container."""
+    for m in mappings:
+        if m.protocol != "udp":
+            continue
+        argv = ["conntrack", "-D", "-p", "udp", "--dport", str(m.host_port)]
+        if m.host_ip is not None:
+            argv += ["--orig-dst", str(m.host_ip)]
+        try:
+            subprocess.run(argv, capture_output=True, timeout=10)
+        except FileNotFoundError:
+            return  # no conntrack tool: nothing to flush with
