@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -105,6 +106,12 @@ def podman(tmp_path: Path, host_ns: str) -> Iterator[Podman]:
                     "ranges": [[{"subnet": f"10.{octet}.7.0/24"}]],
                 },
             },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {
+                "type": "tuning",
+                "dataDir": str(d / "tuning"),
+                "sysctl": {"net.ipv4.conf.IFNAME.arp_ignore": "1"},
+            },
             {"type": "loopback"},
         ],
     }
@@ -161,6 +168,7 @@ runroot = "{d}/run"
 
 
 def test_two_containers_talk_and_rm_leaves_nothing(podman: Podman) -> None:
+    port = 20000 + os.getpid() % 10000
     podman(
         "run",
         "-d",
@@ -168,6 +176,8 @@ def test_two_containers_talk_and_rm_leaves_nothing(podman: Podman) -> None:
         "web",
         "--network",
         "kanalnet",
+        "-p",
+        f"127.0.0.1:{port}:80",
         "localhost/kbusybox",
         "httpd",
         "-f",
@@ -197,6 +207,34 @@ def test_two_containers_talk_and_rm_leaves_nothing(podman: Podman) -> None:
             break
         time.sleep(0.2)
     assert "hello from kanal" in out
+    # The published port answers on the host's 127.0.0.1 (portmap, chained).
+    page = ""
+    for _ in range(20):
+        p = subprocess.run(
+            [
+                "nsenter",
+                f"--net=/run/netns/{podman.host}",
+                sys.executable,
+                "-c",
+                "import urllib.request, sys; print(urllib.request.urlopen("
+                f"'http://127.0.0.1:{port}/', timeout=3).read().decode())",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        page = p.stdout
+        if "hello" in page:
+            break
+        time.sleep(0.2)
+    assert "hello from kanal" in page
+    # tuning ran in the chain: its sysctl is set in the container.
+    pid = json.loads(podman("inspect", "web").stdout)[0]["State"]["Pid"]
+    sysctl = subprocess.run(
+        ["nsenter", f"--net=/proc/{pid}/ns/net", "sysctl", "-n", "net.ipv4.conf.eth0.arp_ignore"],
+        capture_output=True,
+        text=True,
+    )
+    assert sysctl.stdout.strip() == "1"
     # The plugins were served by kanald, not by standalone processes.
     log = (podman.dirs / "kanald.log").read_text()
     assert "served bridge ADD (exit 0)" in log
@@ -209,5 +247,6 @@ def test_two_containers_talk_and_rm_leaves_nothing(podman: Podman) -> None:
         if p.name != "lock" and not p.name.startswith("last_reserved_ip")
     )
     assert left == []
-    ruleset = nft_json(podman.host, "list", "set", "inet", "kanal", "masq4") or {}
-    assert ip not in json.dumps(ruleset)
+    ruleset = nft_json(podman.host, "list", "table", "inet", "kanal") or {}
+    assert ip not in json.dumps(ruleset)  # no masquerade, no port mapping left
+    assert str(port) not in json.dumps(ruleset)
