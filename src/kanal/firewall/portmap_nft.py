@@ -223,9 +223,20 @@ def _elem(el: object) -> tuple[str, str]:
 
 
 def del_portmaps(
-    owner: Owner, mappings: Sequence[PortMapping] | None, ips: Sequence[Addr] | None
+    owner: Owner,
+    mappings: Sequence[PortMapping] | None,
+    ips: Sequence[Addr] | None,
+    *,
+    snat: bool | None = None,
+    masq_all: bool | None = None,
 ) -> None:
-    """Remove the owner's entries; by key when mappings and IPs are known, else by tag."""
+    """Remove the owner's entries; by key when mappings and IPs are known, else by tag.
+
+    ``snat``/``masq_all`` are the flags the entries were added with (DEL gets ADD's
+    config); None means unknown. Why they matter: deleting an element that is not
+    there fails the whole nft transaction, and the element-by-element retry costs
+    a cache rebuild per element (~30 ms instead of ~1 ms).
+    """
     if mappings is not None and ips:
         cmds = []
         for ip in ips:
@@ -235,7 +246,10 @@ def del_portmaps(
                     continue
                 kind, key = _key(m)
                 cmds.append(f"pm_{kind}{f} {{ {key} }}")
-            cmds += [f"pm_snat{f} {{ {ip} }}", f"pm_masq{f} {{ {ip} }}"]
+            if snat is not False:
+                cmds.append(f"pm_snat{f} {{ {ip} }}")
+            if masq_all is not False:
+                cmds.append(f"pm_masq{f} {{ {ip} }}")
     else:
         cmds = [k for k, _ in _owned_entries(owner.tag)]
     _delete(cmds)

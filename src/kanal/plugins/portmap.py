@@ -153,7 +153,8 @@ def cmd_del(args: CmdArgs) -> None:
         except KanalError:
             ips = None
     owner = Owner(p.name, args.container_id, args.ifname)
-    del_portmaps(owner, p.mappings if p.mappings and ips else None, ips)
+    mappings = p.mappings if p.mappings and ips else None
+    del_portmaps(owner, mappings, ips, snat=p.snat, masq_all=p.masq_all)
     flush_udp_conntrack(p.mappings)
 
 
