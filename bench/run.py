@@ -20,11 +20,22 @@ from tests.helpers import create_netns, delete_netns, unique  # noqa: E402
 
 
 def inside(args: argparse.Namespace) -> None:
-    from bench import cni_bench
+    from bench import chain_bench, cni_bench
 
-    attached = [int(x) for x in args.attached.split(",")]
-    res = cni_bench.run(attached, args.samples, lambda line: print(line, flush=True))
-    Path(args.out).write_text(json.dumps(res, indent=2))
+    results: dict[str, object] = {}
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    if "cni" in args.only:
+        say(f"== CNI bridge+host-local+ipMasq; p50 of {args.samples} ADD/DEL each")
+        attached = [int(x) for x in args.attached.split(",")]
+        results["cni"] = cni_bench.run(attached, args.samples, say)
+    if "chain" in args.only:
+        say(f"== CNI chain bridge+portmap+firewall+tuning; p50 of {args.samples} ADD/DEL each")
+        attached = [int(x) for x in args.chain_attached.split(",")]
+        results["chain"] = chain_bench.run(attached, args.samples, say)
+    Path(args.out).write_text(json.dumps(results, indent=2))
 
 
 def main() -> None:
@@ -35,8 +46,14 @@ def main() -> None:
         default="1,1000",
         help="comma-separated numbers of containers already attached",
     )
+    ap.add_argument(
+        "--chain-attached",
+        default="1,100",
+        help="containers already attached for the chain benchmark",
+    )
+    ap.add_argument("--only", default="cni,chain", help="comma-separated benchmarks: cni, chain")
     ap.add_argument("--samples", type=int, default=25)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results-cni.json"))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = ap.parse_args()
     if args.inside:
         inside(args)
@@ -45,11 +62,7 @@ def main() -> None:
         sys.exit("bench: needs root (it creates network namespaces)")
     host = create_netns(unique("kbhost", 30))
     try:
-        print(
-            f"CNI bridge+host-local+ipMasq, kanal vs Go reference ({host}); p50 of "
-            f"{args.samples} ADD/DEL each",
-            flush=True,
-        )
+        print(f"kanal vs the Go reference plugins, host namespace {host}", flush=True)
         subprocess.run(
             [
                 "ip",
@@ -61,6 +74,10 @@ def main() -> None:
                 "--inside",
                 "--attached",
                 args.attached,
+                "--chain-attached",
+                args.chain_attached,
+                "--only",
+                args.only,
                 "--samples",
                 str(args.samples),
                 "--out",
