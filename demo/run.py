@@ -2,8 +2,10 @@
 
 A "host" namespace stands in for the machine; two containers get addresses on a
 bridge from host-local, reach each other and an "outside" namespace (198.51.100.0/24)
-through masquerade; the state files and firewall entries are shown; DEL leaves
-the host clean. Everything runs inside namespaces made here and deleted at the end.
+through masquerade; the second one publishes a port (bridge → portmap → firewall →
+tuning) that the outside namespace and the host reach; the state files and firewall
+entries are shown before and after DEL, which leaves the host clean. Everything
+runs inside namespaces made here and deleted at the end.
 """
 
 from __future__ import annotations
@@ -111,17 +113,30 @@ def run_seed(
     if out.returncode != 0:
         raise SystemExit("demo: bridge ADD failed")
 
-    say("ADD the second container with the cnitool-compatible CLI (result cached as libcni)")
-    (confdir / "mybridge.conflist").write_text(
-        json.dumps(
-            {
-                "cniVersion": "1.0.0",
-                "name": "mybridge",
-                "plugins": [{k: v for k, v in conf.items() if k not in ("cniVersion", "name")}],
-            }
-        )
+    say(
+        "ADD the second container with the cnitool-compatible CLI (result cached as libcni),"
+        " through a chain: bridge, then portmap publishing its port 80 on the host's 8080,"
+        " then firewall and tuning"
     )
-    cli_env = {"NETCONFPATH": str(confdir), "CNI_PATH": str(bindir)}
+    conflist = {
+        "cniVersion": "1.0.0",
+        "name": "mybridge",
+        "plugins": [
+            {k: v for k, v in conf.items() if k not in ("cniVersion", "name")},
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "firewall"},
+            {"type": "tuning", "sysctl": {"net.ipv4.conf.IFNAME.arp_notify": "1"}},
+        ],
+    }
+    (confdir / "mybridge.conflist").write_text(json.dumps(conflist, indent=2))
+    print((confdir / "mybridge.conflist").read_text())
+    caps = {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}
+    cli_env = {
+        "NETCONFPATH": str(confdir),
+        "CNI_PATH": str(bindir),
+        "CAP_ARGS": json.dumps(caps),
+    }
+    print(f"{DIM}$ export CAP_ARGS='{cli_env['CAP_ARGS']}'{END}")
     sh(
         [
             str(VENV / "kanal"),
@@ -184,10 +199,33 @@ def run_seed(
     )
     print((server.communicate(timeout=10)[0] or "").strip())
 
+    say(
+        "Container 2 serves HTTP on port 80; the outside reaches it at the host's "
+        "198.51.100.1:8080 (portmap's DNAT)"
+    )
+    www = work / "www"
+    www.mkdir()
+    (www / "index.html").write_text("hello from container 2\n")
+    web = subprocess.Popen(
+        ["ip", "netns", "exec", c2, "busybox", "httpd", "-f", "-p", "80", "-h", str(www)]
+    )
+    try:
+        time.sleep(0.3)
+        curl = ["curl", "-sS", "-m", "3", "--retry", "5", "--retry-connrefused"]
+        sh(["ip", "netns", "exec", outside, *curl, "http://198.51.100.1:8080/"])
+        say("...and from the host itself, at 127.0.0.1:8080 (route_localnet + SNAT)")
+        sh([*curl, "http://127.0.0.1:8080/"])
+    finally:
+        web.terminate()
+        web.wait(10)
+
     say("State: host-local's reservation files (same format as the Go plugin)")
     for f in sorted((work / "networks" / "mybridge").iterdir()):
         print(f"{f.name:20s} {f.read_bytes()!r}")
-    say("State: kanal's nftables table (masquerade entries in sets, one per container IP)")
+    say(
+        "State: kanal's nftables table — masquerade entries in sets, one per container IP;"
+        " the published port in map pm_any4; the firewall's accept entries"
+    )
     sh(["nft", "list", "table", "inet", "kanal"], check=False)
     say("State: the libcni-format result cache of the CLI's ADD")
     for f in sorted((cache / "results").iterdir()):
@@ -214,7 +252,10 @@ def run_seed(
         ],
         env=cli_env,
     )
-    say("After DEL: no veth on the bridge, no reservation, no masquerade entry, no cache")
+    say(
+        "After DEL: no veth on the bridge, no reservation, no masquerade entry, no published"
+        " port, no cache"
+    )
     sh(["ip", "-br", "link", "show", "master", "cni_bridge0"])
     left = sorted(p.name for p in (work / "networks" / "mybridge").iterdir())
     print("host-local dir:", left)
