@@ -13,6 +13,7 @@ __all__ = [
     "Conflict",
     "DecodeError",
     "Degraded",
+    "Forbidden",
     "IOFailure",
     "IncompatibleVersion",
     "Internal",
@@ -113,6 +114,12 @@ class Degraded(KanalError):
 
 class Internal(KanalError):
     code = 999
+
+
+class Forbidden(KanalError):
+    """The operation is never allowed on this object (a built-in network, say)."""
+
+    http_status = 403
 
 
 class TeardownError(KanalError):

@@ -1,0 +1,49 @@
+"""What the engine's parts share: paths and the CNI runtime they run plugins with."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kanal.runtime.libcni import CNIConfig
+
+
+@dataclass
+class EngineContext:
+    """Every path the engine uses, under one configurable state directory.
+
+    ``cni_paths``: where CNI plugins are looked up for ``cni`` networks, after
+    kanal's own (installed under ``state_dir/bin`` at start).
+    """
+
+    state_dir: str
+    cni_paths: list[str] = field(default_factory=lambda: ["/opt/cni/bin", "/usr/lib/cni"])
+    cni_conf_dir: str = "/etc/cni/net.d"
+
+    @property
+    def bin_dir(self) -> str:
+        return os.path.join(self.state_dir, "bin")
+
+    @property
+    def cache_dir(self) -> str:
+        return os.path.join(self.state_dir, "cni-cache")
+
+    @cached_property
+    def cni(self) -> CNIConfig:
+        """A libcni runtime that runs kanal's plugins in this process."""
+        from kanal.fastpath.install import install_plugins
+        from kanal.runtime.inprocess import InProcessExec
+        from kanal.runtime.libcni import CNIConfig
+
+        # The shims carry the marker that makes InProcessExec (and IPAM delegation)
+        # run the plugin here; the socket they name is never used by the engine.
+        install_plugins(self.bin_dir, socket_path=os.path.join(self.state_dir, "unused.sock"))
+        return CNIConfig(
+            [self.bin_dir, *self.cni_paths],
+            cache_dir=self.cache_dir,
+            exec=InProcessExec(),
+            base_env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
+        )

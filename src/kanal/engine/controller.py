@@ -1,0 +1,473 @@
+"""The network controller: owns networks and endpoints, their addresses and ports.
+
+State is in the store (``networks/<id>``, ``endpoints/<network id>/<endpoint id>``,
+``ipam/...``, ``ports/...``); the kernel is the drivers' business. Every change is
+written to the store before the kernel is touched and undone if the kernel step
+fails, so :meth:`Controller.reconcile` (run at start) can always bring the kernel
+back to the store: recreate what is missing, finish interrupted deletions, drop
+endpoints whose sandbox is gone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+
+from kanal.engine.context import EngineContext
+from kanal.engine.drivers import NetworkDriver, get_driver
+from kanal.engine.ipam import (
+    DEFAULT_POOLS,
+    DEFAULT_POOLS_V6,
+    AddressAllocator,
+    Pool,
+    choose_subnet,
+    require_free,
+    validate_ipam_config,
+)
+from kanal.engine.model import (
+    Endpoint,
+    IPAMConfig,
+    Network,
+    PortBinding,
+    new_id,
+    now,
+    validate_name,
+)
+from kanal.engine.ports import PortAllocator
+from kanal.errors import Conflict, Forbidden, InvalidConfig, KanalError, NotFound
+from kanal.store import Store
+
+__all__ = ["Controller", "NetworkSpec", "SandboxRef"]
+
+log = logging.getLogger("kanal.engine")
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass
+class NetworkSpec:
+    """What ``kanal network create`` asks for (docker's flags)."""
+
+    name: str
+    driver: str = "bridge"
+    ipam: list[IPAMConfig] = field(default_factory=list)
+    ipam_driver: str = "default"
+    ipam_options: dict[str, str] = field(default_factory=dict)
+    enable_ipv4: bool = True
+    enable_ipv6: bool = False
+    internal: bool = False
+    attachable: bool = False
+    options: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SandboxRef:
+    """The sandbox an endpoint joins: its id, name (for DNS) and netns path."""
+
+    id: str
+    name: str
+    netns: str
+
+
+Listener = Callable[[str, Network, Endpoint], None]
+
+
+class Controller:
+    """Networks and endpoints of one host.
+
+    Args:
+        store: the state store.
+        ctx: paths and the CNI runtime.
+        pools / pools_v6: default address pools for networks without --subnet.
+        host_routes: the host's route destinations (CIDR strings), to keep new
+            networks off them; default: read with netlink.
+        default_bridge: options of the built-in ``bridge`` network.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        ctx: EngineContext,
+        *,
+        pools: Sequence[Pool] = DEFAULT_POOLS,
+        pools_v6: Sequence[Pool] = DEFAULT_POOLS_V6,
+        host_routes: Callable[[], Iterable[str]] | None = None,
+        default_bridge: str = "kanal0",
+        default_subnet: str = "",
+    ) -> None:
+        self.store = store
+        self.ctx = ctx
+        self.pools = list(pools)
+        self.pools_v6 = list(pools_v6)
+        self.host_routes = host_routes or _netlink_routes
+        self.default_bridge = default_bridge
+        self.default_subnet = default_subnet
+        self.ipam = AddressAllocator(store)
+        self.ports = PortAllocator(store)
+        self._lock = threading.RLock()  # network create/delete; endpoint ops don't take it
+        self._drivers: dict[str, NetworkDriver] = {}
+        self.listeners: list[Listener] = []
+
+    # --- helpers -----------------------------------------------------------------
+
+    def driver(self, name: str) -> NetworkDriver:
+        d = self._drivers.get(name)
+        if d is None:
+            d = self._drivers[name] = get_driver(name, self.ctx)
+        return d
+
+    def _emit(self, event: str, net: Network, ep: Endpoint) -> None:
+        for fn in self.listeners:
+            try:
+                fn(event, net, ep)
+            except Exception:  # a listener must not break the operation
+                log.exception("listener failed on %s", event)
+
+    def networks(self) -> list[Network]:
+        return [Network.from_json(e.value) for e in self.store.list("networks/")]
+
+    def get_network(self, ref: str) -> Network:
+        """By full id, name, or unique id prefix (docker's lookup order)."""
+        nets = self.networks()
+        for n in nets:
+            if n.id == ref:
+                return n
+        for n in nets:
+            if n.name == ref:
+                return n
+        hits = [n for n in nets if ref and n.id.startswith(ref)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise Conflict(f"network {ref} is ambiguous ({len(hits)} matches found based on ID)")
+        raise NotFound(f"network {ref} not found")
+
+    def endpoints(self, net_id: str | None = None) -> list[Endpoint]:
+        prefix = f"endpoints/{net_id}/" if net_id else "endpoints/"
+        return [Endpoint.from_json(e.value) for e in self.store.list(prefix)]
+
+    def sandbox_endpoints(self, sandbox_id: str) -> list[Endpoint]:
+        return [ep for ep in self.endpoints() if ep.sandbox_id == sandbox_id]
+
+    # --- networks ----------------------------------------------------------------
+
+    def ensure_builtin(self) -> None:
+        """The networks every docker host has: ``bridge`` (default), ``host``, ``none``."""
+        with self._lock:
+            names = {n.name for n in self.networks()}
+            if "bridge" not in names:
+                ipam = [IPAMConfig(self.default_subnet)] if self.default_subnet else []
+                self._create(
+                    NetworkSpec(
+                        "bridge",
+                        "bridge",
+                        ipam=ipam,
+                        options={
+                            "com.docker.network.bridge.name": self.default_bridge,
+                            "com.docker.network.bridge.default_bridge": "true",
+                        },
+                    ),
+                    builtin=True,
+                )
+            for name, driver in (("host", "host"), ("none", "null")):
+                if name not in names:
+                    self._create(NetworkSpec(name, driver), builtin=True)
+
+    def create_network(self, spec: NetworkSpec) -> Network:
+        """docker network create. Raises InvalidConfig/Conflict; nothing changes then."""
+        with self._lock:
+            return self._create(spec, builtin=False)
+
+    def _create(self, spec: NetworkSpec, *, builtin: bool) -> Network:
+        validate_name(spec.name)
+        driver_name = "null" if spec.driver == "none" else spec.driver
+        driver = self.driver(driver_name)
+        others = self.networks()
+        if any(n.name == spec.name for n in others):
+            raise Conflict(f"network with name {spec.name} already exists")
+        if spec.ipam_driver not in ("default", ""):
+            raise InvalidConfig(f"IPAM driver {spec.ipam_driver!r} not found")
+        if not spec.enable_ipv4 and not spec.enable_ipv6 and driver.needs_ipam:
+            raise InvalidConfig("IPv4 or IPv6 must be enabled")
+        net = Network(
+            id=new_id(),
+            name=spec.name,
+            driver=driver_name,
+            created=now(),
+            internal=spec.internal,
+            attachable=spec.attachable,
+            enable_ipv4=spec.enable_ipv4,
+            enable_ipv6=spec.enable_ipv6,
+            ipam_driver="default",
+            ipam_options=dict(spec.ipam_options),
+            options=dict(spec.options),
+            labels=dict(spec.labels),
+            builtin=builtin,
+        )
+        if driver.needs_ipam:
+            net.ipam = self._plan_subnets(spec, others)
+        elif spec.ipam:
+            raise InvalidConfig(f"the {spec.driver} driver takes no subnets")
+        driver.prepare(net)
+        bridge = net.driver_state.get("bridge")
+        if bridge and any(n.driver_state.get("bridge") == bridge for n in others):
+            raise Conflict(f"bridge {bridge} is already used by another network")
+        self.store.put(f"networks/{net.id}", net.to_json(), expect=0)
+        try:
+            driver.create_network(net)
+        except BaseException:
+            self.store.delete(f"networks/{net.id}")
+            try:
+                driver.delete_network(net)
+            except KanalError:
+                pass
+            raise
+        log.info("created network %s (%s)", net.name, net.id[:12])
+        return net
+
+    def _plan_subnets(self, spec: NetworkSpec, others: list[Network]) -> list[IPAMConfig]:
+        taken: list[tuple[str, Net]] = [
+            (n.name, ipaddress.ip_network(c.subnet)) for n in others for c in n.ipam
+        ]
+        cfgs = [validate_ipam_config(c) for c in spec.ipam]
+        seen: list[tuple[str, Net]] = []
+        for c in cfgs:
+            sub = ipaddress.ip_network(c.subnet)
+            require_free(sub, taken + seen)
+            seen.append((spec.name, sub))
+        versions = {ipaddress.ip_network(c.subnet).version for c in cfgs}
+        if 6 in versions and not spec.enable_ipv6:
+            raise InvalidConfig("an IPv6 subnet requires --ipv6")
+        if 4 in versions and not spec.enable_ipv4:
+            raise InvalidConfig("an IPv4 subnet requires IPv4 to be enabled")
+        avoid = [n for _, n in taken] + _host_networks(self.host_routes)
+        if spec.enable_ipv4 and 4 not in versions:
+            cfgs.append(validate_ipam_config(IPAMConfig(str(choose_subnet(self.pools, avoid, 4)))))
+        if spec.enable_ipv6 and 6 not in versions:
+            sub6 = choose_subnet(self.pools_v6, avoid, 6)
+            cfgs.append(validate_ipam_config(IPAMConfig(str(sub6))))
+        return cfgs
+
+    def delete_network(self, ref: str) -> Network:
+        """docker network rm. Raises NotFound, Forbidden (built-in), Conflict (endpoints)."""
+        with self._lock:
+            net = self.get_network(ref)
+            if net.builtin:
+                raise Forbidden(f"{net.name} is a pre-defined network and cannot be removed")
+            eps = self.endpoints(net.id)
+            if eps:
+                raise Conflict(
+                    f"error while removing network: network {net.name} id {net.id} has "
+                    "active endpoints"
+                )
+            self._delete(net)
+            return net
+
+    def _delete(self, net: Network) -> None:
+        # Marked first: a crash from here on is finished by reconcile().
+        net.driver_state["deleting"] = True
+        self.store.put(f"networks/{net.id}", net.to_json())
+        self.driver(net.driver).delete_network(net)
+        self.ipam.drop_network(net.id)
+        self.store.delete(f"networks/{net.id}")
+        log.info("removed network %s (%s)", net.name, net.id[:12])
+
+    def prune(self, keep: Callable[[Network], bool] = lambda n: False) -> list[Network]:
+        """Remove every user network without endpoints (minus those ``keep`` says)."""
+        removed = []
+        with self._lock:
+            for net in self.networks():
+                if net.builtin or keep(net) or self.endpoints(net.id):
+                    continue
+                self._delete(net)
+                removed.append(net)
+        return removed
+
+    # --- endpoints ---------------------------------------------------------------
+
+    def connect(
+        self,
+        ref: str,
+        sandbox: SandboxRef,
+        *,
+        ip: str = "",
+        ip6: str = "",
+        aliases: Sequence[str] = (),
+        ports: Sequence[PortBinding] = (),
+    ) -> Endpoint:
+        """Join the sandbox to the network: addresses, interface, published ports.
+
+        Raises:
+            NotFound: no such network. Conflict: already connected, address or
+            port taken. InvalidConfig: a static IP without a user subnet, etc.
+        """
+        net = self.get_network(ref)
+        if net.driver_state.get("deleting"):
+            raise NotFound(f"network {ref} not found")
+        driver = self.driver(net.driver)
+        mine = self.sandbox_endpoints(sandbox.id)
+        if any(ep.network_id == net.id for ep in mine):
+            raise Conflict(
+                f"endpoint with name {sandbox.name} already exists in network {net.name}"
+            )
+        for alias in aliases:
+            validate_name(alias, "alias")
+        if (ip or ip6) and (net.builtin or not driver.needs_ipam):
+            raise InvalidConfig(
+                "user specified IP address is supported only when connecting to networks "
+                "with user configured subnets"
+            )
+        if ports and (not driver.has_interface or net.internal):
+            ports = ()  # docker ignores -p on host/none and internal networks
+        prefix = net.driver_state.get("iface_prefix", "eth")
+        ifname = ""
+        if driver.has_interface:
+            used = {ep.ifname for ep in mine}
+            ifname = next(
+                f"{prefix}{i}" for i in range(len(used) + 1) if f"{prefix}{i}" not in used
+            )
+        ep = Endpoint(
+            id=new_id(),
+            network_id=net.id,
+            name=sandbox.name,
+            sandbox_id=sandbox.id,
+            netns=sandbox.netns,
+            ifname=ifname,
+            static_ip=bool(ip or ip6),
+            default_gateway=not net.internal and not any(e.default_gateway for e in mine),
+            aliases=list(aliases),
+            created=now(),
+        )
+        key = f"endpoints/{net.id}/{ep.id}"
+        with ExitStack() as undo:
+            if driver.needs_ipam:
+                if net.enable_ipv4 and _has(net, 4):
+                    a, sub, _gw4 = self.ipam.allocate(net, 4, ep.id, ip)
+                    undo.callback(self.ipam.release, net.id, str(a), ep.id)
+                    ep.ipv4 = f"{a}/{sub.prefixlen}"
+                elif ip:
+                    raise InvalidConfig(f"network {net.name} has no IPv4 subnet for {ip}")
+                if net.enable_ipv6 and _has(net, 6):
+                    a6, sub6, _gw6 = self.ipam.allocate(net, 6, ep.id, ip6)
+                    undo.callback(self.ipam.release, net.id, str(a6), ep.id)
+                    ep.ipv6 = f"{a6}/{sub6.prefixlen}"
+                elif ip6:
+                    raise InvalidConfig(f"network {net.name} has no IPv6 subnet for {ip6}")
+            if ports:
+                ep.ports = self.ports.reserve(ep.id, ports)
+                undo.callback(self.ports.release, ep.id, list(ep.ports))
+            self.store.put(key, ep.to_json(), expect=0)
+            undo.callback(self.store.delete, key)
+            driver.join(net, ep)
+            undo.callback(_quiet, driver.leave, net, ep)
+            self.store.put(key, ep.to_json())
+            undo.pop_all()
+        self._emit("connect", net, ep)
+        return ep
+
+    def disconnect(self, ref: str, sandbox_id: str, *, force: bool = False) -> Endpoint:
+        """Leave the network; idempotent in the kernel. Raises NotFound if not connected."""
+        net = self.get_network(ref)
+        eps = [ep for ep in self.endpoints(net.id) if ep.sandbox_id == sandbox_id]
+        if not eps:
+            raise NotFound(f"container {sandbox_id[:12]} is not connected to network {net.name}")
+        ep = eps[0]
+        try:
+            self.driver(net.driver).leave(net, ep)
+        except KanalError:
+            if not force:
+                raise
+            log.warning("forced disconnect of %s from %s despite a teardown error", ep.id, net.name)
+        self._release(net, ep)
+        self._emit("disconnect", net, ep)
+        return ep
+
+    def _release(self, net: Network, ep: Endpoint) -> None:
+        for cidr in (ep.ipv4, ep.ipv6):
+            if cidr:
+                self.ipam.release(net.id, cidr.split("/")[0], ep.id)
+        if ep.ports:
+            self.ports.release(ep.id, ep.ports)
+        self.store.delete(f"endpoints/{net.id}/{ep.id}")
+
+    def disconnect_all(self, sandbox_id: str) -> None:
+        """Every endpoint of a sandbox that is going away; best-effort."""
+        for ep in self.sandbox_endpoints(sandbox_id):
+            try:
+                self.disconnect(ep.network_id, sandbox_id, force=True)
+            except KanalError:
+                log.exception("disconnecting %s", ep.id)
+
+    # --- restart -----------------------------------------------------------------
+
+    def reconcile(self, sandbox_alive: Callable[[Endpoint], bool] | None = None) -> dict[str, int]:
+        """Bring the kernel back to the store after a restart or crash.
+
+        Networks: interrupted deletions are finished, every other network's kernel
+        objects re-created (idempotent). Endpoints: those whose sandbox is gone
+        (``sandbox_alive`` false; default: its netns path no longer exists) are
+        removed with their addresses and ports; those whose kernel side is missing
+        are joined again with the same addresses. Returns counts of what it did.
+        """
+        alive = sandbox_alive or (lambda ep: bool(ep.netns) and os.path.exists(ep.netns))
+        counts = {"networks": 0, "deleted": 0, "rejoined": 0, "dropped": 0}
+        with self._lock:
+            self.ipam.forget_cache()
+            for net in self.networks():
+                driver = self.driver(net.driver)
+                if net.driver_state.get("deleting"):
+                    for ep in self.endpoints(net.id):
+                        _quiet(driver.leave, net, ep)
+                        self._release(net, ep)
+                    self._delete(net)
+                    counts["deleted"] += 1
+                    continue
+                driver.create_network(net)
+                counts["networks"] += 1
+                for ep in self.endpoints(net.id):
+                    if not alive(ep):
+                        _quiet(driver.leave, net, ep)
+                        self._release(net, ep)
+                        counts["dropped"] += 1
+                    elif not driver.endpoint_ok(net, ep):
+                        _quiet(driver.leave, net, ep)
+                        fresh = replace(ep, driver_state={})
+                        driver.join(net, fresh)
+                        self.store.put(f"endpoints/{net.id}/{ep.id}", fresh.to_json())
+                        counts["rejoined"] += 1
+        return counts
+
+
+def _has(net: Network, version: int) -> bool:
+    return any(ipaddress.ip_network(c.subnet).version == version for c in net.ipam)
+
+
+def _quiet(fn: Callable[..., object], *args: object) -> None:
+    try:
+        fn(*args)
+    except KanalError as e:
+        log.warning("best-effort step failed: %s", e)
+
+
+def _host_networks(routes: Callable[[], Iterable[str]]) -> list[Net]:
+    out: list[Net] = []
+    for dst in routes():
+        try:
+            n = ipaddress.ip_network(dst, strict=False)
+        except ValueError:
+            continue
+        if n.prefixlen and not n.is_link_local and not n.is_loopback:
+            out.append(n)
+    return out
+
+
+def _netlink_routes() -> list[str]:
+    from kanal.netlink.handle import Netlink
+
+    with Netlink() as nl:
+        return [str(r.dst) for r in nl.routes()]

@@ -1,0 +1,89 @@
+"""Network drivers: what turns a Network and its Endpoints into kernel objects.
+
+Every driver implements :class:`NetworkDriver`; the controller owns the state
+(store, IPAM, ports) and calls the driver only for kernel work, so a driver
+holds nothing that a restart could lose. :func:`get_driver` is the factory; the
+``null`` driver (docker's ``none``) is the null implementation.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from kanal.errors import InvalidConfig
+
+if TYPE_CHECKING:
+    from kanal.engine.context import EngineContext
+    from kanal.engine.model import Endpoint, Network
+
+__all__ = ["DRIVERS", "NetworkDriver", "get_driver"]
+
+
+class NetworkDriver(Protocol):
+    """The kernel side of one kind of network.
+
+    All methods run in the host's network namespace (the daemon's). ``join`` and
+    ``leave`` may run concurrently for different endpoints.
+    """
+
+    name: str
+    #: the controller allocates addresses from the network's subnets for endpoints
+    needs_ipam: bool
+    #: endpoints get their own interface in the sandbox (False: host, none)
+    has_interface: bool
+
+    def prepare(self, net: Network) -> None:
+        """Validate ``net.options`` and fill ``net.driver_state``; no kernel change.
+
+        Raises:
+            InvalidConfig: an unknown or malformed option.
+        """
+        ...
+
+    def create_network(self, net: Network) -> None:
+        """Create (or re-create after a crash) the network's kernel objects; idempotent."""
+        ...
+
+    def delete_network(self, net: Network) -> None:
+        """Remove the network's kernel objects; idempotent, best-effort."""
+        ...
+
+    def join(self, net: Network, ep: Endpoint) -> None:
+        """Give the sandbox at ``ep.netns`` its interface ``ep.ifname`` with ``ep``'s
+        addresses and published ports; fills ``ep.mac`` and ``ep.driver_state``.
+
+        Undoes its own partial work before raising.
+        """
+        ...
+
+    def leave(self, net: Network, ep: Endpoint) -> None:
+        """Undo ``join``; idempotent, works when the sandbox's netns is gone."""
+        ...
+
+    def endpoint_ok(self, net: Network, ep: Endpoint) -> bool:
+        """Whether the kernel still has what ``join`` made (for reconciliation)."""
+        ...
+
+
+def _drivers() -> dict[str, type]:
+    from kanal.engine.drivers.bridge import BridgeDriver
+    from kanal.engine.drivers.simple import HostDriver, NullDriver
+
+    return {"bridge": BridgeDriver, "host": HostDriver, "null": NullDriver}
+
+
+DRIVERS = ("bridge", "host", "null")
+
+
+def get_driver(name: str, ctx: EngineContext) -> NetworkDriver:
+    """The driver called ``name`` (docker's names; ``none`` is ``null``).
+
+    Raises:
+        InvalidConfig: no such driver.
+    """
+    name = "null" if name == "none" else name
+    cls = _drivers().get(name)
+    if cls is None:
+        raise InvalidConfig(f"plugin {name!r} not found: unknown network driver")
+    driver: NetworkDriver = cls(ctx)
+    return driver

@@ -1,0 +1,282 @@
+"""The ``bridge`` network driver: docker's bridge networks, built from kanal's CNI plugins.
+
+A network is a Linux bridge (``br-<id12>``, or ``com.docker.network.bridge.name``)
+with the gateway addresses of its subnets, plus its isolation chain (see
+kanal.firewall.netpolicy). Joining an endpoint runs the configuration list
+
+    bridge (static IPAM with the controller's addresses) → portmap
+
+through the libcni runtime, in this process: the very plugins a CNI runtime
+uses, so masquerade, hairpin, published ports, DEL without the netns and GC
+behave the same on both faces of kanal. ICC off is the ports' ``isolated``
+flag. The result cache is libcni's, under the engine's state directory.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from typing import TYPE_CHECKING, Any
+
+from kanal.errors import InvalidConfig, KanalError, TeardownError
+
+if TYPE_CHECKING:
+    from kanal.engine.context import EngineContext
+    from kanal.engine.model import Endpoint, Network
+    from kanal.runtime.libcni import RuntimeConf
+    from kanal.spec.netconf import ConfList
+
+__all__ = ["OPTIONS", "BridgeDriver"]
+
+P = "com.docker.network."
+OPTIONS = {
+    P + "bridge.name",
+    P + "bridge.enable_ip_masquerade",
+    P + "bridge.enable_icc",
+    P + "bridge.host_binding_ipv4",
+    P + "bridge.gateway_mode_ipv4",
+    P + "bridge.gateway_mode_ipv6",
+    P + "bridge.inhibit_ipv4",
+    P + "bridge.default_bridge",
+    P + "driver.mtu",
+    P + "container_iface_prefix",
+}
+GATEWAY_MODES = ("nat", "nat-unprotected", "routed", "isolated")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+def _bool(opts: dict[str, str], key: str, default: bool) -> bool:
+    v = opts.get(key)
+    if v is None or v == "":
+        return default
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise InvalidConfig(f"invalid value {v!r} for option {key}: want true or false")
+
+
+class BridgeDriver:
+    name = "bridge"
+    needs_ipam = True
+    has_interface = True
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
+
+    # --- network -----------------------------------------------------------------
+
+    def prepare(self, net: Network) -> None:
+        opts = net.options
+        for key in opts:
+            if key.startswith(P) and key not in OPTIONS:
+                raise InvalidConfig(f"unknown bridge option {key}")
+        br = opts.get(P + "bridge.name") or f"br-{net.id[:12]}"
+        if not _IFNAME.match(br):
+            raise InvalidConfig(f"invalid bridge name {br!r}: 1-15 of [A-Za-z0-9_.-]")
+        mtu = 0
+        if opts.get(P + "driver.mtu"):
+            try:
+                mtu = int(opts[P + "driver.mtu"])
+            except ValueError:
+                raise InvalidConfig(f"invalid MTU {opts[P + 'driver.mtu']!r}") from None
+            if not 68 <= mtu <= 65535:
+                raise InvalidConfig(f"invalid MTU {mtu}: want 68-65535")
+        modes = {}
+        for fam in ("ipv4", "ipv6"):
+            mode = opts.get(P + f"bridge.gateway_mode_{fam}") or "nat"
+            if mode not in GATEWAY_MODES:
+                raise InvalidConfig(
+                    f"invalid gateway mode {mode!r} for {fam}: want one of "
+                    + ", ".join(GATEWAY_MODES)
+                )
+            if mode == "isolated" and not net.internal:
+                raise InvalidConfig("gateway mode 'isolated' can only be used with --internal")
+            modes[fam] = mode
+        host_ip = opts.get(P + "bridge.host_binding_ipv4", "")
+        if host_ip:
+            try:
+                ipaddress.ip_address(host_ip)
+            except ValueError:
+                raise InvalidConfig(f"invalid host binding address {host_ip!r}") from None
+        prefix = opts.get(P + "container_iface_prefix") or "eth"
+        if not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,11}$", prefix):
+            raise InvalidConfig(f"invalid container interface prefix {prefix!r}")
+        net.driver_state = {
+            "bridge": br,
+            "mtu": mtu,
+            "masquerade": _bool(opts, P + "bridge.enable_ip_masquerade", True),
+            "icc": _bool(opts, P + "bridge.enable_icc", True),
+            "inhibit_ipv4": _bool(opts, P + "bridge.inhibit_ipv4", False),
+            "host_ip": host_ip,
+            "modes": modes,
+            "iface_prefix": prefix,
+        }
+
+    def conflist(self, net: Network, ep: Endpoint | None = None) -> ConfList:
+        """The CNI configuration list of an endpoint (without ``ep``: no default route)."""
+        from kanal.spec.netconf import parse_conflist
+
+        st = net.driver_state
+        masq = st["masquerade"] and not net.internal and st["modes"]["ipv4"].startswith("nat")
+        bridge: dict[str, Any] = {
+            "type": "bridge",
+            "bridge": st["bridge"],
+            "isGateway": not net.internal or st["modes"]["ipv4"] != "isolated",
+            "ipMasq": masq,
+            "hairpinMode": True,
+            "ipam": {"type": "static"},
+        }
+        if st["inhibit_ipv4"] or st["modes"]["ipv4"] == "isolated":
+            bridge["isGateway"] = False
+        if not st["icc"]:
+            bridge["portIsolation"] = True
+        if st["mtu"]:
+            bridge["mtu"] = st["mtu"]
+        routes = []
+        if not net.internal and ep is not None and ep.default_gateway:
+            for c in net.ipam:
+                sub = ipaddress.ip_network(c.subnet)
+                if c.gateway:
+                    dst = "0.0.0.0/0" if sub.version == 4 else "::/0"
+                    routes.append({"dst": dst, "gw": c.gateway})
+        bridge["ipam"]["routes"] = routes
+        plugins: list[dict[str, Any]] = [bridge]
+        if not net.internal:
+            plugins.append(
+                {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
+            )
+        doc = {"cniVersion": "1.0.0", "name": f"kanal-{net.id[:12]}", "plugins": plugins}
+        return parse_conflist(json.dumps(doc))
+
+    def create_network(self, net: Network) -> None:
+        from kanal.firewall.netpolicy import add_network_policy
+        from kanal.netlink.handle import Netlink
+        from kanal.netlink.sysctl import write_sysctl
+        from kanal.plugins._iface import random_mac
+
+        st = net.driver_state
+        br = st["bridge"]
+        with Netlink() as nl:
+            link, created = nl.ensure_bridge(
+                br, mtu=st["mtu"], vlan_filtering=False, mac=random_mac()
+            )
+            if created:
+                try:
+                    write_sysctl(f"net/ipv6/conf/{br}/accept_ra", "0")
+                except KanalError:
+                    pass
+            nl.set_up(link.index)
+        gateways = self._gateways(net)
+        if gateways:
+            from kanal.netlink.batch import Batch, raw_socket
+
+            with raw_socket() as s:
+                b = Batch(s)
+                for gw in gateways:
+                    b.add_addr(link.index, gw, exist_ok=True, nodad=True)
+                b.commit()
+            for fam in {gw.version for gw in gateways}:
+                key = "net/ipv4/ip_forward" if fam == 4 else "net/ipv6/conf/all/forwarding"
+                write_sysctl(key, "1")
+        add_network_policy(net.id[:12], br, internal=net.internal)
+
+    def _gateways(self, net: Network) -> list[Any]:
+        from kanal.spec.types import Interface  # noqa: F401 (type of the addresses below)
+
+        st = net.driver_state
+        out = []
+        for c in net.ipam:
+            if not c.gateway:
+                continue
+            sub = ipaddress.ip_network(c.subnet)
+            fam = "ipv4" if sub.version == 4 else "ipv6"
+            if st["modes"][fam] == "isolated" or (sub.version == 4 and st["inhibit_ipv4"]):
+                continue
+            out.append(ipaddress.ip_interface(f"{c.gateway}/{sub.prefixlen}"))
+        return out
+
+    def delete_network(self, net: Network) -> None:
+        from kanal.firewall.netpolicy import del_network_policy
+        from kanal.netlink.handle import Netlink
+
+        errors: list[Exception] = []
+        br = net.driver_state.get("bridge", "")
+        try:
+            del_network_policy(net.id[:12], br)
+        except KanalError as e:
+            errors.append(e)
+        try:
+            with Netlink() as nl:
+                nl.del_link(br)
+        except KanalError as e:
+            errors.append(e)
+        if errors:
+            raise TeardownError(f"removing network {net.name}", errors)
+
+    # --- endpoints ---------------------------------------------------------------
+
+    def _runtime(self, net: Network, ep: Endpoint) -> RuntimeConf:
+        from kanal.runtime.libcni import RuntimeConf
+
+        ips = [a for a in (ep.ipv4, ep.ipv6) if a]
+        gws = []
+        for a in ips:
+            iface = ipaddress.ip_interface(a)
+            for c in net.ipam:
+                if c.gateway and iface.ip in ipaddress.ip_network(c.subnet):
+                    gws.append(c.gateway)
+        args = [("IgnoreUnknown", "1"), ("IP", ",".join(ips))]
+        if gws:
+            args.append(("GATEWAY", ",".join(gws)))
+        caps: dict[str, Any] = {}
+        if ep.ports:
+            default_ip = net.driver_state.get("host_ip", "")
+            caps["portMappings"] = [
+                {
+                    "hostPort": p.host_port,
+                    "containerPort": p.container_port,
+                    "protocol": p.protocol,
+                    **({"hostIP": p.host_ip or default_ip} if (p.host_ip or default_ip) else {}),
+                }
+                for p in ep.ports
+            ]
+        return RuntimeConf(
+            container_id=ep.id, netns=ep.netns, ifname=ep.ifname, args=args, capability_args=caps
+        )
+
+    def join(self, net: Network, ep: Endpoint) -> None:
+        cni = self.ctx.cni
+        conflist = self.conflist(net, ep)
+        rt = self._runtime(net, ep)
+        try:
+            result = cni.add_network_list(conflist, rt)
+        except KanalError:
+            # libcni leaves a half-done chain to the runtime: the runtime is us.
+            try:
+                cni.del_network_list(conflist, rt)
+            except KanalError:
+                pass
+            raise
+        for iface in result.interfaces:
+            if iface.sandbox:
+                ep.mac = iface.mac
+            elif iface.name != net.driver_state["bridge"]:
+                ep.driver_state["host_veth"] = iface.name
+
+    def leave(self, net: Network, ep: Endpoint) -> None:
+        self.ctx.cni.del_network_list(self.conflist(net, ep), self._runtime(net, ep))
+
+    def endpoint_ok(self, net: Network, ep: Endpoint) -> bool:
+        from kanal.netlink.handle import Netlink
+
+        with Netlink() as nl:
+            veth = nl.find_link(ep.driver_state.get("host_veth", "") or "-")
+            br = nl.find_link(net.driver_state["bridge"])
+        if veth is None or br is None or veth.master != br.index:
+            return False
+        rt = self._runtime(net, ep)
+        return self.ctx.cni.get_cached_result(self.conflist(net, ep), rt) is not None
