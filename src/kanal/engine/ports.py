@@ -22,10 +22,7 @@ from kanal.store import Delete, Put, Store
 __all__ = ["PortAllocator", "parse_publish"]
 
 PROTOCOLS = ("tcp", "udp", "sctp")
-_SPEC = re.compile(
-    r"^(?:(?P<ip>\[[0-9A-Fa-f:.]+\]|[0-9.]+):)?(?:(?P<host>\d*(?:-\d+)?):)?"
-    r"(?P<cont>\d+(?:-\d+)?)(?:/(?P<proto>[a-z]+))?$"
-)
+_PORTS = re.compile(r"^\d+(?:-\d+)?$")
 
 
 def _range(text: str, what: str) -> tuple[int, int]:
@@ -40,26 +37,38 @@ def parse_publish(spec: str) -> list[PortBinding]:
     """docker's ``-p [hostIP:][hostPort[-end]:]containerPort[-end][/proto]``.
 
     A host range longer than a single container port means "any free port of the
-    range" (moby#9097): the binding keeps the range in ``host_port`` = 0 and the
-    allocator picks. Returns one binding per container port.
+    range" (moby#9097): the binding carries the range as ``host_port`` =
+    ``-(first << 16 | last)`` and the allocator picks; 0 means any ephemeral port. Returns one binding per container port.
 
     Raises:
         InvalidConfig: a malformed spec, unequal ranges, an unknown protocol.
     """
-    m = _SPEC.match(spec.strip())
-    if not m:
-        raise InvalidConfig(f"invalid port specification: {spec!r}")
-    proto = m.group("proto") or "tcp"
+    text = spec.strip()
+    host_ip = ""
+    if text.startswith("["):
+        end = text.find("]:")
+        if end < 0:
+            raise InvalidConfig(f"invalid port specification: {spec!r}")
+        host_ip, text = text[1:end], text[end + 2 :]
+    body, _, proto = text.partition("/")
+    proto = proto or "tcp"
     if proto not in PROTOCOLS:
         raise InvalidConfig(f"invalid protocol {proto!r} in {spec!r}: want tcp, udp or sctp")
-    host_ip = (m.group("ip") or "").strip("[]")
+    parts = body.split(":")
+    if len(parts) == 3 and not host_ip:
+        host_ip = parts.pop(0)
+    if len(parts) > 2:
+        raise InvalidConfig(f"invalid port specification: {spec!r}")
+    cont = parts[-1]
+    host = parts[0] if len(parts) == 2 else ""
+    if not _PORTS.match(cont) or (host and not _PORTS.match(host)):
+        raise InvalidConfig(f"invalid port specification: {spec!r}")
     if host_ip:
         try:
             host_ip = str(ipaddress.ip_address(host_ip))
         except ValueError:
             raise InvalidConfig(f"invalid host IP {host_ip!r} in {spec!r}") from None
-    c0, c1 = _range(m.group("cont"), "container")
-    host = m.group("host") or ""
+    c0, c1 = _range(cont, "container")
     if not host:
         return [PortBinding(p, proto, host_ip, 0) for p in range(c0, c1 + 1)]
     h0, h1 = _range(host, "host")
