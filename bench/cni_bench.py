@@ -86,7 +86,8 @@ def exec_plugin(host_ns: str, impl: Impl, cmd: str, cid: str, netns: str, conf: 
 @contextmanager
 def kanald(socket_path: str) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "kanald"), "--socket", socket_path], stderr=subprocess.PIPE
+        [str(ROOT / ".venv" / "bin" / "kanald"), "--no-engine", "--socket", socket_path],
+        stderr=subprocess.PIPE,
     )
     for _ in range(300):
         if os.path.exists(socket_path):

@@ -60,7 +60,7 @@ def inside(host: str, c1: str, c2: str, outside: str) -> None:
     sock = str(work / "kanald.sock")
     say("Install kanal's CNI plugins under the reference names, start kanald (the fast path)")
     sh([str(VENV / "kanal"), "cni", "install", "--dir", str(bindir), "--socket", sock])
-    daemon = subprocess.Popen([str(VENV / "kanald"), "--socket", sock])
+    daemon = subprocess.Popen([str(VENV / "kanald"), "--no-engine", "--socket", sock])
     try:
         for _ in range(500):
             if os.path.exists(sock):

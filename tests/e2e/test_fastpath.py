@@ -43,6 +43,7 @@ def kanald(tmp_path: Path, host_ns: str) -> Iterator[tuple[str, Path, Path]]:
                 "exec",
                 host_ns,
                 str(VENV / "kanald"),
+                "--no-engine",
                 "--socket",
                 str(sock),
                 "--log-level",

@@ -49,6 +49,7 @@ class Host:
                     "nsenter",
                     f"--net=/run/netns/{self.ns}",
                     str(VENV / "kanald"),
+                    "--no-engine",
                     "--socket",
                     str(self.sock),
                     "--log-level",

@@ -144,6 +144,7 @@ runroot = "{d}/run"
         "nsenter",
         f"--net=/run/netns/{host_ns}",
         str(VENV / "kanald"),
+        "--no-engine",
         "--socket",
         str(sock),
         "--log-level",

@@ -66,7 +66,14 @@ def sides(make_netns, tmp_path: Path) -> Iterator[tuple[Side, Side]]:
     install_plugins(str(tmp_path / "bin"), socket_path=str(sock))
     with open(tmp_path / "kanald.log", "wb") as log:
         daemon = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{kh}", str(VENV / "kanald"), "--socket", str(sock)],
+            [
+                "nsenter",
+                f"--net=/run/netns/{kh}",
+                str(VENV / "kanald"),
+                "--no-engine",
+                "--socket",
+                str(sock),
+            ],
             stderr=log,
         )
     try:

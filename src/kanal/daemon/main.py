@@ -1,4 +1,9 @@
-"""``kanald``: serves the CNI fast path (later also the engine API, DNS, plugins)."""
+"""``kanald``: the CNI fast path and the network manager's engine + REST API.
+
+Everything kanald keeps is under ``--state-dir`` (the store, the engine's CNI
+cache and plugin shims); its sockets are root-only (0600) unless told otherwise.
+``--no-engine`` serves only the CNI fast path (what a CNI-only node needs).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,18 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kanal.daemon.api import ApiServer
+    from kanal.engine.ipam import Pool
 
 from kanal.fastpath.install import DEFAULT_SOCKET
 
-__all__ = ["main"]
+__all__ = ["DEFAULT_API_SOCKET", "DEFAULT_STATE_DIR", "main"]
+
+DEFAULT_STATE_DIR = "/var/lib/kanal"
+DEFAULT_API_SOCKET = "/run/kanal/kanal.sock"
 
 
 def _warm_up() -> None:
@@ -32,6 +45,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--socket", default=DEFAULT_SOCKET, help="fast-path socket for CNI plugins")
     ap.add_argument("--socket-mode", default="0600", help="permissions of the socket (octal)")
     ap.add_argument("--log-level", default="warning")
+    ap.add_argument("--no-engine", action="store_true", help="serve only the CNI fast path")
+    ap.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="the engine's state")
+    ap.add_argument("--api-socket", default=DEFAULT_API_SOCKET, help="the REST API socket")
+    ap.add_argument("--api-socket-mode", default="0600", help="permissions of the API socket")
+    ap.add_argument("--store", default="", help="state store URL (default: sqlite in state dir)")
+    ap.add_argument("--default-bridge", default="kanal0", help="bridge of the 'bridge' network")
+    ap.add_argument("--default-subnet", default="", help="subnet of the 'bridge' network")
+    ap.add_argument(
+        "--default-address-pool",
+        action="append",
+        default=[],
+        metavar="base=CIDR,size=N",
+        help="pool for networks without --subnet (repeatable; docker's defaults otherwise)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="kanald: %(message)s")
     from kanal.fastpath.server import FastPathServer
@@ -45,14 +72,62 @@ def main(argv: list[str] | None = None) -> None:
     reaper.enable()
     server = FastPathServer(args.socket, mode=int(args.socket_mode, 8))
     server.bind()
+    api = None if args.no_engine else _start_engine(args)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
+        if api is not None:
+            threading.Thread(target=api.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     print(f"kanald: serving CNI plugins on {args.socket}", file=sys.stderr, flush=True)
     server.serve_forever()
+    if api is not None:
+        api.server_close()
+
+
+def _pools(specs: list[str]) -> list[Pool]:
+    from kanal.engine.ipam import Pool
+    from kanal.errors import InvalidConfig
+
+    out: list[Pool] = []
+    for spec in specs:
+        fields = dict(kv.partition("=")[::2] for kv in spec.split(","))
+        try:
+            out.append(Pool(fields["base"], int(fields["size"])))
+        except (KeyError, ValueError):
+            raise InvalidConfig(f"invalid address pool {spec!r}: want base=CIDR,size=N") from None
+    return out
+
+
+def _start_engine(args: argparse.Namespace) -> ApiServer:
+    import os
+
+    from kanal.daemon.api import ApiServer, serve_in_thread
+    from kanal.engine.context import EngineContext
+    from kanal.engine.controller import Controller
+    from kanal.engine.ipam import DEFAULT_POOLS
+    from kanal.store import open_store
+
+    os.makedirs(args.state_dir, mode=0o700, exist_ok=True)
+    store = open_store(args.store or f"sqlite://{os.path.join(args.state_dir, 'state.db')}")
+    ctx = EngineContext(state_dir=args.state_dir)
+    pools = _pools(args.default_address_pool) or list(DEFAULT_POOLS)
+    ctrl = Controller(
+        store,
+        ctx,
+        pools=pools,
+        default_bridge=args.default_bridge,
+        default_subnet=args.default_subnet,
+    )
+    ctrl.ensure_builtin()
+    counts = ctrl.reconcile()
+    logging.info("engine reconciled: %s", counts)
+    api = ApiServer(args.api_socket, ctrl, mode=int(args.api_socket_mode, 8))
+    serve_in_thread(api)
+    print(f"kanald: engine API on {args.api_socket}", file=sys.stderr, flush=True)
+    return api
 
 
 if __name__ == "__main__":

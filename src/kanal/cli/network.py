@@ -1,0 +1,302 @@
+"""``kanal network``: docker network's commands, against kanald's API.
+
+kanal network create [-d DRIVER] [--subnet CIDR]... [--ip-range CIDR]...
+                     [--gateway IP]... [--aux-address NAME=IP]... [--ipv6]
+                     [--ipv4=false] [--internal] [--attachable] [-o K=V]...
+                     [--label K=V]... NAME
+kanal network ls [-f KEY=VALUE]... [--format table|json|TEMPLATE] [-q] [--no-trunc]
+kanal network inspect [-f TEMPLATE] NETWORK...
+kanal network rm [-f] NETWORK...
+kanal network prune [-f] [--filter KEY=VALUE]...
+kanal network connect [--ip IP] [--ip6 IP] [--alias NAME]... NETWORK CONTAINER
+kanal network disconnect [-f] NETWORK CONTAINER
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from kanal.errors import InvalidConfig, KanalError
+
+__all__ = ["register"]
+
+
+def _kv(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        k, eq, v = item.partition("=")
+        if not k:
+            raise InvalidConfig(f"invalid {what} {item!r}: want KEY=VALUE")
+        out[k] = v
+    return out
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from kanal.cli.client import ApiClient
+
+    return ApiClient(args.host)
+
+
+def _bool_flag(v: str) -> bool:
+    if v.lower() in ("true", "1", "yes"):
+        return True
+    if v.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean {v!r}")
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    if len(args.gateway) > len(args.subnet) or len(args.ip_range) > len(args.subnet):
+        raise InvalidConfig("every --gateway and --ip-range needs a --subnet")
+    aux = _kv(args.aux_address, "--aux-address")
+    config = []
+    for i, sub in enumerate(args.subnet):
+        c: dict[str, Any] = {"Subnet": sub}
+        if i < len(args.gateway):
+            c["Gateway"] = args.gateway[i]
+        if i < len(args.ip_range):
+            c["IPRange"] = args.ip_range[i]
+        mine = {k: v for k, v in aux.items() if _in_subnet(v, sub)}
+        if mine:
+            c["AuxiliaryAddresses"] = mine
+        config.append(c)
+    body = {
+        "Name": args.name,
+        "Driver": args.driver,
+        "IPAM": {
+            "Driver": args.ipam_driver,
+            "Config": config,
+            "Options": _kv(args.ipam_opt, "--ipam-opt"),
+        },
+        "EnableIPv4": args.ipv4,
+        "EnableIPv6": args.ipv6,
+        "Internal": args.internal,
+        "Attachable": args.attachable,
+        "Options": _kv(args.opt, "--opt"),
+        "Labels": _kv(args.label, "--label"),
+    }
+    out = _client(args).request("POST", "/networks/create", body)
+    print(out["Id"])
+    return 0
+
+
+def _in_subnet(ip: str, subnet: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(ip) in ipaddress.ip_network(subnet, strict=False)
+    except ValueError:
+        return False
+
+
+def _filters(items: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in items:
+        k, eq, v = item.partition("=")
+        if not eq:
+            raise InvalidConfig(f"bad format of filter (expected name=value): {item}")
+        out.setdefault(k.strip(), []).append(v)
+    return out
+
+
+def _row(net: dict[str, Any], trunc: bool) -> dict[str, Any]:
+    labels = net.get("Labels") or {}
+    return {
+        "ID": net["Id"][:12] if trunc else net["Id"],
+        "Name": net["Name"],
+        "Driver": net["Driver"],
+        "Scope": net["Scope"],
+        "IPv4": str(net.get("EnableIPv4", True)).lower(),
+        "IPv6": str(net["EnableIPv6"]).lower(),
+        "Internal": str(net["Internal"]).lower(),
+        "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+        "CreatedAt": net["Created"],
+        "__Label": lambda k: labels.get(k, ""),
+    }
+
+
+HEADERS = {
+    "ID": "NETWORK ID",
+    "Name": "NAME",
+    "Driver": "DRIVER",
+    "Scope": "SCOPE",
+    "IPv4": "IPV4",
+    "IPv6": "IPV6",
+    "Internal": "INTERNAL",
+    "Labels": "LABELS",
+    "CreatedAt": "CREATED AT",
+}
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from kanal.cli.fmt import render_table, render_template, table_from_template
+
+    filters = _filters(args.filter)
+    nets = _client(args).request(
+        "GET", "/networks", query={"filters": json.dumps(filters)} if filters else None
+    )
+    nets.sort(key=lambda n: n["Name"])
+    rows = [_row(n, not args.no_trunc) for n in nets]
+    if args.quiet:
+        for r in rows:
+            print(r["ID"])
+        return 0
+    fmt = args.format or "table"
+    if fmt == "json":
+        for r in rows:
+            print(render_template("{{json .}}", r))
+    elif fmt == "table":
+        table = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
+        table += [[r["ID"], r["Name"], r["Driver"], r["Scope"]] for r in rows]
+        print(render_table(table))
+    elif fmt.startswith("table"):
+        print(table_from_template(fmt, rows, HEADERS))
+    else:
+        for r in rows:
+            print(render_template(fmt, r))
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from kanal.cli.fmt import render_template
+
+    client = _client(args)
+    found, failed = [], False
+    for ref in args.networks:
+        try:
+            found.append(client.network(ref))
+        except KanalError as e:
+            sys.stderr.write(f"kanal: {e}\n")
+            failed = True
+    if args.format:
+        for n in found:
+            print(render_template(args.format, n))
+    else:
+        print(json.dumps(found, indent=4))
+    return 1 if failed else 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    client = _client(args)
+    failed = False
+    for ref in args.networks:
+        try:
+            client.request("DELETE", f"/networks/{quote(ref, safe='')}")
+            print(ref)
+        except KanalError as e:
+            if args.force and getattr(e, "http_status", 0) == 404:
+                continue
+            sys.stderr.write(f"kanal: {e}\n")
+            failed = True
+    return 1 if failed else 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    if not args.force:
+        sys.stderr.write(
+            "WARNING! This will remove all custom networks not used by at least one container.\n"
+            "Are you sure you want to continue? [y/N] "
+        )
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    filters = _filters(args.filter)
+    out = _client(args).request(
+        "POST", "/networks/prune", query={"filters": json.dumps(filters)} if filters else None
+    )
+    deleted = out.get("NetworksDeleted") or []
+    if deleted:
+        print("Deleted Networks:")
+        for name in deleted:
+            print(name)
+    return 0
+
+
+def cmd_connect(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    body: dict[str, Any] = {"Container": args.container, "EndpointConfig": {}}
+    ipam = {}
+    if args.ip:
+        ipam["IPv4Address"] = args.ip
+    if args.ip6:
+        ipam["IPv6Address"] = args.ip6
+    if ipam:
+        body["EndpointConfig"]["IPAMConfig"] = ipam
+    if args.alias:
+        body["EndpointConfig"]["Aliases"] = args.alias
+    _client(args).request("POST", f"/networks/{quote(args.network, safe='')}/connect", body)
+    return 0
+
+
+def cmd_disconnect(args: argparse.Namespace) -> int:
+    from urllib.parse import quote
+
+    body = {"Container": args.container, "Force": args.force}
+    _client(args).request("POST", f"/networks/{quote(args.network, safe='')}/disconnect", body)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("network", help="manage networks (docker network's commands)")
+    p.add_argument("-H", "--host", default=None, help="kanald's API socket (or $KANAL_HOST)")
+    sub = p.add_subparsers(title="commands", metavar="COMMAND", parser_class=type(p))
+    p.set_defaults(handler=None, _parser=p)
+
+    c = sub.add_parser("create", help="create a network")
+    c.add_argument("name", metavar="NETWORK")
+    c.add_argument("-d", "--driver", default="bridge")
+    c.add_argument("--subnet", action="append", default=[])
+    c.add_argument("--ip-range", action="append", default=[])
+    c.add_argument("--gateway", action="append", default=[])
+    c.add_argument("--aux-address", action="append", default=[])
+    c.add_argument("--ipam-driver", default="default")
+    c.add_argument("--ipam-opt", action="append", default=[])
+    c.add_argument("--ipv4", type=_bool_flag, default=True, nargs="?", const=True)
+    c.add_argument("--ipv6", type=_bool_flag, default=False, nargs="?", const=True)
+    c.add_argument("--internal", action="store_true")
+    c.add_argument("--attachable", action="store_true")
+    c.add_argument("-o", "--opt", action="append", default=[])
+    c.add_argument("--label", action="append", default=[])
+    c.set_defaults(handler=cmd_create)
+
+    ls = sub.add_parser("ls", aliases=["list"], help="list networks")
+    ls.add_argument("-f", "--filter", action="append", default=[])
+    ls.add_argument("--format", default="")
+    ls.add_argument("-q", "--quiet", action="store_true")
+    ls.add_argument("--no-trunc", action="store_true")
+    ls.set_defaults(handler=cmd_ls)
+
+    i = sub.add_parser("inspect", help="show networks as JSON")
+    i.add_argument("networks", nargs="+", metavar="NETWORK")
+    i.add_argument("-f", "--format", default="")
+    i.set_defaults(handler=cmd_inspect)
+
+    r = sub.add_parser("rm", aliases=["remove"], help="remove networks")
+    r.add_argument("networks", nargs="+", metavar="NETWORK")
+    r.add_argument("-f", "--force", action="store_true", help="no error if it does not exist")
+    r.set_defaults(handler=cmd_rm)
+
+    pr = sub.add_parser("prune", help="remove every unused custom network")
+    pr.add_argument("-f", "--force", action="store_true")
+    pr.add_argument("--filter", action="append", default=[])
+    pr.set_defaults(handler=cmd_prune)
+
+    cn = sub.add_parser("connect", help="connect a container to a network")
+    cn.add_argument("network", metavar="NETWORK")
+    cn.add_argument("container", metavar="CONTAINER")
+    cn.add_argument("--ip", default="")
+    cn.add_argument("--ip6", default="")
+    cn.add_argument("--alias", action="append", default=[])
+    cn.set_defaults(handler=cmd_connect)
+
+    d = sub.add_parser("disconnect", help="disconnect a container from a network")
+    d.add_argument("network", metavar="NETWORK")
+    d.add_argument("container", metavar="CONTAINER")
+    d.add_argument("-f", "--force", action="store_true")
+    d.set_defaults(handler=cmd_disconnect)

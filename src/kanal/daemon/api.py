@@ -1,0 +1,359 @@
+"""kanald's REST API: docker's network endpoints over a root-only unix socket.
+
+Routes (an optional ``/v1.NN`` prefix is accepted, as docker clients send one)::
+
+    GET    /_ping                        "OK"
+    GET    /networks?filters={...}       list (docker's filters JSON)
+    GET    /networks/{id|name}           inspect
+    POST   /networks/create              {"Name", "Driver", "IPAM", "Options", ...} -> {"Id"}
+    DELETE /networks/{id|name}
+    POST   /networks/prune?filters=      {"NetworksDeleted": [...]}
+    POST   /networks/{id}/connect        {"Container", "EndpointConfig": {...}}
+    POST   /networks/{id}/disconnect     {"Container", "Force"}
+    GET    /events                       one JSON object per line, as things happen
+
+Errors are ``{"message": "..."}`` with the status of the error's class
+(kanal.errors ``http_status``), like docker's API. The protocol lives here; the
+work is the controller's (and the sandbox resolver's, injected).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import re
+import socket
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from kanal.engine.controller import Controller, SandboxRef
+from kanal.engine.model import Endpoint, Network
+from kanal.engine.views import match_filters, network_json, spec_from_request
+from kanal.errors import DecodeError, InvalidConfig, KanalError, NotFound
+
+__all__ = ["ApiServer", "EventBus", "SandboxResolver"]
+
+log = logging.getLogger("kanal.api")
+_VERSION_PREFIX = re.compile(r"^/v\d+\.\d+(?=/)")
+MAX_BODY = 1 << 20
+
+
+class SandboxResolver(Protocol):
+    """Finds the sandbox a ``Container`` field names (id, id prefix or name)."""
+
+    def resolve(self, ref: str) -> SandboxRef: ...
+
+    def names(self) -> dict[str, str]:
+        """sandbox id -> name, for inspect output."""
+        ...
+
+
+class NoSandboxes:
+    """The null resolver: an engine without sandboxes."""
+
+    def resolve(self, ref: str) -> SandboxRef:
+        raise NotFound(f"No such container: {ref}")
+
+    def names(self) -> dict[str, str]:
+        return {}
+
+
+class EventBus:
+    """Fan-out of engine events to ``GET /events`` streams (bounded, lossy per client)."""
+
+    def __init__(self) -> None:
+        self._subs: list[queue.Queue[dict[str, Any]]] = []
+        self._lock = threading.Lock()
+
+    def publish(self, event: dict[str, Any]) -> None:
+        event.setdefault("time", int(time.time()))
+        with self._lock:
+            subs = list(self._subs)
+        for q in subs:
+            try:
+                q.put_nowait(event)
+            except queue.Full:
+                pass  # a client that does not read loses events, not the daemon
+
+    def subscribe(self) -> queue.Queue[dict[str, Any]]:
+        q: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=1000)
+        with self._lock:
+            self._subs.append(q)
+        return q
+
+    def unsubscribe(self, q: queue.Queue[dict[str, Any]]) -> None:
+        with self._lock:
+            if q in self._subs:
+                self._subs.remove(q)
+
+    def controller_listener(self, event: str, net: Network, ep: Endpoint) -> None:
+        self.publish(
+            {
+                "Type": "network",
+                "Action": event,
+                "Actor": {
+                    "ID": net.id,
+                    "Attributes": {"name": net.name, "container": ep.sandbox_id},
+                },
+            }
+        )
+
+
+class _Reply(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        self.status, self.body = status, body
+
+
+class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        path: str,
+        controller: Controller,
+        *,
+        sandboxes: SandboxResolver | None = None,
+        events: EventBus | None = None,
+        mode: int = 0o600,
+    ) -> None:
+        self.path = path
+        self.controller = controller
+        self.sandboxes = sandboxes or NoSandboxes()
+        self.events = events or EventBus()
+        controller.listeners.append(self.events.controller_listener)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+        if os.path.exists(path):
+            _remove_stale(path)
+        # Created with the umask closed, so there is no moment where others could connect.
+        old = os.umask(0o177)
+        try:
+            super().__init__(path, _Handler)
+        finally:
+            os.umask(old)
+        os.chmod(path, mode)
+
+    def server_close(self) -> None:
+        super().server_close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+    # --- routes ------------------------------------------------------------------
+
+    def route(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Any:
+        path = _VERSION_PREFIX.sub("", path).rstrip("/") or "/"
+        parts = [unquote(p) for p in path.strip("/").split("/")]
+        c = self.controller
+        if path == "/_ping":
+            return "OK"
+        if parts[0] == "networks":
+            if len(parts) == 1 and method == "GET":
+                filters = _filters(query)
+                eps = {ep.network_id for ep in c.endpoints()}
+                names = self.sandboxes.names()
+                out = []
+                for n in c.networks():
+                    if n.driver_state.get("deleting"):
+                        continue
+                    if match_filters(n, filters, n.id in eps):
+                        out.append(network_json(n, c.endpoints(n.id), names))
+                return out
+            if len(parts) == 2 and parts[1] == "create" and method == "POST":
+                net = c.create_network(spec_from_request(_obj(body)))
+                self.events.publish(_net_event("create", net))
+                raise _Reply(201, {"Id": net.id, "Warning": ""})
+            if len(parts) == 2 and parts[1] == "prune" and method == "POST":
+                filters = _filters(query)
+                removed = c.prune(keep=lambda n: not match_filters(n, filters))
+                for n in removed:
+                    self.events.publish(_net_event("destroy", n))
+                return {"NetworksDeleted": [n.name for n in removed]}
+            if len(parts) == 2 and method == "GET":
+                n = c.get_network(parts[1])
+                return network_json(n, c.endpoints(n.id), self.sandboxes.names())
+            if len(parts) == 2 and method == "DELETE":
+                n = c.delete_network(parts[1])
+                self.events.publish(_net_event("destroy", n))
+                raise _Reply(204, None)
+            if len(parts) == 3 and parts[2] == "connect" and method == "POST":
+                b = _obj(body)
+                sb = self.sandboxes.resolve(_str(b, "Container"))
+                cfg = b.get("EndpointConfig") or {}
+                if not isinstance(cfg, dict):
+                    raise InvalidConfig("invalid EndpointConfig: want an object")
+                ipam = cfg.get("IPAMConfig") or {}
+                aliases = cfg.get("Aliases") or []
+                if not isinstance(ipam, dict) or not isinstance(aliases, list):
+                    raise InvalidConfig("invalid EndpointConfig")
+                c.connect(
+                    parts[1],
+                    sb,
+                    ip=str(ipam.get("IPv4Address") or ""),
+                    ip6=str(ipam.get("IPv6Address") or ""),
+                    aliases=[str(a) for a in aliases],
+                )
+                return None
+            if len(parts) == 3 and parts[2] == "disconnect" and method == "POST":
+                b = _obj(body)
+                force = bool(b.get("Force", False))
+                ref = _str(b, "Container")
+                try:
+                    sid = self.sandboxes.resolve(ref).id
+                except NotFound:
+                    if not force:
+                        raise
+                    sid = ref  # docker's -f: a stale endpoint of a sandbox that is gone
+                c.disconnect(parts[1], sid, force=force)
+                return None
+        raise NotFound(f"page not found: {method} {path}")
+
+
+def _net_event(action: str, net: Network) -> dict[str, Any]:
+    return {
+        "Type": "network",
+        "Action": action,
+        "Actor": {"ID": net.id, "Attributes": {"name": net.name, "type": net.driver}},
+    }
+
+
+def _obj(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidConfig("the request body must be a JSON object")
+    return body
+
+
+def _str(body: dict[str, Any], key: str) -> str:
+    v = body.get(key)
+    if not isinstance(v, str) or not v:
+        raise InvalidConfig(f"{key} is required")
+    return v
+
+
+def _filters(query: dict[str, list[str]]) -> dict[str, list[str]]:
+    raw = (query.get("filters") or [""])[0]
+    if not raw:
+        return {}
+    try:
+        f = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise DecodeError("invalid filters: not JSON", str(e)) from e
+    if not isinstance(f, dict):
+        raise InvalidConfig("invalid filters: want an object")
+    out: dict[str, list[str]] = {}
+    for k, v in f.items():
+        # docker sends {"key": {"value": true}} (map form) or {"key": ["value"]}
+        if isinstance(v, dict):
+            out[k] = [str(x) for x, on in v.items() if on]
+        elif isinstance(v, list):
+            out[k] = [str(x) for x in v]
+        else:
+            raise InvalidConfig(f"invalid filter {k!r}")
+    return out
+
+
+def _remove_stale(path: str) -> None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens: a leftover of a killed daemon
+        return
+    finally:
+        s.close()
+    raise KanalError(f"another daemon is serving {path}")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: ApiServer
+    protocol_version = "HTTP/1.1"
+    server_version = "kanald"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s", format % args)
+
+    def address_string(self) -> str:
+        return "unix"
+
+    def _send(self, status: int, body: Any) -> None:
+        data = b"" if body is None else json.dumps(body).encode() + b"\n"
+        self.send_response(status)
+        if body is not None:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _handle(self, method: str) -> None:
+        url = urlsplit(self.path)
+        if url.path.rstrip("/").endswith("/events") and method == "GET":
+            self._events()
+            return
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+            if n > MAX_BODY:
+                raise InvalidConfig("request body too large")
+            raw = self.rfile.read(n) if n else b""
+            try:
+                body = json.loads(raw) if raw.strip() else {}
+            except json.JSONDecodeError as e:
+                raise DecodeError("invalid JSON in the request body", str(e)) from e
+            result = self.server.route(method, url.path, parse_qs(url.query), body)
+            self._send(200, result)
+        except _Reply as r:
+            self._send(r.status, r.body)
+        except KanalError as e:
+            self._send(e.http_status, {"message": str(e)})
+        except Exception as e:  # never a dropped connection: the client gets a message
+            log.exception("API %s %s", method, self.path)
+            self._send(500, {"message": f"internal error: {e}"})
+
+    def _events(self) -> None:
+        bus = self.server.events
+        q = bus.subscribe()
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+            for ev in _drain(q):
+                line = json.dumps(ev).encode() + b"\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                self.wfile.flush()
+        except OSError:
+            pass
+        finally:
+            bus.unsubscribe(q)
+            self.close_connection = True
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+
+def _drain(q: queue.Queue[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    while True:
+        try:
+            yield q.get(timeout=30)
+        except queue.Empty:
+            continue
+
+
+def serve_in_thread(server: ApiServer) -> threading.Thread:
+    t = threading.Thread(target=server.serve_forever, name="kanal-api", daemon=True)
+    t.start()
+    return t

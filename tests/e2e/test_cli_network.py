@@ -1,0 +1,193 @@
+"""``kanal network ...`` against a real kanald (engine on), in a host namespace made here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import ip_json, nsexec, unique
+
+VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+
+
+class Daemon:
+    def __init__(self, host: str, tmp: Path) -> None:
+        self.host = host
+        self.tmp = tmp
+        self.api = tmp / "api.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.bridge = unique("kd", 15)
+
+    def start(self) -> None:
+        self.api.unlink(missing_ok=True)  # a killed daemon leaves its socket file
+        with open(self.tmp / "kanald.log", "ab") as log:
+            self.proc = self._spawn(log)
+        for _ in range(500):
+            if self.api.exists():
+                return
+            time.sleep(0.02)
+        raise AssertionError("kanald's API did not come up")
+
+    def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                "nsenter",
+                f"--net=/run/netns/{self.host}",
+                str(VENV / "kanald"),
+                "--socket",
+                str(self.tmp / "fp.sock"),
+                "--state-dir",
+                str(self.tmp / "state"),
+                "--api-socket",
+                str(self.api),
+                "--default-bridge",
+                self.bridge,
+                "--default-subnet",
+                "10.70.0.0/24",
+                "--default-address-pool",
+                "base=10.71.0.0/16,size=24",
+            ],
+            stderr=log,
+        )
+
+    def stop(self, kill: bool = False) -> None:
+        if self.proc is not None:
+            self.proc.kill() if kill else self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def kanal(
+        self, *args: str, check: bool = True, input: str = ""
+    ) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run(
+            [str(VENV / "kanal"), "network", "-H", str(self.api), *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=60,
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(f"kanal network {' '.join(args)}: {p.stderr}")
+        return p
+
+
+@pytest.fixture
+def daemon(host_ns: str, tmp_path: Path) -> Iterator[Daemon]:
+    d = Daemon(host_ns, tmp_path)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop(kill=True)
+
+
+def test_create_ls_inspect_rm_prune(daemon: Daemon) -> None:
+    ls = daemon.kanal("ls").stdout.splitlines()
+    assert ls[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
+    assert [line.split()[1:] for line in ls[1:]] == [
+        ["bridge", "bridge", "local"],
+        ["host", "host", "local"],
+        ["none", "null", "local"],
+    ]
+    assert (daemon.tmp / "api.sock").stat().st_mode & 0o777 == 0o600
+    nid = daemon.kanal(
+        "create",
+        "--subnet",
+        "10.72.0.0/24",
+        "--gateway",
+        "10.72.0.254",
+        "--ip-range",
+        "10.72.0.128/25",
+        "--aux-address",
+        "router=10.72.0.2",
+        "--label",
+        "team=web",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "web",
+    ).stdout.strip()
+    assert len(nid) == 64
+    auto = daemon.kanal("create", "--internal", "back").stdout.strip()
+    (web,) = json.loads(daemon.kanal("inspect", "web").stdout)
+    assert web["Id"] == nid and web["Driver"] == "bridge" and web["Labels"] == {"team": "web"}
+    assert web["IPAM"]["Config"] == [
+        {
+            "Subnet": "10.72.0.0/24",
+            "IPRange": "10.72.0.128/25",
+            "Gateway": "10.72.0.254",
+            "AuxiliaryAddresses": {"router": "10.72.0.2"},
+        }
+    ]
+    assert daemon.kanal(
+        "inspect", "-f", "{{.Internal}} {{json .Labels}}", "back"
+    ).stdout.strip() == ("true {}")
+    (back,) = json.loads(daemon.kanal("inspect", auto[:10]).stdout)
+    assert back["IPAM"]["Config"][0]["Subnet"] == "10.71.0.0/24"  # from the configured pool
+    br = f"br-{nid[:12]}"
+    got = ip_json(daemon.host, "addr", "show", "dev", br)[0]
+    assert [a["local"] for a in got["addr_info"] if a["family"] == "inet"] == ["10.72.0.254"]
+
+    assert daemon.kanal("ls", "-q", "-f", "label=team=web").stdout.split() == [nid[:12]]
+    assert daemon.kanal("ls", "-f", "type=custom", "--format", "{{.Name}}").stdout.split() == [
+        "back",
+        "web",
+    ]
+    rows = [json.loads(x) for x in daemon.kanal("ls", "--format", "json").stdout.splitlines()]
+    assert {r["Name"] for r in rows} == {"bridge", "host", "none", "web", "back"}
+    table = daemon.kanal("ls", "-f", "name=we", "--format", "table {{.Name}}\t{{.Internal}}").stdout
+    assert table.splitlines()[0].split() == ["NAME", "INTERNAL"] and "web" in table
+
+    # bad input: one line, non-zero exit, nothing changed
+    before = daemon.kanal("ls", "-q", "--no-trunc").stdout
+    for bad in (
+        ["create", "web"],
+        ["create", "a/b"],
+        ["create", "--subnet", "10.72.0.0/16", "over"],
+        ["create", "--subnet", "10.80.0.0/24", "--gateway", "10.81.0.1", "gw"],
+        ["create", "-d", "nosuch", "drv"],
+        ["create", "-o", "com.docker.network.driver.mtu=abc", "mtu"],
+        ["rm", "bridge"],
+        ["rm", "nosuch"],
+        ["inspect", "nosuch"],
+        ["ls", "-f", "bogus=1"],
+    ):
+        p = daemon.kanal(*bad, check=False)
+        assert p.returncode != 0, bad
+        assert len(p.stderr.strip().splitlines()) == 1 and p.stderr.startswith("kanal: "), p.stderr
+    assert daemon.kanal("ls", "-q", "--no-trunc").stdout == before
+    assert daemon.kanal("rm", "-f", "nosuch").returncode == 0
+
+    assert daemon.kanal("rm", "web").stdout.strip() == "web"
+    assert not [x for x in ip_json(daemon.host, "link") if x["ifname"] == br]
+    assert "kn_" + nid[:12] not in nsexec(daemon.host, "nft", "list", "ruleset").stdout.decode()
+    out = daemon.kanal("prune", "-f").stdout
+    assert out.split() == ["Deleted", "Networks:", "back"]
+    assert daemon.kanal("ls", "-f", "type=custom", "-q").stdout == ""
+
+
+def test_state_survives_a_killed_daemon(daemon: Daemon) -> None:
+    nid = daemon.kanal("create", "keep").stdout.strip()
+    br = f"br-{nid[:12]}"
+    daemon.stop(kill=True)
+    nsexec(daemon.host, "ip", "link", "del", br)  # lost while the daemon was down
+    daemon.start()
+    (keep,) = json.loads(daemon.kanal("inspect", "keep").stdout)
+    assert keep["Id"] == nid
+    assert ip_json(daemon.host, "link", "show", "dev", br)  # recreated by reconcile
+    assert daemon.kanal("create", "keep", check=False).returncode == 1
+
+
+def test_no_daemon_is_one_clear_line(tmp_path: Path) -> None:
+    p = subprocess.run(
+        [str(VENV / "kanal"), "network", "-H", str(tmp_path / "none.sock"), "ls"],
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 1 and p.stderr.startswith("kanal: cannot connect to kanald")
+    assert len(p.stderr.strip().splitlines()) == 1
