@@ -40,7 +40,7 @@ from kanal.engine.model import (
 )
 from kanal.engine.ports import PortAllocator
 from kanal.errors import Conflict, Forbidden, InvalidConfig, KanalError, NotFound
-from kanal.store import Store
+from kanal.store import Delete, Put, Store
 
 __all__ = ["Controller", "NetworkSpec", "SandboxRef"]
 
@@ -152,7 +152,13 @@ class Controller:
         return [Endpoint.from_json(e.value) for e in self.store.list(prefix)]
 
     def sandbox_endpoints(self, sandbox_id: str) -> list[Endpoint]:
-        return [ep for ep in self.endpoints() if ep.sandbox_id == sandbox_id]
+        """Through the index ``by-sandbox/<sandbox>/<endpoint>`` → network id: O(its own)."""
+        out = []
+        for e in self.store.list(f"by-sandbox/{sandbox_id}/"):
+            got = self.store.get(f"endpoints/{e.value.decode()}/{e.key.rsplit('/', 1)[1]}")
+            if got is not None:
+                out.append(Endpoint.from_json(got.value))
+        return out
 
     # --- networks ----------------------------------------------------------------
 
@@ -361,8 +367,9 @@ class Controller:
             if ports:
                 ep.ports = self.ports.reserve(ep.id, ports)
                 undo.callback(self.ports.release, ep.id, list(ep.ports))
-            self.store.put(key, ep.to_json(), expect=0)
-            undo.callback(self.store.delete, key)
+            idx = f"by-sandbox/{sandbox.id}/{ep.id}"
+            self.store.txn([Put(key, ep.to_json(), 0), Put(idx, net.id.encode())])
+            undo.callback(self.store.txn, [Delete(key), Delete(idx)])
             driver.join(net, ep)
             undo.callback(_quiet, driver.leave, net, ep)
             self.store.put(key, ep.to_json())
@@ -393,7 +400,9 @@ class Controller:
                 self.ipam.release(net.id, cidr.split("/")[0], ep.id)
         if ep.ports:
             self.ports.release(ep.id, ep.ports)
-        self.store.delete(f"endpoints/{net.id}/{ep.id}")
+        self.store.txn(
+            [Delete(f"endpoints/{net.id}/{ep.id}"), Delete(f"by-sandbox/{ep.sandbox_id}/{ep.id}")]
+        )
 
     def disconnect_all(self, sandbox_id: str) -> None:
         """Every endpoint of a sandbox that is going away; best-effort."""

@@ -38,7 +38,8 @@ def parse_publish(spec: str) -> list[PortBinding]:
 
     A host range longer than a single container port means "any free port of the
     range" (moby#9097): the binding carries the range as ``host_port`` =
-    ``-(first << 16 | last)`` and the allocator picks; 0 means any ephemeral port. Returns one binding per container port.
+    ``-(first << 16 | last)`` and the allocator picks; 0 means any ephemeral port.
+    Returns one binding per container port.
 
     Raises:
         InvalidConfig: a malformed spec, unequal ranges, an unknown protocol.

@@ -113,9 +113,17 @@ def run(cmds: str, *, json_out: bool = False) -> str:
     return p.stdout.decode()
 
 
+_AVAILABLE: set[tuple[int, int]] = set()
+
+
 def available() -> bool:
+    """Whether nftables works here; a yes is remembered per namespace (~1 ms a probe)."""
+    key = _netns_key()
+    if key in _AVAILABLE:
+        return True
     try:
         run("list tables")
-        return True
     except (Unavailable, NftError):
         return False
+    _AVAILABLE.add(key)
+    return True

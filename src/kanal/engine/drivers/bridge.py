@@ -145,7 +145,9 @@ class BridgeDriver:
                     routes.append({"dst": dst, "gw": c.gateway})
         bridge["ipam"]["routes"] = routes
         plugins: list[dict[str, Any]] = [bridge]
-        if not net.internal:
+        # portmap only for an endpoint with published ports: one plugin call less on
+        # every other connect and disconnect (the conflist is the endpoint's own).
+        if not net.internal and (ep is None or ep.ports):
             plugins.append(
                 {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
             )
