@@ -52,6 +52,8 @@ class Daemon:
                 "10.70.0.0/24",
                 "--default-address-pool",
                 "base=10.71.0.0/16,size=24",
+                "--cni-conf-dir",
+                str(self.tmp / "net.d"),
             ],
             stderr=log,
         )

@@ -302,3 +302,86 @@ def test_restart_reconciles(eng: Engine, make_netns: Callable[[str], str]) -> No
     assert addr(e3) != addr(e1)
     assert ping(ns3, addr(e1))
     _ = e2
+
+
+def test_cni_driver_runs_any_conflist(
+    host_ns: str, tmp_path: Path, make_netns: Callable[[str], str]
+) -> None:
+    """A conflist dir: one list on kanal's plugins, one on a foreign plugin executable."""
+    import json
+    import shutil
+
+    from tests.helpers import go_plugin_dir
+
+    go = go_plugin_dir()
+    if go is None:
+        pytest.skip("the reference plugins (containernetworking-plugins) are not installed")
+    confdir, foreign = tmp_path / "net.d", tmp_path / "foreign"
+    confdir.mkdir()
+    foreign.mkdir()
+    shutil.copy(f"{go}/bridge", foreign / "gobridge")  # a third-party plugin
+    for name, ptype, subnet in (
+        ("kcni", "bridge", "10.61.0.0/24"),
+        ("gcni", "gobridge", "10.62.0.0/24"),
+    ):
+        (confdir / f"10-{name}.conflist").write_text(
+            json.dumps(
+                {
+                    "cniVersion": "1.0.0",
+                    "name": name,
+                    "plugins": [
+                        {
+                            "type": ptype,
+                            "bridge": unique("kc", 15),
+                            "isGateway": True,
+                            "ipMasq": True,
+                            "ipam": {
+                                "type": "host-local",
+                                "subnet": subnet,
+                                "dataDir": str(tmp_path / "ipam"),
+                            },
+                        },
+                        {"type": "portmap", "capabilities": {"portMappings": True}},
+                    ],
+                }
+            )
+        )
+    (confdir / "99-broken.conflist").write_text("{not json")
+    ctx = EngineContext(
+        state_dir=str(tmp_path / "state"), cni_paths=[str(foreign), go], cni_conf_dir=str(confdir)
+    )
+    ctrl = Controller(
+        open_store("memory://"), ctx, pools=TEST_POOLS, default_bridge=unique("kb", 15)
+    )
+    made = in_ns(host_ns, ctrl.sync_cni_networks)
+    assert sorted(made) == ["gcni", "kcni"]
+    assert in_ns(host_ns, ctrl.sync_cni_networks) == []  # idempotent
+    ns1 = make_netns("kec")
+    s1 = SandboxRef(new_id(), "c1", f"/run/netns/{ns1}")
+    ns2 = make_netns("kec")
+    s2 = SandboxRef(new_id(), "c2", f"/run/netns/{ns2}")
+    e1 = in_ns(host_ns, lambda: ctrl.connect("kcni", s1, ports=[PortBinding(80, "tcp", "", 18081)]))
+    e2 = in_ns(host_ns, lambda: ctrl.connect("gcni", s2))
+    assert e1.ipv4 == "10.61.0.2/24" and e2.ipv4 == "10.62.0.2/24"
+    assert e1.mac and e2.mac
+    assert ping(ns1, "10.61.0.1") and ping(ns2, "10.62.0.1")
+    # a second network on the same sandbox: eth1 from the foreign plugin
+    e3 = in_ns(host_ns, lambda: ctrl.connect("gcni", s1))
+    assert e3.ifname == "eth1" and e3.ipv4 == "10.62.0.3/24"
+    assert ping(ns1, "10.62.0.2")
+    nft = nsexec(host_ns, "nft", "list", "map", "inet", "kanal", "pm_any4").stdout.decode()
+    assert "18081" in nft
+    for s, net in ((s1, "kcni"), (s1, "gcni"), (s2, "gcni")):
+        in_ns(host_ns, lambda s=s, net=net: ctrl.disconnect(net, s.id))  # type: ignore[misc]
+    assert not [x for x in ip_json(ns1, "link") if x["ifname"].startswith("eth")]
+    assert (
+        "18081"
+        not in nsexec(host_ns, "nft", "list", "map", "inet", "kanal", "pm_any4").stdout.decode()
+    )
+    assert sorted(p.name for p in (tmp_path / "ipam" / "gcni").iterdir()) == [
+        "last_reserved_ip.0",
+        "lock",
+    ]
+    (confdir / "10-gcni.conflist").unlink()
+    in_ns(host_ns, ctrl.sync_cni_networks)
+    assert {n.name for n in ctrl.networks()} == {"kcni"}

@@ -158,6 +158,7 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         if parts[0] == "networks":
             if len(parts) == 1 and method == "GET":
                 filters = _filters(query)
+                c.sync_cni_networks()  # a conflist dropped into the directory shows up
                 eps = {ep.network_id for ep in c.endpoints()}
                 names = self.sandboxes.names()
                 out = []

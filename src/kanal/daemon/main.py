@@ -53,6 +53,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--default-bridge", default="kanal0", help="bridge of the 'bridge' network")
     ap.add_argument("--default-subnet", default="", help="subnet of the 'bridge' network")
     ap.add_argument(
+        "--cni-conf-dir",
+        default="/etc/cni/net.d",
+        help="configuration lists that become 'cni' networks",
+    )
+    ap.add_argument(
+        "--cni-path",
+        default="/opt/cni/bin:/usr/lib/cni",
+        help="where plugins of 'cni' networks are found, after kanal's own",
+    )
+    ap.add_argument(
         "--default-address-pool",
         action="append",
         default=[],
@@ -112,7 +122,11 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
 
     os.makedirs(args.state_dir, mode=0o700, exist_ok=True)
     store = open_store(args.store or f"sqlite://{os.path.join(args.state_dir, 'state.db')}")
-    ctx = EngineContext(state_dir=args.state_dir)
+    ctx = EngineContext(
+        state_dir=args.state_dir,
+        cni_paths=[p for p in args.cni_path.split(":") if p],
+        cni_conf_dir=args.cni_conf_dir,
+    )
     pools = _pools(args.default_address_pool) or list(DEFAULT_POOLS)
     ctrl = Controller(
         store,
@@ -122,6 +136,7 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         default_subnet=args.default_subnet,
     )
     ctrl.ensure_builtin()
+    ctrl.sync_cni_networks()
     counts = ctrl.reconcile()
     logging.info("engine reconciled: %s", counts)
     api = ApiServer(args.api_socket, ctrl, mode=int(args.api_socket_mode, 8))

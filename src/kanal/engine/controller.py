@@ -184,6 +184,49 @@ class Controller:
                 if name not in names:
                     self._create(NetworkSpec(name, driver), builtin=True)
 
+    def sync_cni_networks(self) -> list[str]:
+        """One ``cni`` network per configuration list in the CNI config directory.
+
+        New lists get a network named like the list (unless that name is taken by
+        another network); networks of lists that disappeared are removed when no
+        endpoint uses them. Returns the names created. A broken file is skipped.
+        """
+        from kanal.runtime.config import list_networks
+
+        errors: list[KanalError] = []
+        try:
+            lists = list_networks(self.ctx.cni_conf_dir, errors)
+        except KanalError as e:
+            log.warning("cannot read CNI configs: %s", e)
+            return []
+        for err in errors:
+            log.warning("skipping a CNI config: %s", err)
+        made = []
+        with self._lock:
+            nets = self.networks()
+            have = {n.driver_state.get("network") for n in nets if n.driver == "cni"}
+            names = {n.name for n in nets}
+            for cl in lists:
+                if cl.name in have or cl.name in names:
+                    continue
+                try:
+                    self._create(
+                        NetworkSpec(cl.name, "cni", labels={"kanal.cni": "auto"}), builtin=False
+                    )
+                    made.append(cl.name)
+                except KanalError as e:
+                    log.warning("CNI network %s: %s", cl.name, e)
+            present = {cl.name for cl in lists}
+            for n in nets:
+                if (
+                    n.driver == "cni"
+                    and n.labels.get("kanal.cni") == "auto"
+                    and n.driver_state.get("network") not in present
+                    and not self.endpoints(n.id)
+                ):
+                    self._delete(n)
+        return made
+
     def create_network(self, spec: NetworkSpec) -> Network:
         """docker network create. Raises InvalidConfig/Conflict; nothing changes then."""
         with self._lock:

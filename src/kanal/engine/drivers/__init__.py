@@ -67,12 +67,13 @@ class NetworkDriver(Protocol):
 
 def _drivers() -> dict[str, type]:
     from kanal.engine.drivers.bridge import BridgeDriver
+    from kanal.engine.drivers.cni import CniDriver
     from kanal.engine.drivers.simple import HostDriver, NullDriver
 
-    return {"bridge": BridgeDriver, "host": HostDriver, "null": NullDriver}
+    return {"bridge": BridgeDriver, "cni": CniDriver, "host": HostDriver, "null": NullDriver}
 
 
-DRIVERS = ("bridge", "host", "null")
+DRIVERS = ("bridge", "cni", "host", "null")
 
 
 def get_driver(name: str, ctx: EngineContext) -> NetworkDriver:
