@@ -20,7 +20,7 @@ from tests.helpers import create_netns, delete_netns, unique  # noqa: E402
 
 
 def inside(args: argparse.Namespace) -> None:
-    from bench import chain_bench, cni_bench
+    from bench import chain_bench, cni_bench, engine_bench
 
     results: dict[str, object] = {}
 
@@ -35,6 +35,9 @@ def inside(args: argparse.Namespace) -> None:
         say(f"== CNI chain bridge+portmap+firewall+tuning; p50 of {args.samples} ADD/DEL each")
         attached = [int(x) for x in args.chain_attached.split(",")]
         results["chain"] = chain_bench.run(attached, args.samples, say)
+    if "engine" in args.only:
+        say(f"== engine connect vs the kernel floor; p50 of {args.samples}; then {args.many}")
+        results["engine"] = engine_bench.run(args.samples, args.many, say)
     Path(args.out).write_text(json.dumps(results, indent=2))
 
 
@@ -51,7 +54,10 @@ def main() -> None:
         default="1,100",
         help="containers already attached for the chain benchmark",
     )
-    ap.add_argument("--only", default="cni,chain", help="comma-separated benchmarks: cni, chain")
+    ap.add_argument(
+        "--only", default="cni,chain,engine", help="comma-separated: cni, chain, engine"
+    )
+    ap.add_argument("--many", type=int, default=1000, help="sandboxes for the engine's bulk run")
     ap.add_argument("--samples", type=int, default=25)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = ap.parse_args()
@@ -78,6 +84,8 @@ def main() -> None:
                 args.chain_attached,
                 "--only",
                 args.only,
+                "--many",
+                str(args.many),
                 "--samples",
                 str(args.samples),
                 "--out",

@@ -46,4 +46,7 @@ class EngineContext:
             cache_dir=self.cache_dir,
             exec=InProcessExec(),
             base_env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
+            # The store is the engine's record; a lost cache entry only means a
+            # rejoin at reconcile. Saves two fsyncs (~1.5 ms) per connect.
+            durable_cache=False,
         )

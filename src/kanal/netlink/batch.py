@@ -2,8 +2,10 @@
 
 pyroute2's high-level ``IPRoute`` makes one round trip per call and decodes every
 reply fully (link dumps carry dozens of attributes); an ADD made of ~15 such calls
-costs ~20 ms of Python. A :class:`Batch` encodes requests with pyroute2's message
-classes, sends them back to back on one raw socket and reads only the ACKs, so a
+costs ~20 ms of Python. A :class:`Batch` packs requests with kanal.netlink.wire
+(struct, byte-identical to pyroute2's encoder but ~10x cheaper; pyroute2's message
+classes only for the rare bridge-port attributes), sends them back to back on one
+raw socket and reads only the ACKs, so a
 whole step (create a veth attached and up; address + routes in the container)
 is one system-call round with no decoding.
 
@@ -31,11 +33,10 @@ from pyroute2.netlink.rtnl import (
     RTM_NEWROUTE,
     RTM_SETLINK,
 )
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from kanal.errors import Conflict, Internal, KanalError
+from kanal.netlink import wire
 from kanal.netlink.handle import LinkNotFound
 
 __all__ = ["Batch", "raw_socket"]
@@ -91,6 +92,14 @@ class Batch:
         self._msgs.append(bytes(msg.data))
         self._reqs.append(_Req(self._seq, what, frozenset(ok)))
 
+    def _push_raw(
+        self, body: bytes, mtype: int, flags: int, what: str, ok: tuple[int, ...]
+    ) -> None:
+        """Queue a message packed by kanal.netlink.wire (everything but the header)."""
+        self._seq += 1
+        self._msgs.append(wire.header(body, mtype, NLM_F_REQUEST | NLM_F_ACK | flags, self._seq))
+        self._reqs.append(_Req(self._seq, what, frozenset(ok)))
+
     # ---- links --------------------------------------------------------------
     def add_veth(
         self,
@@ -106,38 +115,18 @@ class Batch:
     ) -> None:
         """One request: the pair, the peer made in ``peer_netns_fd``, this end
         attached to ``master`` and up."""
-        peer: list[tuple[str, Any]] = [
-            ("IFLA_IFNAME", peer_name),
-            ("IFLA_NET_NS_FD", peer_netns_fd),
-        ]
-        if peer_mac:
-            peer.append(("IFLA_ADDRESS", peer_mac))
-        if mtu:
-            peer.append(("IFLA_MTU", mtu))
-        m = ifinfmsg()
-        attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", name)]
-        if mac:
-            attrs.append(("IFLA_ADDRESS", mac))
-        if mtu:
-            attrs.append(("IFLA_MTU", mtu))
-        if master:
-            attrs.append(("IFLA_MASTER", master))
-        attrs.append(
-            (
-                "IFLA_LINKINFO",
-                {
-                    "attrs": [
-                        ("IFLA_INFO_KIND", "veth"),
-                        ("IFLA_INFO_DATA", {"attrs": [("VETH_INFO_PEER", {"attrs": peer})]}),
-                    ]
-                },
-            )
+        body = wire.veth_create_msg(
+            name,
+            peer_name,
+            peer_netns_fd,
+            mac=mac,
+            peer_mac=peer_mac,
+            mtu=mtu,
+            master=master,
+            up=up,
         )
-        m["attrs"] = attrs
-        if up:
-            m["flags"] = m["change"] = IFF_UP
-        self._push(
-            m,
+        self._push_raw(
+            body,
             RTM_NEWLINK,
             NLM_F_CREATE | NLM_F_EXCL,
             f"failed to create veth {name!r}/{peer_name!r}",
@@ -161,6 +150,16 @@ class Batch:
         fe80:: address and so sends no DAD, MLD or router solicitation (must be
         set while the link is still down).
         """
+        if not brport:
+            attrs_raw = wire.link_attrs(name="" if index else name, master=master or 0, alias=alias)
+            if no_ipv6_link_local:
+                attrs_raw.append(wire.no_ipv6_link_local())
+            flag = 0 if up is None else (IFF_UP if up else 0)
+            body = wire.link_msg(
+                index, flags=flag, change=0 if up is None else IFF_UP, attrs=attrs_raw
+            )
+            self._push_raw(body, RTM_SETLINK, 0, f"failed to set link {name or index}", ())
+            return
         m = ifinfmsg()
         m["index"] = index
         attrs: list[tuple[str, Any]] = []
@@ -213,12 +212,9 @@ class Batch:
         )
 
     def del_link(self, *, index: int = 0, name: str = "") -> None:
-        m = ifinfmsg()
-        m["index"] = index
-        if not index:
-            m["attrs"] = [("IFLA_IFNAME", name)]
-        self._push(
-            m,
+        body = wire.link_msg(index, attrs=wire.link_attrs(name="" if index else name))
+        self._push_raw(
+            body,
             RTM_DELLINK,
             0,
             f"failed to delete link {name or index}",
@@ -229,21 +225,20 @@ class Batch:
     def add_addr(
         self, index: int, iface: Iface, *, nodad: bool = False, exist_ok: bool = False
     ) -> None:
-        m = ifaddrmsg()
         v4 = iface.version == 4
-        m["family"] = socket.AF_INET if v4 else socket.AF_INET6
-        m["prefixlen"] = iface.network.prefixlen
-        m["index"] = index
-        ip = str(iface.ip)
-        attrs: list[tuple[str, Any]] = [("IFA_LOCAL", ip), ("IFA_ADDRESS", ip)]
+        bcast = None
         if v4 and iface.network.prefixlen < 31:
-            attrs.append(("IFA_BROADCAST", str(iface.network.broadcast_address)))
-        if nodad and not v4:
-            m["flags"] = IFA_F_NODAD
-            attrs.append(("IFA_FLAGS", IFA_F_NODAD))
-        m["attrs"] = attrs
-        self._push(
-            m,
+            bcast = iface.network.broadcast_address.packed
+        body = wire.addr_msg(
+            socket.AF_INET if v4 else socket.AF_INET6,
+            iface.network.prefixlen,
+            index,
+            iface.ip.packed,
+            broadcast=bcast,
+            ifa_flags=IFA_F_NODAD if nodad and not v4 else 0,
+        )
+        self._push_raw(
+            body,
             RTM_NEWADDR,
             NLM_F_CREATE | NLM_F_EXCL,
             f"failed to add IP addr {iface} on link {index}",
@@ -251,13 +246,10 @@ class Batch:
         )
 
     def del_addr(self, index: int, iface: Iface) -> None:
-        m = ifaddrmsg()
-        m["family"] = socket.AF_INET if iface.version == 4 else socket.AF_INET6
-        m["prefixlen"] = iface.network.prefixlen
-        m["index"] = index
-        m["attrs"] = [("IFA_LOCAL", str(iface.ip)), ("IFA_ADDRESS", str(iface.ip))]
-        self._push(
-            m,
+        fam = socket.AF_INET if iface.version == 4 else socket.AF_INET6
+        body = wire.addr_msg(fam, iface.network.prefixlen, index, iface.ip.packed)
+        self._push_raw(
+            body,
             RTM_DELADDR,
             0,
             f"failed to delete address {iface}",
@@ -276,35 +268,32 @@ class Batch:
         mtu: int,
         advmss: int,
         src: Addr | None,
-    ) -> Any:
-        m = rtmsg()
-        m["family"] = socket.AF_INET if dst.version == 4 else socket.AF_INET6
-        m["dst_len"] = dst.prefixlen
+        *,
+        delete: bool = False,
+    ) -> bytes:
         tbl = table if table is not None else RT_TABLE_MAIN
-        m["table"] = tbl if tbl < 256 else 252  # RT_TABLE_COMPAT, real id in RTA_TABLE
-        m["proto"] = RTPROT_BOOT
-        m["type"] = RTN_UNICAST
-        m["scope"] = scope if scope is not None else (0 if gateway is not None or not oif else 253)
-        attrs: list[tuple[str, Any]] = [("RTA_TABLE", tbl)]
-        if dst.prefixlen:
-            attrs.append(("RTA_DST", str(dst.network_address)))
-        if gateway is not None:
-            attrs.append(("RTA_GATEWAY", str(gateway)))
-        if oif:
-            attrs.append(("RTA_OIF", oif))
-        if priority:
-            attrs.append(("RTA_PRIORITY", priority))
-        if src is not None:
-            attrs.append(("RTA_PREFSRC", str(src)))
-        metrics = []
-        if mtu:
-            metrics.append(("RTAX_MTU", mtu))
-        if advmss:
-            metrics.append(("RTAX_ADVMSS", advmss))
-        if metrics:
-            attrs.append(("RTA_METRICS", {"attrs": metrics}))
-        m["attrs"] = attrs
-        return m
+        if delete:
+            # The kernel matches every non-zero field of a delete: leave protocol and
+            # type unset, and scope NOWHERE (255) to match any scope.
+            proto, rtype, sc = 0, 0, 255 if scope is None else scope
+        else:
+            proto, rtype = RTPROT_BOOT, RTN_UNICAST
+            sc = scope if scope is not None else (0 if gateway is not None or not oif else 253)
+        return wire.route_msg(
+            socket.AF_INET if dst.version == 4 else socket.AF_INET6,
+            dst.prefixlen,
+            table=tbl,
+            proto=proto,
+            scope=sc,
+            rtype=rtype,
+            dst=dst.network_address.packed if dst.prefixlen else None,
+            gateway=gateway.packed if gateway is not None else None,
+            oif=oif,
+            priority=priority,
+            prefsrc=src.packed if src is not None else None,
+            mtu=mtu,
+            advmss=advmss,
+        )
 
     def add_route(
         self,
@@ -320,9 +309,9 @@ class Batch:
         src: Addr | None = None,
         exist_ok: bool = False,
     ) -> None:
-        m = self._route(dst, gateway, oif, scope, table, priority, mtu, advmss, src)
-        self._push(
-            m,
+        body = self._route(dst, gateway, oif, scope, table, priority, mtu, advmss, src)
+        self._push_raw(
+            body,
             RTM_NEWROUTE,
             NLM_F_CREATE | NLM_F_EXCL,
             f"failed to add route '{dst} via {gateway} dev {oif}'",
@@ -338,13 +327,10 @@ class Batch:
         table: int | None = None,
         scope: int | None = None,
     ) -> None:
-        m = self._route(dst, gateway, oif, None, table, 0, 0, 0, None)
-        # The kernel matches every non-zero field of a delete: leave protocol and
-        # type unset, and scope NOWHERE (255) to match any scope.
-        m["proto"] = 0
-        m["type"] = 0
-        m["scope"] = 255 if scope is None else scope
-        self._push(m, RTM_DELROUTE, 0, f"failed to delete route {dst}", (errno.ESRCH, errno.ENOENT))
+        body = self._route(dst, gateway, oif, scope, table, 0, 0, 0, None, delete=True)
+        self._push_raw(
+            body, RTM_DELROUTE, 0, f"failed to delete route {dst}", (errno.ESRCH, errno.ENOENT)
+        )
 
     # ---- commit -------------------------------------------------------------
     def commit(self) -> list[int]:

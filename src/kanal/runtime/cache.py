@@ -145,8 +145,11 @@ class ResultCache:
     container ID like ``../x`` is refused (InvalidConfig / InvalidEnv), never joined.
     """
 
-    def __init__(self, cache_dir: str = DEFAULT_CACHE_DIR) -> None:
+    def __init__(self, cache_dir: str = DEFAULT_CACHE_DIR, *, durable: bool = True) -> None:
         self.cache_dir = cache_dir
+        # durable=False: atomic (temp file + rename) but not fsync'ed; for a caller
+        # whose own store is the record and who can rebuild the cache (the engine).
+        self.durable = durable
 
     @property
     def results_dir(self) -> str:
@@ -182,11 +185,13 @@ class ResultCache:
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                os.fsync(fd)
+                if self.durable:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, final)
-            _fsync_dir(directory)
+            if self.durable:
+                _fsync_dir(directory)
         except OSError as e:
             try:
                 os.unlink(tmp)

@@ -92,6 +92,8 @@ class CNIConfig:
             version then fails the call before anything runs.
         base_env: the environment plugins inherit (default: this process's, read at
             call time); CNI_* are always set on top.
+        durable_cache: fsync cache writes (see ResultCache); off only for a caller
+            that keeps its own record of every attachment.
 
     Not thread-safe for the same attachment: the spec forbids concurrent operations
     on one container, and GC must not run while any ADD/DEL is in flight.
@@ -105,9 +107,10 @@ class CNIConfig:
         *,
         version_probe: bool = False,
         base_env: Mapping[str, str] | None = None,
+        durable_cache: bool = True,
     ) -> None:
         self.paths = [p for p in paths if p]
-        self.cache = ResultCache(cache_dir)
+        self.cache = ResultCache(cache_dir, durable=durable_cache)
         self.exec: Exec = exec if exec is not None else SubprocessExec()
         self.version_probe = version_probe
         self._base_env = base_env

@@ -281,4 +281,7 @@ class BridgeDriver:
         if veth is None or br is None or veth.master != br.index:
             return False
         rt = self._runtime(net, ep)
-        return self.ctx.cni.get_cached_result(self.conflist(net, ep), rt) is not None
+        try:
+            return self.ctx.cni.get_cached_result(self.conflist(net, ep), rt) is not None
+        except KanalError:
+            return False  # a corrupt cache entry: rejoin, which rewrites it

@@ -119,4 +119,7 @@ class CniDriver:
             conflist = self.conflist(net)
         except KanalError:
             return True  # nothing to re-create it from; leave() still can remove it
-        return self.ctx.cni.get_cached_result(conflist, self._runtime(ep)) is not None
+        try:
+            return self.ctx.cni.get_cached_result(conflist, self._runtime(ep)) is not None
+        except KanalError:
+            return False
