@@ -98,6 +98,9 @@ def run(samples: int, many: int, report: Callable[[str], None]) -> dict[str, obj
     from kanal.engine.model import new_id
     from kanal.store import open_store
 
+    from kanal.netlink import reaper
+
+    reaper.enable()  # as kanald does: a veth's unregister runs after the reply
     tmp = Path(tempfile.mkdtemp(prefix="kanal-engine-bench-"))
     made: list[str] = []
     try:
