@@ -103,3 +103,54 @@ def go_plugin_dir() -> str | None:
 
 def have(cmd: str) -> bool:
     return shutil.which(cmd) is not None
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def etcd_server(data_dir: str) -> Iterator[str]:
+    """A single-member etcd on loopback (random ports); yields ``host:port``."""
+    import time
+    import urllib.request
+
+    client, peer = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            "etcd",
+            "--name",
+            "kanal-test",
+            "--data-dir",
+            data_dir,
+            "--listen-client-urls",
+            f"http://127.0.0.1:{client}",
+            "--advertise-client-urls",
+            f"http://127.0.0.1:{client}",
+            "--listen-peer-urls",
+            f"http://127.0.0.1:{peer}",
+            "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{peer}",
+            "--initial-cluster",
+            f"kanal-test=http://127.0.0.1:{peer}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{client}/health", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("etcd did not start")
+        yield f"127.0.0.1:{client}"
+    finally:
+        proc.kill()
+        proc.wait(10)

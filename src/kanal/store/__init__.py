@@ -10,8 +10,8 @@ hosts (etcd):
 - writes can be conditional on those revisions (compare-and-swap), and several
   writes and checks commit atomically in one :meth:`Store.txn`.
 
-Backends: ``sqlite`` (default, a file), ``memory`` (tests, the null store).
-Open one with :func:`open_store`.
+Backends: ``sqlite`` (default, a file), ``etcd`` (shared by hosts), ``memory``
+(tests, the null store). Open one with :func:`open_store`.
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def check_key(key: str) -> str:
 
 
 def open_store(url: str) -> Store:
-    """A store from a URL: ``sqlite:///path/to/db``, ``sqlite://:memory:``, ``memory://``.
+    """A store from a URL: ``sqlite:///path/to/db``, ``sqlite://:memory:``, ``memory://``,
+    ``etcd://host:port[,host:port...][/prefix]``.
 
     Raises:
         InvalidConfig: an unknown scheme or a malformed URL.
@@ -132,4 +133,9 @@ def open_store(url: str) -> Store:
         if not rest:
             raise InvalidConfig(f"invalid store URL {url!r}: no path")
         return SqliteStore(rest)
-    raise InvalidConfig(f"unknown store backend {scheme!r} (known: sqlite, memory)")
+    if scheme == "etcd":
+        from kanal.store.etcd import EtcdStore, parse_etcd_url
+
+        endpoints, prefix = parse_etcd_url(rest)
+        return EtcdStore(endpoints, prefix)
+    raise InvalidConfig(f"unknown store backend {scheme!r} (known: sqlite, etcd, memory)")
