@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,8 @@ class Daemon:
                 "base=10.71.0.0/16,size=24",
                 "--cni-conf-dir",
                 str(self.tmp / "net.d"),
+                "--netns-dir",
+                "/run/netns",
             ],
             stderr=log,
         )
@@ -193,3 +195,33 @@ def test_no_daemon_is_one_clear_line(tmp_path: Path) -> None:
     )
     assert p.returncode == 1 and p.stderr.startswith("kanal: cannot connect to kanald")
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_connect_named_namespaces_and_survive_kill(
+    daemon: Daemon, make_netns: Callable[[str], str]
+) -> None:
+    daemon.kanal("create", "--subnet", "10.73.0.0/24", "--ip-range", "10.73.0.64/26", "app")
+    a, b = make_netns("kca"), make_netns("kcb")
+    daemon.kanal("connect", "--ip", "10.73.0.10", "--alias", "db", "app", a)
+    daemon.kanal("connect", "app", f"/run/netns/{b}")
+    (app,) = json.loads(daemon.kanal("inspect", "app").stdout)
+    got = {c["Name"]: c["IPv4Address"] for c in app["Containers"].values()}
+    assert got == {a: "10.73.0.10/24", b: "10.73.0.64/24"}
+    assert nsexec(a, "ping", "-c", "1", "-W", "2", "10.73.0.64", check=False).returncode == 0
+    bad = daemon.kanal("connect", "app", a, check=False)
+    assert bad.returncode == 1 and "already exists" in bad.stderr
+    assert daemon.kanal("connect", "app", "nosuch", check=False).returncode == 1
+    assert "active endpoints" in daemon.kanal("rm", "app", check=False).stderr
+
+    daemon.stop(kill=True)  # -9: no chance to clean up
+    daemon.start()
+    assert nsexec(a, "ping", "-c", "1", "-W", "2", "10.73.0.64", check=False).returncode == 0
+    c = make_netns("kcc")
+    daemon.kanal("connect", "app", c)
+    (app,) = json.loads(daemon.kanal("inspect", "app").stdout)
+    addrs = [x["IPv4Address"] for x in app["Containers"].values()]
+    assert len(addrs) == 3 and len(set(addrs)) == 3  # no duplicate after the restart
+    for ns in (a, b, c):
+        daemon.kanal("disconnect", "app", ns)
+    assert not [x for x in ip_json(a, "link") if x["ifname"] == "eth0"]
+    daemon.kanal("rm", "app")

@@ -65,6 +65,62 @@ class NoSandboxes:
         return {}
 
 
+class NetnsSandboxes:
+    """Named network namespaces (``ip netns add X``) as sandboxes: ``X`` or its path.
+
+    Lets kanal manage networks for namespaces made by hand or by another tool
+    (seed 004's walkthrough): the id is derived from the path, so it is stable
+    across daemon restarts; the name is the namespace's name.
+    """
+
+    def __init__(self, netns_dir: str = "/run/netns") -> None:
+        self.netns_dir = netns_dir
+
+    def resolve(self, ref: str) -> SandboxRef:
+        import hashlib
+
+        from kanal.engine.model import validate_name
+
+        if ref.startswith("/"):
+            path = os.path.normpath(ref)
+            if os.path.dirname(path) != os.path.normpath(self.netns_dir):
+                raise NotFound(f"No such container: {ref}")
+            name = os.path.basename(path)
+        else:
+            name = ref
+            path = os.path.join(self.netns_dir, name)
+        validate_name(name, "container")
+        if not os.path.exists(path):
+            raise NotFound(f"No such container: {ref}")
+        sid = hashlib.sha256(f"netns:{path}".encode()).hexdigest()
+        return SandboxRef(sid, name, path)
+
+    def names(self) -> dict[str, str]:
+        return {}
+
+
+class ChainedSandboxes:
+    """Asks each resolver in turn (kanal's own sandboxes first, then named netns)."""
+
+    def __init__(self, *resolvers: SandboxResolver) -> None:
+        self.resolvers = resolvers
+
+    def resolve(self, ref: str) -> SandboxRef:
+        err: NotFound | None = None
+        for r in self.resolvers:
+            try:
+                return r.resolve(ref)
+            except NotFound as e:
+                err = e
+        raise err or NotFound(f"No such container: {ref}")
+
+    def names(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for r in reversed(self.resolvers):
+            out.update(r.names())
+        return out
+
+
 class EventBus:
     """Fan-out of engine events to ``GET /events`` streams (bounded, lossy per client)."""
 

@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--default-bridge", default="kanal0", help="bridge of the 'bridge' network")
     ap.add_argument("--default-subnet", default="", help="subnet of the 'bridge' network")
     ap.add_argument(
+        "--netns-dir", default="/run/netns", help="named namespaces usable as sandboxes"
+    )
+    ap.add_argument(
         "--cni-conf-dir",
         default="/etc/cni/net.d",
         help="configuration lists that become 'cni' networks",
@@ -139,7 +142,14 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     ctrl.sync_cni_networks()
     counts = ctrl.reconcile()
     logging.info("engine reconciled: %s", counts)
-    api = ApiServer(args.api_socket, ctrl, mode=int(args.api_socket_mode, 8))
+    from kanal.daemon.api import NetnsSandboxes
+
+    api = ApiServer(
+        args.api_socket,
+        ctrl,
+        sandboxes=NetnsSandboxes(args.netns_dir),
+        mode=int(args.api_socket_mode, 8),
+    )
     serve_in_thread(api)
     print(f"kanald: engine API on {args.api_socket}", file=sys.stderr, flush=True)
     return api
