@@ -107,6 +107,7 @@ def podman(tmp_path: Path, host_ns: str) -> Iterator[Podman]:
                 },
             },
             {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "firewall", "backend": ""},  # what podman itself writes
             {
                 "type": "tuning",
                 "dataDir": str(d / "tuning"),
@@ -239,6 +240,9 @@ def test_two_containers_talk_and_rm_leaves_nothing(podman: Podman) -> None:
     # The plugins were served by kanald, not by standalone processes.
     log = (podman.dirs / "kanald.log").read_text()
     assert "served bridge ADD (exit 0)" in log
+    assert "served firewall ADD (exit 0)" in log
+    fw = nft_json(podman.host, "list", "set", "inet", "kanal", "fw_ips4") or {}
+    assert ip in json.dumps(fw)  # the firewall plugin let the container's traffic through
     podman("rm", "-f", "-t", "0", "web")
     ports = [x["ifname"] for x in ip_json(podman.host, "link", "show", "master", podman.bridge)]
     assert ports == []
