@@ -332,6 +332,24 @@ class Batch:
             body, RTM_DELROUTE, 0, f"failed to delete route {dst}", (errno.ESRCH, errno.ENOENT)
         )
 
+    def add_macvlan(
+        self,
+        name: str,
+        master: int,
+        mode: str,
+        *,
+        netns_fd: int = -1,
+        mac: str = "",
+        mtu: int = 0,
+    ) -> None:
+        """A macvlan on ``master`` (this namespace), made directly in ``netns_fd``."""
+        body = wire.macvlan_create_msg(
+            name, master, wire.MACVLAN_MODES[mode], netns_fd=netns_fd, mac=mac, mtu=mtu
+        )
+        self._push_raw(
+            body, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"failed to create macvlan {name!r}", ()
+        )
+
     # ---- commit -------------------------------------------------------------
     def commit(self) -> list[int]:
         """Send everything and wait for every ACK; returns each request's errno.

@@ -291,6 +291,20 @@ class Netlink:
         return out
 
     # ---- routes -------------------------------------------------------------
+    def macvlan_mode(self, index: int) -> str:
+        """The mode name (bridge, private, ...) of the macvlan with ``index``."""
+        try:
+            msg = self._ipr.link("get", index=index)[0]
+        except NetlinkError as e:
+            raise _err(e, f"link index {index} not found") from e
+        info = msg.get_attr("IFLA_LINKINFO")
+        data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+        mode = data.get_attr("IFLA_MACVLAN_MODE") if data is not None else None
+        if isinstance(mode, str):  # pyroute2 decodes it to the name already
+            return mode
+        names = {1: "private", 2: "vepa", 4: "bridge", 8: "passthru", 16: "source"}
+        return names.get(int(mode or 0), str(mode))
+
     def routes(
         self, *, oif: int | None = None, table: int | None = None, family: int = 0
     ) -> list[Route]:

@@ -195,3 +195,38 @@ def route_msg(
         attrs.append(nla(RTA_METRICS, metrics))
     t = table if table < 256 else 252
     return _RTMSG.pack(family, dst_len, 0, 0, t, proto, scope, rtype, 0) + b"".join(attrs)
+
+
+IFLA_LINK = 5
+IFLA_MACVLAN_MODE = 1
+MACVLAN_MODES = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8, "source": 16}
+
+
+def macvlan_create_msg(
+    name: str,
+    master: int,
+    mode: int,
+    *,
+    netns_fd: int = -1,
+    mac: str = "",
+    mtu: int = 0,
+    up: bool = False,
+) -> bytes:
+    """A macvlan on link ``master`` (an index in the sending namespace), created
+    directly in ``netns_fd`` when given."""
+    attrs = [nla_str(IFLA_IFNAME, name), nla_u32(IFLA_LINK, master)]
+    if mac:
+        attrs.append(nla(IFLA_ADDRESS, _mac(mac)))
+    if mtu:
+        attrs.append(nla_u32(IFLA_MTU, mtu))
+    if netns_fd >= 0:
+        attrs.append(nla_u32(IFLA_NET_NS_FD, netns_fd))
+    attrs.append(
+        nla(
+            IFLA_LINKINFO,
+            nla_str(IFLA_INFO_KIND, "macvlan")
+            + nla(IFLA_INFO_DATA, nla_u32(IFLA_MACVLAN_MODE, mode)),
+        )
+    )
+    flags = 1 if up else 0
+    return link_msg(flags=flags, change=flags, attrs=attrs)

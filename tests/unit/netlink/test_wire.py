@@ -167,3 +167,25 @@ def test_route(
         advmss=advmss,
     )
     assert got == encoded(m)
+
+
+def test_macvlan_create() -> None:
+    m = ifinfmsg()
+    m["attrs"] = [
+        ("IFLA_IFNAME", "eth1"),
+        ("IFLA_LINK", 3),
+        ("IFLA_ADDRESS", "02:00:00:00:00:09"),
+        ("IFLA_MTU", 1400),
+        ("IFLA_NET_NS_FD", 7),
+        (
+            "IFLA_LINKINFO",
+            {
+                "attrs": [
+                    ("IFLA_INFO_KIND", "macvlan"),
+                    ("IFLA_INFO_DATA", {"attrs": [("IFLA_MACVLAN_MODE", 4)]}),
+                ]
+            },
+        ),
+    ]
+    got = wire.macvlan_create_msg("eth1", 3, 4, netns_fd=7, mac="02:00:00:00:00:09", mtu=1400)
+    assert got == encoded(m)

@@ -1,0 +1,279 @@
+"""The ``macvlan`` CNI plugin: a macvlan of a host link, inside the container.
+
+As the reference (cni.md §2; Go ``plugins/main/macvlan``): ``master`` (default:
+the link of the host's default route), ``mode`` bridge|private|vepa|passthru
+(default bridge), ``mtu`` (0 = the master's; at most the master's), the MAC from
+``mac``, CNI_ARGS ``MAC`` or ``runtimeConfig.mac`` (last wins), ``ipam``
+optional (without it the link is only brought up), ``linkInContainer`` (the
+master lives in the container's namespace). The link is created directly in the
+container namespace under its final name (Go makes it in the host under a
+temporary name, moves and renames it); ``arp_notify`` makes the kernel announce
+the address when the link comes up. DEL releases the addresses, then removes the
+link; it is idempotent and needs no netns.
+
+On this kernel a macvlan cannot sit on a bridge port (EBUSY): use the bridge itself
+or another link as the master.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import ExitStack
+
+from kanal.errors import Conflict, Internal, InvalidConfig, KanalError, NotFound
+from kanal.netlink.batch import Batch, raw_socket
+from kanal.netlink.handle import Netlink
+from kanal.netlink.ns import NetnsNotFound, open_netns, run_in_netns
+from kanal.netlink.wire import MACVLAN_MODES
+from kanal.plugins import _conf as c
+from kanal.plugins._iface import (
+    configure_iface,
+    in_container,
+    in_container_fd,
+    prepare_sysctls,
+    validate_expected_ips,
+    validate_expected_routes,
+)
+from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.skel.delegate import delegate
+from kanal.spec.types import DNS, Interface, Result
+from kanal.spec.versions import ALL_VERSIONS
+
+__all__ = ["PLUGIN", "main"]
+
+
+class MacvlanConf:
+    def __init__(self, args: CmdArgs) -> None:
+        conf = args.conf
+        self.master = c.get_str(conf, "master")
+        self.mode = c.get_str(conf, "mode") or "bridge"
+        if self.mode not in MACVLAN_MODES or self.mode == "source":
+            raise InvalidConfig(f'unknown macvlan mode: "{self.mode}"')
+        self.mtu = c.get_int(conf, "mtu")
+        if self.mtu < 0:
+            raise InvalidConfig(f"invalid MTU {self.mtu}")
+        self.link_in_container = c.get_bool(conf, "linkInContainer")
+        self.ipam_type = c.get_str(c.get_dict(conf, "ipam"), "type")
+        mac = c.get_str(conf, "mac")
+        if args.args:
+            from kanal.spec.args import load_args
+
+            env = load_args(args.args, ("MAC",))
+            mac = env.get("MAC") or mac
+        rc = c.get_dict(conf, "runtimeConfig")
+        mac = c.get_str(rc, "mac") or mac
+        self.mac = c.valid_mac(mac) if mac else ""
+        d = c.get_dict(conf, "dns")
+        self.dns = (
+            DNS(
+                nameservers=list(d.get("nameservers") or []),
+                domain=str(d.get("domain") or ""),
+                search=list(d.get("search") or []),
+                options=list(d.get("options") or []),
+            )
+            if d
+            else None
+        )
+
+
+def default_route_link() -> str:
+    """The link of the (first) IPv4 default route in this namespace."""
+    with Netlink() as nl:
+        for r in nl.routes(family=socket.AF_INET, table=254):
+            if r.dst.prefixlen == 0 and r.oif:
+                return nl.get_link_by_index(r.oif).name
+    raise NotFound('failed to find the default route interface: set "master"')
+
+
+def _master(m: MacvlanConf) -> tuple[int, int]:
+    """(index, mtu) of the master, looked up where it lives."""
+    name = m.master or default_route_link()
+    with Netlink() as nl:
+        link = nl.find_link(name)
+    if link is None:
+        raise NotFound(f'failed to lookup master "{name}": Link not found')
+    return link.index, link.mtu
+
+
+def cmd_add(args: CmdArgs) -> Result:
+    m = MacvlanConf(args)
+    try:
+        netns_fd = open_netns(args.netns)
+    except NetnsNotFound as e:
+        raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
+    with ExitStack() as cleanup, ExitStack() as undo:
+        cleanup.callback(os.close, netns_fd)
+        if m.link_in_container:
+            if not m.master:
+                raise InvalidConfig('"linkInContainer" needs "master"')
+            master, master_mtu = run_in_netns(netns_fd, lambda: _master(m))
+        else:
+            master, master_mtu = _master(m)
+        if m.mtu > master_mtu:
+            raise InvalidConfig(f"invalid MTU {m.mtu}, must be [0, master MTU({master_mtu})]")
+
+        def create(b: Batch) -> None:
+            b.add_macvlan(
+                args.ifname,
+                master,
+                m.mode,
+                netns_fd=-1 if m.link_in_container else netns_fd,
+                mac=m.mac,
+                mtu=m.mtu,
+            )
+            try:
+                b.commit()
+            except Conflict:
+                raise Conflict(f"container interface {args.ifname} already exists") from None
+
+        if m.link_in_container:
+            in_container_fd(netns_fd, create)
+        else:
+            with raw_socket() as s:
+                create(Batch(s))
+        undo.callback(_del_quiet, netns_fd, args.ifname)
+
+        # Not /sys: it shows the namespace it was mounted in, not the thread's.
+        mac = m.mac or in_container(args.netns, lambda nl: nl.get_link(args.ifname).mac)
+        result = Result(
+            cni_version=args.cni_version,
+            interfaces=[Interface(name=args.ifname, mac=mac, sandbox=args.netns)],
+        )
+        if m.ipam_type:
+            ipam = delegate("ADD", m.ipam_type, args)
+            assert ipam is not None
+            undo.callback(_quiet, lambda: delegate("DEL", m.ipam_type, args))
+            if not ipam.ips:
+                raise Internal("IPAM plugin returned missing IP config")
+            result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
+            for ipc in result.ips:
+                ipc.interface = 0
+
+            def configure(b: Batch) -> None:
+                prepare_sysctls(args.ifname, enable_dad=False)
+                try:
+                    with open(f"/proc/sys/net/ipv4/conf/{args.ifname}/arp_notify", "w") as f:
+                        f.write("1")
+                except OSError:
+                    pass
+                configure_iface(b, args.ifname, result, nodad=True)
+
+            in_container_fd(netns_fd, configure)
+        else:
+
+            def up(b: Batch) -> None:
+                b.set_link(index=socket.if_nametoindex(args.ifname), up=True)
+                b.commit()
+
+            in_container_fd(netns_fd, up)
+        if m.dns is not None:
+            result.dns = m.dns
+        undo.pop_all()
+        return result
+    raise AssertionError("unreachable")
+
+
+def _quiet(fn: object) -> None:
+    try:
+        fn()  # type: ignore[operator]
+    except KanalError:
+        pass
+
+
+def _del_quiet(netns_fd: int, ifname: str) -> None:
+    def work(b: Batch) -> None:
+        b.del_link(name=ifname)
+        try:
+            b.commit()
+        except KanalError:
+            pass
+
+    in_container_fd(netns_fd, work)
+
+
+def cmd_del(args: CmdArgs) -> None:
+    m = MacvlanConf(args)
+    errors: list[KanalError] = []
+    if m.ipam_type:
+        try:
+            delegate("DEL", m.ipam_type, args)
+        except KanalError as e:
+            errors.append(e)
+    if args.netns:
+        try:
+            fd = open_netns(args.netns)
+        except NetnsNotFound:
+            fd = -1
+        if fd >= 0:
+            try:
+                _del_quiet(fd, args.ifname)
+            finally:
+                os.close(fd)
+    if errors:
+        raise errors[0]
+
+
+def cmd_check(args: CmdArgs) -> None:
+    m = MacvlanConf(args)
+    if m.ipam_type:
+        delegate("CHECK", m.ipam_type, args)
+    prev = args.conf.get("prevResult")
+    if not prev:
+        raise InvalidConfig("Required prevResult missing")
+    from kanal.spec.convert import parse_result
+
+    result = parse_result(prev, args.cni_version)
+    cont = next(
+        (i for i in result.interfaces if i.name == args.ifname and i.sandbox == args.netns), None
+    )
+    if cont is None:
+        raise Internal(f"Sandbox in prevResult doesn't match configured netns: {args.netns}")
+
+    def check(nl: Netlink) -> None:
+        link = nl.find_link(args.ifname)
+        if link is None:
+            raise Internal(f"Cannot find container link {args.ifname}")
+        if link.kind != "macvlan":
+            raise Internal(f"Container interface {args.ifname} is not a macvlan")
+        mode = nl.macvlan_mode(link.index)
+        if mode != m.mode:
+            raise Internal(f"Container macvlan mode {mode} does not match expected value: {m.mode}")
+        if cont.mac and cont.mac != link.mac:
+            raise Internal(f"Interface {link.name} Mac {cont.mac} doesn't match: {link.mac}")
+        validate_expected_ips(nl, args.ifname, result)
+        validate_expected_routes(nl, result)
+
+    try:
+        in_container(args.netns, check)
+    except NetnsNotFound as e:
+        raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
+
+
+def cmd_status(args: CmdArgs) -> None:
+    m = MacvlanConf(args)
+    if m.ipam_type:
+        delegate("STATUS", m.ipam_type, args)
+
+
+def cmd_gc(args: CmdArgs) -> None:
+    m = MacvlanConf(args)
+    if m.ipam_type:
+        delegate("GC", m.ipam_type, args)
+
+
+PLUGIN = PluginFuncs(
+    about="kanal macvlan plugin",
+    versions=ALL_VERSIONS,
+    add=cmd_add,
+    delete=cmd_del,
+    check=cmd_check,
+    status=cmd_status,
+    gc=cmd_gc,
+)
+
+
+def main() -> None:
+    from kanal.skel.dispatcher import plugin_main
+
+    plugin_main(PLUGIN)
