@@ -350,6 +350,18 @@ class Batch:
             body, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"failed to create macvlan {name!r}", ()
         )
 
+    def move_link(
+        self, index: int, netns_fd: int, new_name: str, *, alias: str | None = None
+    ) -> None:
+        """Move link ``index`` into ``netns_fd``, renamed (and its alias set), at once."""
+        self._push_raw(
+            wire.link_move_msg(index, netns_fd, new_name, alias),
+            RTM_SETLINK,
+            0,
+            f"failed to move link {index} as {new_name!r}",
+            (),
+        )
+
     # ---- commit -------------------------------------------------------------
     def commit(self) -> list[int]:
         """Send everything and wait for every ACK; returns each request's errno.

@@ -230,3 +230,11 @@ def macvlan_create_msg(
     )
     flags = 1 if up else 0
     return link_msg(flags=flags, change=flags, attrs=attrs)
+
+
+def link_move_msg(index: int, netns_fd: int, new_name: str, alias: str | None = None) -> bytes:
+    """Move link ``index`` into ``netns_fd`` under ``new_name`` (one request)."""
+    attrs = [nla_str(IFLA_IFNAME, new_name), nla_u32(IFLA_NET_NS_FD, netns_fd)]
+    if alias is not None:
+        attrs.append(nla_str(IFLA_IFALIAS, alias))
+    return link_msg(index, attrs=attrs)

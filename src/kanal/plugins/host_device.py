@@ -1,0 +1,264 @@
+"""The ``host-device`` CNI plugin: move an existing host link into the container.
+
+As the reference (Go ``plugins/main/host-device``): the link is found by
+``device`` (name), ``hwaddr`` (MAC) or ``kernelpath`` (its /sys/devices path);
+it is moved into the container namespace under CNI_IFNAME, its original name
+kept in the link's alias, and brought up; ``ipam`` is optional. DEL moves it
+back to the host namespace under its original name and brings it up again;
+a second DEL finds nothing to do. ``pciBusID`` (DPDK / SR-IOV devices bound to
+userspace drivers) is refused: there is no such hardware to test it on here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import ExitStack
+
+from kanal.errors import Internal, InvalidConfig, KanalError, NotFound
+from kanal.netlink.batch import Batch, raw_socket
+from kanal.netlink.handle import Link, Netlink
+from kanal.netlink.ns import NetnsNotFound, open_netns
+from kanal.plugins import _conf as c
+from kanal.plugins._iface import (
+    configure_iface,
+    in_container,
+    in_container_fd,
+    prepare_sysctls,
+    validate_expected_ips,
+    validate_expected_routes,
+)
+from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.skel.delegate import delegate
+from kanal.spec.types import DNS, Interface, Result
+from kanal.spec.versions import ALL_VERSIONS
+
+__all__ = ["PLUGIN", "main"]
+
+_SPECIFY = 'specify either "device", "hwaddr", "kernelpath" or "pciBusID"'
+
+
+class HostDeviceConf:
+    def __init__(self, args: CmdArgs) -> None:
+        conf = args.conf
+        self.device = c.get_str(conf, "device")
+        self.hwaddr = c.get_str(conf, "hwaddr").lower()
+        self.kernelpath = c.get_str(conf, "kernelpath")
+        self.pci = c.get_str(conf, "pciBusID")
+        given = [x for x in (self.device, self.hwaddr, self.kernelpath, self.pci) if x]
+        if len(given) != 1:
+            raise InvalidConfig(_SPECIFY)
+        if self.pci:
+            raise InvalidConfig("pciBusID (userspace-driver devices) is not supported by kanal")
+        if self.kernelpath and (
+            not self.kernelpath.startswith("/sys/devices/") or ".." in self.kernelpath
+        ):
+            raise InvalidConfig(
+                f'kernel device path "{self.kernelpath}" must be absolute and begin with '
+                "/sys/devices/"
+            )
+        if self.hwaddr:
+            c.valid_mac(self.hwaddr)
+        self.ipam_type = c.get_str(c.get_dict(conf, "ipam"), "type")
+        d = c.get_dict(conf, "dns")
+        self.dns = (
+            DNS(
+                nameservers=list(d.get("nameservers") or []),
+                domain=str(d.get("domain") or ""),
+                search=list(d.get("search") or []),
+                options=list(d.get("options") or []),
+            )
+            if d
+            else None
+        )
+
+
+def _find(h: HostDeviceConf) -> Link:
+    with Netlink() as nl:
+        if h.device:
+            link = nl.find_link(h.device)
+            if link is None:
+                raise NotFound(f'failed to find host device: Link not found "{h.device}"')
+            return link
+        if h.hwaddr:
+            for link in nl.links():
+                if link.mac.lower() == h.hwaddr:
+                    return link
+            raise NotFound(f"failed to find host device: no link with hwaddr {h.hwaddr}")
+        # kernelpath: /sys/devices/.../net/<name>; sysfs names the namespace it was
+        # mounted in, so check the name found there against this namespace's links.
+        try:
+            names = os.listdir(os.path.join(h.kernelpath, "net"))
+        except OSError as e:
+            raise NotFound(f"failed to find network device in {h.kernelpath}", str(e)) from e
+        for name in names:
+            link = nl.find_link(name)
+            if link is not None:
+                return link
+        raise NotFound(f"failed to find host device in {h.kernelpath}")
+
+
+def _host_ns_fd() -> int:
+    # The calling thread's namespace: kanald serves requests from threads.
+    return os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def cmd_add(args: CmdArgs) -> Result:
+    h = HostDeviceConf(args)
+    try:
+        netns_fd = open_netns(args.netns)
+    except NetnsNotFound as e:
+        raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
+    with ExitStack() as cleanup, ExitStack() as undo:
+        cleanup.callback(os.close, netns_fd)
+        link = _find(h)
+        host_fd = _host_ns_fd()
+        cleanup.callback(os.close, host_fd)
+        with raw_socket() as s:
+            b = Batch(s)
+            b.set_link(index=link.index, up=False)
+            b.move_link(link.index, netns_fd, args.ifname, alias=link.name)
+            b.commit()
+        undo.callback(_move_out_quiet, netns_fd, host_fd, args.ifname)
+        result = Result(
+            cni_version=args.cni_version,
+            interfaces=[Interface(name=args.ifname, mac=link.mac, sandbox=args.netns)],
+        )
+        if h.ipam_type:
+            ipam = delegate("ADD", h.ipam_type, args)
+            assert ipam is not None
+            undo.callback(_quiet_delegate, h.ipam_type, args)
+            if not ipam.ips:
+                raise Internal("IPAM plugin returned missing IP config")
+            result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
+            for ipc in result.ips:
+                ipc.interface = 0
+
+            def configure(b: Batch) -> None:
+                prepare_sysctls(args.ifname, enable_dad=False)
+                configure_iface(b, args.ifname, result, nodad=True)
+
+            in_container_fd(netns_fd, configure)
+        else:
+
+            def up(b: Batch) -> None:
+                b.set_link(index=socket.if_nametoindex(args.ifname), up=True)
+                b.commit()
+
+            in_container_fd(netns_fd, up)
+        if h.dns is not None:
+            result.dns = h.dns
+        undo.pop_all()
+        return result
+    raise AssertionError("unreachable")
+
+
+def _quiet_delegate(ipam_type: str, args: CmdArgs) -> None:
+    try:
+        delegate("DEL", ipam_type, args)
+    except KanalError:
+        pass
+
+
+def _move_out(netns_fd: int, host_fd: int, ifname: str) -> bool:
+    """Move ``ifname`` back under its saved name; False if it is not in the container."""
+
+    def out(b: Batch) -> bool:
+        with Netlink() as nl:
+            link = nl.find_link(ifname)
+        if link is None:
+            return False
+        b.set_link(index=link.index, up=False)
+        b.move_link(link.index, host_fd, link.alias or ifname, alias="")
+        b.commit()
+        return True
+
+    moved = in_container_fd(netns_fd, out)
+    return bool(moved)
+
+
+def _move_out_quiet(netns_fd: int, host_fd: int, ifname: str) -> None:
+    try:
+        _move_out(netns_fd, host_fd, ifname)
+    except KanalError:
+        pass
+
+
+def cmd_del(args: CmdArgs) -> None:
+    h = HostDeviceConf(args)
+    errors: list[KanalError] = []
+    if h.ipam_type:
+        try:
+            delegate("DEL", h.ipam_type, args)
+        except KanalError as e:
+            errors.append(e)
+    if args.netns:
+        try:
+            fd = open_netns(args.netns)
+        except NetnsNotFound:
+            fd = -1
+        if fd >= 0:
+            host_fd = _host_ns_fd()
+            try:
+                if _move_out(fd, host_fd, args.ifname):
+                    with Netlink() as nl:
+                        back = _find_after_move(nl, h)
+                    if back is not None:
+                        with raw_socket() as s:
+                            b = Batch(s)
+                            b.set_link(index=back.index, up=True)
+                            b.commit()
+            except KanalError as e:
+                errors.append(e)
+            finally:
+                os.close(host_fd)
+                os.close(fd)
+    if errors:
+        raise errors[0]
+
+
+def _find_after_move(nl: Netlink, h: HostDeviceConf) -> Link | None:
+    if h.device:
+        return nl.find_link(h.device)
+    if h.hwaddr:
+        return next((x for x in nl.links() if x.mac.lower() == h.hwaddr), None)
+    return None  # kernelpath: the name it gets back is its old one; left as it was
+
+
+def cmd_check(args: CmdArgs) -> None:
+    h = HostDeviceConf(args)
+    if h.ipam_type:
+        delegate("CHECK", h.ipam_type, args)
+    prev = args.conf.get("prevResult")
+    if not prev:
+        raise InvalidConfig("Required prevResult missing")
+    from kanal.spec.convert import parse_result
+
+    result = parse_result(prev, args.cni_version)
+
+    def check(nl: Netlink) -> None:
+        link = nl.find_link(args.ifname)
+        if link is None:
+            raise Internal(f"failed to find {args.ifname!r} in the container")
+        validate_expected_ips(nl, args.ifname, result)
+        validate_expected_routes(nl, result)
+
+    try:
+        in_container(args.netns, check)
+    except NetnsNotFound as e:
+        raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
+
+
+PLUGIN = PluginFuncs(
+    about="kanal host-device plugin",
+    versions=ALL_VERSIONS,
+    add=cmd_add,
+    delete=cmd_del,
+    check=cmd_check,
+)
+
+
+def main() -> None:
+    from kanal.skel.dispatcher import plugin_main
+
+    plugin_main(PLUGIN)
