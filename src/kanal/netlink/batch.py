@@ -143,6 +143,8 @@ class Batch:
         brport: dict[str, int] | None = None,
         alias: str | None = None,
         no_ipv6_link_local: bool = False,
+        mac: str = "",
+        mtu: int = 0,
     ) -> None:
         """Change a link found by index, or by name when ``index`` is 0.
 
@@ -151,7 +153,9 @@ class Batch:
         set while the link is still down).
         """
         if not brport:
-            attrs_raw = wire.link_attrs(name="" if index else name, master=master or 0, alias=alias)
+            attrs_raw = wire.link_attrs(
+                name="" if index else name, mac=mac, mtu=mtu, master=master or 0, alias=alias
+            )
             if no_ipv6_link_local:
                 attrs_raw.append(wire.no_ipv6_link_local())
             flag = 0 if up is None else (IFF_UP if up else 0)

@@ -1,0 +1,177 @@
+"""The ``tap`` CNI plugin: a tap device inside the container (for VMs in pods).
+
+As the upstream Go plugin (``plugins/main/tap``, not in Debian's 1.1 build):
+``mac``, ``mtu``, ``multiQueue``, ``owner``/``group`` (uid/gid allowed to open
+it), ``bridge`` (a bridge *inside the container namespace* to attach it to),
+``selinuxcontext`` (accepted; this machine has no SELinux, so it is ignored),
+optional ``ipam``. The device is persistent; DEL removes it (idempotent, no netns
+needed).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+
+from kanal.errors import Internal, InvalidConfig, KanalError, NotFound
+from kanal.netlink.batch import Batch, raw_socket
+from kanal.netlink.handle import Netlink
+from kanal.netlink.ns import NetnsNotFound, open_netns, run_in_netns
+from kanal.netlink.tuntap import create_tap
+from kanal.plugins import _conf as c
+from kanal.plugins._iface import (
+    configure_iface,
+    in_container,
+    in_container_fd,
+    prepare_sysctls,
+    validate_expected_ips,
+)
+from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.skel.delegate import delegate
+from kanal.spec.types import Interface, Result
+from kanal.spec.versions import ALL_VERSIONS
+
+__all__ = ["PLUGIN", "main"]
+
+
+class TapConf:
+    def __init__(self, args: CmdArgs) -> None:
+        conf = args.conf
+        mac = c.get_str(conf, "mac")
+        self.mac = c.valid_mac(mac) if mac else ""
+        self.mtu = c.get_int(conf, "mtu")
+        if self.mtu < 0 or self.mtu > 65535:
+            raise InvalidConfig(f"invalid MTU {self.mtu}")
+        self.multi_queue = c.get_bool(conf, "multiQueue")
+        self.owner = conf.get("owner")
+        self.group = conf.get("group")
+        for key, v in (("owner", self.owner), ("group", self.group)):
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                raise InvalidConfig(f'"{key}" must be a non-negative integer id')
+        self.bridge = c.get_str(conf, "bridge")
+        c.get_str(conf, "selinuxcontext")
+        self.ipam_type = c.get_str(c.get_dict(conf, "ipam"), "type")
+
+
+def cmd_add(args: CmdArgs) -> Result:
+    t = TapConf(args)
+    try:
+        netns_fd = open_netns(args.netns)
+    except NetnsNotFound as e:
+        raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
+    with ExitStack() as cleanup, ExitStack() as undo:
+        cleanup.callback(os.close, netns_fd)
+
+        def make() -> str:
+            create_tap(args.ifname, multi_queue=t.multi_queue, owner=t.owner, group=t.group)
+            try:
+                with Netlink() as nl:
+                    index = nl.get_link(args.ifname).index
+                    master = 0
+                    if t.bridge:
+                        br = nl.find_link(t.bridge)
+                        if br is None or br.kind != "bridge":
+                            raise NotFound(f"bridge {t.bridge!r} not found in the container")
+                        master = br.index
+                with raw_socket() as s:
+                    b = Batch(s)
+                    if t.mac or t.mtu or master:
+                        b.set_link(index=index, master=master or None, mac=t.mac, mtu=t.mtu)
+                    b.set_link(index=index, up=True)
+                    b.commit()
+                with Netlink() as nl:
+                    return nl.get_link_by_index(index).mac
+            except BaseException:
+                _delete(args.ifname)
+                raise
+
+        mac = run_in_netns(netns_fd, make)
+        undo.callback(lambda: run_in_netns(netns_fd, lambda: _delete(args.ifname)))
+        result = Result(
+            cni_version=args.cni_version,
+            interfaces=[Interface(name=args.ifname, mac=mac, sandbox=args.netns)],
+        )
+        if t.ipam_type:
+            ipam = delegate("ADD", t.ipam_type, args)
+            assert ipam is not None
+            if not ipam.ips:
+                raise Internal("IPAM plugin returned missing IP config")
+            result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
+            for ipc in result.ips:
+                ipc.interface = 0
+
+            def configure(b: Batch) -> None:
+                prepare_sysctls(args.ifname, enable_dad=False)
+                configure_iface(b, args.ifname, result, nodad=True)
+
+            try:
+                in_container_fd(netns_fd, configure)
+            except BaseException:
+                try:
+                    delegate("DEL", t.ipam_type, args)
+                except KanalError:
+                    pass
+                raise
+        undo.pop_all()
+        return result
+    raise AssertionError("unreachable")
+
+
+def _delete(ifname: str) -> None:
+    with raw_socket() as s:
+        b = Batch(s)
+        b.del_link(name=ifname)
+        try:
+            b.commit()
+        except KanalError:
+            pass
+
+
+def cmd_del(args: CmdArgs) -> None:
+    t = TapConf(args)
+    if t.ipam_type:
+        delegate("DEL", t.ipam_type, args)
+    if not args.netns:
+        return
+    try:
+        fd = open_netns(args.netns)
+    except NetnsNotFound:
+        return
+    try:
+        run_in_netns(fd, lambda: _delete(args.ifname))
+    finally:
+        os.close(fd)
+
+
+def cmd_check(args: CmdArgs) -> None:
+    t = TapConf(args)
+    prev = args.conf.get("prevResult")
+    if not prev:
+        raise InvalidConfig("Required prevResult missing")
+    from kanal.spec.convert import parse_result
+
+    result = parse_result(prev, args.cni_version)
+
+    def check(nl: Netlink) -> None:
+        link = nl.find_link(args.ifname)
+        if link is None or link.kind != "tun":
+            raise Internal(f"tap {args.ifname!r} not found in the container")
+        if t.ipam_type:
+            validate_expected_ips(nl, args.ifname, result)
+
+    in_container(args.netns, check)
+
+
+PLUGIN = PluginFuncs(
+    about="kanal tap plugin",
+    versions=ALL_VERSIONS,
+    add=cmd_add,
+    delete=cmd_del,
+    check=cmd_check,
+)
+
+
+def main() -> None:
+    from kanal.skel.dispatcher import plugin_main
+
+    plugin_main(PLUGIN)
