@@ -366,6 +366,26 @@ class Batch:
             (),
         )
 
+    def add_link(
+        self,
+        kind: str,
+        name: str,
+        *,
+        mtu: int = 0,
+        txqlen: int = -1,
+        alias: str = "",
+        up: bool = False,
+        exist_ok: bool = False,
+    ) -> None:
+        """A link of a kind that needs no data (ifb, bridge); EEXIST ok if asked."""
+        self._push_raw(
+            wire.link_create_msg(kind, name, mtu=mtu, txqlen=txqlen, alias=alias, up=up),
+            RTM_NEWLINK,
+            NLM_F_CREATE | NLM_F_EXCL,
+            f"failed to create {kind} {name!r}",
+            (errno.EEXIST,) if exist_ok else (),
+        )
+
     # ---- commit -------------------------------------------------------------
     def commit(self) -> list[int]:
         """Send everything and wait for every ACK; returns each request's errno.

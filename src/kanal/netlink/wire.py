@@ -238,3 +238,23 @@ def link_move_msg(index: int, netns_fd: int, new_name: str, alias: str | None = 
     if alias is not None:
         attrs.append(nla_str(IFLA_IFALIAS, alias))
     return link_msg(index, attrs=attrs)
+
+
+IFLA_TXQLEN = 13
+
+
+def link_create_msg(
+    kind: str, name: str, *, mtu: int = 0, txqlen: int = -1, alias: str = "", up: bool = False
+) -> bytes:
+    """A link of a kind that needs no data (ifb, bridge, dummy). The kernel ignores
+    ``alias`` at creation: set it with a change afterwards."""
+    attrs = [nla_str(IFLA_IFNAME, name)]
+    if mtu:
+        attrs.append(nla_u32(IFLA_MTU, mtu))
+    if txqlen >= 0:
+        attrs.append(nla_u32(IFLA_TXQLEN, txqlen))
+    if alias:
+        attrs.append(nla_str(IFLA_IFALIAS, alias))
+    attrs.append(nla(IFLA_LINKINFO, nla_str(IFLA_INFO_KIND, kind)))
+    flags = 1 if up else 0
+    return link_msg(flags=flags, change=flags, attrs=attrs)
