@@ -1,0 +1,263 @@
+"""containerd 1.6's CRI runs pod sandboxes on kanal's plugins (through kanald).
+
+containerd, its shims and kanald run inside a host namespace made here, with
+every directory (root, state, runc root, sockets, CNI bin/conf) under the test's
+tmp dir; the sandbox image is built here from busybox-static and imported
+offline. Two pods get addresses, reach each other, and after StopPodSandbox
+(DEL with the netns) and RemovePodSandbox (DEL again, with an empty CNI_NETNS)
+nothing is left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kanal.fastpath.install import install_plugins
+from tests.helpers import ip_json, nft_json, unique
+
+VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+IMAGE = "kanal.test/pause:1"
+
+pytestmark = [
+    pytest.mark.runtime,
+    pytest.mark.skipif(shutil.which("containerd") is None, reason="containerd is not installed"),
+    pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="busybox-static missing"),
+]
+
+
+def build_image(path: Path) -> None:
+    """A docker-archive with one layer: /bin/busybox, running ``sleep``."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as t:
+        info = tarfile.TarInfo("bin")
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        t.addfile(info)
+        t.add("/bin/busybox", arcname="bin/busybox")
+    data = layer.getvalue()
+    diff_id = "sha256:" + hashlib.sha256(data).hexdigest()
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Entrypoint": ["/bin/busybox", "sleep", "100000"]},
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        }
+    ).encode()
+    cfg_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = json.dumps(
+        [{"Config": cfg_name, "RepoTags": [IMAGE], "Layers": ["layer/layer.tar"]}]
+    ).encode()
+    with tarfile.open(path, "w") as t:
+        for name, blob in (
+            (cfg_name, config),
+            ("layer/layer.tar", data),
+            ("manifest.json", manifest),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            t.addfile(info, io.BytesIO(blob))
+
+
+class Containerd:
+    def __init__(self, host: str, tmp: Path) -> None:
+        self.host = host
+        self.tmp = tmp
+        self.sock = tmp / "containerd.sock"
+        self.bindir, self.confdir = tmp / "bin", tmp / "net.d"
+        self.confdir.mkdir()
+        self.kanald_sock = tmp / "kanald.sock"
+        self.bridge = unique("kcd", 15)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        install_plugins(str(self.bindir), socket_path=str(self.kanald_sock))
+        octet = 100 + os.getpid() % 100
+        self.subnet_prefix = f"10.{octet}.9."
+        conflist = {
+            "cniVersion": "1.0.0",
+            "name": "kanalcri",
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": self.bridge,
+                    "isGateway": True,
+                    "ipMasq": True,
+                    "hairpinMode": True,
+                    "ipam": {
+                        "type": "host-local",
+                        "ranges": [[{"subnet": f"10.{octet}.9.0/24"}]],
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "dataDir": str(tmp / "ipam"),
+                    },
+                },
+                {"type": "portmap", "capabilities": {"portMappings": True}},
+                {"type": "firewall"},
+                {"type": "tuning", "dataDir": str(tmp / "tuning")},
+            ],
+        }
+        (self.confdir / "10-kanal.conflist").write_text(json.dumps(conflist))
+        (tmp / "containerd.toml").write_text(
+            f"""version = 2
+root = "{tmp}/root"
+state = "{tmp}/state"
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+[grpc]
+  address = "{self.sock}"
+[ttrpc]
+  address = "{tmp}/containerd.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{IMAGE}"
+  restrict_oom_score_adj = true
+  disable_apparmor = true
+  enable_selinux = false
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{self.bindir}"
+    conf_dir = "{self.confdir}"
+    max_conf_num = 1
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "native"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = "{tmp}/runc"
+        SystemdCgroup = false
+"""
+        )
+
+    def spawn(self, name: str, *argv: str) -> None:
+        with open(self.tmp / f"{name}.log", "ab") as log:
+            self.procs.append(
+                subprocess.Popen(
+                    ["nsenter", f"--net=/run/netns/{self.host}", *argv],
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
+            )
+
+    def start(self) -> None:
+        self.spawn(
+            "kanald",
+            str(VENV / "kanald"),
+            "--no-engine",
+            "--socket",
+            str(self.kanald_sock),
+            "--log-level",
+            "info",
+        )
+        self.spawn("containerd", "containerd", "--config", str(self.tmp / "containerd.toml"))
+        for _ in range(500):
+            if self.sock.exists() and self.kanald_sock.exists():
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("containerd or kanald did not start")
+        image = self.tmp / "image.tar"
+        build_image(image)
+        subprocess.run(
+            ["ctr", "--address", str(self.sock), "-n", "k8s.io", "images", "import",
+             "--snapshotter", "native", str(image)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        # The shims (one per sandbox) outlive containerd: find them by our socket.
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(self.sock).encode() in cmd and b"containerd-shim" in cmd:
+                try:
+                    os.killpg(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    os.kill(int(pid), signal.SIGKILL)
+        for p in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(10)
+        # Mounts containerd left under its root/state (rootfs, shm), deepest first.
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f]
+        for mp in sorted((m for m in points if m.startswith(str(self.tmp))), key=len, reverse=True):
+            subprocess.run(["umount", "-l", mp], capture_output=True)
+
+
+@pytest.fixture
+def cri(host_ns: str, tmp_path: Path) -> Iterator[tuple[Containerd, Any]]:
+    pytest.importorskip("grpc", reason="grpcio (a dev dependency) is not installed")
+    from tests.e2e.cri_client import CriClient
+
+    c = Containerd(host_ns, tmp_path)
+    try:
+        c.start()
+        client = CriClient(str(c.sock))
+        try:
+            yield c, client
+        finally:
+            client.close()
+    finally:
+        c.stop()
+
+
+def test_two_pods_on_kanal_then_double_del_leaves_nothing(cri: tuple[Containerd, Any]) -> None:
+    c, client = cri
+    pods = []
+    for i in range(2):
+        pid = client.run_pod_sandbox(
+            f"kpod{i}", f"uid-{i}-{os.getpid()}", "kanaltest", str(c.tmp / f"logs{i}")
+        )
+        state, ip, netns = client.pod_sandbox_status(pid)
+        assert state == "SANDBOX_READY" and ip.startswith(c.subnet_prefix), (state, ip)
+        assert netns.startswith("/var/run/netns/") or netns.startswith("/run/netns/"), netns
+        pods.append((pid, ip, netns))
+    assert pods[0][1] != pods[1][1]
+    ping = nsexec_path(pods[0][2], "ping", "-c", "1", "-W", "2", pods[1][1])
+    assert ping.returncode == 0, ping.stderr
+    fw = nft_json(c.host, "list", "set", "inet", "kanal", "fw_ips4") or {}
+    assert pods[0][1] in json.dumps(fw)  # the firewall plugin ran in the chain
+    log = (c.tmp / "kanald.log").read_text()
+    assert "served bridge ADD (exit 0)" in log and "served tuning ADD (exit 0)" in log
+
+    for pid, _, _ in pods:
+        client.stop_pod_sandbox(pid)  # DEL with CNI_NETNS set
+        client.remove_pod_sandbox(pid)  # DEL again, CNI_NETNS empty
+    log = (c.tmp / "kanald.log").read_text()
+    assert log.count("served bridge DEL (exit 0)") >= 4  # two DELs per pod, all answered
+    time.sleep(0.5)  # kanald unregisters veths just after answering
+    ports = [x["ifname"] for x in ip_json(c.host, "link", "show", "master", c.bridge)]
+    assert ports == []
+    ipam = c.tmp / "ipam" / "kanalcri"
+    left = [p.name for p in ipam.iterdir() if p.name[0].isdigit()] if ipam.exists() else []
+    assert left == []
+    ruleset = json.dumps(nft_json(c.host, "list", "table", "inet", "kanal") or {})
+    assert pods[0][1] not in ruleset and pods[1][1] not in ruleset
+    for _, _, netns in pods:
+        assert not os.path.exists(netns)
+
+
+def nsexec_path(path: str, *cmd: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["nsenter", f"--net={path}", *cmd], capture_output=True, timeout=30)
