@@ -6,13 +6,11 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import nsexec, unique
+from tests.helpers import nsexec
 from tests.netns.cni import PluginRunner
 
 SERVER = """
@@ -46,35 +44,6 @@ def kanal_table(ns: str) -> str:
 def client(ns: str, host: str, port: int, proto: str = "tcp") -> str:
     p = nsexec(ns, sys.executable, "-c", CLIENT, host, str(port), proto, check=False)
     return p.stdout.decode().strip() if p.returncode == 0 else f"failed: {p.stderr[-200:]!r}"
-
-
-@pytest.fixture
-def net(make_netns, tmp_path: Path) -> Iterator[dict[str, Any]]:
-    host, out = make_netns("kth"), make_netns("kto")
-    nsexec(
-        host, "ip", "link", "add", "to-out", "type", "veth", "peer", "name", "eth0", "netns", out
-    )
-    nsexec(host, "ip", "addr", "add", "198.51.100.1/24", "dev", "to-out")
-    nsexec(host, "ip", "link", "set", "to-out", "up")
-    nsexec(out, "ip", "addr", "add", "198.51.100.2/24", "dev", "eth0")
-    nsexec(out, "ip", "link", "set", "eth0", "up")
-    cni = PluginRunner(host, tmp_path)
-    br = unique("kpm", 15)
-    bridge = {
-        "cniVersion": "1.0.0",
-        "name": "pmnet",
-        "type": "bridge",
-        "bridge": br,
-        "isGateway": True,
-        "isDefaultGateway": True,
-        "ipMasq": True,
-        "hairpinMode": True,
-        "ipam": {"type": "host-local", "subnet": "10.72.0.0/24", "dataDir": str(cni.data_dir)},
-    }
-    servers: list[subprocess.Popen[bytes]] = []
-    yield {"host": host, "out": out, "cni": cni, "bridge": bridge, "servers": servers}
-    for s in servers:
-        s.kill()
 
 
 def attach(

@@ -8,7 +8,13 @@ same subnet when ``snat`` (default true); ``masqAll`` masquerades all mapped
 traffic. UDP conntrack entries of mapped ports are flushed on ADD and DEL.
 DEL needs no netns; entries are keyed by attachment.
 
-Left for later (refused clearly): the iptables backend and ``conditionsV4/V6``.
+``"backend": "iptables"`` writes the Go plugin's chains instead (see
+:mod:`kanal.firewall.portmap_ipt`), with ``markMasqBit``, ``externalSetMarkChain``
+and ``conditionsV4``/``conditionsV6`` (extra iptables matches on the entry rule).
+Those keys only mean something to iptables: with nftables, conditions are
+refused with a clear error and the mark keys are accepted and unused (nftables
+masquerades by address, not by mark). A DEL removes the attachment's entries
+from both backends, whatever the config says now.
 """
 
 from __future__ import annotations
@@ -44,6 +50,11 @@ class PortmapConf:
     snat: bool = True
     masq_all: bool = False
     mappings: list[PortMapping] = field(default_factory=list)
+    backend: str = "nftables"
+    mark_bit: int = 13
+    external_setmark: str | None = None
+    conditions_v4: list[str] = field(default_factory=list)
+    conditions_v6: list[str] = field(default_factory=list)
 
 
 def _mapping(raw: Any) -> PortMapping:
@@ -83,14 +94,36 @@ def load_conf(args: CmdArgs) -> PortmapConf:
             raise InvalidConfig(f"MasqMarkBit must be between 0 and 31, got {bit}")
         if conf.get("externalSetMarkChain"):
             raise InvalidConfig("Cannot specify externalSetMarkChain and markMasqBit")
-    backend = conf.get("backend")
-    if backend not in (None, "nftables"):
+        p.mark_bit = bit
+    ext = conf.get("externalSetMarkChain")
+    if ext is not None:
+        if (
+            not isinstance(ext, str)
+            or not ext
+            or len(ext) > 28
+            or not ext.isprintable()
+            or " " in ext
+        ):
+            raise InvalidConfig(f"invalid externalSetMarkChain {ext!r}")
+        p.external_setmark = ext
+    backend = conf.get("backend") or "nftables"
+    if backend not in ("nftables", "iptables"):
+        raise InvalidConfig(f"unknown portmap backend {backend!r}: want iptables or nftables")
+    p.backend = backend
+    from kanal.firewall.portmap_ipt import validate_conditions
+
+    for key, attr in (("conditionsV4", "conditions_v4"), ("conditionsV6", "conditions_v6")):
+        raw = conf.get(key)
+        if raw is None:
+            continue
+        if not isinstance(raw, list):
+            raise InvalidConfig(f"{key} must be a list of strings")
+        setattr(p, attr, validate_conditions(raw, key))
+    if (p.conditions_v4 or p.conditions_v6) and backend != "iptables":
         raise InvalidConfig(
-            f"portmap backend {backend!r} is not supported by kanal yet",
-            'kanal\'s portmap writes nftables (the default); omit "backend"',
+            "portmap conditionsV4/conditionsV6 are iptables match arguments: "
+            'they need "backend": "iptables"'
         )
-    if conf.get("conditionsV4") or conf.get("conditionsV6"):
-        raise InvalidConfig("portmap conditionsV4/conditionsV6 are not supported by kanal yet")
     rc = c.get_dict(conf, "runtimeConfig")
     p.mappings = [_mapping(m) for m in c.get_list(rc, "portMappings")]
     return p
@@ -128,8 +161,29 @@ def cmd_add(args: CmdArgs) -> Result:
     ips, nets, hosts = _container(result)
     if not ips:
         raise InvalidConfig("portmap: the previous result has no container address")
-    owner = Owner(p.name, args.container_id, args.ifname)
-    add_portmaps(owner, p.mappings, ips, nets, snat=p.snat, masq_all=p.masq_all)
+    if p.backend == "iptables":
+        from kanal.firewall import portmap_ipt
+
+        try:
+            for ip, net in zip(ips, nets):
+                portmap_ipt.add_portmaps(
+                    p.name,
+                    args.container_id,
+                    p.mappings,
+                    ip,
+                    net,
+                    snat=p.snat,
+                    masq_all=p.masq_all,
+                    mark_bit=p.mark_bit,
+                    external_setmark=p.external_setmark,
+                    conditions=p.conditions_v4 if ip.version == 4 else p.conditions_v6,
+                )
+        except BaseException:
+            portmap_ipt.del_portmaps(p.name, args.container_id)
+            raise
+    else:
+        owner = Owner(p.name, args.container_id, args.ifname)
+        add_portmaps(owner, p.mappings, ips, nets, snat=p.snat, masq_all=p.masq_all)
     if p.snat and any(ip.version == 4 for ip in ips):
         # 127.0.0.1 -> container needs the kernel to route "martian" localhost sources.
         for name in hosts:
@@ -153,9 +207,32 @@ def cmd_del(args: CmdArgs) -> None:
         except KanalError:
             ips = None
     owner = Owner(p.name, args.container_id, args.ifname)
-    mappings = p.mappings if p.mappings and ips else None
-    del_portmaps(owner, mappings, ips, snat=p.snat, masq_all=p.masq_all)
+    if p.backend == "nftables":
+        mappings = p.mappings if p.mappings and ips else None
+        del_portmaps(owner, mappings, ips, snat=p.snat, masq_all=p.masq_all)
+    elif p.mappings or not ips:
+        del_portmaps(owner, None, None)  # (by owner: nothing there costs one lookup)
+    _del_iptables(p, args, force=p.backend == "iptables")
     flush_udp_conntrack(p.mappings)
+
+
+def _del_iptables(p: PortmapConf, args: CmdArgs, *, force: bool) -> None:
+    """Remove Go-style chains of this attachment; a cheap existence check first."""
+    from kanal.firewall import portmap_ipt
+
+    if not force:
+        from kanal.firewall import get_backend
+        from kanal.firewall.iptables import IptablesBackend
+
+        ib = get_backend("iptables")  # shared: it remembers which iptables this is
+        assert isinstance(ib, IptablesBackend)
+        chain = portmap_ipt.dnat_chain(p.name, args.container_id)
+        try:
+            if not any(ib.chain_exists(v, chain) for v in (4, 6)):
+                return
+        except KanalError:
+            return
+    portmap_ipt.del_portmaps(p.name, args.container_id)
 
 
 def cmd_check(args: CmdArgs) -> None:
@@ -168,6 +245,11 @@ def cmd_check(args: CmdArgs) -> None:
     from kanal.spec.convert import parse_result
 
     ips = _container(parse_result(prev, args.cni_version))[0]
+    if p.backend == "iptables":
+        from kanal.firewall import portmap_ipt
+
+        portmap_ipt.check_portmaps(p.name, args.container_id, sorted({ip.version for ip in ips}))
+        return
     check_portmaps(Owner(p.name, args.container_id, args.ifname), p.mappings, ips)
 
 
