@@ -220,6 +220,14 @@ def del_attachment(
     from kanal.skel.delegate import delegate
 
     errors: list[KanalError] = []
+    # A DHCP lease is released by a message sent out of the container's link: that
+    # IPAM goes first, while the link still exists (the order Go uses for all).
+    ipam_first = ipam_type == "dhcp"
+    if ipam_first:
+        try:
+            delegate("DEL", ipam_type, args)
+        except KanalError as e:
+            errors.append(e)
     if args.netns:
         try:
             fd = open_netns(args.netns)
@@ -246,7 +254,7 @@ def del_attachment(
             teardown_mac_spoof_check(spoof_id)
         except KanalError as e:
             errors.append(e)
-    if ipam_type:
+    if ipam_type and not ipam_first:
         try:
             delegate("DEL", ipam_type, args)
         except KanalError as e:

@@ -1,0 +1,142 @@
+"""The ``dhcp`` IPAM plugin: addresses from a DHCP server, through kanal's DHCP daemon.
+
+As the reference (Go ``plugins/ipam/dhcp``), the plugin is a thin client of a
+long-running daemon that runs the DHCP exchange inside the container's
+namespace and renews the lease for as long as the container lives. Start it
+with ``kanal dhcp daemon`` (or ``python -m kanal.dhcp``). The socket is
+``ipam.daemonSocketPath`` (Go's key), else ``$KANAL_DHCP_SOCKET``, else
+/run/kanal/dhcp.sock. kanal's daemon speaks JSON, not Go's RPC: pair kanal's
+plugin with kanal's daemon. ``ipam.timeout`` (seconds) bounds the exchange;
+``ipam.provide`` ``host-name`` sets option 12.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+from kanal.errors import Internal, InvalidConfig, KanalError, Unavailable
+from kanal.plugins import _conf as c
+from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.spec.types import Result
+from kanal.spec.versions import ALL_VERSIONS
+
+__all__ = ["PLUGIN", "main"]
+
+DEFAULT_SOCKET = "/run/kanal/dhcp.sock"
+
+
+def _socket_path(args: CmdArgs) -> str:
+    ipam = c.get_dict(args.conf, "ipam")
+    return (
+        c.get_str(ipam, "daemonSocketPath")
+        or dict(args.env).get("KANAL_DHCP_SOCKET", "")
+        or DEFAULT_SOCKET
+    )
+
+
+def _call(path: str, req: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        try:
+            s.connect(path)
+        except OSError as e:
+            raise Unavailable(
+                f"error dialing DHCP daemon at {path}: is the dhcp daemon running "
+                "(kanal dhcp daemon)?",
+                e.strerror or str(e),
+            ) from None
+        s.sendall(json.dumps(req).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    except TimeoutError as e:
+        raise Internal("the DHCP daemon did not answer in time") from e
+    finally:
+        s.close()
+    try:
+        reply: dict[str, Any] = json.loads(buf)
+    except ValueError as e:
+        raise Internal("bad answer from the DHCP daemon", str(e)) from e
+    err = reply.get("error")
+    if err:
+        raise KanalError(str(err.get("msg")), str(err.get("details") or ""), code=err.get("code"))
+    return reply
+
+
+def _req(op: str, args: CmdArgs) -> dict[str, Any]:
+    ipam = c.get_dict(args.conf, "ipam")
+    timeout = ipam.get("timeout", 10)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+        raise InvalidConfig("ipam.timeout must be a positive number of seconds")
+    return {
+        "op": op,
+        "containerID": args.container_id,
+        "netns": args.netns,
+        "ifname": args.ifname,
+        "network": c.get_str(args.conf, "name"),
+        "ipam": ipam,
+    }
+
+
+def cmd_add(args: CmdArgs) -> Result:
+    from kanal.spec.convert import parse_result
+
+    req = _req("allocate", args)
+    reply = _call(_socket_path(args), req, timeout=float(req["ipam"].get("timeout", 10)) + 30)
+    result = parse_result(json.dumps(reply["result"]).encode(), "1.0.0")
+    result.cni_version = args.cni_version
+    return result
+
+
+def cmd_del(args: CmdArgs) -> None:
+    try:
+        _call(_socket_path(args), _req("release", args))
+    except Unavailable:
+        pass  # no daemon: no lease is held anywhere, nothing to release
+
+
+def cmd_check(args: CmdArgs) -> None:
+    _call(_socket_path(args), _req("check", args))
+
+
+def cmd_status(args: CmdArgs) -> None:
+    _call(_socket_path(args), {"op": "status"})
+
+
+def cmd_gc(args: CmdArgs) -> None:
+    from kanal.spec.netconf import parse_plugin_conf
+
+    valid = parse_plugin_conf(args.conf, require_name=False).valid_attachments
+    if valid is None:
+        return
+    _call(
+        _socket_path(args),
+        {
+            "op": "gc",
+            "network": c.get_str(args.conf, "name"),
+            "valid": [[a.container_id, a.ifname] for a in valid],
+        },
+    )
+
+
+PLUGIN = PluginFuncs(
+    about="kanal dhcp plugin",
+    versions=ALL_VERSIONS,
+    add=cmd_add,
+    delete=cmd_del,
+    check=cmd_check,
+    status=cmd_status,
+    gc=cmd_gc,
+)
+
+
+def main() -> None:
+    from kanal.skel.dispatcher import plugin_main
+
+    plugin_main(PLUGIN)
