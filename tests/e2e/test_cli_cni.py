@@ -308,7 +308,9 @@ def test_help_imports_nothing_heavy() -> None:
         "kanal",
         "kanal.cli",
         "kanal.cli.cni",
+        "kanal.cli.dhcp",
         "kanal.cli.main",
+        "kanal.cli.network",
         "kanal.errors",
     ]
 

@@ -142,7 +142,10 @@ def test_200_containers_with_port_mappings(chost: ChainHost) -> None:
             list(pool.map(delete, sorted(ok)))
         assert chost.mappings() == {}
         assert chost.reservations() == []
-        time.sleep(1)  # kanald unregisters the veths in the background
+        for _ in range(300):  # kanald unregisters the veths in the background
+            if not chost.ports():
+                break
+            time.sleep(0.1)
         assert chost.ports() == []
     finally:
         with ThreadPoolExecutor(4) as pool:

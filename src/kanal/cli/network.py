@@ -15,7 +15,6 @@ kanal network disconnect [-f] NETWORK CONTAINER
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -132,6 +131,8 @@ HEADERS = {
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
+    import json
+
     from kanal.cli.fmt import render_table, render_template, table_from_template
 
     filters = _filters(args.filter)
@@ -161,6 +162,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
     from kanal.cli.fmt import render_template
 
     client = _client(args)
@@ -197,6 +200,8 @@ def cmd_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
+    import json
+
     if not args.force:
         sys.stderr.write(
             "WARNING! This will remove all custom networks not used by at least one container.\n"
