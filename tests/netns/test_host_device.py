@@ -141,3 +141,43 @@ def test_go_add_kanal_del_and_back(hd: dict[str, Any], make_netns: Any) -> None:
         env=env,
     )
     assert "dev0" in names(hd["host"]) and names(ct) == ["lo"]  # Go's DEL undoes kanal's ADD
+
+
+def test_kernelpath_through_the_installed_plugin(hd: dict[str, Any], make_netns: Any) -> None:
+    """kernelpath is read in sysfs, which shows the namespace it was mounted for: run
+    the installed plugin under ``ip netns exec`` (which mounts the host's), standalone."""
+    ct = make_netns("khc")
+    cni: PluginRunner = hd["cni"]
+    conf = {
+        "cniVersion": "1.0.0",
+        "name": "hdnet",
+        "type": "host-device",
+        "kernelpath": "/sys/devices/virtual/net/dev0",
+    }
+    env = {
+        "CNI_COMMAND": "ADD",
+        "CNI_CONTAINERID": "kp",
+        "CNI_NETNS": f"/run/netns/{ct}",
+        "CNI_IFNAME": "net9",
+        "CNI_PATH": str(cni.bindir),
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "KANAL_SOCKET": "/nonexistent/kanald.sock",  # no daemon: the plugin runs itself
+    }
+    p = run(
+        ["ip", "netns", "exec", hd["host"], str(cni.bindir / "host-device")],
+        input=json.dumps(conf).encode(),
+        env=env,
+        check=False,
+    )
+    assert p.returncode == 0, p.stdout
+    assert json.loads(p.stdout)["interfaces"][0]["name"] == "net9"
+    assert names(ct) == ["lo", "net9"] and "dev0" not in names(hd["host"])
+    env["CNI_COMMAND"] = "DEL"
+    p = run(
+        ["ip", "netns", "exec", hd["host"], str(cni.bindir / "host-device")],
+        input=json.dumps(conf).encode(),
+        env=env,
+        check=False,
+    )
+    assert p.returncode == 0, p.stdout
+    assert names(ct) == ["lo"] and "dev0" in names(hd["host"])

@@ -87,10 +87,15 @@ def _find(h: HostDeviceConf) -> Link:
             raise NotFound(f"failed to find host device: no link with hwaddr {h.hwaddr}")
         # kernelpath: /sys/devices/.../net/<name>; sysfs names the namespace it was
         # mounted in, so check the name found there against this namespace's links.
+        # A device directory lists its links under net/; a (virtual) link's own
+        # directory is accepted too.
         try:
             names = os.listdir(os.path.join(h.kernelpath, "net"))
         except OSError as e:
-            raise NotFound(f"failed to find network device in {h.kernelpath}", str(e)) from e
+            if os.path.exists(os.path.join(h.kernelpath, "ifindex")):
+                names = [os.path.basename(h.kernelpath.rstrip("/"))]
+            else:
+                raise NotFound(f"failed to find network device in {h.kernelpath}", str(e)) from e
         for name in names:
             link = nl.find_link(name)
             if link is not None:
