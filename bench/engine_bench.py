@@ -96,9 +96,8 @@ def run(samples: int, many: int, report: Callable[[str], None]) -> dict[str, obj
     from kanal.engine.controller import Controller, NetworkSpec, SandboxRef
     from kanal.engine.ipam import Pool
     from kanal.engine.model import new_id
-    from kanal.store import open_store
-
     from kanal.netlink import reaper
+    from kanal.store import open_store
 
     reaper.enable()  # as kanald does: a veth's unregister runs after the reply
     tmp = Path(tempfile.mkdtemp(prefix="kanal-engine-bench-"))
