@@ -385,3 +385,44 @@ def test_cni_driver_runs_any_conflist(
     (confdir / "10-gcni.conflist").unlink()
     in_ns(host_ns, ctrl.sync_cni_networks)
     assert {n.name for n in ctrl.networks()} == {"kcni"}
+
+
+def test_macvlan_network(eng: Engine, make_netns: Callable[[str], str]) -> None:
+    lan = make_netns("kel")  # a host on the parent's wire, also the LAN's router
+    nsexec(
+        eng.host, "ip", "link", "add", "lan0", "type", "veth", "peer", "name", "eth0", "netns", lan
+    )
+    nsexec(eng.host, "ip", "link", "set", "lan0", "up")
+    nsexec(lan, "ip", "addr", "add", "198.51.100.2/24", "dev", "eth0")
+    nsexec(lan, "ip", "link", "set", "eth0", "up")
+    spec = NetworkSpec(
+        "mvlan",
+        "macvlan",
+        ipam=[IPAMConfig("198.51.100.0/24", gateway="198.51.100.2", ip_range="198.51.100.64/26")],
+        options={"parent": "lan0", "macvlan_mode": "bridge"},
+    )
+    eng(lambda: eng.ctrl.create_network(spec))
+    ns1, s1 = eng.sandbox(make_netns, "m1")
+    ns2, s2 = eng.sandbox(make_netns, "m2")
+    e1 = eng(lambda: eng.ctrl.connect("mvlan", s1))
+    e2 = eng(lambda: eng.ctrl.connect("mvlan", s2, ip="198.51.100.10"))
+    assert e1.ipv4 == "198.51.100.64/24" and e2.ipv4 == "198.51.100.10/24"
+    link = ip_json(ns1, "-d", "link", "show", "eth0")[0]
+    assert link["linkinfo"]["info_kind"] == "macvlan" and link["address"] == e1.mac
+    assert ip_json(ns1, "route", "show", "default")[0]["gateway"] == "198.51.100.2"
+    assert ping(ns1, "198.51.100.10") and ping(ns1, "198.51.100.2") and ping(lan, "198.51.100.64")
+    for bad in (
+        NetworkSpec(
+            "mv2", "macvlan", ipam=[IPAMConfig("192.0.2.0/24")], options={"parent": "nosuch0"}
+        ),
+        NetworkSpec(
+            "mv3", "macvlan", ipam=[IPAMConfig("192.0.2.0/24")], options={"macvlan_mode": "weird"}
+        ),
+        NetworkSpec("mv4", "macvlan", ipam=[IPAMConfig("192.0.2.0/24")], options={"bogus": "1"}),
+    ):
+        with pytest.raises(InvalidConfig):
+            eng(lambda b=bad: eng.ctrl.create_network(b))  # type: ignore[misc]
+    eng(lambda: eng.ctrl.disconnect("mvlan", s1.id))
+    eng(lambda: eng.ctrl.disconnect("mvlan", s2.id))
+    assert [x["ifname"] for x in ip_json(ns1, "link")] == ["lo"]
+    eng(lambda: eng.ctrl.delete_network("mvlan"))

@@ -68,12 +68,19 @@ class NetworkDriver(Protocol):
 def _drivers() -> dict[str, type]:
     from kanal.engine.drivers.bridge import BridgeDriver
     from kanal.engine.drivers.cni import CniDriver
+    from kanal.engine.drivers.macvlan import MacvlanDriver
     from kanal.engine.drivers.simple import HostDriver, NullDriver
 
-    return {"bridge": BridgeDriver, "cni": CniDriver, "host": HostDriver, "null": NullDriver}
+    return {
+        "bridge": BridgeDriver,
+        "cni": CniDriver,
+        "host": HostDriver,
+        "macvlan": MacvlanDriver,
+        "null": NullDriver,
+    }
 
 
-DRIVERS = ("bridge", "cni", "host", "null")
+DRIVERS = ("bridge", "cni", "host", "macvlan", "null")
 
 
 def get_driver(name: str, ctx: EngineContext) -> NetworkDriver:

@@ -136,14 +136,9 @@ class BridgeDriver:
             bridge["portIsolation"] = True
         if st["mtu"]:
             bridge["mtu"] = st["mtu"]
-        routes = []
-        if not net.internal and ep is not None and ep.default_gateway:
-            for c in net.ipam:
-                sub = ipaddress.ip_network(c.subnet)
-                if c.gateway:
-                    dst = "0.0.0.0/0" if sub.version == 4 else "::/0"
-                    routes.append({"dst": dst, "gw": c.gateway})
-        bridge["ipam"]["routes"] = routes
+        from kanal.engine.drivers._cni import default_routes
+
+        bridge["ipam"]["routes"] = default_routes(net, ep)
         plugins: list[dict[str, Any]] = [bridge]
         # portmap only for an endpoint with published ports: one plugin call less on
         # every other connect and disconnect (the conflist is the endpoint's own).
@@ -222,47 +217,14 @@ class BridgeDriver:
     # --- endpoints ---------------------------------------------------------------
 
     def _runtime(self, net: Network, ep: Endpoint) -> RuntimeConf:
-        from kanal.runtime.libcni import RuntimeConf
+        from kanal.engine.drivers._cni import static_runtime
 
-        ips = [a for a in (ep.ipv4, ep.ipv6) if a]
-        gws = []
-        for a in ips:
-            iface = ipaddress.ip_interface(a)
-            for c in net.ipam:
-                if c.gateway and iface.ip in ipaddress.ip_network(c.subnet):
-                    gws.append(c.gateway)
-        args = [("IgnoreUnknown", "1"), ("IP", ",".join(ips))]
-        if gws:
-            args.append(("GATEWAY", ",".join(gws)))
-        caps: dict[str, Any] = {}
-        if ep.ports:
-            default_ip = net.driver_state.get("host_ip", "")
-            caps["portMappings"] = [
-                {
-                    "hostPort": p.host_port,
-                    "containerPort": p.container_port,
-                    "protocol": p.protocol,
-                    **({"hostIP": p.host_ip or default_ip} if (p.host_ip or default_ip) else {}),
-                }
-                for p in ep.ports
-            ]
-        return RuntimeConf(
-            container_id=ep.id, netns=ep.netns, ifname=ep.ifname, args=args, capability_args=caps
-        )
+        return static_runtime(net, ep, net.driver_state.get("host_ip", ""))
 
     def join(self, net: Network, ep: Endpoint) -> None:
-        cni = self.ctx.cni
-        conflist = self.conflist(net, ep)
-        rt = self._runtime(net, ep)
-        try:
-            result = cni.add_network_list(conflist, rt)
-        except KanalError:
-            # libcni leaves a half-done chain to the runtime: the runtime is us.
-            try:
-                cni.del_network_list(conflist, rt)
-            except KanalError:
-                pass
-            raise
+        from kanal.engine.drivers._cni import add
+
+        result = add(self.ctx, self.conflist(net, ep), self._runtime(net, ep))
         for iface in result.interfaces:
             if iface.sandbox:
                 ep.mac = iface.mac

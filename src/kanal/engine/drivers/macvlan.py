@@ -1,0 +1,98 @@
+"""The ``macvlan`` network driver: docker's macvlan networks, via kanal's CNI macvlan plugin.
+
+Options as docker's: ``parent`` (the host link; default: the default route's),
+``macvlan_mode`` bridge|private|vepa|passthru (default bridge). The engine's IPAM
+gives the address (``--subnet`` usually matches the parent's LAN; ``--gateway``
+is the LAN's router and becomes the default route unless ``--internal``). The
+host gets no address on the network and, as with docker, cannot reach its own
+macvlan endpoints through the parent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from typing import TYPE_CHECKING, Any
+
+from kanal.errors import InvalidConfig, KanalError
+
+if TYPE_CHECKING:
+    from kanal.engine.context import EngineContext
+    from kanal.engine.model import Endpoint, Network
+    from kanal.spec.netconf import ConfList
+
+__all__ = ["MacvlanDriver"]
+
+MODES = ("bridge", "private", "vepa", "passthru")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
+
+
+class MacvlanDriver:
+    name = "macvlan"
+    needs_ipam = True
+    has_interface = True
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
+
+    def prepare(self, net: Network) -> None:
+        unknown = set(net.options) - {"parent", "macvlan_mode"}
+        if unknown:
+            raise InvalidConfig(f"unknown macvlan option(s): {', '.join(sorted(unknown))}")
+        mode = net.options.get("macvlan_mode") or "bridge"
+        if mode not in MODES:
+            raise InvalidConfig(f"unknown macvlan mode {mode!r}: want one of {', '.join(MODES)}")
+        parent = net.options.get("parent", "")
+        if parent:
+            if not _IFNAME.match(parent):
+                raise InvalidConfig(f"invalid parent interface {parent!r}")
+            try:
+                socket.if_nametoindex(parent)
+            except OSError:
+                raise InvalidConfig(
+                    f"-o parent interface was not found on the host: {parent}"
+                ) from None
+        net.driver_state = {"parent": parent, "mode": mode}
+
+    def conflist(self, net: Network, ep: Endpoint | None = None) -> ConfList:
+        from kanal.engine.drivers._cni import default_routes
+        from kanal.spec.netconf import parse_conflist
+
+        plugin: dict[str, Any] = {
+            "type": "macvlan",
+            "mode": net.driver_state["mode"],
+            "ipam": {"type": "static", "routes": default_routes(net, ep)},
+        }
+        if net.driver_state["parent"]:
+            plugin["master"] = net.driver_state["parent"]
+        doc = {"cniVersion": "1.0.0", "name": f"kanal-{net.id[:12]}", "plugins": [plugin]}
+        return parse_conflist(json.dumps(doc))
+
+    def create_network(self, net: Network) -> None:
+        pass  # the macvlans are made per endpoint; the parent is the host's
+
+    def delete_network(self, net: Network) -> None:
+        pass
+
+    def join(self, net: Network, ep: Endpoint) -> None:
+        from kanal.engine.drivers._cni import add, static_runtime
+
+        result = add(self.ctx, self.conflist(net, ep), static_runtime(net, ep))
+        for iface in result.interfaces:
+            if iface.sandbox:
+                ep.mac = iface.mac
+
+    def leave(self, net: Network, ep: Endpoint) -> None:
+        from kanal.engine.drivers._cni import static_runtime
+
+        self.ctx.cni.del_network_list(self.conflist(net, ep), static_runtime(net, ep))
+
+    def endpoint_ok(self, net: Network, ep: Endpoint) -> bool:
+        from kanal.engine.drivers._cni import static_runtime
+
+        try:
+            conflist = self.conflist(net, ep)
+            return self.ctx.cni.get_cached_result(conflist, static_runtime(net, ep)) is not None
+        except KanalError:
+            return False
