@@ -179,9 +179,11 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         sandboxes: SandboxResolver | None = None,
         events: EventBus | None = None,
         mode: int = 0o600,
+        manager: Any = None,
     ) -> None:
         self.path = path
         self.controller = controller
+        self.manager = manager  # kanal.engine.sandboxes.SandboxManager, when sandboxes are on
         self.sandboxes = sandboxes or NoSandboxes()
         self.events = events or EventBus()
         controller.listeners.append(self.events.controller_listener)
@@ -271,7 +273,115 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                     sid = ref  # docker's -f: a stale endpoint of a sandbox that is gone
                 c.disconnect(parts[1], sid, force=force)
                 return None
+        if parts[0] == "sandboxes" and self.manager is not None:
+            return self._sandboxes(method, parts, query, body)
         raise NotFound(f"page not found: {method} {path}")
+
+    def _sandboxes(
+        self, method: str, parts: list[str], query: dict[str, list[str]], body: Any
+    ) -> Any:
+        from kanal.engine.sandboxes import NetworkRequest, SandboxSpec
+
+        m = self.manager
+        assert m is not None
+        if len(parts) == 1 and method == "GET":
+            return [self._sandbox_json(sb) for sb in m.list_all()]
+        if len(parts) == 2 and parts[1] == "create" and method == "POST":
+            from kanal.engine.ports import parse_publish
+
+            b = _obj(body)
+            cmd = b.get("Cmd")
+            if not isinstance(cmd, list) or not cmd or not all(isinstance(x, str) for x in cmd):
+                raise InvalidConfig("Cmd must be a non-empty list of strings")
+            nets = []
+            for n in b.get("Networks") or []:
+                if not isinstance(n, dict) or not isinstance(n.get("Name"), str):
+                    raise InvalidConfig("invalid Networks entry")
+                nets.append(
+                    NetworkRequest(
+                        n["Name"],
+                        str(n.get("IPv4Address") or ""),
+                        str(n.get("IPv6Address") or ""),
+                        [str(a) for a in n.get("Aliases") or []],
+                    )
+                )
+            ports = [pb for spec in b.get("Publish") or [] for pb in parse_publish(str(spec))]
+            env = b.get("Env") or {}
+            if not isinstance(env, dict):
+                raise InvalidConfig("Env must be an object")
+            spec = SandboxSpec(
+                argv=list(cmd),
+                name=str(b.get("Name") or ""),
+                network_mode=str(b.get("NetworkMode") or (nets[0].network if nets else "bridge")),
+                networks=nets,
+                publish=ports,
+                env={str(k): str(v) for k, v in env.items()},
+                hostname=str(b.get("Hostname") or ""),
+                dns=[str(x) for x in b.get("Dns") or []],
+                dns_search=[str(x) for x in b.get("DnsSearch") or []],
+                dns_options=[str(x) for x in b.get("DnsOptions") or []],
+                extra_hosts=[str(x) for x in b.get("ExtraHosts") or []],
+                workdir=str(b.get("WorkingDir") or ""),
+            )
+            sb = m.create(spec)
+            raise _Reply(201, self._sandbox_json(sb))
+        if len(parts) == 2 and method == "GET":
+            return self._sandbox_json(m.get(parts[1]))
+        if len(parts) == 2 and method == "DELETE":
+            force = (query.get("force") or ["0"])[0] in ("1", "true")
+            sb = m.remove(parts[1], force=force)
+            self.events.publish({"Type": "container", "Action": "destroy", "Actor": {"ID": sb.id}})
+            raise _Reply(204, None)
+        if len(parts) == 3 and method == "POST":
+            action = parts[2]
+            b = _obj(body) if body else {}
+            if action == "start":
+                return self._sandbox_json(m.start(parts[1]))
+            if action == "running":
+                return self._sandbox_json(m.mark_running(parts[1], int(b.get("Pid", 0))))
+            if action == "exited":
+                return self._sandbox_json(m.mark_exited(parts[1], int(b.get("ExitCode", 0))))
+            if action == "stop":
+                t = float((query.get("t") or ["10"])[0])
+                return self._sandbox_json(m.stop(parts[1], timeout=t))
+        if len(parts) == 3 and parts[2] == "launch" and method == "GET":
+            argv, _ = m.launch_argv(m.get(parts[1]))
+            return {"Argv": argv}
+        raise NotFound(f"page not found: {method} /{'/'.join(parts)}")
+
+    def _sandbox_json(self, sb: Any) -> dict[str, Any]:
+        eps = self.controller.sandbox_endpoints(sb.id)
+        nets = {ep.network_id: ep for ep in eps}
+        names = {n.id: n.name for n in self.controller.networks() if n.id in nets}
+        return {
+            "Id": sb.id,
+            "Name": sb.name,
+            "Cmd": sb.argv,
+            "State": sb.state,
+            "Pid": sb.pid,
+            "ExitCode": sb.exit_code,
+            "Created": sb.created,
+            "NetworkMode": sb.network_mode,
+            "Netns": sb.netns,
+            "Hostname": sb.hostname,
+            "Networks": {
+                names.get(nid, nid): {
+                    "EndpointID": ep.id,
+                    "IPAddress": ep.ipv4.split("/")[0] if ep.ipv4 else "",
+                    "IPv6Address": ep.ipv6.split("/")[0] if ep.ipv6 else "",
+                    "MacAddress": ep.mac,
+                    "Aliases": ep.aliases,
+                }
+                for nid, ep in nets.items()
+            },
+            "Ports": {
+                f"{p.container_port}/{p.protocol}": [
+                    {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)}
+                ]
+                for ep in eps
+                for p in ep.ports
+            },
+        }
 
 
 def _net_event(action: str, net: Network) -> dict[str, Any]:

@@ -142,13 +142,18 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     ctrl.sync_cni_networks()
     counts = ctrl.reconcile()
     logging.info("engine reconciled: %s", counts)
-    from kanal.daemon.api import NetnsSandboxes
+    from kanal.daemon.api import ChainedSandboxes, NetnsSandboxes
+    from kanal.engine.sandboxes import SandboxManager
 
+    manager = SandboxManager(store, ctrl, state_dir=args.state_dir, netns_dir=args.netns_dir)
+    # A sandbox's /etc/hosts follows its networks.
+    ctrl.listeners.append(lambda event, net, ep: manager.refresh_files(ep.sandbox_id))
     api = ApiServer(
         args.api_socket,
         ctrl,
-        sandboxes=NetnsSandboxes(args.netns_dir),
+        sandboxes=ChainedSandboxes(manager, NetnsSandboxes(args.netns_dir)),
         mode=int(args.api_socket_mode, 8),
+        manager=manager,
     )
     serve_in_thread(api)
     print(f"kanald: engine API on {args.api_socket}", file=sys.stderr, flush=True)

@@ -1,0 +1,225 @@
+"""``kanal run / ps / exec / stop / rm``: sandboxes with docker's habits.
+
+    kanal run [-d] [--rm] [--name N] [--network NET]... [--ip A] [--ip6 A]
+              [--alias X]... [-p SPEC]... [--dns IP]... [--dns-search D]...
+              [--dns-option O]... [--add-host NAME:IP]... [--hostname H]
+              [-e K=V]... [-w DIR] -- CMD [ARG...]
+    kanal ps [-a] [-q]
+    kanal exec SANDBOX CMD [ARG...]
+    kanal stop [-t SECONDS] SANDBOX...
+    kanal rm [-f] SANDBOX...
+
+Without ``-d`` the command runs in the foreground with this terminal's stdin and
+stdout, and ``kanal run`` exits with its status (``--rm`` removes the sandbox
+afterwards). The first ``--network`` gets ``--ip``, ``--alias`` and ``-p``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from kanal.errors import KanalError
+
+__all__ = ["register"]
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from kanal.cli.client import ApiClient
+
+    return ApiClient(args.host)
+
+
+def _q(ref: str) -> str:
+    from urllib.parse import quote
+
+    return quote(ref, safe="")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    from kanal.errors import InvalidConfig
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise InvalidConfig("kanal run needs a command: kanal run [OPTIONS] -- CMD [ARG...]")
+    env: dict[str, str] = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    for item in args.env:
+        k, eq, v = item.partition("=")
+        if not k:
+            raise InvalidConfig(f"invalid -e {item!r}: want KEY=VALUE")
+        env[k] = v if eq else os.environ.get(k, "")
+    networks = args.network or ["bridge"]
+    mode = networks[0]
+    nets = []
+    if mode not in ("host", "none") and not mode.startswith("container:"):
+        for i, n in enumerate(networks):
+            nets.append(
+                {
+                    "Name": n,
+                    **({"IPv4Address": args.ip, "IPv6Address": args.ip6} if i == 0 else {}),
+                    **({"Aliases": args.alias} if i == 0 else {}),
+                }
+            )
+    body = {
+        "Name": args.name,
+        "Cmd": cmd,
+        "Env": env,
+        "Hostname": args.hostname,
+        "NetworkMode": mode,
+        "Networks": nets,
+        "Publish": args.publish,
+        "Dns": args.dns,
+        "DnsSearch": args.dns_search,
+        "DnsOptions": args.dns_option,
+        "ExtraHosts": args.add_host,
+        "WorkingDir": args.workdir,
+    }
+    c = _client(args)
+    sb = c.request("POST", "/sandboxes/create", body)
+    sid = sb["Id"]
+    if args.detach:
+        try:
+            c.request("POST", f"/sandboxes/{sid}/start")
+        except KanalError:
+            c.request("DELETE", f"/sandboxes/{sid}", query={"force": "1"})
+            raise
+        print(sid)
+        return 0
+    argv = c.request("GET", f"/sandboxes/{sid}/launch")["Argv"]
+    env_launch = dict(os.environ)
+    env_launch["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    proc = subprocess.Popen(argv, env=env_launch)
+    c.request("POST", f"/sandboxes/{sid}/running", {"Pid": proc.pid})
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        code = proc.wait()
+    code = code if code >= 0 else 128 - code
+    c.request("POST", f"/sandboxes/{sid}/exited", {"ExitCode": code})
+    if args.rm:
+        c.request("DELETE", f"/sandboxes/{sid}", query={"force": "1"})
+    return code
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    from kanal.cli.fmt import render_table
+
+    sbs = _client(args).request("GET", "/sandboxes")
+    if not args.all:
+        sbs = [s for s in sbs if s["State"] == "running"]
+    if args.quiet:
+        for s in sbs:
+            print(s["Id"][:12])
+        return 0
+    rows = [["SANDBOX ID", "NAME", "COMMAND", "STATUS", "NETWORKS", "PORTS"]]
+    for s in sorted(sbs, key=lambda x: x["Created"], reverse=True):
+        status = s["State"] if s["ExitCode"] is None else f"{s['State']} ({s['ExitCode']})"
+        nets = (
+            ",".join(f"{k}={v['IPAddress']}" for k, v in s["Networks"].items()) or s["NetworkMode"]
+        )
+        ports = ", ".join(
+            f"{b['HostIp']}:{b['HostPort']}->{cp}"
+            for cp, binds in s["Ports"].items()
+            for b in binds
+        )
+        rows.append([s["Id"][:12], s["Name"], " ".join(s["Cmd"])[:30], status, nets, ports])
+    print(render_table(rows))
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from kanal.errors import Conflict, InvalidConfig
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise InvalidConfig("kanal exec needs a command")
+    sb = _client(args).request("GET", f"/sandboxes/{_q(args.sandbox)}")
+    if sb["State"] != "running" or not sb["Pid"]:
+        raise Conflict(f"container {sb['Name']} is not running")
+    # The sandbox process's own namespaces: network, mounts (its /etc files), hostname.
+    return subprocess.call(
+        ["nsenter", "--target", str(sb["Pid"]), "--net", "--mount", "--uts", "--", *cmd]
+    )
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    c, failed = _client(args), False
+    for ref in args.sandboxes:
+        try:
+            c.request("POST", f"/sandboxes/{_q(ref)}/stop", query={"t": str(args.time)})
+            print(ref)
+        except KanalError as e:
+            sys.stderr.write(f"kanal: {e}\n")
+            failed = True
+    return 1 if failed else 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    c, failed = _client(args), False
+    for ref in args.sandboxes:
+        try:
+            c.request(
+                "DELETE", f"/sandboxes/{_q(ref)}", query={"force": "1" if args.force else "0"}
+            )
+            print(ref)
+        except KanalError as e:
+            sys.stderr.write(f"kanal: {e}\n")
+            failed = True
+    return 1 if failed else 0
+
+
+def register(subparsers: Any) -> None:
+    def add(name: str, help: str) -> Any:
+        p = subparsers.add_parser(name, help=help)
+        p.add_argument("-H", "--host", default=None, help="kanald's API socket (or $KANAL_HOST)")
+        return p
+
+    r = add("run", "run a command in a new sandbox")
+    r.add_argument("-d", "--detach", action="store_true")
+    r.add_argument("--rm", action="store_true")
+    r.add_argument("--name", default="")
+    r.add_argument("--network", "--net", action="append", default=[])
+    r.add_argument("--ip", default="")
+    r.add_argument("--ip6", default="")
+    r.add_argument("--alias", "--network-alias", action="append", default=[])
+    r.add_argument("-p", "--publish", action="append", default=[])
+    r.add_argument("--dns", action="append", default=[])
+    r.add_argument("--dns-search", action="append", default=[])
+    r.add_argument("--dns-option", action="append", default=[])
+    r.add_argument("--add-host", action="append", default=[])
+    r.add_argument("--hostname", default="")
+    r.add_argument("-e", "--env", action="append", default=[])
+    r.add_argument("-w", "--workdir", default="")
+    r.add_argument("cmd", nargs=argparse.REMAINDER)
+    r.set_defaults(handler=cmd_run)
+
+    ps = add("ps", "list sandboxes")
+    ps.add_argument("-a", "--all", action="store_true")
+    ps.add_argument("-q", "--quiet", action="store_true")
+    ps.set_defaults(handler=cmd_ps)
+
+    ex = add("exec", "run a command in a running sandbox")
+    ex.add_argument("sandbox")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    ex.set_defaults(handler=cmd_exec)
+
+    st = add("stop", "stop sandboxes (SIGTERM, then SIGKILL)")
+    st.add_argument("-t", "--time", type=float, default=10.0)
+    st.add_argument("sandboxes", nargs="+")
+    st.set_defaults(handler=cmd_stop)
+
+    rm = add("rm", "remove sandboxes")
+    rm.add_argument("-f", "--force", action="store_true")
+    rm.add_argument("sandboxes", nargs="+")
+    rm.set_defaults(handler=cmd_rm)
