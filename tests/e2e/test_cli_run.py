@@ -71,7 +71,8 @@ def test_run_ps_exec_stop_rm_and_restart(rd: RunDaemon) -> None:
         "cat /etc/resolv.conf /etc/hosts; hostname; curl -s -m 3 http://10.74.0.10/; exit 3",
     check=False)  # fmt: skip
     assert out.returncode == 3, out.stderr
-    assert "nameserver 192.0.2.53" in out.stdout
+    # on a user-defined network: kanald's embedded DNS, --dns becomes its upstream
+    assert "nameserver 127.0.0.11" in out.stdout and "ndots:0" in out.stdout
     assert "192.0.2.7\tdb" in out.stdout and "\tc1" in out.stdout
     assert "hello from a kanal sandbox" in out.stdout  # sandbox to sandbox on the network
     assert "c1" not in rd.k("ps", "-a").stdout  # --rm
@@ -125,3 +126,76 @@ def test_network_modes(rd: RunDaemon) -> None:
     assert bad.returncode == 1 and "conflicting options" in bad.stderr
     rd.k("rm", "-f", "base")
     rd.kanal("rm", "app2")
+
+
+RESOLVE = (
+    "import socket, sys\n"
+    "for name in sys.argv[1:]:\n"
+    "    try:\n"
+    "        print(name, sorted({a[4][0] for a in socket.getaddrinfo(name, 80, socket.AF_INET)}))\n"
+    "    except socket.gaierror:\n"
+    "        print(name, 'unresolved')\n"
+)
+
+
+def test_embedded_dns_names_aliases_and_isolation(rd: RunDaemon) -> None:
+    import sys
+
+    rd.kanal("create", "--subnet", "10.75.0.0/24", "front")
+    rd.kanal("create", "--subnet", "10.76.0.0/24", "back")
+    rd.k(
+        "run",
+        "-d",
+        "--name",
+        "api",
+        "--network",
+        "front",
+        "--ip",
+        "10.75.0.5",
+        "--alias",
+        "svc",
+        "--",
+        "sleep",
+        "300",
+    )
+    rd.k(
+        "run",
+        "-d",
+        "--name",
+        "api2",
+        "--network",
+        "front",
+        "--ip",
+        "10.75.0.6",
+        "--alias",
+        "svc",
+        "--",
+        "sleep",
+        "300",
+    )
+    rd.k("run", "-d", "--name", "db", "--network", "back", "--", "sleep", "300")
+    out = rd.k(
+        "run", "--rm", "--network", "front", "--", sys.executable, "-c", RESOLVE,
+        "api", "API", "svc", "db", "nosuchname.invalid",
+    ).stdout.splitlines()  # fmt: skip
+    assert out[0] == "api ['10.75.0.5']"
+    assert out[1] == "API ['10.75.0.5']"  # case-insensitive
+    assert out[2] == "svc ['10.75.0.5', '10.75.0.6']"  # a shared alias: both
+    assert out[3] == "db unresolved"  # on another network: not found
+    assert out[4] == "nosuchname.invalid unresolved"
+    resolv = rd.k("run", "--rm", "--network", "front", "--", "cat", "/etc/resolv.conf").stdout
+    assert "nameserver 127.0.0.11" in resolv and "ndots:0" in resolv
+    # connect db to front too: now it resolves there
+    rd.kanal("connect", "front", "db")
+    again = rd.k(
+        "run", "--rm", "--network", "front", "--", sys.executable, "-c", RESOLVE, "db"
+    ).stdout
+    assert again.startswith("db ['10.75.0.")
+    # the default bridge has no embedded DNS (as docker's)
+    plain = rd.k("run", "--rm", "--", "cat", "/etc/resolv.conf").stdout
+    assert "127.0.0.11" not in plain
+    # DNS survives a kanald restart (sockets re-opened in the sandboxes)
+    rd.stop(kill=True)
+    rd.start()
+    after = rd.k("exec", "api2", sys.executable, "-c", RESOLVE, "api").stdout
+    assert after.strip() == "api ['10.75.0.5']"

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kanal.daemon.api import ApiServer
@@ -143,11 +143,22 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     counts = ctrl.reconcile()
     logging.info("engine reconciled: %s", counts)
     from kanal.daemon.api import ChainedSandboxes, NetnsSandboxes
+    from kanal.engine.dns import DnsService
     from kanal.engine.sandboxes import SandboxManager
 
     manager = SandboxManager(store, ctrl, state_dir=args.state_dir, netns_dir=args.netns_dir)
-    # A sandbox's /etc/hosts follows its networks.
-    ctrl.listeners.append(lambda event, net, ep: manager.refresh_files(ep.sandbox_id))
+    dns = DnsService(manager.lookup)
+    manager.dns = dns
+    dns.start()
+
+    def on_change(event: str, net: object, ep: Any) -> None:
+        # Names follow endpoints; a sandbox's /etc/hosts, resolv.conf and DNS its networks.
+        manager.invalidate()
+        manager.refresh_files(ep.sandbox_id)
+
+    ctrl.listeners.append(on_change)
+    for sb in manager.list_all():  # the DNS sockets died with the previous daemon
+        manager.sync_dns(sb)
     api = ApiServer(
         args.api_socket,
         ctrl,

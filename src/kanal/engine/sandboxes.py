@@ -22,11 +22,15 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from kanal.engine.controller import Controller, SandboxRef
 from kanal.engine.model import PortBinding, new_id, now, validate_name
 from kanal.errors import Conflict, InvalidConfig, KanalError, NotFound
 from kanal.store import Delete, Store
+
+if TYPE_CHECKING:
+    from kanal.engine.model import Endpoint
 
 __all__ = ["NetworkRequest", "Sandbox", "SandboxManager", "SandboxSpec"]
 
@@ -113,14 +117,17 @@ class SandboxManager:
         state_dir: str,
         netns_dir: str = "/run/netns",
         host_resolv: str = "/etc/resolv.conf",
+        dns: Any = None,
     ) -> None:
         self.store = store
         self.ctrl = controller
+        self.dns = dns  # kanal.engine.dns.DnsService, or None: no embedded DNS
         self.state_dir = state_dir
         self.netns_dir = netns_dir
         self.host_resolv = host_resolv
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
+        self._index: tuple[dict[str, set[str]], dict[tuple[str, str], list[str]]] | None = None
 
     # --- lookups -----------------------------------------------------------------
 
@@ -237,7 +244,23 @@ class SandboxManager:
                     ports=spec.publish if i == 0 else (),
                 )
         self.write_files(sb)
+        self.sync_dns(sb)
         return sb
+
+    def sync_dns(self, sb: Sandbox) -> None:
+        """Serve (or stop serving) embedded DNS in ``sb`` as its networks say."""
+        if self.dns is None or not sb.own_netns:
+            return
+        user = self.user_networks(sb)
+        attached = sb.id in self.dns.attached()
+        if user and not attached:
+            internal = all(i for _, i in user)
+            try:
+                self.dns.attach(sb.id, sb.netns, self.upstreams(sb), internal=internal)
+            except (OSError, KanalError) as e:
+                log.warning("no embedded DNS for %s: %s", sb.name, e)
+        elif not user and attached:
+            self.dns.detach(sb.id)
 
     def _make_netns(self, sid: str) -> str:
         name = f"kanal-{sid[:12]}"
@@ -313,7 +336,45 @@ class SandboxManager:
                 f.truncate()
                 f.write(text)
 
+    def user_networks(self, sb: Sandbox) -> list[tuple[Endpoint, bool]]:
+        """The sandbox's endpoints on user-defined networks, with their network's internal flag
+        (docker gives embedded DNS only there, not on the default bridge)."""
+        nets = {n.id: n for n in self.ctrl.networks()}
+        out = []
+        for ep in self.ctrl.sandbox_endpoints(sb.id):
+            n = nets.get(ep.network_id)
+            if n is not None and not n.builtin:
+                out.append((ep, n.internal))
+        return out
+
+    def upstreams(self, sb: Sandbox) -> list[str]:
+        return self._host_resolv()[0] if not sb.dns else list(sb.dns)
+
+    def _host_resolv(self) -> tuple[list[str], list[str]]:
+        servers: list[str] = []
+        search: list[str] = []
+        try:
+            with open(self.host_resolv) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) >= 2 and parts[0] == "nameserver":
+                        servers.append(parts[1])
+                    elif parts and parts[0] == "search" and not search:
+                        search = parts[1:]
+        except OSError:
+            pass
+        return servers, search
+
     def resolv_conf(self, sb: Sandbox) -> str:
+        if self.dns is not None and sb.own_netns and self.user_networks(sb):
+            # Embedded DNS: kanald answers on 127.0.0.11 inside the sandbox and
+            # forwards the rest to the upstreams (from its own namespace).
+            search = list(sb.dns_search) or self._host_resolv()[1]
+            lines = ["nameserver 127.0.0.11"]
+            if search:
+                lines.append("search " + " ".join(search))
+            lines.append("options " + " ".join(["ndots:0", *sb.dns_options]))
+            return "\n".join(lines) + "\n"
         servers, search, options = list(sb.dns), list(sb.dns_search), list(sb.dns_options)
         if not servers:
             try:
@@ -464,6 +525,8 @@ class SandboxManager:
         sharing = [s.name for s in self.list_all() if s.network_mode == f"container:{sb.name}"]
         if sharing and sb.own_netns:
             raise Conflict(f"container {sb.name} shares its network with {', '.join(sharing)}")
+        if self.dns is not None:
+            self.dns.detach(sb.id)
         self.ctrl.disconnect_all(sb.id)
         if sb.own_netns:
             self._del_netns(sb.netns)
@@ -477,6 +540,43 @@ class SandboxManager:
         except NotFound:
             return
         self.write_files(sb)
+        self.sync_dns(sb)
+
+    def lookup(self, sandbox_id: str, qname: str) -> list[str] | None:
+        """Embedded DNS: addresses of ``qname`` (a sandbox name or alias) on the user
+        networks ``sandbox_id`` is on; None when no such name is there."""
+        with self._lock:
+            index = self._index
+            if index is None:
+                index = self._index = self._build_index()
+        nets, names = index
+        found: list[str] = []
+        hit = False
+        for nid in nets.get(sandbox_id, ()):
+            addrs = names.get((nid, qname))
+            if addrs is not None:
+                hit = True
+                found.extend(addrs)
+        return found if hit else None
+
+    def _build_index(
+        self,
+    ) -> tuple[dict[str, set[str]], dict[tuple[str, str], list[str]]]:
+        user = {n.id for n in self.ctrl.networks() if not n.builtin}
+        nets: dict[str, set[str]] = {}
+        names: dict[tuple[str, str], list[str]] = {}
+        for ep in self.ctrl.endpoints():
+            if ep.network_id not in user:
+                continue
+            nets.setdefault(ep.sandbox_id, set()).add(ep.network_id)
+            addrs = [a.split("/")[0] for a in (ep.ipv4, ep.ipv6) if a]
+            for name in {ep.name.lower(), *(a.lower() for a in ep.aliases)}:
+                names.setdefault((ep.network_id, name), []).extend(addrs)
+        return nets, names
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._index = None
 
 
 def _proc_state(pid: int) -> str:
