@@ -42,6 +42,7 @@ test: lint typecheck pytest
 
 demo: venv
 	$(VPY) demo/run.py
+	$(VPY) demo/engine_demo.py
 
 bench: venv
 	$(VPY) bench/run.py
