@@ -20,7 +20,7 @@ from tests.helpers import create_netns, delete_netns, unique  # noqa: E402
 
 
 def inside(args: argparse.Namespace) -> None:
-    from bench import chain_bench, cni_bench, engine_bench
+    from bench import chain_bench, cni_bench, engine_bench, netavark_bench
 
     results: dict[str, object] = {}
 
@@ -38,6 +38,9 @@ def inside(args: argparse.Namespace) -> None:
     if "engine" in args.only:
         say(f"== engine connect vs the kernel floor; p50 of {args.samples}; then {args.many}")
         results["engine"] = engine_bench.run(args.samples, args.many, say)
+    if "netavark" in args.only:
+        say(f"== attach/detach vs netavark 1.4; p50 of {args.samples}")
+        results["netavark"] = netavark_bench.run(args.samples, say)
     Path(args.out).write_text(json.dumps(results, indent=2))
 
 
@@ -55,7 +58,9 @@ def main() -> None:
         help="containers already attached for the chain benchmark",
     )
     ap.add_argument(
-        "--only", default="cni,chain,engine", help="comma-separated: cni, chain, engine"
+        "--only",
+        default="cni,chain,engine,netavark",
+        help="comma-separated: cni, chain, engine, netavark",
     )
     ap.add_argument("--many", type=int, default=1000, help="sandboxes for the engine's bulk run")
     ap.add_argument("--samples", type=int, default=25)
@@ -68,7 +73,7 @@ def main() -> None:
         sys.exit("bench: needs root (it creates network namespaces)")
     host = create_netns(unique("kbhost", 30))
     try:
-        print(f"kanal vs the Go reference plugins, host namespace {host}", flush=True)
+        print(f"kanal vs its references, host namespace {host}", flush=True)
         subprocess.run(
             [
                 "ip",
