@@ -20,7 +20,7 @@ from tests.helpers import create_netns, delete_netns, unique  # noqa: E402
 
 
 def inside(args: argparse.Namespace) -> None:
-    from bench import chain_bench, cni_bench, engine_bench, netavark_bench
+    from bench import chain_bench, cni_bench, dns_bench, engine_bench, netavark_bench
 
     results: dict[str, object] = {}
 
@@ -41,6 +41,9 @@ def inside(args: argparse.Namespace) -> None:
     if "netavark" in args.only:
         say(f"== attach/detach vs netavark 1.4; p50 of {args.samples}")
         results["netavark"] = netavark_bench.run(args.samples, say)
+    if "dns" in args.only:
+        say("== embedded DNS vs aardvark-dns 1.4; 2000 queries, then 4 x 2000")
+        results["dns"] = dns_bench.run(2000, say)
     Path(args.out).write_text(json.dumps(results, indent=2))
 
 
@@ -59,8 +62,8 @@ def main() -> None:
     )
     ap.add_argument(
         "--only",
-        default="cni,chain,engine,netavark",
-        help="comma-separated: cni, chain, engine, netavark",
+        default="cni,chain,engine,netavark,dns",
+        help="comma-separated: cni, chain, engine, netavark, dns",
     )
     ap.add_argument("--many", type=int, default=1000, help="sandboxes for the engine's bulk run")
     ap.add_argument("--samples", type=int, default=25)

@@ -61,6 +61,10 @@ class DnsService:
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._stop = False
         self._thread = threading.Thread(target=self._serve, name="kanal-dns", daemon=True)
+        # (sandbox, query without its id) -> (name, addresses, packed answers): a repeated
+        # question is answered without parsing it again; the addresses are looked up
+        # every time, so a changed name is never served from here.
+        self._cache: dict[tuple[str, bytes], tuple[str, list[str], list[bytes]]] = {}
 
     def start(self) -> None:
         self._thread.start()
@@ -165,6 +169,13 @@ class DnsService:
     def _answer(self, entry: SandboxDns, data: bytes, send: Callable[[bytes], object]) -> None:
         from dnslib import DNSRecord
 
+        key = (entry.sandbox_id, data[2:])
+        hit = self._cache.get(key)
+        if hit is not None:
+            name, addrs, variants = hit
+            if self.lookup(entry.sandbox_id, name) == addrs:
+                send(data[:2] + random.choice(variants)[2:])
+                return
         try:
             q = DNSRecord.parse(data)
         except Exception:  # dnslib raises its own errors on garbage: drop it
@@ -172,6 +183,23 @@ class DnsService:
         local = self._local(entry, q)
         if local is not None:
             send(local)
+            name = str(q.q.qname).rstrip(".").lower()
+            addrs_now = self.lookup(entry.sandbox_id, name)
+            if addrs_now is not None:
+                # Several answers: keep a few shuffled packings to pick from.
+                variants = (
+                    [local]
+                    + [
+                        v
+                        for v in (self._local(entry, q) for _ in range(min(5, len(addrs_now) * 2)))
+                        if v is not None
+                    ]
+                    if len(addrs_now) > 1
+                    else [local]
+                )
+                if len(self._cache) > 10000:
+                    self._cache.clear()
+                self._cache[key] = (name, list(addrs_now), variants)
             return
         # Not ours: forward without blocking the other sandboxes.
         self._pool.submit(lambda: self._forward_and_send(entry, data, send))
