@@ -90,3 +90,31 @@ def table_from_template(template: str, objs: Sequence[Any], headers: Mapping[str
         head.append(headers.get(key, key.upper()))
     rows = [head] + [[render_template(c, o) for c in cols] for o in objs]
     return render_table(rows)
+
+
+class Progress:
+    """A one-line progress bar on a terminal for bulk work (``rm`` of many, ``prune``).
+
+    Silent when ``stream`` is not a terminal or there are fewer than ``min_items``
+    items, so scripts and pipes see only the results.
+    """
+
+    def __init__(self, total: int, label: str, stream: Any = None, min_items: int = 5) -> None:
+        import sys
+
+        self.total, self.label, self.done = total, label, 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.on = total >= min_items and bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def render(self) -> str:
+        width = 30
+        filled = width * self.done // max(self.total, 1)
+        return f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
+
+    def step(self) -> None:
+        self.done += 1
+        if self.on:
+            self.stream.write(self.render())
+            if self.done >= self.total:
+                self.stream.write("\n")
+            self.stream.flush()

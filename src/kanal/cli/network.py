@@ -185,9 +185,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     from urllib.parse import quote
 
+    from kanal.cli.fmt import Progress
+
     client = _client(args)
     failed = False
+    progress = Progress(len(args.networks), "removing networks")
     for ref in args.networks:
+        progress.step()
         try:
             client.request("DELETE", f"/networks/{quote(ref, safe='')}")
             print(ref)

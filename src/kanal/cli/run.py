@@ -154,8 +154,12 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    from kanal.cli.fmt import Progress
+
     c, failed = _client(args), False
+    progress = Progress(len(args.sandboxes), "stopping")
     for ref in args.sandboxes:
+        progress.step()
         try:
             c.request("POST", f"/sandboxes/{_q(ref)}/stop", query={"t": str(args.time)})
             print(ref)
@@ -166,8 +170,12 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
+    from kanal.cli.fmt import Progress
+
     c, failed = _client(args), False
+    progress = Progress(len(args.sandboxes), "removing")
     for ref in args.sandboxes:
+        progress.step()
         try:
             c.request(
                 "DELETE", f"/sandboxes/{_q(ref)}", query={"force": "1" if args.force else "0"}
