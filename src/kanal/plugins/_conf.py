@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kanal.errors import InvalidConfig
 
 T = TypeVar("T")
 
 _MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+if TYPE_CHECKING:
+    from kanal.spec.types import DNS
 
 
 def _bad(key: str, want: str, value: Any) -> InvalidConfig:
@@ -75,3 +79,18 @@ def valid_ifname(name: str, what: str = "interface name") -> str:
     if not name or len(name) > 15 or name in (".", "..") or any(c in name for c in "/: \t\n"):
         raise InvalidConfig(f"invalid {what} {name!r}")
     return name
+
+
+def get_dns(conf: Mapping[str, Any]) -> DNS | None:
+    """The config's ``dns`` object as a result DNS, or None when absent or empty."""
+    from kanal.spec.types import DNS
+
+    d = get_dict(conf, "dns")
+    if not d:
+        return None
+    return DNS(
+        nameservers=list(d.get("nameservers") or []),
+        domain=str(d.get("domain") or ""),
+        search=list(d.get("search") or []),
+        options=list(d.get("options") or []),
+    )

@@ -7,8 +7,10 @@ see :func:`kanal.netlink.ns.run_in_netns`) with a :class:`Netlink` opened there.
 from __future__ import annotations
 
 import ipaddress
+import socket
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from typing import TypeVar
 
 from kanal.errors import Internal, KanalError, NotFound
@@ -291,3 +293,53 @@ def gc_attachments(args: CmdArgs, *, network: str, ipam_type: str) -> None:
         raise errors[0]
     if errors:
         raise TeardownError("GC failed", errors)
+
+
+def add_addresses(
+    args: CmdArgs,
+    ipam_type: str,
+    netns_fd: int,
+    result: Result,
+    undo: ExitStack,
+    *,
+    arp_notify: bool = False,
+) -> None:
+    """The last step of the plugins that hand the container one link (macvlan,
+    host-device, tap): with IPAM, its addresses and routes on interface 0 of
+    ``result`` (released again by ``undo``); without, only the link up."""
+    from kanal.skel.delegate import delegate
+
+    if not ipam_type:
+
+        def up(b: Batch) -> None:
+            b.set_link(index=socket.if_nametoindex(args.ifname), up=True)
+            b.commit()
+
+        in_container_fd(netns_fd, up)
+        return
+    ipam = delegate("ADD", ipam_type, args)
+    assert ipam is not None
+    undo.callback(_quiet_ipam_del, ipam_type, args)
+    if not ipam.ips:
+        raise Internal("IPAM plugin returned missing IP config")
+    result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
+    for ipc in result.ips:
+        ipc.interface = 0
+
+    def configure(b: Batch) -> None:
+        prepare_sysctls(args.ifname, enable_dad=False)
+        if arp_notify:
+            # The kernel then announces the address when the link comes up.
+            _try_sysctl(f"net/ipv4/conf/{args.ifname}/arp_notify", "1")
+        configure_iface(b, args.ifname, result, nodad=True)
+
+    in_container_fd(netns_fd, configure)
+
+
+def _quiet_ipam_del(ipam_type: str, args: CmdArgs) -> None:
+    from kanal.skel.delegate import delegate
+
+    try:
+        delegate("DEL", ipam_type, args)
+    except KanalError:
+        pass

@@ -104,18 +104,6 @@ def _vlan_trunk(items: list[Any]) -> list[int]:
     return sorted(vids)
 
 
-def _dns(conf: dict[str, Any]) -> DNS | None:
-    d = c.get_dict(conf, "dns")
-    if not d:
-        return None
-    return DNS(
-        nameservers=list(d.get("nameservers") or []),
-        domain=str(d.get("domain") or ""),
-        search=list(d.get("search") or []),
-        options=list(d.get("options") or []),
-    )
-
-
 def load_conf(args: CmdArgs) -> BridgeConf:
     """Parse and validate the config (and the MAC from CNI_ARGS/args/runtimeConfig)."""
     from kanal.spec.args import load_args
@@ -153,7 +141,7 @@ def load_conf(args: CmdArgs) -> BridgeConf:
     n.disable_container_iface = c.get_bool(conf, "disableContainerInterface")
     n.port_isolation = c.get_bool(conf, "portIsolation")
     n.ipam_type = c.get_str(c.get_dict(conf, "ipam"), "type")
-    n.dns = _dns(conf)
+    n.dns = c.get_dns(conf)
     if args.args:
         env_mac = load_args(args.args, ("MAC",)).get("MAC", "")
         if env_mac:

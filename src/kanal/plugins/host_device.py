@@ -12,7 +12,6 @@ userspace drivers) is refused: there is no such hardware to test it on here.
 from __future__ import annotations
 
 import os
-import socket
 from contextlib import ExitStack
 
 from kanal.errors import Internal, InvalidConfig, KanalError, NotFound
@@ -21,16 +20,15 @@ from kanal.netlink.handle import Link, Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns
 from kanal.plugins import _conf as c
 from kanal.plugins._iface import (
-    configure_iface,
+    add_addresses,
     in_container,
     in_container_fd,
-    prepare_sysctls,
     validate_expected_ips,
     validate_expected_routes,
 )
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
-from kanal.spec.types import DNS, Interface, Result
+from kanal.spec.types import Interface, Result
 from kanal.spec.versions import ALL_VERSIONS
 
 __all__ = ["PLUGIN", "main"]
@@ -60,17 +58,7 @@ class HostDeviceConf:
         if self.hwaddr:
             c.valid_mac(self.hwaddr)
         self.ipam_type = c.get_str(c.get_dict(conf, "ipam"), "type")
-        d = c.get_dict(conf, "dns")
-        self.dns = (
-            DNS(
-                nameservers=list(d.get("nameservers") or []),
-                domain=str(d.get("domain") or ""),
-                search=list(d.get("search") or []),
-                options=list(d.get("options") or []),
-            )
-            if d
-            else None
-        )
+        self.dns = c.get_dns(conf)
 
 
 def _find(h: HostDeviceConf) -> Link:
@@ -129,40 +117,12 @@ def cmd_add(args: CmdArgs) -> Result:
             cni_version=args.cni_version,
             interfaces=[Interface(name=args.ifname, mac=link.mac, sandbox=args.netns)],
         )
-        if h.ipam_type:
-            ipam = delegate("ADD", h.ipam_type, args)
-            assert ipam is not None
-            undo.callback(_quiet_delegate, h.ipam_type, args)
-            if not ipam.ips:
-                raise Internal("IPAM plugin returned missing IP config")
-            result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
-            for ipc in result.ips:
-                ipc.interface = 0
-
-            def configure(b: Batch) -> None:
-                prepare_sysctls(args.ifname, enable_dad=False)
-                configure_iface(b, args.ifname, result, nodad=True)
-
-            in_container_fd(netns_fd, configure)
-        else:
-
-            def up(b: Batch) -> None:
-                b.set_link(index=socket.if_nametoindex(args.ifname), up=True)
-                b.commit()
-
-            in_container_fd(netns_fd, up)
+        add_addresses(args, h.ipam_type, netns_fd, result, undo)
         if h.dns is not None:
             result.dns = h.dns
         undo.pop_all()
         return result
     raise AssertionError("unreachable")
-
-
-def _quiet_delegate(ipam_type: str, args: CmdArgs) -> None:
-    try:
-        delegate("DEL", ipam_type, args)
-    except KanalError:
-        pass
 
 
 def _move_out(netns_fd: int, host_fd: int, ifname: str) -> bool:

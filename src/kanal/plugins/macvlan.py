@@ -28,16 +28,15 @@ from kanal.netlink.ns import NetnsNotFound, open_netns, run_in_netns
 from kanal.netlink.wire import MACVLAN_MODES
 from kanal.plugins import _conf as c
 from kanal.plugins._iface import (
-    configure_iface,
+    add_addresses,
     in_container,
     in_container_fd,
-    prepare_sysctls,
     validate_expected_ips,
     validate_expected_routes,
 )
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
-from kanal.spec.types import DNS, Interface, Result
+from kanal.spec.types import Interface, Result
 from kanal.spec.versions import ALL_VERSIONS
 
 __all__ = ["PLUGIN", "main"]
@@ -64,17 +63,7 @@ class MacvlanConf:
         rc = c.get_dict(conf, "runtimeConfig")
         mac = c.get_str(rc, "mac") or mac
         self.mac = c.valid_mac(mac) if mac else ""
-        d = c.get_dict(conf, "dns")
-        self.dns = (
-            DNS(
-                nameservers=list(d.get("nameservers") or []),
-                domain=str(d.get("domain") or ""),
-                search=list(d.get("search") or []),
-                options=list(d.get("options") or []),
-            )
-            if d
-            else None
-        )
+        self.dns = c.get_dns(conf)
 
 
 def default_route_link() -> str:
@@ -140,33 +129,7 @@ def cmd_add(args: CmdArgs) -> Result:
             cni_version=args.cni_version,
             interfaces=[Interface(name=args.ifname, mac=mac, sandbox=args.netns)],
         )
-        if m.ipam_type:
-            ipam = delegate("ADD", m.ipam_type, args)
-            assert ipam is not None
-            undo.callback(_quiet, lambda: delegate("DEL", m.ipam_type, args))
-            if not ipam.ips:
-                raise Internal("IPAM plugin returned missing IP config")
-            result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
-            for ipc in result.ips:
-                ipc.interface = 0
-
-            def configure(b: Batch) -> None:
-                prepare_sysctls(args.ifname, enable_dad=False)
-                try:
-                    with open(f"/proc/sys/net/ipv4/conf/{args.ifname}/arp_notify", "w") as f:
-                        f.write("1")
-                except OSError:
-                    pass
-                configure_iface(b, args.ifname, result, nodad=True)
-
-            in_container_fd(netns_fd, configure)
-        else:
-
-            def up(b: Batch) -> None:
-                b.set_link(index=socket.if_nametoindex(args.ifname), up=True)
-                b.commit()
-
-            in_container_fd(netns_fd, up)
+        add_addresses(args, m.ipam_type, netns_fd, result, undo, arp_notify=True)
         if m.dns is not None:
             result.dns = m.dns
         undo.pop_all()

@@ -48,17 +48,7 @@ def _conf(args: CmdArgs) -> tuple[str, bool, str | None, int, DNS | None]:
     backend = conf.get("ipMasqBackend")
     if backend is not None and backend not in ("iptables", "nftables"):
         raise InvalidConfig(f"unknown ipMasqBackend {backend!r}")
-    d = c.get_dict(conf, "dns")
-    dns = (
-        DNS(
-            nameservers=list(d.get("nameservers") or []),
-            domain=str(d.get("domain") or ""),
-            search=list(d.get("search") or []),
-            options=list(d.get("options") or []),
-        )
-        if d
-        else None
-    )
+    dns = c.get_dns(conf)
     return ipam_type, c.get_bool(conf, "ipMasq"), backend, c.get_int(conf, "mtu"), dns
 
 

@@ -20,10 +20,8 @@ from kanal.netlink.ns import NetnsNotFound, open_netns, run_in_netns
 from kanal.netlink.tuntap import create_tap
 from kanal.plugins import _conf as c
 from kanal.plugins._iface import (
-    configure_iface,
+    add_addresses,
     in_container,
-    in_container_fd,
-    prepare_sysctls,
     validate_expected_ips,
 )
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
@@ -91,27 +89,7 @@ def cmd_add(args: CmdArgs) -> Result:
             cni_version=args.cni_version,
             interfaces=[Interface(name=args.ifname, mac=mac, sandbox=args.netns)],
         )
-        if t.ipam_type:
-            ipam = delegate("ADD", t.ipam_type, args)
-            assert ipam is not None
-            if not ipam.ips:
-                raise Internal("IPAM plugin returned missing IP config")
-            result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
-            for ipc in result.ips:
-                ipc.interface = 0
-
-            def configure(b: Batch) -> None:
-                prepare_sysctls(args.ifname, enable_dad=False)
-                configure_iface(b, args.ifname, result, nodad=True)
-
-            try:
-                in_container_fd(netns_fd, configure)
-            except BaseException:
-                try:
-                    delegate("DEL", t.ipam_type, args)
-                except KanalError:
-                    pass
-                raise
+        add_addresses(args, t.ipam_type, netns_fd, result, undo)
         undo.pop_all()
         return result
     raise AssertionError("unreachable")
