@@ -19,7 +19,7 @@ from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import open_netns, run_in_netns
 from kanal.netlink.sysctl import read_sysctl, write_sysctl
 from kanal.skel.cmdargs import CmdArgs
-from kanal.spec.types import Result
+from kanal.spec.types import Interface, Result
 
 T = TypeVar("T")
 IFA_F_TENTATIVE = 0x40
@@ -343,3 +343,54 @@ def _quiet_ipam_del(ipam_type: str, args: CmdArgs) -> None:
         delegate("DEL", ipam_type, args)
     except KanalError:
         pass
+
+
+def prev_container(args: CmdArgs) -> tuple[Result, Interface]:
+    """CHECK's start: the prevResult and its entry for CNI_IFNAME in CNI_NETNS.
+
+    Raises:
+        InvalidConfig: no prevResult. Internal: it names another sandbox.
+    """
+    from kanal.errors import InvalidConfig
+    from kanal.spec.convert import parse_result
+
+    prev = args.conf.get("prevResult")
+    if not prev:
+        raise InvalidConfig("Required prevResult missing")
+    result = parse_result(prev, args.cni_version)
+    cont = next(
+        (i for i in result.interfaces if i.name == args.ifname and i.sandbox == args.netns), None
+    )
+    if cont is None:
+        raise Internal(f"Sandbox in prevResult doesn't match configured netns: {args.netns}")
+    return result, cont
+
+
+def release_then(args: CmdArgs, ipam_type: str, in_netns: Callable[[int], None]) -> None:
+    """DEL of the one-link plugins: the addresses first (a DHCP release goes out of the
+    link), then ``in_netns(fd)`` if the namespace still exists; every step attempted."""
+    import os
+
+    from kanal.netlink.ns import NetnsNotFound
+    from kanal.skel.delegate import delegate
+
+    errors: list[KanalError] = []
+    if ipam_type:
+        try:
+            delegate("DEL", ipam_type, args)
+        except KanalError as e:
+            errors.append(e)
+    if args.netns:
+        try:
+            fd = open_netns(args.netns)
+        except NetnsNotFound:
+            fd = -1
+        if fd >= 0:
+            try:
+                in_netns(fd)
+            except KanalError as e:
+                errors.append(e)
+            finally:
+                os.close(fd)
+    if errors:
+        raise errors[0]

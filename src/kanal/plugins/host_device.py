@@ -23,6 +23,7 @@ from kanal.plugins._iface import (
     add_addresses,
     in_container,
     in_container_fd,
+    release_then,
     validate_expected_ips,
     validate_expected_routes,
 )
@@ -151,35 +152,23 @@ def _move_out_quiet(netns_fd: int, host_fd: int, ifname: str) -> None:
 
 def cmd_del(args: CmdArgs) -> None:
     h = HostDeviceConf(args)
-    errors: list[KanalError] = []
-    if h.ipam_type:
+
+    def back_to_host(fd: int) -> None:
+        host_fd = _host_ns_fd()
         try:
-            delegate("DEL", h.ipam_type, args)
-        except KanalError as e:
-            errors.append(e)
-    if args.netns:
-        try:
-            fd = open_netns(args.netns)
-        except NetnsNotFound:
-            fd = -1
-        if fd >= 0:
-            host_fd = _host_ns_fd()
-            try:
-                if _move_out(fd, host_fd, args.ifname):
-                    with Netlink() as nl:
-                        back = _find_after_move(nl, h)
-                    if back is not None:
-                        with raw_socket() as s:
-                            b = Batch(s)
-                            b.set_link(index=back.index, up=True)
-                            b.commit()
-            except KanalError as e:
-                errors.append(e)
-            finally:
-                os.close(host_fd)
-                os.close(fd)
-    if errors:
-        raise errors[0]
+            if not _move_out(fd, host_fd, args.ifname):
+                return
+            with Netlink() as nl:
+                back = _find_after_move(nl, h)
+            if back is not None:
+                with raw_socket() as s:
+                    b = Batch(s)
+                    b.set_link(index=back.index, up=True)
+                    b.commit()
+        finally:
+            os.close(host_fd)
+
+    release_then(args, h.ipam_type, back_to_host)
 
 
 def _find_after_move(nl: Netlink, h: HostDeviceConf) -> Link | None:

@@ -31,6 +31,8 @@ from kanal.plugins._iface import (
     add_addresses,
     in_container,
     in_container_fd,
+    prev_container,
+    release_then,
     validate_expected_ips,
     validate_expected_routes,
 )
@@ -157,41 +159,14 @@ def _del_quiet(netns_fd: int, ifname: str) -> None:
 
 def cmd_del(args: CmdArgs) -> None:
     m = MacvlanConf(args)
-    errors: list[KanalError] = []
-    if m.ipam_type:
-        try:
-            delegate("DEL", m.ipam_type, args)
-        except KanalError as e:
-            errors.append(e)
-    if args.netns:
-        try:
-            fd = open_netns(args.netns)
-        except NetnsNotFound:
-            fd = -1
-        if fd >= 0:
-            try:
-                _del_quiet(fd, args.ifname)
-            finally:
-                os.close(fd)
-    if errors:
-        raise errors[0]
+    release_then(args, m.ipam_type, lambda fd: _del_quiet(fd, args.ifname))
 
 
 def cmd_check(args: CmdArgs) -> None:
     m = MacvlanConf(args)
     if m.ipam_type:
         delegate("CHECK", m.ipam_type, args)
-    prev = args.conf.get("prevResult")
-    if not prev:
-        raise InvalidConfig("Required prevResult missing")
-    from kanal.spec.convert import parse_result
-
-    result = parse_result(prev, args.cni_version)
-    cont = next(
-        (i for i in result.interfaces if i.name == args.ifname and i.sandbox == args.netns), None
-    )
-    if cont is None:
-        raise Internal(f"Sandbox in prevResult doesn't match configured netns: {args.netns}")
+    result, cont = prev_container(args)
 
     def check(nl: Netlink) -> None:
         link = nl.find_link(args.ifname)

@@ -28,6 +28,7 @@ from kanal.plugins._iface import (
     in_container,
     in_container_fd,
     prepare_sysctls,
+    prev_container,
     random_mac,
     validate_expected_ips,
     validate_expected_routes,
@@ -188,17 +189,7 @@ def cmd_del(args: CmdArgs) -> None:
 def cmd_check(args: CmdArgs) -> None:
     ipam_type, ip_masq, backend, _, _ = _conf(args)
     delegate("CHECK", ipam_type, args)
-    prev = args.conf.get("prevResult")
-    if not prev:
-        raise InvalidConfig("Required prevResult missing")
-    from kanal.spec.convert import parse_result
-
-    result = parse_result(prev, args.cni_version)
-    cont_if = next(
-        (i for i in result.interfaces if i.name == args.ifname and i.sandbox == args.netns), None
-    )
-    if cont_if is None:
-        raise Internal(f"Sandbox in prevResult doesn't match configured netns: {args.netns}")
+    result, cont_if = prev_container(args)
 
     def check(cnl: Netlink) -> None:
         link = cnl.find_link(args.ifname)
