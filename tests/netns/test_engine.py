@@ -426,3 +426,31 @@ def test_macvlan_network(eng: Engine, make_netns: Callable[[str], str]) -> None:
     eng(lambda: eng.ctrl.disconnect("mvlan", s2.id))
     assert [x["ifname"] for x in ip_json(ns1, "link")] == ["lo"]
     eng(lambda: eng.ctrl.delete_network("mvlan"))
+
+
+def test_dual_stack_network(eng: Engine, make_netns: Callable[[str], str]) -> None:
+    net = eng(
+        lambda: eng.ctrl.create_network(
+            NetworkSpec(
+                "dual",
+                enable_ipv6=True,
+                ipam=[IPAMConfig("10.79.0.0/24"), IPAMConfig("fd00:79::/64")],
+            )
+        )
+    )
+    auto6 = eng(lambda: eng.ctrl.create_network(NetworkSpec("auto6", enable_ipv6=True)))
+    assert [c.subnet for c in auto6.ipam][1].startswith("fd6b:616e:616c:")  # the ULA pool
+    ns1, s1 = eng.sandbox(make_netns, "d1")
+    ns2, s2 = eng.sandbox(make_netns, "d2")
+    e1 = eng(lambda: eng.ctrl.connect("dual", s1))
+    e2 = eng(lambda: eng.ctrl.connect("dual", s2, ip6="fd00:79::99"))
+    assert e1.ipv4 == "10.79.0.2/24" and e1.ipv6 == "fd00:79::2/64"
+    assert e2.ipv6 == "fd00:79::99/64"
+    assert (
+        nsexec(ns1, "ping", "-6", "-c", "1", "-W", "2", "fd00:79::99", check=False).returncode == 0
+    )
+    assert ping(ns1, addr(e2))
+    routes6 = ip_json(ns1, "-6", "route", "show", "default")
+    assert routes6 and routes6[0]["gateway"] == net.ipam[1].gateway
+    eng(lambda: eng.ctrl.disconnect("dual", s1.id))
+    assert eng.ctrl.ipam.in_use(net.id) == {"10.79.0.3": e2.id, "fd00:79::99": e2.id}
