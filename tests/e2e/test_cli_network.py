@@ -225,3 +225,29 @@ def test_connect_named_namespaces_and_survive_kill(
         daemon.kanal("disconnect", "app", ns)
     assert not [x for x in ip_json(a, "link") if x["ifname"] == "eth0"]
     daemon.kanal("rm", "app")
+
+
+def test_events_stream(daemon: Daemon) -> None:
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(str(daemon.api))
+    s.sendall(b"GET /events HTTP/1.1\r\nHost: kanald\r\n\r\n")
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(4096)
+    assert buf.startswith(b"HTTP/1.1 200") and b"chunked" in buf.lower()
+    daemon.kanal("create", "evnet")
+    daemon.kanal("rm", "evnet")
+    events: list[dict[str, object]] = []
+    while len(events) < 2:
+        buf += s.recv(4096)
+        body = buf.split(b"\r\n\r\n", 1)[1]
+        events = [json.loads(line) for line in body.split(b"\r\n") if line.startswith(b"{")]
+    s.close()
+    assert [(e["Type"], e["Action"]) for e in events] == [
+        ("network", "create"),
+        ("network", "destroy"),
+    ]
+    assert all(e["Actor"]["Attributes"]["name"] == "evnet" for e in events)  # type: ignore[index]
