@@ -152,6 +152,16 @@ class Batch:
         fe80:: address and so sends no DAD, MLD or router solicitation (must be
         set while the link is still down).
         """
+        if (
+            brport
+            and set(brport) <= set(wire.BRPORT_ATTRS)
+            and not (
+                master is not None or alias is not None or no_ipv6_link_local or up is not None
+            )
+        ):
+            body = wire.brport_msg(index, "" if index else name, brport)
+            self._push_raw(body, RTM_NEWLINK, 0, f"failed to set bridge port {name or index}", ())
+            return
         if not brport:
             attrs_raw = wire.link_attrs(
                 name="" if index else name, mac=mac, mtu=mtu, master=master or 0, alias=alias

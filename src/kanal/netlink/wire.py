@@ -258,3 +258,21 @@ def link_create_msg(
     attrs.append(nla(IFLA_LINKINFO, nla_str(IFLA_INFO_KIND, kind)))
     flags = 1 if up else 0
     return link_msg(flags=flags, change=flags, attrs=attrs)
+
+
+IFLA_INFO_SLAVE_KIND = 4
+IFLA_INFO_SLAVE_DATA = 5
+BRPORT_ATTRS = {"mode": 4, "learning": 8, "unicast_flood": 9, "isolated": 33}
+
+
+def brport_msg(index: int, name: str, brport: dict[str, int]) -> bytes:
+    """Bridge-port flags (hairpin ``mode``, ``isolated``, ...) of a link, by index or name.
+
+    Raises KeyError for an attribute this encoder does not know.
+    """
+    data = b"".join(nla_u8(BRPORT_ATTRS[k], v) for k, v in brport.items())
+    info = nla(
+        IFLA_LINKINFO, nla_str(IFLA_INFO_SLAVE_KIND, "bridge") + nla(IFLA_INFO_SLAVE_DATA, data)
+    )
+    attrs = [] if index else [nla_str(IFLA_IFNAME, name)]
+    return link_msg(index, attrs=[*attrs, info])

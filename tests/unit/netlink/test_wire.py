@@ -189,3 +189,24 @@ def test_macvlan_create() -> None:
     ]
     got = wire.macvlan_create_msg("eth1", 3, 4, netns_fd=7, mac="02:00:00:00:00:09", mtu=1400)
     assert got == encoded(m)
+
+
+def test_brport() -> None:
+    m = ifinfmsg()
+    m["index"] = 0
+    m["attrs"] = [
+        ("IFLA_IFNAME", "veth9"),
+        (
+            "IFLA_LINKINFO",
+            {
+                "attrs": [
+                    ("IFLA_INFO_SLAVE_KIND", "bridge"),
+                    (
+                        "IFLA_INFO_SLAVE_DATA",
+                        {"attrs": [("IFLA_BRPORT_MODE", 1), ("IFLA_BRPORT_ISOLATED", 1)]},
+                    ),
+                ]
+            },
+        ),
+    ]
+    assert wire.brport_msg(0, "veth9", {"mode": 1, "isolated": 1}) == encoded(m)
