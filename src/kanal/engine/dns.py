@@ -21,6 +21,7 @@ import random
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ __all__ = ["DnsService", "SandboxDns"]
 log = logging.getLogger("kanal.dns")
 ADDRESS = "127.0.0.11"
 TTL = 600
+SPIN = 0.0005  # seconds of busy polling after each batch of queries
 
 
 @dataclass
@@ -129,8 +131,16 @@ class DnsService:
     # --- serving -------------------------------------------------------------------
 
     def _serve(self) -> None:
+        spin_until = 0.0
         while not self._stop:
-            for key, _ in self._sel.select(timeout=1.0):
+            # After a query, poll without sleeping for a moment (as tokio's workers spin
+            # before parking): a client's next query is then taken without a wake-up.
+            now = time.monotonic()
+            events = self._sel.select(timeout=0 if now < spin_until else 1.0)
+            if not events:
+                continue
+            spin_until = time.monotonic() + SPIN
+            for key, _ in events:
                 if key.data is None:
                     os.read(self._wake_r, 4096)
                     continue
