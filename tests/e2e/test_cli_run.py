@@ -62,6 +62,11 @@ def test_run_ps_exec_stop_rm_and_restart(rd: RunDaemon) -> None:
     assert len(sid) == 64
     ps = rd.k("ps").stdout
     assert "web" in ps and "running" in ps and "app=10.74.0.10" in ps
+    from kanal.cli.client import ApiClient
+
+    (ep,) = ApiClient(str(rd.api)).request("GET", "/endpoints")
+    assert ep["Network"] == "app" and ep["IPv4Address"] == "10.74.0.10/24"
+    assert ep["Aliases"] == ["www"] and ep["Ports"][0]["HostPort"] == 18090
     # published on the host's 127.0.0.1 (the test's host namespace)
     assert curl(rd.host, "http://127.0.0.1:18090/") == "hello from a kanal sandbox\n"
     # an attached run: its own resolv.conf and hosts, its hostname, its exit status, --rm

@@ -266,6 +266,7 @@ def test_published_ports(eng: Engine, make_netns: Callable[[str], str]) -> None:
         nsexec(out, "ip", "link", "set", "eth0", "up")
         assert _fetch(out, "198.51.100.1", 18080) == "hello 198.51.100.2"  # client address kept
         assert _fetch(eng.host, "127.0.0.1", random_port).startswith("hello")
+        assert _fetch(ns1, "198.51.100.1", 18080).startswith("hello")  # hairpin
         assert _fetch(out, "198.51.100.1", random_port) == ""  # 127.0.0.1 only
         ns2, s2 = eng.sandbox(make_netns, "other")
         with pytest.raises(Conflict, match="already allocated"):
@@ -454,3 +455,84 @@ def test_dual_stack_network(eng: Engine, make_netns: Callable[[str], str]) -> No
     assert routes6 and routes6[0]["gateway"] == net.ipam[1].gateway
     eng(lambda: eng.ctrl.disconnect("dual", s1.id))
     assert eng.ctrl.ipam.in_use(net.id) == {"10.79.0.3": e2.id, "fd00:79::99": e2.id}
+
+
+def test_bridge_options(eng: Engine, make_netns: Callable[[str], str]) -> None:
+    out = make_netns("keo")
+    nsexec(
+        eng.host, "ip", "link", "add", "kout", "type", "veth", "peer", "name", "eth0", "netns", out
+    )
+    nsexec(eng.host, "ip", "addr", "add", "198.51.100.1/24", "dev", "kout")
+    nsexec(eng.host, "ip", "link", "set", "kout", "up")
+    nsexec(out, "ip", "addr", "add", "198.51.100.2/24", "dev", "eth0")
+    nsexec(out, "ip", "link", "set", "eth0", "up")
+    P = "com.docker.network."
+    opts = {
+        P + "bridge.name": unique("kbo", 15),
+        P + "bridge.enable_ip_masquerade": "false",
+        P + "driver.mtu": "1400",
+        P + "container_iface_prefix": "net",
+        P + "bridge.host_binding_ipv4": "127.0.0.1",
+    }
+    net = eng(
+        lambda: eng.ctrl.create_network(
+            NetworkSpec("opts", ipam=[IPAMConfig("10.81.0.0/24")], options=opts)
+        )
+    )
+    ns1, s1 = eng.sandbox(make_netns, "o1")
+    e1 = eng(lambda: eng.ctrl.connect("opts", s1, ports=[PortBinding(80, "tcp", "", 18095)]))
+    assert e1.ifname == "net0"  # container_iface_prefix
+    link = ip_json(ns1, "link", "show", "net0")[0]
+    assert link["mtu"] == 1400
+    assert ip_json(eng.host, "link", "show", opts[P + "bridge.name"])[0]["mtu"] == 1400
+    # no masquerade: the outside sees the container's own address, and has no route back
+    srv = _serve_once(out, 7070)
+    try:
+        nsexec(out, "ip", "route", "add", "10.81.0.0/24", "via", "198.51.100.1")
+        assert _fetch(ns1, "198.51.100.2", 7070) == "hello 10.81.0.2"
+    finally:
+        srv.kill()
+    # host_binding_ipv4: a -p without an address publishes on 127.0.0.1 only
+    pm = nsexec(eng.host, "nft", "list", "map", "inet", "kanal", "pm_ip4").stdout.decode()
+    assert "127.0.0.1 . tcp . 18095" in pm
+
+    # gateway mode routed: no masquerade either; isolated (with --internal): no gateway address
+    routed = eng(
+        lambda: eng.ctrl.create_network(
+            NetworkSpec("routed", options={P + "bridge.gateway_mode_ipv4": "routed"})
+        )
+    )
+    ns2, s2 = eng.sandbox(make_netns, "r1")
+    e2 = eng(lambda: eng.ctrl.connect("routed", s2))
+    masq = nsexec(eng.host, "nft", "list", "set", "inet", "kanal", "masq4", check=False)
+    masq_text = masq.stdout.decode()  # (no set at all when nothing was ever masqueraded)
+    assert addr(e2) not in masq_text
+    iso = eng(
+        lambda: eng.ctrl.create_network(
+            NetworkSpec("iso", internal=True, options={P + "bridge.gateway_mode_ipv4": "isolated"})
+        )
+    )
+    br = iso.driver_state["bridge"]
+    assert not [
+        a
+        for a in ip_json(eng.host, "addr", "show", "dev", br)[0]["addr_info"]
+        if a["family"] == "inet"
+    ]
+    inhibit = eng(
+        lambda: eng.ctrl.create_network(
+            NetworkSpec("inh", options={P + "bridge.inhibit_ipv4": "true"})
+        )
+    )
+    br2 = inhibit.driver_state["bridge"]
+    assert not [
+        a
+        for a in ip_json(eng.host, "addr", "show", "dev", br2)[0]["addr_info"]
+        if a["family"] == "inet"
+    ]
+    with pytest.raises(InvalidConfig, match="isolated"):
+        eng(
+            lambda: eng.ctrl.create_network(
+                NetworkSpec("bad", options={P + "bridge.gateway_mode_ipv4": "isolated"})
+            )
+        )
+    _ = (net, routed)

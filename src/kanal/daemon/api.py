@@ -10,6 +10,8 @@ Routes (an optional ``/v1.NN`` prefix is accepted, as docker clients send one)::
     POST   /networks/prune?filters=      {"NetworksDeleted": [...]}
     POST   /networks/{id}/connect        {"Container", "EndpointConfig": {...}}
     POST   /networks/{id}/disconnect     {"Container", "Force"}
+    GET    /endpoints                    every endpoint (network, sandbox, addresses, ports)
+    GET|POST|DELETE /sandboxes/...       kanal run's sandboxes (create, start, stop, ...)
     GET    /events                       one JSON object per line, as things happen
 
 Errors are ``{"message": "..."}`` with the status of the error's class
@@ -273,6 +275,32 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                     sid = ref  # docker's -f: a stale endpoint of a sandbox that is gone
                 c.disconnect(parts[1], sid, force=force)
                 return None
+        if parts == ["endpoints"] and method == "GET":
+            names = {n.id: n.name for n in c.networks()}
+            return [
+                {
+                    "Id": ep.id,
+                    "NetworkID": ep.network_id,
+                    "Network": names.get(ep.network_id, ""),
+                    "SandboxID": ep.sandbox_id,
+                    "Name": ep.name,
+                    "Interface": ep.ifname,
+                    "MacAddress": ep.mac,
+                    "IPv4Address": ep.ipv4,
+                    "IPv6Address": ep.ipv6,
+                    "Aliases": ep.aliases,
+                    "Ports": [
+                        {
+                            "ContainerPort": p.container_port,
+                            "Protocol": p.protocol,
+                            "HostIp": p.host_ip,
+                            "HostPort": p.host_port,
+                        }
+                        for p in ep.ports
+                    ],
+                }
+                for ep in c.endpoints()
+            ]
         if parts[0] == "sandboxes" and self.manager is not None:
             return self._sandboxes(method, parts, query, body)
         raise NotFound(f"page not found: {method} {path}")
