@@ -30,6 +30,7 @@ from tests.helpers import ip_json, nft_json, unique
 
 VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 IMAGE = "kanal.test/pause:1"
+CNI_CACHE = Path("/var/lib/cni/results")  # libcni's default, containerd 1.6 keeps it
 
 pytestmark = [
     pytest.mark.runtime,
@@ -81,6 +82,7 @@ class Containerd:
         self.kanald_sock = tmp / "kanald.sock"
         self.bridge = unique("kcd", 15)
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.pod_ids: list[str] = []
         install_plugins(str(self.bindir), socket_path=str(self.kanald_sock))
         octet = 100 + os.getpid() % 100
         self.subnet_prefix = f"10.{octet}.9."
@@ -204,6 +206,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             points = [line.split()[4] for line in f]
         for mp in sorted((m for m in points if m.startswith(str(self.tmp))), key=len, reverse=True):
             subprocess.run(["umount", "-l", mp], capture_output=True)
+        # containerd's libcni caches results in the machine's default dir: drop ours.
+        for pod in self.pod_ids:
+            for cached in CNI_CACHE.glob(f"kanalcri-{pod}-*"):
+                cached.unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -230,11 +236,13 @@ def test_two_pods_on_kanal_then_double_del_leaves_nothing(cri: tuple[Containerd,
         pid = client.run_pod_sandbox(
             f"kpod{i}", f"uid-{i}-{os.getpid()}", "kanaltest", str(c.tmp / f"logs{i}")
         )
+        c.pod_ids.append(pid)
         state, ip, netns = client.pod_sandbox_status(pid)
         assert state == "SANDBOX_READY" and ip.startswith(c.subnet_prefix), (state, ip)
         assert netns.startswith("/var/run/netns/") or netns.startswith("/run/netns/"), netns
         pods.append((pid, ip, netns))
     assert pods[0][1] != pods[1][1]
+    assert all(list(CNI_CACHE.glob(f"kanalcri-{p}-eth0")) for p, _, _ in pods)
     ping = nsexec_path(pods[0][2], "ping", "-c", "1", "-W", "2", pods[1][1])
     assert ping.returncode == 0, ping.stderr
     fw = nft_json(c.host, "list", "set", "inet", "kanal", "fw_ips4") or {}
@@ -259,8 +267,11 @@ def test_two_pods_on_kanal_then_double_del_leaves_nothing(cri: tuple[Containerd,
     assert left == []
     ruleset = json.dumps(nft_json(c.host, "list", "table", "inet", "kanal") or {})
     assert pods[0][1] not in ruleset and pods[1][1] not in ruleset
-    for _, _, netns in pods:
+    for pid, _, netns in pods:
         assert not os.path.exists(netns)
+        assert list(CNI_CACHE.glob(f"kanalcri-{pid}-*")) == []  # libcni's result cache
+        tuning = c.tmp / "tuning"
+        assert not tuning.exists() or [f for f in tuning.rglob("*") if pid in f.name] == []
 
 
 def nsexec_path(path: str, *cmd: str) -> subprocess.CompletedProcess[bytes]:
