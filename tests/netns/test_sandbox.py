@@ -1,0 +1,105 @@
+"""SandboxManager directly: files, shared namespaces, clean removal, refused names."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kanal.engine.context import EngineContext
+from kanal.engine.controller import Controller, NetworkSpec
+from kanal.engine.ipam import Pool
+from kanal.engine.model import IPAMConfig
+from kanal.engine.sandboxes import SandboxManager, SandboxSpec
+from kanal.errors import Conflict, InvalidConfig
+from kanal.store import open_store
+from tests.helpers import unique
+from tests.netns.inns import in_ns
+
+
+class Mgr:
+    def __init__(self, host: str, tmp: Path) -> None:
+        self.host = host
+        store = open_store(f"sqlite://{tmp}/state.db")
+        ctrl = Controller(
+            store,
+            EngineContext(state_dir=str(tmp / "state"), cni_conf_dir=str(tmp / "none")),
+            pools=[Pool("10.78.0.0/16", 24)],
+            default_bridge=unique("ksb", 15),
+            default_subnet="10.77.9.0/24",
+        )
+        self.m = SandboxManager(store, ctrl, state_dir=str(tmp / "state"))
+        self(ctrl.ensure_builtin)
+
+    def __call__(self, fn: Callable[[], Any]) -> Any:
+        return in_ns(self.host, fn)
+
+
+@pytest.fixture
+def mgr(host_ns: str, tmp_path: Path) -> Iterator[Mgr]:
+    m = Mgr(host_ns, tmp_path)
+    try:
+        yield m
+    finally:
+        for sb in m.m.list_all():
+            m(lambda s=sb: m.m.remove(s.id, force=True))  # type: ignore[misc]
+
+
+def test_files_follow_networks_in_place_and_rm_leaves_nothing(mgr: Mgr) -> None:
+    m = mgr.m
+    mgr(lambda: m.ctrl.create_network(NetworkSpec("one", ipam=[IPAMConfig("10.78.5.0/24")])))
+    mgr(lambda: m.ctrl.create_network(NetworkSpec("two", ipam=[IPAMConfig("10.78.6.0/24")])))
+    sb = mgr(lambda: m.create(SandboxSpec(["sleep", "300"], name="box", network_mode="one")))
+    hosts = Path(m.state_dir) / "sandboxes" / sb.id / "hosts"
+    inode = hosts.stat().st_ino
+    assert "10.78.5.2\tbox" in hosts.read_text()
+    started = mgr(lambda: m.start("box"))
+    # the process sees the sandbox's files over /etc, in its own mount namespace
+    mounts = Path(f"/proc/{started.pid}/mountinfo").read_text()
+    for _ in range(50):
+        if "/etc/hosts" in mounts:
+            break
+        time.sleep(0.05)
+        mounts = Path(f"/proc/{started.pid}/mountinfo").read_text()
+    assert "/etc/hosts" in mounts and "/etc/resolv.conf" in mounts
+    # (only there: our own mount table does not carry the sandbox's file)
+    assert str(hosts.parent) not in Path("/proc/self/mountinfo").read_text()
+    # connecting a running sandbox rewrites its hosts file in place (same inode)
+    mgr(lambda: m.ctrl.connect("two", m.resolve("box")))
+    m.refresh_files(sb.id)
+    assert hosts.stat().st_ino == inode and "10.78.6.2\tbox" in hosts.read_text()
+    # container: shares the very same network namespace
+    other = mgr(
+        lambda: m.create(SandboxSpec(["sleep", "300"], name="side", network_mode="container:box"))
+    )
+    assert os.stat(other.netns).st_ino == os.stat(sb.netns).st_ino
+    with pytest.raises(Conflict, match="shares its network"):
+        mgr(lambda: m.remove("box", force=True))
+    mgr(lambda: m.remove("side", force=True))
+    mgr(lambda: m.remove("box", force=True))
+    assert not os.path.exists(sb.netns)
+    assert not (Path(m.state_dir) / "sandboxes" / sb.id).exists()
+    assert m.list_all() == [] and m.ctrl.sandbox_endpoints(sb.id) == []
+    assert m.store.list("sandbox-names/") == []
+
+
+def test_refused_names_leave_no_state(mgr: Mgr) -> None:
+    m = mgr.m
+    mgr(lambda: m.create(SandboxSpec(["true"], name="taken")))
+    before = (m.store.list(""), sorted(os.listdir("/run/netns")))
+    for spec, exc in (
+        (SandboxSpec(["true"], name="taken"), Conflict),
+        (SandboxSpec(["true"], name="a/b"), InvalidConfig),
+        (SandboxSpec([], name="empty"), InvalidConfig),
+        (SandboxSpec(["true"], name="baddns", dns=["not-an-ip"]), InvalidConfig),
+        (SandboxSpec(["true"], name="nonet", network_mode="nosuch"), Exception),
+    ):
+        with pytest.raises(exc):
+            mgr(lambda s=spec: m.create(s))  # type: ignore[misc]
+    after = (m.store.list(""), sorted(os.listdir("/run/netns")))
+    assert [e.key for e in after[0]] == [e.key for e in before[0]]
+    assert after[1] == before[1]
