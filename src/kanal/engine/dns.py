@@ -15,6 +15,7 @@ The wire format is dnslib's.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -67,6 +68,7 @@ class DnsService:
         # question is answered without parsing it again; the addresses are looked up
         # every time, so a changed name is never served from here.
         self._cache: dict[tuple[str, bytes], tuple[str, list[str], list[bytes]]] = {}
+        self._turn = itertools.count()
 
     def start(self) -> None:
         self._thread.start()
@@ -184,7 +186,7 @@ class DnsService:
         if hit is not None:
             name, addrs, variants = hit
             if self.lookup(entry.sandbox_id, name) == addrs:
-                send(data[:2] + random.choice(variants)[2:])
+                send(data[:2] + variants[next(self._turn) % len(variants)][2:])  # round robin
                 return
         try:
             q = DNSRecord.parse(data)
@@ -196,17 +198,14 @@ class DnsService:
             name = str(q.q.qname).rstrip(".").lower()
             addrs_now = self.lookup(entry.sandbox_id, name)
             if addrs_now is not None:
-                # Several answers: keep a few shuffled packings to pick from.
-                variants = (
-                    [local]
-                    + [
-                        v
-                        for v in (self._local(entry, q) for _ in range(min(5, len(addrs_now) * 2)))
-                        if v is not None
-                    ]
-                    if len(addrs_now) > 1
-                    else [local]
-                )
+                # Several answers: keep every rotation (up to 8) so each cached
+                # reply still varies the order, as a shuffle would.
+                variants = [local]
+                if len(addrs_now) > 1:
+                    rotated = (
+                        self._local(entry, q, rotate=k) for k in range(min(8, len(addrs_now)))
+                    )
+                    variants = [v for v in rotated if v is not None]
                 if len(self._cache) > 10000:
                     self._cache.clear()
                 self._cache[key] = (name, list(addrs_now), variants)
@@ -235,7 +234,7 @@ class DnsService:
         local = self._local(entry, q)
         return local if local is not None else self._forward(entry, data, tcp=tcp)
 
-    def _local(self, entry: SandboxDns, q: object) -> bytes | None:
+    def _local(self, entry: SandboxDns, q: object, rotate: int | None = None) -> bytes | None:
         from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSRecord
 
         assert isinstance(q, DNSRecord)
@@ -252,7 +251,10 @@ class DnsService:
         r = q.reply()
         qtype = q.q.qtype
         picked = list(addrs)
-        random.shuffle(picked)  # round robin, as docker's
+        if rotate is None:
+            random.shuffle(picked)  # varied order, as docker's
+        else:
+            picked = picked[rotate:] + picked[:rotate]
         for a in picked:
             if ":" in a and qtype in (QTYPE.AAAA, QTYPE.ANY):
                 r.add_answer(RR(q.q.qname, QTYPE.AAAA, rdata=AAAA(a), ttl=TTL))
