@@ -12,6 +12,14 @@ if ((${#missing[@]})); then
     fi
     echo "kanal: installing ${missing[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
+    # Daemons (dockerd, containerd, ovs) must not start in the root namespace on
+    # install: tests start their own, privately. A policy-rc.d that says no, unless
+    # the machine already has one.
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
