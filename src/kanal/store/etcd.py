@@ -12,21 +12,68 @@ instead of answering from stale state (multihost.md §1.5).
 URL: ``etcd://host:port[,host:port...][/prefix]`` — every key is stored under
 ``prefix`` (default ``/kanal/``), so several kanal clusters (or tests) can share
 one etcd.
+
+Beyond the :class:`~kanal.store.Store` contract, the cluster layer uses:
+
+- **Deadlines.** Every call takes ``timeout=`` (seconds, default the store's
+  ``timeout``): the whole call, failover and retries included, ends by then.
+  One attempt waits at most ``attempt_timeout``. A member that refuses the
+  connection is skipped at once; a member that answers "no leader", "leader
+  changed", "timed out" (503/504) or does not answer in time is retried — on the
+  next member, then again in rounds with a short backoff — until the deadline.
+  When every member refused the connection in a round, the call fails at once
+  (etcd is down: no point waiting). Failures raise :class:`kanal.errors.Unavailable`.
+  A write whose attempt timed out may still have been applied: callers that need
+  to know write a unique token and read it back on conflict (see cluster.gipam).
+- **Transactions with any compare**: :meth:`EtcdStore.txn_if` with :class:`Cmp`
+  (create/mod/version revision, value, lease), :class:`LeasePut` and :class:`Get`.
+- **Snapshots**: :meth:`EtcdStore.snapshot` = a prefix listing plus the revision
+  it was read at (the start point of a watch).
+- **Watches**: :meth:`EtcdStore.watch` — a blocking iterator of
+  :class:`WatchBatch` over ``/v3/watch`` (a chunked JSON stream) that resumes from
+  the last seen revision on another member after a lost connection, re-lists and
+  yields a ``resync`` batch when that revision was compacted, requires a leader
+  (the header above: the stream ends with "no leader" on a member cut off from
+  quorum, and we move on), and probes an idle member with ``/v3/maintenance/status``
+  so a silently dead peer (no FIN/RST) is noticed within ``idle_probe`` seconds.
+- **Leases**: :meth:`lease_grant`, :meth:`lease_keepalive`, :meth:`lease_revoke`,
+  ``put(..., lease=id)`` and :class:`Lease`, a thread that keeps one lease alive.
 """
 
 from __future__ import annotations
 
 import base64
+import builtins
 import http.client
 import json
+import random
+import socket
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from kanal.errors import InvalidConfig, Unavailable
+from kanal.errors import InvalidConfig, NotFound, Unavailable
 from kanal.store import Delete, Entry, Put, StoreConflict, check_key
 
-__all__ = ["EtcdStore", "parse_etcd_url"]
+__all__ = [
+    "Cmp",
+    "EtcdStore",
+    "Get",
+    "Lease",
+    "LeaseNotFound",
+    "LeasePut",
+    "TxnResult",
+    "WatchBatch",
+    "WatchEvent",
+    "parse_etcd_url",
+]
+
+_HEADERS = {"Content-Type": "application/json", "Grpc-Metadata-hasleader": "true"}
+# gRPC codes the gateway passes through: 4 deadline exceeded, 14 unavailable
+# (no leader, leader changed, request timed out) — worth another member or round.
+_RETRY_GRPC = (4, 14)
 
 
 def _b64(b: bytes) -> str:
@@ -61,62 +108,188 @@ def parse_etcd_url(rest: str) -> tuple[list[tuple[str, int]], str]:
     return endpoints, prefix
 
 
+class LeaseNotFound(NotFound):
+    """The lease does not exist (any more): it expired or was revoked."""
+
+
+@dataclass(frozen=True)
+class Cmp:
+    """One txn compare. ``target``: ``create``/``mod``/``version`` (revisions, int),
+    ``value`` (bytes) or ``lease`` (lease id, 0 = none). ``op``: ``==``, ``!=``, ``<``, ``>``.
+
+    An absent key has create/mod revision 0, version 0, lease 0 and never equals a value.
+    """
+
+    key: str
+    target: str
+    value: int | bytes
+    op: str = "=="
+
+    @staticmethod
+    def absent(key: str) -> Cmp:
+        return Cmp(key, "create", 0)
+
+    @staticmethod
+    def value_is(key: str, value: bytes) -> Cmp:
+        return Cmp(key, "value", value)
+
+    @staticmethod
+    def mod_is(key: str, rev: int) -> Cmp:
+        return Cmp(key, "mod", rev)
+
+    @staticmethod
+    def lease_is(key: str, lease: int) -> Cmp:
+        return Cmp(key, "lease", lease)
+
+
+@dataclass(frozen=True)
+class LeasePut:
+    """Write ``value`` at ``key`` attached to ``lease`` (the key goes when the lease does)."""
+
+    key: str
+    value: bytes
+    lease: int
+
+
+@dataclass(frozen=True)
+class Get:
+    """Read ``key`` (or every key under it with ``prefix=True``) inside a txn."""
+
+    key: str
+    prefix: bool = False
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    """``succeeded``: whether every compare held. ``gets``: the entries each :class:`Get`
+    of the branch that ran returned, in order (other ops contribute nothing)."""
+
+    succeeded: bool
+    revision: int
+    gets: list[list[Entry]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """``type`` is ``put`` or ``delete``; ``value`` is b"" for a delete; ``prev`` is the
+    entry before the event when etcd still had it."""
+
+    type: str
+    key: str
+    value: bytes
+    mod_rev: int
+    lease: int
+    prev: Entry | None
+
+
+@dataclass(frozen=True)
+class WatchBatch:
+    """What one watch message brought.
+
+    ``resync`` is not None after the watched revision was compacted: it is the whole
+    listing of the prefix at ``revision`` and replaces whatever the consumer knew
+    (``events`` is then empty). Otherwise ``events`` happened, in order, up to
+    ``revision``.
+    """
+
+    revision: int
+    events: list[WatchEvent]
+    resync: list[Entry] | None = None
+
+
 class EtcdStore:
     def __init__(
-        self, endpoints: Sequence[tuple[str, int]], prefix: str = "/kanal/", timeout: float = 5.0
+        self,
+        endpoints: Sequence[tuple[str, int]],
+        prefix: str = "/kanal/",
+        timeout: float = 5.0,
+        attempt_timeout: float = 2.0,
     ) -> None:
         if not endpoints:
             raise InvalidConfig("no etcd endpoints")
         self.endpoints = list(endpoints)
         self.prefix = prefix
         self.timeout = timeout
+        self.attempt_timeout = attempt_timeout
         self._local = threading.local()
         self._preferred = 0
 
     # --- transport ---------------------------------------------------------------
 
-    def _conn(self, i: int) -> http.client.HTTPConnection:
+    def _conn(self, i: int, timeout: float) -> http.client.HTTPConnection:
         conns: dict[int, http.client.HTTPConnection] = self._local.__dict__.setdefault("c", {})
         c = conns.get(i)
         if c is None:
             host, port = self.endpoints[i]
-            c = conns[i] = http.client.HTTPConnection(host, port, timeout=self.timeout)
+            c = conns[i] = http.client.HTTPConnection(host, port, timeout=timeout)
+        c.timeout = timeout
+        if c.sock is not None:
+            c.sock.settimeout(timeout)
         return c
 
-    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST one gateway request, failing over between endpoints. Raises Unavailable."""
+    def _drop(self, i: int) -> None:
+        c = self._local.__dict__.get("c", {}).pop(i, None)
+        if c is not None:
+            c.close()
+
+    def call(
+        self, path: str, body: dict[str, Any], *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """POST one gateway request within the deadline, failing over between endpoints.
+
+        Raises Unavailable (no member could serve it in time), LeaseNotFound.
+        """
         data = json.dumps(body).encode()
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         last: Exception | None = None
         n = len(self.endpoints)
-        for k in range(n):
-            i = (self._preferred + k) % n
-            c = self._conn(i)
-            try:
-                c.request(
-                    "POST",
-                    path,
-                    body=data,
-                    headers={"Content-Type": "application/json", "Grpc-Metadata-hasleader": "true"},
-                )
-                resp = c.getresponse()
-                raw = resp.read()
-            except (OSError, http.client.HTTPException) as e:
-                c.close()
-                self._local.__dict__.get("c", {}).pop(i, None)
-                last = e
-                continue
-            out: dict[str, Any] = json.loads(raw) if raw.strip() else {}
-            if resp.status != 200:
-                msg = out.get("error") or out.get("message") or raw.decode(errors="replace")
-                if resp.status in (503, 504) or "leader" in str(msg):
-                    last = Unavailable(
-                        f"etcd {self.endpoints[i][0]}:{self.endpoints[i][1]}", str(msg)
-                    )
+        backoff = 0.05
+        while True:
+            retry = False  # some member is up but could not serve: worth another round
+            for k in range(n):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                i = (self._preferred + k) % n
+                c = self._conn(i, min(remaining, self.attempt_timeout))
+                try:
+                    c.request("POST", path, body=data, headers=_HEADERS)
+                    resp = c.getresponse()
+                    raw = resp.read()
+                except ConnectionRefusedError as e:
+                    self._drop(i)
+                    last = e
                     continue
-                raise Unavailable(f"etcd refused {path}", str(msg))
-            self._preferred = i
-            return out
-        raise Unavailable("no etcd endpoint answered", str(last))
+                except (OSError, http.client.HTTPException) as e:
+                    # A reset, a timeout, a stale keep-alive connection: the member
+                    # may be dying or electing; another member or round may answer.
+                    self._drop(i)
+                    last = e
+                    retry = True
+                    continue
+                out: dict[str, Any] = json.loads(raw) if raw.strip() else {}
+                if resp.status != 200:
+                    msg = str(out.get("message") or out.get("error") or raw.decode("replace"))
+                    code = int(out.get("code", 0) or 0)
+                    if resp.status in (503, 504) or code in _RETRY_GRPC or "leader" in msg:
+                        last = Unavailable(
+                            f"etcd {self.endpoints[i][0]}:{self.endpoints[i][1]}", msg
+                        )
+                        retry = True
+                        continue
+                    if code == 5 and "lease" in msg:
+                        raise LeaseNotFound("etcd lease not found", msg)
+                    raise Unavailable(f"etcd refused {path}", msg)
+                self._preferred = i
+                return out
+            if not retry or time.monotonic() + backoff >= deadline:
+                what = "etcd is unreachable" if not retry else "etcd did not answer in time"
+                raise Unavailable(what, f"{self._names()}: {last}")
+            time.sleep(backoff * (0.5 + random.random()))  # jitter
+            backoff = min(backoff * 2, 0.5)
+
+    def _names(self) -> str:
+        return ",".join(f"{h}:{p}" for h, p in self.endpoints)
 
     def _k(self, key: str) -> bytes:
         return (self.prefix + check_key(key)).encode()
@@ -127,62 +300,80 @@ class EtcdStore:
 
     # --- the contract ------------------------------------------------------------
 
-    def get(self, key: str) -> Entry | None:
-        out = self.call("/v3/kv/range", {"key": _b64(self._k(key))})
+    def get(self, key: str, *, timeout: float | None = None) -> Entry | None:
+        out = self.call("/v3/kv/range", {"key": _b64(self._k(key))}, timeout=timeout)
         kvs = out.get("kvs") or []
         return self._entry(kvs[0]) if kvs else None
 
-    def list(self, prefix: str) -> list[Entry]:
+    def list(self, prefix: str, *, timeout: float | None = None) -> list[Entry]:
+        return self.snapshot(prefix, timeout=timeout)[0]
+
+    def snapshot(
+        self, prefix: str, *, timeout: float | None = None
+    ) -> tuple[builtins.list[Entry], int]:
+        """Every entry under ``prefix`` (sorted by key) and the revision it was read at."""
         start = (self.prefix + prefix).encode()
         out = self.call(
             "/v3/kv/range",
             {"key": _b64(start), "range_end": _b64(_prefix_end(start)), "sort_target": "KEY"},
+            timeout=timeout,
         )
-        return [self._entry(kv) for kv in out.get("kvs") or []]
+        entries = [self._entry(kv) for kv in out.get("kvs") or []]
+        return entries, int(out["header"]["revision"])
 
-    def put(self, key: str, value: bytes, *, expect: int | None = None) -> int:
+    def put(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        expect: int | None = None,
+        lease: int = 0,
+        timeout: float | None = None,
+    ) -> int:
         if expect is None:
-            out = self.call("/v3/kv/put", {"key": _b64(self._k(key)), "value": _b64(value)})
+            body: dict[str, Any] = {"key": _b64(self._k(key)), "value": _b64(value)}
+            if lease:
+                body["lease"] = str(lease)
+            out = self.call("/v3/kv/put", body, timeout=timeout)
             return int(out["header"]["revision"])
-        return self.txn([Put(key, value, expect)])
+        op: Put | LeasePut = LeasePut(key, value, lease) if lease else Put(key, value)
+        res = self.txn_if([Cmp.mod_is(key, expect)], [op], timeout=timeout)
+        if not res.succeeded:
+            self._conflict([Put(key, value, expect)])
+        return res.revision
 
-    def delete(self, key: str, *, expect: int | None = None) -> bool:
+    def delete(self, key: str, *, expect: int | None = None, timeout: float | None = None) -> bool:
         if expect is None:
-            out = self.call("/v3/kv/deleterange", {"key": _b64(self._k(key))})
+            out = self.call("/v3/kv/deleterange", {"key": _b64(self._k(key))}, timeout=timeout)
             return int(out.get("deleted", 0)) > 0
-        out = self._txn([Delete(key, expect)])
+        out = self._txn([Delete(key, expect)], timeout)
         resp = (out.get("responses") or [{}])[0].get("response_delete_range") or {}
         return int(resp.get("deleted", 0)) > 0
 
-    def txn(self, ops: Sequence[Put | Delete]) -> int:
-        out = self._txn(ops)
+    def txn(self, ops: Sequence[Put | Delete], *, timeout: float | None = None) -> int:
+        out = self._txn(ops, timeout)
         return int(out["header"]["revision"])
 
-    def _txn(self, ops: Sequence[Put | Delete]) -> dict[str, Any]:
-        compare = []
-        success = []
-        for op in ops:
-            k = _b64(self._k(op.key))
-            if op.expect is not None:
-                compare.append(
-                    {"key": k, "target": "MOD", "result": "EQUAL", "mod_revision": str(op.expect)}
-                )
-            if isinstance(op, Put):
-                success.append({"request_put": {"key": k, "value": _b64(op.value)}})
-            else:
-                success.append({"request_delete_range": {"key": k}})
-        out = self.call("/v3/kv/txn", {"compare": compare, "success": success, "failure": []})
+    def _txn(self, ops: Sequence[Put | Delete], timeout: float | None) -> dict[str, Any]:
+        compare = [self._cmp(Cmp.mod_is(op.key, op.expect)) for op in ops if op.expect is not None]
+        success = [self._op(op) for op in ops]
+        out = self.call(
+            "/v3/kv/txn", {"compare": compare, "success": success, "failure": []}, timeout=timeout
+        )
         if not out.get("succeeded", False):
-            for op in ops:  # name the first key whose condition failed
-                if op.expect is None:
-                    continue
-                have = self.get(op.key)
-                rev = have.mod_rev if have else 0
-                if rev != op.expect:
-                    what = "exists" if have and op.expect == 0 else f"is at revision {rev}"
-                    raise StoreConflict(f"store key {op.key!r} {what}")
-            raise StoreConflict("store transaction lost a race; retry")
+            self._conflict(ops)
         return out
+
+    def _conflict(self, ops: Sequence[Put | Delete]) -> None:
+        for op in ops:  # name the first key whose condition failed
+            if op.expect is None:
+                continue
+            have = self.get(op.key)
+            rev = have.mod_rev if have else 0
+            if rev != op.expect:
+                what = "exists" if have and op.expect == 0 else f"is at revision {rev}"
+                raise StoreConflict(f"store key {op.key!r} {what}")
+        raise StoreConflict("store transaction lost a race; retry")
 
     def revision(self) -> int:
         out = self.call(
@@ -193,3 +384,332 @@ class EtcdStore:
     def close(self) -> None:
         for c in self._local.__dict__.get("c", {}).values():
             c.close()
+
+    # --- transactions with any compare ----------------------------------------------
+
+    def _cmp(self, c: Cmp) -> dict[str, Any]:
+        ops = {"==": "EQUAL", "!=": "NOT_EQUAL", "<": "LESS", ">": "GREATER"}
+        if c.op not in ops:
+            raise InvalidConfig(f"invalid compare operator {c.op!r}")
+        out: dict[str, Any] = {"key": _b64(self._k(c.key)), "result": ops[c.op]}
+        if c.target == "value":
+            if not isinstance(c.value, bytes):
+                raise InvalidConfig("a value compare needs bytes")
+            out.update(target="VALUE", value=_b64(c.value))
+        elif c.target in ("create", "mod", "version", "lease"):
+            field_ = {
+                "create": "create_revision",
+                "mod": "mod_revision",
+                "version": "version",
+                "lease": "lease",
+            }[c.target]
+            out.update(target="MOD" if c.target == "mod" else c.target.upper())
+            out[field_] = str(int(c.value))
+        else:
+            raise InvalidConfig(f"invalid compare target {c.target!r}")
+        return out
+
+    def _op(self, op: Put | Delete | LeasePut | Get) -> dict[str, Any]:
+        k = _b64(self._k(op.key))
+        if isinstance(op, Put):
+            return {"request_put": {"key": k, "value": _b64(op.value)}}
+        if isinstance(op, LeasePut):
+            return {"request_put": {"key": k, "value": _b64(op.value), "lease": str(op.lease)}}
+        if isinstance(op, Delete):
+            return {"request_delete_range": {"key": k}}
+        rng: dict[str, Any] = {"key": k}
+        if op.prefix:
+            rng["range_end"] = _b64(_prefix_end(self._k(op.key)))
+        return {"request_range": rng}
+
+    def txn_if(
+        self,
+        compare: Sequence[Cmp],
+        success: Sequence[Put | Delete | LeasePut | Get],
+        failure: Sequence[Put | Delete | LeasePut | Get] = (),
+        *,
+        timeout: float | None = None,
+    ) -> TxnResult:
+        """One etcd transaction: if every compare holds run ``success``, else ``failure``.
+
+        ``Put.expect``/``Delete.expect`` are ignored here: say it with a :class:`Cmp`.
+        At most 128 ops per branch (etcd's default ``--max-txn-ops``).
+        Raises Unavailable, LeaseNotFound (a LeasePut on a gone lease).
+        """
+        body = {
+            "compare": [self._cmp(c) for c in compare],
+            "success": [self._op(o) for o in success],
+            "failure": [self._op(o) for o in failure],
+        }
+        out = self.call("/v3/kv/txn", body, timeout=timeout)
+        ok = bool(out.get("succeeded", False))
+        gets = []
+        for r in out.get("responses") or []:
+            if "response_range" in r:
+                gets.append([self._entry(kv) for kv in r["response_range"].get("kvs") or []])
+        return TxnResult(ok, int(out["header"]["revision"]), gets)
+
+    # --- leases -------------------------------------------------------------------
+
+    def lease_grant(self, ttl: int, *, timeout: float | None = None) -> tuple[int, int]:
+        """A new lease; returns (id, granted TTL in seconds)."""
+        out = self.call("/v3/lease/grant", {"TTL": str(ttl)}, timeout=timeout)
+        if out.get("error"):
+            raise Unavailable("etcd refused a lease", str(out["error"]))
+        return int(out["ID"]), int(out.get("TTL", ttl))
+
+    def lease_keepalive(self, lease: int, *, timeout: float | None = None) -> int:
+        """Refresh ``lease`` once; returns its new TTL, 0 when it expired or never existed."""
+        out = self.call("/v3/lease/keepalive", {"ID": str(lease)}, timeout=timeout)
+        return int((out.get("result") or {}).get("TTL", 0))
+
+    def lease_revoke(self, lease: int, *, timeout: float | None = None) -> bool:
+        """Revoke ``lease`` (its keys are deleted); False if it was already gone."""
+        try:
+            self.call("/v3/lease/revoke", {"ID": str(lease)}, timeout=timeout)
+        except LeaseNotFound:
+            return False
+        return True
+
+    # --- watch --------------------------------------------------------------------
+
+    def watch(
+        self,
+        prefix: str,
+        start_revision: int,
+        *,
+        stop: threading.Event | None = None,
+        idle_probe: float = 3.0,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> Iterator[WatchBatch]:
+        """Every change under ``prefix`` from ``start_revision`` on, as batches, forever.
+
+        Blocks; ends only when ``stop`` is set (checked at least every second) or the
+        consumer closes the generator. Start from ``snapshot(prefix)[1] + 1`` to miss
+        nothing. Connection problems are not raised: each one is passed to
+        ``on_error`` (to report etcd as down) and the watch resumes from the last
+        revision it delivered, on the next member, with a backoff up to 1 s.
+        """
+        rev = start_revision
+        n = len(self.endpoints)
+        i = self._preferred
+        backoff = 0.1
+        while stop is None or not stop.is_set():
+            stream = _WatchStream(self.endpoints[i], self.attempt_timeout)
+            try:
+                stream.open(self._watch_request(prefix, rev))
+                last_data = time.monotonic()
+                for msg in stream.messages(stop):
+                    if msg is None:  # a quiet second: is the member still there?
+                        if time.monotonic() - last_data >= idle_probe:
+                            self._probe(i)
+                            last_data = time.monotonic()
+                        continue
+                    last_data = time.monotonic()
+                    backoff = 0.1
+                    if "error" in msg:
+                        raise Unavailable("etcd watch ended", str(msg["error"]))
+                    res = msg.get("result") or {}
+                    if int(res.get("compact_revision", 0) or 0):
+                        entries, at = self.snapshot(prefix)
+                        rev = at + 1
+                        yield WatchBatch(at, [], resync=entries)
+                        break  # re-create the watch from the listing
+                    if res.get("canceled"):
+                        raise Unavailable("etcd cancelled the watch", str(res))
+                    events = [self._event(e) for e in res.get("events") or []]
+                    hdr = int((res.get("header") or {}).get("revision", 0) or 0)
+                    if events:
+                        rev = max(events[-1].mod_rev, hdr) + 1
+                        yield WatchBatch(rev - 1, events)
+                    elif hdr and not res.get("created"):
+                        rev = max(rev, hdr + 1)  # a progress notification
+            except (OSError, ValueError, http.client.HTTPException, Unavailable) as e:
+                if on_error is not None:
+                    on_error(e if isinstance(e, Unavailable) else Unavailable("etcd watch", str(e)))
+                i = (i + 1) % n
+                if stop is not None:
+                    if stop.wait(backoff):
+                        return
+                else:
+                    time.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+            finally:
+                stream.close()
+
+    def _watch_request(self, prefix: str, rev: int) -> dict[str, Any]:
+        start = (self.prefix + prefix).encode()
+        return {
+            "create_request": {
+                "key": _b64(start),
+                "range_end": _b64(_prefix_end(start)),
+                "start_revision": str(rev),
+                "prev_kv": True,
+                "progress_notify": True,
+            }
+        }
+
+    def _probe(self, i: int) -> None:
+        host, port = self.endpoints[i]
+        c = http.client.HTTPConnection(host, port, timeout=self.attempt_timeout)
+        try:
+            c.request("POST", "/v3/maintenance/status", body=b"{}", headers=_HEADERS)
+            resp = c.getresponse()
+            out = json.loads(resp.read() or b"{}")
+        finally:
+            c.close()
+        if resp.status != 200 or not int(out.get("leader", 0) or 0):
+            raise Unavailable(f"etcd {host}:{port} has no leader", str(out))
+
+    def _event(self, e: dict[str, Any]) -> WatchEvent:
+        kv = e.get("kv") or {}
+        prev = e.get("prev_kv")
+        return WatchEvent(
+            type="delete" if e.get("type") == "DELETE" else "put",
+            key=_unb64(kv["key"]).decode()[len(self.prefix) :],
+            value=_unb64(kv.get("value", "")),
+            mod_rev=int(kv.get("mod_revision", 0)),
+            lease=int(kv.get("lease", 0) or 0),
+            prev=self._entry(prev) if prev else None,
+        )
+
+
+class _WatchStream:
+    """One ``/v3/watch`` HTTP request and its chunked, newline-separated JSON answers.
+
+    Parsed by hand over the socket so a read timeout (our one-second tick) never
+    leaves a half-read chunk behind.
+    """
+
+    def __init__(self, endpoint: tuple[str, int], connect_timeout: float) -> None:
+        self.endpoint = endpoint
+        self.connect_timeout = connect_timeout
+        self.sock: socket.socket | None = None
+        self.buf = b""  # raw bytes not yet de-chunked
+        self.body = b""  # de-chunked bytes not yet split into lines
+
+    def open(self, request: dict[str, Any]) -> None:
+        host, port = self.endpoint
+        self.sock = socket.create_connection((host, port), timeout=self.connect_timeout)
+        body = json.dumps(request).encode()
+        head = (
+            f"POST /v3/watch HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            "Content-Type: application/json\r\nGrpc-Metadata-hasleader: true\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        )
+        self.sock.sendall(head.encode() + body)
+        self.sock.settimeout(1.0)
+        while b"\r\n\r\n" not in self.buf:
+            self._recv(wait=False)
+        head_b, self.buf = self.buf.split(b"\r\n\r\n", 1)
+        status = head_b.split(b"\r\n", 1)[0]
+        if b" 200 " not in status + b" ":
+            raise Unavailable("etcd watch refused", status.decode(errors="replace"))
+
+    def _recv(self, *, wait: bool) -> bool:
+        """Read more; False on a quiet second when ``wait``. EOF raises."""
+        assert self.sock is not None
+        try:
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            if wait:
+                return False
+            raise
+        if not data:
+            raise ConnectionResetError("etcd closed the watch stream")
+        self.buf += data
+        return True
+
+    def _dechunk(self) -> None:
+        while True:
+            line, sep, rest = self.buf.partition(b"\r\n")
+            if not sep:
+                return
+            size = int(line.split(b";")[0] or b"0", 16)
+            if size == 0:
+                raise ConnectionResetError("etcd ended the watch stream")
+            if len(rest) < size + 2:
+                return
+            self.body += rest[:size]
+            self.buf = rest[size + 2 :]
+
+    def messages(self, stop: threading.Event | None) -> Iterator[dict[str, Any] | None]:
+        """Decoded messages as they come; None after each quiet second."""
+        dec = json.JSONDecoder()
+        while stop is None or not stop.is_set():
+            self._dechunk()
+            text = self.body.lstrip()
+            while text:
+                try:
+                    obj, end = dec.raw_decode(text.decode())
+                except ValueError:
+                    break  # an incomplete message: read more
+                consumed = len(text.decode()[:end].encode())
+                text = text[consumed:].lstrip()
+                self.body = text
+                yield obj
+            self.body = text
+            if not self._recv(wait=True):
+                yield None
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class Lease:
+    """One lease kept alive by a daemon thread (a keepalive every TTL/3).
+
+    ``start()`` grants it (raises Unavailable when etcd is down). While etcd cannot
+    be reached the thread keeps trying every second — etcd does not expire leases
+    while it has no leader. When etcd says the lease is gone (TTL 0: we were away
+    longer than the TTL), ``expired`` is set, ``on_expired(self)`` runs in the
+    thread, and the thread ends: the owner grants a new lease (a new epoch).
+    ``revoke()`` stops the thread and revokes (its keys go at once); ``stop()``
+    only stops the thread (the lease then lapses after its TTL).
+    """
+
+    def __init__(
+        self,
+        store: EtcdStore,
+        ttl: int,
+        on_expired: Callable[[Lease], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.ttl = ttl
+        self.on_expired = on_expired
+        self.id = 0
+        self.expired = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Lease:
+        self.id, self.ttl = self.store.lease_grant(self.ttl)
+        self._thread = threading.Thread(target=self._run, name="kanal-lease", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        period = max(self.ttl / 3.0, 0.5)
+        while not self._stop.wait(period):
+            try:
+                ttl = self.store.lease_keepalive(self.id, timeout=period)
+            except Unavailable:
+                period = 1.0
+                continue
+            if ttl <= 0:
+                self.expired.set()
+                if self.on_expired is not None:
+                    self.on_expired(self)
+                return
+            period = max(self.ttl / 3.0, 0.5)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def revoke(self) -> bool:
+        self.stop()
+        return self.store.lease_revoke(self.id) if self.id else False
