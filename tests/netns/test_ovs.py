@@ -78,7 +78,9 @@ class OvsHost:
         )
 
 
-def _start_ovs(ns: str) -> tuple[str, list[subprocess.Popen[bytes]]]:
+def start_ovs(ns: str) -> tuple[str, list[subprocess.Popen[bytes]]]:
+    """ovsdb-server (in this namespace) and ovs-vswitchd (in ``ns``) on a fresh private
+    database; returns (directory, processes) for :func:`stop_ovs`."""
     # A short path: unix socket names are limited to 108 bytes.
     d = tempfile.mkdtemp(prefix="kovs", dir="/tmp")
     env = {**os.environ, "OVS_RUNDIR": d, "OVS_LOGDIR": d, "OVS_DBDIR": d}
@@ -130,12 +132,12 @@ def _start_ovs(ns: str) -> tuple[str, list[subprocess.Popen[bytes]]]:
         # Waits for ovs-vswitchd to pick the database up (cur_cfg catches up).
         run(["ovs-vsctl", f"--db=unix:{d}/db.sock", "--timeout=10", "init"])
     except BaseException:
-        _stop(d, procs)
+        stop_ovs(d, procs)
         raise
     return d, procs
 
 
-def _stop(d: str, procs: list[subprocess.Popen[bytes]]) -> None:
+def stop_ovs(d: str, procs: list[subprocess.Popen[bytes]]) -> None:
     for p in reversed(procs):
         p.terminate()
         try:
@@ -157,7 +159,7 @@ def ovs_host(make_netns: Callable[[str], str], tmp_path: Path) -> Iterator[Calla
     def make() -> OvsHost:
         ns = make_netns("kovh")
         nsexec(ns, "sysctl", "-qw", "net.ipv4.conf.all.rp_filter=0")
-        d, procs = _start_ovs(ns)
+        d, procs = start_ovs(ns)
         sub = tmp_path / f"h{len(made)}"
         sub.mkdir()
         h = OvsHost(ns, d, Engine(ns, sub), procs)
@@ -168,7 +170,7 @@ def ovs_host(make_netns: Callable[[str], str], tmp_path: Path) -> Iterator[Calla
         yield make
     finally:
         for h in made:
-            _stop(h.dir, h.procs)
+            stop_ovs(h.dir, h.procs)
 
 
 def sandbox(make_netns: Callable[[str], str], name: str) -> tuple[str, SandboxRef]:
@@ -409,4 +411,29 @@ def test_operator_bridge_kept_and_bad_options(
     assert h.eng.ctrl.store.revision() == store_rev  # nothing written
     assert h.snapshot() == ovsdb  # nothing changed in OVSDB
     h.eng(lambda: h.eng.ctrl.delete_network("mine"))
+    assert h.snapshot() == before
+
+
+def test_restart_reconciles_bridge_and_ports(
+    ovs_host: Callable[[], OvsHost], make_netns: Callable[[str], str]
+) -> None:
+    h = ovs_host()
+    before = h.snapshot()
+    net = h.eng(lambda: h.eng.ctrl.create_network(h.spec("keep", "10.81.7.0/24")))
+    ns1, s1 = sandbox(make_netns, "alive")
+    ns2, s2 = sandbox(make_netns, "gone")
+    e1 = h.eng(lambda: h.eng.ctrl.connect("keep", s1))
+    h.eng(lambda: h.eng.ctrl.connect("keep", s2))
+    # kanald is down; meanwhile the bridge is deleted from OVSDB and a sandbox goes
+    h.vsctl("del-br", net.driver_state["bridge"])
+    nsexec(h.ns, "ip", "link", "del", e1.driver_state["host_veth"])
+    subprocess.run(["ip", "netns", "del", ns2], check=True)
+    fresh = h.eng.new_controller()
+    counts = h.eng(fresh.reconcile)
+    assert counts["dropped"] == 1 and counts["rejoined"] == 1
+    [e1b] = fresh.endpoints(net.id)
+    assert Vsctl(h.db).list_ports(net.driver_state["bridge"]) == [e1b.driver_state["host_veth"]]
+    assert ping(ns1, "10.81.7.1")
+    h.eng(lambda: fresh.disconnect("keep", s1.id))
+    h.eng(lambda: fresh.delete_network("keep"))
     assert h.snapshot() == before
