@@ -587,6 +587,7 @@ class _WatchStream:
         self.sock: socket.socket | None = None
         self.buf = b""  # raw bytes not yet de-chunked
         self.body = b""  # de-chunked bytes not yet split into lines
+        self.ended = False
 
     def open(self, request: dict[str, Any]) -> None:
         host, port = self.endpoint
@@ -627,7 +628,8 @@ class _WatchStream:
                 return
             size = int(line.split(b";")[0] or b"0", 16)
             if size == 0:
-                raise ConnectionResetError("etcd ended the watch stream")
+                self.ended = True  # the last chunk: deliver what came before it
+                return
             if len(rest) < size + 2:
                 return
             self.body += rest[:size]
@@ -649,6 +651,8 @@ class _WatchStream:
                 self.body = text
                 yield obj
             self.body = text
+            if self.ended:
+                raise ConnectionResetError("etcd ended the watch stream")
             if not self._recv(wait=True):
                 yield None
 

@@ -1,0 +1,318 @@
+"""The overlay agent of one host: etcd's view of the overlay → this host's kernel.
+
+:class:`OverlayAgent` keeps, for every overlay network attached on this host, the
+VXLAN device's FDB / neighbour (/ route) entries equal to what
+:func:`kanal.cluster.vxlan.desired_entries` computes from
+
+- ``overlay/<net>/endpoints/<id>`` records (``{ip, mac, host, vtep}``), and
+- ``nodes/<name>`` (only endpoints of *registered* hosts are programmed: when a
+  host's lease expires its node key goes and every peer drops its entries).
+
+How: two watcher threads (``nodes/`` and ``overlay/``) each list their prefix,
+program, then watch from the listed revision + 1 (resuming after lost
+connections, re-listing after a compaction — see EtcdStore.watch); a third thread
+re-lists both and re-programs every network each ``resync_interval`` seconds (a
+full reconcile, which also re-creates a VXLAN device deleted behind our back),
+and, with ``grace`` set, collects garbage: the address blocks
+(:func:`kanal.cluster.gipam.collect_garbage`) and endpoint records of hosts gone
+for ``grace`` seconds.
+
+When etcd cannot be reached the programmed entries are kept as they are (the
+data plane keeps forwarding) and ``healthy`` is False with ``last_error`` set;
+the watchers resume by themselves when etcd is back.
+
+API (thread-safe):
+
+- ``OverlayAgent(store, host, advertise_addr, *, netns_fd=None,
+  resync_interval=30.0, grace=None, host_routes=False)``;
+- ``start()`` / ``stop()``;
+- ``attach(link: OverlayLink)`` — create/adopt the network's VXLAN device on its
+  bridge and program it now; ``detach(network, delete=True)``;
+- ``publish(network, endpoint_id, ip, mac)`` / ``unpublish(network, endpoint_id)``
+  — this host's endpoints (raise Unavailable when etcd is down);
+- ``reconcile()`` — list and program everything now (raises Unavailable);
+- ``collect_garbage(now=None)`` — one GC round now; returns what was freed;
+- ``programmed(network)`` — the entries last programmed (a Desired);
+- ``healthy``, ``last_error``, ``synced`` (a threading.Event set after the
+  first full listing of both prefixes).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from kanal.cluster import gipam
+from kanal.cluster.nodes import NODES_PREFIX, GoneTracker, Node
+from kanal.cluster.vxlan import (
+    Desired,
+    EndpointRecord,
+    OverlayLink,
+    apply,
+    delete_device,
+    desired_entries,
+    endpoint_key,
+    ensure_device,
+)
+from kanal.errors import DecodeError, KanalError, NotFound, Unavailable
+from kanal.store import Delete, Entry
+from kanal.store.etcd import Cmp, EtcdStore, WatchBatch
+
+__all__ = ["OVERLAY_PREFIX", "OverlayAgent"]
+
+OVERLAY_PREFIX = "overlay/"
+log = logging.getLogger("kanal.cluster")
+
+
+def _parse_endpoint_key(key: str) -> tuple[str, str] | None:
+    """``overlay/<net>/endpoints/<id>`` → (net, id)."""
+    parts = key.split("/")
+    if len(parts) == 4 and parts[0] == "overlay" and parts[2] == "endpoints":
+        return parts[1], parts[3]
+    return None
+
+
+class OverlayAgent:
+    def __init__(
+        self,
+        store: EtcdStore,
+        host: str,
+        advertise_addr: str,
+        *,
+        netns_fd: int | None = None,
+        resync_interval: float = 30.0,
+        grace: float | None = None,
+        host_routes: bool = False,
+    ) -> None:
+        self.store = store
+        self.host = host
+        self.advertise_addr = advertise_addr
+        self.netns_fd = netns_fd
+        self.resync_interval = resync_interval
+        self.grace = grace
+        self.host_routes = host_routes
+        self.synced = threading.Event()
+        self.last_error: Exception | None = None
+        self._lock = threading.RLock()  # the model and the kernel programming
+        self._nodes: dict[str, Node] = {}
+        self._eps: dict[str, EndpointRecord] = {}  # by key
+        self._links: dict[str, OverlayLink] = {}
+        self._programmed: dict[str, Desired] = {}
+        self._listed: set[str] = set()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._ip_gc = GoneTracker(grace or 0.0)
+        self._ep_gc = GoneTracker(grace or 0.0)
+
+    # ---- lifecycle ------------------------------------------------------------------
+    @property
+    def healthy(self) -> bool:
+        return self.last_error is None
+
+    def start(self) -> None:
+        self._stop.clear()
+        for name, fn in (
+            ("nodes", lambda: self._watch_loop(NODES_PREFIX, self._set_nodes, self._node_events)),
+            (
+                "overlay",
+                lambda: self._watch_loop(OVERLAY_PREFIX, self._set_endpoints, self._ep_events),
+            ),
+            ("resync", self._periodic),
+        ):
+            t = threading.Thread(target=fn, name=f"kanal-overlay-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+        self._threads.clear()
+
+    # ---- networks and endpoints -------------------------------------------------------
+    def attach(self, link: OverlayLink) -> None:
+        """Create/adopt ``link``'s VXLAN device and program it from what is known.
+
+        Raises Conflict (a device with that name but another VNI/local/port),
+        NotFound (no such bridge).
+        """
+        with self._lock:
+            ensure_device(link, self.netns_fd)
+            self._links[link.network] = link
+            self._program([link.network])
+
+    def detach(self, network: str, *, delete: bool = True) -> None:
+        with self._lock:
+            link = self._links.pop(network, None)
+            self._programmed.pop(network, None)
+            if link is not None and delete:
+                delete_device(link, self.netns_fd)
+
+    def publish(self, network: str, endpoint_id: str, ip: str, mac: str) -> None:
+        """Announce this host's endpoint (peers program it). Raises Unavailable."""
+        rec = EndpointRecord(ip, mac.lower(), self.host, self.advertise_addr)
+        self.store.put(endpoint_key(network, endpoint_id), rec.to_json())
+
+    def unpublish(self, network: str, endpoint_id: str) -> bool:
+        return self.store.delete(endpoint_key(network, endpoint_id))
+
+    def programmed(self, network: str) -> Desired:
+        with self._lock:
+            return self._programmed.get(network, Desired())
+
+    # ---- model updates ----------------------------------------------------------------
+    def _set_nodes(self, entries: Iterable[Entry]) -> set[str]:
+        nodes = {}
+        for e in entries:
+            try:
+                n = Node.from_json(e.value)
+            except DecodeError:
+                continue
+            nodes[n.name] = n
+        with self._lock:
+            self._nodes = nodes
+            return set(self._links)
+
+    def _node_events(self, batch: WatchBatch) -> set[str]:
+        with self._lock:
+            for ev in batch.events:
+                name = ev.key[len(NODES_PREFIX) :]
+                if ev.type == "delete":
+                    self._nodes.pop(name, None)
+                    continue
+                try:
+                    self._nodes[name] = Node.from_json(ev.value)
+                except DecodeError:
+                    continue
+            return set(self._links)
+
+    def _set_endpoints(self, entries: Iterable[Entry]) -> set[str]:
+        eps = {}
+        for e in entries:
+            if _parse_endpoint_key(e.key) is None:
+                continue
+            try:
+                eps[e.key] = EndpointRecord.from_json(e.value)
+            except DecodeError:
+                continue
+        with self._lock:
+            self._eps = eps
+            return set(self._links)
+
+    def _ep_events(self, batch: WatchBatch) -> set[str]:
+        touched = set()
+        with self._lock:
+            for ev in batch.events:
+                parsed = _parse_endpoint_key(ev.key)
+                if parsed is None:
+                    continue
+                touched.add(parsed[0])
+                if ev.type == "delete":
+                    self._eps.pop(ev.key, None)
+                    continue
+                try:
+                    self._eps[ev.key] = EndpointRecord.from_json(ev.value)
+                except DecodeError:
+                    self._eps.pop(ev.key, None)
+        return touched
+
+    # ---- programming ------------------------------------------------------------------
+    def _program(self, networks: Iterable[str]) -> None:
+        with self._lock:
+            vteps = {n.name: n.advertise_addr for n in self._nodes.values()}
+            for net in sorted(set(networks) & set(self._links)):
+                link = self._links[net]
+                pfx = endpoint_key(net, "")
+                eps = [r for k, r in self._eps.items() if k.startswith(pfx)]
+                want = desired_entries(eps, vteps, self.host, host_routes=self.host_routes)
+                try:
+                    try:
+                        ch = apply(link.name, want, self.netns_fd)
+                    except NotFound:
+                        ensure_device(link, self.netns_fd)  # deleted behind our back
+                        ch = apply(link.name, want, self.netns_fd)
+                except KanalError as e:
+                    log.warning("overlay %s: programming failed: %s", net, e)
+                    self.last_error = e
+                    continue
+                self._programmed[net] = want
+                if ch:
+                    log.debug("overlay %s: %s", net, ch)
+
+    def reconcile(self) -> None:
+        """List both prefixes and program every attached network now. Raises Unavailable."""
+        nodes, _ = self.store.snapshot(NODES_PREFIX)
+        eps, _ = self.store.snapshot(OVERLAY_PREFIX)
+        self._set_nodes(nodes)
+        nets = self._set_endpoints(eps)
+        self._program(nets)
+
+    # ---- threads ------------------------------------------------------------------------
+    def _error(self, e: Exception) -> None:
+        if self.last_error is None:
+            log.warning("overlay agent: etcd: %s", e)
+        self.last_error = e
+
+    def _watch_loop(
+        self,
+        prefix: str,
+        set_all: Callable[[Iterable[Entry]], set[str]],
+        on_batch: Callable[[WatchBatch], set[str]],
+    ) -> None:
+        while not self._stop.is_set():
+            try:
+                entries, rev = self.store.snapshot(prefix)
+            except Unavailable as e:
+                self._error(e)
+                self._stop.wait(1.0)
+                continue
+            self._program(set_all(entries))
+            self._listed.add(prefix)
+            if self._listed >= {NODES_PREFIX, OVERLAY_PREFIX}:
+                self.synced.set()
+            self.last_error = None
+            for batch in self.store.watch(prefix, rev + 1, stop=self._stop, on_error=self._error):
+                self.last_error = None
+                if batch.resync is not None:
+                    self._program(set_all(batch.resync))
+                else:
+                    self._program(on_batch(batch))
+
+    def _periodic(self) -> None:
+        while not self._stop.wait(self.resync_interval):
+            try:
+                self.reconcile()
+                if self.grace is not None:
+                    self.collect_garbage()
+            except Unavailable as e:
+                self._error(e)
+            except KanalError as e:
+                log.warning("overlay agent: periodic reconcile: %s", e)
+
+    def collect_garbage(self, now: float | None = None) -> list[str]:
+        """One GC round: address blocks and endpoint records of hosts gone for ``grace``.
+
+        Returns the freed blocks (``<pool>/<block>``) and endpoint keys. Raises Unavailable.
+        """
+        now = time.monotonic() if now is None else now
+        freed = gipam.collect_garbage(self.store, self._ip_gc, now)
+        live = {e.key[len(NODES_PREFIX) :] for e in self.store.list(NODES_PREFIX)}
+        records = []
+        for e in self.store.list(OVERLAY_PREFIX):
+            if _parse_endpoint_key(e.key) is None:
+                continue
+            try:
+                records.append((e, EndpointRecord.from_json(e.value)))
+            except DecodeError:
+                continue
+        gone = self._ep_gc.observe(live, {r.host for _, r in records}, now)
+        for e, r in records:
+            if r.host in gone:
+                res = self.store.txn_if([Cmp.value_is(e.key, e.value)], [Delete(e.key)])
+                if res.succeeded:
+                    freed.append(e.key)
+        for h in gone:
+            self._ep_gc.forget(h)
+        return freed
