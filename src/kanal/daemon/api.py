@@ -186,6 +186,7 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.path = path
         self.controller = controller
         self.manager = manager  # kanal.engine.sandboxes.SandboxManager, when sandboxes are on
+        self.plugin: Any = None  # kanal.dockerplugin.server.PluginServer, when served
         self.sandboxes = sandboxes or NoSandboxes()
         self.events = events or EventBus()
         controller.listeners.append(self.events.controller_listener)

@@ -72,6 +72,23 @@ def main(argv: list[str] | None = None) -> None:
         metavar="base=CIDR,size=N",
         help="pool for networks without --subnet (repeatable; docker's defaults otherwise)",
     )
+    ap.add_argument(
+        "--docker-plugin-socket",
+        default="/run/docker/plugins/kanal.sock",
+        help="serve the Docker network + IPAM plugin protocol here ('' or 'none': off)",
+    )
+    ap.add_argument("--docker-plugin-socket-mode", default="0600")
+    ap.add_argument(
+        "--docker-plugin-spec",
+        default="",
+        help="also write a dockerd .spec discovery file here (e.g. /etc/docker/plugins/kanal.spec)",
+    )
+    ap.add_argument(
+        "--plugin-dir",
+        action="append",
+        default=[],
+        help="where remote Docker plugins are discovered (repeatable; dockerd's dirs otherwise)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="kanald: %(message)s")
     from kanal.fastpath.server import FastPathServer
@@ -91,6 +108,8 @@ def main(argv: list[str] | None = None) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
         if api is not None:
             threading.Thread(target=api.shutdown, daemon=True).start()
+            if api.plugin is not None:
+                threading.Thread(target=api.plugin.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -98,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     server.serve_forever()
     if api is not None:
         api.server_close()
+        if api.plugin is not None:
+            api.plugin.server_close()
 
 
 def _pools(specs: list[str]) -> list[Pool]:
@@ -129,6 +150,7 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         state_dir=args.state_dir,
         cni_paths=[p for p in args.cni_path.split(":") if p],
         cni_conf_dir=args.cni_conf_dir,
+        plugin_dirs=args.plugin_dir or None,
     )
     pools = _pools(args.default_address_pool) or list(DEFAULT_POOLS)
     ctrl = Controller(
@@ -168,6 +190,22 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     )
     serve_in_thread(api)
     print(f"kanald: engine API on {args.api_socket}", file=sys.stderr, flush=True)
+    if args.docker_plugin_socket not in ("", "none"):
+        from kanal.dockerplugin import serve
+        from kanal.dockerplugin.server import serve_in_thread as serve_plugin
+        from kanal.dockerplugin.server import write_spec
+
+        api.plugin = serve(
+            ctrl, args.docker_plugin_socket, mode=int(args.docker_plugin_socket_mode, 8)
+        )
+        serve_plugin(api.plugin)
+        if args.docker_plugin_spec:
+            write_spec(args.docker_plugin_spec, args.docker_plugin_socket)
+        print(
+            f"kanald: Docker plugin 'kanal' on {args.docker_plugin_socket}",
+            file=sys.stderr,
+            flush=True,
+        )
     return api
 
 

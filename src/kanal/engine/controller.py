@@ -227,24 +227,37 @@ class Controller:
                     self._delete(n)
         return made
 
-    def create_network(self, spec: NetworkSpec) -> Network:
-        """docker network create. Raises InvalidConfig/Conflict; nothing changes then."""
-        with self._lock:
-            return self._create(spec, builtin=False)
+    def create_network(self, spec: NetworkSpec, *, net_id: str = "") -> Network:
+        """docker network create. Raises InvalidConfig/Conflict; nothing changes then.
 
-    def _create(self, spec: NetworkSpec, *, builtin: bool) -> Network:
+        ``net_id`` fixes the id (a network dockerd created through kanal's plugin
+        keeps dockerd's id); default: a new random one.
+        """
+        with self._lock:
+            return self._create(spec, builtin=False, net_id=net_id)
+
+    def _create(self, spec: NetworkSpec, *, builtin: bool, net_id: str = "") -> Network:
         validate_name(spec.name)
         driver_name = "null" if spec.driver == "none" else spec.driver
         driver = self.driver(driver_name)
         others = self.networks()
         if any(n.name == spec.name for n in others):
             raise Conflict(f"network with name {spec.name} already exists")
+        remote_ipam = None
         if spec.ipam_driver not in ("default", ""):
-            raise InvalidConfig(f"IPAM driver {spec.ipam_driver!r} not found")
+            from kanal.dockerplugin.remote import RemoteIpam
+
+            if not driver.needs_ipam:
+                raise InvalidConfig(f"the {spec.driver} driver takes no IPAM driver")
+            if not self.ctx.plugins.available(spec.ipam_driver):
+                raise InvalidConfig(f"IPAM driver {spec.ipam_driver!r} not found")
+            remote_ipam = RemoteIpam(spec.ipam_driver, self.ctx)
         if not spec.enable_ipv4 and not spec.enable_ipv6 and driver.needs_ipam:
             raise InvalidConfig("IPv4 or IPv6 must be enabled")
+        if net_id and self.store.get(f"networks/{net_id}") is not None:
+            raise Conflict(f"network with id {net_id} already exists")
         net = Network(
-            id=new_id(),
+            id=net_id or new_id(),
             name=spec.name,
             driver=driver_name,
             created=now(),
@@ -252,37 +265,52 @@ class Controller:
             attachable=spec.attachable,
             enable_ipv4=spec.enable_ipv4,
             enable_ipv6=spec.enable_ipv6,
-            ipam_driver="default",
+            ipam_driver=spec.ipam_driver if remote_ipam else "default",
             ipam_options=dict(spec.ipam_options),
             options=dict(spec.options),
             labels=dict(spec.labels),
             builtin=builtin,
         )
-        if driver.needs_ipam:
+        if remote_ipam is not None:
+            cfgs = [validate_ipam_config(c) for c in spec.ipam]
+            for c in cfgs:
+                require_free(ipaddress.ip_network(c.subnet), self._taken(others))
+            net.ipam, net.ipam_state = remote_ipam.request_pools(
+                cfgs, spec.enable_ipv4, spec.enable_ipv6, dict(spec.ipam_options)
+            )
+        elif driver.needs_ipam:
             net.ipam = self._plan_subnets(spec, others)
         elif spec.ipam:
             raise InvalidConfig(f"the {spec.driver} driver takes no subnets")
-        driver.prepare(net)
-        bridge = net.driver_state.get("bridge")
-        if bridge and any(n.driver_state.get("bridge") == bridge for n in others):
-            raise Conflict(f"bridge {bridge} is already used by another network")
-        self.store.put(f"networks/{net.id}", net.to_json(), expect=0)
-        try:
-            driver.create_network(net)
-        except BaseException:
-            self.store.delete(f"networks/{net.id}")
+        with ExitStack() as undo:
+            if remote_ipam is not None:
+                undo.callback(remote_ipam.release_pools, net.ipam_state)
+            driver.prepare(net)
+            bridge = net.driver_state.get("bridge")
+            if bridge and any(n.driver_state.get("bridge") == bridge for n in others):
+                raise Conflict(f"bridge {bridge} is already used by another network")
+            self.store.put(f"networks/{net.id}", net.to_json(), expect=0)
             try:
-                driver.delete_network(net)
-            except KanalError:
-                pass
-            raise
+                driver.create_network(net)
+            except BaseException:
+                self.store.delete(f"networks/{net.id}")
+                try:
+                    driver.delete_network(net)
+                except KanalError:
+                    pass
+                raise
+            # What the driver learnt while creating (a remote plugin's "created").
+            self.store.put(f"networks/{net.id}", net.to_json())
+            undo.pop_all()
         log.info("created network %s (%s)", net.name, net.id[:12])
         return net
 
+    @staticmethod
+    def _taken(others: list[Network]) -> list[tuple[str, Net]]:
+        return [(n.name, ipaddress.ip_network(c.subnet)) for n in others for c in n.ipam]
+
     def _plan_subnets(self, spec: NetworkSpec, others: list[Network]) -> list[IPAMConfig]:
-        taken: list[tuple[str, Net]] = [
-            (n.name, ipaddress.ip_network(c.subnet)) for n in others for c in n.ipam
-        ]
+        taken = self._taken(others)
         cfgs = [validate_ipam_config(c) for c in spec.ipam]
         seen: list[tuple[str, Net]] = []
         for c in cfgs:
@@ -322,6 +350,10 @@ class Controller:
         net.driver_state["deleting"] = True
         self.store.put(f"networks/{net.id}", net.to_json())
         self.driver(net.driver).delete_network(net)
+        if net.ipam_state:
+            from kanal.dockerplugin.remote import RemoteIpam
+
+            RemoteIpam(net.ipam_driver, self.ctx).release_pools(net.ipam_state)
         self.ipam.drop_network(net.id)
         self.store.delete(f"networks/{net.id}")
         log.info("removed network %s (%s)", net.name, net.id[:12])
@@ -396,15 +428,13 @@ class Controller:
         with ExitStack() as undo:
             if driver.needs_ipam:
                 if net.enable_ipv4 and _has(net, 4):
-                    a, sub, _gw4 = self.ipam.allocate(net, 4, ep.id, ip)
-                    undo.callback(self.ipam.release, net.id, str(a), ep.id)
-                    ep.ipv4 = f"{a}/{sub.prefixlen}"
+                    ep.ipv4 = self._allocate(net, 4, ep.id, ip)
+                    undo.callback(self._free, net, ep.ipv4, ep.id)
                 elif ip:
                     raise InvalidConfig(f"network {net.name} has no IPv4 subnet for {ip}")
                 if net.enable_ipv6 and _has(net, 6):
-                    a6, sub6, _gw6 = self.ipam.allocate(net, 6, ep.id, ip6)
-                    undo.callback(self.ipam.release, net.id, str(a6), ep.id)
-                    ep.ipv6 = f"{a6}/{sub6.prefixlen}"
+                    ep.ipv6 = self._allocate(net, 6, ep.id, ip6)
+                    undo.callback(self._free, net, ep.ipv6, ep.id)
                 elif ip6:
                     raise InvalidConfig(f"network {net.name} has no IPv6 subnet for {ip6}")
             if ports:
@@ -418,6 +448,78 @@ class Controller:
             self.store.put(key, ep.to_json())
             undo.pop_all()
         self._emit("connect", net, ep)
+        return ep
+
+    def add_external_endpoint(
+        self,
+        ref: str,
+        endpoint_id: str,
+        *,
+        ipv4: str = "",
+        ipv6: str = "",
+        mac: str = "",
+        name: str = "",
+    ) -> Endpoint:
+        """Record an endpoint whose interface another runtime places (dockerd via
+        kanal's plugin): its addresses (CIDRs, chosen by that runtime's IPAM) are
+        reserved here so kanal never hands them out twice. Idempotent for a retried
+        call with the same id. The driver's kernel work is the caller's.
+
+        Raises:
+            NotFound: no such network. Conflict: an address is taken.
+            InvalidConfig: an address outside the network's subnets.
+        """
+        net = self.get_network(ref)
+        key = f"endpoints/{net.id}/{endpoint_id}"
+        old = self.store.get(key)
+        if old is not None:
+            return Endpoint.from_json(old.value)
+        ep = Endpoint(
+            id=endpoint_id,
+            network_id=net.id,
+            name=name or endpoint_id[:12],
+            sandbox_id=f"ext-{endpoint_id[:24]}",
+            mac=mac,
+            static_ip=True,
+            created=now(),
+            driver_state={"external": True},
+        )
+        with ExitStack() as undo:
+            for cidr, version in ((ipv4, 4), (ipv6, 6)):
+                if not cidr:
+                    continue
+                a, sub, _gw = self.ipam.allocate(net, version, ep.id, cidr.split("/")[0])
+                undo.callback(self.ipam.release, net.id, str(a), ep.id)
+                if version == 4:
+                    ep.ipv4 = f"{a}/{sub.prefixlen}"
+                else:
+                    ep.ipv6 = f"{a}/{sub.prefixlen}"
+            idx = f"by-sandbox/{ep.sandbox_id}/{ep.id}"
+            self.store.txn([Put(key, ep.to_json(), 0), Put(idx, net.id.encode())])
+            undo.pop_all()
+        return ep
+
+    def get_endpoint(self, net_id: str, endpoint_id: str) -> Endpoint:
+        """Raises NotFound."""
+        e = self.store.get(f"endpoints/{net_id}/{endpoint_id}")
+        if e is None:
+            raise NotFound(f"endpoint {endpoint_id} not found in network {net_id}")
+        return Endpoint.from_json(e.value)
+
+    def save_endpoint(self, ep: Endpoint, *, event: str = "") -> None:
+        """Store an endpoint's changed fields (and tell the listeners ``event``)."""
+        self.store.put(f"endpoints/{ep.network_id}/{ep.id}", ep.to_json())
+        if event:
+            self._emit(event, self.get_network(ep.network_id), ep)
+
+    def remove_external_endpoint(self, net_id: str, endpoint_id: str) -> Endpoint | None:
+        """Forget an external endpoint: addresses, ports and records; idempotent."""
+        try:
+            ep = self.get_endpoint(net_id, endpoint_id)
+            net = self.get_network(net_id)
+        except NotFound:
+            return None
+        self._release(net, ep)
         return ep
 
     def disconnect(self, ref: str, sandbox_id: str, *, force: bool = False) -> Endpoint:
@@ -437,10 +539,33 @@ class Controller:
         self._emit("disconnect", net, ep)
         return ep
 
+    def _allocate(self, net: Network, version: int, ep_id: str, want: str) -> str:
+        """An address (CIDR) for the endpoint, from kanal's IPAM or the network's plugin."""
+        if net.ipam_state:
+            from kanal.dockerplugin.remote import RemoteIpam
+
+            cidr, _pool = RemoteIpam(net.ipam_driver, self.ctx).request_address(
+                net.ipam_state, version, want
+            )
+            return cidr
+        a, sub, _gw = self.ipam.allocate(net, version, ep_id, want)
+        return f"{a}/{sub.prefixlen}"
+
+    def _free(self, net: Network, cidr: str, ep_id: str) -> None:
+        ip = cidr.split("/")[0]
+        if net.ipam_state:
+            from kanal.dockerplugin.remote import RemoteIpam
+
+            for rec in net.ipam_state.get("pools", []):
+                if ipaddress.ip_address(ip) in ipaddress.ip_network(rec["pool"]):
+                    _quiet(RemoteIpam(net.ipam_driver, self.ctx).release_address, rec["id"], ip)
+            return
+        self.ipam.release(net.id, ip, ep_id)
+
     def _release(self, net: Network, ep: Endpoint) -> None:
         for cidr in (ep.ipv4, ep.ipv6):
             if cidr:
-                self.ipam.release(net.id, cidr.split("/")[0], ep.id)
+                self._free(net, cidr, ep.id)
         if ep.ports:
             self.ports.release(ep.id, ep.ports)
         self.store.txn(
@@ -482,6 +607,8 @@ class Controller:
                 driver.create_network(net)
                 counts["networks"] += 1
                 for ep in self.endpoints(net.id):
+                    if ep.driver_state.get("external"):
+                        continue  # its runtime (dockerd) owns the sandbox side
                     if not alive(ep):
                         _quiet(driver.leave, net, ep)
                         self._release(net, ep)

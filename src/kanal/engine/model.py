@@ -85,6 +85,8 @@ class Network:
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     builtin: bool = False
+    # A remote IPAM driver's pool ids and the addresses held for the network.
+    ipam_state: dict[str, Any] = field(default_factory=dict)
     # What the driver decided at creation (bridge name, ...), kept so that a
     # restarted daemon programs exactly the same kernel objects.
     driver_state: dict[str, Any] = field(default_factory=dict)

@@ -94,6 +94,11 @@ def get_driver(name: str, ctx: EngineContext) -> NetworkDriver:
     name = "null" if name == "none" else name
     cls = _drivers().get(name)
     if cls is None:
+        # Not built in: a remote Docker plugin of that name, found as dockerd finds it.
+        if ctx.plugins.available(name):
+            from kanal.dockerplugin.remote import RemoteNetworkDriver
+
+            return RemoteNetworkDriver(name, ctx)
         raise InvalidConfig(f"plugin {name!r} not found: unknown network driver")
     driver: NetworkDriver = cls(ctx)
     return driver

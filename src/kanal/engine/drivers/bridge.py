@@ -247,3 +247,97 @@ class BridgeDriver:
             return self.ctx.cni.get_cached_result(self.conflist(net, ep), rt) is not None
         except KanalError:
             return False  # a corrupt cache entry: rejoin, which rewrites it
+
+    # --- endpoints whose interface another runtime places (Docker's remote driver) ---
+
+    def attach_detached(self, net: Network, ep: Endpoint) -> str:
+        """Make the endpoint's veth pair with the far end left in this namespace.
+
+        The bridge end is up on the network's bridge (hairpin; isolated when ICC is
+        off); the far end, named in ``ep.driver_state["peer"]``, is what dockerd
+        moves into the sandbox and addresses itself (libnetwork's Join contract).
+        Masquerade for the endpoint's addresses as the CNI path does. Idempotent:
+        a retried call replaces a pair left by the previous one. Returns the far
+        end's name.
+        """
+        import hashlib
+
+        from kanal.firewall import Masquerade, get_backend
+        from kanal.netlink.batch import Batch, raw_socket
+        from kanal.netlink.handle import Netlink
+        from kanal.netlink.sysctl import write_sysctl
+        from kanal.plugins._iface import random_mac
+
+        st = net.driver_state
+        h = hashlib.sha256(ep.id.encode()).hexdigest()[:11]
+        host, peer = f"kvh{h}", f"kvc{h}"
+        ep.driver_state.update({"host_veth": host, "peer": peer, "external": True})
+        self.detach(net, ep)
+        with Netlink() as nl:
+            br = nl.find_link(st["bridge"])
+        if br is None:
+            raise KanalError(f"bridge {st['bridge']} of network {net.name} is missing")
+        brport: dict[str, int] = {"mode": 1}
+        if not st["icc"]:
+            brport["isolated"] = 1
+        with open("/proc/thread-self/ns/net", "rb") as here, raw_socket() as s:
+            b = Batch(s)
+            b.add_veth(
+                host,
+                peer,
+                here.fileno(),
+                mac=random_mac(),
+                peer_mac=ep.mac or random_mac(),
+                mtu=st["mtu"],
+                master=br.index,
+            )
+            b.set_link(name=host, no_ipv6_link_local=True)
+            b.set_link(name=host, brport=brport)
+            b.set_link(name=host, up=True)
+            b.commit()
+        try:
+            try:
+                write_sysctl(f"net/ipv6/conf/{host}/accept_ra", "0")
+            except KanalError:
+                pass
+            with Netlink() as nl:
+                link = nl.find_link(peer)
+            ep.mac = link.mac if link is not None else ep.mac
+            masq = st["masquerade"] and not net.internal and st["modes"]["ipv4"].startswith("nat")
+            if masq:
+                rules = [
+                    Masquerade(self._owner(net, ep), a.ip, a.network)
+                    for a in (ipaddress.ip_interface(c) for c in (ep.ipv4, ep.ipv6) if c)
+                ]
+                if rules:
+                    get_backend().add_masquerade(rules)
+        except BaseException:
+            self.detach(net, ep)
+            raise
+        return peer
+
+    def _owner(self, net: Network, ep: Endpoint) -> Any:
+        from kanal.firewall import Owner
+
+        return Owner(f"kanal-{net.id[:12]}", ep.id, "dockerif")
+
+    def detach(self, net: Network, ep: Endpoint) -> None:
+        """Undo :meth:`attach_detached`; idempotent (the pair may be gone or moved)."""
+        from kanal.firewall import teardown_masquerade
+        from kanal.netlink.handle import Netlink
+
+        errors: list[Exception] = []
+        try:
+            teardown_masquerade(self._owner(net, ep))
+        except KanalError as e:
+            errors.append(e)
+        for name in (ep.driver_state.get("host_veth"), ep.driver_state.get("peer")):
+            if not name:
+                continue
+            try:
+                with Netlink() as nl:
+                    nl.del_link(name)
+            except KanalError as e:
+                errors.append(e)
+        if errors:
+            raise TeardownError(f"detaching endpoint {ep.id[:12]}", errors)

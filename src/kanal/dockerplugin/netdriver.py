@@ -1,0 +1,311 @@
+"""kanal's engine served as a libnetwork remote NetworkDriver (``docker network create -d kanal``).
+
+dockerd owns the sandbox side: it picks addresses (its IPAM, or kanal's served
+one), moves the interface the driver names into the container and addresses it.
+kanal owns the host side: each docker network is a kanal network (same id, name
+``docker-<id12>``, kanal's ``bridge`` driver and its ``-o`` options, visible in
+``kanal network ls``), each docker endpoint an *external* kanal endpoint (its
+addresses reserved in kanal's IPAM) with a veth pair on the bridge, masquerade,
+and published ports — dockerd publishes none for remote drivers, so
+``ProgramExternalConnectivity`` maps ``com.docker.network.portmap`` with the
+firewall layer. Everything is in the engine's store: a restarted plugin still
+knows every network and endpoint. Every call is idempotent (dockerd retries on
+connection errors).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from typing import TYPE_CHECKING, Any
+
+from kanal.dockerplugin import messages as m
+from kanal.engine.model import Endpoint, IPAMConfig, Network, PortBinding
+from kanal.errors import Conflict, InvalidConfig, KanalError, NotFound
+
+if TYPE_CHECKING:
+    from kanal.engine.controller import Controller
+    from kanal.engine.drivers.bridge import BridgeDriver
+
+__all__ = ["ServedNetworkDriver"]
+
+Reply = dict[str, Any]
+P = "com.docker.network."
+# -o options that choose kanal's driver for the docker network.
+DRIVER_OPTION = "kanal.driver"
+
+
+class ServedNetworkDriver:
+    """The NetworkHandlers of :mod:`kanal.dockerplugin.protocol`, on a Controller."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.ctrl = controller
+        # One call at a time: dockerd serialises per container anyway, and this
+        # keeps a retried call from racing its first attempt.
+        self._lock = threading.RLock()
+
+    @property
+    def bridge(self) -> BridgeDriver:
+        d = self.ctrl.driver("bridge")
+        return d  # type: ignore[return-value]
+
+    def _net(self, net_id: str) -> Network:
+        e = self.ctrl.store.get(f"networks/{net_id}")
+        if e is None:
+            raise NotFound(f"network {net_id} not found")
+        return Network.from_json(e.value)
+
+    # --- networks ----------------------------------------------------------------
+
+    def get_capabilities(self) -> Reply:
+        return {"Scope": "local", "ConnectivityScope": "local"}
+
+    def create_network(self, req: m.CreateNetwork) -> Reply:
+        from kanal.engine.controller import NetworkSpec
+
+        with self._lock:
+            if self.ctrl.store.get(f"networks/{req.network_id}") is not None:
+                return {}  # a retry of a call that already made it
+            opts = req.generic
+            kind = opts.pop(DRIVER_OPTION, "bridge")
+            if kind != "bridge":
+                raise InvalidConfig(
+                    f"unsupported {DRIVER_OPTION} {kind!r}: the plugin serves bridge networks"
+                )
+            for key in opts:
+                if not key.startswith(P):
+                    raise InvalidConfig(
+                        f"unknown option {key!r}: kanal takes docker's bridge options "
+                        "(com.docker.network.bridge.*, com.docker.network.driver.mtu, ...)"
+                    )
+            mtu = req.options.get(P + "driver.mtu")
+            if mtu and P + "driver.mtu" not in opts:
+                opts[P + "driver.mtu"] = str(mtu)
+            ipam = [
+                IPAMConfig(subnet=d.pool, gateway=d.gateway, aux_addresses=dict(d.aux_addresses))
+                for d in req.ipv4 + req.ipv6
+            ]
+            spec = NetworkSpec(
+                name=f"docker-{req.network_id[:12]}",
+                driver="bridge",
+                ipam=ipam,
+                enable_ipv4=bool(req.ipv4),
+                enable_ipv6=bool(req.ipv6) or req.flag(P + "enable_ipv6"),
+                internal=req.flag(P + "internal") or opts.pop(P + "internal", "") == "true",
+                options=opts,
+                labels={"kanal.docker.network": req.network_id},
+            )
+            if not spec.enable_ipv4 and not spec.enable_ipv6:
+                raise InvalidConfig("the network has no IPv4 or IPv6 pool")
+            self.ctrl.create_network(spec, net_id=req.network_id)
+            return {}
+
+    def delete_network(self, req: m.NetworkRef) -> Reply:
+        with self._lock:
+            try:
+                net = self._net(req.network_id)
+            except NotFound:
+                return {}  # already gone: a retry
+            for ep in self.ctrl.endpoints(net.id):
+                if ep.driver_state.get("external"):
+                    self._teardown(net, ep)
+            self.ctrl.delete_network(net.id)
+            return {}
+
+    # --- endpoints ---------------------------------------------------------------
+
+    def create_endpoint(self, req: m.CreateEndpoint) -> Reply:
+        with self._lock:
+            net = self._net(req.network_id)
+            if not req.address and not req.address_ipv6:
+                raise InvalidConfig("the endpoint has no address: dockerd's IPAM gives one")
+            ep = self.ctrl.add_external_endpoint(
+                net.id,
+                req.endpoint_id,
+                ipv4=req.address,
+                ipv6=req.address_ipv6,
+                mac=req.mac,
+                name=str(req.options.get(P + "endpoint.name") or ""),
+            )
+            if (req.address and ep.ipv4 != req.address) or (
+                req.address_ipv6 and ep.ipv6 != req.address_ipv6
+            ):
+                raise Conflict(f"endpoint {req.endpoint_id} exists with other addresses")
+            # dockerd gave the addresses; an empty Interface keeps them (cnm.md §1.3).
+            return {}
+
+    def endpoint_oper_info(self, req: m.EndpointRef) -> Reply:
+        ep = self.ctrl.get_endpoint(req.network_id, req.endpoint_id)
+        value: dict[str, Any] = {}
+        if ep.mac:
+            value[P + "endpoint.macaddress"] = ep.mac
+        if ep.ports:
+            value[P + "portmap"] = [
+                {
+                    "Proto": {"tcp": 6, "udp": 17, "sctp": 132}[p.protocol],
+                    "IP": ep.ipv4.split("/")[0],
+                    "Port": p.container_port,
+                    "HostIP": p.host_ip,
+                    "HostPort": p.host_port,
+                    "HostPortEnd": p.host_port,
+                }
+                for p in ep.ports
+            ]
+        return {"Value": value}
+
+    def delete_endpoint(self, req: m.EndpointRef) -> Reply:
+        with self._lock:
+            try:
+                net = self._net(req.network_id)
+                ep = self.ctrl.get_endpoint(net.id, req.endpoint_id)
+            except NotFound:
+                return {}
+            self._teardown(net, ep)
+            return {}
+
+    def _teardown(self, net: Network, ep: Endpoint) -> None:
+        errors: list[Exception] = []
+        for step in (self._unpublish, self.bridge.detach):
+            try:
+                step(net, ep)
+            except KanalError as e:
+                errors.append(e)
+        self.ctrl.remove_external_endpoint(net.id, ep.id)
+        if errors:
+            raise errors[0]
+
+    def join(self, req: m.Join) -> Reply:
+        with self._lock:
+            net = self._net(req.network_id)
+            ep = self.ctrl.get_endpoint(net.id, req.endpoint_id)
+            peer = self.bridge.attach_detached(net, ep)
+            ep.netns = req.sandbox_key
+            self.ctrl.save_endpoint(ep, event="connect")
+            reply: Reply = {
+                "InterfaceName": {
+                    "SrcName": peer,
+                    "DstPrefix": net.driver_state.get("iface_prefix", "eth"),
+                }
+            }
+            if not net.internal:
+                for cidr, key in ((ep.ipv4, "Gateway"), (ep.ipv6, "GatewayIPv6")):
+                    if not cidr:
+                        continue
+                    gw = _gateway(net, cidr)
+                    if gw:
+                        reply[key] = gw
+            return reply
+
+    def leave(self, req: m.EndpointRef) -> Reply:
+        with self._lock:
+            try:
+                net = self._net(req.network_id)
+                ep = self.ctrl.get_endpoint(net.id, req.endpoint_id)
+            except NotFound:
+                return {}  # dockerd's Leave after a DeleteEndpoint retry
+            self._unpublish(net, ep)
+            self.bridge.detach(net, ep)
+            ep.netns = ""
+            self.ctrl.save_endpoint(ep, event="disconnect")
+            return {}
+
+    # --- ports -------------------------------------------------------------------
+
+    def program_external_connectivity(self, req: m.ProgramExternalConnectivity) -> Reply:
+        with self._lock:
+            net = self._net(req.network_id)
+            ep = self.ctrl.get_endpoint(net.id, req.endpoint_id)
+            self._unpublish(net, ep)  # a retry replaces what the first call did
+            if not req.ports or net.internal:
+                return {}
+            if not ep.ipv4 and not ep.ipv6:
+                raise InvalidConfig("cannot publish ports of an endpoint without addresses")
+            host_ip = net.driver_state.get("host_ip", "")
+            ep.ports = self._reserve(ep.id, req.ports, host_ip)
+            try:
+                self._publish(net, ep)
+            except BaseException:
+                self.ctrl.ports.release(ep.id, ep.ports)
+                ep.ports = []
+                raise
+            self.ctrl.save_endpoint(ep)
+            return {}
+
+    def revoke_external_connectivity(self, req: m.EndpointRef) -> Reply:
+        with self._lock:
+            try:
+                net = self._net(req.network_id)
+                ep = self.ctrl.get_endpoint(net.id, req.endpoint_id)
+            except NotFound:
+                return {}
+            self._unpublish(net, ep)
+            return {}
+
+    def _reserve(self, ep_id: str, ports: list[m.PortBinding], host_ip: str) -> list[PortBinding]:
+        out: list[PortBinding] = []
+        try:
+            for p in ports:
+                want = PortBinding(p.port, p.proto, p.host_ip or host_ip, p.host_port)
+                if p.host_port and p.host_port_end > p.host_port:
+                    # A host range: the first free port in it (docker's -p 8000-8010:80).
+                    for port in range(p.host_port, p.host_port_end + 1):
+                        try:
+                            out += self.ctrl.ports.reserve(
+                                ep_id, [PortBinding(p.port, p.proto, want.host_ip, port)]
+                            )
+                            break
+                        except Conflict:
+                            continue
+                    else:
+                        raise Conflict(
+                            f"no free host port in {p.host_port}-{p.host_port_end}/{p.proto}"
+                        )
+                else:
+                    out += self.ctrl.ports.reserve(ep_id, [want])
+        except BaseException:
+            self.ctrl.ports.release(ep_id, out)
+            raise
+        return out
+
+    def _publish(self, net: Network, ep: Endpoint) -> None:
+        from kanal.firewall.portmap_nft import PortMapping, add_portmaps
+        from kanal.netlink.sysctl import write_sysctl
+
+        ips = [ipaddress.ip_interface(c).ip for c in (ep.ipv4, ep.ipv6) if c]
+        subnets = [ipaddress.ip_network(c.subnet) for c in net.ipam]
+        mappings = [
+            PortMapping(
+                p.host_port,
+                p.container_port,
+                p.protocol,
+                ipaddress.ip_address(p.host_ip) if p.host_ip else None,
+            )
+            for p in ep.ports
+        ]
+        add_portmaps(self._owner(net, ep), mappings, ips, subnets, snat=True, masq_all=False)
+        if any(p.host_ip in ("", "127.0.0.1") for p in ep.ports):
+            # 127.0.0.1:PORT reaches the container only with route_localnet on the
+            # bridge (then SNAT makes the reply come back), as the portmap plugin does.
+            write_sysctl(f"net/ipv4/conf/{net.driver_state['bridge']}/route_localnet", "1")
+
+    def _unpublish(self, net: Network, ep: Endpoint) -> None:
+        from kanal.firewall.portmap_nft import del_portmaps
+
+        del_portmaps(self._owner(net, ep), None, None)
+        if ep.ports:
+            self.ctrl.ports.release(ep.id, ep.ports)
+            ep.ports = []
+            self.ctrl.save_endpoint(ep)
+
+    def _owner(self, net: Network, ep: Endpoint) -> Any:
+        from kanal.firewall import Owner
+
+        return Owner(f"kanal-{net.id[:12]}", ep.id, "dockerpm")
+
+
+def _gateway(net: Network, cidr: str) -> str:
+    ip = ipaddress.ip_interface(cidr).ip
+    for c in net.ipam:
+        if c.gateway and ip in ipaddress.ip_network(c.subnet):
+            return c.gateway
+    return ""

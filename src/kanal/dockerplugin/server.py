@@ -1,0 +1,116 @@
+"""The Docker plugin protocol over HTTP on a unix socket (``/run/docker/plugins/kanal.sock``).
+
+Only transport here: every ``POST`` goes to the :class:`~kanal.dockerplugin.protocol.Dispatcher`;
+anything else is 405 with a JSON body. The socket is created root-only (mode
+0600 unless told otherwise) with no window where others could connect; a stale
+socket of a killed plugin is replaced, a live one is an error. An optional
+``.spec`` file (``unix:///path``) lets dockerd find the plugin elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import socketserver
+import threading
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from kanal.dockerplugin.protocol import CONTENT_TYPE, Dispatcher
+from kanal.errors import KanalError
+
+__all__ = ["DEFAULT_SOCKET", "PluginServer", "serve_in_thread", "write_spec"]
+
+log = logging.getLogger("kanal.dockerplugin")
+DEFAULT_SOCKET = "/run/docker/plugins/kanal.sock"
+MAX_BODY = 1 << 20
+
+
+class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, dispatcher: Dispatcher, *, mode: int = 0o600) -> None:
+        self.path = path
+        self.dispatcher = dispatcher
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
+        if os.path.exists(path):
+            _remove_stale(path)
+        old = os.umask(0o177)
+        try:
+            super().__init__(path, _Handler)
+        finally:
+            os.umask(old)
+        os.chmod(path, mode)
+
+    def server_close(self) -> None:
+        super().server_close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def _remove_stale(path: str) -> None:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens: left by a killed plugin
+        return
+    finally:
+        s.close()
+    raise KanalError(f"another plugin is serving {path}")
+
+
+def write_spec(spec_path: str, socket_path: str) -> None:
+    """dockerd's ``.spec`` discovery file (one URL line), written atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(spec_path)), exist_ok=True)
+    tmp = f"{spec_path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"unix://{os.path.abspath(socket_path)}\n")
+    os.replace(tmp, spec_path)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: PluginServer
+    protocol_version = "HTTP/1.1"
+    server_version = "kanal-plugin"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s", format % args)
+
+    def address_string(self) -> str:
+        return "unix"
+
+    def _send(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", CONTENT_TYPE)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        try:
+            n = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            n = -1
+        if not 0 <= n <= MAX_BODY:
+            self._send(400, {"Err": "invalid or too large Content-Length"})
+            return
+        raw = self.rfile.read(n) if n else b""
+        status, reply = self.server.dispatcher.handle(self.path.split("?")[0], raw)
+        self._send(status, reply)
+
+    def do_GET(self) -> None:
+        self._send(405, {"Err": "the plugin protocol is POST only"})
+
+    do_PUT = do_DELETE = do_GET
+
+
+def serve_in_thread(server: PluginServer) -> threading.Thread:
+    t = threading.Thread(target=server.serve_forever, name="kanal-docker-plugin", daemon=True)
+    t.start()
+    return t
