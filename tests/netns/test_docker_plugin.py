@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -356,7 +355,8 @@ def _state(plugin: Plugin) -> tuple[Any, ...]:
         ),
         (
             "/NetworkDriver.CreateNetwork",
-            b'{"NetworkID": "ab", "IPv4Data": [{"Pool": "10.79.9.0/24", "Gateway": "10.1.1.1/24"}]}',
+            b'{"NetworkID": "ab", "IPv4Data": '
+            b'[{"Pool": "10.79.9.0/24", "Gateway": "10.1.1.1/24"}]}',
             "Err",
             500,
         ),
