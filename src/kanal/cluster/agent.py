@@ -284,6 +284,7 @@ class OverlayAgent:
         while not self._stop.wait(self.resync_interval):
             try:
                 self.reconcile()
+                self.last_error = None  # etcd answers again
                 if self.grace is not None:
                     self.collect_garbage()
             except Unavailable as e:

@@ -1,0 +1,136 @@
+"""One "host" of the cluster test: runs inside a host namespace (``ip netns exec``).
+
+It registers the node, runs an OverlayAgent and a GlobalIpam per attached network,
+and obeys JSON commands, one per line on stdin, answering one JSON line each on
+stdout: ``{"ok": true, ...}`` or ``{"ok": false, "error": "<kanal error class>",
+"msg": "..."}``. Used only by tests/netns/test_cluster.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from kanal.cluster.agent import OverlayAgent
+from kanal.cluster.gipam import Allocation, GlobalIpam, PoolConfig
+from kanal.cluster.nodes import NodeRegistration
+from kanal.cluster.vxlan import OverlayLink, overlay_mtu
+from kanal.errors import KanalError
+from kanal.netlink.handle import Netlink
+from kanal.store.etcd import EtcdStore, parse_etcd_url
+
+
+class Host:
+    def __init__(self, args: argparse.Namespace) -> None:
+        endpoints, prefix = parse_etcd_url(args.store.removeprefix("etcd://"))
+        self.store = EtcdStore(endpoints, prefix, timeout=args.timeout)
+        self.name = args.name
+        self.addr = args.addr
+        self.reg = NodeRegistration(self.store, args.name, args.addr, ttl=args.ttl)
+        self.agent = OverlayAgent(
+            self.store, args.name, args.addr, resync_interval=args.resync, grace=args.grace
+        )
+        self.ipam: dict[str, GlobalIpam] = {}
+        self.allocs: list[Allocation] = []
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        self.reg.start()
+        self.agent.start()
+
+    def do(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        op = cmd["op"]
+        if op == "attach":
+            with Netlink() as nl:
+                nl.ensure_bridge(cmd["bridge"], mtu=overlay_mtu(1500))
+            link = OverlayLink(cmd["net"], cmd["vni"], cmd["bridge"], self.addr, overlay_mtu(1500))
+            self.agent.attach(link)
+            self.ipam[cmd["net"]] = GlobalIpam(
+                self.store, cmd["net"], PoolConfig(cmd["subnet"], 26), self.name
+            )
+            return {"device": link.name}
+        if op == "alloc":
+            return self.alloc(cmd)
+        if op == "publish":
+            self.agent.publish(cmd["net"], cmd["id"], cmd["ip"], cmd["mac"])
+            return {}
+        if op == "entries":
+            d = self.agent.programmed(cmd["net"])
+            return {
+                "fdb": sorted([f.mac, f.dst] for f in d.fdb),
+                "neigh": sorted([n.ip, n.mac] for n in d.neigh),
+            }
+        if op == "health":
+            return {"healthy": self.agent.healthy, "msg": str(self.agent.last_error or "")}
+        if op == "held":
+            pool = self.ipam[cmd["net"]]
+            with self.lock:
+                mine = [a for a in self.allocs if a.owner.startswith(cmd["net"] + ":")]
+            return {"allocs": [[a.ip, pool.still_held(a)] for a in mine]}
+        if op == "blocks":
+            return {"blocks": self.ipam[cmd["net"]].blocks()}
+        if op == "dump":
+            return {"keys": [[e.key, e.value.decode()] for e in self.store.list(cmd["prefix"])]}
+        if op == "gc":
+            return {"freed": self.agent.collect_garbage()}
+        raise KeyError(op)
+
+    def alloc(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        pool = self.ipam[cmd["net"]]
+        pace = float(cmd.get("pace", 0))
+        n = int(cmd.get("n", 1))
+
+        def one(i: int) -> tuple[str, str]:
+            try:
+                a = pool.allocate(f"{cmd['net']}:{cmd.get('owner', 'c')}-{i}")
+            except KanalError as e:
+                return "", f"{type(e).__name__}: {e}"
+            with self.lock:
+                self.allocs.append(a)
+            time.sleep(pace)
+            return a.ip, ""
+
+        t0 = time.time()
+        with ThreadPoolExecutor(int(cmd.get("threads", 1))) as ex:
+            results = list(ex.map(one, range(n)))
+        return {
+            "ips": [ip for ip, _ in results if ip],
+            "errors": [err for _, err in results if err],
+            "t0": t0,
+            "t1": time.time(),
+        }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--name", required=True)
+    p.add_argument("--addr", required=True)
+    p.add_argument("--store", required=True)
+    p.add_argument("--ttl", type=int, default=3)
+    p.add_argument("--grace", type=float, default=2.0)
+    p.add_argument("--resync", type=float, default=1.0)
+    p.add_argument("--timeout", type=float, default=10.0)
+    args = p.parse_args()
+    host = Host(args)
+    host.start()
+    print(json.dumps({"ok": True, "ready": True}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        cmd = json.loads(line)
+        try:
+            out: dict[str, Any] = {"ok": True, **host.do(cmd)}
+        except KanalError as e:
+            out = {"ok": False, "error": type(e).__name__, "msg": str(e)}
+        print(json.dumps(out), flush=True)
+    host.agent.stop()
+    host.reg.stop()
+
+
+if __name__ == "__main__":
+    main()

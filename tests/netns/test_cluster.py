@@ -1,0 +1,408 @@
+"""The cluster layer on a real 3-member etcd and real VXLAN, all inside namespaces.
+
+Topology (every namespace made here, deleted at the end, even on failure)::
+
+    underlay namespace: bridge "ul" ── veth ── h1 (192.0.2.1)  etcd m1 + host process
+                                    ├─ veth ── h2 (192.0.2.2)  etcd m2 + host process
+                                    ├─ veth ── h3 (192.0.2.3)  etcd m3 + host process
+                                    └─ veth ── h4 (192.0.2.4)  host process only (the one that dies)
+
+Each host process (tests/netns/cluster_host.py, run with ``ip netns exec``) holds a
+NodeRegistration (TTL 3 s), an OverlayAgent (full reconcile + GC every second,
+grace 2 s) and a GlobalIpam per network; "containers" are namespaces with a veth
+on the network's bridge. Slow parts (≈5-10 s each): the etcd member kill/restart
+and the host-death test, which waits for a lease to expire and a grace to pass.
+Polls below wait for an event with a generous bound; nothing asserts on timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import create_netns, delete_netns, ip_json, nsexec, unique
+
+pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed")
+
+REPO = Path(__file__).resolve().parents[2]
+SUBNET = "10.70.0.0/16"
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll ``fn`` until it returns something truthy (a bound, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.1)
+
+
+class HostProc:
+    """A cluster_host.py process inside a host namespace, spoken to in JSON lines."""
+
+    def __init__(self, ns: str, name: str, addr: str, store: str, log: Path) -> None:
+        self.ns, self.name, self.addr = ns, name, addr
+        env = dict(os.environ, PYTHONPATH=f"{REPO}:{REPO / 'src'}")
+        self.proc = subprocess.Popen(
+            [
+                *("ip", "netns", "exec", ns, sys.executable, "-m", "tests.netns.cluster_host"),
+                *("--name", name, "--addr", addr, "--store", store),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log.open("ab"),
+            cwd=REPO,
+            env=env,
+        )
+        assert self.read(30)["ready"]
+
+    def send(self, **cmd: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def read(self, timeout: float = 60) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        r, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not r:
+            raise AssertionError(f"{self.name}: no answer within {timeout} s")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"{self.name}: host process ended")
+        out: dict[str, Any] = json.loads(line)
+        return out
+
+    def call(self, **cmd: Any) -> dict[str, Any]:
+        self.send(**cmd)
+        return self.read()
+
+    def ok(self, **cmd: Any) -> dict[str, Any]:
+        out = self.call(**cmd)
+        assert out["ok"], out
+        return out
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+
+class Cluster:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.namespaces: list[str] = []
+        self.etcd: dict[int, subprocess.Popen[bytes]] = {}
+        self.hosts: dict[int, HostProc] = {}
+        self.token = secrets.token_hex(4)
+        self.ul = self.netns("kcul")
+        nsexec(self.ul, "ip", "link", "add", "ul", "type", "bridge")
+        nsexec(self.ul, "ip", "link", "set", "ul", "up")
+        self.hns = {i: self.host_ns(i) for i in (1, 2, 3)}
+        for i in (1, 2, 3):
+            self.start_etcd(i, new=True)
+        for i in (1, 2, 3):
+            self.wait_etcd(i)
+        self.store = "etcd://" + ",".join(f"{self.addr(i)}:2379" for i in (1, 2, 3)) + "/kct/"
+        for i in (1, 2, 3):
+            self.start_host(i)
+
+    # ---- plumbing -------------------------------------------------------------------
+    def netns(self, prefix: str) -> str:
+        name = create_netns(unique(prefix, 30))
+        self.namespaces.append(name)
+        return name
+
+    @staticmethod
+    def addr(i: int) -> str:
+        return f"192.0.2.{i}"
+
+    def host_ns(self, i: int) -> str:
+        ns = self.netns(f"kch{i}")
+        nsexec(self.ul, "ip", "link", "add", f"p{i}", "type", "veth", "peer", "name", "ul0")
+        nsexec(self.ul, "ip", "link", "set", "ul0", "netns", ns)
+        nsexec(self.ul, "ip", "link", "set", f"p{i}", "master", "ul", "up")
+        nsexec(ns, "ip", "addr", "add", f"{self.addr(i)}/24", "dev", "ul0")
+        nsexec(ns, "ip", "link", "set", "ul0", "up")
+        return ns
+
+    def start_etcd(self, i: int, *, new: bool) -> None:
+        a = self.addr(i)
+        peers = ",".join(f"m{k}=http://{self.addr(k)}:2380" for k in (1, 2, 3))
+        cmd = ["ip", "netns", "exec", self.hns[i], "etcd", "--name", f"m{i}"]
+        cmd += ["--data-dir", str(self.tmp / f"m{i}")]
+        cmd += ["--listen-client-urls", f"http://{a}:2379", "--advertise-client-urls"]
+        cmd += [f"http://{a}:2379", "--listen-peer-urls", f"http://{a}:2380"]
+        cmd += ["--initial-advertise-peer-urls", f"http://{a}:2380", "--initial-cluster", peers]
+        cmd += ["--initial-cluster-token", f"kct-{self.token}"]
+        cmd += ["--initial-cluster-state", "new" if new else "existing"]
+        log = (self.tmp / f"etcd-m{i}.log").open("ab")
+        self.etcd[i] = subprocess.Popen(cmd, stdout=log, stderr=log)
+
+    def etcd_status(self, i: int) -> dict[str, Any] | None:
+        out = nsexec(
+            self.hns[i],
+            "curl",
+            "-s",
+            "-m",
+            "1",
+            "-X",
+            "POST",
+            f"http://{self.addr(i)}:2379/v3/maintenance/status",
+            "-d",
+            "{}",
+            check=False,
+        )
+        try:
+            st: dict[str, Any] = json.loads(out.stdout)
+        except ValueError:
+            return None
+        return st if int(st.get("leader", 0) or 0) else None
+
+    def wait_etcd(self, i: int) -> None:
+        wait_for(f"etcd m{i} with a leader", lambda: self.etcd_status(i), 60)
+
+    def leader(self) -> int:
+        st = wait_for("an etcd leader", lambda: self.etcd_status(1) or self.etcd_status(2))
+        for i in (1, 2, 3):
+            s = self.etcd_status(i)
+            if s and s["header"]["member_id"] == st["leader"]:
+                return i
+        raise AssertionError("no member is the leader")
+
+    def kill_etcd(self, i: int) -> None:
+        self.etcd[i].send_signal(signal.SIGKILL)
+        self.etcd[i].wait(10)
+
+    def start_host(self, i: int) -> HostProc:
+        h = HostProc(self.hns[i], f"h{i}", self.addr(i), self.store, self.tmp / f"h{i}.log")
+        self.hosts[i] = h
+        return h
+
+    def container(self, i: int, bridge: str, ip: str) -> tuple[str, str]:
+        """A container namespace on host ``i``'s ``bridge`` with ``ip``; returns (ns, mac)."""
+        c = self.netns("kcc")
+        mac = "02:42:" + ":".join(f"{int(x):02x}" for x in ip.split("."))
+        veth = unique("kv", 15)
+        nsexec(self.hns[i], "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0")
+        nsexec(self.hns[i], "ip", "link", "set", "eth0", "netns", c)
+        nsexec(self.hns[i], "ip", "link", "set", veth, "master", bridge, "mtu", "1450", "up")
+        nsexec(c, "ip", "link", "set", "eth0", "address", mac, "mtu", "1450", "up")
+        nsexec(c, "ip", "addr", "add", f"{ip}/16", "dev", "eth0")
+        return c, mac
+
+    def close(self) -> None:
+        for h in self.hosts.values():
+            h.kill()
+        for p in self.etcd.values():
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+        for ns in reversed(self.namespaces):
+            delete_netns(ns)
+
+
+def ping(c: str, ip: str) -> bool:
+    return nsexec(c, "ping", "-c", "1", "-W", "1", ip, check=False).returncode == 0
+
+
+def _fdb(ns: str, dev: str) -> list[dict[str, Any]]:
+    out = nsexec(ns, "bridge", "-j", "fdb", "show", "dev", dev).stdout
+    got: list[dict[str, Any]] = json.loads(out) if out.strip() else []
+    return got
+
+
+def neigh_is(h: HostProc, net: str, want: list[list[str]]) -> Callable[[], bool]:
+    return lambda: bool(h.ok(op="entries", net=net)["neigh"] == want)
+
+
+def no_fdb_to(ns: str, dev: str, dst: str) -> Callable[[], bool]:
+    return lambda: dst not in {e.get("dst") for e in _fdb(ns, dev)}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c: Cluster | None = None
+    try:
+        c = Cluster(tmp_path_factory.mktemp("cluster"))
+        yield c
+    finally:
+        if c is not None:
+            c.close()
+
+
+@pytest.fixture(scope="module")
+def ova(cluster: Cluster) -> dict[str, Any]:
+    """Overlay network "ova" (VNI 4101) on h1-h3, one container each, published."""
+    ctrs: dict[int, tuple[str, str, str]] = {}
+    for i in (1, 2, 3):
+        h = cluster.hosts[i]
+        h.ok(op="attach", net="ova", vni=4101, subnet=SUBNET, bridge="kbova")
+        ip = h.ok(op="alloc", net="ova", owner="ctr")["ips"][0]
+        c, mac = cluster.container(i, "kbova", ip)
+        h.ok(op="publish", net="ova", id=f"ep-h{i}", ip=ip, mac=mac)
+        ctrs[i] = (c, ip, mac)
+    for i in (1, 2, 3):  # each host has programmed the other two
+        want = sorted([ip, mac] for k, (_, ip, mac) in ctrs.items() if k != i)
+        wait_for(f"h{i} programs ova", neigh_is(cluster.hosts[i], "ova", want))
+    return {"ctrs": ctrs}
+
+
+def test_containers_on_three_hosts_reach_each_other(cluster: Cluster, ova: dict[str, Any]) -> None:
+    ctrs = ova["ctrs"]
+    for a in (1, 2, 3):
+        for b in (1, 2, 3):
+            if a != b:
+                assert ping(ctrs[a][0], ctrs[b][1]), f"h{a} -> h{b}"
+    # the kernel holds what the agent says: per remote MAC + a flood entry per remote host
+    fdb = _fdb(cluster.hns[1], "kvx4101")
+    mine = {(e["mac"], e["dst"]) for e in fdb if "dst" in e}
+    assert mine == {
+        (ctrs[2][2], "192.0.2.2"),
+        (ctrs[3][2], "192.0.2.3"),
+        ("00:00:00:00:00:00", "192.0.2.2"),
+        ("00:00:00:00:00:00", "192.0.2.3"),
+    }
+    dev = ip_json(cluster.hns[1], "-d", "link", "show", "kvx4101")[0]
+    data = dev["linkinfo"]["info_data"]
+    assert (data["id"], data["port"], data["learning"], dev["mtu"]) == (4101, 4789, False, 1450)
+
+
+def test_two_overlay_networks_are_isolated(cluster: Cluster, ova: dict[str, Any]) -> None:
+    """Network "ovb" uses the same subnet as "ova" and VNI 4102: only its own peers answer."""
+    ctrs = {}
+    for i in (1, 2):
+        h = cluster.hosts[i]
+        h.ok(op="attach", net="ovb", vni=4102, subnet=SUBNET, bridge="kbovb")
+        ip = h.ok(op="alloc", net="ovb", owner="ctr")["ips"][0]
+        c, mac = cluster.container(i, "kbovb", ip)
+        h.ok(op="publish", net="ovb", id=f"ep-h{i}", ip=ip, mac=mac)
+        ctrs[i] = (c, ip, mac)
+    wait_for("h1 programs ovb", lambda: cluster.hosts[1].ok(op="entries", net="ovb")["neigh"])
+    assert ping(ctrs[1][0], ctrs[2][1])
+    ova_h3_ip = ova["ctrs"][3][1]
+    assert ova_h3_ip not in (ctrs[1][1], ctrs[2][1])
+    assert not ping(ctrs[1][0], ova_h3_ip)  # an ova container, from ovb
+    ovb_fdb = {e["dst"] for e in _fdb(cluster.hns[1], "kvx4102") if "dst" in e}
+    assert ovb_fdb == {"192.0.2.2"}  # h3 has no ovb endpoint: nothing towards it
+
+
+@pytest.mark.slow
+def test_concurrent_allocation_with_the_etcd_leader_killed(cluster: Cluster) -> None:
+    """3 hosts x 50 allocations at once (4 threads each); the etcd leader is SIGKILLed
+    in the middle. Every allocation succeeds, none is duplicated, etcd holds each."""
+    for i in (1, 2, 3):
+        cluster.hosts[i].ok(op="attach", net="ovc", vni=4103, subnet="10.71.0.0/16", bridge="kbovc")
+    victim = cluster.leader()
+    for i in (1, 2, 3):
+        cluster.hosts[i].send(op="alloc", net="ovc", owner="bulk", n=50, threads=4, pace=0.1)
+    time.sleep(0.3)  # let the allocations get going (not an assertion)
+    killed_at = time.time()
+    cluster.kill_etcd(victim)
+    results = [cluster.hosts[i].read(120) for i in (1, 2, 3)]
+    try:
+        for r in results:
+            assert r["ok"] and r["errors"] == [], r["errors"][:3]
+            assert r["t0"] < killed_at < r["t1"]  # the kill did land during the work
+        ips = [ip for r in results for ip in r["ips"]]
+        assert len(ips) == 150 and len(set(ips)) == 150
+        keys = cluster.hosts[1].ok(op="dump", prefix="ipam/ovc/ips/")["keys"]
+        in_etcd = [k.rsplit("/", 1)[1] for k, _ in keys]
+        assert sorted(in_etcd) == sorted(ips)
+        blocks = cluster.hosts[1].ok(op="dump", prefix="ipam/ovc/blocks/")["keys"]
+        owners = [json.loads(v)["host"] for _, v in blocks]
+        assert sorted(set(owners)) == ["h1", "h2", "h3"]
+    finally:
+        cluster.start_etcd(victim, new=False)
+        cluster.wait_etcd(victim)
+
+
+@pytest.mark.slow
+def test_etcd_down_gives_clear_errors_and_the_overlay_resumes(
+    cluster: Cluster, ova: dict[str, Any]
+) -> None:
+    ctrs = ova["ctrs"]
+    h1, h2 = cluster.hosts[1], cluster.hosts[2]
+    for i in (1, 2, 3):
+        cluster.kill_etcd(i)
+    try:
+        out = h1.call(op="alloc", net="ova", owner="down")
+        assert out["ok"] and out["ips"] == []
+        assert out["errors"][0].startswith("Unavailable: etcd is unreachable"), out
+        wait_for("h1 notices etcd is down", lambda: not h1.ok(op="health")["healthy"])
+        # what was programmed keeps forwarding
+        assert ping(ctrs[1][0], ctrs[2][1])
+    finally:
+        for i in (1, 2, 3):
+            cluster.start_etcd(i, new=False)
+        for i in (1, 2, 3):
+            cluster.wait_etcd(i)
+    wait_for("h1 healthy again", lambda: h1.ok(op="health")["healthy"])
+    ip = h1.ok(op="alloc", net="ova", owner="after")["ips"][0]
+    c, mac = cluster.container(1, "kbova", ip)
+    h1.ok(op="publish", net="ova", id="ep-h1-after", ip=ip, mac=mac)
+    wait_for(
+        "h2 programs the new endpoint", lambda: [ip, mac] in h2.ok(op="entries", net="ova")["neigh"]
+    )
+    assert ping(c, ctrs[2][1])
+
+
+@pytest.mark.slow
+def test_dead_host_is_dropped_then_its_blocks_freed_and_it_is_fenced(
+    cluster: Cluster, ova: dict[str, Any]
+) -> None:
+    """h4 joins, gets an address and a container, then freezes (SIGSTOP: a host cut off
+    without dying). Its lease expires: h1-h3 drop its entries; after the grace its
+    block is freed. When it wakes it re-registers, learns its address is gone, and its
+    stale block view is fenced: its next address comes from a fresh claim."""
+    ns4 = cluster.host_ns(4)
+    cluster.hns[4] = ns4
+    h4 = cluster.start_host(4)
+    h4.ok(op="attach", net="ova", vni=4101, subnet=SUBNET, bridge="kbova")
+    ip = h4.ok(op="alloc", net="ova", owner="ctr")["ips"][0]
+    c, mac = cluster.container(4, "kbova", ip)
+    h4.ok(op="publish", net="ova", id="ep-h4", ip=ip, mac=mac)
+    wait_for(
+        "h1 programs h4", lambda: [ip, mac] in cluster.hosts[1].ok(op="entries", net="ova")["neigh"]
+    )
+    assert ping(ova["ctrs"][1][0], ip)
+    old_block = h4.ok(op="blocks", net="ova")["blocks"]
+
+    h4.proc.send_signal(signal.SIGSTOP)  # ip netns exec execs python: this is the host
+    try:
+        for i in (1, 2, 3):
+            wait_for(f"h{i} drops h4's entries", no_fdb_to(cluster.hns[i], "kvx4101", "192.0.2.4"))
+        assert not ping(ova["ctrs"][1][0], ip)
+
+        def h4_blocks() -> list[str]:
+            keys = cluster.hosts[1].ok(op="dump", prefix="ipam/ova/")["keys"]
+            return [k for k, v in keys if json.loads(v).get("host") == "h4"]
+
+        wait_for("h4's block and address freed", lambda: not h4_blocks())
+        eps = cluster.hosts[1].ok(op="dump", prefix="overlay/ova/endpoints/")["keys"]
+        assert not [k for k, _ in eps if k.endswith("/ep-h4")]
+    finally:
+        h4.proc.send_signal(signal.SIGCONT)
+    assert h4.ok(op="held", net="ova")["allocs"] == [[ip, False]]
+    again = h4.ok(op="alloc", net="ova", owner="again")
+    assert again["errors"] == [] and again["ips"]
+    keys = dict(cluster.hosts[1].ok(op="dump", prefix="ipam/ova/")["keys"])
+    blocks = {k: json.loads(v) for k, v in keys.items() if "/blocks/" in k}
+    mine = [k for k, v in blocks.items() if v["host"] == "h4"]
+    assert len(mine) == 1  # a new claim (with a new claim token), not the stale view
+    assert old_block and h4.ok(op="blocks", net="ova")["blocks"] == [mine[0].rsplit("/", 1)[1]]
+    h4.kill()
