@@ -109,10 +109,15 @@ class Cluster:
         self.etcd: dict[int, subprocess.Popen[bytes]] = {}
         self.hosts: dict[int, HostProc] = {}
         self.token = secrets.token_hex(4)
+        self.hns: dict[int, str] = {}
+        self.store = ""
+
+    def setup(self) -> None:
         self.ul = self.netns("kcul")
         nsexec(self.ul, "ip", "link", "add", "ul", "type", "bridge")
         nsexec(self.ul, "ip", "link", "set", "ul", "up")
-        self.hns = {i: self.host_ns(i) for i in (1, 2, 3)}
+        for i in (1, 2, 3):
+            self.hns[i] = self.host_ns(i)
         for i in (1, 2, 3):
             self.start_etcd(i, new=True)
         for i in (1, 2, 3):
@@ -236,13 +241,12 @@ def no_fdb_to(ns: str, dev: str, dst: str) -> Callable[[], bool]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c: Cluster | None = None
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
     try:
-        c = Cluster(tmp_path_factory.mktemp("cluster"))
+        c.setup()
         yield c
     finally:
-        if c is not None:
-            c.close()
+        c.close()
 
 
 @pytest.fixture(scope="module")
