@@ -114,6 +114,9 @@ class BridgeDriver:
             "host_ip": host_ip,
             "modes": modes,
             "iface_prefix": prefix,
+            # Served to dockerd (kanal's Docker plugin): dockerd's FORWARD policy
+            # drops what it did not program, so this bridge must accept its own.
+            "iptables_forward": bool(net.labels.get("kanal.docker.network")),
         }
 
     def conflist(self, net: Network, ep: Endpoint | None = None) -> ConfList:
@@ -180,6 +183,10 @@ class BridgeDriver:
                 key = "net/ipv4/ip_forward" if fam == 4 else "net/ipv6/conf/all/forwarding"
                 write_sysctl(key, "1")
         add_network_policy(net.id[:12], br, internal=net.internal)
+        if st.get("iptables_forward"):
+            from kanal.firewall.forward_ipt import allow_bridge
+
+            allow_bridge(br)
 
     def _gateways(self, net: Network) -> list[Any]:
         from kanal.spec.types import Interface  # noqa: F401 (type of the addresses below)
@@ -206,6 +213,13 @@ class BridgeDriver:
             del_network_policy(net.id[:12], br)
         except KanalError as e:
             errors.append(e)
+        if net.driver_state.get("iptables_forward"):
+            from kanal.firewall.forward_ipt import disallow_bridge
+
+            try:
+                disallow_bridge(br)
+            except KanalError as e:
+                errors.append(e)
         try:
             with Netlink() as nl:
                 nl.del_link(br)
