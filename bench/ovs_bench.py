@@ -67,6 +67,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=5, help="iperf3 run length")
     ap.add_argument("--repeats", type=int, default=3, help="iperf3 runs per setup (median)")
     args = ap.parse_args()
+    from kanal.netlink import reaper
+
+    reaper.enable()  # as kanald does: a veth's unregister runs after the reply
 
     made: list[str] = []
     daemons: list[tuple[str, list[subprocess.Popen[bytes]]]] = []

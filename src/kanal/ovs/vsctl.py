@@ -258,9 +258,13 @@ class Vsctl:
             options["dst_port"] = str(dst_port)
         self.add_port(bridge, port, iface_type="vxlan", options=options, external_ids=external_ids)
 
-    def del_port(self, bridge: str, port: str) -> None:
-        """Remove ``port`` from ``bridge``; nothing if it is not there."""
-        self.run(["--if-exists", "del-port", bridge, port])
+    def del_port(self, bridge: str, port: str, *, wait: bool = True) -> None:
+        """Remove ``port`` from ``bridge``; nothing if it is not there.
+
+        ``wait=False`` returns once the row is gone from the database, before
+        ovs-vswitchd closes the port (~4 ms instead of ~10-20 ms).
+        """
+        self.run(["--if-exists", "del-port", bridge, port], wait=wait)
 
     def port_ok(self, port: str) -> bool:
         """Whether ``port``'s interface is open in the datapath (has an ofport, no error)."""

@@ -278,6 +278,7 @@ class OvsDriver:
     def join(self, net: Network, ep: Endpoint) -> None:
         from kanal.netlink.batch import Batch, raw_socket
         from kanal.netlink.ns import open_netns
+        from kanal.netlink.reaper import wait_for
         from kanal.ovs import OWNER_KEY
         from kanal.plugins._iface import in_container_fd, random_mac
 
@@ -285,6 +286,7 @@ class OvsDriver:
         host = host_veth_name(ep.id)
         mac = random_mac()
         vs = self._vsctl(net)
+        wait_for(ep.netns, ep.ifname)  # a deferred delete of the same name
         with ExitStack() as undo:
             fd = open_netns(ep.netns)
             undo.callback(_close, fd)
@@ -341,13 +343,14 @@ class OvsDriver:
         host = ep.driver_state.get("host_veth") or host_veth_name(ep.id)
         errors: list[Exception] = []
         try:
-            self._vsctl(net).del_port(net.driver_state["bridge"], host)
+            # No wait for ovs-vswitchd: the row is gone, it closes the port on its own.
+            self._vsctl(net).del_port(net.driver_state["bridge"], host, wait=False)
         except NotFound:
             pass  # the bridge is gone: so is the port
         except KanalError as e:
             errors.append(e)
         try:
-            _del_link(host)  # the sandbox end goes with it
+            _del_veth(ep, host)
         except KanalError as e:
             errors.append(e)
         if errors:
@@ -397,6 +400,28 @@ def _close(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
+
+
+def _del_veth(ep: Endpoint, host: str) -> None:
+    """Delete the endpoint's veth pair: from the sandbox end while its namespace
+    exists (in kanald the unregister then runs after the reply, see
+    kanal.netlink.reaper), else the host end, which takes the other with it."""
+    import os
+
+    from kanal.netlink.ns import open_netns
+    from kanal.netlink.reaper import delete_container_link
+
+    try:
+        fd = open_netns(ep.netns) if ep.netns else -1
+    except NotFound:
+        fd = -1
+    if fd >= 0:
+        try:
+            if delete_container_link(fd, ep.netns, ep.ifname):
+                return
+        finally:
+            os.close(fd)
+    _del_link(host)
 
 
 def _del_link(name: str) -> None:
