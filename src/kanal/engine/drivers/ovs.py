@@ -225,7 +225,6 @@ class OvsDriver:
             write_sysctl("net/ipv4/ip_forward" if fam == 4 else "net/ipv6/conf/all/forwarding", "1")
 
     def delete_network(self, net: Network) -> None:
-        from kanal.netlink.batch import Batch, raw_socket
         from kanal.ovs import OWNER_KEY
 
         st = net.driver_state
@@ -233,30 +232,34 @@ class OvsDriver:
         if not br:
             return
         errors: list[Exception] = []
+
+        def step(fn: Any, *args: Any) -> None:
+            try:
+                fn(*args)
+            except KanalError as e:
+                errors.append(e)
+
         vs = self._vsctl(net)
+        bridge, mine = None, set()
         try:
             bridge = vs.bridge(br)
             mine = {p for p, o in vs.port_owners(br).items() if o == net.id} if bridge else set()
-            if (
-                bridge is not None
-                and st.get("own_bridge")
-                and (bridge.external_ids.get(OWNER_KEY) == net.id)
-            ):
-                vs.del_bridge(br)
-            else:
-                for port in sorted(mine):
-                    vs.del_port(br, port)
-                if bridge is not None:
-                    self._del_gateways(net, br)
-            # host ends of endpoints a crash left behind (normally gone with leave)
-            with raw_socket() as s:
-                b = Batch(s)
-                for port in mine:
-                    if port.startswith("kov"):
-                        b.del_link(name=port)
-                b.commit()
         except KanalError as e:
             errors.append(e)
+        if (
+            bridge is not None
+            and st.get("own_bridge")
+            and bridge.external_ids.get(OWNER_KEY) == net.id
+        ):
+            step(vs.del_bridge, br)
+        elif bridge is not None:
+            for port in sorted(mine):
+                step(vs.del_port, br, port)
+            step(self._del_gateways, net, br)
+        # host ends of endpoints a crash left behind (normally gone with leave)
+        for port in sorted(mine):
+            if port.startswith("kov"):
+                step(_del_link, port)
         if errors:
             raise TeardownError(f"removing network {net.name}", errors)
 
@@ -303,11 +306,13 @@ class OvsDriver:
             addrs = [ipaddress.ip_interface(a) for a in (ep.ipv4, ep.ipv6) if a]
             gws = self._default_gateways(net, ep, addrs)
             ifname = ep.ifname
+            userspace = st["datapath"] == "netdev"
 
             def inside(b: Batch) -> None:
                 from kanal.ovs import tx_checksum_off
 
-                tx_checksum_off(ifname)
+                if userspace:  # ovs-vswitchd fills in no checksum: TCP fails otherwise
+                    tx_checksum_off(ifname)
                 index = socket.if_nametoindex(ifname)
                 for a in addrs:
                     b.add_addr(index, a, nodad=True)
