@@ -236,6 +236,22 @@ def ping(ns: str, ip: str) -> bool:
     return nsexec(ns, *cmd, check=False).returncode == 0
 
 
+def tx_checksum(ns: str, ifname: str) -> int:
+    """ETHTOOL_GTXCSUM of ``ifname`` in ``ns`` (1: offload on)."""
+    import ctypes
+    import fcntl
+    import struct
+
+    def get() -> int:
+        value = ctypes.create_string_buffer(struct.pack("=II", 0x16, 0))
+        ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(value))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            fcntl.ioctl(s.fileno(), 0x8946, ifreq)  # SIOCETHTOOL
+        return int(struct.unpack_from("=II", value.raw)[1])
+
+    return in_ns(ns, get)
+
+
 def kernel_links(ns: str) -> set[str]:
     """The namespace's links, but ovs-netdev (ovs-vswitchd's own datapath device)."""
     return {link["ifname"] for link in ip_json(ns, "link", "show")} - {"ovs-netdev"}
@@ -268,6 +284,8 @@ def test_same_host_ping_tcp_and_teardown(
     assert inside["address"] == e1.mac
     assert ip_json(ns1, "route", "show", "default")[0]["gateway"] == "10.81.1.1"
     assert ping(ns1, addr(e2)) and ping(ns2, "10.81.1.1")
+    if want == "netdev":
+        assert tx_checksum(ns1, "eth0") == 0 and tx_checksum(h.ns, e1.driver_state["host_veth"])
     assert tcp_roundtrip(ns1, ns2, addr(e2))  # needs tx checksum offload off
     assert h.eng(lambda: h.eng.ctrl.driver("ovs").endpoint_ok(net, e1))
 
