@@ -62,8 +62,8 @@ def main() -> None:
     )
     ap.add_argument(
         "--only",
-        default="cni,chain,engine,netavark,dns",
-        help="comma-separated: cni, chain, engine, netavark, dns",
+        default="cni,chain,engine,netavark,dns,docker",
+        help="comma-separated: cni, chain, engine, netavark, dns, docker",
     )
     ap.add_argument("--many", type=int, default=1000, help="sandboxes for the engine's bulk run")
     ap.add_argument("--samples", type=int, default=25)
@@ -74,6 +74,7 @@ def main() -> None:
         return
     if os.geteuid() != 0:
         sys.exit("bench: needs root (it creates network namespaces)")
+    only = set(args.only.split(","))
     host = create_netns(unique("kbhost", 30))
     try:
         print(f"kanal vs its references, host namespace {host}", flush=True)
@@ -103,6 +104,14 @@ def main() -> None:
         )
     finally:
         delete_netns(host)
+    if "docker" in only:
+        # dockerd needs a host namespace of its own (it is entered with nsenter).
+        from bench import docker_bench
+
+        print(f"== docker run --rm on kanal vs dockerd's bridges; p50 of {args.samples}")
+        res = json.loads(Path(args.out).read_text() or "{}")
+        res["docker"] = docker_bench.run(args.samples, lambda s: print(s, flush=True))
+        Path(args.out).write_text(json.dumps(res, indent=2))
     print(f"results written to {args.out}")
 
 

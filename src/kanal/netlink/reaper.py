@@ -24,7 +24,15 @@ from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import netns_id, run_in_netns
 
-__all__ = ["REAP_ALIAS", "Reaper", "delete_container_link", "enable", "reap_leftovers"]
+__all__ = [
+    "REAP_ALIAS",
+    "Reaper",
+    "delete_container_link",
+    "delete_host_link",
+    "enable",
+    "reap_leftovers",
+    "wait_for_host",
+]
 
 REAP_ALIAS = "kanal:reap"
 log = logging.getLogger("kanal.reaper")
@@ -136,6 +144,34 @@ def delete_container_link(netns_fd: int, netns_path: str, ifname: str) -> bool:
         return True
     _REAPER.submit(peer, (netns_id(netns_path) if os.path.exists(netns_path) else (0, 0), ifname))
     return True
+
+
+def delete_host_link(name: str) -> bool:
+    """Delete link ``name`` of this namespace (a veth: its peer goes too); False if absent.
+
+    With :func:`enable`, it is made inert (down, off its bridge, tagged) now and
+    unregistered in the background; :func:`wait_for_host` lets a later creation
+    of the same name wait for it.
+    """
+    try:
+        index = socket.if_nametoindex(name)
+    except OSError:
+        return False
+    if _REAPER is None:
+        _delete_now(index)
+        return True
+    with raw_socket() as s:
+        b = Batch(s)
+        b.set_link(index=index, up=False, master=0, alias=REAP_ALIAS)
+        b.commit()
+    _REAPER.submit(index, (netns_id("/proc/thread-self/ns/net"), name))
+    return True
+
+
+def wait_for_host(name: str) -> None:
+    """Before creating link ``name`` here: let a pending delete of it finish."""
+    if _REAPER is not None:
+        _REAPER.wait((netns_id("/proc/thread-self/ns/net"), name))
 
 
 def _delete_now(index: int) -> None:

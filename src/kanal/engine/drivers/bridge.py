@@ -286,7 +286,11 @@ class BridgeDriver:
         h = hashlib.sha256(ep.id.encode()).hexdigest()[:11]
         host, peer = f"kvh{h}", f"kvc{h}"
         ep.driver_state.update({"host_veth": host, "peer": peer, "external": True})
-        self.detach(net, ep)
+        self.detach(net, ep)  # a retried Join: replace the pair the first one made
+        from kanal.netlink.reaper import wait_for_host
+
+        wait_for_host(host)
+        wait_for_host(peer)
         with Netlink() as nl:
             br = nl.find_link(st["bridge"])
         if br is None:
@@ -338,19 +342,21 @@ class BridgeDriver:
     def detach(self, net: Network, ep: Endpoint) -> None:
         """Undo :meth:`attach_detached`; idempotent (the pair may be gone or moved)."""
         from kanal.firewall import teardown_masquerade
-        from kanal.netlink.handle import Netlink
+        from kanal.netlink.reaper import delete_host_link
 
         errors: list[Exception] = []
         try:
             teardown_masquerade(self._owner(net, ep))
         except KanalError as e:
             errors.append(e)
+        # The host end takes its peer with it (deferred in kanald, as CNI DEL's
+        # veths); a peer dockerd moved back after the pair broke goes on its own.
         for name in (ep.driver_state.get("host_veth"), ep.driver_state.get("peer")):
             if not name:
                 continue
             try:
-                with Netlink() as nl:
-                    nl.del_link(name)
+                if delete_host_link(name):
+                    break
             except KanalError as e:
                 errors.append(e)
         if errors:
