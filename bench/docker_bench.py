@@ -27,9 +27,9 @@ from tests.e2e.dockerd import Dockerd, available  # noqa: E402
 from tests.helpers import create_netns, delete_netns, unique  # noqa: E402
 
 
-def _timed(fn: Callable[[], object]) -> float:
+def _timed(dk: Dockerd, *args: str) -> float:
     t = time.perf_counter()
-    fn()
+    dk.docker(*args)
     return time.perf_counter() - t
 
 
@@ -62,16 +62,13 @@ def _measure(dk: Dockerd, samples: int, report: Callable[[str], None]) -> dict[s
         dk.docker("run", "--rm", "--network", net, dk.IMAGE, "true")
     for _ in range(samples):
         for name, net in nets.items():
-            runs[name].append(
-                _timed(lambda n=net: dk.docker("run", "--rm", "--network", n, dk.IMAGE, "true"))
-            )
+            runs[name].append(_timed(dk, "run", "--rm", "--network", net, dk.IMAGE, "true"))
     create: dict[str, list[float]] = {"bridge": [], "kanal": []}
     for i in range(max(3, samples // 3)):
         for name, driver in (("bridge", "bridge"), ("kanal", dk.plugin)):
             net = f"kb{name}{i}"
             create[name].append(
-                _timed(lambda d=driver, n=net: dk.docker("network", "create", "-d", d, n))
-                + _timed(lambda n=net: dk.docker("network", "rm", n))
+                _timed(dk, "network", "create", "-d", driver, net) + _timed(dk, "network", "rm", net)
             )
     dk.docker("network", "rm", "kbench", "kbuser")
     p50 = {k: statistics.median(v) * 1000 for k, v in runs.items()}
