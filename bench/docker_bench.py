@@ -67,9 +67,8 @@ def _measure(dk: Dockerd, samples: int, report: Callable[[str], None]) -> dict[s
     for i in range(max(3, samples // 3)):
         for name, driver in (("bridge", "bridge"), ("kanal", dk.plugin)):
             net = f"kb{name}{i}"
-            create[name].append(
-                _timed(dk, "network", "create", "-d", driver, net) + _timed(dk, "network", "rm", net)
-            )
+            made = _timed(dk, "network", "create", "-d", driver, net)
+            create[name].append(made + _timed(dk, "network", "rm", net))
     dk.docker("network", "rm", "kbench", "kbuser")
     p50 = {k: statistics.median(v) * 1000 for k, v in runs.items()}
     c50 = {k: statistics.median(v) * 1000 for k, v in create.items()}
