@@ -43,6 +43,7 @@ test: lint typecheck pytest
 demo: venv
 	$(VPY) demo/run.py
 	$(VPY) demo/engine_demo.py
+	$(VPY) demo/docker_demo.py
 
 bench: venv
 	$(VPY) bench/run.py
