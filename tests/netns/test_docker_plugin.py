@@ -442,3 +442,63 @@ def test_served_ipam(plugin: Plugin) -> None:
         ok("/IpamDriver.ReleasePool", {"PoolID": p["PoolID"]})
         ok("/IpamDriver.ReleasePool", {"PoolID": p["PoolID"]})  # a retry
     assert plugin.ctrl.store.list("dipam/") == [] and plugin.ctrl.store.list("ipam/") == []
+
+
+def test_macvlan_networks_for_dockerd(plugin: Plugin, make_netns: Callable[[str], str]) -> None:
+    lan = make_netns("kdl")
+    nsexec(
+        plugin.host,
+        "ip",
+        "link",
+        "add",
+        "kup0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        lan,
+    )
+    nsexec(plugin.host, "ip", "link", "set", "kup0", "up")
+    nsexec(lan, "ip", "addr", "add", "10.79.5.1/24", "dev", "eth0")
+    nsexec(lan, "ip", "link", "set", "eth0", "up")
+    _network(plugin, NID1, "10.79.5.0/24", **{"kanal.driver": "macvlan", "parent": "kup0"})
+    assert plugin.ctrl.get_network(NID1).driver == "macvlan"
+    a = _container(plugin, make_netns, NID1, "e7" * 32, "10.79.5.2/24")
+    b = _container(plugin, make_netns, NID1, "e8" * 32, "10.79.5.3/24")
+    kinds = {
+        ln["ifname"]: ln["linkinfo"]["info_kind"]
+        for ln in ip_json(a, "-d", "link", "show")
+        if "linkinfo" in ln
+    }
+    assert kinds == {"eth0": "macvlan"}
+    assert ping(a, "10.79.5.3") and ping(b, "10.79.5.1")  # each other, and the LAN
+    # Ports are not published on macvlan networks (as dockerd's own macvlan driver).
+    plugin.ok(
+        "/NetworkDriver.ProgramExternalConnectivity",
+        {
+            "NetworkID": NID1,
+            "EndpointID": "e7" * 32,
+            "Options": {"com.docker.network.portmap": [{"Proto": 6, "Port": 80, "HostPort": 80}]},
+        },
+    )
+    assert plugin.ctrl.store.list("ports/") == []
+    for eid in ("e7" * 32, "e8" * 32):
+        ref = {"NetworkID": NID1, "EndpointID": eid}
+        plugin.ok("/NetworkDriver.Leave", ref)
+        plugin.ok("/NetworkDriver.DeleteEndpoint", ref)
+    plugin.ok("/NetworkDriver.DeleteNetwork", {"NetworkID": NID1})
+    assert not [n for n in links(plugin.host) if n.startswith("kvm")]
+    status, reply = plugin.call(
+        "/NetworkDriver.CreateNetwork",
+        {
+            "NetworkID": NID2,
+            "IPv4Data": [{"Pool": "10.79.6.0/24", "Gateway": "10.79.6.1/24"}],
+            "Options": {
+                "com.docker.network.generic": {"kanal.driver": "macvlan", "parent": "nope0"}
+            },
+        },
+    )
+    assert status == 500 and "nope0" in reply["Err"]
+    assert not [n for n in plugin.ctrl.networks() if n.id == NID2]

@@ -3,9 +3,11 @@
 dockerd owns the sandbox side: it picks addresses (its IPAM, or kanal's served
 one), moves the interface the driver names into the container and addresses it.
 kanal owns the host side: each docker network is a kanal network (same id, name
-``docker-<id12>``, kanal's ``bridge`` driver and its ``-o`` options, visible in
-``kanal network ls``), each docker endpoint an *external* kanal endpoint (its
-addresses reserved in kanal's IPAM) with a veth pair on the bridge, masquerade,
+``docker-<id12>``, kanal's ``bridge`` driver and its ``-o`` options — or, with
+``-o kanal.driver=macvlan``, its ``macvlan`` driver with ``parent`` and
+``macvlan_mode`` — visible in ``kanal network ls``), each docker endpoint an
+*external* kanal endpoint (its addresses reserved in kanal's IPAM) with a veth
+pair on the bridge (or a macvlan on the parent), masquerade,
 and published ports — dockerd publishes none for remote drivers, so
 ``ProgramExternalConnectivity`` maps ``com.docker.network.portmap`` with the
 firewall layer. Everything is in the engine's store: a restarted plugin still
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kanal.dockerplugin import messages as m
 from kanal.engine.model import Endpoint, IPAMConfig, Network, PortBinding
@@ -25,7 +27,14 @@ from kanal.errors import Conflict, InvalidConfig, KanalError, NotFound
 
 if TYPE_CHECKING:
     from kanal.engine.controller import Controller
-    from kanal.engine.drivers.bridge import BridgeDriver
+
+
+class Detachable(Protocol):
+    """What an engine driver needs to serve dockerd: interfaces left for it to move."""
+
+    def attach_detached(self, net: Network, ep: Endpoint) -> str: ...
+    def detach(self, net: Network, ep: Endpoint) -> None: ...
+
 
 __all__ = ["ServedNetworkDriver"]
 
@@ -33,6 +42,7 @@ Reply = dict[str, Any]
 P = "com.docker.network."
 # -o options that choose kanal's driver for the docker network.
 DRIVER_OPTION = "kanal.driver"
+MACVLAN_OPTIONS = {"parent", "macvlan_mode"}
 
 
 class ServedNetworkDriver:
@@ -44,10 +54,10 @@ class ServedNetworkDriver:
         # keeps a retried call from racing its first attempt.
         self._lock = threading.RLock()
 
-    @property
-    def bridge(self) -> BridgeDriver:
-        d = self.ctrl.driver("bridge")
-        return d  # type: ignore[return-value]
+    def _kernel(self, net: Network) -> Detachable:
+        """The engine driver doing the host side of ``net`` (bridge or macvlan)."""
+        d: Any = self.ctrl.driver(net.driver)
+        return d  # type: ignore[no-any-return]
 
     def _net(self, net_id: str) -> Network:
         e = self.ctrl.store.get(f"networks/{net_id}")
@@ -68,18 +78,21 @@ class ServedNetworkDriver:
                 return {}  # a retry of a call that already made it
             opts = req.generic
             kind = opts.pop(DRIVER_OPTION, "bridge")
-            if kind != "bridge":
+            if kind not in ("bridge", "macvlan"):
                 raise InvalidConfig(
-                    f"unsupported {DRIVER_OPTION} {kind!r}: the plugin serves bridge networks"
+                    f"unsupported {DRIVER_OPTION} {kind!r}: the plugin serves bridge and "
+                    "macvlan networks"
                 )
             for key in opts:
-                if not key.startswith(P):
+                if kind == "macvlan" and key in MACVLAN_OPTIONS:
+                    continue
+                if not key.startswith(P) or kind == "macvlan":
                     raise InvalidConfig(
                         f"unknown option {key!r}: kanal takes docker's bridge options "
                         "(com.docker.network.bridge.*, com.docker.network.driver.mtu, ...)"
                     )
             mtu = req.options.get(P + "driver.mtu")
-            if mtu and P + "driver.mtu" not in opts:
+            if mtu and kind == "bridge" and P + "driver.mtu" not in opts:
                 opts[P + "driver.mtu"] = str(mtu)
             ipam = [
                 IPAMConfig(subnet=d.pool, gateway=d.gateway, aux_addresses=dict(d.aux_addresses))
@@ -87,7 +100,7 @@ class ServedNetworkDriver:
             ]
             spec = NetworkSpec(
                 name=f"docker-{req.network_id[:12]}",
-                driver="bridge",
+                driver=kind,
                 ipam=ipam,
                 enable_ipv4=bool(req.ipv4),
                 enable_ipv6=bool(req.ipv6) or req.flag(P + "enable_ipv6"),
@@ -165,7 +178,7 @@ class ServedNetworkDriver:
 
     def _teardown(self, net: Network, ep: Endpoint) -> None:
         errors: list[Exception] = []
-        for step in (self._unpublish, self.bridge.detach):
+        for step in (self._unpublish, self._kernel(net).detach):
             try:
                 step(net, ep)
             except KanalError as e:
@@ -178,7 +191,7 @@ class ServedNetworkDriver:
         with self._lock:
             net = self._net(req.network_id)
             ep = self.ctrl.get_endpoint(net.id, req.endpoint_id)
-            peer = self.bridge.attach_detached(net, ep)
+            peer = self._kernel(net).attach_detached(net, ep)
             ep.netns = req.sandbox_key
             self.ctrl.save_endpoint(ep, event="connect")
             reply: Reply = {
@@ -204,7 +217,7 @@ class ServedNetworkDriver:
             except NotFound:
                 return {}  # dockerd's Leave after a DeleteEndpoint retry
             self._unpublish(net, ep)
-            self.bridge.detach(net, ep)
+            self._kernel(net).detach(net, ep)
             ep.netns = ""
             self.ctrl.save_endpoint(ep, event="disconnect")
             return {}
@@ -216,8 +229,8 @@ class ServedNetworkDriver:
             net = self._net(req.network_id)
             ep = self.ctrl.get_endpoint(net.id, req.endpoint_id)
             self._unpublish(net, ep)  # a retry replaces what the first call did
-            if not req.ports or net.internal:
-                return {}
+            if not req.ports or net.internal or net.driver != "bridge":
+                return {}  # as dockerd: no published ports on internal or macvlan networks
             if not ep.ipv4 and not ep.ipv6:
                 raise InvalidConfig("cannot publish ports of an endpoint without addresses")
             host_ip = net.driver_state.get("host_ip", "")

@@ -96,3 +96,38 @@ class MacvlanDriver:
             return self.ctx.cni.get_cached_result(conflist, static_runtime(net, ep)) is not None
         except KanalError:
             return False
+
+    # --- endpoints whose interface another runtime places (Docker's remote driver) ---
+
+    def attach_detached(self, net: Network, ep: Endpoint) -> str:
+        """A macvlan on the parent, left in this namespace for dockerd to move in.
+
+        Idempotent (a retried Join replaces it). Returns its name.
+        """
+        import hashlib
+
+        from kanal.netlink.batch import Batch, raw_socket
+        from kanal.plugins._iface import random_mac
+        from kanal.plugins.macvlan import default_route_link
+
+        name = "kvm" + hashlib.sha256(ep.id.encode()).hexdigest()[:11]
+        ep.driver_state.update({"peer": name, "external": True})
+        self.detach(net, ep)
+        parent = net.driver_state["parent"] or default_route_link()
+        try:
+            index = socket.if_nametoindex(parent)
+        except OSError:
+            raise InvalidConfig(f"parent interface {parent} was not found") from None
+        with raw_socket() as s:
+            b = Batch(s)
+            b.add_macvlan(name, index, net.driver_state["mode"], mac=ep.mac or random_mac())
+            b.commit()
+        return name
+
+    def detach(self, net: Network, ep: Endpoint) -> None:
+        """Undo :meth:`attach_detached`; idempotent."""
+        from kanal.netlink.reaper import delete_host_link
+
+        name = ep.driver_state.get("peer")
+        if name:
+            delete_host_link(name)
