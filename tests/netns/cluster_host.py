@@ -38,6 +38,7 @@ class Host:
         self.ipam: dict[str, GlobalIpam] = {}
         self.allocs: list[Allocation] = []
         self.lock = threading.Lock()
+        self.watched: dict[str, Any] = {}
 
     def start(self) -> None:
         self.reg.start()
@@ -78,7 +79,45 @@ class Host:
             return {"keys": [[e.key, e.value.decode()] for e in self.store.list(cmd["prefix"])]}
         if op == "gc":
             return {"freed": self.agent.collect_garbage()}
+        if op == "put_many":
+            for i in range(int(cmd["n"])):
+                self.store.put(f"{cmd['prefix']}{i:04d}", str(i).encode())
+                time.sleep(float(cmd.get("pace", 0)))
+            return {"revision": self.store.revision()}
+        if op == "compact":
+            rev = self.store.revision()
+            self.store.call("/v3/kv/compaction", {"revision": str(rev), "physical": True})
+            return {"revision": rev}
+        if op == "watch_start":
+            return self.watch_start(cmd["prefix"], int(cmd.get("from", 0)))
+        if op == "watch_get":
+            with self.lock:
+                return dict(self.watched)
         raise KeyError(op)
+
+    def watch_start(self, prefix: str, start: int) -> dict[str, Any]:
+        """Watch ``prefix`` from ``start`` (0: from a fresh listing) in a thread, keeping
+        every event and resync; returns the member the watch starts on."""
+        if not start:
+            start = self.store.snapshot(prefix)[1] + 1
+        w: dict[str, Any] = {"events": [], "resyncs": [], "errors": 0}
+        self.watched = w  # a later watch_start reports its own watch
+        member = self.store.endpoints[self.store._preferred]
+
+        def err(_e: Exception) -> None:
+            with self.lock:
+                w["errors"] += 1
+
+        def run() -> None:
+            for b in self.store.watch(prefix, start, on_error=err):
+                with self.lock:
+                    if b.resync is not None:
+                        w["resyncs"].append([e.key for e in b.resync])
+                    for e in b.events:
+                        w["events"].append([e.type, e.key, e.mod_rev])
+
+        threading.Thread(target=run, daemon=True).start()
+        return {"member": list(member), "from": start}
 
     def alloc(self, cmd: dict[str, Any]) -> dict[str, Any]:
         pool = self.ipam[cmd["net"]]

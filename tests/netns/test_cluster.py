@@ -432,3 +432,37 @@ def test_dead_host_is_dropped_then_its_blocks_freed_and_it_is_fenced(
     assert len(mine) == 1  # a new claim (with a new claim token), not the stale view
     assert old_block and h4.ok(op="blocks", net="ova")["blocks"] == [mine[0].rsplit("/", 1)[1]]
     h4.kill()
+
+
+@pytest.mark.slow
+def test_watch_resumes_on_another_member_without_losing_events(cluster: Cluster) -> None:
+    """h1 watches ``wt/`` while h2 writes 60 keys; the member h1's watch reads from is
+    SIGKILLed in the middle. The watch goes on from the last revision it delivered on
+    another member: every put arrives once, in order. A watch from a compacted
+    revision gets the whole listing instead (resync)."""
+    h1, h2 = cluster.hosts[1], cluster.hosts[2]
+    member = h1.ok(op="watch_start", prefix="wt/")["member"]
+    victim = int(member[0].rsplit(".", 1)[1])
+    h2.send(op="put_many", prefix="wt/", n=60, pace=0.03)
+    try:
+        wait_for("puts under way", lambda: cluster.count("wt/") >= 15)
+        cluster.kill_etcd(victim)
+        done = h2.read(120)
+        assert done["ok"], done
+    finally:
+        cluster.start_etcd(victim, new=False)
+        cluster.wait_etcd(victim)
+    keys = [f"wt/{i:04d}" for i in range(60)]
+    got = wait_for(
+        "all 60 events", lambda: (w := h1.ok(op="watch_get"))["events"][59:] and w, timeout=60
+    )
+    assert [k for _, k, _ in got["events"]] == keys
+    revs = [r for _, _, r in got["events"]]
+    assert revs == sorted(set(revs))
+    assert got["errors"] >= 1 and got["resyncs"] == []  # it did lose its member
+
+    old = got["events"][0][2]
+    h1.ok(op="compact")
+    h1.ok(op="watch_start", prefix="wt/", **{"from": old})
+    again = wait_for("a resync", lambda: h1.ok(op="watch_get")["resyncs"])
+    assert again[0] == keys
