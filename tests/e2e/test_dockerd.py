@@ -176,5 +176,8 @@ def test_dockerd_shows_kanal_errors_and_nothing_changes(dk: Dockerd) -> None:
     assert p.returncode != 0 and "invalid MTU" in p.stderr
     names = dk.docker("network", "ls", "--format", "{{.Name}}").stdout.split()
     assert "bad1" not in names and "bad2" not in names
+    # kanald never consumes the plugin it serves itself (that would deadlock).
+    p = dk.kanal("network", "create", "-d", dk.plugin, "selfish", check=False)
+    assert p.returncode == 1 and "not found" in p.stderr
     listed = _kanal_ls(dk)
     assert not [n for n in listed if n["Name"].startswith("docker-")]

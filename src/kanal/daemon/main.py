@@ -151,6 +151,9 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         cni_paths=[p for p in args.cni_path.split(":") if p],
         cni_conf_dir=args.cni_conf_dir,
         plugin_dirs=args.plugin_dir or None,
+        own_plugin_socket=""
+        if args.docker_plugin_socket in ("", "none")
+        else args.docker_plugin_socket,
     )
     pools = _pools(args.default_address_pool) or list(DEFAULT_POOLS)
     ctrl = Controller(

@@ -143,9 +143,12 @@ class Plugin:
 class PluginRegistry:
     """Finds and activates plugins by name, once each (thread-safe)."""
 
-    def __init__(self, dirs: list[str] | None = None, *, retry_for: float = 10.0) -> None:
+    def __init__(
+        self, dirs: list[str] | None = None, *, retry_for: float = 10.0, exclude: str = ""
+    ) -> None:
         self.dirs = list(dirs or DEFAULT_PLUGIN_DIRS)
         self.retry_for = retry_for
+        self.exclude = os.path.abspath(exclude) if exclude else ""
         self._lock = threading.Lock()
         self._active: dict[str, Plugin] = {}
 
@@ -157,13 +160,15 @@ class PluginRegistry:
         for d in self.dirs:
             for base in (os.path.join(d, name), os.path.join(d, name, name)):
                 sock = base + ".sock"
-                if os.path.exists(sock):
+                if os.path.exists(sock) and os.path.abspath(sock) != self.exclude:
                     return Plugin(name, f"unix://{sock}", retry_for=self.retry_for)
         for d in self.dirs:
             for base in (os.path.join(d, name), os.path.join(d, name, name)):
                 if os.path.isfile(base + ".spec"):
                     with open(base + ".spec") as f:
                         addr = f.read().strip()
+                    if self.exclude and addr == f"unix://{self.exclude}":
+                        continue
                     return Plugin(name, _checked_addr(name, addr), retry_for=self.retry_for)
                 if os.path.isfile(base + ".json"):
                     with open(base + ".json") as f:

@@ -25,6 +25,9 @@ class EngineContext:
     cni_conf_dir: str = "/etc/cni/net.d"
     #: where remote Docker plugins are discovered (None: dockerd's directories)
     plugin_dirs: list[str] | None = None
+    #: the socket this daemon serves the Docker plugin on: never used as a remote
+    #: plugin (calling ourselves through the controller's lock would deadlock)
+    own_plugin_socket: str = ""
 
     @property
     def bin_dir(self) -> str:
@@ -59,4 +62,4 @@ class EngineContext:
         """Remote Docker plugins (network and IPAM drivers), activated on first use."""
         from kanal.dockerplugin.remote import PluginRegistry
 
-        return PluginRegistry(self.plugin_dirs)
+        return PluginRegistry(self.plugin_dirs, exclude=self.own_plugin_socket)

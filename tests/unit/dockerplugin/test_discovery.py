@@ -97,3 +97,17 @@ def test_a_dead_plugin_is_unavailable(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(Unavailable, match="does not answer"):
         PluginRegistry([str(tmp_path)], retry_for=0.1).get("dead", "NetworkDriver")
+
+
+def test_the_daemon_s_own_socket_is_never_a_remote_plugin(tmp_path: Path) -> None:
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(tmp_path / "self.sock"))
+    try:
+        (tmp_path / "viaspec.spec").write_text(f"unix://{tmp_path}/self.sock\n")
+        reg = PluginRegistry([str(tmp_path)], exclude=str(tmp_path / "self.sock"))
+        for name in ("self", "viaspec"):
+            with pytest.raises(NotFound):
+                reg.find(name)
+        assert PluginRegistry([str(tmp_path)]).find("self").addr.endswith("self.sock")
+    finally:
+        s.close()
