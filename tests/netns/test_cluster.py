@@ -260,6 +260,19 @@ def no_fdb_to(ns: str, dev: str, dst: str) -> Callable[[], bool]:
     return lambda: dst not in {e.get("dst") for e in _fdb(ns, dev)}
 
 
+def no_fdb_missing(ns: str, want: int) -> Callable[[], bool]:
+    """The device exists and holds ``want`` flood entries (one per remote host)."""
+
+    def check() -> bool:
+        out = nsexec(ns, "bridge", "-j", "fdb", "show", "dev", "kvx4101", check=False)
+        if out.returncode != 0 or not out.stdout.strip():
+            return False
+        flood = [e for e in json.loads(out.stdout) if e["mac"] == "00:00:00:00:00:00"]
+        return len(flood) == want
+
+    return check
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("cluster"))
@@ -305,6 +318,17 @@ def test_containers_on_three_hosts_reach_each_other(cluster: Cluster, ova: dict[
     dev = ip_json(cluster.hns[1], "-d", "link", "show", "kvx4101")[0]
     data = dev["linkinfo"]["info_data"]
     assert (data["id"], data["port"], data["learning"], dev["mtu"]) == (4101, 4789, False, 1450)
+
+
+def test_a_deleted_vxlan_device_is_recreated_by_the_reconcile(
+    cluster: Cluster, ova: dict[str, Any]
+) -> None:
+    ctrs = ova["ctrs"]
+    nsexec(cluster.hns[2], "ip", "link", "del", "kvx4101")
+    wait_for("kvx4101 back on h2 with its entries", no_fdb_missing(cluster.hns[2], 2))
+    link = ip_json(cluster.hns[2], "link", "show", "kvx4101")[0]
+    assert link["master"] == "kbova" and "UP" in link["flags"]
+    assert ping(ctrs[2][0], ctrs[3][1])
 
 
 def test_two_overlay_networks_are_isolated(cluster: Cluster, ova: dict[str, Any]) -> None:
