@@ -16,33 +16,35 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from kanal.cluster.agent import OverlayAgent
 from kanal.cluster.gipam import Allocation, GlobalIpam, PoolConfig
-from kanal.cluster.nodes import NodeRegistration
+from kanal.cluster.member import ClusterMember, allocate_vni
 from kanal.cluster.vxlan import OverlayLink, overlay_mtu
 from kanal.errors import KanalError
 from kanal.netlink.handle import Netlink
-from kanal.store.etcd import EtcdStore, parse_etcd_url
 
 
 class Host:
     def __init__(self, args: argparse.Namespace) -> None:
-        endpoints, prefix = parse_etcd_url(args.store.removeprefix("etcd://"))
-        self.store = EtcdStore(endpoints, prefix, timeout=args.timeout)
+        self.member = ClusterMember(
+            args.store,
+            args.name,
+            args.addr,
+            ttl=args.ttl,
+            grace=args.grace,
+            resync_interval=args.resync,
+            timeout=args.timeout,
+        )
+        self.store = self.member.store
+        self.agent = self.member.agent
         self.name = args.name
         self.addr = args.addr
-        self.reg = NodeRegistration(self.store, args.name, args.addr, ttl=args.ttl)
-        self.agent = OverlayAgent(
-            self.store, args.name, args.addr, resync_interval=args.resync, grace=args.grace
-        )
         self.ipam: dict[str, GlobalIpam] = {}
         self.allocs: list[Allocation] = []
         self.lock = threading.Lock()
         self.watched: dict[str, Any] = {}
 
     def start(self) -> None:
-        self.reg.start()
-        self.agent.start()
+        self.member.start()
 
     def do(self, cmd: dict[str, Any]) -> dict[str, Any]:
         op = cmd["op"]
@@ -51,9 +53,7 @@ class Host:
                 nl.ensure_bridge(cmd["bridge"], mtu=overlay_mtu(1500))
             link = OverlayLink(cmd["net"], cmd["vni"], cmd["bridge"], self.addr, overlay_mtu(1500))
             self.agent.attach(link)
-            self.ipam[cmd["net"]] = GlobalIpam(
-                self.store, cmd["net"], PoolConfig(cmd["subnet"], 26), self.name
-            )
+            self.ipam[cmd["net"]] = self.member.pool(cmd["net"], PoolConfig(cmd["subnet"], 26))
             return {"device": link.name}
         if op == "alloc":
             return self.alloc(cmd)
@@ -77,6 +77,12 @@ class Host:
             return {"blocks": self.ipam[cmd["net"]].blocks()}
         if op == "dump":
             return {"keys": [[e.key, e.value.decode()] for e in self.store.list(cmd["prefix"])]}
+        if op == "vnis":
+            with ThreadPoolExecutor(4) as ex:
+                vnis = list(ex.map(lambda n: allocate_vni(self.store, n), cmd["nets"]))
+            return {"vnis": dict(zip(cmd["nets"], vnis))}
+        if op == "nodes":
+            return {"nodes": [r.to_dict() for r in self.member.nodes()]}
         if op == "gc":
             return {"freed": self.agent.collect_garbage()}
         if op == "put_many":
@@ -167,8 +173,7 @@ def main() -> None:
         except KanalError as e:
             out = {"ok": False, "error": type(e).__name__, "msg": str(e)}
         print(json.dumps(out), flush=True)
-    host.agent.stop()
-    host.reg.stop()
+    host.member.stop()
 
 
 if __name__ == "__main__":

@@ -490,3 +490,21 @@ def test_watch_resumes_on_another_member_without_losing_events(cluster: Cluster)
     h1.ok(op="watch_start", prefix="wt/", **{"from": old})
     again = wait_for("a resync", lambda: h1.ok(op="watch_get")["resyncs"])
     assert again[0] == keys
+
+
+def test_vnis_are_unique_per_network_and_nodes_are_listed(cluster: Cluster) -> None:
+    nets = [f"vn{k}" for k in range(6)]
+    for i in (1, 2, 3):
+        cluster.hosts[i].send(op="vnis", nets=nets[i - 1 :] + nets[: i - 1])
+    got = [cluster.hosts[i].read() for i in (1, 2, 3)]
+    assert all(g["ok"] for g in got), got
+    assert got[0]["vnis"] == got[1]["vnis"] == got[2]["vnis"]  # one VNI per network
+    assert len(set(got[0]["vnis"].values())) == len(nets)
+    assert all(v >= 4096 for v in got[0]["vnis"].values())
+    rows = cluster.hosts[2].ok(op="nodes")["nodes"]
+    mine = [(r["Name"], r["Addr"], r["Self"]) for r in rows if r["Name"] in ("h1", "h2", "h3")]
+    assert mine == [
+        ("h1", "192.0.2.1", False),
+        ("h2", "192.0.2.2", True),
+        ("h3", "192.0.2.3", False),
+    ]

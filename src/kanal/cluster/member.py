@@ -1,0 +1,173 @@
+"""One host's membership of the cluster: what ``kanald --cluster-store`` starts.
+
+:class:`ClusterMember` composes the pieces of this package for a daemon:
+
+- ``ClusterMember(url, name, advertise_addr, *, ttl=15, grace=300.0,
+  resync_interval=30.0, netns_fd=None, timeout=5.0)`` — ``url`` is
+  ``etcd://h1:p[,h2:p...][/prefix]`` (prefix default ``/kanal/``);
+- ``start()`` registers ``nodes/<name>`` (raises Unavailable when etcd is down,
+  Conflict when another address holds the name) and starts the OverlayAgent;
+  ``stop(revoke=True)``;
+- ``pool(network, PoolConfig)`` → the host's :class:`GlobalIpam` for a network
+  (one per network, cached);
+- ``attach(OverlayLink)`` / ``detach(network)`` / ``publish(...)`` /
+  ``unpublish(...)`` — forwarded to the agent;
+- ``nodes()`` → ``kanal node ls`` rows (:class:`NodeRow`);
+- ``store``, ``registration``, ``agent`` — the parts, for anything else.
+
+VNIs: :func:`allocate_vni` gives a network a VNI unique in the cluster
+(``vnis/<vni>`` claimed with create-if-absent, the network's own claim found
+again when asked twice), :func:`release_vni` frees it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from kanal.cluster.agent import OverlayAgent
+from kanal.cluster.gipam import GlobalIpam, PoolConfig
+from kanal.cluster.nodes import NodeRegistration, list_nodes
+from kanal.cluster.vxlan import OverlayLink
+from kanal.errors import Conflict, InvalidConfig
+from kanal.store import Delete, Put
+from kanal.store.etcd import Cmp, EtcdStore, Get, parse_etcd_url
+
+__all__ = [
+    "VNI_FIRST",
+    "VNI_LAST",
+    "ClusterMember",
+    "NodeRow",
+    "allocate_vni",
+    "open_cluster_store",
+    "release_vni",
+]
+
+VNI_FIRST = 4096  # Docker's overlay starts at 4096 (below: left for hand-made setups)
+VNI_LAST = (1 << 24) - 1
+
+
+def open_cluster_store(url: str, *, timeout: float = 5.0) -> EtcdStore:
+    """An EtcdStore from ``etcd://h:p[,h:p...][/prefix]``. Raises InvalidConfig."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "etcd" or not sep:
+        raise InvalidConfig(f"invalid cluster store {url!r}: want etcd://host:port[,...]")
+    endpoints, prefix = parse_etcd_url(rest)
+    return EtcdStore(endpoints, prefix, timeout=timeout)
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    """One line of ``kanal node ls``."""
+
+    name: str
+    advertise_addr: str
+    started: float
+    epoch: int
+    self_: bool
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "Name": self.name,
+            "Addr": self.advertise_addr,
+            "Started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "Lease": f"{self.epoch:x}",
+            "Self": self.self_,
+        }
+
+
+class ClusterMember:
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        advertise_addr: str,
+        *,
+        ttl: int = 15,
+        grace: float | None = 300.0,
+        resync_interval: float = 30.0,
+        netns_fd: int | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self.name = name
+        self.store = open_cluster_store(url, timeout=timeout)
+        self.registration = NodeRegistration(self.store, name, advertise_addr, ttl=ttl)
+        self.agent = OverlayAgent(
+            self.store,
+            name,
+            advertise_addr,
+            netns_fd=netns_fd,
+            resync_interval=resync_interval,
+            grace=grace,
+        )
+        self._pools: dict[str, GlobalIpam] = {}
+
+    def start(self) -> None:
+        self.registration.start()
+        self.agent.start()
+
+    def stop(self, *, revoke: bool = True) -> None:
+        self.agent.stop()
+        self.registration.stop(revoke=revoke)
+        self.store.close()
+
+    def pool(self, network: str, config: PoolConfig) -> GlobalIpam:
+        p = self._pools.get(network)
+        if p is None or p.config != config:
+            p = self._pools[network] = GlobalIpam(
+                self.store, network, config, self.name, epoch=self.registration.epoch
+            )
+        return p
+
+    def attach(self, link: OverlayLink) -> None:
+        self.agent.attach(link)
+
+    def detach(self, network: str, *, delete: bool = True) -> None:
+        self.agent.detach(network, delete=delete)
+
+    def publish(self, network: str, endpoint_id: str, ip: str, mac: str) -> None:
+        self.agent.publish(network, endpoint_id, ip, mac)
+
+    def unpublish(self, network: str, endpoint_id: str) -> bool:
+        return self.agent.unpublish(network, endpoint_id)
+
+    def nodes(self) -> list[NodeRow]:
+        """The registered hosts, by name. Raises Unavailable."""
+        return [
+            NodeRow(n.name, n.advertise_addr, n.started, n.epoch, n.name == self.name)
+            for n in sorted(list_nodes(self.store).values(), key=lambda n: n.name)
+        ]
+
+
+def allocate_vni(
+    store: EtcdStore, network: str, *, first: int = VNI_FIRST, last: int = VNI_LAST
+) -> int:
+    """A VNI for ``network``, unique in the cluster; the same one when asked again.
+
+    Tries ``first``, ``first+1``, ... skipping claimed ones (one listing, then a
+    create-if-absent per try). Raises Conflict (none left), Unavailable.
+    """
+    taken = {}
+    for e in store.list("vnis/"):
+        taken[int(e.key.rsplit("/", 1)[1])] = e.value.decode()
+    for vni, net in taken.items():
+        if net == network:
+            return vni
+    for vni in range(first, last + 1):
+        if vni in taken:
+            continue
+        key = f"vnis/{vni}"
+        res = store.txn_if([Cmp.absent(key)], [Put(key, network.encode())], [Get(key)])
+        if res.succeeded:
+            return vni
+        have = res.gets[0][0].value.decode() if res.gets and res.gets[0] else ""
+        if have == network:  # a concurrent call for the same network won
+            return vni
+    raise Conflict(f"no VNI left in {first}..{last}")
+
+
+def release_vni(store: EtcdStore, network: str, vni: int) -> bool:
+    """Free ``vni`` if ``network`` holds it."""
+    key = f"vnis/{vni}"
+    res = store.txn_if([Cmp.value_is(key, network.encode())], [Delete(key)])
+    return res.succeeded
