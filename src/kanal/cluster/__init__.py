@@ -12,6 +12,8 @@ Modules (each one's docstring is its contract):
 - :mod:`kanal.cluster.agent` — :class:`~kanal.cluster.agent.OverlayAgent`: watches
   ``nodes/`` and ``overlay/`` and keeps the kernel entries in step, with a periodic
   full reconcile.
+- :mod:`kanal.cluster.member` — :class:`~kanal.cluster.member.ClusterMember`, the
+  above composed for a daemon, and cluster-unique VNIs.
 
 Keyspace (relative to the etcd store's prefix, e.g. ``/kanal/``)::
 
@@ -19,6 +21,7 @@ Keyspace (relative to the etcd store's prefix, e.g. ``/kanal/``)::
     ipam/<pool>/blocks/<a.b.c.d-len>      {"host", "epoch", "claimed"}   durable
     ipam/<pool>/ips/<a.b.c.d-len>/<ip>    {"host", "owner", "token"}      durable
     overlay/<net>/endpoints/<id>          {"ip", "mac", "host", "vtep"}   durable
+    vnis/<vni>                            <network name>                  durable
 
 Everything here talks to :class:`kanal.store.etcd.EtcdStore` (leases, watches and
 txn compares are beyond the generic Store contract). Errors are kanal.errors:
