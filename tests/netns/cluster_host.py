@@ -58,8 +58,11 @@ class Host:
         if op == "alloc":
             return self.alloc(cmd)
         if op == "publish":
-            self.agent.publish(cmd["net"], cmd["id"], cmd["ip"], cmd["mac"])
+            name = cmd.get("name", "")
+            self.agent.publish(cmd["net"], cmd["id"], cmd["ip"], cmd["mac"], name=name)
             return {}
+        if op == "names":
+            return {"names": {r.name: r.ip for r in self.agent.endpoints(cmd["net"])}}
         if op == "entries":
             d = self.agent.programmed(cmd["net"])
             return {

@@ -292,7 +292,7 @@ def ova(cluster: Cluster) -> dict[str, Any]:
         h.ok(op="attach", net="ova", vni=4101, subnet=SUBNET, bridge="kbova")
         ip = h.ok(op="alloc", net="ova", owner="ctr")["ips"][0]
         c, mac = cluster.container(i, "kbova", ip)
-        h.ok(op="publish", net="ova", id=f"ep-h{i}", ip=ip, mac=mac)
+        h.ok(op="publish", net="ova", id=f"ep-h{i}", ip=ip, mac=mac, name=f"c{i}")
         ctrs[i] = (c, ip, mac)
     for i in (1, 2, 3):  # each host has programmed the other two
         want = sorted([ip, mac] for k, (_, ip, mac) in ctrs.items() if k != i)
@@ -302,6 +302,8 @@ def ova(cluster: Cluster) -> dict[str, Any]:
 
 def test_containers_on_three_hosts_reach_each_other(cluster: Cluster, ova: dict[str, Any]) -> None:
     ctrs = ova["ctrs"]
+    names = cluster.hosts[3].ok(op="names", net="ova")["names"]
+    assert {n: names[n] for n in ("c1", "c2", "c3")} == {f"c{i}": ctrs[i][1] for i in (1, 2, 3)}
     for a in (1, 2, 3):
         for b in (1, 2, 3):
             if a != b:
@@ -424,11 +426,12 @@ def test_dead_host_is_dropped_then_its_blocks_freed_and_it_is_fenced(
     h4.ok(op="attach", net="ova", vni=4101, subnet=SUBNET, bridge="kbova")
     ip = h4.ok(op="alloc", net="ova", owner="ctr")["ips"][0]
     c, mac = cluster.container(4, "kbova", ip)
-    h4.ok(op="publish", net="ova", id="ep-h4", ip=ip, mac=mac)
+    h4.ok(op="publish", net="ova", id="ep-h4", ip=ip, mac=mac, name="c4")
     wait_for(
         "h1 programs h4", lambda: [ip, mac] in cluster.hosts[1].ok(op="entries", net="ova")["neigh"]
     )
     assert ping(ova["ctrs"][1][0], ip)
+    assert cluster.hosts[1].ok(op="names", net="ova")["names"]["c4"] == ip
     old_block = h4.ok(op="blocks", net="ova")["blocks"]
 
     h4.proc.send_signal(signal.SIGSTOP)  # ip netns exec execs python: this is the host
@@ -436,6 +439,7 @@ def test_dead_host_is_dropped_then_its_blocks_freed_and_it_is_fenced(
         for i in (1, 2, 3):
             wait_for(f"h{i} drops h4's entries", no_fdb_to(cluster.hns[i], "kvx4101", "192.0.2.4"))
         assert not ping(ova["ctrs"][1][0], ip)
+        assert "c4" not in cluster.hosts[1].ok(op="names", net="ova")["names"]  # not in DNS
 
         def h4_keys() -> list[str]:
             keys = cluster.hosts[1].ok(op="dump", prefix="ipam/ova/")["keys"]

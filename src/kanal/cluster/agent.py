@@ -28,8 +28,12 @@ API (thread-safe):
 - ``start()`` / ``stop()``;
 - ``attach(link: OverlayLink)`` — create/adopt the network's VXLAN device on its
   bridge and program it now; ``detach(network, delete=True)``;
-- ``publish(network, endpoint_id, ip, mac)`` / ``unpublish(network, endpoint_id)``
-  — this host's endpoints (raise Unavailable when etcd is down);
+- ``publish(network, endpoint_id, ip, mac, *, name="", aliases=())`` /
+  ``unpublish(network, endpoint_id)`` — this host's endpoints (raise Unavailable
+  when etcd is down);
+- ``endpoints(network)`` — the network's endpoint records (this host's and live
+  hosts'), for the embedded DNS; ``subscribe(fn)`` — ``fn(network)`` each time a
+  network was (re)programmed;
 - ``reconcile()`` — list and program everything now (raises Unavailable);
 - ``collect_garbage(now=None)`` — one GC round now; returns what was freed;
 - ``programmed(network)`` — the entries last programmed (a Desired);
@@ -105,6 +109,7 @@ class OverlayAgent:
         self._threads: list[threading.Thread] = []
         self._ip_gc = GoneTracker(grace or 0.0)
         self._ep_gc = GoneTracker(grace or 0.0)
+        self._listeners: list[Callable[[str], None]] = []
 
     # ---- lifecycle ------------------------------------------------------------------
     @property
@@ -150,10 +155,39 @@ class OverlayAgent:
             if link is not None and delete:
                 delete_device(link, self.netns_fd)
 
-    def publish(self, network: str, endpoint_id: str, ip: str, mac: str) -> None:
+    def publish(
+        self,
+        network: str,
+        endpoint_id: str,
+        ip: str,
+        mac: str,
+        *,
+        name: str = "",
+        aliases: Iterable[str] = (),
+    ) -> None:
         """Announce this host's endpoint (peers program it). Raises Unavailable."""
-        rec = EndpointRecord(ip, mac.lower(), self.host, self.advertise_addr)
+        rec = EndpointRecord(ip, mac.lower(), self.host, self.advertise_addr, name, tuple(aliases))
         self.store.put(endpoint_key(network, endpoint_id), rec.to_json())
+
+    def endpoints(self, network: str) -> list[EndpointRecord]:
+        """The network's endpoints as last seen: this host's and those of live hosts
+        (what a DNS server answers names from; no etcd round trip)."""
+        pfx = endpoint_key(network, "")
+        with self._lock:
+            return sorted(
+                (
+                    r
+                    for k, r in self._eps.items()
+                    if k.startswith(pfx) and (r.host == self.host or r.host in self._nodes)
+                ),
+                key=lambda r: r.ip,
+            )
+
+    def subscribe(self, fn: Callable[[str], None]) -> None:
+        """Call ``fn(network)`` (in the agent's threads) each time an attached network
+        was programmed: after a change of its endpoints or of the hosts, and at each
+        full reconcile. ``fn`` must be quick and not raise."""
+        self._listeners.append(fn)
 
     def unpublish(self, network: str, endpoint_id: str) -> bool:
         return self.store.delete(endpoint_key(network, endpoint_id))
@@ -240,6 +274,8 @@ class OverlayAgent:
                 self._programmed[net] = want
                 if ch:
                     log.debug("overlay %s: %s", net, ch)
+                for fn in self._listeners:
+                    fn(net)
 
     def reconcile(self) -> None:
         """List both prefixes and program every attached network now. Raises Unavailable."""

@@ -23,6 +23,7 @@ again when asked twice), :func:`release_vni` frees it.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kanal.cluster.agent import OverlayAgent
@@ -125,8 +126,17 @@ class ClusterMember:
     def detach(self, network: str, *, delete: bool = True) -> None:
         self.agent.detach(network, delete=delete)
 
-    def publish(self, network: str, endpoint_id: str, ip: str, mac: str) -> None:
-        self.agent.publish(network, endpoint_id, ip, mac)
+    def publish(
+        self,
+        network: str,
+        endpoint_id: str,
+        ip: str,
+        mac: str,
+        *,
+        name: str = "",
+        aliases: Iterable[str] = (),
+    ) -> None:
+        self.agent.publish(network, endpoint_id, ip, mac, name=name, aliases=aliases)
 
     def unpublish(self, network: str, endpoint_id: str) -> bool:
         return self.agent.unpublish(network, endpoint_id)

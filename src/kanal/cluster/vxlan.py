@@ -18,7 +18,7 @@ API:
 - :class:`OverlayLink` — one network's device on this host (name, VNI, bridge,
   local address, MTU); :func:`device_name`, :func:`overlay_mtu`.
 - :class:`EndpointRecord` — ``overlay/<net>/endpoints/<id>`` = ``{ip, mac, host,
-  vtep}``, with ``to_json``/``from_json``; :func:`endpoint_key`.
+  vtep, name, aliases}``, with ``to_json``/``from_json``; :func:`endpoint_key`.
 - :func:`desired_entries` (pure) — the entries for a network from its endpoint
   records and the live hosts; :func:`diff` (pure) — what to add and remove given
   what the kernel has; :class:`Desired`, :class:`Changes`.
@@ -96,10 +96,14 @@ class OverlayLink:
 
 @dataclass(frozen=True)
 class EndpointRecord:
+    """``name``/``aliases``: what the embedded DNS of other hosts answers for it."""
+
     ip: str
     mac: str
     host: str
     vtep: str
+    name: str = ""
+    aliases: tuple[str, ...] = ()
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -109,7 +113,12 @@ class EndpointRecord:
         try:
             d = json.loads(raw)
             return EndpointRecord(
-                str(d["ip"]), str(d["mac"]).lower(), str(d["host"]), str(d.get("vtep", ""))
+                str(d["ip"]),
+                str(d["mac"]).lower(),
+                str(d["host"]),
+                str(d.get("vtep", "")),
+                str(d.get("name", "")),
+                tuple(str(a) for a in d.get("aliases") or ()),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise DecodeError("invalid endpoint record", str(e)) from e

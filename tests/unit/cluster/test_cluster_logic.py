@@ -71,6 +71,8 @@ def test_records_round_trip_and_reject_garbage() -> None:
     r = EndpointRecord("10.60.0.5", "02:42:0A:3C:00:05", "h1", "192.0.2.1")
     back = EndpointRecord.from_json(r.to_json())
     assert back.mac == "02:42:0a:3c:00:05" and back.ip == r.ip
+    named = EndpointRecord("10.60.0.6", "02:42:00:00:00:06", "h2", "192.0.2.2", "web", ("www",))
+    assert EndpointRecord.from_json(named.to_json()) == named
     for bad in (b"{", b"[]", json.dumps({"ip": "x"}).encode()):
         with pytest.raises(DecodeError):
             EndpointRecord.from_json(bad)
