@@ -87,10 +87,12 @@ def test_files_follow_networks_in_place_and_rm_leaves_nothing(mgr: Mgr) -> None:
     assert m.store.list("sandbox-names/") == []
 
 
-def test_refused_names_leave_no_state(mgr: Mgr) -> None:
+def test_refused_names_leave_no_state(mgr: Mgr, tmp_path: Path) -> None:
     m = mgr.m
+    # A namespace directory of its own: other tests add to /run/netns meanwhile.
+    m.netns_dir = str(tmp_path / "netns")
     mgr(lambda: m.create(SandboxSpec(["true"], name="taken")))
-    before = (m.store.list(""), sorted(os.listdir("/run/netns")))
+    before = (m.store.list(""), sorted(os.listdir(m.netns_dir)))
     for spec, exc in (
         (SandboxSpec(["true"], name="taken"), Conflict),
         (SandboxSpec(["true"], name="a/b"), InvalidConfig),
@@ -100,6 +102,6 @@ def test_refused_names_leave_no_state(mgr: Mgr) -> None:
     ):
         with pytest.raises(exc):
             mgr(lambda s=spec: m.create(s))  # type: ignore[misc]
-    after = (m.store.list(""), sorted(os.listdir("/run/netns")))
+    after = (m.store.list(""), sorted(os.listdir(m.netns_dir)))
     assert [e.key for e in after[0]] == [e.key for e in before[0]]
     assert after[1] == before[1]
