@@ -47,6 +47,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 
 from kanal.cluster import gipam
 from kanal.cluster.nodes import NODES_PREFIX, GoneTracker, Node
@@ -105,6 +106,7 @@ class OverlayAgent:
         self._links: dict[str, OverlayLink] = {}
         self._programmed: dict[str, Desired] = {}
         self._listed: set[str] = set()
+        self._rev: dict[str, int] = {}  # the revision the model of each prefix is at
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._ip_gc = GoneTracker(grace or 0.0)
@@ -279,11 +281,21 @@ class OverlayAgent:
 
     def reconcile(self) -> None:
         """List both prefixes and program every attached network now. Raises Unavailable."""
-        nodes, _ = self.store.snapshot(NODES_PREFIX)
-        eps, _ = self.store.snapshot(OVERLAY_PREFIX)
-        self._set_nodes(nodes)
-        nets = self._set_endpoints(eps)
-        self._program(nets)
+        nodes, nrev = self.store.snapshot(NODES_PREFIX)
+        eps, erev = self.store.snapshot(OVERLAY_PREFIX)
+        with self._lock:
+            self._take(NODES_PREFIX, nrev, lambda: self._set_nodes(nodes))
+            self._take(OVERLAY_PREFIX, erev, lambda: self._set_endpoints(eps))
+            self._program(set(self._links))
+
+    def _take(self, prefix: str, rev: int, update: Callable[[], set[str]]) -> set[str]:
+        """Apply a listing or a watch batch at ``rev`` unless the model is already newer
+        (a reconcile's listing can be older than the events a watch applied since)."""
+        with self._lock:
+            if rev < self._rev.get(prefix, 0):
+                return set()
+            self._rev[prefix] = rev
+            return update()
 
     # ---- threads ------------------------------------------------------------------------
     def _error(self, e: Exception) -> None:
@@ -304,7 +316,7 @@ class OverlayAgent:
                 self._error(e)
                 self._stop.wait(1.0)
                 continue
-            self._program(set_all(entries))
+            self._program(self._take(prefix, rev, partial(set_all, entries)))
             self._listed.add(prefix)
             if self._listed >= {NODES_PREFIX, OVERLAY_PREFIX}:
                 self.synced.set()
@@ -312,9 +324,10 @@ class OverlayAgent:
             for batch in self.store.watch(prefix, rev + 1, stop=self._stop, on_error=self._error):
                 self.last_error = None
                 if batch.resync is not None:
-                    self._program(set_all(batch.resync))
+                    nets = self._take(prefix, batch.revision, partial(set_all, batch.resync))
                 else:
-                    self._program(on_batch(batch))
+                    nets = self._take(prefix, batch.revision, partial(on_batch, batch))
+                self._program(nets)
 
     def _periodic(self) -> None:
         while not self._stop.wait(self.resync_interval):

@@ -244,6 +244,7 @@ class EtcdStore:
         last: Exception | None = None
         n = len(self.endpoints)
         backoff = 0.05
+        slow = False  # a member timed out or could not serve (vs. refused: etcd is down)
         while True:
             retry = False  # some member is up but could not serve: worth another round
             for k in range(n):
@@ -266,6 +267,7 @@ class EtcdStore:
                     self._drop(i)
                     last = e
                     retry = True
+                    slow = slow or isinstance(e, TimeoutError)
                     continue
                 out: dict[str, Any] = json.loads(raw) if raw.strip() else {}
                 if resp.status != 200:
@@ -275,7 +277,7 @@ class EtcdStore:
                         last = Unavailable(
                             f"etcd {self.endpoints[i][0]}:{self.endpoints[i][1]}", msg
                         )
-                        retry = True
+                        retry = slow = True
                         continue
                     if code == 5 and "lease" in msg:
                         raise LeaseNotFound("etcd lease not found", msg)
@@ -283,7 +285,7 @@ class EtcdStore:
                 self._preferred = i
                 return out
             if not retry or time.monotonic() + backoff >= deadline:
-                what = "etcd is unreachable" if not retry else "etcd did not answer in time"
+                what = "etcd did not answer in time" if slow else "etcd is unreachable"
                 raise Unavailable(what, f"{self._names()}: {last}")
             time.sleep(backoff * (0.5 + random.random()))  # jitter
             backoff = min(backoff * 2, 0.5)
