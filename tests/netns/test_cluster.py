@@ -35,7 +35,10 @@ import pytest
 
 from tests.helpers import create_netns, delete_netns, ip_json, nsexec, unique
 
-pytestmark = pytest.mark.skipif(shutil.which("etcd") is None, reason="etcd is not installed")
+pytestmark = pytest.mark.skipif(
+    shutil.which("etcd") is None or shutil.which("curl") is None,
+    reason="etcd or curl is not installed",
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SUBNET = "10.70.0.0/16"
