@@ -33,6 +33,15 @@ from typing import Any
 
 import pytest
 
+from kanal.cluster.vxlan import (
+    EndpointRecord,
+    OverlayLink,
+    apply,
+    delete_device,
+    desired_entries,
+    ensure_device,
+)
+from kanal.errors import Conflict
 from tests.helpers import create_netns, delete_netns, ip_json, nsexec, unique
 
 pytestmark = pytest.mark.skipif(
@@ -515,3 +524,45 @@ def test_vnis_are_unique_per_network_and_nodes_are_listed(cluster: Cluster) -> N
         ("h2", "192.0.2.2", True),
         ("h3", "192.0.2.3", False),
     ]
+
+
+def test_vxlan_device_and_entries_in_one_namespace(make_netns: Callable[[str], str]) -> None:
+    """The netlink layer alone (no etcd): device checks, idempotent entries, apply()."""
+    ns = make_netns("kcvx")
+    nsexec(ns, "ip", "link", "add", "ul0", "type", "veth", "peer", "name", "ul1")
+    nsexec(ns, "ip", "addr", "add", "192.0.2.1/24", "dev", "ul0")
+    nsexec(ns, "ip", "link", "add", "kbr", "type", "bridge")
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        link = OverlayLink("n", 4242, "kbr", "192.0.2.1", 1450)
+        idx = ensure_device(link, fd)
+        assert ensure_device(link, fd) == idx  # adopted, not re-made
+        with pytest.raises(Conflict):
+            ensure_device(OverlayLink("n", 4243, "kbr", "192.0.2.1", 1450, device="kvx4242"), fd)
+        eps = [
+            EndpointRecord("10.9.0.2", "02:42:0a:09:00:02", "h2", "192.0.2.2"),
+            EndpointRecord("10.9.0.3", "02:42:0a:09:00:03", "h3", "192.0.2.3"),
+        ]
+        want = desired_entries(eps, {"h2": "192.0.2.2", "h3": "192.0.2.3"}, "h1", host_routes=True)
+        first = apply("kvx4242", want, fd)
+        assert len(first.add_fdb) == 4 and len(first.set_neigh) == 2 and len(first.add_routes) == 2
+        assert not apply("kvx4242", want, fd)  # nothing left to do
+        routes = {r["dst"] for r in ip_json(ns, "route", "show", "dev", "kvx4242")}
+        assert routes == {"10.9.0.2", "10.9.0.3"}
+        neigh = ip_json(ns, "neigh", "show", "dev", "kvx4242")
+        assert {(n["dst"], n["lladdr"]) for n in neigh} == {
+            ("10.9.0.2", "02:42:0a:09:00:02"),
+            ("10.9.0.3", "02:42:0a:09:00:03"),
+        }
+        assert all("PERMANENT" in n["state"] for n in neigh)
+        # h3 dies: exactly its entries go
+        gone = apply(
+            "kvx4242", desired_entries(eps, {"h2": "192.0.2.2"}, "h1", host_routes=True), fd
+        )
+        assert {f.dst for f in gone.del_fdb} == {"192.0.2.3"} and len(gone.del_fdb) == 2
+        assert [n.ip for n in gone.del_neigh] == ["10.9.0.3"]
+        assert [r.dst for r in gone.del_routes] == ["10.9.0.3/32"]
+        assert {e["dst"] for e in _fdb(ns, "kvx4242") if "dst" in e} == {"192.0.2.2"}
+        assert delete_device(link, fd) and not delete_device(link, fd)
+    finally:
+        os.close(fd)
