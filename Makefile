@@ -36,7 +36,7 @@ typecheck: venv
 	$(VENV)/bin/mypy
 
 pytest: venv
-	$(VPY) -m pytest -n 3 $(PYTEST_ARGS)
+	$(VPY) -m pytest -n 3 --dist loadgroup $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

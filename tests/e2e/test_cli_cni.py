@@ -311,6 +311,7 @@ def test_help_imports_nothing_heavy() -> None:
         "kanal.cli.dhcp",
         "kanal.cli.main",
         "kanal.cli.network",
+        "kanal.cli.node",
         "kanal.cli.run",
         "kanal.errors",
     ]

@@ -23,7 +23,13 @@ from kanal.errors import KanalError
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = ("kanal.cli.cni", "kanal.cli.network", "kanal.cli.run", "kanal.cli.dhcp")
+_COMMANDS = (
+    "kanal.cli.cni",
+    "kanal.cli.network",
+    "kanal.cli.run",
+    "kanal.cli.node",
+    "kanal.cli.dhcp",
+)
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2

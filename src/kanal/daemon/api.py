@@ -11,6 +11,7 @@ Routes (an optional ``/v1.NN`` prefix is accepted, as docker clients send one)::
     POST   /networks/{id}/connect        {"Container", "EndpointConfig": {...}}
     POST   /networks/{id}/disconnect     {"Container", "Force"}
     GET    /endpoints                    every endpoint (network, sandbox, addresses, ports)
+    GET    /nodes                        the cluster's hosts (kanald --cluster-store)
     GET|POST|DELETE /sandboxes/...       kanal run's sandboxes (create, start, stop, ...)
     GET    /events                       one JSON object per line, as things happen
 
@@ -216,6 +217,12 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         c = self.controller
         if path == "/_ping":
             return "OK"
+        if parts == ["nodes"] and method == "GET":
+            # The cluster's hosts (kanal node ls); a lone kanald is a cluster of one.
+            cluster = c.cluster
+            if cluster is None:
+                return []
+            return cluster.nodes()
         if parts[0] == "networks":
             if len(parts) == 1 and method == "GET":
                 filters = _filters(query)

@@ -89,6 +89,27 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="where remote Docker plugins are discovered (repeatable; dockerd's dirs otherwise)",
     )
+    ap.add_argument(
+        "--cluster-store",
+        default="",
+        metavar="etcd://HOST:PORT[,HOST:PORT...][/PREFIX]",
+        help="join a cluster: global (overlay) networks and hosts in this etcd",
+    )
+    ap.add_argument("--advertise-addr", default="", help="this host's underlay address (VTEP)")
+    ap.add_argument("--node-name", default="", help="this host's name in the cluster")
+    ap.add_argument("--node-ttl", type=int, default=15, help="the node lease's TTL (s)")
+    ap.add_argument(
+        "--cluster-grace",
+        type=float,
+        default=60.0,
+        help="seconds a gone host's address blocks are kept before they are freed",
+    )
+    ap.add_argument(
+        "--cluster-resync",
+        type=float,
+        default=30.0,
+        help="seconds between full overlay reconciles (and garbage collections)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="kanald: %(message)s")
     from kanal.fastpath.server import FastPathServer
@@ -119,6 +140,44 @@ def main(argv: list[str] | None = None) -> None:
         api.server_close()
         if api.plugin is not None:
             api.plugin.server_close()
+
+
+def _join_cluster(args: argparse.Namespace) -> Any:
+    """This host's Cluster, registered (or registering in the background while
+    etcd cannot be reached: local networks must not wait for it)."""
+    import socket
+    import time
+
+    from kanal.engine.cluster import Cluster
+    from kanal.errors import InvalidConfig, Unavailable
+
+    if not args.advertise_addr:
+        raise InvalidConfig("--cluster-store needs --advertise-addr (this host's underlay IP)")
+    cluster = Cluster(
+        args.cluster_store,
+        args.node_name or socket.gethostname(),
+        args.advertise_addr,
+        ttl=args.node_ttl,
+        grace=args.cluster_grace,
+        resync=args.cluster_resync,
+    )
+
+    def register() -> None:
+        while True:
+            try:
+                cluster.start()
+                logging.info("joined the cluster as %s", cluster.node)
+                return
+            except Unavailable as e:
+                logging.warning("cluster store unavailable, retrying: %s", e)
+                time.sleep(2)
+
+    try:
+        cluster.start()
+    except Unavailable as e:
+        logging.warning("cluster store unavailable at start, registering later: %s", e)
+        threading.Thread(target=register, name="kanal-cluster-join", daemon=True).start()
+    return cluster
 
 
 def _pools(specs: list[str]) -> list[Pool]:
@@ -155,6 +214,8 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         if args.docker_plugin_socket in ("", "none")
         else args.docker_plugin_socket,
     )
+    if args.cluster_store:
+        ctx.cluster = _join_cluster(args)
     pools = _pools(args.default_address_pool) or list(DEFAULT_POOLS)
     ctrl = Controller(
         store,
@@ -182,6 +243,9 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         manager.refresh_files(ep.sandbox_id)
 
     ctrl.listeners.append(on_change)
+    if ctx.cluster is not None:
+        # Names published by other hosts change what the embedded DNS answers.
+        ctx.cluster.agent.subscribe(lambda network: manager.invalidate())
     for sb in manager.list_all():  # the DNS sockets died with the previous daemon
         manager.sync_dns(sb)
     api = ApiServer(

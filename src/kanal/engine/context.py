@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kanal.dockerplugin.remote import PluginRegistry
@@ -28,6 +28,8 @@ class EngineContext:
     #: the socket this daemon serves the Docker plugin on: never used as a remote
     #: plugin (calling ourselves through the controller's lock would deadlock)
     own_plugin_socket: str = ""
+    #: this host's cluster membership (kanal.engine.cluster.Cluster), if any
+    cluster: Any = None
 
     @property
     def bin_dir(self) -> str:

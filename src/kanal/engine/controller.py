@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from kanal.engine.context import EngineContext
 from kanal.engine.drivers import NetworkDriver, get_driver
@@ -41,6 +42,9 @@ from kanal.engine.model import (
 from kanal.engine.ports import PortAllocator
 from kanal.errors import Conflict, Forbidden, InvalidConfig, KanalError, NotFound
 from kanal.store import Delete, Put, Store
+
+if TYPE_CHECKING:
+    from kanal.engine.cluster import Cluster
 
 __all__ = ["Controller", "NetworkSpec", "SandboxRef"]
 
@@ -128,8 +132,35 @@ class Controller:
             except Exception:  # a listener must not break the operation
                 log.exception("listener failed on %s", event)
 
+    @property
+    def cluster(self) -> Cluster | None:
+        c: Cluster | None = self.ctx.cluster
+        return c
+
     def networks(self) -> list[Network]:
-        return [Network.from_json(e.value) for e in self.store.list("networks/")]
+        """This host's networks, then the cluster's global ones (when in a cluster)."""
+        local = [Network.from_json(e.value) for e in self.store.list("networks/")]
+        if self.cluster is None:
+            return local
+        return local + self.cluster.networks()
+
+    def _save_network(self, net: Network, *, new: bool = False) -> None:
+        """Write the network where it lives: the cluster store for global networks."""
+        if net.scope == "global":
+            if self.cluster is None:
+                raise InvalidConfig(f"network {net.name} is global: kanald has no cluster")
+            if new:
+                self.cluster.add_network(net)
+            else:
+                self.cluster.save_network(net)
+            return
+        self.store.put(f"networks/{net.id}", net.to_json(), expect=0 if new else None)
+
+    def _forget_network(self, net: Network) -> None:
+        if net.scope == "global" and self.cluster is not None:
+            self.cluster.remove_network(net)
+        else:
+            self.store.delete(f"networks/{net.id}")
 
     def get_network(self, ref: str) -> Network:
         """By full id, name, or unique id prefix (docker's lookup order)."""
@@ -289,18 +320,22 @@ class Controller:
             bridge = net.driver_state.get("bridge")
             if bridge and any(n.driver_state.get("bridge") == bridge for n in others):
                 raise Conflict(f"bridge {bridge} is already used by another network")
-            self.store.put(f"networks/{net.id}", net.to_json(), expect=0)
+            try:
+                self._save_network(net, new=True)
+            except BaseException:
+                _quiet(driver.delete_network, net)  # what prepare reserved (a VNI)
+                raise
             try:
                 driver.create_network(net)
             except BaseException:
-                self.store.delete(f"networks/{net.id}")
+                self._forget_network(net)
                 try:
                     driver.delete_network(net)
                 except KanalError:
                     pass
                 raise
             # What the driver learnt while creating (a remote plugin's "created").
-            self.store.put(f"networks/{net.id}", net.to_json())
+            self._save_network(net)
             undo.pop_all()
         log.info("created network %s (%s)", net.name, net.id[:12])
         return net
@@ -336,8 +371,10 @@ class Controller:
             net = self.get_network(ref)
             if net.builtin:
                 raise Forbidden(f"{net.name} is a pre-defined network and cannot be removed")
-            eps = self.endpoints(net.id)
-            if eps:
+            busy = len(self.endpoints(net.id))
+            if not busy and net.scope == "global" and self.cluster is not None:
+                busy = self.cluster.endpoint_count(net.id)  # on other hosts
+            if busy:
                 raise Conflict(
                     f"error while removing network: network {net.name} id {net.id} has "
                     "active endpoints"
@@ -348,14 +385,14 @@ class Controller:
     def _delete(self, net: Network) -> None:
         # Marked first: a crash from here on is finished by reconcile().
         net.driver_state["deleting"] = True
-        self.store.put(f"networks/{net.id}", net.to_json())
+        self._save_network(net)
         self.driver(net.driver).delete_network(net)
         if net.ipam_state:
             from kanal.dockerplugin.remote import RemoteIpam
 
             RemoteIpam(net.ipam_driver, self.ctx).release_pools(net.ipam_state)
         self.ipam.drop_network(net.id)
-        self.store.delete(f"networks/{net.id}")
+        self._forget_network(net)
         log.info("removed network %s (%s)", net.name, net.id[:12])
 
     def prune(self, keep: Callable[[Network], bool] = lambda n: False) -> list[Network]:
@@ -365,6 +402,8 @@ class Controller:
             for net in self.networks():
                 if net.builtin or keep(net) or self.endpoints(net.id):
                     continue
+                if net.scope == "global" and self.cluster and self.cluster.endpoint_count(net.id):
+                    continue  # in use on another host
                 self._delete(net)
                 removed.append(net)
         return removed
@@ -403,8 +442,8 @@ class Controller:
                 "user specified IP address is supported only when connecting to networks "
                 "with user configured subnets"
             )
-        if ports and (not driver.has_interface or net.internal):
-            ports = ()  # docker ignores -p on host/none and internal networks
+        if ports and (not driver.has_interface or net.internal or net.scope == "global"):
+            ports = ()  # docker ignores -p on host/none, internal and overlay networks
         prefix = net.driver_state.get("iface_prefix", "eth")
         ifname = ""
         if driver.has_interface:
@@ -420,7 +459,9 @@ class Controller:
             netns=sandbox.netns,
             ifname=ifname,
             static_ip=bool(ip or ip6),
-            default_gateway=not net.internal and not any(e.default_gateway for e in mine),
+            default_gateway=not net.internal
+            and net.scope != "global"  # an overlay has no way out (docker's neither)
+            and not any(e.default_gateway for e in mine),
             aliases=list(aliases),
             created=now(),
         )
@@ -541,6 +582,10 @@ class Controller:
 
     def _allocate(self, net: Network, version: int, ep_id: str, want: str) -> str:
         """An address (CIDR) for the endpoint, from kanal's IPAM or the network's plugin."""
+        if net.scope == "global" and self.cluster is not None:
+            g = self.cluster.ipam(net, version)
+            got = g.allocate(ep_id, want or None)
+            return f"{got.ip}/{g.subnet.prefixlen}"
         if net.ipam_state:
             from kanal.dockerplugin.remote import RemoteIpam
 
@@ -553,6 +598,10 @@ class Controller:
 
     def _free(self, net: Network, cidr: str, ep_id: str) -> None:
         ip = cidr.split("/")[0]
+        if net.scope == "global" and self.cluster is not None:
+            version = ipaddress.ip_address(ip).version
+            self.cluster.ipam(net, version).release(ip, ep_id)
+            return
         if net.ipam_state:
             from kanal.dockerplugin.remote import RemoteIpam
 

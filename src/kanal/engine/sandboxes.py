@@ -572,6 +572,19 @@ class SandboxManager:
             addrs = [a.split("/")[0] for a in (ep.ipv4, ep.ipv6) if a]
             for name in {ep.name.lower(), *(a.lower() for a in ep.aliases)}:
                 names.setdefault((ep.network_id, name), []).extend(addrs)
+        cluster = self.ctrl.cluster
+        if cluster is not None:
+            # Overlay networks: the names other hosts published (the agent's copy).
+            joined = set().union(*nets.values()) if nets else set()
+            for n in self.ctrl.networks():
+                if n.scope != "global" or n.id not in joined:
+                    continue
+                for rec in cluster.agent.endpoints(n.id):
+                    if rec.host == cluster.node:
+                        continue  # ours are in the local store already
+                    for name in {rec.name.lower(), *(a.lower() for a in rec.aliases)}:
+                        if name:
+                            names.setdefault((n.id, name), []).append(rec.ip)
         return nets, names
 
     def invalidate(self) -> None:

@@ -172,7 +172,7 @@ def match_filters(
             elif key == "name":
                 ok = v in net.name
             elif key == "scope":
-                ok = v in (net.scope, "local") and net.scope == "local"
+                ok = v == net.scope
             elif key == "type":
                 if v not in ("custom", "builtin"):
                     raise InvalidConfig(f"invalid filter 'type={v}'")

@@ -69,6 +69,7 @@ def _drivers() -> dict[str, type]:
     from kanal.engine.drivers.bridge import BridgeDriver
     from kanal.engine.drivers.cni import CniDriver
     from kanal.engine.drivers.macvlan import MacvlanDriver
+    from kanal.engine.drivers.overlay import OverlayDriver
     from kanal.engine.drivers.ovs import OvsDriver
     from kanal.engine.drivers.simple import HostDriver, NullDriver
 
@@ -78,11 +79,12 @@ def _drivers() -> dict[str, type]:
         "host": HostDriver,
         "macvlan": MacvlanDriver,
         "null": NullDriver,
+        "overlay": OverlayDriver,
         "ovs": OvsDriver,
     }
 
 
-DRIVERS = ("bridge", "cni", "host", "macvlan", "null", "ovs")
+DRIVERS = ("bridge", "cni", "host", "macvlan", "null", "overlay", "ovs")
 
 
 def get_driver(name: str, ctx: EngineContext) -> NetworkDriver:

@@ -1,0 +1,178 @@
+"""This host's membership of a kanal cluster, as the engine sees it.
+
+:class:`Cluster` wraps kanal.cluster's :class:`~kanal.cluster.member.ClusterMember`
+(the etcd store, the node's registration under a lease, the overlay agent, the
+global allocators) and adds what the engine keeps cluster-wide: the records of
+*global* networks (``-d overlay``), which every host sees::
+
+    networks/<id>        Network JSON (scope "global")
+    netnames/<name>      network id: one name cluster-wide (same txn as the record)
+    vnis/<n>             network id (kanal.cluster.member.allocate_vni)
+
+When etcd cannot be reached, :meth:`networks` answers from the last listing it
+got, so the controller's local networks keep working; changes to global networks
+raise ``Unavailable`` until etcd is back.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from kanal.errors import Conflict, InvalidConfig, Unavailable
+from kanal.store import Delete, Put, StoreConflict
+
+if TYPE_CHECKING:
+    from kanal.cluster.agent import OverlayAgent
+    from kanal.cluster.gipam import GlobalIpam
+    from kanal.cluster.member import ClusterMember
+    from kanal.engine.model import Network
+    from kanal.store.etcd import EtcdStore
+
+__all__ = ["Cluster"]
+
+log = logging.getLogger("kanal.cluster")
+
+
+class Cluster:
+    """One host of a cluster (thread-safe).
+
+    Args:
+        url: ``etcd://h:p[,h:p...][/prefix]``.
+        node: this host's name (unique in the cluster).
+        advertise_addr: its underlay IPv4 address, the VXLAN tunnel endpoint.
+        ttl: the node lease's TTL (s): peers drop this host's entries that long
+            after it died.
+        grace: how long a host must be gone before its address blocks and
+            endpoint records are freed (s).
+        resync: the period of the agent's full reconcile (s).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        node: str,
+        advertise_addr: str,
+        *,
+        ttl: int = 15,
+        grace: float = 60.0,
+        resync: float = 30.0,
+    ) -> None:
+        from kanal.cluster.member import ClusterMember
+        from kanal.engine.model import validate_name
+
+        validate_name(node, "node")
+        try:
+            if ipaddress.ip_address(advertise_addr).version != 4:
+                raise ValueError
+        except ValueError:
+            raise InvalidConfig(f"invalid advertise address {advertise_addr!r}: IPv4") from None
+        self.member: ClusterMember = ClusterMember(
+            url, node, advertise_addr, ttl=ttl, grace=grace, resync_interval=resync
+        )
+        self.node = node
+        self.advertise_addr = advertise_addr
+        self._lock = threading.Lock()
+        self._networks: list[Network] = []  # the last listing (served while etcd is down)
+
+    @property
+    def store(self) -> EtcdStore:
+        return self.member.store
+
+    @property
+    def agent(self) -> OverlayAgent:
+        return self.member.agent
+
+    def start(self) -> None:
+        """Register and start the agent. Raises Unavailable, Conflict (name taken)."""
+        self.member.start()
+
+    def stop(self) -> None:
+        """Stop; the lease is left to expire (a restart within the TTL takes the
+        registration over, so peers keep this host's entries meanwhile)."""
+        self.member.stop(revoke=False)
+
+    def nodes(self) -> list[dict[str, object]]:
+        """``kanal node ls`` rows; this host's with its link health."""
+        rows = [r.to_dict() for r in self.member.nodes()]
+        err = self.agent.last_error
+        for r in rows:
+            if r["Self"]:
+                r["Healthy"] = err is None
+                r["Error"] = str(err) if err is not None else ""
+        return rows
+
+    # --- global networks ---------------------------------------------------------
+
+    def networks(self) -> list[Network]:
+        from kanal.engine.model import Network
+
+        try:
+            nets = [Network.from_json(e.value) for e in self.store.list("networks/")]
+        except Unavailable as e:
+            log.warning("cluster store unavailable, using the last known networks: %s", e)
+            with self._lock:
+                return list(self._networks)
+        with self._lock:
+            self._networks = nets
+        return nets
+
+    def add_network(self, net: Network) -> None:
+        """Store a new global network; its name must be free cluster-wide (Conflict)."""
+        try:
+            self.store.txn(
+                [
+                    Put(f"networks/{net.id}", net.to_json(), 0),
+                    Put(f"netnames/{net.name}", net.id.encode(), 0),
+                ]
+            )
+        except StoreConflict:
+            raise Conflict(f"network with name {net.name} already exists") from None
+
+    def save_network(self, net: Network) -> None:
+        self.store.put(f"networks/{net.id}", net.to_json())
+
+    def remove_network(self, net: Network) -> None:
+        """Drop the network's records cluster-wide (name, addresses); idempotent."""
+        self.store.txn([Delete(f"networks/{net.id}"), Delete(f"netnames/{net.name}")])
+        for pool in (net.id, f"{net.id}-v6"):
+            for e in self.store.list(f"ipam/{pool}/"):
+                self.store.delete(e.key)
+
+    def endpoint_count(self, net_id: str) -> int:
+        """Endpoints of the network on every host (from etcd)."""
+        return len(self.store.list(f"overlay/{net_id}/endpoints/"))
+
+    def allocate_vni(self, net_id: str, want: int = 0) -> int:
+        """A VXLAN id unique in the cluster: ``want``, or the first free one."""
+        from kanal.cluster.member import VNI_LAST, allocate_vni
+
+        if want and not 1 <= want <= VNI_LAST:
+            raise InvalidConfig(f"invalid VXLAN id {want}: want 1-{VNI_LAST}")
+        got = allocate_vni(self.store, net_id, first=want or 4096, last=want or VNI_LAST)
+        if want and got != want:  # pragma: no cover - allocate_vni gives want or raises
+            raise Conflict(f"VXLAN id {want} is used by another network")
+        return got
+
+    def release_vni(self, vni: int, net_id: str) -> None:
+        from kanal.cluster.member import release_vni
+
+        release_vni(self.store, net_id, vni)
+
+    # --- addresses ---------------------------------------------------------------
+
+    def ipam(self, net: Network, version: int) -> GlobalIpam:
+        """This host's allocator for the network's subnet of IP ``version``."""
+        from kanal.cluster.gipam import PoolConfig
+
+        cfg = next((c for c in net.ipam if ipaddress.ip_network(c.subnet).version == version), None)
+        if cfg is None:
+            raise InvalidConfig(f"network {net.name} has no IPv{version} subnet")
+        sub = ipaddress.ip_network(cfg.subnet)
+        # Blocks of 64 addresses (docker's overlay has none; Calico uses /26).
+        block = max(sub.prefixlen, sub.max_prefixlen - 6)
+        reserved = tuple(x for x in (cfg.gateway, *cfg.aux_addresses.values()) if x)
+        pool = net.id if version == 4 else f"{net.id}-v6"
+        return self.member.pool(pool, PoolConfig(cfg.subnet, block, reserved))

@@ -1,0 +1,234 @@
+"""The ``overlay`` network driver: one L2 segment across hosts, VXLAN over the underlay.
+
+A global network (scope ``global``, stored in the cluster store, visible on every
+host). On a host it exists only while the host has endpoints on it: a bridge
+``kov<vni>`` (no address: the overlay is not routed through the host, so
+overlay networks are isolated from each other and from the host's own networks)
+with the network's VXLAN device (VNI from the cluster, UDP 4789, local = the
+host's advertise address, learning off) enslaved. The agent (kanal.cluster)
+programs FDB and neighbour entries for the endpoints other hosts publish.
+Endpoints are made by kanal's ``bridge`` CNI plugin in-process (static IPAM with
+the address from the global allocator, no gateway, the overlay MTU) and then
+published under ``overlay/<net>/endpoints/<id>`` with their name and aliases,
+which is what other hosts' embedded DNS answers. No default route and no
+published ports go through an overlay network (docker's overlay gives those to
+a second, local network).
+
+Options: ``com.docker.network.driver.overlay.vxlanid_list`` (docker's: a fixed
+VNI), ``com.docker.network.driver.mtu`` (default: underlay MTU - 50).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from kanal.errors import InvalidConfig, KanalError, TeardownError, Unavailable
+
+if TYPE_CHECKING:
+    from kanal.engine.cluster import Cluster
+    from kanal.engine.context import EngineContext
+    from kanal.engine.model import Endpoint, Network
+    from kanal.spec.netconf import ConfList
+
+__all__ = ["OverlayDriver"]
+
+P = "com.docker.network."
+OPTIONS = {P + "driver.overlay.vxlanid_list", P + "driver.mtu"}
+
+
+class OverlayDriver:
+    name = "overlay"
+    needs_ipam = True
+    has_interface = True
+    scope = "global"
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def cluster(self) -> Cluster:
+        c: Cluster | None = self.ctx.cluster
+        if c is None:
+            raise InvalidConfig(
+                "overlay networks need a cluster: start kanald with --cluster-store "
+                "etcd://HOST:PORT[,...] --advertise-addr IP"
+            )
+        return c
+
+    # --- network -----------------------------------------------------------------
+
+    def prepare(self, net: Network) -> None:
+        cluster = self.cluster
+        for key in net.options:
+            if key not in OPTIONS:
+                raise InvalidConfig(f"unknown overlay option {key}")
+        want = 0
+        raw = net.options.get(P + "driver.overlay.vxlanid_list", "")
+        if raw:
+            try:
+                want = int(raw.split(",")[0])
+            except ValueError:
+                raise InvalidConfig(f"invalid VXLAN id {raw!r}") from None
+        mtu = 0
+        if net.options.get(P + "driver.mtu"):
+            try:
+                mtu = int(net.options[P + "driver.mtu"])
+            except ValueError:
+                raise InvalidConfig(f"invalid MTU {net.options[P + 'driver.mtu']!r}") from None
+            if not 68 <= mtu <= 65485:
+                raise InvalidConfig(f"invalid MTU {mtu}: want 68-65485")
+        net.scope = "global"
+        vni = cluster.allocate_vni(net.id, want)
+        net.driver_state = {"vni": vni, "bridge": f"kov{vni}", "mtu": mtu}
+
+    def create_network(self, net: Network) -> None:
+        # Made on a host by its first endpoint. After a restart, a host that still
+        # has the devices hands them back to the agent (which programs them again).
+        from kanal.netlink.handle import Netlink
+
+        with Netlink() as nl:
+            present = nl.find_link(net.driver_state["bridge"]) is not None
+        if present:
+            self.cluster.agent.attach(self._link(net))
+
+    def delete_network(self, net: Network) -> None:
+        errors: list[Exception] = []
+        try:
+            self._remove_local(net)
+        except KanalError as e:
+            errors.append(e)
+        vni = net.driver_state.get("vni")
+        if vni:
+            try:
+                self.cluster.release_vni(int(vni), net.id)
+            except KanalError as e:
+                errors.append(e)
+        if errors:
+            raise TeardownError(f"removing network {net.name}", errors)
+
+    def _mtu(self, net: Network) -> int:
+        from kanal.cluster.vxlan import overlay_mtu
+
+        if net.driver_state.get("mtu"):
+            return int(net.driver_state["mtu"])
+        return overlay_mtu(_underlay_mtu(self.cluster.advertise_addr))
+
+    def _link(self, net: Network) -> Any:
+        from kanal.cluster.vxlan import OverlayLink
+
+        return OverlayLink(
+            net.id,
+            int(net.driver_state["vni"]),
+            net.driver_state["bridge"],
+            self.cluster.advertise_addr,
+            self._mtu(net),
+        )
+
+    def _remove_local(self, net: Network) -> None:
+        from kanal.netlink.handle import Netlink
+
+        self.cluster.agent.detach(net.id)
+        with Netlink() as nl:
+            nl.del_link(net.driver_state["bridge"])
+
+    # --- endpoints ---------------------------------------------------------------
+
+    def conflist(self, net: Network) -> ConfList:
+        from kanal.spec.netconf import parse_conflist
+
+        plugin: dict[str, Any] = {
+            "type": "bridge",
+            "bridge": net.driver_state["bridge"],
+            "isGateway": False,
+            "ipMasq": False,
+            "hairpinMode": False,
+            "mtu": self._mtu(net),
+            "ipam": {"type": "static", "routes": []},
+        }
+        doc = {"cniVersion": "1.0.0", "name": f"kanal-{net.id[:12]}", "plugins": [plugin]}
+        return parse_conflist(json.dumps(doc))
+
+    def join(self, net: Network, ep: Endpoint) -> None:
+        from kanal.engine.drivers._cni import add, static_runtime
+
+        cluster = self.cluster
+        result = add(self.ctx, self.conflist(net), static_runtime(net, ep))
+        try:
+            for iface in result.interfaces:
+                if iface.sandbox:
+                    ep.mac = iface.mac
+                elif iface.name != net.driver_state["bridge"]:
+                    ep.driver_state["host_veth"] = iface.name
+            cluster.agent.attach(self._link(net))
+            for cidr in (ep.ipv4, ep.ipv6):
+                if cidr:
+                    cluster.agent.publish(
+                        net.id,
+                        ep.id if cidr == ep.ipv4 else f"{ep.id}-6",
+                        cidr.split("/")[0],
+                        ep.mac,
+                        name=ep.name,
+                        aliases=ep.aliases,
+                    )
+        except BaseException:
+            self.leave(net, ep)
+            raise
+
+    def leave(self, net: Network, ep: Endpoint) -> None:
+        from kanal.engine.drivers._cni import static_runtime
+
+        errors: list[Exception] = []
+        for key in (ep.id, f"{ep.id}-6"):
+            try:
+                self.cluster.agent.unpublish(net.id, key)
+            except Unavailable as e:
+                # The record stays in etcd until the cluster is back (peers keep a
+                # route to a gone address meanwhile); the local side goes now.
+                errors.append(e)
+        try:
+            self.ctx.cni.del_network_list(self.conflist(net), static_runtime(net, ep))
+        except KanalError as e:
+            errors.append(e)
+        if not _has_ports(net.driver_state["bridge"]):
+            try:
+                self._remove_local(net)
+            except KanalError as e:
+                errors.append(e)
+        if errors:
+            raise TeardownError(f"leaving overlay network {net.name}", errors)
+
+    def endpoint_ok(self, net: Network, ep: Endpoint) -> bool:
+        from kanal.netlink.handle import Netlink
+
+        with Netlink() as nl:
+            veth = nl.find_link(ep.driver_state.get("host_veth", "") or "-")
+            br = nl.find_link(net.driver_state["bridge"])
+        return veth is not None and br is not None and veth.master == br.index
+
+
+def _has_ports(bridge: str) -> bool:
+    """Whether a container's veth is still on the bridge (the VXLAN device aside;
+    a veth being deleted in the background is already off it)."""
+    from kanal.netlink.handle import Netlink
+
+    with Netlink() as nl:
+        br = nl.find_link(bridge)
+        if br is None:
+            return False
+        return any(ln.master == br.index and ln.kind != "vxlan" for ln in nl.links())
+
+
+def _underlay_mtu(addr: str) -> int:
+    """The MTU of the link holding the advertise address (1500 if not found)."""
+    from kanal.netlink.handle import Netlink
+
+    try:
+        with Netlink() as nl:
+            for link in nl.links():
+                for a in nl.addrs(link.index):
+                    if str(a.interface.ip) == addr:
+                        return int(link.mtu)
+    except KanalError:
+        pass
+    return 1500

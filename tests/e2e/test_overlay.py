@@ -1,0 +1,211 @@
+"""Multi-host overlay networks: three kanald hosts on a 3-member etcd, all in namespaces.
+
+See tests/e2e/overlay_hosts.py for the topology. Everything is driven with the
+installed ``kanal`` command against each host's kanald; the kernel is checked
+with ``ip``/``bridge`` and etcd through kanal's own view. Slow parts (a host's
+death, etcd down and back) wait for leases and grace periods of a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.overlay_hosts import Hosts, available, wait_for
+from tests.helpers import nsexec
+
+pytestmark = [
+    pytest.mark.skipif(bool(available()), reason=available() or "-"),
+    # One cluster for the module, its tests in order on one worker (make test: --dist loadgroup).
+    pytest.mark.xdist_group("overlay"),
+]
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
+    h = Hosts(tmp_path_factory.mktemp("overlay"))
+    try:
+        h.setup()
+        yield h
+    finally:
+        h.close()
+
+
+def run(h: Hosts, i: int, name: str, *nets: str) -> None:
+    args = [a for n in nets for a in ("--network", n)]
+    h.kanal(i, "run", "-d", "--name", name, *args, "--", "sleep", "600")
+
+
+def ping(h: Hosts, i: int, sandbox: str, target: str) -> bool:
+    p = h.kanal(i, "exec", sandbox, "ping", "-c", "1", "-W", "1", target, check=False)
+    return p.returncode == 0
+
+
+def networks(h: Hosts, i: int) -> dict[str, dict[str, Any]]:
+    out = h.kanal(i, "network", "ls", "--format", "json").stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return {r["Name"]: r for r in rows}
+
+
+def test_overlay_across_hosts_by_ip_and_name(hosts: Hosts) -> None:
+    h = hosts
+    h.kanal(1, "network", "create", "-d", "overlay", "--subnet", "10.99.0.0/24", "ov1")
+    for i in (1, 2, 3):  # a global network: every host sees it
+        assert networks(h, i)["ov1"]["Scope"] == "global"
+    nodes = h.kanal(2, "node", "ls", "--format", "json").stdout.splitlines()
+    assert sorted(json.loads(n)["Name"] for n in nodes) == ["h1", "h2", "h3"]
+    for i in (1, 2, 3):
+        run(h, i, f"s{i}", "ov1")
+    ips = {i: h.ip_of(i, f"s{i}", "ov1") for i in (1, 2, 3)}
+    assert len(set(ips.values())) == 3 and all(ip.startswith("10.99.0.") for ip in ips.values())
+    for a in (1, 2, 3):
+        for b in (1, 2, 3):
+            if a != b:
+                assert wait_for(f"s{a} -> s{b}", lambda a=a, b=b: ping(h, a, f"s{a}", ips[b]))
+    # Names resolve across hosts (kanald's embedded DNS, from the other hosts' records).
+    assert wait_for("s1 resolves s3", lambda: ping(h, 1, "s1", "s3"))
+    got = h.kanal(2, "exec", "s2", "getent", "hosts", "s1").stdout.split()
+    assert got[0] == ips[1]
+    # One VXLAN device on the network's bridge per host, learning off.
+    vx = [
+        ln
+        for ln in json.loads(nsexec(h.ns[1], "ip", "-j", "-d", "link", "show").stdout)
+        if ln.get("linkinfo", {}).get("info_kind") == "vxlan"
+    ]
+    assert len(vx) == 1 and vx[0]["linkinfo"]["info_data"]["port"] == 4789
+    assert vx[0]["linkinfo"]["info_data"].get("learning") is False
+
+
+def test_two_overlay_networks_are_isolated(hosts: Hosts) -> None:
+    h = hosts
+    h.kanal(2, "network", "create", "-d", "overlay", "--subnet", "10.98.0.0/24", "ov2")
+    run(h, 3, "t3", "ov2")
+    t3 = h.ip_of(3, "t3", "ov2")
+    run(h, 1, "t1", "ov2")
+    assert wait_for("t1 -> t3", lambda: ping(h, 1, "t1", t3))
+    assert not ping(h, 1, "s1", t3)  # s1 is on ov1 only
+    assert not ping(h, 3, "t3", h.ip_of(2, "s2", "ov1"))
+    p = h.kanal(
+        3, "network", "create", "-d", "overlay", "--subnet", "10.98.0.128/25", "ov3", check=False
+    )
+    assert p.returncode == 1 and "overlaps" in p.stderr  # cluster-wide subnet check
+    p = h.kanal(3, "network", "create", "-d", "overlay", "ov1", check=False)
+    assert p.returncode == 1 and "already exists" in p.stderr  # cluster-wide names
+    p = h.kanal(3, "network", "rm", "ov2", check=False)
+    assert p.returncode == 1 and "active endpoints" in p.stderr  # t1 is on h1
+
+
+def test_concurrent_runs_on_three_hosts_with_an_etcd_member_killed(hosts: Hosts) -> None:
+    h = hosts
+    h.kanal(1, "network", "create", "-d", "overlay", "--subnet", "10.97.0.0/24", "ovc")
+    per_host = 50
+    errors: list[str] = []
+
+    def work(i: int) -> None:
+        for k in range(per_host):
+            p = h.kanal(
+                i,
+                "run",
+                "-d",
+                "--name",
+                f"c{i}-{k}",
+                "--network",
+                "ovc",
+                "--",
+                "sleep",
+                "600",
+                check=False,
+            )
+            if p.returncode != 0:
+                errors.append(f"h{i} c{k}: {p.stderr.strip()}")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    # etcd member 3 dies (-9) while the hosts allocate addresses.
+    wait_for("allocations under way", lambda: len(networks_ips(h, "ovc")) >= 20, 120)
+    h.kill_etcd(3)
+    for t in threads:
+        t.join()
+    assert errors == []
+    ips = networks_ips(h, "ovc")
+    assert len(ips) == 3 * per_host and len(set(ips)) == 3 * per_host  # no duplicate anywhere
+    h.start_etcd(3, new=False)
+    wait_for("etcd m3 back", lambda: h.etcd_ok(3), 60)
+    for i in (1, 2, 3):
+        names = [f"c{i}-{k}" for k in range(per_host)]
+        h.kanal(i, "rm", "-f", *names)
+    h.kanal(1, "network", "rm", "ovc")
+
+
+def networks_ips(h: Hosts, network: str) -> list[str]:
+    out: list[str] = []
+    for i in (1, 2, 3):
+        p = h.kanal(i, "network", "inspect", network, check=False)
+        if p.returncode == 0:
+            out += [
+                c["IPv4Address"].split("/")[0]
+                for c in json.loads(p.stdout)[0]["Containers"].values()
+            ]
+    return out
+
+
+def test_etcd_down_local_networks_work_and_the_overlay_resumes(hosts: Hosts) -> None:
+    h = hosts
+    for i in (1, 2, 3):
+        h.kill_etcd(i)
+    p = h.kanal(1, "network", "create", "-d", "overlay", "ovx", check=False)
+    assert p.returncode == 1 and "etcd" in p.stderr and len(p.stderr.splitlines()) == 1
+    h.kanal(1, "network", "create", "--subnet", "10.89.0.0/24", "local1")
+    run(h, 1, "l1", "local1")
+    run(h, 1, "l2", "local1")
+    assert ping(h, 1, "l1", h.ip_of(1, "l2", "local1"))
+    assert ping(h, 1, "s1", h.ip_of(2, "s2", "ov1"))  # programmed entries stay
+    for i in (1, 2, 3):
+        h.start_etcd(i, new=False)
+    for i in (1, 2, 3):
+        wait_for(f"etcd m{i} back", lambda i=i: h.etcd_ok(i), 60)
+    run(h, 2, "r2", "ov1")  # the overlay works again
+    r2 = h.ip_of(2, "r2", "ov1")
+    assert wait_for("s1 -> r2", lambda: ping(h, 1, "s1", r2))
+    h.kanal(1, "rm", "-f", "l1", "l2")
+    h.kanal(1, "network", "rm", "local1")
+
+
+def test_a_dead_host_is_forgotten_and_its_addresses_freed(hosts: Hosts) -> None:
+    h = hosts
+    s3 = h.ip_of(3, "s3", "ov1")
+    h.kill_kanald(3)
+    h.kill_etcd(3)
+    nsexec(h.ns[3], "ip", "link", "del", "ul0")  # the host is gone from the underlay
+    # After the lease: no FDB entry towards h3 on the others.
+    for i in (1, 2):
+        wait_for(
+            f"h{i} forgets h3",
+            lambda i=i: "192.0.2.3" not in nsexec(h.ns[i], "bridge", "fdb", "show").stdout.decode(),
+            60,
+        )
+    assert not ping(h, 1, "s1", s3)
+    # After the grace period its address block, addresses and endpoint records
+    # are freed in etcd, and it is no longer a node.
+    nid = json.loads(h.kanal(1, "network", "inspect", "ov1").stdout)[0]["Id"]
+
+    def freed() -> bool:
+        nodes = [
+            json.loads(n)["Name"]
+            for n in h.kanal(1, "node", "ls", "--format", "json").stdout.splitlines()
+        ]
+        ipam = h.etcd_list(f"ipam/{nid}/")
+        eps = h.etcd_list(f"overlay/{nid}/endpoints/")
+        held = [v for v in list(ipam.values()) + list(eps.values()) if v.get("host") == "h3"]
+        return "h3" not in nodes and not held
+
+    wait_for("h3's blocks, addresses and records freed", freed, 60)
+    # The others keep working.
+    run(h, 1, "n1", "ov1")
+    n1 = h.ip_of(1, "n1", "ov1")
+    assert wait_for("s2 -> n1", lambda: ping(h, 2, "s2", n1))
