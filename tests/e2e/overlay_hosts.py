@@ -22,6 +22,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,7 @@ class Hosts:
         for i in members:
             self.start_etcd(i, new=True)
         for i in members:
-            wait_for(f"etcd m{i}", lambda i=i: self.etcd_ok(i), 60)
+            wait_for(f"etcd m{i}", partial(self.etcd_ok, i), 60)
         self.store = "etcd://" + ",".join(f"{self.addr(i)}:2379" for i in members) + self.prefix
         for i in range(1, self.n + 1):
             self.start_kanald(i)

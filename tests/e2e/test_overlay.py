@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -65,7 +66,7 @@ def test_overlay_across_hosts_by_ip_and_name(hosts: Hosts) -> None:
     for a in (1, 2, 3):
         for b in (1, 2, 3):
             if a != b:
-                assert wait_for(f"s{a} -> s{b}", lambda a=a, b=b: ping(h, a, f"s{a}", ips[b]))
+                assert wait_for(f"s{a} -> s{b}", partial(ping, h, a, f"s{a}", ips[b]))
     # Names resolve across hosts (kanald's embedded DNS, from the other hosts' records).
     assert wait_for("s1 resolves s3", lambda: ping(h, 1, "s1", "s3"))
     got = h.kanal(2, "exec", "s2", "getent", "hosts", "s1").stdout.split()
@@ -142,6 +143,10 @@ def test_concurrent_runs_on_three_hosts_with_an_etcd_member_killed(hosts: Hosts)
     h.kanal(1, "network", "rm", "ovc")
 
 
+def _no_fdb_to(ns: str, dst: str) -> bool:
+    return dst not in nsexec(ns, "bridge", "fdb", "show").stdout.decode()
+
+
 def networks_ips(h: Hosts, network: str) -> list[str]:
     out: list[str] = []
     for i in (1, 2, 3):
@@ -168,7 +173,7 @@ def test_etcd_down_local_networks_work_and_the_overlay_resumes(hosts: Hosts) -> 
     for i in (1, 2, 3):
         h.start_etcd(i, new=False)
     for i in (1, 2, 3):
-        wait_for(f"etcd m{i} back", lambda i=i: h.etcd_ok(i), 60)
+        wait_for(f"etcd m{i} back", partial(h.etcd_ok, i), 60)
     run(h, 2, "r2", "ov1")  # the overlay works again
     r2 = h.ip_of(2, "r2", "ov1")
     assert wait_for("s1 -> r2", lambda: ping(h, 1, "s1", r2))
@@ -184,11 +189,7 @@ def test_a_dead_host_is_forgotten_and_its_addresses_freed(hosts: Hosts) -> None:
     nsexec(h.ns[3], "ip", "link", "del", "ul0")  # the host is gone from the underlay
     # After the lease: no FDB entry towards h3 on the others.
     for i in (1, 2):
-        wait_for(
-            f"h{i} forgets h3",
-            lambda i=i: "192.0.2.3" not in nsexec(h.ns[i], "bridge", "fdb", "show").stdout.decode(),
-            60,
-        )
+        wait_for(f"h{i} forgets h3", partial(_no_fdb_to, h.ns[i], "192.0.2.3"), 60)
     assert not ping(h, 1, "s1", s3)
     # After the grace period its address block, addresses and endpoint records
     # are freed in etcd, and it is no longer a node.
