@@ -102,7 +102,7 @@ def main() -> None:
                 ["nsenter", f"--net=/run/netns/{host}", str(VENV / "kanald"),
                  "--socket", str(work / "fp.sock"), "--state-dir", str(work / "state"),
                  "--api-socket", str(d.api), "--cni-conf-dir", str(work / "net.d"),
-                 "--default-bridge", unique("kd0", 15)],
+                 "--default-bridge", unique("kd0", 15), "--docker-plugin-socket", "none"],
                 stderr=log,
             )  # fmt: skip
         for _ in range(500):

@@ -56,6 +56,8 @@ class Daemon:
                 str(self.tmp / "net.d"),
                 "--netns-dir",
                 "/run/netns",
+                "--docker-plugin-socket",
+                "none",
             ],
             stderr=log,
         )

@@ -261,18 +261,24 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         from kanal.dockerplugin import serve
         from kanal.dockerplugin.server import serve_in_thread as serve_plugin
         from kanal.dockerplugin.server import write_spec
+        from kanal.errors import KanalError
 
-        api.plugin = serve(
-            ctrl, args.docker_plugin_socket, mode=int(args.docker_plugin_socket_mode, 8)
-        )
-        serve_plugin(api.plugin)
-        if args.docker_plugin_spec:
-            write_spec(args.docker_plugin_spec, args.docker_plugin_socket)
-        print(
-            f"kanald: Docker plugin 'kanal' on {args.docker_plugin_socket}",
-            file=sys.stderr,
-            flush=True,
-        )
+        try:
+            api.plugin = serve(
+                ctrl, args.docker_plugin_socket, mode=int(args.docker_plugin_socket_mode, 8)
+            )
+        except (KanalError, OSError) as e:
+            # The plugin is an extra face: the engine and the CNI fast path go on.
+            logging.error("not serving the Docker plugin on %s: %s", args.docker_plugin_socket, e)
+        else:
+            serve_plugin(api.plugin)
+            if args.docker_plugin_spec:
+                write_spec(args.docker_plugin_spec, args.docker_plugin_socket)
+            print(
+                f"kanald: Docker plugin 'kanal' on {args.docker_plugin_socket}",
+                file=sys.stderr,
+                flush=True,
+            )
     return api
 
 
