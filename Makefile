@@ -44,6 +44,7 @@ demo: venv
 	$(VPY) demo/run.py
 	$(VPY) demo/engine_demo.py
 	$(VPY) demo/docker_demo.py
+	$(VPY) demo/overlay_demo.py
 
 bench: venv
 	$(VPY) bench/run.py
