@@ -50,6 +50,7 @@ def _iperf(server_ns: str, client_ns: str, ip: str, seconds: int) -> float:
         stderr=subprocess.DEVNULL,
     )
     try:
+        err: object = ""
         for _ in range(100):
             p = nsexec(
                 client_ns,
@@ -62,11 +63,12 @@ def _iperf(server_ns: str, client_ns: str, ip: str, seconds: int) -> float:
                 check=False,
                 timeout=seconds + 30,
             )
-            if p.returncode == 0:
-                out = json.loads(p.stdout)
+            out = json.loads(p.stdout) if p.stdout.strip() else {}
+            if p.returncode == 0 and "sum_received" in out.get("end", {}):
                 return float(out["end"]["sum_received"]["bits_per_second"]) / 1e9
+            err = out.get("error", p.stderr)
             time.sleep(0.1)
-        raise RuntimeError(f"iperf3 failed: {p.stderr!r}")
+        raise RuntimeError(f"iperf3 failed: {err!r}")
     finally:
         srv.kill()
         srv.wait()

@@ -165,6 +165,9 @@ class VxlanNetlink:
                 vxlan_port=port,
                 vxlan_learning=0,
                 vxlan_proxy=1 if proxy else 0,
+                # No outer UDP checksum over IPv4 (what `ip link add type vxlan` does by
+                # default): the inner packet has its own; computing one costs ~15 %.
+                vxlan_udp_csum=0,
                 mtu=mtu,
             )
         except NetlinkError as e:
