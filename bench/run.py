@@ -62,8 +62,8 @@ def main() -> None:
     )
     ap.add_argument(
         "--only",
-        default="cni,chain,engine,netavark,dns,docker",
-        help="comma-separated: cni, chain, engine, netavark, dns, docker",
+        default="cni,chain,engine,netavark,dns,docker,overlay,ovs",
+        help="comma-separated: cni, chain, engine, netavark, dns, docker, overlay, ovs",
     )
     ap.add_argument("--many", type=int, default=1000, help="sandboxes for the engine's bulk run")
     ap.add_argument("--samples", type=int, default=25)
@@ -112,6 +112,17 @@ def main() -> None:
         res = json.loads(Path(args.out).read_text() or "{}")
         res["docker"] = docker_bench.run(args.samples, lambda s: print(s, flush=True))
         Path(args.out).write_text(json.dumps(res, indent=2))
+    if "overlay" in only:
+        # Hosts of their own: namespaces on an underlay bridge, etcd, one kanald each.
+        from bench import overlay_bench
+
+        print("== overlay: reachability after kanal run, iperf3 vs the hand-made VXLAN")
+        res = json.loads(Path(args.out).read_text() or "{}")
+        res["overlay"] = overlay_bench.run(30, 5, 3, lambda s: print(s, flush=True))
+        Path(args.out).write_text(json.dumps(res, indent=2))
+    if "ovs" in only:
+        print("== ovs driver (userspace datapath) vs the Linux bridge driver")
+        subprocess.run([sys.executable, str(ROOT / "bench" / "ovs_bench.py")], check=False)
     print(f"results written to {args.out}")
 
 
