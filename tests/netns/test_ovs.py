@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from kanal.engine.controller import NetworkSpec, SandboxRef
+from kanal.engine.drivers.ovs import vxlan_port_name
 from kanal.engine.model import IPAMConfig, new_id
 from kanal.errors import Conflict, InvalidConfig, KanalError
 from kanal.ovs import OWNER_KEY, Vsctl
@@ -457,3 +458,84 @@ def test_restart_reconciles_bridge_and_ports(
     h.eng(lambda: fresh.disconnect("keep", s1.id))
     h.eng(lambda: fresh.delete_network("keep"))
     assert h.snapshot() == before
+
+
+def test_vxlan_peers_from_the_cluster_store(
+    ovs_host: Callable[[], OvsHost], make_netns: Callable[[str], str], tmp_path: Path
+) -> None:
+    """``ovs.vxlan_remote=cluster``: one tunnel per other host registered in etcd,
+    followed at reconcile (a host that left loses its tunnel)."""
+    if not have("etcd"):
+        pytest.skip("etcd is not installed")
+    from kanal.cluster.nodes import Node, node_key
+    from kanal.engine.cluster import Cluster
+
+    h1, h2 = ovs_host(), ovs_host()
+    nsexec(h1.ns, "ip", "link", "add", "und", "type", "veth", "peer", "name", "und", "netns", h2.ns)
+    for i, h in enumerate((h1, h2), start=1):
+        h.vsctl("add-br", "kphy", "--", "set", "Bridge", "kphy", "datapath_type=netdev")
+        h.vsctl("add-port", "kphy", "und")
+        nsexec(h.ns, "ip", "link", "set", "und", "up")
+        nsexec(h.ns, "ip", "addr", "add", f"192.168.77.{i}/24", "dev", "kphy")
+        nsexec(h.ns, "ip", "link", "set", "kphy", "up")
+    # The cluster store: one etcd member on host 1's underlay address.
+    a = "192.168.77.1"
+    etcd = subprocess.Popen(
+        ["ip", "netns", "exec", h1.ns, "etcd", "--name", "m1", "--data-dir", str(tmp_path / "etcd"),
+         "--listen-client-urls", f"http://{a}:2379", "--advertise-client-urls", f"http://{a}:2379",
+         "--listen-peer-urls", f"http://{a}:2380", "--initial-advertise-peer-urls",
+         f"http://{a}:2380", "--initial-cluster", f"m1=http://{a}:2380"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        clusters = {}
+        for i, h in enumerate((h1, h2), start=1):
+            c = Cluster(f"etcd://{a}:2379/kovs/", f"o{i}", f"192.168.77.{i}")
+            h.eng.ctrl.ctx.cluster = clusters[i] = c  # registration and agent not started
+        store = clusters[1].store
+
+        def register(name: str, addr_: str) -> None:
+            node = Node(name, addr_, time.time(), 0)
+            for _ in range(100):  # etcd may still be starting
+                try:
+                    store.put(node_key(name), node.to_json())
+                    return
+                except KanalError:
+                    time.sleep(0.1)
+            raise AssertionError("etcd did not come up")
+
+        for name, ip in (("o1", "192.168.77.1"), ("o2", "192.168.77.2"), ("o3", "192.168.77.3")):
+            h1.eng(lambda n=name, ip=ip: register(n, ip))  # type: ignore[misc]
+        nets = {}
+        for i, h, rng in ((1, h1, "10.81.6.0/25"), (2, h2, "10.81.6.128/25")):
+            spec = h.spec("oc", "10.81.6.0/24", gateway=f"10.81.6.{i}", ip_range=rng,
+                          ovs_vxlan_remote="cluster", ovs_datapath="netdev")  # fmt: skip
+            nets[i] = h.eng(lambda h=h, spec=spec: h.eng.ctrl.create_network(spec))  # type: ignore[misc]
+        assert nets[1].driver_state["vxlan_remotes"] == ["192.168.77.2", "192.168.77.3"]
+        assert nets[2].driver_state["vxlan_remotes"] == ["192.168.77.1", "192.168.77.3"]
+        ns1, c1 = sandbox(make_netns, "c1")
+        ns2, c2 = sandbox(make_netns, "c2")
+        e1 = h1.eng(lambda: h1.eng.ctrl.connect("oc", c1))
+        e2 = h2.eng(lambda: h2.eng.ctrl.connect("oc", c2))
+        assert ping(ns1, addr(e2)) and ping(ns2, addr(e1))
+        # o3 leaves the cluster: host 1's reconcile drops its tunnel, keeps the other.
+        gone = vxlan_port_name(nets[1].id, "192.168.77.3")
+        assert gone in Vsctl(h1.db).list_ports(nets[1].driver_state["bridge"])
+        h1.eng(lambda: store.delete(node_key("o3")))
+        h1.eng(h1.eng.ctrl.reconcile)
+        ports = Vsctl(h1.db).list_ports(nets[1].driver_state["bridge"])
+        assert gone not in ports and vxlan_port_name(nets[1].id, "192.168.77.2") in ports
+        assert ping(ns1, addr(e2))
+        h1.eng(lambda: h1.eng.ctrl.disconnect("oc", c1.id))
+        h2.eng(lambda: h2.eng.ctrl.disconnect("oc", c2.id))
+        for h in (h1, h2):
+            h.eng(lambda h=h: h.eng.ctrl.delete_network("oc"))  # type: ignore[misc]
+        # Without a cluster the option is refused clearly.
+        h2.eng.ctrl.ctx.cluster = None
+        with pytest.raises(InvalidConfig, match="--cluster-store"):
+            h2.eng(lambda: h2.eng.ctrl.create_network(
+                h2.spec("oc2", "10.81.7.0/24", ovs_vxlan_remote="cluster")))  # fmt: skip
+    finally:
+        etcd.kill()
+        etcd.wait(10)

@@ -6,7 +6,8 @@ What seed 002 does by hand with ``ovs-vsctl add-br`` / ``ovs-docker add-port`` /
 address of each subnet, so the host routes between subnets (and networks) when it
 forwards; each endpoint is a veth pair, host end a port of the bridge, the other
 end ``ep.ifname`` in the sandbox with the engine's addresses and a default route
-via the gateway. ``-o ovs.vxlan_remote=IP[,IP…]`` adds one VXLAN port per remote
+via the gateway. ``-o ovs.vxlan_remote=IP[,IP…]`` (or ``=cluster``: every other host of kanald's
+cluster, followed at each reconcile) adds one VXLAN port per remote
 (``key=flow`` unless ``ovs.vxlan_key=VNI``; ``ovs.vxlan_port`` for the UDP port):
 sandboxes of the same subnet on those hosts share one L2 segment. The veths then
 get MTU 1450 (``ovs.mtu`` to change) so encapsulated frames fit a 1500 underlay.
@@ -132,14 +133,19 @@ class OvsDriver:
                 "ovs.datapath=system needs the openvswitch kernel module, which is not "
                 "loaded here: use ovs.datapath=netdev (userspace)"
             )
-        remotes = _remotes(opts["ovs.vxlan_remote"]) if opts.get("ovs.vxlan_remote") else []
+        from_cluster = opts.get("ovs.vxlan_remote") == "cluster"
+        if from_cluster:
+            remotes = self._cluster_peers()
+        else:
+            remotes = _remotes(opts["ovs.vxlan_remote"]) if opts.get("ovs.vxlan_remote") else []
         key = opts.get("ovs.vxlan_key") or "flow"
         if key != "flow":
             key = str(_int_option(opts, "ovs.vxlan_key", 0, (1 << 24) - 1))
-        if not remotes and ("ovs.vxlan_key" in opts or "ovs.vxlan_port" in opts):
+        tunnels = bool(remotes) or from_cluster
+        if not tunnels and ("ovs.vxlan_key" in opts or "ovs.vxlan_port" in opts):
             raise InvalidConfig("ovs.vxlan_key and ovs.vxlan_port need ovs.vxlan_remote")
         dst_port = _int_option(opts, "ovs.vxlan_port", 1, 65535)
-        mtu = _int_option(opts, "ovs.mtu", 68, 65535) or (VXLAN_MTU if remotes else 0)
+        mtu = _int_option(opts, "ovs.mtu", 68, 65535) or (VXLAN_MTU if tunnels else 0)
 
         vs = Vsctl(db)
         try:
@@ -161,10 +167,35 @@ class OvsDriver:
             # made by kanal (and so deleted with the network), or the operator's
             "own_bridge": existing is None,
             "vxlan_remotes": remotes,
+            # the remotes are the cluster's other hosts, re-read at each reconcile
+            "vxlan_from_cluster": from_cluster,
             "vxlan_key": key,
             "vxlan_port": dst_port,
             "mtu": mtu,
         }
+
+    def _cluster_peers(self) -> list[str]:
+        """The advertise addresses of the cluster's other hosts (seed 002's peers)."""
+        cluster = self.ctx.cluster
+        if cluster is None:
+            raise InvalidConfig(
+                "ovs.vxlan_remote=cluster needs kanald --cluster-store (the peers are its hosts)"
+            )
+        return sorted(r.advertise_addr for r in cluster.member.nodes() if not r.self_)
+
+    def _follow_cluster(self, net: Network, vs: Vsctl) -> None:
+        """Tunnels to the hosts in the cluster now: new ones added by the caller,
+        those of hosts gone removed here. Kept as they are while etcd is down."""
+        from kanal.errors import Unavailable
+
+        st = net.driver_state
+        try:
+            now = self._cluster_peers()
+        except Unavailable:
+            return
+        for remote in set(st["vxlan_remotes"]) - set(now):
+            _quiet(vs.del_port, st["bridge"], vxlan_port_name(net.id, remote))
+        st["vxlan_remotes"] = now
 
     def _vsctl(self, net: Network) -> Vsctl:
         from kanal.ovs import Vsctl
@@ -196,6 +227,8 @@ class OvsDriver:
             )
         elif vs.bridge(br) is None:
             raise NotFound(f"OVS bridge {br} (not made by kanal) is gone")
+        if st.get("vxlan_from_cluster"):
+            self._follow_cluster(net, vs)
         for remote in st["vxlan_remotes"]:
             vs.add_vxlan_port(
                 br,
