@@ -12,8 +12,10 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tarfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 IS_ROOT = os.geteuid() == 0
@@ -154,3 +156,22 @@ def etcd_server(data_dir: str) -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def busybox_tar(dest: Path) -> Path:
+    """An offline image: busybox, its applets and a page to serve."""
+    root = dest / "rootfs"
+    (root / "bin").mkdir(parents=True)
+    (root / "www").mkdir()
+    shutil.copy("/bin/busybox", root / "bin" / "busybox")
+    applets = subprocess.run(
+        ["/bin/busybox", "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for a in applets:
+        if a != "busybox":
+            (root / "bin" / a).symlink_to("busybox")
+    (root / "www" / "index.html").write_text("hello from kanal\n")
+    tar = dest / "busybox.tar"
+    with tarfile.open(tar, "w") as t:
+        t.add(root, arcname=".")
+    return tar

@@ -14,11 +14,10 @@ import os
 import shutil
 import signal
 import subprocess
-import tarfile
 import time
 from pathlib import Path
 
-from tests.helpers import unique
+from tests.helpers import busybox_tar, unique
 
 VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 DOCKERD = "/usr/sbin/dockerd"
@@ -33,25 +32,6 @@ def available() -> str:
     if not os.path.exists("/bin/busybox"):
         return "busybox-static is not installed"
     return ""
-
-
-def busybox_tar(dest: Path) -> Path:
-    """An offline image: busybox, its applets and a page to serve."""
-    root = dest / "rootfs"
-    (root / "bin").mkdir(parents=True)
-    (root / "www").mkdir()
-    shutil.copy("/bin/busybox", root / "bin" / "busybox")
-    applets = subprocess.run(
-        ["/bin/busybox", "--list"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    for a in applets:
-        if a != "busybox":
-            (root / "bin" / a).symlink_to("busybox")
-    (root / "www" / "index.html").write_text("hello from kanal\n")
-    tar = dest / "busybox.tar"
-    with tarfile.open(tar, "w") as t:
-        t.add(root, arcname=".")
-    return tar
 
 
 class Dockerd:

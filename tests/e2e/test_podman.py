@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 
 from kanal.fastpath.install import install_plugins
-from tests.helpers import ip_json, nft_json, unique
+from tests.helpers import busybox_tar, ip_json, nft_json, unique
 
 pytestmark = [
     pytest.mark.runtime,
@@ -33,25 +32,6 @@ pytestmark = [
 ]
 
 VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
-
-
-def busybox_tar(dest: Path) -> Path:
-    """An offline image: busybox and its applets, plus a page to serve."""
-    root = dest / "rootfs"
-    (root / "bin").mkdir(parents=True)
-    (root / "www").mkdir()
-    shutil.copy("/bin/busybox", root / "bin" / "busybox")
-    applets = subprocess.run(
-        ["/bin/busybox", "--list"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    for a in applets:
-        if a != "busybox":
-            (root / "bin" / a).symlink_to("busybox")
-    (root / "www" / "index.html").write_text("hello from kanal\n")
-    tar = dest / "busybox.tar"
-    with tarfile.open(tar, "w") as t:
-        t.add(root, arcname=".")
-    return tar
 
 
 @dataclass

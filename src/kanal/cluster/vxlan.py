@@ -242,7 +242,7 @@ def apply(device: str, want: Desired, netns_fd: int | None = None) -> Changes:
     """
     with VxlanNetlink(netns_fd) as nl:
         idx = nl.index(device)
-        ch = diff(want, nl.fdb(idx), nl.neighbours(idx), nl.routes(idx))
+        ch = diff(want, nl.fdb(idx), nl.neighbours(idx), nl.device_routes(idx))
         for r in ch.del_routes:
             nl.route_del(idx, r.dst)
         for f in ch.add_fdb:

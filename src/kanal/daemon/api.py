@@ -27,7 +27,6 @@ import logging
 import os
 import queue
 import re
-import socket
 import socketserver
 import threading
 import time
@@ -40,6 +39,7 @@ from kanal.engine.controller import Controller, SandboxRef
 from kanal.engine.model import Endpoint, Network
 from kanal.engine.views import match_filters, network_json, spec_from_request
 from kanal.errors import DecodeError, InvalidConfig, KanalError, NotFound
+from kanal.unixsock import bind_private
 
 __all__ = ["ApiServer", "EventBus", "SandboxResolver"]
 
@@ -191,16 +191,7 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.sandboxes = sandboxes or NoSandboxes()
         self.events = events or EventBus()
         controller.listeners.append(self.events.controller_listener)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
-        if os.path.exists(path):
-            _remove_stale(path)
-        # Created with the umask closed, so there is no moment where others could connect.
-        old = os.umask(0o177)
-        try:
-            super().__init__(path, _Handler)
-        finally:
-            os.umask(old)
-        os.chmod(path, mode)
+        bind_private(self, path, _Handler, mode=mode, dir_mode=0o700)
 
     def server_close(self) -> None:
         super().server_close()
@@ -461,18 +452,6 @@ def _filters(query: dict[str, list[str]]) -> dict[str, list[str]]:
         else:
             raise InvalidConfig(f"invalid filter {k!r}")
     return out
-
-
-def _remove_stale(path: str) -> None:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(path)
-    except OSError:
-        os.unlink(path)  # nobody listens: a leftover of a killed daemon
-        return
-    finally:
-        s.close()
-    raise KanalError(f"another daemon is serving {path}")
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -30,6 +30,7 @@ __all__ = [
     "ReleasePool",
     "RequestAddress",
     "RequestPool",
+    "portmap_wire",
 ]
 
 # Docker's IDs are 64 hex digits; tests and older engines use shorter ones, so
@@ -37,6 +38,7 @@ __all__ = [
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 GATEWAY_REQUEST = "com.docker.network.gateway"
 PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp"}
+PROTOCOL_NUMBERS = {v: k for k, v in PROTOCOLS.items()}
 
 
 def _obj(body: Any) -> dict[str, Any]:
@@ -246,16 +248,20 @@ class PortBinding:
                 raise DecodeError(f"invalid HostIP {host_ip!r}") from None
         return cls(PROTOCOLS[proto], nums[0], host_ip, nums[1], nums[2])
 
-    def wire(self, host_port: int) -> dict[str, Any]:
-        proto = {v: k for k, v in PROTOCOLS.items()}[self.proto]
-        return {
-            "Proto": proto,
-            "IP": "",
-            "Port": self.port,
-            "HostIP": self.host_ip,
-            "HostPort": host_port,
-            "HostPortEnd": host_port,
+
+def portmap_wire(ports: Any, ip: str) -> list[dict[str, Any]]:
+    """Published ports (engine PortBindings) as ``com.docker.network.portmap``."""
+    return [
+        {
+            "Proto": PROTOCOL_NUMBERS[p.protocol],
+            "IP": ip,
+            "Port": p.container_port,
+            "HostIP": p.host_ip,
+            "HostPort": p.host_port,
+            "HostPortEnd": p.host_port,
         }
+        for p in ports
+    ]
 
 
 @dataclass(frozen=True)

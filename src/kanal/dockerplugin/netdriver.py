@@ -65,6 +65,15 @@ class ServedNetworkDriver:
             raise NotFound(f"network {net_id} not found")
         return Network.from_json(e.value)
 
+    def _endpoint(self, req: m.EndpointRef) -> tuple[Network, Endpoint] | None:
+        """The endpoint a request names; None if it (or its network) is gone: a
+        retried teardown call is a success."""
+        try:
+            net = self._net(req.network_id)
+            return net, self.ctrl.get_endpoint(net.id, req.endpoint_id)
+        except NotFound:
+            return None
+
     # --- networks ----------------------------------------------------------------
 
     def get_capabilities(self) -> Reply:
@@ -153,26 +162,15 @@ class ServedNetworkDriver:
         if ep.mac:
             value[P + "endpoint.macaddress"] = ep.mac
         if ep.ports:
-            value[P + "portmap"] = [
-                {
-                    "Proto": {"tcp": 6, "udp": 17, "sctp": 132}[p.protocol],
-                    "IP": ep.ipv4.split("/")[0],
-                    "Port": p.container_port,
-                    "HostIP": p.host_ip,
-                    "HostPort": p.host_port,
-                    "HostPortEnd": p.host_port,
-                }
-                for p in ep.ports
-            ]
+            value[P + "portmap"] = m.portmap_wire(ep.ports, ep.ipv4.split("/")[0])
         return {"Value": value}
 
     def delete_endpoint(self, req: m.EndpointRef) -> Reply:
         with self._lock:
-            try:
-                net = self._net(req.network_id)
-                ep = self.ctrl.get_endpoint(net.id, req.endpoint_id)
-            except NotFound:
+            found = self._endpoint(req)
+            if found is None:
                 return {}
+            net, ep = found
             self._teardown(net, ep)
             return {}
 
@@ -211,11 +209,10 @@ class ServedNetworkDriver:
 
     def leave(self, req: m.EndpointRef) -> Reply:
         with self._lock:
-            try:
-                net = self._net(req.network_id)
-                ep = self.ctrl.get_endpoint(net.id, req.endpoint_id)
-            except NotFound:
+            found = self._endpoint(req)
+            if found is None:
                 return {}  # dockerd's Leave after a DeleteEndpoint retry
+            net, ep = found
             self._unpublish(net, ep)
             self._kernel(net).detach(net, ep)
             ep.netns = ""
@@ -246,11 +243,10 @@ class ServedNetworkDriver:
 
     def revoke_external_connectivity(self, req: m.EndpointRef) -> Reply:
         with self._lock:
-            try:
-                net = self._net(req.network_id)
-                ep = self.ctrl.get_endpoint(net.id, req.endpoint_id)
-            except NotFound:
+            found = self._endpoint(req)
+            if found is None:
                 return {}
+            net, ep = found
             self._unpublish(net, ep)
             return {}
 

@@ -317,19 +317,12 @@ class RemoteNetworkDriver:
             raise
 
     def _program(self, plugin: Plugin, ref: dict[str, str], ep: Endpoint) -> None:
-        protos = {"tcp": 6, "udp": 17, "sctp": 132}
-        portmap = [
-            {
-                "Proto": protos[p.protocol],
-                "IP": ep.ipv4.split("/")[0],
-                "Port": p.container_port,
-                "HostIP": p.host_ip,
-                "HostPort": p.host_port,
-                "HostPortEnd": p.host_port,
-            }
-            for p in ep.ports
+        from kanal.dockerplugin.messages import PROTOCOL_NUMBERS, portmap_wire
+
+        portmap = portmap_wire(ep.ports, ep.ipv4.split("/")[0])
+        exposed = [
+            {"Proto": PROTOCOL_NUMBERS[p.protocol], "Port": p.container_port} for p in ep.ports
         ]
-        exposed = [{"Proto": protos[p.protocol], "Port": p.container_port} for p in ep.ports]
         try:
             plugin.call(
                 "NetworkDriver.ProgramExternalConnectivity",

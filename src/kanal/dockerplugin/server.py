@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from kanal.dockerplugin.protocol import CONTENT_TYPE, Dispatcher
-from kanal.errors import KanalError
+from kanal.unixsock import bind_private
 
 __all__ = ["DEFAULT_SOCKET", "PluginServer", "serve_in_thread", "write_spec"]
 
@@ -34,15 +33,7 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     def __init__(self, path: str, dispatcher: Dispatcher, *, mode: int = 0o600) -> None:
         self.path = path
         self.dispatcher = dispatcher
-        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o755, exist_ok=True)
-        if os.path.exists(path):
-            _remove_stale(path)
-        old = os.umask(0o177)
-        try:
-            super().__init__(path, _Handler)
-        finally:
-            os.umask(old)
-        os.chmod(path, mode)
+        bind_private(self, path, _Handler, mode=mode, dir_mode=0o755)
 
     def server_close(self) -> None:
         super().server_close()
@@ -50,18 +41,6 @@ class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             os.unlink(self.path)
         except OSError:
             pass
-
-
-def _remove_stale(path: str) -> None:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.connect(path)
-    except OSError:
-        os.unlink(path)  # nobody listens: left by a killed plugin
-        return
-    finally:
-        s.close()
-    raise KanalError(f"another plugin is serving {path}")
 
 
 def write_spec(spec_path: str, socket_path: str) -> None:

@@ -29,12 +29,10 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
+from pyroute2.netlink.exceptions import NetlinkError
 
-from kanal.errors import Conflict, Internal, KanalError
-from kanal.netlink.handle import LinkNotFound
-from kanal.netlink.ns import netns_socket
+from kanal.errors import Conflict
+from kanal.netlink.handle import Netlink, _err
 
 __all__ = [
     "FLOOD_MAC",
@@ -73,41 +71,9 @@ class RouteEntry:
     via: str  # "" for a device route
 
 
-def _err(e: NetlinkError, what: str) -> KanalError:
-    detail = str(e.args[1]) if len(e.args) > 1 else str(e)
-    if e.code in (errno.ENODEV, errno.ENOENT):
-        return LinkNotFound(what, detail)
-    if e.code == errno.EEXIST:
-        return Conflict(what, "file exists")
-    return Internal(what, detail)
-
-
-class VxlanNetlink:
-    """rtnetlink in the current namespace (``netns_fd=None``) or in ``netns_fd``."""
-
-    def __init__(self, netns_fd: int | None = None) -> None:
-        if netns_fd is None:
-            self._ipr = IPRoute()
-        else:
-            sock = netns_socket(netns_fd, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
-            self._ipr = IPRoute(use_socket=sock)
-
-    def close(self) -> None:
-        self._ipr.close()
-
-    def __enter__(self) -> VxlanNetlink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _dump(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
-        for _ in range(5):
-            try:
-                return list(getattr(self._ipr, method)(*args, **kwargs))
-            except NetlinkDumpInterrupted:
-                continue
-        raise Internal(f"netlink dump {method} interrupted 5 times")
+class VxlanNetlink(Netlink):
+    """rtnetlink in the current namespace (``netns_fd=None``) or in ``netns_fd``:
+    :class:`~kanal.netlink.handle.Netlink` plus VXLAN devices and their entries."""
 
     # ---- the device -------------------------------------------------------------
     def index(self, name: str) -> int:
@@ -263,7 +229,7 @@ class VxlanNetlink:
         return True
 
     # ---- routes ---------------------------------------------------------------------
-    def routes(self, index: int) -> list[RouteEntry]:
+    def device_routes(self, index: int) -> list[RouteEntry]:
         """Unicast main-table routes through device ``index`` except the kernel's own."""
         out = []
         for m in self._dump("get_routes", table=254):

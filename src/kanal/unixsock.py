@@ -1,0 +1,45 @@
+"""Root-only unix socket servers: what kanald's API and the Docker plugin share."""
+
+from __future__ import annotations
+
+import os
+import socket
+import socketserver
+from typing import Any
+
+from kanal.errors import KanalError
+
+__all__ = ["bind_private", "remove_stale"]
+
+
+def remove_stale(path: str) -> None:
+    """Unlink a socket file nobody listens on (left by a killed daemon).
+
+    Raises:
+        KanalError: a live server is listening there.
+    """
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError:
+        os.unlink(path)
+        return
+    finally:
+        s.close()
+    raise KanalError(f"another daemon is serving {path}")
+
+
+def bind_private(
+    server: socketserver.UnixStreamServer, path: str, handler: Any, *, mode: int, dir_mode: int
+) -> None:
+    """Initialise ``server`` on ``path`` (a stale socket replaced) with permissions
+    ``mode``, created with the umask closed so no one else can ever connect."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=dir_mode, exist_ok=True)
+    if os.path.exists(path):
+        remove_stale(path)
+    old = os.umask(0o177)
+    try:
+        socketserver.UnixStreamServer.__init__(server, path, handler)
+    finally:
+        os.umask(old)
+    os.chmod(path, mode)
