@@ -19,8 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.overlay_hosts import Hosts, available, wait_for  # noqa: E402
+from tests.e2e.overlay_hosts import Hosts, available  # noqa: E402
 from tests.helpers import nsexec  # noqa: E402
+from tests.multihost import wait_for  # noqa: E402
 
 from demo.engine_demo import DIM, END, say  # noqa: E402
 

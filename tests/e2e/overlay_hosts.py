@@ -16,17 +16,13 @@ bench/overlay_bench.py and demo/overlay_demo.py.
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
-import signal
 import subprocess
-import time
-from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import create_netns, delete_netns, nsexec, unique
+from tests.helpers import unique
+from tests.multihost import MEMBERS, Underlay, wait_for
 
 VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 
@@ -39,100 +35,23 @@ def available() -> str:
     return ""
 
 
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll ``fn`` until truthy (a bound for the event, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.1)
-
-
-class Hosts:
+class Hosts(Underlay):
     def __init__(
         self, tmp: Path, n: int = 3, *, ttl: int = 3, grace: float = 3.0, resync: float = 1.0
     ) -> None:
-        self.tmp = tmp
+        super().__init__(tmp, "kov")
         self.n = n
         self.ttl, self.grace, self.resync = ttl, grace, resync
-        self.namespaces: list[str] = []
-        self.ns: dict[int, str] = {}
-        self.etcd: dict[int, subprocess.Popen[bytes]] = {}
         self.kanald: dict[int, subprocess.Popen[bytes]] = {}
-        self.token = secrets.token_hex(4)
-        self.prefix = f"/kov{self.token}/"
+        self.key_prefix = f"/kov{self.token}/"
         self.store = ""
 
-    # --- set-up ------------------------------------------------------------------
-
     def setup(self) -> None:
-        self.ul = self._netns("kovul")
-        nsexec(self.ul, "ip", "link", "add", "ul", "type", "bridge")
-        nsexec(self.ul, "ip", "link", "set", "ul", "up")
-        for i in range(1, self.n + 1):
-            self.ns[i] = self._host_ns(i)
-        members = [i for i in range(1, min(self.n, 3) + 1)]
-        for i in members:
-            self.start_etcd(i, new=True)
-        for i in members:
-            wait_for(f"etcd m{i}", partial(self.etcd_ok, i), 60)
-        self.store = "etcd://" + ",".join(f"{self.addr(i)}:2379" for i in members) + self.prefix
+        self.make_underlay(max(self.n, len(MEMBERS)))
+        self.start_etcd_cluster()
+        self.store = self.etcd_url(self.key_prefix)
         for i in range(1, self.n + 1):
             self.start_kanald(i)
-
-    def _netns(self, prefix: str) -> str:
-        name = create_netns(unique(prefix, 30))
-        self.namespaces.append(name)
-        return name
-
-    @staticmethod
-    def addr(i: int) -> str:
-        return f"192.0.2.{i}"
-
-    def _host_ns(self, i: int) -> str:
-        ns = self._netns(f"kovh{i}")
-        nsexec(self.ul, "ip", "link", "add", f"p{i}", "type", "veth", "peer", "name", "ul0")
-        nsexec(self.ul, "ip", "link", "set", "ul0", "netns", ns)
-        nsexec(self.ul, "ip", "link", "set", f"p{i}", "master", "ul", "up")
-        nsexec(ns, "ip", "addr", "add", f"{self.addr(i)}/24", "dev", "ul0")
-        nsexec(ns, "ip", "link", "set", "ul0", "up")
-        nsexec(ns, "ip", "link", "set", "lo", "up")
-        return ns
-
-    def start_etcd(self, i: int, *, new: bool) -> None:
-        a = self.addr(i)
-        peers = ",".join(f"m{k}=http://{self.addr(k)}:2380" for k in range(1, min(self.n, 3) + 1))
-        cmd = ["ip", "netns", "exec", self.ns[i], "etcd", "--name", f"m{i}"]
-        cmd += ["--data-dir", str(self.tmp / f"etcd-m{i}")]
-        cmd += ["--listen-client-urls", f"http://{a}:2379", "--advertise-client-urls"]
-        cmd += [f"http://{a}:2379", "--listen-peer-urls", f"http://{a}:2380"]
-        cmd += ["--initial-advertise-peer-urls", f"http://{a}:2380", "--initial-cluster", peers]
-        cmd += ["--initial-cluster-token", f"kov-{self.token}"]
-        cmd += ["--initial-cluster-state", "new" if new else "existing"]
-        log = (self.tmp / f"etcd-m{i}.log").open("ab")
-        self.etcd[i] = subprocess.Popen(cmd, stdout=log, stderr=log)
-
-    def etcd_ok(self, i: int) -> bool:
-        out = nsexec(
-            self.ns[i],
-            *("curl", "-s", "-m", "1", "-X", "POST"),
-            f"http://{self.addr(i)}:2379/v3/maintenance/status",
-            *("-d", "{}"),
-            check=False,
-        )
-        try:
-            return bool(int(json.loads(out.stdout).get("leader", 0) or 0))
-        except ValueError:
-            return False
-
-    def kill_etcd(self, i: int) -> None:
-        p = self.etcd.get(i)
-        if p is not None and p.poll() is None:
-            p.send_signal(signal.SIGKILL)
-            p.wait(10)
 
     def api(self, i: int) -> Path:
         return self.tmp / f"h{i}" / "api.sock"
@@ -200,7 +119,7 @@ class Hosts:
         from kanal.store.etcd import EtcdStore
         from tests.netns.inns import in_ns
 
-        store = EtcdStore([(self.addr(via), 2379)], self.prefix)
+        store = EtcdStore([(self.addr(via), 2379)], self.key_prefix)
 
         def read() -> dict[str, Any]:
             out: dict[str, Any] = {}
@@ -218,10 +137,7 @@ class Hosts:
             if self.kanald[i].poll() is None:
                 self.kanal(i, "rm", "-f", *self._sandboxes(i), check=False)
             self.kill_kanald(i)
-        for i in list(self.etcd):
-            self.kill_etcd(i)
-        for ns in reversed(self.namespaces):
-            delete_netns(ns)
+        super().close()
         # Sandboxes left by a host that was killed: their namespaces and processes.
         for d in Path("/run/netns").glob("kanal-*"):
             state = [p for p in self.tmp.glob("h*/state/sandboxes/*") if p.name[:12] in d.name]

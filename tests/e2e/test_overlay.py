@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.overlay_hosts import Hosts, available, wait_for
+from tests.e2e.overlay_hosts import Hosts, available
 from tests.helpers import nsexec
+from tests.multihost import wait_for
 
 pytestmark = [
     pytest.mark.skipif(bool(available()), reason=available() or "-"),

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import select
 import shutil
 import signal
@@ -42,7 +41,8 @@ from kanal.cluster.vxlan import (
     ensure_device,
 )
 from kanal.errors import Conflict
-from tests.helpers import create_netns, delete_netns, ip_json, nsexec, unique
+from tests.helpers import ip_json, nsexec, unique
+from tests.multihost import Underlay, wait_for
 
 pytestmark = pytest.mark.skipif(
     shutil.which("etcd") is None or shutil.which("curl") is None,
@@ -51,18 +51,6 @@ pytestmark = pytest.mark.skipif(
 
 REPO = Path(__file__).resolve().parents[2]
 SUBNET = "10.70.0.0/16"
-
-
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll ``fn`` until it returns something truthy (a bound, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = fn()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.1)
 
 
 class HostProc:
@@ -115,81 +103,18 @@ class HostProc:
         self.proc.wait(10)
 
 
-class Cluster:
+class Cluster(Underlay):
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.namespaces: list[str] = []
-        self.etcd: dict[int, subprocess.Popen[bytes]] = {}
+        super().__init__(tmp, "kc")
         self.hosts: dict[int, HostProc] = {}
-        self.token = secrets.token_hex(4)
-        self.hns: dict[int, str] = {}
         self.store = ""
 
     def setup(self) -> None:
-        self.ul = self.netns("kcul")
-        nsexec(self.ul, "ip", "link", "add", "ul", "type", "bridge")
-        nsexec(self.ul, "ip", "link", "set", "ul", "up")
-        for i in (1, 2, 3):
-            self.hns[i] = self.host_ns(i)
-        for i in (1, 2, 3):
-            self.start_etcd(i, new=True)
-        for i in (1, 2, 3):
-            self.wait_etcd(i)
-        self.store = "etcd://" + ",".join(f"{self.addr(i)}:2379" for i in (1, 2, 3)) + "/kct/"
+        self.make_underlay(3)
+        self.start_etcd_cluster()
+        self.store = self.etcd_url("/kct/")
         for i in (1, 2, 3):
             self.start_host(i)
-
-    # ---- plumbing -------------------------------------------------------------------
-    def netns(self, prefix: str) -> str:
-        name = create_netns(unique(prefix, 30))
-        self.namespaces.append(name)
-        return name
-
-    @staticmethod
-    def addr(i: int) -> str:
-        return f"192.0.2.{i}"
-
-    def host_ns(self, i: int) -> str:
-        ns = self.netns(f"kch{i}")
-        nsexec(self.ul, "ip", "link", "add", f"p{i}", "type", "veth", "peer", "name", "ul0")
-        nsexec(self.ul, "ip", "link", "set", "ul0", "netns", ns)
-        nsexec(self.ul, "ip", "link", "set", f"p{i}", "master", "ul", "up")
-        nsexec(ns, "ip", "addr", "add", f"{self.addr(i)}/24", "dev", "ul0")
-        nsexec(ns, "ip", "link", "set", "ul0", "up")
-        return ns
-
-    def start_etcd(self, i: int, *, new: bool) -> None:
-        a = self.addr(i)
-        peers = ",".join(f"m{k}=http://{self.addr(k)}:2380" for k in (1, 2, 3))
-        cmd = ["ip", "netns", "exec", self.hns[i], "etcd", "--name", f"m{i}"]
-        cmd += ["--data-dir", str(self.tmp / f"m{i}")]
-        cmd += ["--listen-client-urls", f"http://{a}:2379", "--advertise-client-urls"]
-        cmd += [f"http://{a}:2379", "--listen-peer-urls", f"http://{a}:2380"]
-        cmd += ["--initial-advertise-peer-urls", f"http://{a}:2380", "--initial-cluster", peers]
-        cmd += ["--initial-cluster-token", f"kct-{self.token}"]
-        cmd += ["--initial-cluster-state", "new" if new else "existing"]
-        log = (self.tmp / f"etcd-m{i}.log").open("ab")
-        self.etcd[i] = subprocess.Popen(cmd, stdout=log, stderr=log)
-
-    def etcd_status(self, i: int) -> dict[str, Any] | None:
-        out = nsexec(
-            self.hns[i],
-            "curl",
-            "-s",
-            "-m",
-            "1",
-            "-X",
-            "POST",
-            f"http://{self.addr(i)}:2379/v3/maintenance/status",
-            "-d",
-            "{}",
-            check=False,
-        )
-        try:
-            st: dict[str, Any] = json.loads(out.stdout)
-        except ValueError:
-            return None
-        return st if int(st.get("leader", 0) or 0) else None
 
     def count(self, prefix: str) -> int:
         """How many keys under ``prefix`` (of the test's store prefix), asked of any member."""
@@ -199,7 +124,7 @@ class Cluster:
         body["range_end"] = b64encode(end).decode()
         for i in (1, 2, 3):
             out = nsexec(
-                self.hns[i],
+                self.ns[i],
                 *("curl", "-s", "-m", "1", "-X", "POST"),
                 f"http://{self.addr(i)}:2379/v3/kv/range",
                 *("-d", json.dumps(body)),
@@ -211,9 +136,6 @@ class Cluster:
                 continue
         return 0
 
-    def wait_etcd(self, i: int) -> None:
-        wait_for(f"etcd m{i} with a leader", lambda: self.etcd_status(i), 60)
-
     def leader(self) -> int:
         st = wait_for("an etcd leader", lambda: self.etcd_status(1) or self.etcd_status(2))
         for i in (1, 2, 3):
@@ -222,12 +144,8 @@ class Cluster:
                 return i
         raise AssertionError("no member is the leader")
 
-    def kill_etcd(self, i: int) -> None:
-        self.etcd[i].send_signal(signal.SIGKILL)
-        self.etcd[i].wait(10)
-
     def start_host(self, i: int) -> HostProc:
-        h = HostProc(self.hns[i], f"h{i}", self.addr(i), self.store, self.tmp / f"h{i}.log")
+        h = HostProc(self.ns[i], f"h{i}", self.addr(i), self.store, self.tmp / f"h{i}.log")
         self.hosts[i] = h
         return h
 
@@ -236,9 +154,9 @@ class Cluster:
         c = self.netns("kcc")
         mac = "02:42:" + ":".join(f"{int(x):02x}" for x in ip.split("."))
         veth = unique("kv", 15)
-        nsexec(self.hns[i], "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0")
-        nsexec(self.hns[i], "ip", "link", "set", "eth0", "netns", c)
-        nsexec(self.hns[i], "ip", "link", "set", veth, "master", bridge, "mtu", "1450", "up")
+        nsexec(self.ns[i], "ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0")
+        nsexec(self.ns[i], "ip", "link", "set", "eth0", "netns", c)
+        nsexec(self.ns[i], "ip", "link", "set", veth, "master", bridge, "mtu", "1450", "up")
         nsexec(c, "ip", "link", "set", "eth0", "address", mac, "mtu", "1450", "up")
         nsexec(c, "ip", "addr", "add", f"{ip}/16", "dev", "eth0")
         return c, mac
@@ -246,12 +164,7 @@ class Cluster:
     def close(self) -> None:
         for h in self.hosts.values():
             h.kill()
-        for p in self.etcd.values():
-            if p.poll() is None:
-                p.kill()
-            p.wait(10)
-        for ns in reversed(self.namespaces):
-            delete_netns(ns)
+        super().close()
 
 
 def ping(c: str, ip: str) -> bool:
@@ -321,7 +234,7 @@ def test_containers_on_three_hosts_reach_each_other(cluster: Cluster, ova: dict[
             if a != b:
                 assert ping(ctrs[a][0], ctrs[b][1]), f"h{a} -> h{b}"
     # the kernel holds what the agent says: per remote MAC + a flood entry per remote host
-    fdb = _fdb(cluster.hns[1], "kvx4101")
+    fdb = _fdb(cluster.ns[1], "kvx4101")
     mine = {(e["mac"], e["dst"]) for e in fdb if "dst" in e}
     assert mine == {
         (ctrs[2][2], "192.0.2.2"),
@@ -329,7 +242,7 @@ def test_containers_on_three_hosts_reach_each_other(cluster: Cluster, ova: dict[
         ("00:00:00:00:00:00", "192.0.2.2"),
         ("00:00:00:00:00:00", "192.0.2.3"),
     }
-    dev = ip_json(cluster.hns[1], "-d", "link", "show", "kvx4101")[0]
+    dev = ip_json(cluster.ns[1], "-d", "link", "show", "kvx4101")[0]
     data = dev["linkinfo"]["info_data"]
     assert (data["id"], data["port"], data["learning"], dev["mtu"]) == (4101, 4789, False, 1450)
 
@@ -338,9 +251,9 @@ def test_a_deleted_vxlan_device_is_recreated_by_the_reconcile(
     cluster: Cluster, ova: dict[str, Any]
 ) -> None:
     ctrs = ova["ctrs"]
-    nsexec(cluster.hns[2], "ip", "link", "del", "kvx4101")
-    wait_for("kvx4101 back on h2 with its entries", no_fdb_missing(cluster.hns[2], 2))
-    link = ip_json(cluster.hns[2], "link", "show", "kvx4101")[0]
+    nsexec(cluster.ns[2], "ip", "link", "del", "kvx4101")
+    wait_for("kvx4101 back on h2 with its entries", no_fdb_missing(cluster.ns[2], 2))
+    link = ip_json(cluster.ns[2], "link", "show", "kvx4101")[0]
     assert link["master"] == "kbova" and "UP" in link["flags"]
     assert ping(ctrs[2][0], ctrs[3][1])
 
@@ -360,7 +273,7 @@ def test_two_overlay_networks_are_isolated(cluster: Cluster, ova: dict[str, Any]
     ova_h3_ip = ova["ctrs"][3][1]
     assert ova_h3_ip not in (ctrs[1][1], ctrs[2][1])
     assert not ping(ctrs[1][0], ova_h3_ip)  # an ova container, from ovb
-    ovb_fdb = {e["dst"] for e in _fdb(cluster.hns[1], "kvx4102") if "dst" in e}
+    ovb_fdb = {e["dst"] for e in _fdb(cluster.ns[1], "kvx4102") if "dst" in e}
     assert ovb_fdb == {"192.0.2.2"}  # h3 has no ovb endpoint: nothing towards it
 
 
@@ -433,7 +346,7 @@ def test_dead_host_is_dropped_then_its_blocks_freed_and_it_is_fenced(
     block is freed. When it wakes it re-registers, learns its address is gone, and its
     stale block view is fenced: its next address comes from a fresh claim."""
     ns4 = cluster.host_ns(4)
-    cluster.hns[4] = ns4
+    cluster.ns[4] = ns4
     h4 = cluster.start_host(4)
     h4.ok(op="attach", net="ova", vni=4101, subnet=SUBNET, bridge="kbova")
     ip = h4.ok(op="alloc", net="ova", owner="ctr")["ips"][0]
@@ -449,7 +362,7 @@ def test_dead_host_is_dropped_then_its_blocks_freed_and_it_is_fenced(
     h4.proc.send_signal(signal.SIGSTOP)  # ip netns exec execs python: this is the host
     try:
         for i in (1, 2, 3):
-            wait_for(f"h{i} drops h4's entries", no_fdb_to(cluster.hns[i], "kvx4101", "192.0.2.4"))
+            wait_for(f"h{i} drops h4's entries", no_fdb_to(cluster.ns[i], "kvx4101", "192.0.2.4"))
         assert not ping(ova["ctrs"][1][0], ip)
         assert "c4" not in cluster.hosts[1].ok(op="names", net="ova")["names"]  # not in DNS
 
