@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import socketserver
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from kanal.errors import KanalError
 
-__all__ = ["bind_private", "remove_stale"]
+__all__ = ["QuietHandler", "bind_private", "remove_stale"]
 
 
 def remove_stale(path: str) -> None:
@@ -43,3 +45,16 @@ def bind_private(
     finally:
         os.umask(old)
     os.chmod(path, mode)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 on a unix socket: keep-alive, requests logged at debug level only."""
+
+    protocol_version = "HTTP/1.1"
+    log = logging.getLogger("kanal.http")
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.log.debug("%s", format % args)
+
+    def address_string(self) -> str:
+        return "unix"

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from kanal.engine.ipam import Pool
 from kanal.store import open_store
 from tests.helpers import ip_json, nft_json, nsexec, unique
 from tests.netns.inns import in_ns
+from tests.netns.test_engine import _fetch, _serve_once
 
 # Copies of ../shared/reference/docker-traces (dockerd 20.10 with a recording plugin).
 TRACES = Path(__file__).resolve().parents[1] / "fixtures" / "docker-traces"
@@ -205,30 +204,6 @@ def _container(
     return ns
 
 
-def _serve_http(ns: str, port: int) -> subprocess.Popen[bytes]:
-    code = (
-        "import socket,sys\n"
-        "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-        f"s.bind(('0.0.0.0',{port})); s.listen(8); print('up', flush=True)\n"
-        "while True:\n"
-        "    c,a=s.accept(); c.sendall(b'hello from '+a[0].encode()); c.close()\n"
-    )
-    p = subprocess.Popen(
-        ["ip", "netns", "exec", ns, sys.executable, "-c", code], stdout=subprocess.PIPE
-    )
-    assert p.stdout is not None and p.stdout.readline().strip() == b"up"
-    return p
-
-
-def _fetch(ns: str, ip: str, port: int) -> str:
-    code = (
-        "import socket,sys\n"
-        f"s=socket.create_connection(('{ip}',{port}),timeout=3); print(s.recv(100).decode())\n"
-    )
-    p = nsexec(ns, sys.executable, "-c", code, check=False)
-    return p.stdout.decode().strip() if p.returncode == 0 else ""
-
-
 def ping(ns: str, ip: str) -> bool:
     return nsexec(ns, "ping", "-c", "1", "-W", "1", ip, check=False).returncode == 0
 
@@ -241,7 +216,7 @@ def test_containers_talk_ports_published_and_a_restart_forgets_nothing(
     b = _container(plugin, make_netns, NID1, "e2" * 32, "10.79.1.3/24")
     assert ping(a, "10.79.1.3") and ping(b, "10.79.1.2") and ping(a, "10.79.1.1")
     # -p 127.0.0.1:PORT:8080 and -p PORT2:8080: dockerd leaves publishing to the driver.
-    server = _serve_http(a, 8080)
+    server = _serve_once(a, 8080)
     try:
         pm = [
             {"Proto": 6, "IP": "", "Port": 8080, "HostIP": "127.0.0.1", "HostPort": 18080},
@@ -255,8 +230,8 @@ def test_containers_talk_ports_published_and_a_restart_forgets_nothing(
         info = plugin.ok("/NetworkDriver.EndpointOperInfo", ref)["Value"]
         ports = info["com.docker.network.portmap"]
         assert ports[0]["HostPort"] == 18080 and ports[1]["HostPort"] > 0
-        assert _fetch(plugin.host, "127.0.0.1", 18080).startswith("hello from")
-        assert _fetch(b, "10.79.1.1", ports[1]["HostPort"]).startswith("hello from")
+        assert _fetch(plugin.host, "127.0.0.1", 18080).startswith("hello ")
+        assert _fetch(b, "10.79.1.1", ports[1]["HostPort"]).startswith("hello ")
         # The same host port for another container: refused, nothing changed.
         status, reply = plugin.call(
             "/NetworkDriver.ProgramExternalConnectivity",

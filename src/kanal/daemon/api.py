@@ -31,7 +31,6 @@ import socketserver
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -39,7 +38,7 @@ from kanal.engine.controller import Controller, SandboxRef
 from kanal.engine.model import Endpoint, Network
 from kanal.engine.views import match_filters, network_json, spec_from_request
 from kanal.errors import DecodeError, InvalidConfig, KanalError, NotFound
-from kanal.unixsock import bind_private
+from kanal.unixsock import QuietHandler, bind_private
 
 __all__ = ["ApiServer", "EventBus", "SandboxResolver"]
 
@@ -454,16 +453,10 @@ def _filters(query: dict[str, list[str]]) -> dict[str, list[str]]:
     return out
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: ApiServer
-    protocol_version = "HTTP/1.1"
     server_version = "kanald"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s", format % args)
-
-    def address_string(self) -> str:
-        return "unix"
+    log = log
 
     def _send(self, status: int, body: Any) -> None:
         data = b"" if body is None else json.dumps(body).encode() + b"\n"

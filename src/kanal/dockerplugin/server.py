@@ -14,11 +14,10 @@ import logging
 import os
 import socketserver
 import threading
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from kanal.dockerplugin.protocol import CONTENT_TYPE, Dispatcher
-from kanal.unixsock import bind_private
+from kanal.unixsock import QuietHandler, bind_private
 
 __all__ = ["DEFAULT_SOCKET", "PluginServer", "serve_in_thread", "write_spec"]
 
@@ -52,16 +51,10 @@ def write_spec(spec_path: str, socket_path: str) -> None:
     os.replace(tmp, spec_path)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: PluginServer
-    protocol_version = "HTTP/1.1"
     server_version = "kanal-plugin"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s", format % args)
-
-    def address_string(self) -> str:
-        return "unix"
+    log = log
 
     def _send(self, status: int, body: Any) -> None:
         data = json.dumps(body).encode()
