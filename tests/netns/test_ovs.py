@@ -258,6 +258,18 @@ def kernel_links(ns: str) -> set[str]:
     return {link["ifname"] for link in ip_json(ns, "link", "show")} - {"ovs-netdev"}
 
 
+def ovs_underlay(h1: OvsHost, h2: OvsHost) -> None:
+    """A veth between the hosts, each end on an OVS bridge (the operator's) holding
+    the host's underlay address 192.168.77.<1|2>."""
+    nsexec(h1.ns, "ip", "link", "add", "und", "type", "veth", "peer", "name", "und", "netns", h2.ns)
+    for i, h in enumerate((h1, h2), start=1):
+        h.vsctl("add-br", "kphy", "--", "set", "Bridge", "kphy", "datapath_type=netdev")
+        h.vsctl("add-port", "kphy", "und")
+        nsexec(h.ns, "ip", "link", "set", "und", "up")
+        nsexec(h.ns, "ip", "addr", "add", f"192.168.77.{i}/24", "dev", "kphy")
+        nsexec(h.ns, "ip", "link", "set", "kphy", "up")
+
+
 def test_same_host_ping_tcp_and_teardown(
     ovs_host: Callable[[], OvsHost], make_netns: Callable[[str], str]
 ) -> None:
@@ -304,13 +316,7 @@ def test_cross_host_vxlan_and_route_between_subnets(
     h1, h2 = ovs_host(), ovs_host()
     # The underlay: a veth between the hosts, each end on an OVS bridge (the
     # operator's) holding the host's underlay address.
-    nsexec(h1.ns, "ip", "link", "add", "und", "type", "veth", "peer", "name", "und", "netns", h2.ns)
-    for i, h in enumerate((h1, h2), start=1):
-        h.vsctl("add-br", "kphy", "--", "set", "Bridge", "kphy", "datapath_type=netdev")
-        h.vsctl("add-port", "kphy", "und")
-        nsexec(h.ns, "ip", "link", "set", "und", "up")
-        nsexec(h.ns, "ip", "addr", "add", f"192.168.77.{i}/24", "dev", "kphy")
-        nsexec(h.ns, "ip", "link", "set", "kphy", "up")
+    ovs_underlay(h1, h2)
     before1, before2 = h1.snapshot(), h2.snapshot()
 
     # One subnet over both hosts: each host hands out its own range, has its own gateway.
@@ -471,13 +477,7 @@ def test_vxlan_peers_from_the_cluster_store(
     from kanal.engine.cluster import Cluster
 
     h1, h2 = ovs_host(), ovs_host()
-    nsexec(h1.ns, "ip", "link", "add", "und", "type", "veth", "peer", "name", "und", "netns", h2.ns)
-    for i, h in enumerate((h1, h2), start=1):
-        h.vsctl("add-br", "kphy", "--", "set", "Bridge", "kphy", "datapath_type=netdev")
-        h.vsctl("add-port", "kphy", "und")
-        nsexec(h.ns, "ip", "link", "set", "und", "up")
-        nsexec(h.ns, "ip", "addr", "add", f"192.168.77.{i}/24", "dev", "kphy")
-        nsexec(h.ns, "ip", "link", "set", "kphy", "up")
+    ovs_underlay(h1, h2)
     # The cluster store: one etcd member on host 1's underlay address.
     a = "192.168.77.1"
     etcd = subprocess.Popen(
