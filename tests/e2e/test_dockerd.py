@@ -145,6 +145,14 @@ def test_dockerd_runs_containers_on_kanal(dk: Dockerd) -> None:
     assert "hello from kanal" in _get(dk, "c4", "w3")
     # Networks are isolated from each other.
     assert "hello from kanal" not in _get(dk, "c4", web_ip, tries=1)
+    # docker network connect / disconnect on a running container: a second interface
+    # from kanal's Join, then gone again.
+    dk.docker("network", "connect", "kn1", "c4")
+    assert "hello from kanal" in _get(dk, "c4", "web")
+    assert "eth1" in dk.docker("exec", "c4", "ip", "-o", "link").stdout
+    dk.docker("network", "disconnect", "kn1", "c4")
+    assert "hello from kanal" not in _get(dk, "c4", web_ip, tries=1)
+    assert "eth1" not in dk.docker("exec", "c4", "ip", "-o", "link").stdout
 
     # docker rm -f and network rm leave nothing behind.
     dk.docker("rm", "-f", "web", "c2", "c3", "w3", "c4")

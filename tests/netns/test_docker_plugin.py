@@ -477,3 +477,45 @@ def test_macvlan_networks_for_dockerd(plugin: Plugin, make_netns: Callable[[str]
     )
     assert status == 500 and "nope0" in reply["Err"]
     assert not [n for n in plugin.ctrl.networks() if n.id == NID2]
+
+
+def test_dual_stack_network(plugin: Plugin, make_netns: Callable[[str], str]) -> None:
+    plugin.ok(
+        "/NetworkDriver.CreateNetwork",
+        {
+            "NetworkID": NID1,
+            "Options": {"com.docker.network.enable_ipv6": True},
+            "IPv4Data": [{"Pool": "10.79.7.0/24", "Gateway": "10.79.7.1/24"}],
+            "IPv6Data": [{"Pool": "fd00:79:7::/64", "Gateway": "fd00:79:7::1/64"}],
+        },
+    )
+    ns = {}
+    for k, eid in enumerate(("f1" * 32, "f2" * 32), start=2):
+        ns[k] = make_netns("kds")
+        plugin.ok(
+            "/NetworkDriver.CreateEndpoint",
+            {
+                "NetworkID": NID1,
+                "EndpointID": eid,
+                "Interface": {"Address": f"10.79.7.{k}/24", "AddressIPv6": f"fd00:79:7::{k}/64"},
+            },
+        )
+        joined = plugin.ok(
+            "/NetworkDriver.Join",
+            {"NetworkID": NID1, "EndpointID": eid, "SandboxKey": f"/run/netns/{ns[k]}"},
+        )
+        assert joined["Gateway"] == "10.79.7.1" and joined["GatewayIPv6"] == "fd00:79:7::1"
+        src = joined["InterfaceName"]["SrcName"]
+        nsexec(plugin.host, "ip", "link", "set", src, "netns", ns[k], "name", "eth0")
+        nsexec(ns[k], "ip", "addr", "add", f"10.79.7.{k}/24", "dev", "eth0")
+        nsexec(ns[k], "ip", "-6", "addr", "add", f"fd00:79:7::{k}/64", "dev", "eth0", "nodad")
+        nsexec(ns[k], "ip", "link", "set", "eth0", "up")
+    ok6 = nsexec(ns[2], "ping", "-6", "-c", "1", "-W", "2", "fd00:79:7::3", check=False)
+    assert ok6.returncode == 0 and ping(ns[3], "10.79.7.2")
+    net = plugin.ctrl.get_network(NID1)
+    assert net.enable_ipv6 and {c.subnet for c in net.ipam} == {"10.79.7.0/24", "fd00:79:7::/64"}
+    for eid in ("f1" * 32, "f2" * 32):
+        plugin.ok("/NetworkDriver.Leave", {"NetworkID": NID1, "EndpointID": eid})
+        plugin.ok("/NetworkDriver.DeleteEndpoint", {"NetworkID": NID1, "EndpointID": eid})
+    plugin.ok("/NetworkDriver.DeleteNetwork", {"NetworkID": NID1})
+    assert plugin.ctrl.store.list("ipam/") == []
