@@ -188,6 +188,9 @@ def test_embedded_dns_names_aliases_and_isolation(rd: RunDaemon) -> None:
     assert out[2] == "svc ['10.75.0.5', '10.75.0.6']"  # a shared alias: both
     assert out[3] == "db unresolved"  # on another network: not found
     assert out[4] == "nosuchname.invalid unresolved"
+    # PTR: an address back to docker's "name.network"
+    ptr = rd.k("run", "--rm", "--network", "front", "--", "getent", "hosts", "10.75.0.6").stdout
+    assert ptr.split() == ["10.75.0.6", "api2.front"]
     resolv = rd.k("run", "--rm", "--network", "front", "--", "cat", "/etc/resolv.conf").stdout
     assert "nameserver 127.0.0.11" in resolv and "ndots:0" in resolv
     # connect db to front too: now it resolves there

@@ -99,3 +99,35 @@ def test_next_upstream_on_refusal_and_internal(make_netns: Any) -> None:
         assert query(ns, "ext.test").header.rcode == RCODE.REFUSED  # internal: no forwarding
     finally:
         s.stop()
+
+
+def test_ptr_a_silent_upstream_and_the_forward_limit(make_netns: Any) -> None:
+    import ipaddress
+
+    good = Upstream(addr="127.0.0.2")
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # takes queries, never answers
+    silent.bind(("127.0.0.3", good.port))
+    names = {("sb", "10.9.0.5"): "web.net1", ("sb", "fd00::5"): "web.net1"}
+    s = DnsService(
+        lambda sb, q: None,
+        reverse=lambda sb, ip: names.get((sb, ip)),
+        upstream_port=good.port,
+        forward_timeout=0.3,
+    )
+    s.start()
+    try:
+        ns = make_netns("kdn")
+        s.attach("sb", f"/run/netns/{ns}", ["127.0.0.3", "127.0.0.2"])
+        for ip in ("10.9.0.5", "fd00::5"):  # PTR: docker's "name.network."
+            r = query(ns, ipaddress.ip_address(ip).reverse_pointer, qtype="PTR")
+            assert [str(a.rdata) for a in r.rr] == ["web.net1."] and r.rr[0].ttl == 600
+        # An address not ours is forwarded (here: NXDOMAIN from upstream, passed on).
+        assert query(ns, "7.0.9.10.in-addr.arpa", qtype="PTR").header.rcode == RCODE.NXDOMAIN
+        # The first upstream never answers: after its timeout the next one does.
+        assert str(query(ns, "ext.test").rr[0].rdata) == "192.0.2.99"
+        s.max_forwards = 0  # docker's 1024 concurrent forwards, reached: REFUSED at once
+        assert query(ns, "ext.test").header.rcode == RCODE.REFUSED
+        assert query(ns, "5.0.9.10.in-addr.arpa", qtype="PTR").rr  # local answers still
+    finally:
+        s.stop()
+        silent.close()

@@ -233,7 +233,7 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     from kanal.engine.sandboxes import SandboxManager
 
     manager = SandboxManager(store, ctrl, state_dir=args.state_dir, netns_dir=args.netns_dir)
-    dns = DnsService(manager.lookup)
+    dns = DnsService(manager.lookup, reverse=manager.reverse)
     manager.dns = dns
     dns.start()
 

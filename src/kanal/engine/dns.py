@@ -47,13 +47,26 @@ class SandboxDns:
 
 # (sandbox id, lower-case name) -> [addresses]; None means "not ours, forward"
 Lookup = Callable[[str, str], list[str] | None]
+#: (sandbox id, address) -> "name.network" of the sandbox holding it, on a shared network
+Reverse = Callable[[str, str], str | None]
+#: docker's maxConcurrent: forwards beyond it are refused at once
+MAX_FORWARDS = 1024
 
 
 class DnsService:
     def __init__(
-        self, lookup: Lookup, *, upstream_port: int = 53, forward_timeout: float = 4.0
+        self,
+        lookup: Lookup,
+        *,
+        reverse: Reverse | None = None,
+        upstream_port: int = 53,
+        forward_timeout: float = 4.0,
+        max_forwards: int = MAX_FORWARDS,
     ) -> None:
         self.lookup = lookup
+        self.reverse = reverse
+        self.max_forwards = max_forwards
+        self._inflight = 0
         self.upstream_port = upstream_port
         self.forward_timeout = forward_timeout
         self._sel = selectors.DefaultSelector()
@@ -179,7 +192,7 @@ class DnsService:
             pass
 
     def _answer(self, entry: SandboxDns, data: bytes, send: Callable[[bytes], object]) -> None:
-        from dnslib import DNSRecord
+        from dnslib import RCODE, DNSRecord
 
         key = (entry.sandbox_id, data[2:])
         hit = self._cache.get(key)
@@ -210,13 +223,27 @@ class DnsService:
                     self._cache.clear()
                 self._cache[key] = (name, list(addrs_now), variants)
             return
-        # Not ours: forward without blocking the other sandboxes.
+        # Not ours: forward without blocking the other sandboxes (at most
+        # max_forwards at once; beyond, REFUSED at once, as docker's limit does).
+        with self._lock:
+            busy = self._inflight >= self.max_forwards
+            if not busy:
+                self._inflight += 1
+        if busy:
+            r = q.reply()
+            r.header.rcode = RCODE.REFUSED
+            send(bytes(r.pack()))
+            return
         self._pool.submit(lambda: self._forward_and_send(entry, data, send))
 
     def _forward_and_send(
         self, entry: SandboxDns, data: bytes, send: Callable[[bytes], object]
     ) -> None:
-        reply = self._forward(entry, data)
+        try:
+            reply = self._forward(entry, data)
+        finally:
+            with self._lock:
+                self._inflight -= 1
         if reply is not None:
             try:
                 send(reply)
@@ -235,12 +262,19 @@ class DnsService:
         return local if local is not None else self._forward(entry, data, tcp=tcp)
 
     def _local(self, entry: SandboxDns, q: object, rotate: int | None = None) -> bytes | None:
-        from dnslib import AAAA, QTYPE, RCODE, RR, A, DNSRecord
+        from dnslib import AAAA, PTR, QTYPE, RCODE, RR, A, DNSRecord
 
         assert isinstance(q, DNSRecord)
         if not q.questions:
             return None
         qn = str(q.q.qname).rstrip(".").lower()
+        if q.q.qtype == QTYPE.PTR and self.reverse is not None:
+            ip = _reverse_pointer_ip(qn)
+            name = self.reverse(entry.sandbox_id, ip) if ip else None
+            if name is not None:
+                r = q.reply()
+                r.add_answer(RR(q.q.qname, QTYPE.PTR, rdata=PTR(name + "."), ttl=TTL))
+                return bytes(r.pack())
         addrs = self.lookup(entry.sandbox_id, qn)
         if addrs is None:
             if entry.internal:
@@ -318,3 +352,24 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
             raise OSError("connection closed")
         out += chunk
     return out
+
+
+def _reverse_pointer_ip(qname: str) -> str:
+    """``4.3.2.1.in-addr.arpa`` -> ``1.2.3.4`` (and ip6.arpa nibbles); '' if not one."""
+    import ipaddress
+
+    if qname.endswith(".in-addr.arpa"):
+        parts = qname[: -len(".in-addr.arpa")].split(".")
+        text = ".".join(reversed(parts))
+    elif qname.endswith(".ip6.arpa"):
+        nibbles = qname[: -len(".ip6.arpa")].split(".")
+        if len(nibbles) != 32:
+            return ""
+        h = "".join(reversed(nibbles))
+        text = ":".join(h[i : i + 4] for i in range(0, 32, 4))
+    else:
+        return ""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return ""

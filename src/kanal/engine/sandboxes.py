@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -127,7 +128,7 @@ class SandboxManager:
         self.host_resolv = host_resolv
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
-        self._index: tuple[dict[str, set[str]], dict[tuple[str, str], list[str]]] | None = None
+        self._index: _Index | None = None
 
     # --- lookups -----------------------------------------------------------------
 
@@ -542,14 +543,17 @@ class SandboxManager:
         self.write_files(sb)
         self.sync_dns(sb)
 
-    def lookup(self, sandbox_id: str, qname: str) -> list[str] | None:
-        """Embedded DNS: addresses of ``qname`` (a sandbox name or alias) on the user
-        networks ``sandbox_id`` is on; None when no such name is there."""
+    def _names(self) -> _Index:
         with self._lock:
             index = self._index
             if index is None:
                 index = self._index = self._build_index()
-        nets, names = index
+        return index
+
+    def lookup(self, sandbox_id: str, qname: str) -> list[str] | None:
+        """Embedded DNS: addresses of ``qname`` (a sandbox name or alias) on the user
+        networks ``sandbox_id`` is on; None when no such name is there."""
+        nets, names, _rev = self._names()
         found: list[str] = []
         hit = False
         for nid in nets.get(sandbox_id, ()):
@@ -559,37 +563,61 @@ class SandboxManager:
                 found.extend(addrs)
         return found if hit else None
 
-    def _build_index(
-        self,
-    ) -> tuple[dict[str, set[str]], dict[tuple[str, str], list[str]]]:
-        user = {n.id for n in self.ctrl.networks() if not n.builtin}
+    def reverse(self, sandbox_id: str, ip: str) -> str | None:
+        """Embedded DNS, PTR: ``name.network`` of the sandbox holding ``ip`` on a user
+        network ``sandbox_id`` is on (docker's answer); None otherwise."""
+        nets, _names, rev = self._names()
+        for nid in sorted(nets.get(sandbox_id, ())):
+            name = rev.get((nid, ip))
+            if name is not None:
+                return name
+        return None
+
+    def _build_index(self) -> _Index:
+        networks = {n.id: n for n in self.ctrl.networks() if not n.builtin}
         nets: dict[str, set[str]] = {}
         names: dict[tuple[str, str], list[str]] = {}
+        rev: dict[tuple[str, str], str] = {}
+
+        def add(nid: str, name: str, aliases: Iterable[str], addrs: list[str]) -> None:
+            for n in {name.lower(), *(a.lower() for a in aliases)}:
+                if n:
+                    names.setdefault((nid, n), []).extend(addrs)
+            for a in addrs:
+                rev.setdefault((nid, a), f"{name}.{networks[nid].name}")
+
         for ep in self.ctrl.endpoints():
-            if ep.network_id not in user:
+            if ep.network_id not in networks:
                 continue
             nets.setdefault(ep.sandbox_id, set()).add(ep.network_id)
-            addrs = [a.split("/")[0] for a in (ep.ipv4, ep.ipv6) if a]
-            for name in {ep.name.lower(), *(a.lower() for a in ep.aliases)}:
-                names.setdefault((ep.network_id, name), []).extend(addrs)
+            add(
+                ep.network_id,
+                ep.name,
+                ep.aliases,
+                [a.split("/")[0] for a in (ep.ipv4, ep.ipv6) if a],
+            )
         cluster = self.ctrl.cluster
         if cluster is not None:
             # Overlay networks: the names other hosts published (the agent's copy).
             joined = set().union(*nets.values()) if nets else set()
-            for n in self.ctrl.networks():
+            for n in networks.values():
                 if n.scope != "global" or n.id not in joined:
                     continue
                 for rec in cluster.agent.endpoints(n.id):
-                    if rec.host == cluster.node:
-                        continue  # ours are in the local store already
-                    for name in {rec.name.lower(), *(a.lower() for a in rec.aliases)}:
-                        if name:
-                            names.setdefault((n.id, name), []).append(rec.ip)
-        return nets, names
+                    if rec.host != cluster.node:  # ours are in the local store already
+                        add(n.id, rec.name, rec.aliases, [rec.ip])
+        return nets, names, rev
 
     def invalidate(self) -> None:
         with self._lock:
             self._index = None
+
+
+_Index = tuple[
+    dict[str, set[str]],  # sandbox id -> its user networks
+    dict[tuple[str, str], list[str]],  # (network, name or alias) -> addresses
+    dict[tuple[str, str], str],  # (network, address) -> "name.network"
+]
 
 
 def _proc_state(pid: int) -> str:
