@@ -211,3 +211,35 @@ def test_a_dead_host_is_forgotten_and_its_addresses_freed(hosts: Hosts) -> None:
     run(h, 1, "n1", "ov1")
     n1 = h.ip_of(1, "n1", "ov1")
     assert wait_for("s2 -> n1", lambda: ping(h, 2, "s2", n1))
+
+
+def test_a_host_cut_off_past_the_grace_drops_the_addresses_it_lost(hosts: Hosts) -> None:
+    """kanald on h2 is frozen (SIGSTOP) past its lease and the grace period: the others
+    free its blocks; when it wakes it registers again and disconnects its sandbox from
+    the overlay, since that address may now be someone else's."""
+    import signal
+
+    h = hosts
+    run(h, 2, "z2", "ov1")
+    z2 = h.ip_of(2, "z2", "ov1")
+    nid = json.loads(h.kanal(1, "network", "inspect", "ov1").stdout)[0]["Id"]
+    h.kanald[2].send_signal(signal.SIGSTOP)
+    try:
+
+        def freed() -> bool:
+            ipam = h.etcd_list(f"ipam/{nid}/")
+            return not [k for k, v in ipam.items() if v.get("host") == "h2"]
+
+        wait_for("h2's blocks freed while it is frozen", freed, 60)
+    finally:
+        h.kanald[2].send_signal(signal.SIGCONT)
+
+    def dropped() -> bool:
+        p = h.kanal(2, "network", "inspect", "ov1", check=False)
+        return p.returncode == 0 and "z2" not in p.stdout
+
+    wait_for("h2 drops z2 from the overlay", dropped, 60)
+    nodes = h.kanal(1, "node", "ls", "-q").stdout.split()
+    assert "h2" in nodes  # registered again
+    assert not ping(h, 2, "z2", h.ip_of(1, "s1", "ov1"))
+    assert z2  # (the address may be handed out again from now on)

@@ -36,7 +36,7 @@ block it no longer holds fails the fence.
 
 API: ``GlobalIpam(store, pool, PoolConfig(subnet, block_prefix, reserved), host)``;
 ``load()``; ``allocate(owner, ip=None) -> Allocation``; ``release(ip, owner) -> bool``;
-``still_held(alloc) -> bool``; ``blocks() -> list[str]``;
+``still_held(alloc) -> bool``; ``holds(ip, owner) -> bool``; ``blocks() -> list[str]``;
 ``collect_garbage(store, tracker, now) -> list[str]`` (the freed blocks);
 pure helpers ``blocks_of``, ``block_order``, ``block_of``, ``block_id``.
 Raises ``Unavailable`` (etcd), ``Conflict`` (pool exhausted, address taken),
@@ -317,6 +317,17 @@ class GlobalIpam:
             if res.succeeded and bid in self._blocks:
                 self._blocks[bid].used.discard(ip)
             return res.succeeded
+
+    def holds(self, ip: str, owner: str) -> bool:
+        """Whether etcd still has ``ip`` as this host's, for ``owner`` (False once a
+        garbage collection freed it while this host was cut off). Raises Unavailable."""
+        addr = ipaddress.ip_address(ip)
+        bid = block_id(block_of(addr, self.subnet, self.config.block_prefix))
+        e = self.store.get(_ips_prefix(self.pool, bid) + str(addr))
+        if e is None:
+            return False
+        d = json.loads(e.value)
+        return bool(d.get("host") == self.host and d.get("owner") == owner)
 
     def still_held(self, alloc: Allocation) -> bool:
         """Whether ``alloc`` still stands in etcd (False: it was collected — do not use

@@ -201,6 +201,7 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     from kanal.engine.context import EngineContext
     from kanal.engine.controller import Controller
     from kanal.engine.ipam import DEFAULT_POOLS
+    from kanal.errors import KanalError
     from kanal.store import open_store
 
     os.makedirs(args.state_dir, mode=0o700, exist_ok=True)
@@ -225,6 +226,13 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         default_subnet=args.default_subnet,
     )
     ctrl.ensure_builtin()
+    if ctx.cluster is not None:
+        # Addresses freed by the cluster while this host was away are not ours any more.
+        ctx.cluster.on_rejoin.append(ctrl.drop_lost_addresses)
+        try:
+            ctrl.drop_lost_addresses()
+        except KanalError as e:
+            logging.warning("could not check overlay addresses against the cluster: %s", e)
     ctrl.sync_cni_networks()
     counts = ctrl.reconcile()
     logging.info("engine reconciled: %s", counts)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kanal.errors import Conflict, InvalidConfig, Unavailable
@@ -76,6 +77,10 @@ class Cluster:
         self.advertise_addr = advertise_addr
         self._lock = threading.Lock()
         self._networks: list[Network] = []  # the last listing (served while etcd is down)
+        #: called (in a background thread) when this host registered again after its
+        #: lease had expired: what it held may have been freed meanwhile
+        self.on_rejoin: list[Callable[[], object]] = []
+        self.member.registration.on_new_epoch = self._rejoined
 
     @property
     def store(self) -> EtcdStore:
@@ -88,6 +93,14 @@ class Cluster:
     def start(self) -> None:
         """Register and start the agent. Raises Unavailable, Conflict (name taken)."""
         self.member.start()
+
+    def _rejoined(self, node: object) -> None:
+        log.warning("registered again as %s after the lease expired", self.node)
+        for fn in self.on_rejoin:
+            try:
+                fn()
+            except Exception:  # one hook must not stop the others
+                log.exception("rejoin hook failed")
 
     def stop(self) -> None:
         """Stop; the lease is left to expire (a restart within the TTL takes the

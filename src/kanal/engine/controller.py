@@ -629,6 +629,40 @@ class Controller:
             except KanalError:
                 log.exception("disconnecting %s", ep.id)
 
+    def drop_lost_addresses(self) -> list[Endpoint]:
+        """Overlay endpoints of this host whose address the cluster freed while the
+        host was cut off (past the grace period): they leave their network, since
+        the address may be someone else's now. Returns them; raises Unavailable."""
+        cluster = self.cluster
+        if cluster is None:
+            return []
+        dropped = []
+        for net in self.networks():
+            if net.scope != "global":
+                continue
+            for ep in self.endpoints(net.id):
+                lost = [
+                    c
+                    for c in (ep.ipv4, ep.ipv6)
+                    if c
+                    and not cluster.ipam(net, ipaddress.ip_interface(c).version).holds(
+                        c.split("/")[0], ep.id
+                    )
+                ]
+                if not lost:
+                    continue
+                log.warning(
+                    "%s lost %s on %s while this host was cut off: disconnected",
+                    ep.name,
+                    ", ".join(lost),
+                    net.name,
+                )
+                _quiet(self.driver(net.driver).leave, net, ep)
+                self._release(net, ep)
+                self._emit("disconnect", net, ep)
+                dropped.append(ep)
+        return dropped
+
     # --- restart -----------------------------------------------------------------
 
     def reconcile(self, sandbox_alive: Callable[[Endpoint], bool] | None = None) -> dict[str, int]:
