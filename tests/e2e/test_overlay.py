@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.overlay_hosts import Hosts, available
-from tests.helpers import nsexec
+from tests.helpers import delete_netns, nsexec
 from tests.multihost import wait_for
 
 pytestmark = [
@@ -187,7 +187,7 @@ def test_a_dead_host_is_forgotten_and_its_addresses_freed(hosts: Hosts) -> None:
     s3 = h.ip_of(3, "s3", "ov1")
     h.kill_kanald(3)
     h.kill_etcd(3)
-    nsexec(h.ns[3], "ip", "link", "del", "ul0")  # the host is gone from the underlay
+    delete_netns(h.ns[3])  # the host is gone: its namespace (and underlay link) removed
     # After the lease: no FDB entry towards h3 on the others.
     for i in (1, 2):
         wait_for(f"h{i} forgets h3", partial(_no_fdb_to, h.ns[i], "192.0.2.3"), 60)
