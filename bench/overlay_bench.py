@@ -203,9 +203,13 @@ def _measure(
     s_ns, c_ns, s_ip, hm = _handmade(h)
     made += hm
     kan, lab = [], []
-    for _ in range(repeats):  # interleaved, so both see the same machine load
-        kan.append(_iperf(srv_ns, cli_ns, srv_ip, seconds))
-        lab.append(_iperf(s_ns, c_ns, s_ip, seconds))
+    for k in range(repeats):  # interleaved (and alternating), so both see the same load
+        if k % 2 == 0:
+            kan.append(_iperf(srv_ns, cli_ns, srv_ip, seconds))
+            lab.append(_iperf(s_ns, c_ns, s_ip, seconds))
+        else:
+            lab.append(_iperf(s_ns, c_ns, s_ip, seconds))
+            kan.append(_iperf(srv_ns, cli_ns, srv_ip, seconds))
     k50, l50 = statistics.median(kan), statistics.median(lab)
     report(
         f"  iperf3 over kanal's overlay       {k50:6.2f} Gbit/s  (runs: "

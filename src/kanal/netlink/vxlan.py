@@ -8,7 +8,7 @@ permanent, the device made with ``learning off`` so nothing else writes them):
 
 - the device: ``ip link add NAME type vxlan id VNI local ADDR dstport 4789
   nolearning proxy``, MTU set by the caller (underlay - 50), enslaved to the
-  network's bridge with bridge-port learning off, set up;
+  network's bridge, set up;
 - FDB (``bridge fdb append MAC dev NAME dst VTEP self permanent``): one per remote
   endpoint MAC, plus ``00:00:00:00:00:00 → VTEP`` per remote host (head-end
   replication of broadcasts and unknown unicast);
@@ -151,10 +151,11 @@ class VxlanNetlink(Netlink):
             if have["mtu"] != mtu:
                 self._ipr.link("set", index=idx, mtu=mtu)
             if bridge:
+                # The bridge learns remote MACs on this port as on any other: frames
+                # to them then go to this port alone instead of being flooded to every
+                # local container too. Which host a MAC lives on stays the device's
+                # own (etcd-programmed, learning-off) FDB's business.
                 self._ipr.link("set", index=idx, master=self.index(bridge))
-                # The bridge must not learn remote MACs from the vxlan port either:
-                # where they live is etcd's business (Docker does the same).
-                self._ipr.brport("set", index=idx, IFLA_BRPORT_LEARNING=0)
             self._ipr.link("set", index=idx, state="up")
         except NetlinkError as e:
             raise _err(e, f"failed to set up vxlan {name!r}") from e
