@@ -72,7 +72,21 @@ def test_overlay_across_hosts_by_ip_and_name(hosts: Hosts) -> None:
     assert wait_for("s1 resolves s3", lambda: ping(h, 1, "s1", "s3"))
     got = h.kanal(2, "exec", "s2", "getent", "hosts", "s1").stdout.split()
     assert got[0] == ips[1]
-    # One VXLAN device on the network's bridge per host, learning off.
+    # inspect lists this host's containers, and the other hosts' endpoints as Peers
+    info = json.loads(h.kanal(1, "network", "inspect", "ov1").stdout)[0]
+    assert [c["Name"] for c in info["Containers"].values()] == ["s1"]
+
+    def peers() -> list[dict[str, str]] | None:
+        got = json.loads(h.kanal(1, "network", "inspect", "ov1").stdout)[0]["Peers"]
+        return got if len(got) == 2 else None
+
+    wait_for("h1 sees both peers", peers)
+    peers_now = peers() or []
+    assert sorted((p["Name"], p["Host"], p["IP"]) for p in peers_now) == [
+        ("s2", "h2", ips[2]),
+        ("s3", "h3", ips[3]),
+    ]
+    # One VXLAN device on the network's bridge per host, device learning off.
     vx = [
         ln
         for ln in json.loads(nsexec(h.ns[1], "ip", "-j", "-d", "link", "show").stdout)

@@ -238,7 +238,15 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
                 return {"NetworksDeleted": [n.name for n in removed]}
             if len(parts) == 2 and method == "GET":
                 n = c.get_network(parts[1])
-                return network_json(n, c.endpoints(n.id), self.sandboxes.names())
+                info = network_json(n, c.endpoints(n.id), self.sandboxes.names())
+                if n.scope == "global" and c.cluster is not None:
+                    # As docker's overlay inspect: the other hosts' endpoints, by host.
+                    info["Peers"] = [
+                        {"Name": r.name, "IP": r.ip, "Host": r.host, "VTEP": r.vtep}
+                        for r in c.cluster.agent.endpoints(n.id)
+                        if r.host != c.cluster.node
+                    ]
+                return info
             if len(parts) == 2 and method == "DELETE":
                 n = c.delete_network(parts[1])
                 self.events.publish(_net_event("destroy", n))
