@@ -115,6 +115,24 @@ def test_two_overlay_networks_are_isolated(hosts: Hosts) -> None:
     assert p.returncode == 1 and "active endpoints" in p.stderr  # t1 is on h1
 
 
+def test_dual_stack_overlay(hosts: Hosts) -> None:
+    h = hosts
+    h.kanal(3, "network", "create", "-d", "overlay", "--ipv6", "--subnet", "10.96.0.0/24",
+            "--subnet", "fd00:96::/64", "ov6")  # fmt: skip
+    run(h, 1, "d1", "ov6")
+    run(h, 2, "d2", "ov6")
+    info = json.loads(h.kanal(2, "network", "inspect", "ov6").stdout)[0]
+    d2 = next(iter(info["Containers"].values()))
+    v6 = d2["IPv6Address"].split("/")[0]
+    assert v6.startswith("fd00:96::") and d2["IPv4Address"].startswith("10.96.0.")
+    assert wait_for("d1 -> d2 over IPv6", partial(ping, h, 1, "d1", v6))
+    got = h.kanal(1, "exec", "d1", "getent", "ahosts", "d2").stdout
+    assert v6 in got and d2["IPv4Address"].split("/")[0] in got  # AAAA and A across hosts
+    h.kanal(1, "rm", "-f", "d1")
+    h.kanal(2, "rm", "-f", "d2")
+    h.kanal(3, "network", "rm", "ov6")
+
+
 def test_concurrent_runs_on_three_hosts_with_an_etcd_member_killed(hosts: Hosts) -> None:
     h = hosts
     h.kanal(1, "network", "create", "-d", "overlay", "--subnet", "10.97.0.0/24", "ovc")

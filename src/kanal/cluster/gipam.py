@@ -38,7 +38,8 @@ API: ``GlobalIpam(store, pool, PoolConfig(subnet, block_prefix, reserved), host)
 ``load()``; ``allocate(owner, ip=None) -> Allocation``; ``release(ip, owner) -> bool``;
 ``still_held(alloc) -> bool``; ``holds(ip, owner) -> bool``; ``blocks() -> list[str]``;
 ``collect_garbage(store, tracker, now) -> list[str]`` (the freed blocks);
-pure helpers ``blocks_of``, ``block_order``, ``block_of``, ``block_id``.
+pure helpers ``blocks_of``, ``block_order``, ``block_candidates``, ``block_of``,
+``block_id``.
 Raises ``Unavailable`` (etcd), ``Conflict`` (pool exhausted, address taken),
 ``InvalidConfig`` (an address outside the subnet).
 """
@@ -51,7 +52,7 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from kanal.cluster.nodes import GoneTracker, list_nodes
@@ -63,6 +64,7 @@ __all__ = [
     "Allocation",
     "GlobalIpam",
     "PoolConfig",
+    "block_candidates",
     "block_id",
     "block_of",
     "block_order",
@@ -124,6 +126,30 @@ def block_order(blocks: Iterable[Network], host: str) -> list[Network]:
     out = list(blocks)
     random.Random(host).shuffle(out)
     return out
+
+
+#: pools with more blocks than this are not listed whole (an IPv6 /64 has 2^58 /122s)
+LISTED_BLOCKS = 1 << 16
+
+
+def block_candidates(subnet: Network, block_prefix: int, host: str) -> Iterator[Network]:
+    """The blocks ``host`` tries, in its own order: :func:`block_order` of every block
+    when there are at most LISTED_BLOCKS; else blocks at indices drawn by a generator
+    seeded with the host's name (racing hosts start apart), never the whole list."""
+    count = 1 << (block_prefix - subnet.prefixlen)
+    if count <= LISTED_BLOCKS:
+        yield from block_order(blocks_of(subnet, block_prefix), host)
+        return
+    rng = random.Random(host)
+    seen: set[int] = set()
+    size = 1 << (subnet.max_prefixlen - block_prefix)
+    while len(seen) < LISTED_BLOCKS:
+        k = rng.randrange(count)
+        if k in seen:
+            continue
+        seen.add(k)
+        first = int(subnet.network_address) + k * size
+        yield ipaddress.ip_network(f"{ipaddress.ip_address(first)}/{block_prefix}")
 
 
 def _ips_prefix(pool: str, bid: str = "") -> str:
@@ -202,7 +228,7 @@ class GlobalIpam:
         candidates = (
             [want]
             if want is not None
-            else block_order(blocks_of(self.subnet, self.config.block_prefix), self.host)
+            else block_candidates(self.subnet, self.config.block_prefix, self.host)
         )
         for net in candidates:
             bid = block_id(net)

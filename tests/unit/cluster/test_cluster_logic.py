@@ -165,3 +165,19 @@ def test_watch_stream_reassembles_split_chunks() -> None:
     a.close()
     b.close()
     assert got == [*msgs, {"result": {"header": {}}}]
+
+
+def test_block_candidates_never_list_a_huge_pool() -> None:
+    import itertools
+
+    from kanal.cluster.gipam import block_candidates
+
+    v6 = ipaddress.ip_network("fd00:99::/64")
+    first = list(itertools.islice(block_candidates(v6, 122, "h1"), 100))
+    again = list(itertools.islice(block_candidates(v6, 122, "h1"), 100))
+    other = list(itertools.islice(block_candidates(v6, 122, "h2"), 100))
+    assert first == again and first != other  # per host, reproducible, apart
+    assert len(set(first)) == 100
+    assert all(b.prefixlen == 122 and b.subnet_of(v6) for b in first)  # type: ignore[arg-type]
+    small = ipaddress.ip_network("10.60.0.0/24")
+    assert sorted(block_candidates(small, 26, "h1")) == blocks_of(small, 26)
