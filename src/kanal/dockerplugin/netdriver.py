@@ -176,7 +176,16 @@ class ServedNetworkDriver:
 
     def _teardown(self, net: Network, ep: Endpoint) -> None:
         errors: list[Exception] = []
-        for step in (self._unpublish, self._kernel(net).detach):
+        # After a Leave (dockerd's order) the host side is gone already.
+        steps = (
+            [self._unpublish]
+            if ep.driver_state.get("left")
+            else [
+                self._unpublish,
+                self._kernel(net).detach,
+            ]
+        )
+        for step in steps:
             try:
                 step(net, ep)
             except KanalError as e:
@@ -189,6 +198,7 @@ class ServedNetworkDriver:
         with self._lock:
             net = self._net(req.network_id)
             ep = self.ctrl.get_endpoint(net.id, req.endpoint_id)
+            ep.driver_state.pop("left", None)
             peer = self._kernel(net).attach_detached(net, ep)
             ep.netns = req.sandbox_key
             self.ctrl.save_endpoint(ep, event="connect")
@@ -216,6 +226,7 @@ class ServedNetworkDriver:
             self._unpublish(net, ep)
             self._kernel(net).detach(net, ep)
             ep.netns = ""
+            ep.driver_state["left"] = True  # only once it all went: DeleteEndpoint skips it
             self.ctrl.save_endpoint(ep, event="disconnect")
             return {}
 
@@ -232,13 +243,14 @@ class ServedNetworkDriver:
                 raise InvalidConfig("cannot publish ports of an endpoint without addresses")
             host_ip = net.driver_state.get("host_ip", "")
             ep.ports = self._reserve(ep.id, req.ports, host_ip)
+            # Recorded before the firewall is touched: an endpoint with no ports in
+            # the store has no entries in nftables, so teardown can skip it.
+            self.ctrl.save_endpoint(ep)
             try:
                 self._publish(net, ep)
             except BaseException:
-                self.ctrl.ports.release(ep.id, ep.ports)
-                ep.ports = []
+                self._unpublish(net, ep)
                 raise
-            self.ctrl.save_endpoint(ep)
             return {}
 
     def revoke_external_connectivity(self, req: m.EndpointRef) -> Reply:
@@ -298,13 +310,15 @@ class ServedNetworkDriver:
             write_sysctl(f"net/ipv4/conf/{net.driver_state['bridge']}/route_localnet", "1")
 
     def _unpublish(self, net: Network, ep: Endpoint) -> None:
+        """Remove the endpoint's published ports; nothing to do (no nft call) without."""
         from kanal.firewall.portmap_nft import del_portmaps
 
+        if not ep.ports:
+            return
         del_portmaps(self._owner(net, ep), None, None)
-        if ep.ports:
-            self.ctrl.ports.release(ep.id, ep.ports)
-            ep.ports = []
-            self.ctrl.save_endpoint(ep)
+        self.ctrl.ports.release(ep.id, ep.ports)
+        ep.ports = []
+        self.ctrl.save_endpoint(ep)
 
     def _owner(self, net: Network, ep: Endpoint) -> Any:
         from kanal.firewall import Owner

@@ -279,6 +279,7 @@ class BridgeDriver:
         from kanal.firewall import Masquerade, get_backend
         from kanal.netlink.batch import Batch, raw_socket
         from kanal.netlink.handle import Netlink
+        from kanal.netlink.reaper import wait_for_host
         from kanal.netlink.sysctl import write_sysctl
         from kanal.plugins._iface import random_mac
 
@@ -286,11 +287,11 @@ class BridgeDriver:
         h = hashlib.sha256(ep.id.encode()).hexdigest()[:11]
         host, peer = f"kvh{h}", f"kvc{h}"
         ep.driver_state.update({"host_veth": host, "peer": peer, "external": True})
-        self.detach(net, ep)  # a retried Join: replace the pair the first one made
-        from kanal.netlink.reaper import wait_for_host
-
+        if _link_exists(host) or _link_exists(peer):
+            self.detach(net, ep)  # a retried Join: replace the pair the first one made
         wait_for_host(host)
         wait_for_host(peer)
+        ep.mac = ep.mac or random_mac()
         with Netlink() as nl:
             br = nl.find_link(st["bridge"])
         if br is None:
@@ -305,7 +306,7 @@ class BridgeDriver:
                 peer,
                 here.fileno(),
                 mac=random_mac(),
-                peer_mac=ep.mac or random_mac(),
+                peer_mac=ep.mac,
                 mtu=st["mtu"],
                 master=br.index,
             )
@@ -318,9 +319,6 @@ class BridgeDriver:
                 write_sysctl(f"net/ipv6/conf/{host}/accept_ra", "0")
             except KanalError:
                 pass
-            with Netlink() as nl:
-                link = nl.find_link(peer)
-            ep.mac = link.mac if link is not None else ep.mac
             masq = st["masquerade"] and not net.internal and st["modes"]["ipv4"].startswith("nat")
             if masq:
                 rules = [
@@ -361,3 +359,13 @@ class BridgeDriver:
                 errors.append(e)
         if errors:
             raise TeardownError(f"detaching endpoint {ep.id[:12]}", errors)
+
+
+def _link_exists(name: str) -> bool:
+    import socket
+
+    try:
+        socket.if_nametoindex(name)
+        return True
+    except OSError:
+        return False
