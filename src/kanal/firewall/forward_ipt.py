@@ -21,7 +21,8 @@ import re
 import shutil
 import subprocess
 
-from kanal.errors import Internal, InvalidConfig, Unavailable
+from kanal.errors import InvalidConfig
+from kanal.firewall.iptables import run_iptables
 
 __all__ = ["CHAIN", "allow_bridge", "allowed_bridges", "disallow_bridge"]
 
@@ -31,14 +32,7 @@ _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
 def _ipt(exe: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    try:
-        p = subprocess.run([exe, "-w", "5", *args], capture_output=True, text=True, timeout=60)
-    except FileNotFoundError as e:
-        raise Unavailable(f"{exe} is not installed") from e
-    if check and p.returncode != 0:
-        err = "\n".join(x for x in p.stderr.splitlines() if "iptables-legacy" not in x).strip()
-        raise Internal(f"{exe} {' '.join(args)} failed", err)
-    return p
+    return run_iptables(4 if exe == "iptables" else 6, *args, check=check)
 
 
 def _tools() -> list[str]:

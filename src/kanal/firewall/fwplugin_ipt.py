@@ -21,7 +21,8 @@ import ipaddress
 import subprocess
 from collections.abc import Sequence
 
-from kanal.errors import Internal, InvalidConfig, NotFound, Unavailable
+from kanal.errors import Internal, InvalidConfig, NotFound
+from kanal.firewall.iptables import run_iptables
 
 __all__ = ["add_rules", "check_rules", "del_rules", "isolate_bridge"]
 
@@ -34,16 +35,7 @@ STAGE1, STAGE2 = "CNI-ISOLATION-STAGE-1", "CNI-ISOLATION-STAGE-2"
 
 
 def _ipt(version: int, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    exe = "iptables" if version == 4 else "ip6tables"
-    try:
-        p = subprocess.run(
-            [exe, "-w", "5", "-t", "filter", *args], capture_output=True, text=True, timeout=60
-        )
-    except FileNotFoundError as e:
-        raise Unavailable(f"{exe} is not installed") from e
-    if check and p.returncode != 0:
-        raise Internal(f"{exe} {' '.join(args)} failed", p.stderr.strip())
-    return p
+    return run_iptables(version, *args, table="filter", check=check)
 
 
 def _exists(v: int, chain: str, rule: Sequence[str]) -> bool:

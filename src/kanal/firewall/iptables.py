@@ -24,7 +24,7 @@ from kanal.errors import Internal, NotFound, Unavailable
 from kanal.firewall import nft
 from kanal.firewall.intents import Masquerade, Owner
 
-__all__ = ["IptablesBackend"]
+__all__ = ["IptablesBackend", "run_iptables"]
 
 Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 _MCAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
@@ -35,6 +35,27 @@ _NOT_FOUND = (
     "doesn't exist",
     "No such file or directory",
 )
+
+
+def run_iptables(
+    version: int, *args: str, table: str = "", check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``iptables``/``ip6tables -w 5 [-t table] ARGS``: the one way kanal runs them.
+
+    Raises:
+        Unavailable: the command is not installed.
+        Internal: it failed (with ``check``); the message without iptables-nft's
+            "legacy tables present" noise.
+    """
+    exe = "iptables" if version == 4 else "ip6tables"
+    full = ["-t", table, *args] if table else list(args)
+    try:
+        p = subprocess.run([exe, "-w", "5", *full], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError as e:
+        raise Unavailable(f"{exe} is not installed") from e
+    if check and p.returncode != 0:
+        raise Internal(f"{exe} {' '.join(full)} failed", _clean(p.stderr))
+    return p
 
 
 class IptablesBackend:
@@ -49,14 +70,7 @@ class IptablesBackend:
     def _ipt(
         self, version: int, *args: str, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        exe = "iptables" if version == 4 else "ip6tables"
-        try:
-            p = subprocess.run([exe, "-w", "5", *args], capture_output=True, text=True, timeout=60)
-        except FileNotFoundError as e:
-            raise Unavailable(f"{exe} is not installed") from e
-        if check and p.returncode != 0:
-            raise Internal(f"{exe} {' '.join(args)} failed", _clean(p.stderr))
-        return p
+        return run_iptables(version, *args, check=check)
 
     def _is_nft_variant(self) -> bool:
         if self._variant is None:

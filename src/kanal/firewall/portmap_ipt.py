@@ -29,6 +29,7 @@ import subprocess
 from collections.abc import Sequence
 
 from kanal.errors import Internal, InvalidConfig, Unavailable
+from kanal.firewall.iptables import run_iptables
 from kanal.firewall.portmap_nft import PortMapping
 
 __all__ = ["add_portmaps", "check_portmaps", "del_portmaps", "dnat_chain"]
@@ -42,16 +43,7 @@ OLD_SNAT = "CNI-HOSTPORT-SNAT"
 
 
 def _ipt(v: int, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    exe = "iptables" if v == 4 else "ip6tables"
-    try:
-        p = subprocess.run(
-            [exe, "-w", "5", "-t", "nat", *args], capture_output=True, text=True, timeout=60
-        )
-    except FileNotFoundError as e:
-        raise Unavailable(f"{exe} is not installed") from e
-    if check and p.returncode != 0:
-        raise Internal(f"{exe} -t nat {' '.join(args)} failed", p.stderr.strip())
-    return p
+    return run_iptables(v, *args, table="nat", check=check)
 
 
 def dnat_chain(network: str, container_id: str, prefix: str = "DN-") -> str:
