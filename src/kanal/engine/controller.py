@@ -139,10 +139,13 @@ class Controller:
 
     def networks(self) -> list[Network]:
         """This host's networks, then the cluster's global ones (when in a cluster)."""
-        local = [Network.from_json(e.value) for e in self.store.list("networks/")]
+        local = self._local_networks()
         if self.cluster is None:
             return local
         return local + self.cluster.networks()
+
+    def _local_networks(self) -> list[Network]:
+        return [Network.from_json(e.value) for e in self.store.list("networks/")]
 
     def _save_network(self, net: Network, *, new: bool = False) -> None:
         """Write the network where it lives: the cluster store for global networks."""
@@ -164,7 +167,18 @@ class Controller:
 
     def get_network(self, ref: str) -> Network:
         """By full id, name, or unique id prefix (docker's lookup order)."""
-        nets = self.networks()
+        # The common cases without listing every network (nor asking the cluster):
+        # a full id of this host's, or a name of this host's that is no full id.
+        if ref and "/" not in ref:
+            e = self.store.get(f"networks/{ref}")
+            if e is not None:
+                return Network.from_json(e.value)
+        local = self._local_networks()
+        if len(ref) != 64:
+            for n in local:
+                if n.name == ref:
+                    return n
+        nets = local + (self.cluster.networks() if self.cluster is not None else [])
         for n in nets:
             if n.id == ref:
                 return n
