@@ -104,9 +104,10 @@ def test_a_third_party_plugin_as_driver_and_ipam(
         "/NetworkDriver.CreateNetwork",
     ]
     create = calls(log)[-1]["req"]
+    # the IPAM driver's own address space, as dockerd passes it (docker-traces: "lablocal")
     assert (
         create["IPv4Data"]
-        == [{"AddressSpace": "", "Pool": "10.86.1.0/24", "Gateway": "10.86.1.1/24"}]
+        == [{"AddressSpace": "mini", "Pool": "10.86.1.0/24", "Gateway": "10.86.1.1/24"}]
         and create["NetworkID"] == net.id
     )
     a_ns, a = host.sandbox(make_netns, "a")

@@ -222,7 +222,7 @@ def _checked_addr(name: str, addr: str) -> str:
 
 def _ipam_data(net: Network, cfg: IPAMConfig) -> dict[str, Any]:
     sub = ipaddress.ip_network(cfg.subnet)
-    d: dict[str, Any] = {"AddressSpace": net.ipam_options.get("_space", ""), "Pool": str(sub)}
+    d: dict[str, Any] = {"AddressSpace": net.ipam_state.get("space", ""), "Pool": str(sub)}
     if cfg.gateway:
         d["Gateway"] = f"{cfg.gateway}/{sub.prefixlen}"
     if cfg.aux_addresses:
