@@ -10,8 +10,6 @@
   ``stop(revoke=True)``;
 - ``pool(network, PoolConfig)`` → the host's :class:`GlobalIpam` for a network
   (one per network, cached);
-- ``attach(OverlayLink)`` / ``detach(network)`` / ``publish(...)`` /
-  ``unpublish(...)`` — forwarded to the agent;
 - ``nodes()`` → ``kanal node ls`` rows (:class:`NodeRow`);
 - ``store``, ``registration``, ``agent`` — the parts, for anything else.
 
@@ -23,13 +21,11 @@ again when asked twice), :func:`release_vni` frees it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kanal.cluster.agent import OverlayAgent
 from kanal.cluster.gipam import GlobalIpam, PoolConfig
 from kanal.cluster.nodes import NodeRegistration, list_nodes
-from kanal.cluster.vxlan import OverlayLink
 from kanal.errors import Conflict, InvalidConfig
 from kanal.store import Delete, Put
 from kanal.store.etcd import Cmp, EtcdStore, Get, parse_etcd_url
@@ -119,27 +115,6 @@ class ClusterMember:
                 self.store, network, config, self.name, epoch=self.registration.epoch
             )
         return p
-
-    def attach(self, link: OverlayLink) -> None:
-        self.agent.attach(link)
-
-    def detach(self, network: str, *, delete: bool = True) -> None:
-        self.agent.detach(network, delete=delete)
-
-    def publish(
-        self,
-        network: str,
-        endpoint_id: str,
-        ip: str,
-        mac: str,
-        *,
-        name: str = "",
-        aliases: Iterable[str] = (),
-    ) -> None:
-        self.agent.publish(network, endpoint_id, ip, mac, name=name, aliases=aliases)
-
-    def unpublish(self, network: str, endpoint_id: str) -> bool:
-        return self.agent.unpublish(network, endpoint_id)
 
     def nodes(self) -> list[NodeRow]:
         """The registered hosts, by name. Raises Unavailable."""

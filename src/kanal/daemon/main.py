@@ -269,7 +269,6 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         from kanal.dockerplugin import serve
         from kanal.dockerplugin.server import serve_in_thread as serve_plugin
         from kanal.dockerplugin.server import write_spec
-        from kanal.errors import KanalError
 
         try:
             api.plugin = serve(

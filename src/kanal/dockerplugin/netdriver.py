@@ -113,7 +113,7 @@ class ServedNetworkDriver:
                 ipam=ipam,
                 enable_ipv4=bool(req.ipv4),
                 enable_ipv6=bool(req.ipv6) or req.flag(P + "enable_ipv6"),
-                internal=req.flag(P + "internal") or opts.pop(P + "internal", "") == "true",
+                internal=req.flag(P + "internal"),
                 options=opts,
                 labels={"kanal.docker.network": req.network_id},
             )

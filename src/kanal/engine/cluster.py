@@ -160,14 +160,16 @@ class Cluster:
 
     def allocate_vni(self, net_id: str, want: int = 0) -> int:
         """A VXLAN id unique in the cluster: ``want``, or the first free one."""
-        from kanal.cluster.member import VNI_LAST, allocate_vni
+        from kanal.cluster.member import VNI_FIRST, VNI_LAST, allocate_vni
 
         if want and not 1 <= want <= VNI_LAST:
             raise InvalidConfig(f"invalid VXLAN id {want}: want 1-{VNI_LAST}")
-        got = allocate_vni(self.store, net_id, first=want or 4096, last=want or VNI_LAST)
-        if want and got != want:  # pragma: no cover - allocate_vni gives want or raises
-            raise Conflict(f"VXLAN id {want} is used by another network")
-        return got
+        try:
+            return allocate_vni(self.store, net_id, first=want or VNI_FIRST, last=want or VNI_LAST)
+        except Conflict:
+            if want:
+                raise Conflict(f"VXLAN id {want} is used by another network") from None
+            raise
 
     def release_vni(self, vni: int, net_id: str) -> None:
         from kanal.cluster.member import release_vni

@@ -41,10 +41,10 @@ class OverlayDriver:
     name = "overlay"
     needs_ipam = True
     has_interface = True
-    scope = "global"
 
     def __init__(self, ctx: EngineContext) -> None:
         self.ctx = ctx
+        self._underlay_mtu: int | None = None  # this host's, read once
 
     @property
     def cluster(self) -> Cluster:
@@ -112,7 +112,9 @@ class OverlayDriver:
 
         if net.driver_state.get("mtu"):
             return int(net.driver_state["mtu"])
-        return overlay_mtu(_underlay_mtu(self.cluster.advertise_addr))
+        if self._underlay_mtu is None:
+            self._underlay_mtu = _underlay_mtu(self.cluster.advertise_addr)
+        return overlay_mtu(self._underlay_mtu)
 
     def _link(self, net: Network) -> Any:
         from kanal.cluster.vxlan import OverlayLink
@@ -161,16 +163,10 @@ class OverlayDriver:
                 elif iface.name != net.driver_state["bridge"]:
                     ep.driver_state["host_veth"] = iface.name
             cluster.agent.attach(self._link(net))
-            for cidr in (ep.ipv4, ep.ipv6):
-                if cidr:
-                    cluster.agent.publish(
-                        net.id,
-                        ep.id if cidr == ep.ipv4 else f"{ep.id}-6",
-                        cidr.split("/")[0],
-                        ep.mac,
-                        name=ep.name,
-                        aliases=ep.aliases,
-                    )
+            for key, cidr in _records(ep):
+                cluster.agent.publish(
+                    net.id, key, cidr.split("/")[0], ep.mac, name=ep.name, aliases=ep.aliases
+                )
         except BaseException:
             self.leave(net, ep)
             raise
@@ -179,7 +175,7 @@ class OverlayDriver:
         from kanal.engine.drivers._cni import static_runtime
 
         errors: list[Exception] = []
-        for key in (ep.id, f"{ep.id}-6"):
+        for key, _cidr in _records(ep):
             try:
                 self.cluster.agent.unpublish(net.id, key)
             except Unavailable as e:
@@ -205,6 +201,11 @@ class OverlayDriver:
             veth = nl.find_link(ep.driver_state.get("host_veth", "") or "-")
             br = nl.find_link(net.driver_state["bridge"])
         return veth is not None and br is not None and veth.master == br.index
+
+
+def _records(ep: Endpoint) -> list[tuple[str, str]]:
+    """The endpoint's records in etcd (one per address: ``<id>``, ``<id>-6``)."""
+    return [(k, c) for k, c in ((ep.id, ep.ipv4), (f"{ep.id}-6", ep.ipv6)) if c]
 
 
 def _has_ports(bridge: str) -> bool:
