@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from tests.e2e.dockerd import DOCKER, Dockerd, available  # noqa: E402
 from tests.helpers import create_netns, delete_netns, unique  # noqa: E402
 
-from demo.engine_demo import DIM, END, Demo, say  # noqa: E402
+from demo.engine_demo import Demo, echo, say  # noqa: E402
 
 
 def main() -> None:
@@ -43,12 +43,7 @@ def main() -> None:
     name = dk.plugin
 
     def docker(*args: str, check: bool = True) -> str:
-        print(f"{DIM}$ docker {' '.join(args)}{END}", flush=True)
-        p = dk.docker(*args, check=check)
-        out = (p.stdout + p.stderr).rstrip()
-        if out:
-            print(out, flush=True)
-        return p.stdout
+        return echo(f"$ docker {' '.join(args)}", dk.docker(*args, check=check))
 
     try:
         say(f"kanald serves the Docker plugin protocol as '{name}'; dockerd starts (private)")

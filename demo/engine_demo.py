@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -31,34 +32,39 @@ def say(text: str) -> None:
     print(f"\n{BOLD}## {text}{END}", flush=True)
 
 
+def echo(prompt: str, p: subprocess.CompletedProcess[Any]) -> str:
+    """Show a command as typed (dimmed) and what it printed; returns its stdout."""
+    print(f"{DIM}{prompt}{END}", flush=True)
+    out = p.stdout + p.stderr
+    text = (out.decode(errors="replace") if isinstance(out, bytes) else out).rstrip()
+    if text:
+        print(text, flush=True)
+    stdout = p.stdout
+    return stdout.decode() if isinstance(stdout, bytes) else str(stdout)
+
+
 class Demo:
     def __init__(self, host: str, outside: str, work: Path) -> None:
         self.host, self.outside, self.work = host, outside, work
         self.api = work / "kanal.sock"
 
     def sh(self, *cmd: str, check: bool = True, show: bool = True) -> str:
-        if show:
-            print(f"{DIM}$ {shlex.join(cmd)}{END}", flush=True)
         p = subprocess.run(list(cmd), capture_output=True, text=True, timeout=120)
-        out = p.stdout + p.stderr
-        if show and out.strip():
-            print(out.rstrip(), flush=True)
+        if show:
+            echo(f"$ {shlex.join(cmd)}", p)
         if check and p.returncode != 0:
             raise SystemExit(f"demo: command failed: {shlex.join(cmd)}")
         return p.stdout
 
     def kanal(self, *args: str, check: bool = True) -> str:
         # Shown as the user types it; run against this demo's kanald.
-        print(f"{DIM}$ kanal {shlex.join(args)}{END}", flush=True)
         p = subprocess.run(
             [str(VENV / "kanal"), args[0], "-H", str(self.api), *args[1:]],
             capture_output=True,
             text=True,
             timeout=120,
         )
-        out = p.stdout + p.stderr
-        if out.strip():
-            print(out.rstrip(), flush=True)
+        echo(f"$ kanal {shlex.join(args)}", p)
         if check and p.returncode != 0:
             raise SystemExit(f"demo: kanal {' '.join(args)} failed")
         return p.stdout

@@ -23,7 +23,7 @@ from tests.e2e.overlay_hosts import Hosts, available  # noqa: E402
 from tests.helpers import nsexec  # noqa: E402
 from tests.multihost import wait_for  # noqa: E402
 
-from demo.engine_demo import DIM, END, say  # noqa: E402
+from demo.engine_demo import echo, say  # noqa: E402
 
 
 def main() -> None:
@@ -36,20 +36,10 @@ def main() -> None:
     h = Hosts(Path(tempfile.mkdtemp(prefix="kanal-demo4-")))
 
     def kanal(i: int, *args: str, check: bool = True) -> str:
-        print(f"{DIM}[h{i}] $ kanal {shlex.join(args)}{END}", flush=True)
-        p = h.kanal(i, *args, check=check)
-        out = (p.stdout + p.stderr).rstrip()
-        if out:
-            print(out, flush=True)
-        return p.stdout
+        return echo(f"[h{i}] $ kanal {shlex.join(args)}", h.kanal(i, *args, check=check))
 
     def sh(i: int, *cmd: str) -> str:
-        print(f"{DIM}[h{i}] $ {shlex.join(cmd)}{END}", flush=True)
-        out = nsexec(h.ns[i], *cmd, check=False)
-        text = (out.stdout + out.stderr).decode().rstrip()
-        if text:
-            print(text, flush=True)
-        return out.stdout.decode()
+        return echo(f"[h{i}] $ {shlex.join(cmd)}", nsexec(h.ns[i], *cmd, check=False))
 
     try:
         say("Three hosts, an etcd member and kanald on each (--cluster-store, --advertise-addr)")
