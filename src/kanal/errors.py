@@ -7,7 +7,7 @@ servers to an HTTP status and ``{"Err": msg}``, the CLI to one line and an exit 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 __all__ = [
     "Conflict",
@@ -25,6 +25,7 @@ __all__ = [
     "TryAgain",
     "Unavailable",
     "UnsupportedField",
+    "best_effort",
 ]
 
 
@@ -130,3 +131,13 @@ class TeardownError(KanalError):
     def __init__(self, msg: str, errors: Iterable[BaseException]) -> None:
         self.errors = list(errors)
         super().__init__(msg, "; ".join(str(e) for e in self.errors))
+
+
+def best_effort(fn: Callable[..., object], *args: object) -> None:
+    """Run a teardown step whose failure must not stop the next ones (logged, not raised)."""
+    try:
+        fn(*args)
+    except KanalError as e:
+        import logging  # only when it happens: plugin execs import this module
+
+        logging.getLogger("kanal").warning("best-effort step failed: %s", e)

@@ -35,6 +35,7 @@ from kanal.errors import (
     NotFound,
     TeardownError,
     Unavailable,
+    best_effort,
 )
 
 if TYPE_CHECKING:
@@ -310,10 +311,10 @@ class RemoteNetworkDriver:
                     self._program(plugin, ref, ep)
             except BaseException:
                 self._unplace(ep)
-                _quiet(plugin.call, "NetworkDriver.Leave", ref)
+                best_effort(plugin.call, "NetworkDriver.Leave", ref)
                 raise
         except BaseException:
-            _quiet(plugin.call, "NetworkDriver.DeleteEndpoint", ref)
+            best_effort(plugin.call, "NetworkDriver.DeleteEndpoint", ref)
             raise
 
     def _program(self, plugin: Plugin, ref: dict[str, str], ep: Endpoint) -> None:
@@ -521,12 +522,12 @@ class RemoteIpam:
         """Best-effort: every held address, then the pool (reverse order)."""
         for rec in reversed(state.get("pools", [])):
             for ip in reversed(rec.get("held", [])):
-                _quiet(
+                best_effort(
                     self.plugin.call,
                     "IpamDriver.ReleaseAddress",
                     {"PoolID": rec["id"], "Address": ip},
                 )
-            _quiet(self.plugin.call, "IpamDriver.ReleasePool", {"PoolID": rec["id"]})
+            best_effort(self.plugin.call, "IpamDriver.ReleasePool", {"PoolID": rec["id"]})
 
     def request_address(self, state: dict[str, Any], version: int, want: str) -> tuple[str, str]:
         """(address CIDR, pool id) from the pool of IP ``version``."""
@@ -546,10 +547,3 @@ class RemoteIpam:
 
     def release_address(self, pool_id: str, ip: str) -> None:
         self.plugin.call("IpamDriver.ReleaseAddress", {"PoolID": pool_id, "Address": ip})
-
-
-def _quiet(fn: Any, *args: Any) -> None:
-    try:
-        fn(*args)
-    except KanalError:
-        pass

@@ -40,7 +40,7 @@ from kanal.engine.model import (
     validate_name,
 )
 from kanal.engine.ports import PortAllocator
-from kanal.errors import Conflict, Forbidden, InvalidConfig, KanalError, NotFound
+from kanal.errors import Conflict, Forbidden, InvalidConfig, KanalError, NotFound, best_effort
 from kanal.store import Delete, Put, Store
 
 if TYPE_CHECKING:
@@ -337,7 +337,7 @@ class Controller:
             try:
                 self._save_network(net, new=True)
             except BaseException:
-                _quiet(driver.delete_network, net)  # what prepare reserved (a VNI)
+                best_effort(driver.delete_network, net)  # what prepare reserved (a VNI)
                 raise
             try:
                 driver.create_network(net)
@@ -499,7 +499,7 @@ class Controller:
             self.store.txn([Put(key, ep.to_json(), 0), Put(idx, net.id.encode())])
             undo.callback(self.store.txn, [Delete(key), Delete(idx)])
             driver.join(net, ep)
-            undo.callback(_quiet, driver.leave, net, ep)
+            undo.callback(best_effort, driver.leave, net, ep)
             self.store.put(key, ep.to_json())
             undo.pop_all()
         self._emit("connect", net, ep)
@@ -621,7 +621,9 @@ class Controller:
 
             for rec in net.ipam_state.get("pools", []):
                 if ipaddress.ip_address(ip) in ipaddress.ip_network(rec["pool"]):
-                    _quiet(RemoteIpam(net.ipam_driver, self.ctx).release_address, rec["id"], ip)
+                    best_effort(
+                        RemoteIpam(net.ipam_driver, self.ctx).release_address, rec["id"], ip
+                    )
             return
         self.ipam.release(net.id, ip, ep_id)
 
@@ -671,7 +673,7 @@ class Controller:
                     ", ".join(lost),
                     net.name,
                 )
-                _quiet(self.driver(net.driver).leave, net, ep)
+                best_effort(self.driver(net.driver).leave, net, ep)
                 self._release(net, ep)
                 self._emit("disconnect", net, ep)
                 dropped.append(ep)
@@ -696,7 +698,7 @@ class Controller:
                 driver = self.driver(net.driver)
                 if net.driver_state.get("deleting"):
                     for ep in self.endpoints(net.id):
-                        _quiet(driver.leave, net, ep)
+                        best_effort(driver.leave, net, ep)
                         self._release(net, ep)
                     self._delete(net)
                     counts["deleted"] += 1
@@ -707,11 +709,11 @@ class Controller:
                     if ep.driver_state.get("external"):
                         continue  # its runtime (dockerd) owns the sandbox side
                     if not alive(ep):
-                        _quiet(driver.leave, net, ep)
+                        best_effort(driver.leave, net, ep)
                         self._release(net, ep)
                         counts["dropped"] += 1
                     elif not driver.endpoint_ok(net, ep):
-                        _quiet(driver.leave, net, ep)
+                        best_effort(driver.leave, net, ep)
                         fresh = replace(ep, driver_state={})
                         driver.join(net, fresh)
                         self.store.put(f"endpoints/{net.id}/{ep.id}", fresh.to_json())
@@ -721,13 +723,6 @@ class Controller:
 
 def _has(net: Network, version: int) -> bool:
     return any(ipaddress.ip_network(c.subnet).version == version for c in net.ipam)
-
-
-def _quiet(fn: Callable[..., object], *args: object) -> None:
-    try:
-        fn(*args)
-    except KanalError as e:
-        log.warning("best-effort step failed: %s", e)
 
 
 def _host_networks(routes: Callable[[], Iterable[str]]) -> list[Net]:

@@ -15,6 +15,7 @@ The wire format is dnslib's.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import logging
 import os
@@ -356,8 +357,6 @@ def _recv_exact(s: socket.socket, n: int) -> bytes:
 
 def _reverse_pointer_ip(qname: str) -> str:
     """``4.3.2.1.in-addr.arpa`` -> ``1.2.3.4`` (and ip6.arpa nibbles); '' if not one."""
-    import ipaddress
-
     if qname.endswith(".in-addr.arpa"):
         parts = qname[: -len(".in-addr.arpa")].split(".")
         text = ".".join(reversed(parts))

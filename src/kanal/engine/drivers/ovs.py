@@ -36,7 +36,7 @@ import socket
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
-from kanal.errors import Conflict, InvalidConfig, KanalError, NotFound, TeardownError
+from kanal.errors import Conflict, InvalidConfig, KanalError, NotFound, TeardownError, best_effort
 
 if TYPE_CHECKING:
     from kanal.engine.context import EngineContext
@@ -194,7 +194,7 @@ class OvsDriver:
         except Unavailable:
             return
         for remote in set(st["vxlan_remotes"]) - set(now):
-            _quiet(vs.del_port, st["bridge"], vxlan_port_name(net.id, remote))
+            best_effort(vs.del_port, st["bridge"], vxlan_port_name(net.id, remote))
         st["vxlan_remotes"] = now
 
     def _vsctl(self, net: Network) -> Vsctl:
@@ -333,8 +333,8 @@ class OvsDriver:
                 b.set_link(name=host, no_ipv6_link_local=True)
                 b.set_link(name=host, up=True)
                 b.commit()
-            undo.callback(_quiet_del_link, host)
-            undo.callback(_quiet, vs.del_port, st["bridge"], host)
+            undo.callback(best_effort, _del_link, host)
+            undo.callback(best_effort, vs.del_port, st["bridge"], host)
             vs.add_port(st["bridge"], host, external_ids={OWNER_KEY: net.id, EP_KEY: ep.id})
             addrs = [ipaddress.ip_interface(a) for a in (ep.ipv4, ep.ipv6) if a]
             gws = self._default_gateways(net, ep, addrs)
@@ -469,14 +469,3 @@ def _del_link(name: str) -> None:
         b = Batch(s)
         b.del_link(name=name)
         b.commit()
-
-
-def _quiet_del_link(name: str) -> None:
-    _quiet(_del_link, name)
-
-
-def _quiet(fn: Any, *args: Any) -> None:
-    try:
-        fn(*args)
-    except KanalError:
-        pass
