@@ -11,7 +11,7 @@ from typing import Any
 
 from kanal.errors import KanalError
 
-__all__ = ["QuietHandler", "bind_private", "remove_stale"]
+__all__ = ["PrivateUnixServer", "QuietHandler", "remove_stale"]
 
 
 def remove_stale(path: str) -> None:
@@ -31,20 +31,31 @@ def remove_stale(path: str) -> None:
     raise KanalError(f"another daemon is serving {path}")
 
 
-def bind_private(
-    server: socketserver.UnixStreamServer, path: str, handler: Any, *, mode: int, dir_mode: int
-) -> None:
-    """Initialise ``server`` on ``path`` (a stale socket replaced) with permissions
-    ``mode``, created with the umask closed so no one else can ever connect."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=dir_mode, exist_ok=True)
-    if os.path.exists(path):
-        remove_stale(path)
-    old = os.umask(0o177)
-    try:
-        socketserver.UnixStreamServer.__init__(server, path, handler)
-    finally:
-        os.umask(old)
-    os.chmod(path, mode)
+class PrivateUnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """A threading HTTP-ready server on a unix socket that only ``mode`` may use:
+    created with the umask closed (no moment where others could connect), a stale
+    socket of a killed daemon replaced, the socket file removed on close."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str, handler: Any, *, mode: int, dir_mode: int) -> None:
+        self.path = path
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=dir_mode, exist_ok=True)
+        if os.path.exists(path):
+            remove_stale(path)
+        old = os.umask(0o177)
+        try:
+            super().__init__(path, handler)
+        finally:
+            os.umask(old)
+        os.chmod(path, mode)
+
+    def server_close(self) -> None:
+        super().server_close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
 
 
 class QuietHandler(BaseHTTPRequestHandler):

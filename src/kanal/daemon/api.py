@@ -27,7 +27,6 @@ import logging
 import os
 import queue
 import re
-import socketserver
 import threading
 import time
 from collections.abc import Iterator
@@ -38,7 +37,7 @@ from kanal.engine.controller import Controller, SandboxRef
 from kanal.engine.model import Endpoint, Network
 from kanal.engine.views import match_filters, network_json, spec_from_request
 from kanal.errors import DecodeError, InvalidConfig, KanalError, NotFound
-from kanal.unixsock import QuietHandler, bind_private
+from kanal.unixsock import PrivateUnixServer, QuietHandler
 
 __all__ = ["ApiServer", "EventBus", "SandboxResolver"]
 
@@ -169,8 +168,7 @@ class _Reply(Exception):
         self.status, self.body = status, body
 
 
-class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
+class ApiServer(PrivateUnixServer):
     allow_reuse_address = True
 
     def __init__(
@@ -183,21 +181,13 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         mode: int = 0o600,
         manager: Any = None,
     ) -> None:
-        self.path = path
         self.controller = controller
         self.manager = manager  # kanal.engine.sandboxes.SandboxManager, when sandboxes are on
         self.plugin: Any = None  # kanal.dockerplugin.server.PluginServer, when served
         self.sandboxes = sandboxes or NoSandboxes()
         self.events = events or EventBus()
         controller.listeners.append(self.events.controller_listener)
-        bind_private(self, path, _Handler, mode=mode, dir_mode=0o700)
-
-    def server_close(self) -> None:
-        super().server_close()
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        super().__init__(path, _Handler, mode=mode, dir_mode=0o700)
 
     # --- routes ------------------------------------------------------------------
 

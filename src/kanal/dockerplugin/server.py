@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socketserver
 import threading
 from typing import Any
 
 from kanal.dockerplugin.protocol import CONTENT_TYPE, Dispatcher
-from kanal.unixsock import QuietHandler, bind_private
+from kanal.unixsock import PrivateUnixServer, QuietHandler
 
 __all__ = ["DEFAULT_SOCKET", "PluginServer", "serve_in_thread", "write_spec"]
 
@@ -26,20 +25,10 @@ DEFAULT_SOCKET = "/run/docker/plugins/kanal.sock"
 MAX_BODY = 1 << 20
 
 
-class PluginServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
+class PluginServer(PrivateUnixServer):
     def __init__(self, path: str, dispatcher: Dispatcher, *, mode: int = 0o600) -> None:
-        self.path = path
         self.dispatcher = dispatcher
-        bind_private(self, path, _Handler, mode=mode, dir_mode=0o755)
-
-    def server_close(self) -> None:
-        super().server_close()
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
+        super().__init__(path, _Handler, mode=mode, dir_mode=0o755)
 
 
 def write_spec(spec_path: str, socket_path: str) -> None:
