@@ -343,10 +343,7 @@ class Controller:
                 driver.create_network(net)
             except BaseException:
                 self._forget_network(net)
-                try:
-                    driver.delete_network(net)
-                except KanalError:
-                    pass
+                best_effort(driver.delete_network, net)
                 raise
             # What the driver learnt while creating (a remote plugin's "created").
             self._save_network(net)
@@ -540,15 +537,12 @@ class Controller:
             driver_state={"external": True},
         )
         with ExitStack() as undo:
-            for cidr, version in ((ipv4, 4), (ipv6, 6)):
-                if not cidr:
-                    continue
-                a, sub, _gw = self.ipam.allocate(net, version, ep.id, cidr.split("/")[0])
-                undo.callback(self.ipam.release, net.id, str(a), ep.id)
-                if version == 4:
-                    ep.ipv4 = f"{a}/{sub.prefixlen}"
-                else:
-                    ep.ipv6 = f"{a}/{sub.prefixlen}"
+            if ipv4:
+                ep.ipv4 = self._allocate(net, 4, ep.id, ipv4.split("/")[0])
+                undo.callback(self._free, net, ep.ipv4, ep.id)
+            if ipv6:
+                ep.ipv6 = self._allocate(net, 6, ep.id, ipv6.split("/")[0])
+                undo.callback(self._free, net, ep.ipv6, ep.id)
             idx = f"by-sandbox/{ep.sandbox_id}/{ep.id}"
             self.store.txn([Put(key, ep.to_json(), 0), Put(idx, net.id.encode())])
             undo.pop_all()
@@ -619,11 +613,10 @@ class Controller:
         if net.ipam_state:
             from kanal.dockerplugin.remote import RemoteIpam
 
+            remote = RemoteIpam(net.ipam_driver, self.ctx)
             for rec in net.ipam_state.get("pools", []):
                 if ipaddress.ip_address(ip) in ipaddress.ip_network(rec["pool"]):
-                    best_effort(
-                        RemoteIpam(net.ipam_driver, self.ctx).release_address, rec["id"], ip
-                    )
+                    best_effort(remote.release_address, rec["id"], ip)
             return
         self.ipam.release(net.id, ip, ep_id)
 
