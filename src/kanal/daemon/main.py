@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds between full overlay reconciles (and garbage collections)",
     )
     args = ap.parse_args(argv)
+    if args.docker_plugin_socket == "none":
+        args.docker_plugin_socket = ""
     logging.basicConfig(level=args.log_level.upper(), format="kanald: %(message)s")
     from kanal.fastpath.server import FastPathServer
 
@@ -211,9 +213,7 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         cni_paths=[p for p in args.cni_path.split(":") if p],
         cni_conf_dir=args.cni_conf_dir,
         plugin_dirs=args.plugin_dir or None,
-        own_plugin_socket=""
-        if args.docker_plugin_socket in ("", "none")
-        else args.docker_plugin_socket,
+        own_plugin_socket=args.docker_plugin_socket,
     )
     if args.cluster_store:
         ctx.cluster = _join_cluster(args)
@@ -265,7 +265,7 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     )
     serve_in_thread(api)
     print(f"kanald: engine API on {args.api_socket}", file=sys.stderr, flush=True)
-    if args.docker_plugin_socket not in ("", "none"):
+    if args.docker_plugin_socket:
         from kanal.dockerplugin import serve
         from kanal.dockerplugin.server import serve_in_thread as serve_plugin
         from kanal.dockerplugin.server import write_spec
