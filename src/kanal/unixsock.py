@@ -6,12 +6,14 @@ import logging
 import os
 import socket
 import socketserver
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from kanal.errors import KanalError
 
-__all__ = ["PrivateUnixServer", "QuietHandler", "remove_stale"]
+__all__ = ["PrivateUnixServer", "QuietHandler", "private_path", "remove_stale"]
 
 
 def remove_stale(path: str) -> None:
@@ -31,23 +33,31 @@ def remove_stale(path: str) -> None:
     raise KanalError(f"another daemon is serving {path}")
 
 
+@contextmanager
+def private_path(path: str, *, dir_mode: int) -> Iterator[None]:
+    """Around binding a unix socket at ``path``: its directory made, a stale socket
+    of a killed daemon removed (a live one is an error), and the umask closed, so
+    the socket is never reachable with looser permissions, not even before chmod."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=dir_mode, exist_ok=True)
+    if os.path.exists(path):
+        remove_stale(path)
+    old = os.umask(0o177)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 class PrivateUnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    """A threading HTTP-ready server on a unix socket that only ``mode`` may use:
-    created with the umask closed (no moment where others could connect), a stale
-    socket of a killed daemon replaced, the socket file removed on close."""
+    """A threading server on a unix socket that only ``mode`` may use; the socket
+    file is removed on close."""
 
     daemon_threads = True
 
     def __init__(self, path: str, handler: Any, *, mode: int, dir_mode: int) -> None:
         self.path = path
-        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=dir_mode, exist_ok=True)
-        if os.path.exists(path):
-            remove_stale(path)
-        old = os.umask(0o177)
-        try:
+        with private_path(path, dir_mode=dir_mode):
             super().__init__(path, handler)
-        finally:
-            os.umask(old)
         os.chmod(path, mode)
 
     def server_close(self) -> None:

@@ -61,19 +61,11 @@ class FastPathServer:
         self.served = 0
 
     def bind(self) -> None:
-        d = os.path.dirname(self.socket_path)
-        if d:
-            os.makedirs(d, mode=0o755, exist_ok=True)
-        with suppress(FileNotFoundError):
-            os.unlink(self.socket_path)
+        from kanal.unixsock import private_path
+
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        # Why umask: the socket must never be reachable with looser permissions,
-        # not even between bind() and chmod().
-        old = os.umask(0o177)
-        try:
+        with private_path(self.socket_path, dir_mode=0o755):
             s.bind(self.socket_path)
-        finally:
-            os.umask(old)
         os.chmod(self.socket_path, self.mode)
         s.listen(512)
         self._sock = s
