@@ -300,8 +300,12 @@ def _setup_veth(
     cont_mac: str,
     undo: ExitStack,
     vlan: int = 0,
+    host_name: str = "",
 ) -> tuple[str, int, str]:
-    """Create the pair attached to the bridge and up; returns (name, index, mac)."""
+    """Create the pair attached to the bridge and up; returns (name, index, mac).
+
+    The bridge end is ``host_name``, or a random ``veth…`` name.
+    """
     brport = {}
     if n.hairpin:
         brport["mode"] = 1
@@ -309,7 +313,7 @@ def _setup_veth(
         brport["isolated"] = 1
     with raw_socket() as s:
         for _ in range(10):
-            host, host_mac = "veth" + secrets.token_hex(4), random_mac()
+            host, host_mac = host_name or "veth" + secrets.token_hex(4), random_mac()
             b = Batch(s)
             b.add_veth(
                 host, ifname, netns_fd, mac=host_mac, peer_mac=cont_mac, mtu=n.mtu, master=br.index
@@ -326,6 +330,8 @@ def _setup_veth(
             except Conflict:
                 try:
                     socket.if_nametoindex(host)
+                    if host_name:
+                        raise Conflict(f"veth {host_name} already exists") from None
                     continue  # the random host name collided; try another
                 except OSError:
                     raise Conflict(

@@ -275,13 +275,13 @@ class BridgeDriver:
         end's name.
         """
         import hashlib
+        from contextlib import ExitStack
 
         from kanal.firewall import Masquerade, get_backend
-        from kanal.netlink.batch import Batch, raw_socket
         from kanal.netlink.handle import Netlink
         from kanal.netlink.reaper import wait_for_host
-        from kanal.netlink.sysctl import write_sysctl
         from kanal.plugins._iface import random_mac
+        from kanal.plugins.bridge import BridgeConf, _Bridge, _setup_veth
 
         st = net.driver_state
         h = hashlib.sha256(ep.id.encode()).hexdigest()[:11]
@@ -296,29 +296,16 @@ class BridgeDriver:
             br = nl.find_link(st["bridge"])
         if br is None:
             raise KanalError(f"bridge {st['bridge']} of network {net.name} is missing")
-        brport: dict[str, int] = {"mode": 1}
-        if not st["icc"]:
-            brport["isolated"] = 1
-        with open("/proc/thread-self/ns/net", "rb") as here, raw_socket() as s:
-            b = Batch(s)
-            b.add_veth(
-                host,
-                peer,
-                here.fileno(),
-                mac=random_mac(),
-                peer_mac=ep.mac,
-                mtu=st["mtu"],
-                master=br.index,
-            )
-            b.set_link(name=host, no_ipv6_link_local=True)
-            b.set_link(name=host, brport=brport)
-            b.set_link(name=host, up=True)
-            b.commit()
-        try:
-            try:
-                write_sysctl(f"net/ipv6/conf/{host}/accept_ra", "0")
-            except KanalError:
-                pass
+        # The bridge plugin's own veth step (hairpin; ICC off is port isolation),
+        # the far end made in this namespace instead of a container's.
+        conf = BridgeConf(
+            "", "", br_name=br.name, mtu=st["mtu"], hairpin=True, port_isolation=not st["icc"]
+        )
+        with open("/proc/thread-self/ns/net", "rb") as here, ExitStack() as undo:
+            _setup_veth(
+                conf, _Bridge(br.index, br.name, br.mac), here.fileno(), peer, ep.mac, undo,
+                host_name=host,
+            )  # fmt: skip
             masq = st["masquerade"] and not net.internal and st["modes"]["ipv4"].startswith("nat")
             if masq:
                 rules = [
@@ -327,9 +314,7 @@ class BridgeDriver:
                 ]
                 if rules:
                     get_backend().add_masquerade(rules)
-        except BaseException:
-            self.detach(net, ep)
-            raise
+            undo.pop_all()
         return peer
 
     def _owner(self, net: Network, ep: Endpoint) -> Any:
