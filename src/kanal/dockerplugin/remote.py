@@ -351,9 +351,7 @@ class RemoteNetworkDriver:
         try:
             with raw_socket() as s:
                 b = Batch(s)
-                b.set_link(index=index, up=False)
-                if ep.mac:
-                    b.set_link(index=index, mac=ep.mac)
+                b.set_link(index=index, up=False, mac=ep.mac)  # no mac: left as it is
                 b.move_link(index, fd, ep.ifname)
                 b.commit()
 
