@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,8 @@ sys.path.insert(0, str(ROOT))
 from tests.e2e.overlay_hosts import Hosts, available  # noqa: E402
 from tests.helpers import create_netns, delete_netns, nsexec  # noqa: E402
 
+from bench.ovs_bench import iperf  # noqa: E402
+
 
 def _sandbox_ns(h: Hosts, i: int, name: str) -> str:
     sid = h.kanal(i, "ps", "-a", check=False).stdout
@@ -41,37 +42,6 @@ def _sandbox_ns(h: Hosts, i: int, name: str) -> str:
         if name in line.split():
             return f"kanal-{line.split()[0][:12]}"
     raise RuntimeError(f"no sandbox {name} on h{i}")
-
-
-def _iperf(server_ns: str, client_ns: str, ip: str, seconds: int) -> float:
-    srv = subprocess.Popen(
-        ["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1", "-B", ip],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        err: object = ""
-        for _ in range(100):
-            p = nsexec(
-                client_ns,
-                "iperf3",
-                "-c",
-                ip,
-                "-t",
-                str(seconds),
-                "-J",
-                check=False,
-                timeout=seconds + 30,
-            )
-            out = json.loads(p.stdout) if p.stdout.strip() else {}
-            if p.returncode == 0 and "sum_received" in out.get("end", {}):
-                return float(out["end"]["sum_received"]["bits_per_second"]) / 1e9
-            err = out.get("error", p.stderr)
-            time.sleep(0.1)
-        raise RuntimeError(f"iperf3 failed: {err!r}")
-    finally:
-        srv.kill()
-        srv.wait()
 
 
 def _handmade(h: Hosts) -> tuple[str, str, str, list[str]]:
@@ -205,11 +175,11 @@ def _measure(
     kan, lab = [], []
     for k in range(repeats):  # interleaved (and alternating), so both see the same load
         if k % 2 == 0:
-            kan.append(_iperf(srv_ns, cli_ns, srv_ip, seconds))
-            lab.append(_iperf(s_ns, c_ns, s_ip, seconds))
+            kan.append(iperf(cli_ns, srv_ns, srv_ip, seconds))
+            lab.append(iperf(c_ns, s_ns, s_ip, seconds))
         else:
-            lab.append(_iperf(s_ns, c_ns, s_ip, seconds))
-            kan.append(_iperf(srv_ns, cli_ns, srv_ip, seconds))
+            lab.append(iperf(c_ns, s_ns, s_ip, seconds))
+            kan.append(iperf(cli_ns, srv_ns, srv_ip, seconds))
     k50, l50 = statistics.median(kan), statistics.median(lab)
     report(
         f"  iperf3 over kanal's overlay       {k50:6.2f} Gbit/s  (runs: "

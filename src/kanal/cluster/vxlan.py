@@ -232,7 +232,7 @@ def ensure_device(link: OverlayLink, netns_fd: int | None = None) -> int:
 def delete_device(link: OverlayLink, netns_fd: int | None = None) -> bool:
     """Delete the network's VXLAN device (its entries go with it); False if absent."""
     with VxlanNetlink(netns_fd) as nl:
-        return nl.delete_link(link.name)
+        return nl.del_link(link.name)
 
 
 def apply(device: str, want: Desired, netns_fd: int | None = None) -> Changes:

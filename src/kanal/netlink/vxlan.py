@@ -161,16 +161,6 @@ class VxlanNetlink(Netlink):
             raise _err(e, f"failed to set up vxlan {name!r}") from e
         return idx, created
 
-    def delete_link(self, name: str) -> bool:
-        """Delete a link (the vxlan device); False if it was not there."""
-        try:
-            self._ipr.link("del", ifname=name)
-        except NetlinkError as e:
-            if e.code in (errno.ENODEV, errno.ENOENT):
-                return False
-            raise _err(e, f"failed to delete link {name!r}") from e
-        return True
-
     # ---- FDB ----------------------------------------------------------------------
     def fdb(self, index: int) -> list[FdbEntry]:
         """The ``self`` entries with a destination on device ``index`` (the ones we program)."""
