@@ -53,6 +53,7 @@ class PrivateUnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServ
     file is removed on close."""
 
     daemon_threads = True
+    request_queue_size = 1024  # bursts of CLI calls queue instead of being refused
 
     def __init__(self, path: str, handler: Any, *, mode: int, dir_mode: int) -> None:
         self.path = path

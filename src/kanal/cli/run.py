@@ -79,16 +79,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         "DnsOptions": args.dns_option,
         "ExtraHosts": args.add_host,
         "WorkingDir": args.workdir,
+        "Start": bool(args.detach),
     }
     c = _client(args)
     sb = c.request("POST", "/sandboxes/create", body)
     sid = sb["Id"]
     if args.detach:
-        try:
-            c.request("POST", f"/sandboxes/{sid}/start")
-        except KanalError:
-            c.request("DELETE", f"/sandboxes/{sid}", query={"force": "1"})
-            raise
         print(sid)
         return 0
     argv = c.request("GET", f"/sandboxes/{sid}/launch")["Argv"]

@@ -14,6 +14,7 @@ Routes (an optional ``/v1.NN`` prefix is accepted, as docker clients send one)::
     GET    /nodes                        the cluster's hosts (kanald --cluster-store)
     GET|POST|DELETE /sandboxes/...       kanal run's sandboxes (create, start, stop, ...)
     GET    /events                       one JSON object per line, as things happen
+    GET    /system/check                 {"Problems": [...]}: leaks and inconsistencies
 
 Errors are ``{"message": "..."}`` with the status of the error's class
 (kanal.errors ``http_status``), like docker's API. The protocol lives here; the
@@ -297,6 +298,10 @@ class ApiServer(PrivateUnixServer):
                 }
                 for ep in c.endpoints()
             ]
+        if parts == ["system", "check"] and method == "GET":
+            from kanal.engine.check import check
+
+            return {"Problems": check(c, self.manager) if self.manager is not None else []}
         if parts[0] == "sandboxes" and self.manager is not None:
             return self._sandboxes(method, parts, query, body)
         raise NotFound(f"page not found: {method} {path}")
@@ -347,7 +352,9 @@ class ApiServer(PrivateUnixServer):
                 extra_hosts=[str(x) for x in b.get("ExtraHosts") or []],
                 workdir=str(b.get("WorkingDir") or ""),
             )
-            sb = m.create(spec)
+            # "Start": create and start as one operation (kanal run -d): a failure or
+            # a crash midway leaves nothing, not a created sandbox.
+            sb = m.create(spec, start=b.get("Start") is True)
             raise _Reply(201, self._sandbox_json(sb))
         if len(parts) == 2 and method == "GET":
             return self._sandbox_json(m.get(parts[1]))

@@ -225,6 +225,12 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         default_bridge=args.default_bridge,
         default_subnet=args.default_subnet,
     )
+    from kanal.engine.recovery import recover
+    from kanal.engine.sandboxes import SandboxManager
+
+    manager = SandboxManager(store, ctrl, state_dir=args.state_dir, netns_dir=args.netns_dir)
+    # Operations a killed kanald left half done are finished or undone first.
+    recover(ctrl, manager)
     ctrl.ensure_builtin()
     if ctx.cluster is not None:
         # Addresses freed by the cluster while this host was away are not ours any more.
@@ -235,12 +241,11 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
             logging.warning("could not check overlay addresses against the cluster: %s", e)
     ctrl.sync_cni_networks()
     counts = ctrl.reconcile()
+    counts.update(manager.reconcile())
     logging.info("engine reconciled: %s", counts)
     from kanal.daemon.api import ChainedSandboxes, NetnsSandboxes
     from kanal.engine.dns import DnsService
-    from kanal.engine.sandboxes import SandboxManager
 
-    manager = SandboxManager(store, ctrl, state_dir=args.state_dir, netns_dir=args.netns_dir)
     dns = DnsService(manager.lookup, reverse=manager.reverse)
     manager.dns = dns
     dns.start()

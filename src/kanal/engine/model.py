@@ -91,6 +91,12 @@ class Network:
     # restarted daemon programs exactly the same kernel objects.
     driver_state: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def mark(self) -> str:
+        """What kernel objects kanal made for this network carry (a link alias):
+        kanal's claim, visible with ``ip -d link``, checked before any delete."""
+        return f"kanal:net:{self.id}"
+
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
 
@@ -120,6 +126,11 @@ class Endpoint:
     ports: list[PortBinding] = field(default_factory=list)
     created: str = ""
     driver_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mark(self) -> str:
+        """The alias of links kanal made for this endpoint outside any sandbox."""
+        return f"kanal:ep:{self.id}"
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()

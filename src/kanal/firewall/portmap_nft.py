@@ -36,7 +36,14 @@ from kanal.firewall import nft
 from kanal.firewall.intents import Owner, network_tag
 from kanal.firewall.nftables import TABLE
 
-__all__ = ["PortMapping", "add_portmaps", "check_portmaps", "del_portmaps", "gc_portmaps"]
+__all__ = [
+    "PortMapping",
+    "add_portmaps",
+    "check_portmaps",
+    "del_portmaps",
+    "drop_subnets",
+    "gc_portmaps",
+]
 
 Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -285,6 +292,25 @@ def check_portmaps(owner: Owner, mappings: Sequence[PortMapping], ips: Sequence[
 def gc_portmaps(network: str, valid: Collection[tuple[str, str]]) -> None:
     keep = {Owner(network, cid, ifn).tag for cid, ifn in valid}
     _delete([k for k, _ in _owned_entries(None, network_tag(network), keep)])
+
+
+def drop_subnets(network: str) -> None:
+    """Remove the network's subnet elements (hairpin SNAT), left by every DEL."""
+    tag = network_tag(network)
+    entries = []
+    for f in ("4", "6"):
+        try:
+            out = nft.run(f"list set inet {TABLE} pm_subnets{f}", json_out=True)
+        except nft.NftError as e:
+            if e.enoent:
+                continue
+            raise
+        for obj in json.loads(out).get("nftables", []):
+            for el in obj.get("set", {}).get("elem", []):
+                key, comment = _elem(el)
+                if comment == tag:
+                    entries.append(f"pm_subnets{f} {{ {key} }}")
+    _delete(entries)
 
 
 def flush_udp_conntrack(mappings: Sequence[PortMapping]) -> None:

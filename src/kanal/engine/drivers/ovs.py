@@ -210,6 +210,9 @@ class OvsDriver:
                 out.append(ipaddress.ip_interface(f"{c.gateway}/{sub.prefixlen}"))
         return out
 
+    def reserve(self, net: Network) -> None:
+        pass
+
     def create_network(self, net: Network) -> None:
         from kanal.netlink.batch import Batch, raw_socket
         from kanal.netlink.sysctl import write_sysctl
