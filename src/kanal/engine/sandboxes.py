@@ -160,7 +160,18 @@ class SandboxManager:
         return {s.id: s.name for s in self.list_all()}
 
     def _save(self, s: Sandbox) -> None:
-        self.store.put(f"sandboxes/{s.id}", s.to_json())
+        """Store a state change of an existing sandbox; never brings back one that
+        was removed meanwhile (a process that exits during ``rm`` reports late)."""
+        key = f"sandboxes/{s.id}"
+        while True:
+            e = self.store.get(key)
+            if e is None:
+                return
+            try:
+                self.store.put(key, s.to_json(), expect=e.mod_rev)
+                return
+            except StoreConflict:
+                continue
 
     def _refresh(self, s: Sandbox) -> Sandbox:
         """A running sandbox whose process is gone (after a daemon restart) is exited."""
