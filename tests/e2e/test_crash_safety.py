@@ -21,12 +21,10 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.e2e.test_cli_network import VENV
-from tests.e2e.test_cli_run import RunDaemon
+from tests.e2e.kanald import PrivateNetnsDaemon, private_daemon
 from tests.helpers import ip_json
 
 pytestmark = pytest.mark.xdist_group("crash")
@@ -35,64 +33,9 @@ TRIALS = 20
 CONCURRENT = 30
 
 
-class PrivateNetnsDaemon(RunDaemon):
-    """kanald with its sandboxes' namespaces in a directory of its own."""
-
-    def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
-        argv = [
-            "nsenter",
-            f"--net=/run/netns/{self.host}",
-            str(VENV / "kanald"),
-            "--socket",
-            str(self.tmp / "fp.sock"),
-            "--state-dir",
-            str(self.tmp / "state"),
-            "--api-socket",
-            str(self.api),
-            "--default-bridge",
-            self.bridge,
-            "--default-subnet",
-            "10.70.0.0/24",
-            "--default-address-pool",
-            "base=10.71.0.0/16,size=24",
-            "--cni-conf-dir",
-            str(self.tmp / "net.d"),
-            "--netns-dir",
-            str(self.tmp / "netns"),
-            "--docker-plugin-socket",
-            "none",
-        ]
-        return subprocess.Popen(argv, stderr=log)
-
-    def cli(self, *args: str) -> list[str]:
-        group = args[0]
-        if group == "network":
-            return [str(VENV / "kanal"), "network", "-H", str(self.api), *args[1:]]
-        return [str(VENV / "kanal"), group, "-H", str(self.api), *args[1:]]
-
-    def check(self) -> list[str]:
-        p = self.k("system", "check", check=False)
-        return [] if p.returncode == 0 else [*p.stdout.splitlines(), p.stderr]
-
-    def names(self) -> set[str]:
-        return {line.split()[1] for line in self.k("ps", "-a").stdout.splitlines()[1:]}
-
-
 @pytest.fixture
 def pd(host_ns: str, tmp_path: Path) -> Iterator[PrivateNetnsDaemon]:
-    d = PrivateNetnsDaemon(host_ns, tmp_path)
-    d.start()
-    try:
-        yield d
-    finally:
-        if d.proc is None:
-            d.start()
-        for sid in d.k("ps", "-a", "-q", check=False).stdout.split():
-            d.k("rm", "-f", sid, check=False)
-        d.stop(kill=True)
-        netns = tmp_path / "netns"
-        for f in netns.iterdir() if netns.exists() else ():
-            subprocess.run(["umount", str(f)], capture_output=True)
+    yield from private_daemon(host_ns, tmp_path)
 
 
 def _ops(rng: random.Random, trial: int, live: list[str], nets: list[str]) -> list[list[str]]:

@@ -117,6 +117,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
     rows = [["SANDBOX ID", "NAME", "COMMAND", "STATUS", "NETWORKS", "PORTS"]]
     for s in sorted(sbs, key=lambda x: x["Created"], reverse=True):
         status = s["State"] if s["ExitCode"] is None else f"{s['State']} ({s['ExitCode']})"
+        if s.get("Error"):
+            status = "broken"  # inspect (GET /sandboxes/ID) says why
         nets = (
             ",".join(f"{k}={v['IPAddress']}" for k, v in s["Networks"].items()) or s["NetworkMode"]
         )

@@ -395,6 +395,7 @@ class ApiServer(PrivateUnixServer):
             "NetworkMode": sb.network_mode,
             "Netns": sb.netns,
             "Hostname": sb.hostname,
+            "Error": sb.error,
             "Networks": {
                 names.get(nid, nid): {
                     "EndpointID": ep.id,

@@ -110,6 +110,13 @@ def main(argv: list[str] | None = None) -> None:
         default=30.0,
         help="seconds between full overlay reconciles (and garbage collections)",
     )
+    ap.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=10.0,
+        help="seconds between full checks that the kernel still has what live objects "
+        "need (outside changes are also noticed at once, from kernel notifications)",
+    )
     args = ap.parse_args(argv)
     if args.docker_plugin_socket == "none":
         args.docker_plugin_socket = ""
@@ -261,6 +268,13 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         ctx.cluster.agent.subscribe(lambda network: manager.invalidate())
     for sb in manager.list_all():  # the DNS sockets died with the previous daemon
         manager.sync_dns(sb)
+    from kanal.engine.repair import Repairer
+    from kanal.engine.watch import KernelWatch
+
+    # Outside changes (nft flush, a deleted bridge or veth, an unmounted namespace)
+    # are put back, from kernel notifications and every --reconcile-interval.
+    repairer = Repairer(ctrl, manager)
+    KernelWatch(repairer.run, repairer.watched, interval=args.reconcile_interval).start()
     api = ApiServer(
         args.api_socket,
         ctrl,

@@ -26,7 +26,7 @@ import ipaddress
 import os
 import re
 from collections import Counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kanal.errors import KanalError
 
@@ -201,25 +201,47 @@ def _kernel(
         if _NETNS.match(name) and path not in live_netns and not owned:
             out.append(f"kernel: network namespace {path} belongs to no sandbox")
     for sb in sbs.values():
-        if sb.own_netns and not os.path.exists(sb.netns):
+        if sb.error:
+            out.append(f"sandbox {sb.name} is broken: {sb.error}")
+        elif sb.own_netns and not os.path.exists(sb.netns):
             out.append(f"kernel: namespace of sandbox {sb.name} is missing")
-    out += _nft(nets, eps)
+    out += _nft(ctrl, nets, eps)
     return out
 
 
-def _nft(nets: dict[str, Network], eps: list[Endpoint]) -> list[str]:
-    import json
-
+def _nft(ctrl: Controller, nets: dict[str, Network], eps: list[Endpoint]) -> list[str]:
+    from kanal.engine.repair import nft_table
     from kanal.firewall import nft
     from kanal.firewall.intents import Owner, network_tag
-    from kanal.firewall.nftables import TABLE
 
     if not nft.available():
         return []
-    try:
-        ruleset = json.loads(nft.run(f"list table inet {TABLE}", json_out=True))
-    except nft.NftError:
-        return []  # no table: nothing tagged
+    table = nft_table()
+    out = []
+    bridge: Any = ctrl.driver("bridge")
+    # What must be there: each bridge network's isolation chain, each endpoint's
+    # masquerade and published ports.
+    for net in nets.values():
+        if net.driver != "bridge" or net.driver_state.get("deleting"):
+            continue
+        chain = f"kn_{net.id[:12]}"
+        if table is None or chain not in table.chains:
+            out.append(f"nftables: isolation chain {chain} of {net.name} missing")
+        elif net.driver_state["bridge"] not in table.net_from:
+            out.append(f"nftables: {net.name}'s bridge is not in the isolation map")
+    for ep in eps:
+        epnet = nets.get(ep.network_id)
+        if epnet is None or epnet.driver != "bridge":
+            continue
+        if ep.driver_state.get("external") and not ep.netns:
+            continue
+        expect = bridge.firewall_expect(epnet, ep)
+        if expect and (table is None or not table.has(expect)):
+            out.append(f"nftables: firewall entries of {ep.name} on {epnet.name} missing")
+    if table is None:
+        return out
+    # What must not be there: entries tagged for the engine's networks that no
+    # endpoint owns.
     ours = {network_tag(f"kanal-{nid[:12]}"): n for nid, n in nets.items()}
     owned: set[str] = set()
     for ep in eps:
@@ -227,22 +249,12 @@ def _nft(nets: dict[str, Network], eps: list[Endpoint]) -> list[str]:
         for ifname in (ep.ifname, "dockerif", "dockerpm"):
             if ifname:
                 owned.add(Owner(net_name, ep.id, ifname).tag)
-    out = []
-    for obj in ruleset.get("nftables", []):
-        body = obj.get("set") or obj.get("map")
-        if not body:
-            continue
-        for el in body.get("elem", []):
-            item = el[0] if isinstance(el, list) else el
-            comment = str(item.get("elem", {}).get("comment", "")) if isinstance(item, dict) else ""
-            net_tag, _, who = comment.partition(":")
-            if net_tag not in ours or not who:
-                continue
-            if comment not in owned:
-                out.append(
-                    f"nftables: an element of set {body.get('name')} is tagged for "
-                    f"{ours[net_tag].name} but belongs to no endpoint"
-                )
+    for comment in sorted(table.tags):
+        net_tag, _, who = comment.partition(":")
+        if net_tag in ours and who and comment not in owned:
+            out.append(
+                f"nftables: entries tagged {comment} of {ours[net_tag].name} belong to no endpoint"
+            )
     return out
 
 

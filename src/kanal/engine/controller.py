@@ -31,6 +31,7 @@ from kanal.engine.ipam import (
     validate_ipam_config,
 )
 from kanal.engine.journal import Intent, Journal
+from kanal.engine.locks import KeyedLocks
 from kanal.engine.model import (
     Endpoint,
     IPAMConfig,
@@ -115,6 +116,8 @@ class Controller:
         self.ipam = AddressAllocator(store)
         self.ports = PortAllocator(store)
         self.journal = Journal(store)
+        #: per endpoint id: connect, disconnect and the repairer never overlap on one
+        self.ep_locks = KeyedLocks()
         if ctx.sysctls is None:
             from kanal.engine.sysctls import SysctlLedger
 
@@ -490,6 +493,7 @@ class Controller:
         )
         key = f"endpoints/{net.id}/{ep.id}"
         with (
+            self.ep_locks.hold(ep.id),
             self.journal.intent(
                 "connect", network=net.id, endpoint=ep.id, sandbox=sandbox.id
             ) as it,
@@ -597,9 +601,20 @@ class Controller:
         eps = [ep for ep in self.endpoints(net.id) if ep.sandbox_id == sandbox_id]
         if not eps:
             raise NotFound(f"container {sandbox_id[:12]} is not connected to network {net.name}")
-        ep = eps[0]
+        with self.ep_locks.hold(eps[0].id):
+            got = self.store.get(f"endpoints/{net.id}/{eps[0].id}")  # as it is now
+            if got is None:  # a concurrent disconnect was first
+                raise NotFound(
+                    f"container {sandbox_id[:12]} is not connected to network {net.name}"
+                )
+            ep = Endpoint.from_json(got.value)
+            self._disconnect(net, ep, force)
+        self._emit("disconnect", net, ep)
+        return ep
+
+    def _disconnect(self, net: Network, ep: Endpoint, force: bool) -> None:
         with self.journal.intent(
-            "disconnect", network=net.id, endpoint=ep.id, sandbox=sandbox_id
+            "disconnect", network=net.id, endpoint=ep.id, sandbox=ep.sandbox_id
         ) as it:
             try:
                 self.driver(net.driver).leave(net, ep)
@@ -610,8 +625,6 @@ class Controller:
                     "forced disconnect of %s from %s despite a teardown error", ep.id, net.name
                 )
             self._release(net, ep, it)
-        self._emit("disconnect", net, ep)
-        return ep
 
     def _allocate(self, net: Network, version: int, ep_id: str, want: str) -> str:
         """An address (CIDR) for the endpoint, from kanal's IPAM or the network's plugin."""
@@ -791,12 +804,30 @@ class Controller:
                         self._release(net, ep)
                         counts["dropped"] += 1
                     elif not driver.endpoint_ok(net, ep):
-                        best_effort(driver.leave, net, ep)
-                        fresh = replace(ep, driver_state={})
-                        driver.join(net, fresh)
-                        self.store.put(f"endpoints/{net.id}/{ep.id}", fresh.to_json())
+                        self._rejoin(net, ep)
                         counts["rejoined"] += 1
         return counts
+
+    def rejoin(self, net_id: str, ep_id: str) -> bool:
+        """Make an endpoint's kernel side again (what an outside hand removed), with
+        its addresses and ports; False if the endpoint went meanwhile or its sandbox's
+        namespace is gone (nothing to join into)."""
+        with self.ep_locks.hold(ep_id):
+            got = self.store.get(f"endpoints/{net_id}/{ep_id}")
+            if got is None:
+                return False
+            ep = Endpoint.from_json(got.value)
+            if not ep.netns or not os.path.exists(ep.netns):
+                return False
+            self._rejoin(self.get_network(net_id), ep)
+            return True
+
+    def _rejoin(self, net: Network, ep: Endpoint) -> None:
+        driver = self.driver(net.driver)
+        best_effort(driver.leave, net, ep)
+        fresh = replace(ep, driver_state={})
+        driver.join(net, fresh)
+        self.store.put(f"endpoints/{net.id}/{ep.id}", fresh.to_json())
 
 
 def _has(net: Network, version: int) -> bool:

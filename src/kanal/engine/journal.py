@@ -27,6 +27,7 @@ from kanal.store import Delete, Put, Store
 __all__ = ["Intent", "Journal"]
 
 PREFIX = "intents/"
+_OBJECT_FIELDS = ("sandbox", "endpoint", "network")
 
 
 @dataclass
@@ -62,7 +63,7 @@ class Journal:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._inflight: set[str] = set()
+        self._inflight: dict[str, Intent] = {}
         self._lock = threading.Lock()
 
     def begin(self, op: str, *, with_ops: Sequence[Put | Delete] = (), **fields: Any) -> Intent:
@@ -72,12 +73,12 @@ class Journal:
         """
         it = Intent(new_id()[:32], op, dict(fields), time.time())
         with self._lock:
-            self._inflight.add(it.id)
+            self._inflight[it.id] = it
         try:
             self.store.txn([Put(it.key, it.to_json(), 0), *with_ops])
         except BaseException:
             with self._lock:
-                self._inflight.discard(it.id)
+                self._inflight.pop(it.id, None)
             raise
         return it
 
@@ -95,7 +96,7 @@ class Journal:
         self.store.txn([Delete(it.key), *with_ops])
         it.done = True
         with self._lock:
-            self._inflight.discard(it.id)
+            self._inflight.pop(it.id, None)
 
     @contextmanager
     def intent(
@@ -112,7 +113,7 @@ class Journal:
                 self.end(it)
             finally:
                 with self._lock:
-                    self._inflight.discard(it.id)
+                    self._inflight.pop(it.id, None)
             raise
         if not it.done:
             self.end(it)
@@ -121,6 +122,12 @@ class Journal:
         """Every intent in the store (in flight here or not), oldest first."""
         out = [Intent.from_json(e.key, e.value) for e in self.store.list(PREFIX)]
         return sorted(out, key=lambda i: i.started)
+
+    def in_flight_objects(self) -> set[str]:
+        """Ids (sandbox, endpoint, network) that running operations are working on."""
+        with self._lock:
+            its = list(self._inflight.values())
+        return {str(v) for it in its for k, v in it.fields.items() if k in _OBJECT_FIELDS}
 
     def abandoned(self) -> list[Intent]:
         """Intents no operation of this process is running."""

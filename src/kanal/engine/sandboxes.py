@@ -85,6 +85,9 @@ class Sandbox:
     dns_options: list[str] = field(default_factory=list)
     extra_hosts: list[str] = field(default_factory=list)
     workdir: str = ""
+    # (device, inode) of its own namespace: found again after an outside unmount
+    netns_id: list[int] = field(default_factory=list)
+    error: str = ""  # why it is broken (docker's State.Error); "" when it is not
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -242,6 +245,7 @@ class SandboxManager:
             netns = other.netns
         else:
             netns = self._make_netns(sid)
+        st = os.stat(netns) if own else None
         sb = Sandbox(
             id=sid,
             name=name,
@@ -257,6 +261,7 @@ class SandboxManager:
             dns_options=list(spec.dns_options),
             extra_hosts=list(spec.extra_hosts),
             workdir=spec.workdir,
+            netns_id=[st.st_dev, st.st_ino] if st is not None else [],
         )
         if own and mode != "none":
             reqs = spec.networks or [NetworkRequest(mode)]
@@ -646,6 +651,49 @@ class SandboxManager:
         else:
             self.store.txn(ops)
 
+    def repair_netns(self, sid: str) -> str:
+        """A sandbox whose namespace mount an outside hand removed: mounted again
+        from a process still in it, else marked broken (nothing holds it any more,
+        its interfaces are gone). Returns what was done ("" if nothing was needed)."""
+        with self._locked(sid):
+            try:
+                sb = self.get(sid)
+            except NotFound:
+                return ""
+            if not sb.own_netns or _is_mount(sb.netns) or sb.error:
+                return ""
+            holder = self._netns_holder(sb)
+            if holder:
+                if not os.path.exists(sb.netns):
+                    open(sb.netns, "w").close()
+                p = subprocess.run(
+                    ["mount", "--bind", f"/proc/{holder}/ns/net", sb.netns], capture_output=True
+                )
+                if p.returncode == 0:
+                    return f"mounted the namespace of {sb.name} again at {sb.netns}"
+            sb.error = (
+                f"its network namespace {sb.netns} was removed from outside and no process "
+                "holds it any more: its interfaces are gone (kanal rm it)"
+            )
+            self._save(sb)
+            return f"sandbox {sb.name} is broken: {sb.error}"
+
+    def _netns_holder(self, sb: Sandbox) -> int:
+        """A live process in the sandbox's namespace (its leader first), or 0."""
+        want = tuple(sb.netns_id)
+        leader = self._leader(sb)
+        pids = ([leader[0]] if leader and processes.alive(leader) else []) + [
+            int(p) for p in os.listdir("/proc") if p.isdigit()
+        ]
+        for pid in pids:
+            try:
+                st = os.stat(f"/proc/{pid}/ns/net")
+            except OSError:
+                continue
+            if want and (st.st_dev, st.st_ino) == want:
+                return pid
+        return 0
+
     def reconcile(self) -> dict[str, int]:
         """After recovery: names whose sandbox is gone (and no operation of which
         is open) are freed. Returns counts."""
@@ -735,6 +783,13 @@ class SandboxManager:
     def invalidate(self) -> None:
         with self._lock:
             self._index = None
+
+
+def _is_mount(path: str) -> bool:
+    """Whether ``path`` is a mount point (a namespace's bind mount is one)."""
+    want = path.replace(" ", "\\040")
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == want for line in f)
 
 
 _Index = tuple[

@@ -30,7 +30,6 @@ import hashlib
 import ipaddress
 import json
 import re
-import threading
 from collections.abc import Callable, Collection, Sequence
 
 from kanal.errors import InvalidConfig, NotFound
@@ -63,16 +62,11 @@ add rule inet {TABLE} fw_forward ip saddr @fw_ips4 accept
 add rule inet {TABLE} fw_forward ip6 daddr @fw_ips6 ct state related,established accept
 add rule inet {TABLE} fw_forward ip6 saddr @fw_ips6 accept
 """
-_READY: set[tuple[int, int]] = set()
-_LOCK = threading.Lock()
+_TABLE = nft.Skeleton(lambda: _SKELETON)
 
 
 def _ensure() -> None:
-    key = nft._netns_key()
-    if key not in _READY:
-        with _LOCK:
-            nft.run(_SKELETON)
-            _READY.add(key)
+    _TABLE.ensure()
 
 
 def _fam(ip: Addr) -> str:
@@ -83,9 +77,8 @@ def add_container(owner: Owner, ips: Sequence[Addr]) -> None:
     """Accept forwarded traffic from, and answers to, ``ips``; one transaction."""
     if not ips:
         return
-    _ensure()
     tag = owner.tag
-    nft.run(
+    _TABLE.run(
         "\n".join(
             f'add element inet {TABLE} fw_ips{_fam(ip)} {{ {ip} comment "{tag}" }}' for ip in ips
         )

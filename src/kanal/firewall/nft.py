@@ -12,10 +12,11 @@ import ctypes.util
 import os
 import subprocess
 import threading
+from collections.abc import Callable
 
 from kanal.errors import Internal, Unavailable
 
-__all__ = ["NftError", "available", "run"]
+__all__ = ["NftError", "Skeleton", "available", "run"]
 
 _OUTPUT_HANDLE = 1 << 3
 _OUTPUT_JSON = 1 << 4
@@ -127,3 +128,32 @@ def available() -> bool:
         return False
     _AVAILABLE.add(key)
     return True
+
+
+class Skeleton:
+    """The fixed part of a table (sets, maps, chains, base rules): applied once per
+    namespace, and again when someone removed it (``nft flush ruleset``)."""
+
+    def __init__(self, text: Callable[[], str]) -> None:
+        self._text = text
+        self._ready: set[tuple[int, int]] = set()
+        self._lock = threading.Lock()
+
+    def ensure(self, *, force: bool = False) -> None:
+        key = _netns_key()
+        if key in self._ready and not force:
+            return
+        with self._lock:
+            run(self._text())
+            self._ready.add(key)
+
+    def run(self, cmds: str) -> str:
+        """``cmds`` in one transaction, the skeleton made again first if it is gone."""
+        self.ensure()
+        try:
+            return run(cmds)
+        except NftError as e:
+            if not e.enoent:
+                raise
+        self.ensure(force=True)
+        return run(cmds)

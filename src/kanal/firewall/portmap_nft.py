@@ -27,7 +27,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import subprocess
-import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -101,16 +100,7 @@ def _skeleton() -> str:
     return "\n".join([table, *out])
 
 
-_READY: set[tuple[int, int]] = set()
-_LOCK = threading.Lock()
-
-
-def _ensure() -> None:
-    key = nft._netns_key()
-    if key not in _READY:
-        with _LOCK:
-            nft.run(_skeleton())
-            _READY.add(key)
+_SKELETON = nft.Skeleton(_skeleton)
 
 
 def _fam(ip: Addr) -> str:
@@ -158,9 +148,8 @@ def add_portmaps(
         )
     if not cmds:
         return
-    _ensure()
     try:
-        nft.run("\n".join(cmds))
+        _SKELETON.run("\n".join(cmds))
     except nft.NftError as e:
         if "File exists" not in e.details:
             raise

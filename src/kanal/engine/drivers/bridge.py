@@ -306,6 +306,75 @@ class BridgeDriver:
         except KanalError:
             return False  # a corrupt cache entry: rejoin, which rewrites it
 
+    # --- what an outside hand may take away (kanal.engine.repair) ----------------
+
+    def _masq(self, net: Network) -> bool:
+        st = net.driver_state
+        return bool(st["masquerade"]) and not net.internal and st["modes"]["ipv4"].startswith("nat")
+
+    def _owners(self, net: Network, ep: Endpoint) -> tuple[Any, Any]:
+        """The firewall owners of the endpoint's masquerade and published ports: the
+        CNI chain's (network, container id, ifname), or the Docker plugin's."""
+        from kanal.firewall import Owner
+
+        name = f"kanal-{net.id[:12]}"
+        if ep.driver_state.get("external"):
+            return Owner(name, ep.id, "dockerif"), Owner(name, ep.id, "dockerpm")
+        return Owner(name, ep.id, ep.ifname), Owner(name, ep.id, ep.ifname)
+
+    def firewall_expect(self, net: Network, ep: Endpoint) -> list[tuple[str, str, int]]:
+        """What the endpoint's entries in kanal's nftables table are: (group, owner
+        tag, how many), the group ``masq`` (sets masq4/6) or ``ports`` (the
+        port maps pm_any*/pm_ip*)."""
+        masq, ports = self._owners(net, ep)
+        ifaces = [ipaddress.ip_interface(c) for c in (ep.ipv4, ep.ipv6) if c]
+        out = []
+        if self._masq(net) and ifaces:
+            out.append(("masq", masq.tag, len(ifaces)))
+        if ep.ports and not net.internal:
+            host_ip = net.driver_state.get("host_ip", "")
+            n = 0
+            for p in ep.ports:
+                bound = p.host_ip or host_ip
+                fam = ipaddress.ip_address(bound).version if bound else 0
+                n += sum(1 for i in ifaces if not fam or i.version == fam)
+            if n:
+                out.append(("ports", ports.tag, n))
+        return out
+
+    def restore_firewall(self, net: Network, ep: Endpoint) -> None:
+        """Write the endpoint's nftables entries again (all idempotent adds)."""
+        from kanal.firewall import Masquerade, get_backend
+        from kanal.firewall.netpolicy import add_network_policy
+        from kanal.firewall.portmap_nft import PortMapping, add_portmaps
+
+        add_network_policy(net.id[:12], net.driver_state["bridge"], internal=net.internal)
+        ifaces = [ipaddress.ip_interface(c) for c in (ep.ipv4, ep.ipv6) if c]
+        masq, ports = self._owners(net, ep)
+        if self._masq(net) and ifaces:
+            get_backend("nftables").add_masquerade(
+                [Masquerade(masq, i.ip, i.network) for i in ifaces]
+            )
+        if ep.ports and not net.internal and ifaces:
+            host_ip = net.driver_state.get("host_ip", "")
+            mappings = [
+                PortMapping(
+                    p.host_port,
+                    p.container_port,
+                    p.protocol,
+                    ipaddress.ip_address(p.host_ip or host_ip) if (p.host_ip or host_ip) else None,
+                )
+                for p in ep.ports
+            ]
+            add_portmaps(
+                ports,
+                mappings,
+                [i.ip for i in ifaces],
+                [i.network for i in ifaces],
+                snat=True,
+                masq_all=False,
+            )
+
     # --- endpoints whose interface another runtime places (Docker's remote driver) ---
 
     def attach_detached(self, net: Network, ep: Endpoint) -> str:
