@@ -81,16 +81,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         "WorkingDir": args.workdir,
     }
     c = _client(args)
+    if args.detach:
+        # One request: kanald creates and starts it, or leaves nothing behind.
+        sb = c.request("POST", "/sandboxes/create", {**body, "Start": True})
+        print(sb["Id"])
+        return 0
     sb = c.request("POST", "/sandboxes/create", body)
     sid = sb["Id"]
-    if args.detach:
-        try:
-            c.request("POST", f"/sandboxes/{sid}/start")
-        except KanalError:
-            c.request("DELETE", f"/sandboxes/{sid}", query={"force": "1"})
-            raise
-        print(sid)
-        return 0
     argv = c.request("GET", f"/sandboxes/{sid}/launch")["Argv"]
     env_launch = dict(os.environ)
     env_launch["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)

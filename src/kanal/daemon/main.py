@@ -200,13 +200,15 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     import os
 
     from kanal.daemon.api import ApiServer, serve_in_thread
+    from kanal.daemon.statedir import tighten
     from kanal.engine.context import EngineContext
     from kanal.engine.controller import Controller
     from kanal.engine.ipam import DEFAULT_POOLS
     from kanal.errors import KanalError
     from kanal.store import open_store
 
-    os.makedirs(args.state_dir, mode=0o700, exist_ok=True)
+    if tighten(args.state_dir):
+        logging.warning("state directory %s: permissions tightened to root-only", args.state_dir)
     store = open_store(args.store or f"sqlite://{os.path.join(args.state_dir, 'state.db')}")
     ctx = EngineContext(
         state_dir=args.state_dir,
