@@ -105,6 +105,10 @@ class QuietHandler(BaseHTTPRequestHandler):
         short = self.responses.get(code, ("error", ""))[0]
         data = json.dumps(self.error_body(message or short)).encode() + b"\n"
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            # A request line too broken to tell its version: still answer with a
+            # status line and headers, which every client of this API reads.
+            self.request_version = "HTTP/1.0"
         try:
             self.send_response(code, short)
             self.send_header("Content-Type", "application/json")

@@ -519,7 +519,11 @@ def _sandbox_spec(b: dict[str, Any]) -> Any:
         validate.name(mode.split(":", 1)[1], "container")
     else:
         validate.name(mode, "network")
-    ports = [pb for spec in _str_list(b, "Publish") for pb in parse_publish(spec)]
+    ports = [
+        pb
+        for spec in _str_list(b, "Publish")
+        for pb in parse_publish(validate.no_control(spec, "port specification"))
+    ]
     env_raw = b.get("Env")
     if env_raw is None:
         env_raw = {}

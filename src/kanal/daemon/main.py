@@ -207,6 +207,10 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     from kanal.errors import KanalError
     from kanal.store import open_store
 
+    # The directories parts of the engine make later (some with makedirs' default
+    # modes for intermediate directories) exist from the start, root-only.
+    for sub in ("bin", "cni-cache", "sandboxes"):
+        os.makedirs(os.path.join(args.state_dir, sub), mode=0o700, exist_ok=True)
     if tighten(args.state_dir):
         logging.warning("state directory %s: permissions tightened to root-only", args.state_dir)
     store = open_store(args.store or f"sqlite://{os.path.join(args.state_dir, 'state.db')}")

@@ -103,15 +103,21 @@ def spec_from_request(body: Mapping[str, Any]) -> NetworkSpec:
     name = body.get("Name")
     if not isinstance(name, str) or not name:
         raise InvalidConfig("a network name is required")
-    driver = body.get("Driver") or "bridge"
-    if not isinstance(driver, str):
-        raise InvalidConfig("invalid Driver: want a string")
+    driver = body.get("Driver", "bridge")
+    if driver is None:
+        driver = "bridge"
+    if not isinstance(driver, str) or not driver:
+        raise InvalidConfig("invalid Driver: want a non-empty string")
     validate.no_control(driver, "Driver")
-    ipam = body.get("IPAM") or {}
+    ipam = body.get("IPAM")
+    if ipam is None:
+        ipam = {}
     if not isinstance(ipam, dict):
         raise InvalidConfig("invalid IPAM: want an object")
     cfgs = []
-    config = ipam.get("Config") or []
+    config = ipam.get("Config")
+    if config is None:
+        config = []
     if not isinstance(config, list):
         raise InvalidConfig("invalid IPAM.Config: want a list")
     for i, c in enumerate(config):
@@ -125,9 +131,11 @@ def spec_from_request(body: Mapping[str, Any]) -> NetworkSpec:
             raise InvalidConfig(f"invalid IPAM.Config[{i}]: Gateway and IPRange are strings")
         aux = _str_map(c.get("AuxiliaryAddresses") or c.get("AuxAddress"), "AuxiliaryAddresses")
         cfgs.append(IPAMConfig(sub, gw, rng, aux))
-    ipam_driver = ipam.get("Driver") or "default"
-    if not isinstance(ipam_driver, str):
-        raise InvalidConfig("invalid IPAM.Driver: want a string")
+    ipam_driver = ipam.get("Driver")
+    if ipam_driver is None:
+        ipam_driver = "default"
+    if not isinstance(ipam_driver, str) or not ipam_driver:
+        raise InvalidConfig("invalid IPAM.Driver: want a non-empty string")
     validate.no_control(ipam_driver, "IPAM.Driver")
     return NetworkSpec(
         name=name,
