@@ -16,7 +16,7 @@ from tests import snapshot
 from tests.e2e.test_cli_network import VENV, Daemon
 from tests.helpers import netns, nsexec
 
-__all__ = ["Kanald", "kanald"]
+__all__ = ["Kanald", "kanald", "populate"]
 
 
 class Kanald(Daemon):
@@ -157,3 +157,27 @@ def kanald(tmp: Path, *, plugin: bool = False) -> Iterator[Kanald]:
             for p in d.netns_dir.glob("*") if d.netns_dir.exists() else []:
                 subprocess.run(["umount", str(p)], capture_output=True)
                 p.unlink(missing_ok=True)
+
+
+def populate(k: Kanald) -> None:
+    """The fixture state the bad-input suites run against: networks net1 (10.90.1.0/24)
+    and net2 (10.90.2.0/24), and sandbox sb1 running on net1 at 10.90.1.10 with
+    127.0.0.1:18555 published; then waits until the kernel is still."""
+    for name, subnet in (("net1", "10.90.1.0/24"), ("net2", "10.90.2.0/24")):
+        st, out = k.call(
+            "POST", "/networks/create", {"Name": name, "IPAM": {"Config": [{"Subnet": subnet}]}}
+        )
+        assert st == 201, out
+    st, out = k.call(
+        "POST",
+        "/sandboxes/create",
+        {
+            "Name": "sb1",
+            "Cmd": ["sleep", "3000"],
+            "Networks": [{"Name": "net1", "IPv4Address": "10.90.1.10"}],
+            "Publish": ["127.0.0.1:18555:80"],
+            "Start": True,
+        },
+    )
+    assert st == 201 and out["State"] == "running", out
+    snapshot.settle(k.snap)

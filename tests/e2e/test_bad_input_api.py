@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.kanald import Kanald, kanald, parse_response
+from tests.e2e.kanald import Kanald, kanald, parse_response, populate
 from tests.snapshot import assert_unchanged, settle
 
 pytestmark = pytest.mark.xdist_group("bad-input-api")
@@ -849,27 +849,7 @@ RAW: list[tuple[str, bytes, int, str]] = [
 @pytest.fixture(scope="module")
 def d(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kanald]:
     with kanald(tmp_path_factory.mktemp("badapi")) as k:
-        st, _ = k.call(
-            "POST", NET, {"Name": "net1", "IPAM": {"Config": [{"Subnet": "10.90.1.0/24"}]}}
-        )
-        assert st == 201
-        st, _ = k.call(
-            "POST", NET, {"Name": "net2", "IPAM": {"Config": [{"Subnet": "10.90.2.0/24"}]}}
-        )
-        assert st == 201
-        st, out = k.call(
-            "POST",
-            SB,
-            {
-                "Name": "sb1",
-                "Cmd": ["sleep", "3000"],
-                "Networks": [{"Name": "net1", "IPv4Address": "10.90.1.10"}],
-                "Publish": ["127.0.0.1:18555:80"],
-                "Start": True,
-            },
-        )
-        assert st == 201 and out["State"] == "running", out
-        settle(k.snap)
+        populate(k)
         yield k
 
 
