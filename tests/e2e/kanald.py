@@ -22,8 +22,11 @@ __all__ = ["Kanald", "kanald", "populate"]
 class Kanald(Daemon):
     """kanald with a private ``--netns-dir`` and, optionally, the Docker plugin socket."""
 
-    def __init__(self, host: str, tmp: Path, *, plugin: bool = False) -> None:
+    def __init__(
+        self, host: str, tmp: Path, *, plugin: bool = False, idle_timeout: float = 60.0
+    ) -> None:
         super().__init__(host, tmp)
+        self.idle_timeout = idle_timeout
         self.netns_dir = tmp / "netns"
         self.state = tmp / "state"
         self.plugin_sock = tmp / "plugin.sock" if plugin else None
@@ -52,6 +55,8 @@ class Kanald(Daemon):
                 str(self.netns_dir),
                 "--docker-plugin-socket",
                 str(self.plugin_sock) if self.plugin_sock else "none",
+                "--api-idle-timeout",
+                str(self.idle_timeout),
             ],
             stderr=log,
         )
@@ -135,14 +140,14 @@ def parse_response(raw: bytes) -> tuple[int, dict[str, str], Any]:
 
 
 @contextmanager
-def kanald(tmp: Path, *, plugin: bool = False) -> Iterator[Kanald]:
+def kanald(tmp: Path, *, plugin: bool = False, idle_timeout: float = 60.0) -> Iterator[Kanald]:
     """A started Kanald in a fresh host namespace; everything it made is removed after."""
     with netns("kbi") as host:
         # No IPv6 duplicate address detection in this test host: an address does not
         # change on its own a second after its link came up, between two snapshots.
         for conf in ("all", "default"):
             nsexec(host, "sysctl", "-qw", f"net.ipv6.conf.{conf}.accept_dad=0")
-        d = Kanald(host, tmp, plugin=plugin)
+        d = Kanald(host, tmp, plugin=plugin, idle_timeout=idle_timeout)
         d.start()
         try:
             yield d

@@ -189,6 +189,7 @@ class ApiServer(PrivateUnixServer):
         events: EventBus | None = None,
         mode: int = 0o600,
         manager: Any = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.controller = controller
         self.manager = manager  # kanal.engine.sandboxes.SandboxManager, when sandboxes are on
@@ -196,6 +197,7 @@ class ApiServer(PrivateUnixServer):
         self.sandboxes = sandboxes or NoSandboxes()
         self.events = events or EventBus()
         controller.listeners.append(self.events.controller_listener)
+        self.idle_timeout = idle_timeout
         self._busy = 0
         self._idle = threading.Condition()
         super().__init__(path, _Handler, mode=mode, dir_mode=0o700)
@@ -581,7 +583,10 @@ class _Handler(QuietHandler):
     server_version = "kanald"
     log = log
 
-    timeout = IDLE_TIMEOUT  # an idle keep-alive connection does not hold a thread for ever
+    def setup(self) -> None:
+        # An idle keep-alive connection does not hold a thread for ever.
+        self.timeout = self.server.idle_timeout
+        super().setup()
 
     def _send(self, status: int, body: Any) -> None:
         data = b"" if body is None else json.dumps(body).encode() + b"\n"

@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="the engine's state")
     ap.add_argument("--api-socket", default=DEFAULT_API_SOCKET, help="the REST API socket")
     ap.add_argument("--api-socket-mode", default="0600", help="permissions of the API socket")
+    ap.add_argument(
+        "--api-idle-timeout",
+        type=float,
+        default=60.0,
+        help="seconds an idle API connection is kept open",
+    )
     ap.add_argument("--store", default="", help="state store URL (default: sqlite in state dir)")
     ap.add_argument("--default-bridge", default="kanal0", help="bridge of the 'bridge' network")
     ap.add_argument("--default-subnet", default="", help="subnet of the 'bridge' network")
@@ -268,6 +274,7 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         sandboxes=ChainedSandboxes(manager, NetnsSandboxes(args.netns_dir)),
         mode=int(args.api_socket_mode, 8),
         manager=manager,
+        idle_timeout=args.api_idle_timeout,
     )
     serve_in_thread(api)
     print(f"kanald: engine API on {args.api_socket}", file=sys.stderr, flush=True)
