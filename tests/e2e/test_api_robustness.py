@@ -198,9 +198,7 @@ def test_incomplete_body_is_never_run(d: Kanald) -> None:
 
 
 def test_received_body_runs_to_its_end(d: Kanald) -> None:
-    body = json.dumps(
-        {"Name": "whole", "IPAM": {"Config": [{"Subnet": "10.93.0.0/24"}]}}
-    ).encode()
+    body = json.dumps({"Name": "whole", "IPAM": {"Config": [{"Subnet": "10.93.0.0/24"}]}}).encode()
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(str(d.api))
     s.sendall(
