@@ -269,7 +269,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 nsexec(ns, "sysctl", "-qw", f"net.ipv6.conf.{conf}.accept_dad=0")
         bindir = tmp / "bin"
         install_plugins(str(bindir), socket_path=str(tmp / "no-daemon.sock"))
-        w = {"host": host, "cont": cont, "bin": bindir, "data": tmp / "ipam", "tmp": tmp}
+        w: dict[str, Any] = {
+            "host": host,
+            "cont": cont,
+            "bin": bindir,
+            "data": tmp / "ipam",
+            "tmp": tmp,
+        }
         # One good ADD and DEL first: the bridge exists from then on, as it does after a
         # failed ADD of Go's bridge plugin too (it is made before IPAM is asked).
         for cmd in ("ADD", "DEL"):

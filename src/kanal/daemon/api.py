@@ -584,9 +584,9 @@ class _Handler(QuietHandler):
     log = log
 
     def setup(self) -> None:
-        # An idle keep-alive connection does not hold a thread for ever.
-        self.timeout = self.server.idle_timeout
         super().setup()
+        # An idle keep-alive connection does not hold a thread for ever.
+        self.connection.settimeout(self.server.idle_timeout)
 
     def _send(self, status: int, body: Any) -> None:
         data = b"" if body is None else json.dumps(body).encode() + b"\n"
