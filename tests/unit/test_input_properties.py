@@ -225,7 +225,7 @@ class _Recorder:
 )
 def test_docker_plugin_messages(path: str, raw: bytes) -> None:
     rec = _Recorder()
-    status, reply = Dispatcher(rec, rec).handle("/" + path, raw)  # type: ignore[arg-type]
+    status, reply = Dispatcher(rec, rec).handle("/" + path, raw)
     if status == 400:
         assert reply["Err"] and not rec.calls  # refused before any handler ran
     else:
