@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.kanald import PrivateNetnsDaemon, private_daemon
+from tests.e2e.private_kanald import PrivateNetnsDaemon, private_daemon
 from tests.helpers import ip_json
 
 pytestmark = pytest.mark.xdist_group("crash")

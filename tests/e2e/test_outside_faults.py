@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.kanald import PrivateNetnsDaemon, private_daemon
+from tests.e2e.private_kanald import PrivateNetnsDaemon, private_daemon
 from tests.helpers import ip_json, nsexec
 
 pytestmark = pytest.mark.xdist_group("outside-faults")

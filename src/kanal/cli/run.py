@@ -79,14 +79,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         "DnsOptions": args.dns_option,
         "ExtraHosts": args.add_host,
         "WorkingDir": args.workdir,
-        "Start": bool(args.detach),
     }
     c = _client(args)
+    if args.detach:
+        # One request: kanald creates and starts it, or leaves nothing behind.
+        sb = c.request("POST", "/sandboxes/create", {**body, "Start": True})
+        print(sb["Id"])
+        return 0
     sb = c.request("POST", "/sandboxes/create", body)
     sid = sb["Id"]
-    if args.detach:
-        print(sid)
-        return 0
     argv = c.request("GET", f"/sandboxes/{sid}/launch")["Argv"]
     env_launch = dict(os.environ)
     env_launch["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)

@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="the engine's state")
     ap.add_argument("--api-socket", default=DEFAULT_API_SOCKET, help="the REST API socket")
     ap.add_argument("--api-socket-mode", default="0600", help="permissions of the API socket")
+    ap.add_argument(
+        "--api-idle-timeout",
+        type=float,
+        default=60.0,
+        help="seconds an idle API connection is kept open",
+    )
     ap.add_argument("--store", default="", help="state store URL (default: sqlite in state dir)")
     ap.add_argument("--default-bridge", default="kanal0", help="bridge of the 'bridge' network")
     ap.add_argument("--default-subnet", default="", help="subnet of the 'bridge' network")
@@ -207,13 +213,19 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     import os
 
     from kanal.daemon.api import ApiServer, serve_in_thread
+    from kanal.daemon.statedir import tighten
     from kanal.engine.context import EngineContext
     from kanal.engine.controller import Controller
     from kanal.engine.ipam import DEFAULT_POOLS
     from kanal.errors import KanalError
     from kanal.store import open_store
 
-    os.makedirs(args.state_dir, mode=0o700, exist_ok=True)
+    # The directories parts of the engine make later (some with makedirs' default
+    # modes for intermediate directories) exist from the start, root-only.
+    for sub in ("bin", "cni-cache", "sandboxes"):
+        os.makedirs(os.path.join(args.state_dir, sub), mode=0o700, exist_ok=True)
+    if tighten(args.state_dir):
+        logging.warning("state directory %s: permissions tightened to root-only", args.state_dir)
     store = open_store(args.store or f"sqlite://{os.path.join(args.state_dir, 'state.db')}")
     ctx = EngineContext(
         state_dir=args.state_dir,
@@ -281,6 +293,7 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         sandboxes=ChainedSandboxes(manager, NetnsSandboxes(args.netns_dir)),
         mode=int(args.api_socket_mode, 8),
         manager=manager,
+        idle_timeout=args.api_idle_timeout,
     )
     serve_in_thread(api)
     print(f"kanald: engine API on {args.api_socket}", file=sys.stderr, flush=True)

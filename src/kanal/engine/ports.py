@@ -22,7 +22,7 @@ from kanal.store import Delete, Put, Store
 __all__ = ["PortAllocator", "parse_publish"]
 
 PROTOCOLS = ("tcp", "udp", "sctp")
-_PORTS = re.compile(r"^\d+(?:-\d+)?$")
+_PORTS = re.compile(r"^\d+(?:-\d+)?\Z")
 
 
 def _range(text: str, what: str) -> tuple[int, int]:

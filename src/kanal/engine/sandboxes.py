@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kanal import validate
 from kanal.engine import processes
 from kanal.engine.controller import Controller, SandboxRef
 from kanal.engine.model import PortBinding, new_id, now, validate_name
@@ -193,6 +194,7 @@ class SandboxManager:
         ``start`` nothing runs yet."""
         if not spec.argv:
             raise InvalidConfig("no command given")
+        validate.sandbox(spec)
         sid = new_id()
         name = spec.name or f"kanal_{sid[:8]}"
         validate_name(name, "container")
@@ -254,7 +256,7 @@ class SandboxManager:
             own_netns=own,
             network_mode=mode,
             created=now(),
-            hostname=spec.hostname or (name if own else ""),
+            hostname=spec.hostname or (validate.default_hostname(name, sid) if own else ""),
             env=dict(spec.env),
             dns=list(spec.dns),
             dns_search=list(spec.dns_search),
@@ -366,7 +368,8 @@ class SandboxManager:
         """resolv.conf, hosts and hostname of the sandbox; rewritten in place (the
         bind mounts pin the inodes) when its networks change."""
         d = self._dir(sb.id)
-        os.makedirs(d, mode=0o755, exist_ok=True)
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)  # also when it was made looser before
         eps = self.ctrl.sandbox_endpoints(sb.id)
         hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
         for ep in eps:
@@ -381,7 +384,9 @@ class SandboxManager:
         }
         for fname, text in files.items():
             path = os.path.join(d, fname)
-            with open(path, "a+") as f:  # same inode: a bind mount keeps seeing it
+            # Same inode (a bind mount keeps seeing it); 0644: the sandbox's own
+            # unprivileged processes read them (the directory is 0700).
+            with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+") as f:
                 f.seek(0)
                 f.truncate()
                 f.write(text)
@@ -466,10 +471,10 @@ class SandboxManager:
             "pidfile": self._pidfile(sb.id),
         }
         spec_path = os.path.join(d, "launch.json")
-        # -e values may be secrets: root-only, whatever the directory's mode.
+        # 0600 even if it existed looser: it holds the -e values.
         fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)
             json.dump(spec, f)
         uts = ["--uts"] if sb.own_netns else []
         argv = [
@@ -513,8 +518,8 @@ class SandboxManager:
         env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         log_path = os.path.join(self._dir(sb.id), "log")
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "ab") as out:
-            os.fchmod(out.fileno(), 0o600)
             p = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,

@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
-_IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}\Z")
 _SKELETON = f"""add table inet {TABLE}
 add set inet {TABLE} fw_ips4 {{ type ipv4_addr; }}
 add set inet {TABLE} fw_ips6 {{ type ipv6_addr; }}

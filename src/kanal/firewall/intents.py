@@ -18,8 +18,8 @@ from kanal.errors import InvalidConfig
 __all__ = ["MacSpoofCheck", "Masquerade", "Owner", "network_tag"]
 
 # CNI names and container IDs (cni.md §1.2); ifnames per the kernel's rules.
-_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
-_IFNAME_RE = re.compile(r"^[^\s/:\"'\\]{1,15}$")
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
+_IFNAME_RE = re.compile(r"^[^\s/:\"'\\]{1,15}\Z")
 
 
 def _sha(data: str) -> str:

@@ -30,8 +30,8 @@ from kanal.firewall.nftables import TABLE
 
 __all__ = ["add_network_policy", "del_network_policy", "has_network_policy"]
 
-_ID = re.compile(r"^[0-9a-f]{12}$")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+_ID = re.compile(r"^[0-9a-f]{12}\Z")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}\Z")
 
 _SKELETON = f"""add table inet {TABLE}
 add map inet {TABLE} net_from {{ type ifname : verdict; }}

@@ -10,7 +10,7 @@ from kanal.errors import InvalidConfig
 
 T = TypeVar("T")
 
-_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
 
 
 if TYPE_CHECKING:

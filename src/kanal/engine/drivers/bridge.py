@@ -43,7 +43,7 @@ OPTIONS = {
     P + "container_iface_prefix",
 }
 GATEWAY_MODES = ("nat", "nat-unprotected", "routed", "isolated")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
 _TRUE = ("1", "t", "T", "TRUE", "true", "True")
 _FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
@@ -103,7 +103,7 @@ class BridgeDriver:
             except ValueError:
                 raise InvalidConfig(f"invalid host binding address {host_ip!r}") from None
         prefix = opts.get(P + "container_iface_prefix") or "eth"
-        if not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,11}$", prefix):
+        if not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,11}\Z", prefix):
             raise InvalidConfig(f"invalid container interface prefix {prefix!r}")
         # Whose bridge is it? One that exists already and does not carry this
         # network's mark is the operator's: kanal adds its gateways and ports to

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["MacvlanDriver"]
 
 MODES = ("bridge", "private", "vepa", "passthru")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}\Z")
 
 
 class MacvlanDriver:
