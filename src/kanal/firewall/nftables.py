@@ -38,6 +38,7 @@ __all__ = ["TABLE", "NftablesBackend"]
 
 TABLE = "kanal"
 Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _SKELETON = f"""add table inet {TABLE}
 add set inet {TABLE} masq4 {{ type ipv4_addr; }}
@@ -144,13 +145,20 @@ class NftablesBackend:
         self._delete(cmds)
 
     def _get(self, set_name: str, key: str) -> tuple[str, str] | None:
-        """The element matching ``key`` (an interval contains it) and its comment."""
-        try:
-            out = nft.run(f"get element inet {TABLE} {set_name} {{ {key} }}")
-        except nft.NftError:
-            return None  # absent (or no table): nothing of ours there
-        m = _ELEMENT_RE.search(out)
-        return (m.group(1), m.group(2) or "") if m else None
+        return get_element(set_name, key)
+
+    def drop_subnets(self, network: str, subnets: Sequence[Net]) -> None:
+        """Remove the own-subnet skip entries of ``network`` (tagged by it) for
+        ``subnets``: once its last container left, nothing needs them."""
+        tag = network_tag(network)
+        cmds = []
+        for sub in subnets:
+            f = _fam(sub.network_address)
+            key = f"{sub} . {sub}"
+            found = get_element(f"skip{f}", key)
+            if found is not None and found[1] == tag:
+                cmds.append(f"delete element inet {TABLE} skip{f} {{ {key} }}")
+        self._delete(cmds)
 
     def _element_tag(self, set_name: str, key: str) -> str | None:
         found = self._get(set_name, key)
@@ -196,6 +204,17 @@ class NftablesBackend:
                 if comment == prefix and not any(ip in subnet for ip in remaining):
                     cmds.append(f"delete element inet {TABLE} {set_name} {{ {text} }}")
         self._delete(cmds)
+
+
+def get_element(set_name: str, key: str) -> tuple[str, str] | None:
+    """The element of ``set_name`` in kanal's table matching ``key`` (an interval
+    contains it) and its comment; None if absent."""
+    try:
+        out = nft.run(f"get element inet {TABLE} {set_name} {{ {key} }}")
+    except nft.NftError:
+        return None  # absent (or no table): nothing of ours there
+    m = _ELEMENT_RE.search(out)
+    return (m.group(1), m.group(2) or "") if m else None
 
 
 def _render(val: Any) -> str:

@@ -283,10 +283,21 @@ def gc_portmaps(network: str, valid: Collection[tuple[str, str]]) -> None:
     _delete([k for k, _ in _owned_entries(None, network_tag(network), keep)])
 
 
-def drop_subnets(network: str) -> None:
-    """Remove the network's subnet elements (hairpin SNAT), left by every DEL."""
+def drop_subnets(network: str, subnets: Sequence[Net] | None = None) -> None:
+    """Remove the network's subnet elements (hairpin SNAT), left by every DEL: those
+    of ``subnets`` (looked up one by one), or all it tagged (a scan)."""
+    from kanal.firewall.nftables import get_element
+
     tag = network_tag(network)
     entries = []
+    if subnets is not None:
+        for sub in subnets:
+            name = f"pm_subnets{_fam(sub.network_address)}"
+            found = get_element(name, str(sub))
+            if found is not None and found[1] == tag:
+                entries.append(f"{name} {{ {sub} }}")
+        _delete(entries)
+        return
     for f in ("4", "6"):
         try:
             out = nft.run(f"list set inet {TABLE} pm_subnets{f}", json_out=True)
