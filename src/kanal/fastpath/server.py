@@ -64,10 +64,17 @@ class FastPathServer:
         from kanal.unixsock import private_path
 
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Bound and listening under a private name first, then renamed into place:
+        # a client that sees the socket file can connect at once.
+        # (a short name: unix socket paths are limited to 107 bytes)
+        tmp = os.path.join(os.path.dirname(os.path.abspath(self.socket_path)), f".{os.getpid()}.s")
         with private_path(self.socket_path, dir_mode=0o755):
-            s.bind(self.socket_path)
-        os.chmod(self.socket_path, self.mode)
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            s.bind(tmp)
+        os.chmod(tmp, self.mode)
         s.listen(512)
+        os.rename(tmp, self.socket_path)
         self._sock = s
 
     def serve_forever(self) -> None:

@@ -150,14 +150,16 @@ class NftablesBackend:
     def drop_subnets(self, network: str, subnets: Sequence[Net]) -> None:
         """Remove the own-subnet skip entries of ``network`` (tagged by it) for
         ``subnets``: once its last container left, nothing needs them."""
+        # (Read whole: "get element" does not show an interval element's comment;
+        # these sets hold one element per subnet, so they stay small.)
         tag = network_tag(network)
-        cmds = []
-        for sub in subnets:
-            f = _fam(sub.network_address)
-            key = f"{sub} . {sub}"
-            found = get_element(f"skip{f}", key)
-            if found is not None and found[1] == tag:
-                cmds.append(f"delete element inet {TABLE} skip{f} {{ {key} }}")
+        want = {f"{sub} . {sub}" for sub in subnets}
+        cmds = [
+            f"delete element inet {TABLE} {name} {{ {text} }}"
+            for name in {f"skip{_fam(sub.network_address)}" for sub in subnets}
+            for text, comment in self._elements(name)
+            if comment == tag and text in want
+        ]
         self._delete(cmds)
 
     def _element_tag(self, set_name: str, key: str) -> str | None:

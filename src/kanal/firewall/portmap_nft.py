@@ -285,19 +285,10 @@ def gc_portmaps(network: str, valid: Collection[tuple[str, str]]) -> None:
 
 def drop_subnets(network: str, subnets: Sequence[Net] | None = None) -> None:
     """Remove the network's subnet elements (hairpin SNAT), left by every DEL: those
-    of ``subnets`` (looked up one by one), or all it tagged (a scan)."""
-    from kanal.firewall.nftables import get_element
-
+    of ``subnets``, or all it tagged. (The set holds one element per subnet.)"""
     tag = network_tag(network)
+    want = None if subnets is None else {str(sub) for sub in subnets}
     entries = []
-    if subnets is not None:
-        for sub in subnets:
-            name = f"pm_subnets{_fam(sub.network_address)}"
-            found = get_element(name, str(sub))
-            if found is not None and found[1] == tag:
-                entries.append(f"{name} {{ {sub} }}")
-        _delete(entries)
-        return
     for f in ("4", "6"):
         try:
             out = nft.run(f"list set inet {TABLE} pm_subnets{f}", json_out=True)
@@ -308,7 +299,7 @@ def drop_subnets(network: str, subnets: Sequence[Net] | None = None) -> None:
         for obj in json.loads(out).get("nftables", []):
             for el in obj.get("set", {}).get("elem", []):
                 key, comment = _elem(el)
-                if comment == tag:
+                if comment == tag and (want is None or key in want):
                     entries.append(f"pm_subnets{f} {{ {key} }}")
     _delete(entries)
 
