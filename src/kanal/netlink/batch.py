@@ -112,9 +112,10 @@ class Batch:
         mtu: int = 0,
         master: int = 0,
         up: bool = False,
+        txqlen: int | None = None,
     ) -> None:
         """One request: the pair, the peer made in ``peer_netns_fd``, this end
-        attached to ``master`` and up."""
+        attached to ``master`` and up (``txqlen``: both ends')."""
         body = wire.veth_create_msg(
             name,
             peer_name,
@@ -124,6 +125,7 @@ class Batch:
             mtu=mtu,
             master=master,
             up=up,
+            txqlen=txqlen,
         )
         self._push_raw(
             body,

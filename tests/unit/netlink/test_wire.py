@@ -26,12 +26,17 @@ def encoded(msg: Any) -> bytes:
     "mtu,mac,peer_mac,master,up",
     [(0, "", "", 0, False), (1400, "02:00:00:00:00:01", "0a:58:0a:00:00:02", 7, True)],
 )
-def test_veth_create(mtu: int, mac: str, peer_mac: str, master: int, up: bool) -> None:
+@pytest.mark.parametrize("txqlen", [None, 0])
+def test_veth_create(
+    mtu: int, mac: str, peer_mac: str, master: int, up: bool, txqlen: int | None
+) -> None:
     peer: list[tuple[str, Any]] = [("IFLA_IFNAME", "eth0"), ("IFLA_NET_NS_FD", 9)]
     if peer_mac:
         peer.append(("IFLA_ADDRESS", peer_mac))
     if mtu:
         peer.append(("IFLA_MTU", mtu))
+    if txqlen is not None:
+        peer.append(("IFLA_TXQLEN", txqlen))
     m = ifinfmsg()
     attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", "vethab12")]
     if mac:
@@ -40,6 +45,8 @@ def test_veth_create(mtu: int, mac: str, peer_mac: str, master: int, up: bool) -
         attrs.append(("IFLA_MTU", mtu))
     if master:
         attrs.append(("IFLA_MASTER", master))
+    if txqlen is not None:
+        attrs.append(("IFLA_TXQLEN", txqlen))
     attrs.append(
         (
             "IFLA_LINKINFO",
@@ -55,7 +62,15 @@ def test_veth_create(mtu: int, mac: str, peer_mac: str, master: int, up: bool) -
     if up:
         m["flags"] = m["change"] = 1
     got = wire.veth_create_msg(
-        "vethab12", "eth0", 9, mac=mac, peer_mac=peer_mac, mtu=mtu, master=master, up=up
+        "vethab12",
+        "eth0",
+        9,
+        mac=mac,
+        peer_mac=peer_mac,
+        mtu=mtu,
+        master=master,
+        up=up,
+        txqlen=txqlen,
     )
     assert got == encoded(m)
 

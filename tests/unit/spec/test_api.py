@@ -68,6 +68,7 @@ API = {
     ],
     "kanal.spec.args": [
         "CONTAINER_ID_RE",
+        "MAX_CONTAINER_ID_LEN",
         "MAX_IFNAME_LEN",
         "validate_container_id",
         "validate_ifname",
