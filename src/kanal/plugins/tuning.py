@@ -25,7 +25,7 @@ from kanal.plugins import _conf as c
 from kanal.plugins._iface import in_container
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.spec import gotypes
-from kanal.spec.gojson import BOOL, INT, STRING, Map, Ptr, Struct
+from kanal.spec.gojson import BOOL, INT, STRING, Map, Ptr, Struct, decode_lenient
 from kanal.spec.types import Result
 from kanal.spec.versions import ALL_VERSIONS
 
@@ -97,16 +97,18 @@ def _no_duplicate_sysctls(args: CmdArgs) -> None:
         seen.add(k)
 
     check = Struct("sysctlCheck", [("sysctl", Map(STRING, key=key))])
-    c.load(check, args, what="invalid sysctl")
+    _, err = decode_lenient(check, args.conf)
+    if err == "duplicated sysctl keys are not allowed":  # (other errors: load_conf's)
+        raise InvalidConfig(err)
 
 
 def load_conf(args: CmdArgs, *, lenient: bool = False) -> TuningConf:
     """The config (Go's parseConf), checked; ``lenient`` (DEL): no checks."""
     from kanal.spec.args import load_args
 
+    conf = c.load(NETCONF, args, lenient=lenient)
     if not lenient:
         _no_duplicate_sysctls(args)
-    conf = c.load(NETCONF, args, lenient=lenient)
     t = TuningConf(data_dir=args.abspath(conf["dataDir"] or DEFAULT_DATA_DIR), conf=conf)
     if lenient:
         return t

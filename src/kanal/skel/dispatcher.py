@@ -76,6 +76,7 @@ class Dispatcher:
         cmd_env = parse_env(self.env)
         data = self._read_stdin()
         conf = _decode_conf(data)
+        _validate_name(conf)
         version = _conf_version(conf)
         try:
             check_supported(version, funcs.versions)
@@ -159,6 +160,21 @@ def _decode_conf(data: bytes) -> dict[str, Any]:
     if not isinstance(conf, dict):
         raise DecodeError("error decoding network config", "not a JSON object")
     return conf
+
+
+def _validate_name(conf: Mapping[str, Any]) -> None:
+    """Go skel's ``validateConfig``: a valid ``name``, read by Go's rules.
+
+    Raises:
+        DecodeError: (code 6) ``name`` is not a string.
+        InvalidConfig: (code 7) missing or invalid name.
+    """
+    from kanal.spec.gojson import STRING, Struct, decode
+    from kanal.spec.netconf import validate_network_name
+
+    spec = Struct("", [("name", STRING)], pkg="")
+    name = decode(spec, conf, "error unmarshall network config", error=DecodeError)["name"]
+    validate_network_name(name)
 
 
 def _conf_version(conf: Mapping[str, Any]) -> str:
