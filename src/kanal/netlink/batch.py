@@ -357,10 +357,17 @@ class Batch:
         netns_fd: int = -1,
         mac: str = "",
         mtu: int = 0,
+        txqlen: int | None = None,
     ) -> None:
         """A macvlan on ``master`` (this namespace), made directly in ``netns_fd``."""
         body = wire.macvlan_create_msg(
-            name, master, wire.MACVLAN_MODES[mode], netns_fd=netns_fd, mac=mac, mtu=mtu
+            name,
+            master,
+            wire.MACVLAN_MODES[mode],
+            netns_fd=netns_fd,
+            mac=mac,
+            mtu=mtu,
+            txqlen=txqlen,
         )
         self._push_raw(
             body, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"failed to create macvlan {name!r}", ()

@@ -219,6 +219,7 @@ def macvlan_create_msg(
     mac: str = "",
     mtu: int = 0,
     up: bool = False,
+    txqlen: int | None = None,
 ) -> bytes:
     """A macvlan on link ``master`` (an index in the sending namespace), created
     directly in ``netns_fd`` when given."""
@@ -227,6 +228,8 @@ def macvlan_create_msg(
         attrs.append(nla(IFLA_ADDRESS, _mac(mac)))
     if mtu:
         attrs.append(nla_u32(IFLA_MTU, mtu))
+    if txqlen is not None:
+        attrs.append(nla_u32(IFLA_TXQLEN, txqlen))
     if netns_fd >= 0:
         attrs.append(nla_u32(IFLA_NET_NS_FD, netns_fd))
     attrs.append(

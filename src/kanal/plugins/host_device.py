@@ -4,8 +4,8 @@ As the reference (Go ``plugins/main/host-device``): the link is found by
 ``device`` (name), ``hwaddr`` (MAC) or ``kernelpath`` (its /sys/devices path);
 it is moved into the container namespace under CNI_IFNAME, its original name
 kept in the link's alias, and brought up; ``ipam`` is optional. DEL moves it
-back to the host namespace under its original name and brings it up again;
-a second DEL finds nothing to do. ``pciBusID`` (DPDK / SR-IOV devices bound to
+back to the host namespace under its original name, down (as Go's); a second DEL
+finds nothing to do. ``pciBusID`` (DPDK / SR-IOV devices bound to
 userspace drivers) is refused: there is no such hardware to test it on here.
 """
 
@@ -174,29 +174,14 @@ def cmd_del(args: CmdArgs) -> None:
     h = HostDeviceConf(args, lenient=True)
 
     def back_to_host(fd: int) -> None:
+        # Left down, as Go leaves it (moving a link between namespaces sets it down).
         host_fd = _host_ns_fd()
         try:
-            if not _move_out(fd, host_fd, args.ifname):
-                return
-            with Netlink() as nl:
-                back = _find_after_move(nl, h)
-            if back is not None:
-                with raw_socket() as s:
-                    b = Batch(s)
-                    b.set_link(index=back.index, up=True)
-                    b.commit()
+            _move_out(fd, host_fd, args.ifname)
         finally:
             os.close(host_fd)
 
     release_then(args, h.ipam_type, back_to_host)
-
-
-def _find_after_move(nl: Netlink, h: HostDeviceConf) -> Link | None:
-    if h.device:
-        return nl.find_link(h.device)
-    if h.hwaddr:
-        return next((x for x in nl.links() if x.mac.lower() == h.hwaddr), None)
-    return None  # kernelpath: the name it gets back is its old one; left as it was
 
 
 def cmd_check(args: CmdArgs) -> None:

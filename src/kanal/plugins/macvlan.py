@@ -132,6 +132,7 @@ def cmd_add(args: CmdArgs) -> Result:
                 netns_fd=-1 if m.link_in_container else netns_fd,
                 mac=m.mac,
                 mtu=m.mtu,
+                txqlen=0,  # as Go's netlink library makes a macvlan
             )
             try:
                 b.commit()

@@ -17,7 +17,7 @@ from typing import Any
 from kanal.errors import Conflict, Internal, InvalidConfig, KanalError
 from kanal.netlink import reaper
 from kanal.netlink.batch import Batch, raw_socket
-from kanal.netlink.handle import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, Netlink
+from kanal.netlink.handle import RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns
 from kanal.netlink.sysctl import read_sysctl, write_sysctl
 from kanal.plugins import _conf as c
@@ -164,7 +164,7 @@ def cmd_add(args: CmdArgs) -> Result:
             b.add_route(
                 ipaddress.ip_network(f"{ipc.address.ip}/{bits}"),
                 oif=host_index,
-                scope=RT_SCOPE_LINK,
+                scope=RT_SCOPE_HOST,  # as Go's ip.AddHostRoute
                 exist_ok=True,
             )
         b.commit()

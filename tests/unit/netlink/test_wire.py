@@ -191,6 +191,7 @@ def test_macvlan_create() -> None:
         ("IFLA_LINK", 3),
         ("IFLA_ADDRESS", "02:00:00:00:00:09"),
         ("IFLA_MTU", 1400),
+        ("IFLA_TXQLEN", 0),
         ("IFLA_NET_NS_FD", 7),
         (
             "IFLA_LINKINFO",
@@ -202,7 +203,9 @@ def test_macvlan_create() -> None:
             },
         ),
     ]
-    got = wire.macvlan_create_msg("eth1", 3, 4, netns_fd=7, mac="02:00:00:00:00:09", mtu=1400)
+    got = wire.macvlan_create_msg(
+        "eth1", 3, 4, netns_fd=7, mac="02:00:00:00:00:09", mtu=1400, txqlen=0
+    )
     assert got == encoded(m)
 
 
