@@ -97,7 +97,6 @@ def ipj(ns: str, *args: str) -> Any:
 
 def kernel_state(ns: str) -> dict[str, Any]:
     links = [x for x in ipj(ns, "-d", "link", "show") if x["ifname"] != "lo"]
-    names = {x["ifindex"]: x["ifname"] for x in links}
     view_links = []
     for x in links:
         info = x.get("linkinfo", {})
@@ -186,9 +185,7 @@ class Side:
     data: Path
     env: dict[str, str] = field(default_factory=dict)
 
-    def call(
-        self, cmd: str, conf: dict[str, Any], netns: str, cid: str
-    ) -> tuple[int, Any]:
+    def call(self, cmd: str, conf: dict[str, Any], netns: str, cid: str) -> tuple[int, Any]:
         env = {
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
             "CNI_COMMAND": cmd,
