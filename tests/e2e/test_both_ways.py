@@ -102,7 +102,7 @@ def env(cmd: str, cid: str = "bw1", netns: str = "/run/netns/none", **kw: str) -
             **kw}  # fmt: skip
 
 
-BRIDGE = {
+BRIDGE: dict[str, Any] = {
     "cniVersion": "1.0.0",
     "name": "bothways",
     "type": "bridge",
@@ -200,7 +200,7 @@ def test_same_answer_either_way(
 def test_longest_id_adds_and_deletes_either_way(world: World, make_netns: Any) -> None:
     """The longest ID ADD accepts is one DEL accepts (DEL used to fail on it, code 7)."""
     cid = "d" * MAX_CONTAINER_ID_LEN
-    chain = [
+    chain: list[dict[str, Any]] = [
         {**BRIDGE, "ipMasq": True, "ipam": {**BRIDGE["ipam"], "dataDir": str(world.tmp)}},
         {"cniVersion": "1.0.0", "name": "bothways", "type": "portmap",
          "runtimeConfig": {"portMappings": [{"hostPort": 18181, "containerPort": 80}]}},

@@ -379,7 +379,7 @@ def test_pod_port_mapping_answers_on_its_host_ip(
     nothing_left(c, port)
 
 
-FAILING_CHAINS = {
+FAILING_CHAINS: dict[str, list[dict[str, Any]]] = {
     # The chain's last plugin fails (a sysctl the kernel does not have), after
     # bridge, portmap and firewall have done their part.
     "last-plugin-fails": [
