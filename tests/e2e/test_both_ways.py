@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +21,7 @@ import pytest
 
 from kanal.fastpath.install import install_plugins
 from kanal.spec.args import MAX_CONTAINER_ID_LEN
-from tests.helpers import ip_json
-
-VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+from tests.helpers import ip_json, kanald_in
 
 
 @dataclass
@@ -78,23 +75,8 @@ def world(host_ns: str, tmp_path: Path) -> Iterator[World]:
     log = tmp_path / "kanald.log"
     kanald_cwd = tmp_path / "kanald-cwd"
     kanald_cwd.mkdir()
-    with open(log, "wb") as f:
-        proc = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{host_ns}", str(VENV / "kanald"), "--no-engine",
-             "--socket", str(sock), "--log-level", "info"],
-            stderr=f,
-            cwd=kanald_cwd,
-        )  # fmt: skip
-    try:
-        for _ in range(500):
-            if sock.exists():
-                break
-            time.sleep(0.02)
-        assert sock.exists(), log.read_text()
+    with kanald_in(host_ns, sock, log, cwd=kanald_cwd):
         yield World(host_ns, bindir, tmp_path, log, kanald_cwd)
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def env(cmd: str, cid: str = "bw1", netns: str = "/run/netns/none", **kw: str) -> dict[str, str]:

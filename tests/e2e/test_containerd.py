@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from kanal.fastpath.install import install_plugins
-from tests.helpers import ip_json, nft_json, unique
+from tests.helpers import ip_json, kanal_nft_leftovers, nft_json, unique
 
 VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 IMAGE = "kanal.test/pause:1"
@@ -277,18 +277,7 @@ def test_two_pods_on_kanal_then_double_del_leaves_nothing(cri: tuple[Containerd,
         client.remove_pod_sandbox(pid)  # DEL again, CNI_NETNS empty
     log = (c.tmp / "kanald.log").read_text()
     assert log.count("served bridge DEL (exit 0)") >= 4  # two DELs per pod, all answered
-    ports = ["?"]
-    for _ in range(300):  # kanald unregisters veths just after answering
-        ports = [x["ifname"] for x in ip_json(c.host, "link", "show", "master", c.bridge)]
-        if not ports:
-            break
-        time.sleep(0.1)
-    assert ports == []
-    ipam = c.tmp / "ipam" / "kanalcri"
-    left = [p.name for p in ipam.iterdir() if p.name[0].isdigit()] if ipam.exists() else []
-    assert left == []
-    ruleset = json.dumps(nft_json(c.host, "list", "table", "inet", "kanal") or {})
-    assert pods[0][1] not in ruleset and pods[1][1] not in ruleset
+    nothing_left(c)
     for pid, _, netns in pods:
         assert not os.path.exists(netns)
         assert list(CNI_CACHE.glob(f"kanalcri-{pid}-*")) == []  # libcni's result cache
@@ -314,7 +303,7 @@ def fetch(host: str, url: str) -> str:
     return p.stdout
 
 
-def nothing_left(c: Containerd, port: int) -> None:
+def nothing_left(c: Containerd, port: int | None = None) -> None:
     """No veth on the bridge, no reservation, no firewall or port entry, no backup."""
     ports = ["?"]
     for _ in range(300):  # kanald unregisters veths just after answering
@@ -325,15 +314,8 @@ def nothing_left(c: Containerd, port: int) -> None:
     assert ports == []
     ipam = c.ipam_dir / "kanalcri"
     assert not ipam.exists() or [p.name for p in ipam.iterdir() if p.name[0].isdigit()] == []
-    objs = (nft_json(c.host, "list", "table", "inet", "kanal") or {}).get("nftables", [])
-    # (skip4/6 and pm_subnets4/6 hold the network's subnet, shared by its containers)
-    left = [
-        o
-        for o in objs
-        if not o.get("set", {}).get("name", "").startswith(("skip", "pm_subnets"))
-        and (c.subnet_prefix in json.dumps(o) or str(port) in json.dumps(o))
-    ]
-    assert left == []
+    needles = [c.subnet_prefix] + ([] if port is None else [str(port)])
+    assert kanal_nft_leftovers(c.host, needles) == []
     assert not c.tuning_dir.exists() or list(c.tuning_dir.iterdir()) == []
 
 

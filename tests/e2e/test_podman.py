@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from kanal.fastpath.install import install_plugins
-from tests.helpers import busybox_tar, ip_json, nft_json, unique
+from tests.helpers import busybox_tar, ip_json, kanal_nft_leftovers, nft_json, unique
 
 pytestmark = [
     pytest.mark.runtime,
@@ -268,13 +268,6 @@ def test_failed_add_leaves_nothing(tmp_path: Path, host_ns: str) -> None:
         assert ports == []
         ipam = pm.dirs / "ipam" / "kanalnet"
         assert not ipam.exists() or [p.name for p in ipam.iterdir() if p.name[0].isdigit()] == []
-        objs = (nft_json(pm.host, "list", "table", "inet", "kanal") or {}).get("nftables", [])
-        left = [
-            o
-            for o in objs
-            if not o.get("set", {}).get("name", "").startswith(("skip", "pm_subnets"))
-            and (pm.subnet_prefix in json.dumps(o) or str(port) in json.dumps(o))
-        ]
-        assert left == []
+        assert kanal_nft_leftovers(pm.host, [pm.subnet_prefix, str(port)]) == []
         tuning = pm.dirs / "tuning"
         assert not tuning.exists() or list(tuning.iterdir()) == []

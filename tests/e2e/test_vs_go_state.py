@@ -34,13 +34,12 @@ from typing import Any
 import pytest
 
 from kanal.fastpath.install import install_plugins
-from tests.helpers import go_plugin_dir, ip_json, nsexec
+from tests.helpers import go_plugin_dir, ip_json, kanald_in, nsexec
 
 pytestmark = [
     pytest.mark.oracle,
     pytest.mark.skipif(go_plugin_dir() is None, reason="Go reference plugins not installed"),
 ]
-VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 VERSION = "1.0.0"  # the newest the Debian Go plugins speak
 
@@ -241,25 +240,7 @@ def sides(make_netns, tmp_path: Path) -> Iterator[list[Side]]:
     kh, sh, gh = make_netns("kvk"), make_netns("kvs"), make_netns("kvg")
     sock = tmp_path / "kanald.sock"
     install_plugins(str(tmp_path / "bin"), socket_path=str(sock))
-    with open(tmp_path / "kanald.log", "wb") as log:
-        daemon = subprocess.Popen(
-            [
-                "nsenter",
-                f"--net=/run/netns/{kh}",
-                str(VENV / "kanald"),
-                "--no-engine",
-                "--socket",
-                str(sock),
-                "--log-level",
-                "info",
-            ],
-            stderr=log,
-        )
-    try:
-        for _ in range(500):
-            if sock.exists():
-                break
-            time.sleep(0.02)
+    with kanald_in(kh, sock, tmp_path / "kanald.log"):
         yield [
             Side("go", gh, "/usr/lib/cni", tmp_path / "go"),
             Side("kanald", kh, str(tmp_path / "bin"), tmp_path / "kd"),
@@ -271,11 +252,6 @@ def sides(make_netns, tmp_path: Path) -> Iterator[list[Side]]:
                 {"KANAL_SOCKET": str(tmp_path / "no-daemon.sock")},
             ),
         ]
-    finally:
-        daemon.terminate()
-        daemon.wait(10)
-    served = (tmp_path / "kanald.log").read_text()
-    assert "served" in served  # the kanald side really went through the daemon
 
 
 def host_setup(host: str, cmds: list[list[str]]) -> None:
@@ -496,6 +472,7 @@ def test_same_results_and_kernel_state(
         seen[side.name]["host-after-del"] = after
         seen[side.name]["container-after-del"] = kernel_state(ct)
         seen[side.name]["host-before"] = before
+    assert "served" in (sides[1].data.parent / "kanald.log").read_text()  # via the daemon
     d = diff(seen["kanald"], seen["standalone"])
     assert not d, "kanald vs standalone:\n" + "\n".join(d)
     d = diff(seen["kanald"], seen["go"])

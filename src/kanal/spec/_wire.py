@@ -29,6 +29,15 @@ def decode(spec: gojson.Spec, data: Mapping[str, Any], *, via_map: bool) -> dict
     return out
 
 
+def elements(items: list[Any] | None, what: str) -> list[Any]:
+    """A decoded ``[]*T``: a null element (a nil pointer Go would crash on) is an error."""
+    out = items or []
+    for i, item in enumerate(out):
+        if item is None:
+            raise DecodeError(ERR, f"{what}[{i}]: null")
+    return out
+
+
 def need_cidr(value: IPInterface | None, what: str) -> IPInterface:
     if value is None:
         raise DecodeError(ERR, f"{what}: missing")

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kanal.errors import DecodeError
 from kanal.spec import _wire
 from kanal.spec.types import DNS, IPAddr, IPInterface, Route
 
@@ -66,14 +65,10 @@ def from_wire(data: Mapping[str, Any], cni_version: str, *, via_map: bool = Fals
 
     d = _wire.decode(RESULT_040, data, via_map=via_map)
     interfaces = []
-    for i, itf in enumerate(d["interfaces"] or []):
-        if itf is None:
-            raise DecodeError(_wire.ERR, f"interfaces[{i}]: null")
+    for itf in _wire.elements(d["interfaces"], "interfaces"):
         interfaces.append(Interface040(name=itf["name"], mac=itf["mac"], sandbox=itf["sandbox"]))
     ips = []
-    for i, ipc in enumerate(d["ips"] or []):
-        if ipc is None:
-            raise DecodeError(_wire.ERR, f"ips[{i}]: null")
+    for i, ipc in enumerate(_wire.elements(d["ips"], "ips")):
         ips.append(
             IPConfig040(
                 version=ipc["version"],

@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kanal.errors import DecodeError
 from kanal.spec import _wire
 from kanal.spec.types import Interface, IPConfig, Result
 
@@ -45,9 +44,7 @@ def from_wire(data: Mapping[str, Any], cni_version: str, *, via_map: bool = Fals
 
     d = _wire.decode(RESULT_100, data, via_map=via_map)
     interfaces = []
-    for i, itf in enumerate(d["interfaces"] or []):
-        if itf is None:
-            raise DecodeError(_wire.ERR, f"interfaces[{i}]: null")
+    for itf in _wire.elements(d["interfaces"], "interfaces"):
         interfaces.append(
             Interface(
                 name=itf["name"],
@@ -59,9 +56,7 @@ def from_wire(data: Mapping[str, Any], cni_version: str, *, via_map: bool = Fals
             )
         )
     ips = []
-    for i, ipc in enumerate(d["ips"] or []):
-        if ipc is None:
-            raise DecodeError(_wire.ERR, f"ips[{i}]: null")
+    for i, ipc in enumerate(_wire.elements(d["ips"], "ips")):
         ips.append(
             IPConfig(
                 address=_wire.need_cidr(ipc["address"], f"ips[{i}].address"),
