@@ -31,6 +31,7 @@ __all__ = [
     "conf_to_conflist",
     "parse_conflist",
     "parse_plugin_conf",
+    "plugin_fields",
     "validate_network_name",
 ]
 
@@ -165,6 +166,13 @@ def parse_plugin_conf(
         if valid is None
         else [GCAttachment(a["containerID"], a["ifname"]) for a in valid],
     )
+
+
+def plugin_fields(plugin: Mapping[str, Any]) -> tuple[str, str, dict[str, bool]]:
+    """``(type, name, capabilities)`` of a plugin object as libcni reads them (Go's
+    decoding rules; a value of the wrong type reads as empty)."""
+    conf, _ = gojson.decode_lenient(gotypes.NETCONF, plugin)
+    return conf["type"], conf["name"], dict(conf["capabilities"] or {})
 
 
 def _has_key(raw: Mapping[str, Any], name: str) -> bool:
@@ -384,7 +392,6 @@ def build_plugin_request(
         if value is None:
             raise InvalidConfig(f"key '{key}' value must not be nil")
         conf[key] = value
-    plugin_type = conf.get("type")
-    if not isinstance(plugin_type, str) or plugin_type == "":
+    if plugin_fields(conf)[0] == "":
         raise InvalidConfig(f"{_CONF_ERR}: missing 'type'")
     return marshal(conf, sort_keys=True)

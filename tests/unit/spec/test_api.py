@@ -60,6 +60,7 @@ API = {
         "validate_network_name",
         "PluginConf",
         "parse_plugin_conf",
+        "plugin_fields",
         "ConfList",
         "parse_conflist",
         "conf_to_conflist",
