@@ -13,11 +13,13 @@ the namespace file, as Go's.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import ipaddress
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from kanal.errors import Internal, InvalidConfig, KanalError
 from kanal.netlink.ns import NetnsNotFound, open_netns, run_in_netns
@@ -91,28 +93,33 @@ def cmd_add(args: CmdArgs) -> Result:
                 while table in used:
                     table += 1
             before = {x for x in r.rules() if x.table == table}
+            defaults: list[Any] = []
             moved = []
             try:
                 for ipc in ipcfgs:
                     r.add_rule(ipc.address.ip, table)
                     if ipc.gateway is not None:
                         r.add_default(ipc.gateway, index, table)
+                        defaults.append(ipc.gateway)
                 for route in r.routes(oif=index, table=254):
                     r.del_route(route)
                     moved.append(route)
                     r.replace_route(route, table)
             except BaseException:
-                # Nothing half-done stays: our rules go, the moved routes come back.
+                # Nothing half-done stays: our rules and default routes go, the moved
+                # routes come back to the main table.
                 for rule in r.rules():
                     if rule.table == table and rule not in before:
                         r.del_rule(rule)
+                for route in r.routes(oif=index, table=table):
+                    ours = route.dst_len == 0 and route.gateway in {str(g) for g in defaults}
+                    if ours or any(dataclasses.replace(m, table=table) == route for m in moved):
+                        r.del_route(route)
                 for route in moved:
                     try:
                         r.replace_route(route, 254)
                     except KanalError:
                         pass
-                for route in r.routes(oif=index, table=table):
-                    r.del_route(route)
                 raise
 
     _locked(args.netns_path, work)
