@@ -45,6 +45,8 @@ def _cwd_of(pid: int) -> str | None:
         cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return None
+    if cwd.endswith(" (deleted)") and not os.path.isdir(cwd):
+        return "/"  # as a plugin process started there sees it (kanal.skel.dispatcher)
     return cwd if cwd.startswith("/") else None
 
 

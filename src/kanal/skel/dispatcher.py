@@ -41,7 +41,7 @@ class Dispatcher:
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
-        self.cwd = cwd if cwd is not None else os.getcwd()
+        self.cwd = cwd if cwd is not None else _getcwd()
 
     def run(self, funcs: PluginFuncs) -> int:
         """Dispatch; returns the process exit code (0 success, 1 CNI error)."""
@@ -160,6 +160,13 @@ def _decode_conf(data: bytes) -> dict[str, Any]:
     if not isinstance(conf, dict):
         raise DecodeError("error decoding network config", "not a JSON object")
     return conf
+
+
+def _getcwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was removed: no relative path can resolve
+        return "/"
 
 
 def _validate_name(conf: Mapping[str, Any]) -> None:

@@ -73,7 +73,6 @@ __all__ = [
     "decode_lenient",
     "fold",
     "loads",
-    "lookup",
     "members",
 ]
 
@@ -549,17 +548,3 @@ def decode(
     if err is not None:
         raise error(what, err) if what else error(err)
     return out
-
-
-def lookup(obj: Mapping[str, Any], name: str, names: Sequence[str] = ()) -> Any:
-    """The value Go's decoder gives field ``name`` of a struct with fields ``names``
-    (``name`` included) from ``obj``: the last matching member, raw. None when absent.
-
-    For single reads that need no typing (the right struct spec is the usual way).
-    """
-    spec = Struct("", [(n, ANY) for n in (*names, name)])
-    found = None
-    for key, item in members(obj):
-        if spec.field_for(key) == name:
-            found = item
-    return found
