@@ -29,10 +29,21 @@ class Daemon:
         with open(self.tmp / "kanald.log", "ab") as log:
             self.proc = self._spawn(log)
         for _ in range(500):
-            if self.api.exists():
+            if self.api.exists() and self._answers():
                 return
             time.sleep(0.02)
         raise AssertionError("kanald's API did not come up")
+
+    def _answers(self) -> bool:
+        # The socket file appears at bind(); connecting also needs listen().
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(str(self.api))
+            except OSError:
+                return False
+        return True
 
     def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(

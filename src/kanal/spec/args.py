@@ -14,6 +14,7 @@ from kanal.spec._go import quote, quote_list
 
 __all__ = [
     "CONTAINER_ID_RE",
+    "MAX_CONTAINER_ID_LEN",
     "MAX_IFNAME_LEN",
     "load_args",
     "parse_cni_args",
@@ -28,6 +29,12 @@ CONTAINER_ID_RE = re.compile(r"\A[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z")
 
 MAX_IFNAME_LEN = 15  # IFNAMSIZ - 1
 
+# A container ID must fit, with an interface name, in one file name (255 bytes): the
+# tuning plugin's backup is "<id>_<ifname>.json". Go has no limit and then fails on
+# whatever does not fit; kanal checks it up front, the same way for every command,
+# so a DEL never fails on an ID its ADD accepted.
+MAX_CONTAINER_ID_LEN = 255 - len("_") - MAX_IFNAME_LEN - len(".json")
+
 # Go's unicode.IsSpace (Latin-1 spaces plus the White_Space property).
 _GO_SPACE = frozenset(
     "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
@@ -40,12 +47,18 @@ def validate_container_id(cid: str) -> None:
 
     Raises:
         InvalidEnv: code 3 "missing containerID" when empty (Go's
-            ErrUnknownContainer); code 4 "invalid characters in containerID" otherwise.
+            ErrUnknownContainer); code 4 "invalid characters in containerID", or
+            (kanal's) "containerID is too long" past :data:`MAX_CONTAINER_ID_LEN`.
     """
     if cid == "":
         raise InvalidEnv("missing containerID", code=3)
     if not CONTAINER_ID_RE.match(cid):
         raise InvalidEnv("invalid characters in containerID", cid)
+    if len(cid) > MAX_CONTAINER_ID_LEN:
+        raise InvalidEnv(
+            "containerID is too long",
+            f"{len(cid)} characters, at most {MAX_CONTAINER_ID_LEN} allowed",
+        )
 
 
 def validate_ifname(name: str) -> None:
