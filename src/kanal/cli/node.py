@@ -1,4 +1,9 @@
-"""``kanal node ls``: the hosts of the cluster kanald is in (``--cluster-store``)."""
+"""``kanal node ls``: the hosts of the cluster kanald is in (``--cluster-store``).
+
+The TLS column says how each host reaches etcd, as it recorded in its node entry:
+``mutual`` (TLS with a client certificate), ``tls`` (TLS, no client certificate)
+or ``none`` (plain HTTP).
+"""
 
 from __future__ import annotations
 
@@ -21,12 +26,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
         for n in nodes:
             print(render_template("{{json .}}", n))
         return 0
-    table = [["NAME", "ADDRESS", "STATUS", "STARTED"]]
+    table = [["NAME", "ADDRESS", "STATUS", "TLS", "STARTED"]]
     for n in nodes:
         status = "ready"
         if n.get("Self"):
             status = "ready (self)" if n.get("Healthy", True) else f"degraded: {n.get('Error')}"
-        table.append([n["Name"], n["Addr"], status, str(n.get("Started", ""))])
+        tls = str(n.get("TLS", "none"))
+        table.append([n["Name"], n["Addr"], status, tls, str(n.get("Started", ""))])
     print(render_table(table))
     return 0
 
