@@ -8,7 +8,9 @@ Topology (all made here, all removed by :meth:`Hosts.close`, even after a failur
 
 Each kanald joins the cluster (``--cluster-store etcd://192.0.2.1:2379,...``,
 ``--advertise-addr 192.0.2.i``, ``--node-name hi``) with short lease, grace and
-resync periods so that failures heal within seconds. ``kanal`` commands are run
+resync periods so that failures heal within seconds. With ``tls=True`` etcd is
+secured (see tests/multihost.py) and each kanald joins with ``etcds://``, its own
+client certificate and the etcd user ``kanal``. ``kanal`` commands are run
 against one host's API socket. Used by tests/e2e/test_overlay.py,
 bench/overlay_bench.py and demo/overlay_demo.py.
 """
@@ -37,9 +39,16 @@ def available() -> str:
 
 class Hosts(Underlay):
     def __init__(
-        self, tmp: Path, n: int = 3, *, ttl: int = 3, grace: float = 3.0, resync: float = 1.0
+        self,
+        tmp: Path,
+        n: int = 3,
+        *,
+        ttl: int = 3,
+        grace: float = 3.0,
+        resync: float = 1.0,
+        tls: bool = False,
     ) -> None:
-        super().__init__(tmp, "kov")
+        super().__init__(tmp, "kov", tls=tls)
         self.n = n
         self.ttl, self.grace, self.resync = ttl, grace, resync
         self.kanald: dict[int, subprocess.Popen[bytes]] = {}
@@ -56,11 +65,12 @@ class Hosts(Underlay):
     def api(self, i: int) -> Path:
         return self.tmp / f"h{i}" / "api.sock"
 
-    def start_kanald(self, i: int) -> None:
+    def kanald_argv(self, i: int, opts: list[str] | None = None) -> list[str]:
+        """kanald for host i; ``opts``: its --cluster-store-opt values (default: its own)."""
         d = self.tmp / f"h{i}"
         d.mkdir(exist_ok=True)
-        self.api(i).unlink(missing_ok=True)
-        argv = [
+        opts = self.store_opts(i) if opts is None else opts
+        return [
             *("nsenter", f"--net=/run/netns/{self.ns[i]}", str(VENV / "kanald")),
             *("--socket", str(d / "fp.sock"), "--state-dir", str(d / "state")),
             *("--api-socket", str(self.api(i)), "--default-bridge", unique("kob", 15)),
@@ -70,7 +80,13 @@ class Hosts(Underlay):
             *("--advertise-addr", self.addr(i), "--node-name", f"h{i}"),
             *("--node-ttl", str(self.ttl), "--cluster-grace", str(self.grace)),
             *("--cluster-resync", str(self.resync), "--log-level", "info"),
+            *(a for o in opts for a in ("--cluster-store-opt", o)),
         ]
+
+    def start_kanald(self, i: int) -> None:
+        d = self.tmp / f"h{i}"
+        argv = self.kanald_argv(i)
+        self.api(i).unlink(missing_ok=True)
         with open(d / "kanald.log", "ab") as log:
             self.kanald[i] = subprocess.Popen(argv, stderr=log)
         wait_for(f"kanald on h{i}", lambda: self.api(i).exists() or self._dead(i), 30)
@@ -116,10 +132,13 @@ class Hosts(Underlay):
 
     def etcd_list(self, prefix: str, via: int = 1) -> dict[str, Any]:
         """The cluster store's entries under ``prefix`` (decoded JSON), read from host ``via``."""
-        from kanal.store.etcd import EtcdStore
+        from kanal.store.etcd import open_etcd
         from tests.netns.inns import in_ns
 
-        store = EtcdStore([(self.addr(via), 2379)], self.key_prefix)
+        scheme = "etcds" if self.tls else "etcd"
+        store = open_etcd(
+            f"{scheme}://{self.addr(via)}:2379{self.key_prefix}", self.store_opts(via)
+        )
 
         def read() -> dict[str, Any]:
             out: dict[str, Any] = {}

@@ -309,6 +309,8 @@ class EtcdStore:
                 except ssl.SSLError as e:
                     self._drop(i)
                     why = explain_tls_error(e, self.connector.settings, self._where(i))
+                    if why is None and not isinstance(e, TimeoutError):
+                        why = self.connector.diagnose(self.endpoints[i], attempt)
                     if why is not None:
                         refused = StoreRefused(why)
                         continue
@@ -318,7 +320,13 @@ class EtcdStore:
                 except (OSError, http.client.HTTPException) as e:
                     # A reset, a timeout, a stale keep-alive connection: the member
                     # may be dying or electing; another member or round may answer.
+                    # Or, over TLS, it dropped us for our certificate: ask it.
                     self._drop(i)
+                    if not isinstance(e, TimeoutError):
+                        why = self.connector.diagnose(self.endpoints[i], attempt)
+                        if why is not None:
+                            refused = StoreRefused(why)
+                            continue
                     last = e
                     retry = True
                     slow = slow or isinstance(e, TimeoutError)

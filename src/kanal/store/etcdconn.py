@@ -322,6 +322,35 @@ class Connector:
             sock.close()
             raise
 
+    def diagnose(self, endpoint: _Endpoint, timeout: float) -> str | None:
+        """Why a member dropped a TLS connection of ours, when the reason is that it
+        refuses us (else None).
+
+        With TLS 1.3 the server judges our certificate after the handshake, while
+        our request is already on its way: it sends an alert and closes, and the
+        request it did not read makes its kernel answer with a reset that may
+        overtake the alert. A connection that sends nothing gets the alert intact.
+        """
+        if not self.settings.tls:
+            return None
+        where = f"{endpoint[0]}:{endpoint[1]}"
+        try:
+            sock = self.socket(endpoint, timeout)
+        except ssl.SSLError as e:
+            return explain_tls_error(e, self.settings, where)
+        except OSError:
+            return None
+        try:
+            sock.settimeout(min(timeout, 1.0))
+            sock.recv(1)  # an alert, or nothing within the second (we are accepted)
+        except ssl.SSLError as e:
+            return explain_tls_error(e, self.settings, where)
+        except OSError:
+            return None
+        finally:
+            sock.close()
+        return None
+
     # --- authentication -------------------------------------------------------------
 
     def headers(self, endpoint: _Endpoint, timeout: float) -> dict[str, str]:
