@@ -249,7 +249,7 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     from kanal.engine.context import EngineContext
     from kanal.engine.controller import Controller
     from kanal.engine.ipam import DEFAULT_POOLS
-    from kanal.errors import KanalError
+    from kanal.errors import InvalidConfig, KanalError
     from kanal.store import open_store
 
     # The directories parts of the engine make later (some with makedirs' default
@@ -268,6 +268,8 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     )
     if args.cluster_store:
         ctx.cluster = _join_cluster(args)
+    elif args.cluster_store_opt:
+        raise InvalidConfig("--cluster-store-opt needs --cluster-store")
     pools = _pools(args.default_address_pool) or list(DEFAULT_POOLS)
     ctrl = Controller(
         store,
