@@ -152,9 +152,14 @@ class Hosts(Underlay):
         return in_ns(self.ns[via], read)
 
     def close(self) -> None:
+        """Remove everything, even when a kanald no longer answers (each step on its own:
+        a stuck ``kanal rm`` must not leave the daemons, etcd and namespaces behind)."""
         for i in list(self.kanald):
-            if self.kanald[i].poll() is None:
-                self.kanal(i, "rm", "-f", *self._sandboxes(i), check=False)
+            try:
+                if self.kanald[i].poll() is None:
+                    self.kanal(i, "rm", "-f", *self._sandboxes(i), check=False, timeout=60)
+            except subprocess.TimeoutExpired:
+                pass  # its sandboxes' namespaces go below
             self.kill_kanald(i)
         super().close()
         # Sandboxes left by a host that was killed: their namespaces and processes.
@@ -169,5 +174,5 @@ class Hosts(Underlay):
                 subprocess.run(["ip", "netns", "del", d.name], capture_output=True)
 
     def _sandboxes(self, i: int) -> list[str]:
-        p = self.kanal(i, "ps", "-a", "-q", check=False)
+        p = self.kanal(i, "ps", "-a", "-q", check=False, timeout=30)
         return p.stdout.split() if p.returncode == 0 else []
