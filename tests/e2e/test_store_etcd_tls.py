@@ -75,7 +75,9 @@ class Setup:
     def store(self, sub: str = "", *, host: str = "", **kw: object) -> EtcdStore:
         ep = self.endpoint if not host else f"{host}:{self.endpoint.rsplit(':', 1)[1]}"
         kw.setdefault("cert", self.client)
-        return open_etcd(f"etcds://{ep}{PREFIX}{sub}", self.opts(**kw), timeout=5.0)  # type: ignore[arg-type]
+        # A generous deadline: a refusal is raised as soon as it is seen, while a
+        # loaded machine may take seconds to show it.
+        return open_etcd(f"etcds://{ep}{PREFIX}{sub}", self.opts(**kw), timeout=30.0)  # type: ignore[arg-type]
 
 
 def _etcdctl(s: Setup, *args: str, user: str = "") -> None:

@@ -293,6 +293,7 @@ class EtcdStore:
                 k += 1
                 attempt = min(remaining, self.attempt_timeout)
                 c = self._conn(i, attempt)
+                fresh = c.sock is None  # a new connection (vs. a kept-alive one)
                 try:
                     headers = self.connector.headers(self.endpoints[i], attempt)
                     c.request("POST", path, body=data, headers=headers)
@@ -309,7 +310,7 @@ class EtcdStore:
                 except ssl.SSLError as e:
                     self._drop(i)
                     why = explain_tls_error(e, self.connector.settings, self._where(i))
-                    if why is None and not isinstance(e, TimeoutError):
+                    if why is None and fresh and not isinstance(e, TimeoutError):
                         why = self.connector.diagnose(self.endpoints[i], attempt)
                     if why is not None:
                         refused = StoreRefused(why)
@@ -320,9 +321,10 @@ class EtcdStore:
                 except (OSError, http.client.HTTPException) as e:
                     # A reset, a timeout, a stale keep-alive connection: the member
                     # may be dying or electing; another member or round may answer.
-                    # Or, over TLS, it dropped us for our certificate: ask it.
+                    # Or, over TLS, it dropped a new connection for our certificate:
+                    # ask it.
                     self._drop(i)
-                    if not isinstance(e, TimeoutError):
+                    if fresh and not isinstance(e, TimeoutError):
                         why = self.connector.diagnose(self.endpoints[i], attempt)
                         if why is not None:
                             refused = StoreRefused(why)

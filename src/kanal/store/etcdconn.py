@@ -341,8 +341,8 @@ class Connector:
         except OSError:
             return None
         try:
-            sock.settimeout(min(timeout, 1.0))
-            sock.recv(1)  # an alert, or nothing within the second (we are accepted)
+            sock.settimeout(timeout)
+            sock.recv(1)  # an alert, or nothing in time (we are accepted)
         except ssl.SSLError as e:
             return explain_tls_error(e, self.settings, where)
         except OSError:
