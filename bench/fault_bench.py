@@ -69,7 +69,7 @@ def run(rounds: int, report: Callable[[str], None]) -> dict[str, object]:
             import json
 
             links = json.loads(nsexec(host, "ip", "-j", "link").stdout)
-            return next(ln["ifname"] for ln in links if ln.get("master") == bridge)
+            return str(next(ln["ifname"] for ln in links if ln.get("master") == bridge))
 
         faults: list[tuple[str, Callable[[], list[str]]]] = [
             ("nft flush ruleset", lambda: ["nft", "flush", "ruleset"]),
