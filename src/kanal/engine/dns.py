@@ -199,8 +199,12 @@ class DnsService:
             self._drop(sandbox_id)
             with self._lock:
                 self._sandboxes[sandbox_id] = entry
-            self._add(udp.fileno(), _UdpListener(self, entry, udp), _IN)
-            self._add(tcp.fileno(), _TcpListener(self, entry, tcp), _IN)
+            try:
+                self._add(udp.fileno(), _UdpListener(self, entry, udp), _IN)
+                self._add(tcp.fileno(), _TcpListener(self, entry, tcp), _IN)
+            except (OSError, ValueError):
+                self._drop(sandbox_id)  # closes both
+                raise
 
         self._call(add)
 
