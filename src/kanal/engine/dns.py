@@ -39,7 +39,10 @@ the query's id patched in (the addresses are looked up on every query, so a
 changed name is never answered from there). After each batch of events the loop
 polls without sleeping for ``SPIN`` seconds before it blocks again, as tokio's
 workers spin before parking: a client's next query is then taken without a
-wake-up.
+wake-up. Only while the CPU is free, though: when the thread finds it was taken
+off the CPU in the middle of spinning, it stops spinning for ``CALM`` seconds (a
+spinning thread on a busy machine burns its share and then waits in the run
+queue when the query comes; a sleeping one is woken and run at once).
 """
 
 from __future__ import annotations
@@ -65,7 +68,9 @@ __all__ = ["DnsService", "SandboxDns"]
 log = logging.getLogger("kanal.dns")
 ADDRESS = "127.0.0.11"
 TTL = 600
-SPIN = 0.0005  # seconds of busy polling after each batch of events
+SPIN = 0.0002  # seconds of busy polling after each batch of events, when the CPU is free
+PREEMPTED = 0.00003  # an empty poll longer than this while spinning: the CPU is contended
+CALM = 1.0  # seconds without spinning after that
 #: docker's maxConcurrent: forwards beyond it (all sandboxes together) are refused at once
 MAX_FORWARDS = 1024
 #: forwards one sandbox may have in flight: eight sandboxes at their cap fill the global one
@@ -301,6 +306,7 @@ class DnsService:
         timers = self._timers
         mono = time.monotonic
         spin_until = 0.0
+        calm_until = 0.0  # no spinning before this: the CPU was contended
         while not self._stop:
             now = mono()
             if now < spin_until:
@@ -319,9 +325,16 @@ class DnsService:
                         except Exception:  # a bug for one client must not stop the others
                             log.exception("embedded DNS: error serving fd %d", fd)
                 now = mono()
-                spin_until = now + SPIN
+                if now >= calm_until:
+                    spin_until = now + SPIN
             else:
-                now = mono()
+                before, now = now, mono()
+                if timeout == 0.0 and now - before > PREEMPTED:
+                    # An empty poll took long: the thread was taken off the CPU while
+                    # spinning, so others want it. Spinning would now only delay them
+                    # and leave this thread queued behind them when a query comes;
+                    # blocking lets the scheduler wake it at once instead.
+                    spin_until, calm_until = 0.0, now + CALM
             while timers and timers[0][0] <= now:
                 deadline, _, obj = heapq.heappop(timers)
                 try:
