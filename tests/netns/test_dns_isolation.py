@@ -228,6 +228,17 @@ def test_idle_tcp_clients_of_one_sandbox_do_not_stall_another(world: Any) -> Non
         held[0].sendall(len(q).to_bytes(2, "big") + q)
         n = int.from_bytes(_recv_exact(held[0], 2), "big")
         assert [str(r.rdata) for r in DNSRecord.parse(_recv_exact(held[0], n)).rr] == ["10.9.0.5"]
+        # A query arriving in pieces is answered once whole.
+        split = ns_socket(a, socket.SOCK_STREAM)
+        held.append(split)
+        split.connect(("127.0.0.11", 53))
+        split.settimeout(DEADLINE)
+        framed = len(q).to_bytes(2, "big") + q
+        split.sendall(framed[:1])
+        time.sleep(0.05)
+        split.sendall(framed[1:])
+        n = int.from_bytes(_recv_exact(split, 2), "big")
+        assert DNSRecord.parse(_recv_exact(split, n)).rr
         # Detaching B closes its clients.
         w.svc.detach("b")
         assert all(closed_by_server(c) for c in held[:16])

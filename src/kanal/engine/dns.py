@@ -518,7 +518,9 @@ class _TcpClient:
             if self.closed:
                 return
         try:
-            chunk = self.sock.recv(65537)
+            # A few KiB at a time: a client's pipelined flood is then answered in
+            # turns with the other sockets' events, not in one long stretch.
+            chunk = self.sock.recv(4096)
         except BlockingIOError:
             return
         except OSError:
