@@ -70,7 +70,7 @@ ADDRESS = "127.0.0.11"
 TTL = 600
 SPIN = 0.0002  # seconds of busy polling after each batch of events, when the CPU is free
 PREEMPTED = 0.00003  # an empty poll longer than this while spinning: the CPU is contended
-CALM = 1.0  # seconds without spinning after that
+CALM = 0.1  # seconds without spinning after that
 #: docker's maxConcurrent: forwards beyond it (all sandboxes together) are refused at once
 MAX_FORWARDS = 1024
 #: forwards one sandbox may have in flight: eight sandboxes at their cap fill the global one
