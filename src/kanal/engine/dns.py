@@ -117,6 +117,14 @@ Reverse = Callable[[str, str], str | None]
 
 
 class DnsService:
+    """The embedded DNS server of every attached sandbox (see the module docstring).
+
+    ``lookup``/``reverse`` answer names and addresses and are called from the serving
+    thread, so they must be quick; ``attach``/``detach`` may be called from any thread
+    (the serving thread carries them out and they return when done). The limits and
+    timeouts are attributes, read when they apply.
+    """
+
     def __init__(
         self,
         lookup: Lookup,
