@@ -328,6 +328,18 @@ def test_idle_tcp_clients_are_closed(world: Any) -> None:
         assert closed_by_server(silent)
         assert closed_by_server(dribble)
         assert closed_by_server(served)
+        # A client that shuts its side after asking still gets its (forwarded) answer,
+        # then the end of the stream.
+        half = ns_socket(a, socket.SOCK_STREAM)
+        silent.close()
+        silent = half
+        half.connect(("127.0.0.11", 53))
+        half.sendall(len(q2.pack()).to_bytes(2, "big") + q2.pack())
+        half.shutdown(socket.SHUT_WR)
+        half.settimeout(DEADLINE)
+        n = int.from_bytes(_recv_exact(half, 2), "big")
+        assert [str(x.rdata) for x in DNSRecord.parse(_recv_exact(half, n)).rr] == ["192.0.2.99"]
+        assert closed_by_server(half)
     finally:
         for c in (silent, dribble, served):
             c.close()

@@ -505,7 +505,8 @@ class _TcpListener:
 
 class _TcpClient:
     """One TCP client: length-prefixed queries in (pipelined ones too), answers out,
-    closed when idle, on end of stream, on error or when it stops reading."""
+    closed when idle, on error, when it stops reading, or at the end of its stream
+    once the answers it is owed are sent."""
 
     def __init__(self, svc: DnsService, entry: SandboxDns, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -514,8 +515,10 @@ class _TcpClient:
         self.inbuf = bytearray()
         self.out = bytearray()
         self.pending = 0  # queries not answered yet (forwarded)
+        self.eof = False  # the client shut its side: nothing more to read
         self.closed = False
         self.active = time.monotonic()
+        self.mask = _IN
         entry.tcp_clients.add(self)
         svc._add(self.fd, self, _IN)
         svc._at(self.active + svc.tcp_idle_timeout, self)
@@ -523,8 +526,8 @@ class _TcpClient:
     def ready(self, mask: int) -> None:
         if self.out:
             self._flush()
-            if self.closed:
-                return
+        if self.closed or self.eof:
+            return
         try:
             # A few KiB at a time: a client's pipelined flood is then answered in
             # turns with the other sockets' events, not in one long stretch.
@@ -535,7 +538,8 @@ class _TcpClient:
             self.close()
             return
         if not chunk:
-            self.close()
+            self.eof = True
+            self._settle()
             return
         buf = self.inbuf
         buf += chunk
@@ -562,6 +566,7 @@ class _TcpClient:
     def _answered(self, reply: bytes) -> None:
         self.pending -= 1
         self.send(reply)
+        self._settle()
 
     def send(self, reply: bytes) -> None:
         if self.closed:
@@ -583,7 +588,20 @@ class _TcpClient:
             self.close()
             return
         del self.out[:n]
-        self.svc._modify(self.fd, _IN | _OUT if self.out else _IN)
+        self._settle()
+
+    def _settle(self) -> None:
+        """Close at the end of the stream once nothing is owed; else wait for what
+        is needed (reading, unless at the end; writing while answers are unsent)."""
+        if self.closed:
+            return
+        if self.eof and not self.pending and not self.out:
+            self.close()
+            return
+        mask = (0 if self.eof else _IN) | (_OUT if self.out else 0)
+        if mask != self.mask:
+            self.mask = mask
+            self.svc._modify(self.fd, mask)
 
     def expire(self, deadline: float, now: float) -> None:
         if self.closed:
