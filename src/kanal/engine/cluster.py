@@ -132,6 +132,14 @@ class Cluster:
             self._networks = nets
         return nets
 
+    def known_networks(self) -> list[Network]:
+        """The global networks as last read from etcd (no round trip: for the
+        embedded DNS's serving thread, which must never wait for etcd)."""
+        with self._lock:
+            if self._networks:
+                return list(self._networks)
+        return self.networks()
+
     def add_network(self, net: Network) -> None:
         """Store a new global network; its name must be free cluster-wide (Conflict)."""
         try:

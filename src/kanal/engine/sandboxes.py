@@ -757,7 +757,10 @@ class SandboxManager:
         return None
 
     def _build_index(self) -> _Index:
-        networks = {n.id: n for n in self.ctrl.networks() if not n.builtin}
+        # Built on the DNS serving thread: the cluster's networks as last known.
+        cluster = self.ctrl.cluster
+        known = self.ctrl._local_networks() + (cluster.known_networks() if cluster else [])
+        networks = {n.id: n for n in known if not n.builtin}
         nets: dict[str, set[str]] = {}
         names: dict[tuple[str, str], list[str]] = {}
         rev: dict[tuple[str, str], str] = {}
