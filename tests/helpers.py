@@ -187,6 +187,32 @@ def etcd_server(
         proc.wait(10)
 
 
+def etcdctl(base: Sequence[str], *args: str, ns: str = "") -> str:
+    """``etcdctl BASE ARGS`` (in namespace ``ns`` if given), for setting etcd up.
+
+    A loaded machine can make etcd answer "request timed out": the command is tried
+    again, and a retried change that had landed the first time ("... already ...")
+    counts as done.
+    """
+    import time
+
+    cmd = ["etcdctl", "--command-timeout=30s", *base, *args]
+    if ns:
+        cmd = ["ip", "netns", "exec", ns, *cmd]
+    err = ""
+    for attempt in range(4):
+        p = run(cmd, check=False, timeout=90)
+        if p.returncode == 0:
+            return p.stdout.decode()
+        err = p.stderr.decode(errors="replace")
+        if attempt and "already" in err:
+            return ""
+        if not any(w in err for w in ("timed out", "Unavailable", "deadline", "leader")):
+            break
+        time.sleep(1)
+    raise RuntimeError(f"etcdctl {' '.join(args)}: {err.strip()[-500:]}")
+
+
 def busybox_tar(dest: Path) -> Path:
     """An offline image: busybox, its applets and a page to serve."""
     root = dest / "rootfs"

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import create_netns, delete_netns, nsexec, unique
+from tests.helpers import create_netns, delete_netns, etcdctl, nsexec, unique
 
 MEMBERS = (1, 2, 3)
 USERS = {"root": "root-pw", "kanal": "kanal-pw", "reader": "reader-pw"}
@@ -159,11 +159,10 @@ class Underlay:
 
     def etcdctl(self, i: int, *args: str, user: str = "") -> str:
         """``etcdctl ARGS`` against member i, from host i's namespace."""
-        cmd = ["etcdctl", "--endpoints", f"{self.scheme}://{self.addr(i)}:2379"]
-        cmd += self._tls_args(i)
+        base = ["--endpoints", f"{self.scheme}://{self.addr(i)}:2379", *self._tls_args(i)]
         if user:
-            cmd += ["--user", f"{user}:{USERS[user]}"]
-        return nsexec(self.ns[i], *cmd, *args).stdout.decode()
+            base += ["--user", f"{user}:{USERS[user]}"]
+        return etcdctl(base, *args, ns=self.ns[i])
 
     def _enable_auth(self) -> None:
         for args in (

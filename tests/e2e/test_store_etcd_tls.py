@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ import pytest
 from kanal.errors import InvalidConfig
 from kanal.store import Put, Store, StoreRefused
 from kanal.store.etcd import EtcdStore, open_etcd
-from tests.helpers import EtcdTls, etcd_server, unique
+from tests.helpers import EtcdTls, etcd_server, etcdctl, unique
 from tests.unit.store.test_store import (  # noqa: F401 (collected here against etcd over TLS)
     test_compare_and_swap,
     test_concurrent_cas_increments_lose_nothing,
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 PREFIX = "/tls/"
-TOKEN_TTL = 2  # etcd's --auth-token-ttl: tokens run out within a test
+TOKEN_TTL = 2  # --auth-token-ttl of the short_tokens etcd: tokens run out within a test
 
 
 @dataclass
@@ -80,19 +80,30 @@ class Setup:
         return open_etcd(f"etcds://{ep}{PREFIX}{sub}", self.opts(**kw), timeout=30.0)  # type: ignore[arg-type]
 
 
-def _etcdctl(s: Setup, *args: str, user: str = "") -> None:
-    cmd = ["etcdctl", "--endpoints", f"https://{s.endpoint}", "--cacert", str(s.ca)]
-    cmd += ["--cert", str(s.client[0]), "--key", str(s.client[1])]
-    if user:
-        cmd += ["--user", user]
-    subprocess.run([*cmd, *args], check=True, capture_output=True, timeout=30)
+def _etcdctl(s: Setup, *args: str) -> None:
+    base = ["--endpoints", f"https://{s.endpoint}", "--cacert", str(s.ca)]
+    etcdctl([*base, "--cert", str(s.client[0]), "--key", str(s.client[1])], *args)
 
 
 @pytest.fixture(scope="module")
 def tls_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    with _secured_etcd(tmp_path_factory.mktemp("etcdtls")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def short_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    """Another such etcd whose tokens lapse after TOKEN_TTL seconds unused (kept apart:
+    logging in again is a raft write and a bcrypt, slow on a loaded machine)."""
+    extra = ["--auth-token-ttl", str(TOKEN_TTL)]
+    with _secured_etcd(tmp_path_factory.mktemp("etcdttl"), extra) as s:
+        yield s
+
+
+@contextmanager
+def _secured_etcd(d: Path, extra: Sequence[str] = ()) -> Iterator[Setup]:
     from tests.certs import Pki
 
-    d = tmp_path_factory.mktemp("etcdtls")
     ca = Pki(d / "ca")
     other = Pki(d / "other", "another-ca")
     member = ca.server("member", "127.0.0.1")
@@ -103,7 +114,7 @@ def tls_etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     pw = d / "password"
     pw.write_text("kanal-pw\n")
     tls = EtcdTls(str(ca.ca_file), str(member.cert), str(member.key))
-    with etcd_server(str(d / "data"), tls=tls, extra=["--auth-token-ttl", str(TOKEN_TTL)]) as ep:
+    with etcd_server(str(d / "data"), tls=tls, extra=extra) as ep:
         s = Setup(
             ep,
             d,
@@ -169,14 +180,37 @@ def test_watch_lease_and_txn_over_tls(tls_etcd: Setup) -> None:
     assert got == [("put", "a"), ("delete", "a")]
 
 
-def test_expired_tokens_are_renewed(tls_etcd: Setup) -> None:
-    s = tls_etcd.store(unique("x", 20))
+def test_expired_tokens_are_renewed(short_tokens: Setup) -> None:
+    s = short_tokens.store(unique("x", 20))
     s.put("k", b"1")
     ep = s.endpoints[0]
     first = s.connector._tokens[ep]
     time.sleep(TOKEN_TTL + 2)  # etcd drops the unused token
     assert s.get("k") is not None
     assert s.connector._tokens[ep] not in ("", first)  # authenticated again
+
+
+def test_a_watch_opened_with_an_expired_token_authenticates_again(short_tokens: Setup) -> None:
+    s = short_tokens.store(unique("y", 20))
+    _, rev = s.snapshot("")
+    time.sleep(TOKEN_TTL + 2)  # the token from the snapshot lapses
+    errors: list[Exception] = []
+    stop = threading.Event()
+    got: list[str] = []
+
+    def watch() -> None:
+        for batch in s.watch("", rev + 1, stop=stop, on_error=errors.append):
+            got.extend(e.key for e in batch.events)
+            return
+
+    th = threading.Thread(target=watch, daemon=True)
+    th.start()
+    writer = short_tokens.store(s.prefix.removeprefix(PREFIX).rstrip("/"))
+    writer.put("w", b"1")
+    th.join(30)
+    stop.set()
+    assert got == ["w"]
+    assert not [e for e in errors if isinstance(e, StoreRefused)]
 
 
 def test_a_member_from_another_ca_is_not_trusted(tls_etcd: Setup) -> None:

@@ -295,7 +295,9 @@ class EtcdStore:
                 c = self._conn(i, attempt)
                 fresh = c.sock is None  # a new connection (vs. a kept-alive one)
                 try:
-                    headers = self.connector.headers(self.endpoints[i], attempt)
+                    # (Logging in, rare and slow — a raft write and a bcrypt — may take
+                    # what is left of the deadline, not only one attempt's share.)
+                    headers = self.connector.headers(self.endpoints[i], remaining)
                     c.request("POST", path, body=data, headers=headers)
                     resp = c.getresponse()
                     raw = resp.read()
@@ -618,7 +620,9 @@ class EtcdStore:
         i = self._preferred
         backoff = 0.1
         while stop is None or not stop.is_set():
-            stream = _WatchStream(self.connector, self.endpoints[i], self.attempt_timeout)
+            stream = _WatchStream(
+                self.connector, self.endpoints[i], self.attempt_timeout, self.timeout
+            )
             try:
                 stream.open(self._watch_request(prefix, rev))
                 last_data = time.monotonic()
@@ -725,9 +729,14 @@ class _WatchStream:
     """
 
     def __init__(
-        self, connector: Connector, endpoint: tuple[str, int], connect_timeout: float
+        self,
+        connector: Connector,
+        endpoint: tuple[str, int],
+        connect_timeout: float,
+        auth_timeout: float = 5.0,
     ) -> None:
         self.connector = connector
+        self.auth_timeout = auth_timeout
         self.endpoint = endpoint
         self.connect_timeout = connect_timeout
         self.sock: socket.socket | None = None
@@ -737,7 +746,7 @@ class _WatchStream:
 
     def open(self, request: dict[str, Any]) -> None:
         host, port = self.endpoint
-        headers = self.connector.headers(self.endpoint, self.connect_timeout)
+        headers = self.connector.headers(self.endpoint, self.auth_timeout)
         self.sock = self.connector.socket(self.endpoint, self.connect_timeout)
         body = json.dumps(request).encode()
         lines = ["POST /v3/watch HTTP/1.1", f"Host: {host}:{port}"]

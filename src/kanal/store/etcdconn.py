@@ -355,7 +355,7 @@ class Connector:
 
     def headers(self, endpoint: _Endpoint, timeout: float) -> dict[str, str]:
         """Headers of one request to ``endpoint``: with a token when a user is set
-        (authenticating first if this member gave us none yet)."""
+        (authenticating first, within ``timeout``, if this member gave us none yet)."""
         if not self.settings.username:
             return dict(_HEADERS)
         with self._lock:
