@@ -9,12 +9,17 @@ any :class:`kanal.errors.KanalError` to the CNI error object.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from kanal._dataclass import dataclass, field
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
     from kanal.spec.types import Result
+
+    AddFunc = Callable[["CmdArgs"], Result]
+    VoidFunc = Callable[["CmdArgs"], None]
 
 __all__ = ["CmdArgs", "PluginFuncs"]
 
@@ -48,10 +53,6 @@ class CmdArgs:
             if sep and key:
                 out[key] = value
         return out
-
-
-AddFunc = Callable[[CmdArgs], "Result"]
-VoidFunc = Callable[[CmdArgs], None]
 
 
 @dataclass(frozen=True)

@@ -8,15 +8,17 @@ libcni parses); stderr carries logs only.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import traceback
-from collections.abc import Mapping
-from typing import IO, Any
 
+from kanal import _json
 from kanal.errors import DecodeError, IncompatibleVersion, InvalidEnv, IOFailure, KanalError
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import IO, Any
 
 __all__ = ["Dispatcher", "plugin_main"]
 
@@ -53,6 +55,8 @@ class Dispatcher:
         except KanalError as e:
             err = e
         except Exception as e:  # any bug becomes code 999, never a traceback on stdout
+            import traceback
+
             self.stderr.write(traceback.format_exc())
             err = KanalError(str(e) or type(e).__name__)
         self._print_error(err, version)
@@ -114,6 +118,8 @@ class Dispatcher:
         except KanalError as e:
             raise _VersionKnown(version, e) from e
         except Exception as e:
+            import traceback
+
             self.stderr.write(traceback.format_exc())
             raise _VersionKnown(version, KanalError(str(e) or type(e).__name__)) from e
         return 0
@@ -152,7 +158,7 @@ class _VersionKnown(Exception):
 
 def _decode_conf(data: bytes) -> dict[str, Any]:
     try:
-        conf = json.loads(data)
+        conf = _json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise DecodeError("error decoding network config", str(e)) from e
     if not isinstance(conf, dict):

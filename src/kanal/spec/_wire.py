@@ -10,10 +10,13 @@ exactly (Go also matches them case-insensitively).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from kanal.errors import DecodeError
 from kanal.spec.types import DNS, IPAddr, IPInterface, Route, parse_cidr, parse_ip
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def join(path: str, key: str) -> str:

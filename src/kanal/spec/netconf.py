@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
+from kanal._dataclass import dataclass, field
 from kanal.errors import DecodeError, InvalidConfig, KanalError
 from kanal.spec._go import MAX_JSON_BYTES, loads, marshal, type_name
 from kanal.spec.args import CONTAINER_ID_RE
 from kanal.spec.versions import CURRENT, parse_version, version_gt
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "MAX_CONFIG_BYTES",
