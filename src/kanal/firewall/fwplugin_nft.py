@@ -26,17 +26,21 @@ such a host use ``"backend": "iptables"``, which writes the Go plugin's rules.
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
-import json
-import re
-import threading
-from collections.abc import Callable, Collection, Sequence
+import _thread
 
+from kanal import _json
+from kanal._hash import sha256_hex
 from kanal.errors import InvalidConfig, NotFound
 from kanal.firewall import nft
 from kanal.firewall.intents import Owner
 from kanal.firewall.nftables import TABLE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    from collections.abc import Callable, Collection, Sequence
+
+    Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 __all__ = [
     "add_container",
@@ -46,8 +50,15 @@ __all__ = [
     "isolate_bridge",
 ]
 
-Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
-_IFNAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+_IFNAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:@-")
+
+
+def _ifname_ok(name: str) -> bool:
+    """``re.match(r"^[A-Za-z0-9_.:@-]{1,15}$", name)`` ("$": a final newline passes)."""
+    v = name[:-1] if name.endswith("\n") else name
+    return 1 <= len(v) <= 15 and all(c in _IFNAME_CHARS for c in v)
+
+
 _SKELETON = f"""add table inet {TABLE}
 add set inet {TABLE} fw_ips4 {{ type ipv4_addr; }}
 add set inet {TABLE} fw_ips6 {{ type ipv6_addr; }}
@@ -64,15 +75,19 @@ add rule inet {TABLE} fw_forward ip6 daddr @fw_ips6 ct state related,established
 add rule inet {TABLE} fw_forward ip6 saddr @fw_ips6 accept
 """
 _READY: set[tuple[int, int]] = set()
-_LOCK = threading.Lock()
+_LOCK = _thread.allocate_lock()
 
 
-def _ensure() -> None:
+def _ensure(then: str = "") -> None:
+    """Create the table's skeleton once per namespace and process, then run ``then``;
+    the first time both go in one transaction (one parse, one commit)."""
     key = nft._netns_key()
     if key not in _READY:
         with _LOCK:
-            nft.run(_SKELETON)
+            nft.run(_SKELETON + then)
             _READY.add(key)
+    elif then:
+        nft.run(then)
 
 
 def _fam(ip: Addr) -> str:
@@ -83,9 +98,8 @@ def add_container(owner: Owner, ips: Sequence[Addr]) -> None:
     """Accept forwarded traffic from, and answers to, ``ips``; one transaction."""
     if not ips:
         return
-    _ensure()
     tag = owner.tag
-    nft.run(
+    _ensure(
         "\n".join(
             f'add element inet {TABLE} fw_ips{_fam(ip)} {{ {ip} comment "{tag}" }}' for ip in ips
         )
@@ -121,7 +135,7 @@ def _owned(fn: Callable[[str], bool]) -> list[tuple[str, str]]:
     out = []
     for f in ("4", "6"):
         try:
-            got = json.loads(nft.run(f"list set inet {TABLE} fw_ips{f}", json_out=True))
+            got = _json.loads(nft.run(f"list set inet {TABLE} fw_ips{f}", json_out=True))
         except nft.NftError as e:
             if e.enoent:
                 continue
@@ -164,10 +178,10 @@ def isolate_bridge(bridge: str) -> None:
 
     Idempotent; the bridge's chain is re-written in the same transaction.
     """
-    if not _IFNAME.match(bridge):
+    if not _ifname_ok(bridge):
         raise InvalidConfig(f"invalid bridge name {bridge!r}")
     _ensure()
-    chain = "fw_iso_" + hashlib.sha256(bridge.encode()).hexdigest()[:12]
+    chain = "fw_iso_" + sha256_hex(bridge.encode())[:12]
     nft.run(
         "\n".join(
             (

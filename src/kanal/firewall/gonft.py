@@ -8,11 +8,13 @@ plugins to kanal leaves nothing behind.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Collection
-
+from kanal import _json
 from kanal.firewall import nft
 from kanal.firewall.intents import Owner
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 __all__ = ["gc_go_masquerade", "teardown_go_masquerade"]
 
@@ -27,7 +29,7 @@ def _rules() -> list[tuple[int, str]]:
             return []
         raise
     rules = []
-    for obj in json.loads(out).get("nftables", []):
+    for obj in _json.loads(out).get("nftables", []):
         r = obj.get("rule")
         if r and "comment" in r:
             rules.append((int(r["handle"]), str(r["comment"])))

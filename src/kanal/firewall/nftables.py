@@ -23,21 +23,24 @@ removed by GC once no container address lies in them.
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import re
-import threading
-from collections.abc import Collection, Sequence
-from typing import Any
+import _thread
 
+from kanal import _json
 from kanal.errors import NotFound
 from kanal.firewall import nft
 from kanal.firewall.intents import Masquerade, Owner, network_tag
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    from collections.abc import Collection, Sequence
+    from typing import Any
+
+    Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 __all__ = ["TABLE", "NftablesBackend"]
 
 TABLE = "kanal"
-Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _SKELETON = f"""add table inet {TABLE}
 add set inet {TABLE} masq4 {{ type ipv4_addr; }}
@@ -53,7 +56,7 @@ add rule inet {TABLE} postrouting ip6 daddr ff00::/8 return
 add rule inet {TABLE} postrouting ip saddr @masq4 masquerade
 add rule inet {TABLE} postrouting ip6 saddr @masq6 masquerade
 """
-_ELEMENT_RE = re.compile(r'elements = \{ (.*?)(?: comment "([^"]*)")? \}')
+_ELEMENT_PATTERN = r'elements = \{ (.*?)(?: comment "([^"]*)")? \}'
 
 
 def _fam(ip: Addr) -> str:
@@ -67,7 +70,7 @@ class NftablesBackend:
 
     def __init__(self) -> None:
         self._ready: set[tuple[int, int]] = set()
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     def available(self) -> bool:
         return nft.available()
@@ -95,7 +98,15 @@ class NftablesBackend:
             cmds.append(f"add element inet {TABLE} masq{f} {{ {r.ip} }}")
             cmds.append(f"delete element inet {TABLE} masq{f} {{ {r.ip} }}")
             cmds.append(f'add element inet {TABLE} masq{f} {{ {r.ip} comment "{tag}" }}')
-        self._ensure_table()
+        netns = nft._netns_key()
+        if netns not in self._ready:
+            # The table's first use in this process (every use, for a plugin run
+            # without kanald): skeleton and elements in one transaction, one
+            # parse and one commit rather than two.
+            with self._lock:
+                nft.run(_SKELETON + "\n".join(cmds))
+                self._ready.add(netns)
+            return
         try:
             nft.run("\n".join(cmds))
         except nft.NftError as e:
@@ -113,7 +124,7 @@ class NftablesBackend:
                 return []
             raise
         items: list[tuple[str, str]] = []
-        for obj in json.loads(out).get("nftables", []):
+        for obj in _json.loads(out).get("nftables", []):
             for el in obj.get("set", {}).get("elem", []):
                 if isinstance(el, dict) and "elem" in el:
                     val, comment = el["elem"].get("val"), el["elem"].get("comment", "")
@@ -149,7 +160,9 @@ class NftablesBackend:
             out = nft.run(f"get element inet {TABLE} {set_name} {{ {key} }}")
         except nft.NftError:
             return None  # absent (or no table): nothing of ours there
-        m = _ELEMENT_RE.search(out)
+        import re  # CHECK only
+
+        m = re.search(_ELEMENT_PATTERN, out)
         return (m.group(1), m.group(2) or "") if m else None
 
     def _element_tag(self, set_name: str, key: str) -> str | None:
@@ -180,6 +193,8 @@ class NftablesBackend:
                 )
 
     def gc_masquerade(self, network: str, valid: Collection[tuple[str, str]]) -> None:
+        import ipaddress
+
         keep = {Owner(network, cid, ifn).tag for cid, ifn in valid}
         prefix = network_tag(network)
         cmds, remaining = [], []

@@ -24,22 +24,24 @@ another container already holds is refused instead of silently shadowed.
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import subprocess
-import threading
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+import _thread
 
+from kanal import _json
+from kanal._dataclass import dataclass
 from kanal.errors import Conflict, NotFound
 from kanal.firewall import nft
 from kanal.firewall.intents import Owner, network_tag
 from kanal.firewall.nftables import TABLE
 
-__all__ = ["PortMapping", "add_portmaps", "check_portmaps", "del_portmaps", "gc_portmaps"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    from collections.abc import Collection, Sequence
 
-Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
-Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+    Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+    Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+__all__ = ["PortMapping", "add_portmaps", "check_portmaps", "del_portmaps", "gc_portmaps"]
 
 
 @dataclass(frozen=True)
@@ -95,15 +97,19 @@ def _skeleton() -> str:
 
 
 _READY: set[tuple[int, int]] = set()
-_LOCK = threading.Lock()
+_LOCK = _thread.allocate_lock()
 
 
-def _ensure() -> None:
+def _ensure(then: str = "") -> None:
+    """Create the table's skeleton once per namespace and process, then run ``then``;
+    the first time both go in one transaction (one parse, one commit)."""
     key = nft._netns_key()
     if key not in _READY:
         with _LOCK:
-            nft.run(_skeleton())
+            nft.run(_skeleton() + "\n" + then)
             _READY.add(key)
+    elif then:
+        nft.run(then)
 
 
 def _fam(ip: Addr) -> str:
@@ -151,9 +157,8 @@ def add_portmaps(
         )
     if not cmds:
         return
-    _ensure()
     try:
-        nft.run("\n".join(cmds))
+        _ensure("\n".join(cmds))
     except nft.NftError as e:
         if "File exists" not in e.details:
             raise
@@ -169,7 +174,7 @@ def add_portmaps(
                         f"{' on ' + str(m.host_ip) if m.host_ip else ''} "
                         "is already mapped by another container"
                     ) from e
-        nft.run("\n".join(c.replace("create element", "add element") for c in cmds))
+        _ensure("\n".join(c.replace("create element", "add element") for c in cmds))
 
 
 def _exists(set_name: str, key: str) -> bool:
@@ -198,7 +203,7 @@ def _owned_entries(
                 if e.enoent:
                     continue
                 raise
-            for obj in json.loads(out).get("nftables", []):
+            for obj in _json.loads(out).get("nftables", []):
                 body = obj.get("map") or obj.get("set") or {}
                 for el in body.get("elem", []):
                     key, comment = _elem(el)
@@ -296,6 +301,8 @@ def flush_udp_conntrack(mappings: Sequence[PortMapping]) -> None:
         if m.host_ip is not None:
             argv += ["--orig-dst", str(m.host_ip)]
         try:
+            import subprocess
+
             subprocess.run(argv, capture_output=True, timeout=10)
         except FileNotFoundError:
             return  # no conntrack tool: nothing to flush with
