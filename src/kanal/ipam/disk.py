@@ -48,20 +48,22 @@ What differs from Go, and why:
 
 from __future__ import annotations
 
+import _thread
 import errno
 import fcntl
 import os
-import re
-import threading
 import time
-from collections.abc import Iterator, Set
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
+from kanal._dataclass import dataclass, field
 from kanal.errors import IOFailure
 from kanal.ipam.ranges import canonical_ip
 from kanal.ipam.store import Reservation, StoreMissing, go_trim, name_ip, owner_key, parse_owner
 from kanal.spec.types import IPAddr, parse_ip
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Set
 
 __all__ = [
     "LAST_IP_PREFIX",
@@ -80,7 +82,8 @@ TMP_PREFIX = ".kanal-tmp."
 _SETTLED_NS = 3_000_000_000
 _MAX_CONTENT = 4096
 
-_GEN_RE = re.compile(rb"\Akanal-gen ([0-9a-f]{16})\n\Z")
+_GEN_PREFIX = b"kanal-gen "
+_LOWER_HEX = frozenset(b"0123456789abcdef")
 _LINK_UNSUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
 
 
@@ -139,7 +142,7 @@ class DiskStore:
     def __init__(self, directory: str, *, fsync: bool = False) -> None:
         self.dir = directory
         self.fsync = fsync
-        self._mutex = threading.Lock()
+        self._mutex = _thread.allocate_lock()
         self._pid = os.getpid()
         self._fd: int | None = None
         self._dirfd: int | None = None
@@ -268,8 +271,16 @@ class DiskStore:
             return None
         if data == b"":
             return 0
-        m = _GEN_RE.match(data)
-        return int(m.group(1), 16) if m else None
+        # b"kanal-gen <16 lower-case hex digits>\n" and nothing else
+        digits = data[len(_GEN_PREFIX) : -1]
+        if (
+            len(data) == len(_GEN_PREFIX) + 17
+            and data.startswith(_GEN_PREFIX)
+            and data.endswith(b"\n")
+            and all(c in _LOWER_HEX for c in digits)
+        ):
+            return int(digits, 16)
+        return None
 
     def _dir_stat(self) -> os.stat_result:
         try:
@@ -519,7 +530,7 @@ class DiskStore:
             return False
 
     def _tmp_path(self, what: str) -> str:
-        return os.path.join(self.dir, f"{TMP_PREFIX}{what}.{os.getpid()}.{threading.get_ident()}")
+        return os.path.join(self.dir, f"{TMP_PREFIX}{what}.{os.getpid()}.{_thread.get_ident()}")
 
     def _write_fd(self, fd: int, data: bytes, sync: bool) -> None:
         view = memoryview(data)
@@ -622,7 +633,7 @@ class DiskStore:
 
 
 _STORES: dict[str, DiskStore] = {}
-_STORES_LOCK = threading.Lock()
+_STORES_LOCK = _thread.allocate_lock()
 
 
 def disk_store(data_dir: str, network: str) -> DiskStore:

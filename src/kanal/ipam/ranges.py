@@ -22,12 +22,15 @@ IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) are IPv4, as Go's ``To4()`` says
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any
 
+from kanal._dataclass import dataclass
 from kanal.errors import DecodeError, InvalidConfig
 from kanal.spec.types import IPAddr, parse_cidr, parse_ip
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "Range",

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
-
 from kanal.errors import InvalidConfig
 
-T = TypeVar("T")
-
-_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-
-
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
     from kanal.spec.types import DNS
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _mac_ok(mac: str) -> bool:
+    """``re.match(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$", mac)``, by hand (importing re
+    costs a plugin exec ~4 ms); as with "$", a final newline passes."""
+    m = mac[:-1] if mac.endswith("\n") else mac
+    return len(m) == 17 and all(c == ":" if i % 3 == 2 else c in _HEX for i, c in enumerate(m))
 
 
 def _bad(key: str, want: str, value: Any) -> InvalidConfig:
@@ -70,7 +74,7 @@ def get_list(conf: Mapping[str, Any], key: str) -> list[Any]:
 
 def valid_mac(mac: str) -> str:
     """Normalise a MAC (lower case) or raise InvalidConfig."""
-    if not _MAC_RE.match(mac):
+    if not _mac_ok(mac):
         raise InvalidConfig(f"invalid MAC address {mac!r}")
     return mac.lower()
 

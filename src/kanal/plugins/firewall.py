@@ -20,9 +20,7 @@ are no longer valid. Versions 0.4.0 and later, as Go.
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass
-
+from kanal._dataclass import dataclass
 from kanal.errors import InvalidConfig, KanalError, Unavailable
 from kanal.firewall.intents import Owner
 from kanal.plugins import _conf as c
@@ -30,9 +28,13 @@ from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.spec.types import Result
 from kanal.spec.versions import ALL_VERSIONS, version_ge
 
-__all__ = ["PLUGIN", "main"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
 
-Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+    Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+__all__ = ["PLUGIN", "main"]
 POLICIES = ("", "open", "same-bridge", "isolated")
 
 

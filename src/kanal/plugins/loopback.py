@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from kanal.errors import Internal, KanalError
-from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import NetnsNotFound
 from kanal.plugins._iface import in_container
-from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.skel.cmdargs import PluginFuncs
 from kanal.spec.types import Interface, IPConfig, Result
 from kanal.spec.versions import ALL_VERSIONS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from kanal.netlink.handle import Netlink
+    from kanal.skel.cmdargs import CmdArgs
 
 __all__ = ["PLUGIN", "main"]
 
