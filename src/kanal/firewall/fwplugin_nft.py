@@ -31,7 +31,7 @@ import _thread
 from kanal import _json
 from kanal._hash import sha256_hex
 from kanal.errors import InvalidConfig, NotFound
-from kanal.firewall import nft
+from kanal.firewall import nfnl, nft
 from kanal.firewall.intents import Owner
 from kanal.firewall.nftables import TABLE
 
@@ -59,7 +59,7 @@ def _ifname_ok(name: str) -> bool:
     return 1 <= len(v) <= 15 and all(c in _IFNAME_CHARS for c in v)
 
 
-_SKELETON = f"""add table inet {TABLE}
+_RULES = f"""add table inet {TABLE}
 add set inet {TABLE} fw_ips4 {{ type ipv4_addr; }}
 add set inet {TABLE} fw_ips6 {{ type ipv6_addr; }}
 add set inet {TABLE} fw_iso {{ type ifname; }}
@@ -67,13 +67,16 @@ add map inet {TABLE} fw_iso_from {{ type ifname : verdict; }}
 add chain inet {TABLE} fw_admin
 add chain inet {TABLE} fw_forward {{ type filter hook forward priority filter; policy accept; }}
 flush chain inet {TABLE} fw_forward
-add rule inet {TABLE} fw_forward jump fw_admin
+add rule inet {TABLE} fw_forward jump fw_admin comment "{{marker}}"
 add rule inet {TABLE} fw_forward iifname vmap @fw_iso_from
 add rule inet {TABLE} fw_forward ip daddr @fw_ips4 ct state related,established accept
 add rule inet {TABLE} fw_forward ip saddr @fw_ips4 accept
 add rule inet {TABLE} fw_forward ip6 daddr @fw_ips6 ct state related,established accept
 add rule inet {TABLE} fw_forward ip6 saddr @fw_ips6 accept
 """
+# The first rule carries the skeleton's hash (see kanal.firewall.nftables).
+_MARKER = nfnl.marker(_RULES)
+_SKELETON = _RULES.replace("{marker}", _MARKER)
 _READY: set[tuple[int, int]] = set()
 _LOCK = _thread.allocate_lock()
 
@@ -99,6 +102,17 @@ def add_container(owner: Owner, ips: Sequence[Addr]) -> None:
     if not ips:
         return
     tag = owner.tag
+    netns = nft._netns_key()
+    if netns in _READY or nfnl.has_marker("inet", TABLE, "fw_forward", _MARKER):
+        ops: list[nfnl.Op] = [
+            ("add", f"fw_ips{_fam(ip)}", nfnl.ip_key(ip), None, tag) for ip in ips
+        ]
+        try:
+            nfnl.elements("inet", TABLE, ops)  # packed here: no libnftables load and parse
+            _READY.add(netns)
+            return
+        except nfnl.NfnlError:
+            _READY.discard(netns)  # deleted under us? libnftables decides below
     _ensure(
         "\n".join(
             f'add element inet {TABLE} fw_ips{_fam(ip)} {{ {ip} comment "{tag}" }}' for ip in ips
@@ -108,6 +122,15 @@ def add_container(owner: Owner, ips: Sequence[Addr]) -> None:
 
 def del_container(owner: Owner, ips: Sequence[Addr] | None) -> None:
     """Remove the owner's elements: by address when known, else by tag; idempotent."""
+    if ips and nfnl.usable():
+        ops: list[nfnl.Op] = [
+            ("delete", f"fw_ips{_fam(ip)}", nfnl.ip_key(ip), None, None) for ip in ips
+        ]
+        try:
+            nfnl.delete_elements("inet", TABLE, ops)
+            return
+        except nfnl.NfnlError:
+            pass  # libnftables says what is wrong
     if ips:
         cmds = [f"delete element inet {TABLE} fw_ips{_fam(ip)} {{ {ip} }}" for ip in ips]
         try:

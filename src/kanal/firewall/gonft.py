@@ -9,7 +9,7 @@ plugins to kanal leaves nothing behind.
 from __future__ import annotations
 
 from kanal import _json
-from kanal.firewall import nft
+from kanal.firewall import nfnl, nft
 from kanal.firewall.intents import Owner
 
 TYPE_CHECKING = False
@@ -22,6 +22,12 @@ _TABLE = "cni_plugins_masquerade"
 
 
 def _rules() -> list[tuple[int, str]]:
+    if nfnl.usable():
+        try:
+            if not nfnl.chain_exists("inet", _TABLE, "masq_checks"):
+                return []  # the common case, told without libnftables
+        except nfnl.NfnlError:
+            pass
     try:
         out = nft.run(f"list chain inet {_TABLE} masq_checks", json_out=True)
     except nft.NftError as e:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 from kanal.errors import Internal, NotFound, Unavailable
-from kanal.firewall import nft
+from kanal.firewall import nfnl, nft
 from kanal.firewall.intents import Masquerade, Owner
 
 TYPE_CHECKING = False
@@ -95,6 +95,11 @@ class IptablesBackend:
     def chain_exists(self, version: int, chain: str) -> bool:
         if self._is_nft_variant():
             fam = "ip" if version == 4 else "ip6"
+            if nfnl.usable():
+                try:
+                    return nfnl.chain_exists(fam, "nat", chain)
+                except nfnl.NfnlError:
+                    pass  # libnftables says what is wrong
             try:
                 nft.run(f"list chain {fam} nat {chain}")
                 return True

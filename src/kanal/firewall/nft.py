@@ -124,43 +124,6 @@ def run(cmds: str, *, json_out: bool = False) -> str:
 
 
 _AVAILABLE: set[tuple[int, int]] = set()
-_NFNL_SUBSYS_NFTABLES = 10
-_NFT_MSG_GETGEN = 16
-_NETLINK_NETFILTER = 12
-
-
-def _kernel_answers() -> bool:
-    """Whether this namespace's kernel answers nf_tables requests from us: one
-    NFT_MSG_GETGEN (~0.1 ms; a "list tables" through libnftables costs ~1.5 ms)."""
-    import _socket
-    import struct
-
-    try:
-        s = _socket.socket(
-            _socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, _NETLINK_NETFILTER
-        )
-    except OSError:
-        return False
-    try:
-        s.bind((0, 0))
-        mtype = (_NFNL_SUBSYS_NFTABLES << 8) | _NFT_MSG_GETGEN
-        # nlmsghdr (NLM_F_REQUEST | NLM_F_ACK) + nfgenmsg (AF_UNSPEC, version 0)
-        s.sendall(struct.pack("=LHHLLBBH", 20, mtype, 0x5, 1, 0, 0, 0, 0))
-        while True:
-            data = s.recv(1 << 16)
-            off = 0
-            while off + 20 <= len(data):
-                length, t, _flags, seq, _pid = struct.unpack_from("=LHHLL", data, off)
-                if t == 2 and seq == 1:  # NLMSG_ERROR: the ACK, or why not
-                    err: int = struct.unpack_from("=i", data, off + 16)[0]
-                    return err == 0
-                if length < 16:
-                    return False
-                off += (length + 3) & ~3
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def _have_nft_binary() -> bool:
@@ -174,7 +137,10 @@ def available() -> bool:
     key = _netns_key()
     if key in _AVAILABLE:
         return True
-    if (_ctx() is None and not _have_nft_binary()) or not _kernel_answers():
+    # The binary first: finding it is a few stat calls, loading the library ~1 ms.
+    from kanal.firewall import nfnl
+
+    if not nfnl.kernel_answers() or not (_have_nft_binary() or _ctx() is not None):
         return False
     _AVAILABLE.add(key)
     return True
