@@ -10,14 +10,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from hashlib import sha256, sha512
 else:
+    import sys
+
     try:
-        from _sha2 import sha256, sha512  # Python 3.12+
-    except ImportError:
-        try:
+        if sys.version_info >= (3, 12):
+            from _sha2 import sha256, sha512
+        else:
             from _sha256 import sha256
             from _sha512 import sha512
-        except ImportError:  # a build without them
-            from hashlib import sha256, sha512
+    except ImportError:  # a build without them
+        from hashlib import sha256, sha512
 
 __all__ = ["sha256_hex", "sha512_hex"]
 

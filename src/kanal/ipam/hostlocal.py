@@ -33,8 +33,7 @@ from kanal.errors import (
 from kanal.ipam.allocator import allocate
 from kanal.ipam.ranges import RangeError, RangeSet, canonical_ip, parse_range_set
 from kanal.ipam.store import Store, StoreMissing, go_trim
-from kanal.spec.args import load_args
-from kanal.spec.netconf import validate_network_name
+from kanal.spec.args import load_args, validate_network_name
 from kanal.spec.types import DNS, IPAddr, Result, Route, parse_cidr, parse_ip
 from kanal.spec.versions import version_ge
 

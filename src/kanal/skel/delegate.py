@@ -86,12 +86,13 @@ def _run_in_process(name: str, env: dict[str, str], stdin: bytes) -> bytes:
 
     from kanal.plugins.registry import load_plugin
     from kanal.skel.dispatcher import Dispatcher
-    from kanal.spec.error import error_from_wire
 
     out = io.StringIO()
     code = Dispatcher(env, io.BytesIO(stdin), out, sys.stderr).run(load_plugin(name))
     data = out.getvalue().encode()
     if code != 0:
+        from kanal.spec.error import error_from_wire
+
         err: KanalError = error_from_wire(data)
         raise err
     return data

@@ -63,6 +63,24 @@ def validate_container_id(cid: str) -> None:
         raise InvalidEnv("invalid characters in containerID", cid)
 
 
+def validate_network_name(name: str) -> None:
+    """Check a network name (Go ``utils.ValidateNetworkName`` / skel).
+
+    (Here rather than in :mod:`kanal.spec.netconf`, which re-exports it, so that
+    host-local's exec path does not load the whole config parser.)
+
+    Raises:
+        InvalidConfig: "missing network name" or "invalid characters found in
+            network name" (details: the name).
+    """
+    from kanal.errors import InvalidConfig
+
+    if name == "":
+        raise InvalidConfig("missing network name")
+    if not CONTAINER_ID_RE.match(name):
+        raise InvalidConfig("invalid characters found in network name", name)
+
+
 def validate_ifname(name: str) -> None:
     """Check ``CNI_IFNAME``: 1..15 bytes, not "." or "..", no "/", ":" or whitespace.
 
