@@ -24,6 +24,7 @@ __all__ = [
     "KanalError",
     "NotFound",
     "TeardownError",
+    "TooLarge",
     "TryAgain",
     "Unavailable",
     "UnsupportedField",
@@ -82,6 +83,12 @@ class IOFailure(KanalError):
 class DecodeError(KanalError):
     code = 6
     http_status = 400
+
+
+class TooLarge(DecodeError):
+    """A request over a size limit (HTTP 413)."""
+
+    http_status = 413
 
 
 class InvalidConfig(KanalError):

@@ -313,6 +313,7 @@ def test_help_imports_nothing_heavy() -> None:
         "kanal.cli.network",
         "kanal.cli.node",
         "kanal.cli.run",
+        "kanal.cli.system",
         "kanal.errors",
     ]
 

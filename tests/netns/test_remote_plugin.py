@@ -95,12 +95,13 @@ def test_a_third_party_plugin_as_driver_and_ipam(
     assert net.driver == "mini" and net.ipam_driver == "mini"
     assert net.ipam[0].subnet == "10.86.1.0/24" and net.ipam[0].gateway == "10.86.1.1"
     seq = [x["path"] for x in calls(log)]
+    # dockerd's order (docker-traces): the driver's capabilities before any IPAM call
     assert seq == [
         "/Plugin.Activate",
+        "/NetworkDriver.GetCapabilities",
         "/IpamDriver.GetDefaultAddressSpaces",
         "/IpamDriver.RequestPool",
         "/IpamDriver.RequestAddress",
-        "/NetworkDriver.GetCapabilities",
         "/NetworkDriver.CreateNetwork",
     ]
     create = calls(log)[-1]["req"]

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import os
+import random
 import socket
+import time
 from typing import Any
 from urllib.parse import quote, urlencode
 
 from kanal.errors import KanalError, Unavailable
 
-__all__ = ["ApiClient", "default_socket"]
+__all__ = ["ApiClient", "connect_unix", "default_socket"]
 
 
 def default_socket() -> str:
@@ -20,23 +23,66 @@ def default_socket() -> str:
     return os.environ.get("KANAL_HOST", "").removeprefix("unix://") or DEFAULT_API_SOCKET
 
 
+#: How long a connect is retried while kanald's queue is full (EAGAIN) or its socket
+#: refuses (ECONNREFUSED: a daemon restarting), in seconds ($KANAL_CONNECT_TIMEOUT).
+CONNECT_TIMEOUT = 30.0
+_BUSY = (errno.EAGAIN, errno.ECONNREFUSED)
+
+
+def connect_timeout() -> float:
+    try:
+        return max(0.0, float(os.environ.get("KANAL_CONNECT_TIMEOUT", CONNECT_TIMEOUT)))
+    except ValueError:
+        return CONNECT_TIMEOUT
+
+
+def connect_unix(path: str, timeout: float, wait: float | None = None) -> socket.socket:
+    """A connected socket to kanald's API at ``path``.
+
+    A full listen queue (EAGAIN) or a refused connect (ECONNREFUSED: the socket
+    file is there but nobody accepts yet) is retried with back-off for ``wait``
+    seconds: a busy or restarting daemon is waited for, not reported as stopped.
+    A missing socket file or a permission error is told at once, each in its words.
+
+    Raises:
+        Unavailable: no connection; the message says which of the cases it was.
+    """
+    deadline = time.monotonic() + (connect_timeout() if wait is None else wait)
+    delay = 0.005
+    where = f"kanald at unix://{path}"
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+            return s
+        except OSError as e:
+            s.close()
+            code = e.errno
+            if code in _BUSY and time.monotonic() + delay < deadline:
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.5)
+                continue
+            if code == errno.EAGAIN:
+                raise Unavailable(
+                    f"{where} is busy: its connection queue stayed full", e.strerror or str(e)
+                ) from None
+            if code == errno.ENOENT:
+                msg = f"cannot connect to {where}: no such socket (is kanald running?)"
+            elif code in (errno.EACCES, errno.EPERM):
+                msg = f"cannot connect to {where}: permission denied (the API is root's only)"
+            else:
+                msg = f"cannot connect to {where}: is kanald running?"
+            raise Unavailable(msg, e.strerror or str(e)) from None
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
 
     def connect(self) -> None:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(self.timeout)
-        try:
-            s.connect(self._path)
-        except OSError as e:
-            s.close()
-            raise Unavailable(
-                f"cannot connect to kanald at unix://{self._path}: is kanald running?",
-                e.strerror or str(e),
-            ) from None
-        self.sock = s
+        self.sock = connect_unix(self._path, self.timeout or 300.0)
 
 
 class ApiClient:
@@ -66,9 +112,18 @@ class ApiClient:
             raise Unavailable(f"kanald did not answer {method} {path}", str(e)) from None
         finally:
             conn.close()
-        payload = json.loads(raw) if raw.strip() else None
+        try:
+            payload = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            payload = None
+            if resp.status < 400:
+                raise Unavailable(f"kanald's answer to {method} {path} is not JSON") from None
         if resp.status >= 400:
-            msg = payload.get("message") if isinstance(payload, dict) else raw.decode()
+            msg = (
+                payload.get("message")
+                if isinstance(payload, dict)
+                else raw.decode("utf-8", "replace")
+            )
             err = KanalError(str(msg or f"HTTP {resp.status}"))
             err.http_status = resp.status
             raise err

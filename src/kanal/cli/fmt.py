@@ -18,7 +18,7 @@ from kanal.errors import InvalidConfig
 __all__ = ["render_table", "render_template"]
 
 _ACTION = re.compile(r"\{\{\s*(.*?)\s*\}\}")
-_PATH = re.compile(r'^(json\s+)?\.([A-Za-z0-9_.]*)(?:\s+"([^"]*)")?$')
+_PATH = re.compile(r'^(json\s+)?\.([A-Za-z0-9_.]*)(?:\s+"([^"]*)")?\Z')
 
 
 def _lookup(obj: Any, path: str, arg: str | None) -> Any:

@@ -28,6 +28,7 @@ _COMMANDS = (
     "kanal.cli.network",
     "kanal.cli.run",
     "kanal.cli.node",
+    "kanal.cli.system",
     "kanal.cli.dhcp",
 )
 

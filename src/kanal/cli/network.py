@@ -48,20 +48,24 @@ def _bool_flag(v: str) -> bool:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    if (args.gateway or args.ip_range or args.aux_address) and not args.subnet:
+        raise InvalidConfig("every --gateway, --ip-range and --aux-address needs a --subnet")
     if len(args.gateway) > len(args.subnet) or len(args.ip_range) > len(args.subnet):
         raise InvalidConfig("every --gateway and --ip-range needs a --subnet")
     aux = _kv(args.aux_address, "--aux-address")
-    config = []
+    config: list[dict[str, Any]] = []
     for i, sub in enumerate(args.subnet):
         c: dict[str, Any] = {"Subnet": sub}
         if i < len(args.gateway):
             c["Gateway"] = args.gateway[i]
         if i < len(args.ip_range):
             c["IPRange"] = args.ip_range[i]
-        mine = {k: v for k, v in aux.items() if _in_subnet(v, sub)}
-        if mine:
-            c["AuxiliaryAddresses"] = mine
         config.append(c)
+    for k, v in aux.items():
+        # Each goes with the subnet that holds it; one no subnet holds is sent with the
+        # first, as typed, and kanald says what is wrong with it (nothing is dropped).
+        c = next((c for c in config if _in_subnet(v, c["Subnet"])), config[0])
+        c.setdefault("AuxiliaryAddresses", {})[k] = v
     body = {
         "Name": args.name,
         "Driver": args.driver,

@@ -81,16 +81,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         "WorkingDir": args.workdir,
     }
     c = _client(args)
+    if args.detach:
+        # One request: kanald creates and starts it, or leaves nothing behind.
+        sb = c.request("POST", "/sandboxes/create", {**body, "Start": True})
+        print(sb["Id"])
+        return 0
     sb = c.request("POST", "/sandboxes/create", body)
     sid = sb["Id"]
-    if args.detach:
-        try:
-            c.request("POST", f"/sandboxes/{sid}/start")
-        except KanalError:
-            c.request("DELETE", f"/sandboxes/{sid}", query={"force": "1"})
-            raise
-        print(sid)
-        return 0
     argv = c.request("GET", f"/sandboxes/{sid}/launch")["Argv"]
     env_launch = dict(os.environ)
     env_launch["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
@@ -121,6 +118,8 @@ def cmd_ps(args: argparse.Namespace) -> int:
     rows = [["SANDBOX ID", "NAME", "COMMAND", "STATUS", "NETWORKS", "PORTS"]]
     for s in sorted(sbs, key=lambda x: x["Created"], reverse=True):
         status = s["State"] if s["ExitCode"] is None else f"{s['State']} ({s['ExitCode']})"
+        if s.get("Error"):
+            status = "broken"  # inspect (GET /sandboxes/ID) says why
         nets = (
             ",".join(f"{k}={v['IPAddress']}" for k, v in s["Networks"].items()) or s["NetworkMode"]
         )

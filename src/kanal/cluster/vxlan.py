@@ -88,6 +88,7 @@ class OverlayLink:
     mtu: int  # the overlay MTU (underlay - 50)
     device: str = ""  # default device_name(vni)
     port: int = VXLAN_PORT
+    owner: str = ""  # the alias marking kanal's device (kanal:net:<network id>)
 
     @property
     def name(self) -> str:
@@ -225,13 +226,17 @@ def ensure_device(link: OverlayLink, netns_fd: int | None = None) -> int:
             mtu=link.mtu,
             bridge=link.bridge,
             port=link.port,
+            owner=link.owner,
         )
         return idx
 
 
 def delete_device(link: OverlayLink, netns_fd: int | None = None) -> bool:
-    """Delete the network's VXLAN device (its entries go with it); False if absent."""
+    """Delete the network's VXLAN device (its entries go with it); False if absent
+    (or, when the link names an owner, not carrying that mark)."""
     with VxlanNetlink(netns_fd) as nl:
+        if link.owner:
+            return nl.del_owned_link(link.name, link.owner)
         return nl.del_link(link.name)
 
 

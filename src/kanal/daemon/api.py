@@ -14,6 +14,7 @@ Routes (an optional ``/v1.NN`` prefix is accepted, as docker clients send one)::
     GET    /nodes                        the cluster's hosts (kanald --cluster-store)
     GET|POST|DELETE /sandboxes/...       kanal run's sandboxes (create, start, stop, ...)
     GET    /events                       one JSON object per line, as things happen
+    GET    /system/check                 {"Problems": [...]}: leaks and inconsistencies
 
 Errors are ``{"message": "..."}`` with the status of the error's class
 (kanal.errors ``http_status``), like docker's API. The protocol lives here; the
@@ -27,12 +28,16 @@ import logging
 import os
 import queue
 import re
+import select
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from kanal import validate
 from kanal.engine.controller import Controller, SandboxRef
 from kanal.engine.model import Endpoint, Network
 from kanal.engine.views import match_filters, network_json, spec_from_request
@@ -43,7 +48,12 @@ __all__ = ["ApiServer", "EventBus", "SandboxResolver"]
 
 log = logging.getLogger("kanal.api")
 _VERSION_PREFIX = re.compile(r"^/v\d+\.\d+(?=/)")
-MAX_BODY = 1 << 20
+#: Seconds an API connection may sit idle (no request line) before it is closed.
+IDLE_TIMEOUT = 60.0
+#: Seconds a stopping daemon waits for requests already under way to finish.
+DRAIN_TIMEOUT = 120.0
+#: Pids (sandbox processes) go up to the kernel's pid_max limit.
+PID_MAX = 1 << 22
 
 
 class SandboxResolver(Protocol):
@@ -180,6 +190,7 @@ class ApiServer(PrivateUnixServer):
         events: EventBus | None = None,
         mode: int = 0o600,
         manager: Any = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.controller = controller
         self.manager = manager  # kanal.engine.sandboxes.SandboxManager, when sandboxes are on
@@ -187,13 +198,45 @@ class ApiServer(PrivateUnixServer):
         self.sandboxes = sandboxes or NoSandboxes()
         self.events = events or EventBus()
         controller.listeners.append(self.events.controller_listener)
+        self.idle_timeout = idle_timeout
+        self._busy = 0
+        self._idle = threading.Condition()
         super().__init__(path, _Handler, mode=mode, dir_mode=0o700)
+
+    @contextmanager
+    def operation(self) -> Iterator[None]:
+        """Around one request's work: counted, so that a stopping daemon waits for it."""
+        with self._idle:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is under way; False if some still are after ``timeout``."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+
+    def server_close(self) -> None:
+        # No new connections; a request whose body was received runs to its end
+        # (or its rollback) before the process may exit.
+        super().server_close()
+        if not self.wait_idle(DRAIN_TIMEOUT):
+            log.warning("stopping with %d API requests still under way", self._busy)
 
     # --- routes ------------------------------------------------------------------
 
     def route(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> Any:
         path = _VERSION_PREFIX.sub("", path).rstrip("/") or "/"
-        parts = [unquote(p) for p in path.strip("/").split("/")]
+        try:
+            parts = [unquote(p, errors="strict") for p in path.strip("/").split("/")]
+        except UnicodeDecodeError:
+            raise DecodeError(f"invalid path {path[:200]!r}: not UTF-8") from None
+        for p in parts:
+            validate.no_control(p, "path segment")
         c = self.controller
         if path == "/_ping":
             return "OK"
@@ -243,25 +286,18 @@ class ApiServer(PrivateUnixServer):
                 raise _Reply(204, None)
             if len(parts) == 3 and parts[2] == "connect" and method == "POST":
                 b = _obj(body)
-                sb = self.sandboxes.resolve(_str(b, "Container"))
-                cfg = b.get("EndpointConfig") or {}
-                if not isinstance(cfg, dict):
-                    raise InvalidConfig("invalid EndpointConfig: want an object")
-                ipam = cfg.get("IPAMConfig") or {}
-                aliases = cfg.get("Aliases") or []
-                if not isinstance(ipam, dict) or not isinstance(aliases, list):
-                    raise InvalidConfig("invalid EndpointConfig")
-                c.connect(
-                    parts[1],
-                    sb,
-                    ip=str(ipam.get("IPv4Address") or ""),
-                    ip6=str(ipam.get("IPv6Address") or ""),
-                    aliases=[str(a) for a in aliases],
-                )
+                ref = _str(b, "Container")
+                cfg = _opt_obj(b, "EndpointConfig")
+                ipam = _opt_obj(cfg, "IPAMConfig", "EndpointConfig.")
+                ip = _opt_ip(ipam, "IPv4Address", "EndpointConfig.IPAMConfig.")
+                ip6 = _opt_ip(ipam, "IPv6Address", "EndpointConfig.IPAMConfig.")
+                aliases = [validate.alias(a) for a in _str_list(cfg, "Aliases", "EndpointConfig.")]
+                sb = self.sandboxes.resolve(ref)
+                c.connect(parts[1], sb, ip=ip, ip6=ip6, aliases=aliases)
                 return None
             if len(parts) == 3 and parts[2] == "disconnect" and method == "POST":
                 b = _obj(body)
-                force = bool(b.get("Force", False))
+                force = _opt_bool(b, "Force", False)
                 ref = _str(b, "Container")
                 try:
                     sid = self.sandboxes.resolve(ref).id
@@ -297,6 +333,10 @@ class ApiServer(PrivateUnixServer):
                 }
                 for ep in c.endpoints()
             ]
+        if parts == ["system", "check"] and method == "GET":
+            from kanal.engine.check import check
+
+            return {"Problems": check(c, self.manager) if self.manager is not None else []}
         if parts[0] == "sandboxes" and self.manager is not None:
             return self._sandboxes(method, parts, query, body)
         raise NotFound(f"page not found: {method} {path}")
@@ -304,69 +344,37 @@ class ApiServer(PrivateUnixServer):
     def _sandboxes(
         self, method: str, parts: list[str], query: dict[str, list[str]], body: Any
     ) -> Any:
-        from kanal.engine.sandboxes import NetworkRequest, SandboxSpec
-
         m = self.manager
         assert m is not None
         if len(parts) == 1 and method == "GET":
             return [self._sandbox_json(sb) for sb in m.list_all()]
         if len(parts) == 2 and parts[1] == "create" and method == "POST":
-            from kanal.engine.ports import parse_publish
-
             b = _obj(body)
-            cmd = b.get("Cmd")
-            if not isinstance(cmd, list) or not cmd or not all(isinstance(x, str) for x in cmd):
-                raise InvalidConfig("Cmd must be a non-empty list of strings")
-            nets = []
-            for n in b.get("Networks") or []:
-                if not isinstance(n, dict) or not isinstance(n.get("Name"), str):
-                    raise InvalidConfig("invalid Networks entry")
-                nets.append(
-                    NetworkRequest(
-                        n["Name"],
-                        str(n.get("IPv4Address") or ""),
-                        str(n.get("IPv6Address") or ""),
-                        [str(a) for a in n.get("Aliases") or []],
-                    )
-                )
-            ports = [pb for spec in b.get("Publish") or [] for pb in parse_publish(str(spec))]
-            env = b.get("Env") or {}
-            if not isinstance(env, dict):
-                raise InvalidConfig("Env must be an object")
-            spec = SandboxSpec(
-                argv=list(cmd),
-                name=str(b.get("Name") or ""),
-                network_mode=str(b.get("NetworkMode") or (nets[0].network if nets else "bridge")),
-                networks=nets,
-                publish=ports,
-                env={str(k): str(v) for k, v in env.items()},
-                hostname=str(b.get("Hostname") or ""),
-                dns=[str(x) for x in b.get("Dns") or []],
-                dns_search=[str(x) for x in b.get("DnsSearch") or []],
-                dns_options=[str(x) for x in b.get("DnsOptions") or []],
-                extra_hosts=[str(x) for x in b.get("ExtraHosts") or []],
-                workdir=str(b.get("WorkingDir") or ""),
-            )
-            sb = m.create(spec)
+            spec = _sandbox_spec(b)
+            # "Start": create and start as one operation (kanal run -d): a failure or
+            # a crash midway leaves nothing, not a created sandbox holding addresses.
+            sb = m.create(spec, start=_opt_bool(b, "Start", False))
             raise _Reply(201, self._sandbox_json(sb))
         if len(parts) == 2 and method == "GET":
             return self._sandbox_json(m.get(parts[1]))
         if len(parts) == 2 and method == "DELETE":
-            force = (query.get("force") or ["0"])[0] in ("1", "true")
+            force = validate.parse_bool(_query_one(query, "force", "0"), "force")
             sb = m.remove(parts[1], force=force)
             self.events.publish({"Type": "container", "Action": "destroy", "Actor": {"ID": sb.id}})
             raise _Reply(204, None)
         if len(parts) == 3 and method == "POST":
             action = parts[2]
-            b = _obj(body) if body else {}
+            b = _obj(body)
             if action == "start":
                 return self._sandbox_json(m.start(parts[1]))
             if action == "running":
-                return self._sandbox_json(m.mark_running(parts[1], int(b.get("Pid", 0))))
+                pid = validate.parse_int(b.get("Pid"), "Pid", 1, PID_MAX)
+                return self._sandbox_json(m.mark_running(parts[1], pid))
             if action == "exited":
-                return self._sandbox_json(m.mark_exited(parts[1], int(b.get("ExitCode", 0))))
+                code = validate.parse_int(b.get("ExitCode", 0), "ExitCode", 0, 255)
+                return self._sandbox_json(m.mark_exited(parts[1], code))
             if action == "stop":
-                t = float((query.get("t") or ["10"])[0])
+                t = validate.parse_seconds(_query_one(query, "t", "10"), "t", maximum=3600)
                 return self._sandbox_json(m.stop(parts[1], timeout=t))
         if len(parts) == 3 and parts[2] == "launch" and method == "GET":
             argv, _ = m.launch_argv(m.get(parts[1]))
@@ -388,6 +396,7 @@ class ApiServer(PrivateUnixServer):
             "NetworkMode": sb.network_mode,
             "Netns": sb.netns,
             "Hostname": sb.hostname,
+            "Error": sb.error,
             "Networks": {
                 names.get(nid, nid): {
                     "EndpointID": ep.id,
@@ -425,27 +434,141 @@ def _obj(body: Any) -> dict[str, Any]:
 def _str(body: dict[str, Any], key: str) -> str:
     v = body.get(key)
     if not isinstance(v, str) or not v:
-        raise InvalidConfig(f"{key} is required")
+        raise InvalidConfig(f"{key} is required (a non-empty string)")
+    return validate.no_control(v, key)
+
+
+def _opt_str(body: dict[str, Any], key: str, where: str = "") -> str:
+    v = body.get(key)
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise InvalidConfig(f"invalid {where}{key}: want a string")
     return v
 
 
+def _opt_obj(body: dict[str, Any], key: str, where: str = "") -> dict[str, Any]:
+    v = body.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise InvalidConfig(f"invalid {where}{key}: want an object")
+    return v
+
+
+def _opt_bool(body: dict[str, Any], key: str, default: bool) -> bool:
+    v = body.get(key)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise InvalidConfig(f"invalid {key}: want true or false")
+    return v
+
+
+def _opt_ip(body: dict[str, Any], key: str, where: str = "") -> str:
+    v = _opt_str(body, key, where)
+    return validate.ip(v, f"{where}{key}") if v else ""
+
+
+def _str_list(body: dict[str, Any], key: str, where: str = "") -> list[str]:
+    v = body.get(key)
+    if v is None:
+        return []
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise InvalidConfig(f"invalid {where}{key}: want a list of strings")
+    return list(v)
+
+
+def _query_one(query: dict[str, list[str]], key: str, default: str) -> str:
+    values = query.get(key) or [default]
+    return values[-1]
+
+
+def _sandbox_spec(b: dict[str, Any]) -> Any:
+    """``POST /sandboxes/create``'s body as a SandboxSpec: every field's JSON type and
+    value checked (kanal.validate) before anything is made."""
+    from kanal.engine.ports import parse_publish
+    from kanal.engine.sandboxes import NetworkRequest, SandboxSpec
+
+    cmd = validate.argv(b.get("Cmd"))
+    name = _opt_str(b, "Name")
+    if name:
+        validate.name(name, "container")
+    nets_raw = b.get("Networks")
+    if nets_raw is None:
+        nets_raw = []
+    if not isinstance(nets_raw, list):
+        raise InvalidConfig("invalid Networks: want a list")
+    nets = []
+    for i, n in enumerate(nets_raw):
+        if not isinstance(n, dict) or not isinstance(n.get("Name"), str):
+            raise InvalidConfig(f"invalid Networks[{i}]: want an object with a Name")
+        where = f"Networks[{i}]."
+        nets.append(
+            NetworkRequest(
+                validate.name(n["Name"], "network"),
+                _opt_ip(n, "IPv4Address", where),
+                _opt_ip(n, "IPv6Address", where),
+                [validate.alias(a) for a in _str_list(n, "Aliases", where)],
+            )
+        )
+    mode = _opt_str(b, "NetworkMode") or (nets[0].network if nets else "bridge")
+    if mode.startswith("container:"):
+        validate.name(mode.split(":", 1)[1], "container")
+    else:
+        validate.name(mode, "network")
+    ports = [
+        pb
+        for spec in _str_list(b, "Publish")
+        for pb in parse_publish(validate.no_control(spec, "port specification"))
+    ]
+    env_raw = b.get("Env")
+    if env_raw is None:
+        env_raw = {}
+    if not isinstance(env_raw, dict):
+        raise InvalidConfig("invalid Env: want an object of strings")
+    env = dict(validate.env(k, v) for k, v in env_raw.items())
+    spec = SandboxSpec(
+        argv=cmd,
+        name=name,
+        network_mode=mode,
+        networks=nets,
+        publish=ports,
+        env=env,
+        hostname=_opt_str(b, "Hostname"),
+        dns=_str_list(b, "Dns"),
+        dns_search=_str_list(b, "DnsSearch"),
+        dns_options=_str_list(b, "DnsOptions"),
+        extra_hosts=_str_list(b, "ExtraHosts"),
+        workdir=_opt_str(b, "WorkingDir"),
+    )
+    validate.sandbox(spec)
+    return spec
+
+
+def _query(qs: str) -> dict[str, list[str]]:
+    try:
+        return parse_qs(qs, keep_blank_values=True, errors="strict", max_num_fields=64)
+    except UnicodeDecodeError:
+        raise DecodeError("invalid query string: not UTF-8") from None
+    except ValueError as e:
+        raise DecodeError("invalid query string", str(e)) from None
+
+
 def _filters(query: dict[str, list[str]]) -> dict[str, list[str]]:
-    raw = (query.get("filters") or [""])[0]
+    raw = _query_one(query, "filters", "")
     if not raw:
         return {}
-    try:
-        f = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise DecodeError("invalid filters: not JSON", str(e)) from e
+    f = validate.decode_json(raw.encode(), max_depth=3)
     if not isinstance(f, dict):
         raise InvalidConfig("invalid filters: want an object")
     out: dict[str, list[str]] = {}
     for k, v in f.items():
         # docker sends {"key": {"value": true}} (map form) or {"key": ["value"]}
-        if isinstance(v, dict):
-            out[k] = [str(x) for x, on in v.items() if on]
-        elif isinstance(v, list):
-            out[k] = [str(x) for x in v]
+        if isinstance(v, dict) and all(isinstance(on, bool) for on in v.values()):
+            out[k] = [x for x, on in v.items() if on]
+        elif isinstance(v, list) and all(isinstance(x, str) for x in v):
+            out[k] = list(v)
         else:
             raise InvalidConfig(f"invalid filter {k!r}")
     return out
@@ -456,30 +579,39 @@ class _Handler(QuietHandler):
     server_version = "kanald"
     log = log
 
+    def setup(self) -> None:
+        super().setup()
+        # An idle keep-alive connection does not hold a thread for ever.
+        self.connection.settimeout(self.server.idle_timeout)
+
     def _send(self, status: int, body: Any) -> None:
         data = b"" if body is None else json.dumps(body).encode() + b"\n"
-        self.send_response(status)
-        if body is not None:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            if body is not None:
+                self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            # The client left: what its request did stays done (or undone), only
+            # the answer is lost.
+            self.close_connection = True
 
     def _handle(self, method: str) -> None:
-        url = urlsplit(self.path)
-        if url.path.rstrip("/").endswith("/events") and method == "GET":
-            self._events()
-            return
         try:
-            n = int(self.headers.get("Content-Length") or 0)
-            if n > MAX_BODY:
-                raise InvalidConfig("request body too large")
-            raw = self.rfile.read(n) if n else b""
-            try:
-                body = json.loads(raw) if raw.strip() else {}
-            except json.JSONDecodeError as e:
-                raise DecodeError("invalid JSON in the request body", str(e)) from e
-            result = self.server.route(method, url.path, parse_qs(url.query), body)
+            url = urlsplit(self.path)
+            if url.path.rstrip("/").endswith("/events") and method == "GET":
+                self._events()
+                return
+            raw = self.read_body()
+            if raw is None:
+                return  # the body never arrived whole: nothing is done
+            body = validate.decode_json(raw)
+            query = _query(url.query)
+            # From here on the request runs to its end whatever the client does.
+            with self.server.operation():
+                result = self.server.route(method, url.path, query, body)
             self._send(200, result)
         except _Reply as r:
             self._send(r.status, r.body)
@@ -498,7 +630,7 @@ class _Handler(QuietHandler):
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             self.wfile.flush()
-            for ev in _drain(q):
+            for ev in _drain(q, self.connection):
                 line = json.dumps(ev).encode() + b"\n"
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                 self.wfile.flush()
@@ -518,12 +650,24 @@ class _Handler(QuietHandler):
         self._handle("DELETE")
 
 
-def _drain(q: queue.Queue[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def _drain(q: queue.Queue[dict[str, Any]], conn: socket.socket) -> Iterator[dict[str, Any]]:
+    """Events as they come, until the client hangs up (checked while none come)."""
     while True:
         try:
-            yield q.get(timeout=30)
+            yield q.get(timeout=5)
         except queue.Empty:
-            continue
+            if _hung_up(conn):
+                return
+
+
+def _hung_up(conn: socket.socket) -> bool:
+    try:
+        ready, _, _ = select.select([conn], [], [], 0)
+        return bool(ready) and conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def serve_in_thread(server: ApiServer) -> threading.Thread:

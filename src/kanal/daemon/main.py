@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="the engine's state")
     ap.add_argument("--api-socket", default=DEFAULT_API_SOCKET, help="the REST API socket")
     ap.add_argument("--api-socket-mode", default="0600", help="permissions of the API socket")
+    ap.add_argument(
+        "--api-idle-timeout",
+        type=float,
+        default=60.0,
+        help="seconds an idle API connection is kept open",
+    )
     ap.add_argument("--store", default="", help="state store URL (default: sqlite in state dir)")
     ap.add_argument("--default-bridge", default="kanal0", help="bridge of the 'bridge' network")
     ap.add_argument("--default-subnet", default="", help="subnet of the 'bridge' network")
@@ -109,6 +115,13 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=30.0,
         help="seconds between full overlay reconciles (and garbage collections)",
+    )
+    ap.add_argument(
+        "--reconcile-interval",
+        type=float,
+        default=10.0,
+        help="seconds between full checks that the kernel still has what live objects "
+        "need (outside changes are also noticed at once, from kernel notifications)",
     )
     args = ap.parse_args(argv)
     if args.docker_plugin_socket == "none":
@@ -200,13 +213,19 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     import os
 
     from kanal.daemon.api import ApiServer, serve_in_thread
+    from kanal.daemon.statedir import tighten
     from kanal.engine.context import EngineContext
     from kanal.engine.controller import Controller
     from kanal.engine.ipam import DEFAULT_POOLS
     from kanal.errors import KanalError
     from kanal.store import open_store
 
-    os.makedirs(args.state_dir, mode=0o700, exist_ok=True)
+    # The directories parts of the engine make later (some with makedirs' default
+    # modes for intermediate directories) exist from the start, root-only.
+    for sub in ("bin", "cni-cache", "sandboxes"):
+        os.makedirs(os.path.join(args.state_dir, sub), mode=0o700, exist_ok=True)
+    if tighten(args.state_dir):
+        logging.warning("state directory %s: permissions tightened to root-only", args.state_dir)
     store = open_store(args.store or f"sqlite://{os.path.join(args.state_dir, 'state.db')}")
     ctx = EngineContext(
         state_dir=args.state_dir,
@@ -225,6 +244,12 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         default_bridge=args.default_bridge,
         default_subnet=args.default_subnet,
     )
+    from kanal.engine.recovery import recover
+    from kanal.engine.sandboxes import SandboxManager
+
+    manager = SandboxManager(store, ctrl, state_dir=args.state_dir, netns_dir=args.netns_dir)
+    # Operations a killed kanald left half done are finished or undone first.
+    recover(ctrl, manager)
     ctrl.ensure_builtin()
     if ctx.cluster is not None:
         # Addresses freed by the cluster while this host was away are not ours any more.
@@ -235,12 +260,11 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
             logging.warning("could not check overlay addresses against the cluster: %s", e)
     ctrl.sync_cni_networks()
     counts = ctrl.reconcile()
+    counts.update(manager.reconcile())
     logging.info("engine reconciled: %s", counts)
     from kanal.daemon.api import ChainedSandboxes, NetnsSandboxes
     from kanal.engine.dns import DnsService
-    from kanal.engine.sandboxes import SandboxManager
 
-    manager = SandboxManager(store, ctrl, state_dir=args.state_dir, netns_dir=args.netns_dir)
     dns = DnsService(manager.lookup, reverse=manager.reverse)
     manager.dns = dns
     dns.start()
@@ -256,12 +280,20 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         ctx.cluster.agent.subscribe(lambda network: manager.invalidate())
     for sb in manager.list_all():  # the DNS sockets died with the previous daemon
         manager.sync_dns(sb)
+    from kanal.engine.repair import Repairer
+    from kanal.engine.watch import KernelWatch
+
+    # Outside changes (nft flush, a deleted bridge or veth, an unmounted namespace)
+    # are put back, from kernel notifications and every --reconcile-interval.
+    repairer = Repairer(ctrl, manager)
+    KernelWatch(repairer.run, repairer.watched, interval=args.reconcile_interval).start()
     api = ApiServer(
         args.api_socket,
         ctrl,
         sandboxes=ChainedSandboxes(manager, NetnsSandboxes(args.netns_dir)),
         mode=int(args.api_socket_mode, 8),
         manager=manager,
+        idle_timeout=args.api_idle_timeout,
     )
     serve_in_thread(api)
     print(f"kanald: engine API on {args.api_socket}", file=sys.stderr, flush=True)

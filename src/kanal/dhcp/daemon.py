@@ -29,7 +29,7 @@ __all__ = ["DEFAULT_LEASE_DIR", "DEFAULT_SOCKET", "DhcpDaemon"]
 DEFAULT_SOCKET = "/run/kanal/dhcp.sock"
 DEFAULT_LEASE_DIR = "/var/lib/kanal/dhcp"
 log = logging.getLogger("kanal.dhcp")
-_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
 
 
 def _key(cid: str, ifname: str) -> str:

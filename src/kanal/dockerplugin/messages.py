@@ -35,7 +35,7 @@ __all__ = [
 
 # Docker's IDs are 64 hex digits; tests and older engines use shorter ones, so
 # accept any sane token — it becomes store keys and interface names.
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 GATEWAY_REQUEST = "com.docker.network.gateway"
 PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp"}
 PROTOCOL_NUMBERS = {v: k for k, v in PROTOCOLS.items()}
@@ -187,7 +187,7 @@ class CreateEndpoint:
         addr = _str(iface, "Address")
         addr6 = _str(iface, "AddressIPv6")
         mac = _str(iface, "MacAddress")
-        if mac and not re.match(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$", mac):
+        if mac and not re.match(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}\Z", mac):
             raise DecodeError(f"invalid MacAddress {mac!r}")
         return cls(
             _id(d, "NetworkID"),

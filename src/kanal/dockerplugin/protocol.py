@@ -18,11 +18,11 @@ either may be absent and ``Plugin.Activate`` lists what is present.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from kanal import validate
 from kanal.dockerplugin import messages as m
 from kanal.errors import DecodeError, KanalError
 
@@ -148,9 +148,5 @@ class Dispatcher:
 
 
 def _decode(raw: bytes) -> Any:
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DecodeError(f"invalid JSON: {e}") from None
+    # Strict UTF-8, no NaN, bounded nesting: a malformed body is a 400, never a 500.
+    return validate.decode_json(raw)

@@ -253,6 +253,9 @@ class RemoteNetworkDriver:
         net.scope = scope
         net.driver_state = {"plugin": self.name, "scope": scope}
 
+    def reserve(self, net: Network) -> None:
+        pass
+
     def create_network(self, net: Network) -> None:
         if net.driver_state.get("created"):
             return  # the plugin keeps its own networks across our restarts

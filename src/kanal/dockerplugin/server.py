@@ -16,13 +16,13 @@ import threading
 from typing import Any
 
 from kanal.dockerplugin.protocol import CONTENT_TYPE, Dispatcher
+from kanal.errors import KanalError
 from kanal.unixsock import PrivateUnixServer, QuietHandler
 
 __all__ = ["DEFAULT_SOCKET", "PluginServer", "serve_in_thread", "write_spec"]
 
 log = logging.getLogger("kanal.dockerplugin")
 DEFAULT_SOCKET = "/run/docker/plugins/kanal.sock"
-MAX_BODY = 1 << 20
 
 
 class PluginServer(PrivateUnixServer):
@@ -51,17 +51,22 @@ class _Handler(QuietHandler):
         self.send_header("Content-Type", CONTENT_TYPE)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except OSError:
+            self.close_connection = True  # the caller left; what was done stays done
+
+    def error_body(self, message: str) -> dict[str, Any]:
+        return {"Err": message}
 
     def do_POST(self) -> None:
         try:
-            n = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            n = -1
-        if not 0 <= n <= MAX_BODY:
-            self._send(400, {"Err": "invalid or too large Content-Length"})
+            raw = self.read_body()
+        except KanalError as e:
+            self._send(e.http_status, {"Err": str(e)})
             return
-        raw = self.rfile.read(n) if n else b""
+        if raw is None:
+            return  # the client left mid-body: nothing is done
         status, reply = self.server.dispatcher.handle(self.path.split("?")[0], raw)
         self._send(status, reply)
 

@@ -176,6 +176,14 @@ class Cluster:
 
         release_vni(self.store, net_id, vni)
 
+    def release_vnis_of(self, net_id: str) -> None:
+        """Free any VNI ``net_id`` holds (recovery of a create that stored nothing else)."""
+        from kanal.cluster.member import release_vni
+
+        for e in self.store.list("vnis/"):
+            if e.value.decode() == net_id:
+                release_vni(self.store, net_id, int(e.key.rsplit("/", 1)[1]))
+
     # --- addresses ---------------------------------------------------------------
 
     def ipam(self, net: Network, version: int) -> GlobalIpam:

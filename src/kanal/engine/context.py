@@ -30,6 +30,9 @@ class EngineContext:
     own_plugin_socket: str = ""
     #: this host's cluster membership (kanal.engine.cluster.Cluster), if any
     cluster: Any = None
+    #: host sysctls changed for networks (kanal.engine.sysctls.SysctlLedger); set by
+    #: the controller, None: written without a record (nothing restored)
+    sysctls: Any = None
 
     @property
     def bin_dir(self) -> str:

@@ -30,6 +30,8 @@ from kanal.engine.ipam import (
     require_free,
     validate_ipam_config,
 )
+from kanal.engine.journal import Intent, Journal
+from kanal.engine.locks import KeyedLocks
 from kanal.engine.model import (
     Endpoint,
     IPAMConfig,
@@ -113,6 +115,13 @@ class Controller:
         self.default_subnet = default_subnet
         self.ipam = AddressAllocator(store)
         self.ports = PortAllocator(store)
+        self.journal = Journal(store)
+        #: per endpoint id: connect, disconnect and the repairer never overlap on one
+        self.ep_locks = KeyedLocks()
+        if ctx.sysctls is None:
+            from kanal.engine.sysctls import SysctlLedger
+
+            ctx.sysctls = SysctlLedger(store)
         self._lock = threading.RLock()  # network create/delete; endpoint ops don't take it
         self._drivers: dict[str, NetworkDriver] = {}
         self.listeners: list[Listener] = []
@@ -316,37 +325,43 @@ class Controller:
             labels=dict(spec.labels),
             builtin=builtin,
         )
+        cfgs: list[IPAMConfig] = []
         if remote_ipam is not None:
             cfgs = [validate_ipam_config(c) for c in spec.ipam]
             for c in cfgs:
                 require_free(ipaddress.ip_network(c.subnet), self._taken(others))
-            net.ipam, net.ipam_state = remote_ipam.request_pools(
-                cfgs, spec.enable_ipv4, spec.enable_ipv6, dict(spec.ipam_options)
-            )
         elif driver.needs_ipam:
             net.ipam = self._plan_subnets(spec, others)
         elif spec.ipam:
             raise InvalidConfig(f"the {spec.driver} driver takes no subnets")
-        with ExitStack() as undo:
+        driver.prepare(net)
+        bridge = net.driver_state.get("bridge")
+        if bridge and any(n.driver_state.get("bridge") == bridge for n in others):
+            raise Conflict(f"bridge {bridge} is already used by another network")
+        with (
+            self.journal.intent("network-create", network=net.id, driver=driver_name) as it,
+            ExitStack() as undo,
+        ):
             if remote_ipam is not None:
+                net.ipam, net.ipam_state = remote_ipam.request_pools(
+                    cfgs, spec.enable_ipv4, spec.enable_ipv6, dict(spec.ipam_options)
+                )
                 undo.callback(remote_ipam.release_pools, net.ipam_state)
-            driver.prepare(net)
-            bridge = net.driver_state.get("bridge")
-            if bridge and any(n.driver_state.get("bridge") == bridge for n in others):
-                raise Conflict(f"bridge {bridge} is already used by another network")
-            try:
-                self._save_network(net, new=True)
-            except BaseException:
-                best_effort(driver.delete_network, net)  # what prepare reserved (a VNI)
-                raise
-            try:
-                driver.create_network(net)
-            except BaseException:
-                self._forget_network(net)
-                best_effort(driver.delete_network, net)
-                raise
-            # What the driver learnt while creating (a remote plugin's "created").
-            self._save_network(net)
+                self.journal.update(it, ipam_driver=spec.ipam_driver, ipam_state=net.ipam_state)
+            driver.reserve(net)
+            # Undoes what reserve took (a VNI) and what create made: drivers remove
+            # only what carries this network's mark, never a namesake.
+            undo.callback(best_effort, driver.delete_network, net)
+            self._save_network(net, new=True)
+            undo.callback(self._forget_network, net)
+            driver.create_network(net)
+            # What the driver learnt while creating (a remote plugin's "created"),
+            # stored with the intent's end where both live in the same store.
+            if net.scope == "global":
+                self._save_network(net)
+                self.journal.end(it)
+            else:
+                self.journal.end(it, [Put(f"networks/{net.id}", net.to_json())])
             undo.pop_all()
         log.info("created network %s (%s)", net.name, net.id[:12])
         return net
@@ -477,7 +492,13 @@ class Controller:
             created=now(),
         )
         key = f"endpoints/{net.id}/{ep.id}"
-        with ExitStack() as undo:
+        with (
+            self.ep_locks.hold(ep.id),
+            self.journal.intent(
+                "connect", network=net.id, endpoint=ep.id, sandbox=sandbox.id
+            ) as it,
+            ExitStack() as undo,
+        ):
             if driver.needs_ipam:
                 if net.enable_ipv4 and _has(net, 4):
                     ep.ipv4 = self._allocate(net, 4, ep.id, ip)
@@ -489,6 +510,9 @@ class Controller:
                     undo.callback(self._free, net, ep.ipv6, ep.id)
                 elif ip6:
                     raise InvalidConfig(f"network {net.name} has no IPv6 subnet for {ip6}")
+                if net.scope == "global" or net.ipam_state:
+                    # Not findable by owner in this store: recovery must know them.
+                    self.journal.update(it, addresses=[a for a in (ep.ipv4, ep.ipv6) if a])
             if ports:
                 ep.ports = self.ports.reserve(ep.id, ports)
                 undo.callback(self.ports.release, ep.id, list(ep.ports))
@@ -497,7 +521,7 @@ class Controller:
             undo.callback(self.store.txn, [Delete(key), Delete(idx)])
             driver.join(net, ep)
             undo.callback(best_effort, driver.leave, net, ep)
-            self.store.put(key, ep.to_json())
+            self.journal.end(it, [Put(key, ep.to_json())])
             undo.pop_all()
         self._emit("connect", net, ep)
         return ep
@@ -577,16 +601,30 @@ class Controller:
         eps = [ep for ep in self.endpoints(net.id) if ep.sandbox_id == sandbox_id]
         if not eps:
             raise NotFound(f"container {sandbox_id[:12]} is not connected to network {net.name}")
-        ep = eps[0]
-        try:
-            self.driver(net.driver).leave(net, ep)
-        except KanalError:
-            if not force:
-                raise
-            log.warning("forced disconnect of %s from %s despite a teardown error", ep.id, net.name)
-        self._release(net, ep)
+        with self.ep_locks.hold(eps[0].id):
+            got = self.store.get(f"endpoints/{net.id}/{eps[0].id}")  # as it is now
+            if got is None:  # a concurrent disconnect was first
+                raise NotFound(
+                    f"container {sandbox_id[:12]} is not connected to network {net.name}"
+                )
+            ep = Endpoint.from_json(got.value)
+            self._disconnect(net, ep, force)
         self._emit("disconnect", net, ep)
         return ep
+
+    def _disconnect(self, net: Network, ep: Endpoint, force: bool) -> None:
+        with self.journal.intent(
+            "disconnect", network=net.id, endpoint=ep.id, sandbox=ep.sandbox_id
+        ) as it:
+            try:
+                self.driver(net.driver).leave(net, ep)
+            except KanalError:
+                if not force:
+                    raise
+                log.warning(
+                    "forced disconnect of %s from %s despite a teardown error", ep.id, net.name
+                )
+            self._release(net, ep, it)
 
     def _allocate(self, net: Network, version: int, ep_id: str, want: str) -> str:
         """An address (CIDR) for the endpoint, from kanal's IPAM or the network's plugin."""
@@ -620,15 +658,75 @@ class Controller:
             return
         self.ipam.release(net.id, ip, ep_id)
 
-    def _release(self, net: Network, ep: Endpoint) -> None:
+    def _release(self, net: Network, ep: Endpoint, it: Intent | None = None) -> None:
+        """Free the endpoint's addresses and ports and drop its records (with the
+        end of intent ``it``, when one is given)."""
         for cidr in (ep.ipv4, ep.ipv6):
             if cidr:
                 self._free(net, cidr, ep.id)
         if ep.ports:
             self.ports.release(ep.id, ep.ports)
+        ops: list[Put | Delete] = [
+            Delete(f"endpoints/{net.id}/{ep.id}"),
+            Delete(f"by-sandbox/{ep.sandbox_id}/{ep.id}"),
+        ]
+        if it is not None:
+            self.journal.end(it, ops)
+        else:
+            self.store.txn(ops)
+
+    def purge_endpoint(
+        self, net_id: str, ep_id: str, sandbox_id: str, addresses: Sequence[str] = ()
+    ) -> None:
+        """Recovery of an interrupted connect or disconnect: the endpoint goes entirely
+        — kernel side, addresses, ports, records — whatever step it had reached.
+        ``addresses``: those held where no owner scan finds them (cluster, remote
+        IPAM). Idempotent."""
+        try:
+            net: Network | None = self.get_network(net_id)
+        except NotFound:
+            net = None
+        e = self.store.get(f"endpoints/{net_id}/{ep_id}")
+        ep = Endpoint.from_json(e.value) if e is not None else None
+        if net is not None:
+            if ep is not None:
+                best_effort(self.driver(net.driver).leave, net, ep)
+            held = {a for a in (*addresses, *((ep.ipv4, ep.ipv6) if ep else ())) if a}
+            for cidr in held:
+                best_effort(self._free, net, cidr, ep_id)
+            for ip, owner in self.ipam.in_use(net_id).items():
+                if owner == ep_id:
+                    self.ipam.release(net_id, ip, ep_id)
+        self.ports.release_owner(ep_id)
         self.store.txn(
-            [Delete(f"endpoints/{net.id}/{ep.id}"), Delete(f"by-sandbox/{ep.sandbox_id}/{ep.id}")]
+            [Delete(f"endpoints/{net_id}/{ep_id}"), Delete(f"by-sandbox/{sandbox_id}/{ep_id}")]
         )
+
+    def undo_network_create(self, it: Intent) -> None:
+        """Recovery of an interrupted ``network create``: whatever it made goes (the
+        driver removes only what carries the network's mark). Idempotent."""
+        net_id = str(it["network"])
+        try:
+            net = self.get_network(net_id)
+        except NotFound:
+            net = None
+        with self._lock:
+            if net is not None and net.id == net_id:
+                if net.scope == "global" and self.cluster and self.cluster.endpoint_count(net_id):
+                    return  # stored and in use elsewhere: the create did complete
+                for ep in self.endpoints(net.id):
+                    best_effort(self.driver(net.driver).leave, net, ep)
+                    self._release(net, ep)
+                self._delete(net)
+                return
+            # Never stored: only what the steps before could hold.
+            if it.fields.get("ipam_state"):
+                from kanal.dockerplugin.remote import RemoteIpam
+
+                remote = RemoteIpam(str(it["ipam_driver"]), self.ctx)
+                best_effort(remote.release_pools, it["ipam_state"])
+            if it["driver"] == "overlay" and self.cluster is not None:
+                self.cluster.release_vnis_of(net_id)
 
     def disconnect_all(self, sandbox_id: str) -> None:
         """Every endpoint of a sandbox that is going away; best-effort."""
@@ -706,12 +804,30 @@ class Controller:
                         self._release(net, ep)
                         counts["dropped"] += 1
                     elif not driver.endpoint_ok(net, ep):
-                        best_effort(driver.leave, net, ep)
-                        fresh = replace(ep, driver_state={})
-                        driver.join(net, fresh)
-                        self.store.put(f"endpoints/{net.id}/{ep.id}", fresh.to_json())
+                        self._rejoin(net, ep)
                         counts["rejoined"] += 1
         return counts
+
+    def rejoin(self, net_id: str, ep_id: str) -> bool:
+        """Make an endpoint's kernel side again (what an outside hand removed), with
+        its addresses and ports; False if the endpoint went meanwhile or its sandbox's
+        namespace is gone (nothing to join into)."""
+        with self.ep_locks.hold(ep_id):
+            got = self.store.get(f"endpoints/{net_id}/{ep_id}")
+            if got is None:
+                return False
+            ep = Endpoint.from_json(got.value)
+            if not ep.netns or not os.path.exists(ep.netns):
+                return False
+            self._rejoin(self.get_network(net_id), ep)
+            return True
+
+    def _rejoin(self, net: Network, ep: Endpoint) -> None:
+        driver = self.driver(net.driver)
+        best_effort(driver.leave, net, ep)
+        fresh = replace(ep, driver_state={})
+        driver.join(net, fresh)
+        self.store.put(f"endpoints/{net.id}/{ep.id}", fresh.to_json())
 
 
 def _has(net: Network, version: int) -> bool:

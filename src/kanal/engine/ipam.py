@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from kanal import validate
 from kanal.engine.model import IPAMConfig, Network
 from kanal.errors import Conflict, InvalidConfig, NotFound
 from kanal.store import Store, StoreConflict
@@ -113,8 +114,10 @@ def validate_ipam_config(cfg: IPAMConfig) -> IPAMConfig:
         if not (rng.version == subnet.version and rng.subnet_of(subnet)):  # type: ignore[arg-type]
             raise InvalidConfig(f"no matching subnet for range {cfg.ip_range}")
     for name, value in cfg.aux_addresses.items():
+        validate.no_control(name, "aux-address name")
         if _addr(value, f"auxiliary address {name!r}") not in subnet:
             raise InvalidConfig(f"no matching subnet for aux-address {value}")
+    validate.check_gateway(str(subnet), str(gw), cfg.aux_addresses)
     return IPAMConfig(str(subnet), str(gw), cfg.ip_range, dict(cfg.aux_addresses))
 
 

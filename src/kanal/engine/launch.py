@@ -4,7 +4,8 @@ Run as ``nsenter --net=NETNS unshare --mount --uts --propagation private --
 python -m kanal.engine.launch SPEC.json``: it is already in the sandbox's network
 namespace and in fresh mount and UTS namespaces of its own, so the bind mounts
 and the hostname are seen by this process tree only. SPEC holds ``argv``,
-``env``, ``hostname``, ``cwd`` and the files to bind (target → source).
+``env``, ``hostname``, ``cwd``, the files to bind (target → source) and the
+``pidfile`` to write (``pid start-time``) before the command runs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,18 @@ def _bind(source: str, target: str) -> None:
         raise OSError(err, f"bind mount of {source} on {target}: {os.strerror(err)}")
 
 
+def _write_pidfile(path: str) -> None:
+    # "pid start-time", so kanald finds this process (and only this one) even if it
+    # died between starting it and recording it; written before the command runs.
+    with open(f"/proc/{os.getpid()}/stat") as f:
+        start = f.read().rsplit(")", 1)[1].split()[19]
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()} {start}\n")
+    os.replace(tmp, path)
+
+
 def main() -> None:
     with open(sys.argv[1]) as f:
         spec = json.load(f)
@@ -36,6 +49,8 @@ def main() -> None:
         socket.sethostname(spec["hostname"])
     if spec.get("cwd"):
         os.chdir(spec["cwd"])
+    if spec.get("pidfile"):
+        _write_pidfile(spec["pidfile"])
     argv = spec["argv"]
     env = spec.get("env") or {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -10,13 +10,12 @@ under ``networks/<id>`` and ``endpoints/<network id>/<endpoint id>``.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kanal.errors import InvalidConfig
+from kanal import validate
 
 __all__ = [
     "Endpoint",
@@ -28,16 +27,10 @@ __all__ = [
     "validate_name",
 ]
 
-# Docker's rule for network and container names.
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
-
 
 def validate_name(name: str, what: str = "network") -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or len(name) > 128:
-        raise InvalidConfig(
-            f"invalid {what} name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-        )
-    return name
+    """Docker's name rule (kanal.validate.name: whole-string match, at most 128)."""
+    return validate.name(name, what)
 
 
 def new_id() -> str:
@@ -91,6 +84,12 @@ class Network:
     # restarted daemon programs exactly the same kernel objects.
     driver_state: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def mark(self) -> str:
+        """What kernel objects kanal made for this network carry (a link alias):
+        kanal's claim, visible with ``ip -d link``, checked before any delete."""
+        return f"kanal:net:{self.id}"
+
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
 
@@ -120,6 +119,11 @@ class Endpoint:
     ports: list[PortBinding] = field(default_factory=list)
     created: str = ""
     driver_state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mark(self) -> str:
+        """The alias of links kanal made for this endpoint outside any sandbox."""
+        return f"kanal:ep:{self.id}"
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()

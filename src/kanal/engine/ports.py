@@ -22,7 +22,7 @@ from kanal.store import Delete, Put, Store
 __all__ = ["PortAllocator", "parse_publish"]
 
 PROTOCOLS = ("tcp", "udp", "sctp")
-_PORTS = re.compile(r"^\d+(?:-\d+)?$")
+_PORTS = re.compile(r"^\d+(?:-\d+)?\Z")
 
 
 def _range(text: str, what: str) -> tuple[int, int]:
@@ -150,6 +150,17 @@ class PortAllocator:
             if (proto, port, ip) not in chosen and not self._taken(proto, port, ip):
                 return port
         raise Conflict(f"no free host port in {lo}-{hi} for {proto}")
+
+    def release_owner(self, endpoint_id: str) -> None:
+        """Free every binding the endpoint holds, found by scanning (recovery only)."""
+        with self._lock:
+            ops: list[Put | Delete] = [
+                Delete(e.key, e.mod_rev)
+                for e in self.store.list("ports/")
+                if e.value.decode() == endpoint_id
+            ]
+            if ops:
+                self.store.txn(ops)
 
     def release(self, endpoint_id: str, bindings: Sequence[PortBinding]) -> None:
         """Free the endpoint's bindings; idempotent (only keys it still holds)."""

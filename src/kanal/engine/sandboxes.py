@@ -11,26 +11,28 @@ networking survive a daemon restart; a detached process outlives the daemon.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kanal import validate
+from kanal.engine import processes
 from kanal.engine.controller import Controller, SandboxRef
 from kanal.engine.model import PortBinding, new_id, now, validate_name
 from kanal.errors import Conflict, InvalidConfig, KanalError, NotFound
-from kanal.store import Delete, Store
+from kanal.store import Delete, Put, Store, StoreConflict
 
 if TYPE_CHECKING:
+    from kanal.engine.journal import Intent, Journal
     from kanal.engine.model import Endpoint
 
 __all__ = ["NetworkRequest", "Sandbox", "SandboxManager", "SandboxSpec"]
@@ -84,6 +86,9 @@ class Sandbox:
     dns_options: list[str] = field(default_factory=list)
     extra_hosts: list[str] = field(default_factory=list)
     workdir: str = ""
+    # (device, inode) of its own namespace: found again after an outside unmount
+    netns_id: list[int] = field(default_factory=list)
+    error: str = ""  # why it is broken (docker's State.Error); "" when it is not
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -91,14 +96,6 @@ class Sandbox:
     @classmethod
     def from_json(cls, data: bytes) -> Sandbox:
         return cls(**json.loads(data))
-
-
-def _proc_start(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
 
 
 class SandboxManager:
@@ -129,6 +126,19 @@ class SandboxManager:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
         self._index: _Index | None = None
+        self._sb_locks: dict[str, threading.Lock] = {}
+
+    @property
+    def journal(self) -> Journal:
+        return self.ctrl.journal
+
+    def _locked(self, sid: str) -> threading.Lock:
+        """One operation at a time per sandbox (start, stop, rm of the same one)."""
+        with self._lock:
+            lock = self._sb_locks.get(sid)
+            if lock is None:
+                lock = self._sb_locks[sid] = threading.Lock()
+            return lock
 
     # --- lookups -----------------------------------------------------------------
 
@@ -154,24 +164,37 @@ class SandboxManager:
         return {s.id: s.name for s in self.list_all()}
 
     def _save(self, s: Sandbox) -> None:
-        self.store.put(f"sandboxes/{s.id}", s.to_json())
+        """Store a state change of an existing sandbox; never brings back one that
+        was removed meanwhile (a process that exits during ``rm`` reports late)."""
+        key = f"sandboxes/{s.id}"
+        while True:
+            e = self.store.get(key)
+            if e is None:
+                return
+            try:
+                self.store.put(key, s.to_json(), expect=e.mod_rev)
+                return
+            except StoreConflict:
+                continue
 
     def _refresh(self, s: Sandbox) -> Sandbox:
         """A running sandbox whose process is gone (after a daemon restart) is exited."""
         if s.state == "running" and s.pid and s.id not in self._procs:
-            start = str(int(s.started)) if s.started else ""
-            alive = os.path.exists(f"/proc/{s.pid}") and (not start or _proc_start(s.pid) == start)
-            if not alive:
+            leader = self._leader(s)
+            if leader is None or not processes.alive(leader):
                 s.state = "exited"
                 self._save(s)
         return s
 
     # --- create ------------------------------------------------------------------
 
-    def create(self, spec: SandboxSpec) -> Sandbox:
-        """Namespace, networks, files; nothing runs yet. All undone on failure."""
+    def create(self, spec: SandboxSpec, *, start: bool = False) -> Sandbox:
+        """Namespace, networks, files, and with ``start`` the process: one operation
+        (``kanal run -d``), all undone on failure or after a crash midway. Without
+        ``start`` nothing runs yet."""
         if not spec.argv:
             raise InvalidConfig("no command given")
+        validate.sandbox(spec)
         sid = new_id()
         name = spec.name or f"kanal_{sid[:8]}"
         validate_name(name, "container")
@@ -194,20 +217,28 @@ class SandboxManager:
                 "(no -p, --network or --hostname)"
             )
         try:
-            self.store.put(f"sandbox-names/{name}", sid.encode(), expect=0)
-        except Conflict:
+            # The name is taken together with the intent: a crash from here on
+            # leaves an intent that frees it again (kanal.engine.recovery).
+            it = self.journal.begin(
+                "sandbox-create",
+                sandbox=sid,
+                name=name,
+                with_ops=[Put(f"sandbox-names/{name}", sid.encode(), 0)],
+            )
+        except StoreConflict:
             raise Conflict(f'Conflict. The container name "/{name}" is already in use') from None
-        sb: Sandbox | None = None
         try:
-            sb = self._create(sid, name, mode, spec)
-            return sb
+            return self._create(sid, name, mode, spec, it, start)
         except BaseException:
-            self.store.delete(f"sandbox-names/{name}")
-            if sb is None:
-                self._cleanup(sid, name, mode)
+            try:
+                self.undo_create(sid, name)
+            finally:
+                self.journal.end(it)
             raise
 
-    def _create(self, sid: str, name: str, mode: str, spec: SandboxSpec) -> Sandbox:
+    def _create(
+        self, sid: str, name: str, mode: str, spec: SandboxSpec, it: Intent, start: bool
+    ) -> Sandbox:
         own = mode not in ("host",) and not mode.startswith("container:")
         if mode == "host":
             netns = f"/proc/{os.getpid()}/ns/net"
@@ -216,6 +247,7 @@ class SandboxManager:
             netns = other.netns
         else:
             netns = self._make_netns(sid)
+        st = os.stat(netns) if own else None
         sb = Sandbox(
             id=sid,
             name=name,
@@ -224,15 +256,15 @@ class SandboxManager:
             own_netns=own,
             network_mode=mode,
             created=now(),
-            hostname=spec.hostname or (name if own else ""),
+            hostname=spec.hostname or (validate.default_hostname(name, sid) if own else ""),
             env=dict(spec.env),
             dns=list(spec.dns),
             dns_search=list(spec.dns_search),
             dns_options=list(spec.dns_options),
             extra_hosts=list(spec.extra_hosts),
             workdir=spec.workdir,
+            netns_id=[st.st_dev, st.st_ino] if st is not None else [],
         )
-        self.store.put(f"sandboxes/{sid}", sb.to_json(), expect=0)
         if own and mode != "none":
             reqs = spec.networks or [NetworkRequest(mode)]
             for i, r in enumerate(reqs):
@@ -246,6 +278,11 @@ class SandboxManager:
                 )
         self.write_files(sb)
         self.sync_dns(sb)
+        p = self._launch(sb) if start else None
+        # The sandbox appears (ps, lookups) with the intent's end: never half made.
+        self.journal.end(it, [Put(f"sandboxes/{sid}", sb.to_json(), 0)])
+        if p is not None:
+            self._follow(sid, p)
         return sb
 
     def sync_dns(self, sb: Sandbox) -> None:
@@ -263,9 +300,13 @@ class SandboxManager:
         elif not user and attached:
             self.dns.detach(sb.id)
 
+    def netns_path(self, sid: str) -> str:
+        """Where the sandbox's own namespace is mounted (derived from its id)."""
+        return os.path.join(self.netns_dir, f"kanal-{sid[:12]}")
+
     def _make_netns(self, sid: str) -> str:
-        name = f"kanal-{sid[:12]}"
-        path = os.path.join(self.netns_dir, name)
+        path = self.netns_path(sid)
+        name = os.path.basename(path)
         if os.path.abspath(self.netns_dir) == "/run/netns":
             subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
         else:
@@ -300,13 +341,23 @@ class SandboxManager:
         except FileNotFoundError:
             pass
 
-    def _cleanup(self, sid: str, name: str, mode: str) -> None:
+    def _drop_name(self, name: str, sid: str) -> list[Delete]:
+        """The delete of ``name``'s reservation, if it is still this sandbox's."""
+        e = self.store.get(f"sandbox-names/{name}")
+        return [Delete(e.key, e.mod_rev)] if e is not None and e.value.decode() == sid else []
+
+    def undo_create(self, sid: str, name: str) -> None:
+        """Take back whatever a create of ``sid`` got to: endpoints, namespace, files,
+        name. Idempotent; also what recovery runs for an interrupted create."""
+        if self.dns is not None:
+            self.dns.detach(sid)
         self.ctrl.disconnect_all(sid)
-        path = os.path.join(self.netns_dir, f"kanal-{sid[:12]}")
+        path = self.netns_path(sid)
+        self._stop_all(sid, None, path)
         if os.path.exists(path):
             self._del_netns(path)
-        self.store.delete(f"sandboxes/{sid}")
         shutil.rmtree(self._dir(sid), ignore_errors=True)
+        self.store.txn([Delete(f"sandboxes/{sid}"), *self._drop_name(name, sid)])
 
     # --- files -------------------------------------------------------------------
 
@@ -317,7 +368,8 @@ class SandboxManager:
         """resolv.conf, hosts and hostname of the sandbox; rewritten in place (the
         bind mounts pin the inodes) when its networks change."""
         d = self._dir(sb.id)
-        os.makedirs(d, mode=0o755, exist_ok=True)
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)  # also when it was made looser before
         eps = self.ctrl.sandbox_endpoints(sb.id)
         hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
         for ep in eps:
@@ -332,7 +384,9 @@ class SandboxManager:
         }
         for fname, text in files.items():
             path = os.path.join(d, fname)
-            with open(path, "a+") as f:  # same inode: a bind mount keeps seeing it
+            # Same inode (a bind mount keeps seeing it); 0644: the sandbox's own
+            # unprivileged processes read them (the directory is 0700).
+            with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+") as f:
                 f.seek(0)
                 f.truncate()
                 f.write(text)
@@ -414,9 +468,13 @@ class SandboxManager:
                 "/etc/hosts": os.path.join(d, "hosts"),
                 "/etc/hostname": os.path.join(d, "hostname"),
             },
+            "pidfile": self._pidfile(sb.id),
         }
         spec_path = os.path.join(d, "launch.json")
-        with open(spec_path, "w") as f:
+        # 0600 even if it existed looser: it holds the -e values.
+        fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
             json.dump(spec, f)
         uts = ["--uts"] if sb.own_netns else []
         argv = [
@@ -436,14 +494,32 @@ class SandboxManager:
         ]
         return argv, spec_path
 
+    def _pidfile(self, sid: str) -> str:
+        return os.path.join(self._dir(sid), "pid")
+
     def start(self, ref: str) -> Sandbox:
         """Start the process detached (output to ``<state>/sandboxes/<id>/log``)."""
         sb = self.get(ref)
-        if sb.state == "running":
-            raise Conflict(f"container {sb.name} is already running")
+        with self._locked(sb.id):
+            sb = self.get(sb.id)
+            if sb.state == "running":
+                raise Conflict(f"container {sb.name} is already running")
+            with self.journal.intent("sandbox-start", sandbox=sb.id) as it:
+                p = self._launch(sb)
+                self.journal.end(it, [Put(f"sandboxes/{sb.id}", sb.to_json())])
+        self._follow(sb.id, p)
+        return sb
+
+    def _launch(self, sb: Sandbox) -> subprocess.Popen[bytes]:
+        """Start ``sb``'s process, detached, and note it in ``sb`` (not stored yet)."""
         argv, _ = self.launch_argv(sb)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._pidfile(sb.id))
         env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        with open(os.path.join(self._dir(sb.id), "log"), "ab") as out:
+        log_path = os.path.join(self._dir(sb.id), "log")
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "ab") as out:
             p = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -455,10 +531,28 @@ class SandboxManager:
         with self._lock:
             self._procs[sb.id] = p
         sb.state, sb.pid, sb.exit_code = "running", p.pid, None
-        start = _proc_start(p.pid)
+        start = processes.proc_start(p.pid)
         sb.started = float(start) if start else 0.0
+        return p
+
+    def _follow(self, sid: str, p: subprocess.Popen[bytes]) -> None:
+        threading.Thread(target=self._wait, args=(sid, p), daemon=True).start()
+
+    def adopt_started(self, sid: str) -> Sandbox | None:
+        """Recovery of an interrupted start: the process it launched, if one runs,
+        becomes the sandbox's (so ``rm -f`` stops it); else nothing changes."""
+        try:
+            sb = self.get(sid)
+        except NotFound:
+            return None
+        found = processes.find_launched(
+            os.path.join(self._dir(sid), "launch.json"), self._pidfile(sid)
+        )
+        if found is None or sb.state == "running":
+            return sb
+        sb.state, sb.pid, sb.exit_code = "running", found[0], None
+        sb.started = float(found[1])
         self._save(sb)
-        threading.Thread(target=self._wait, args=(sb.id, p), daemon=True).start()
         return sb
 
     def _wait(self, sid: str, p: subprocess.Popen[bytes]) -> None:
@@ -474,7 +568,7 @@ class SandboxManager:
         """An attached run started by the CLI itself reports its process."""
         sb = self.get(ref)
         sb.state, sb.pid, sb.exit_code = "running", pid, None
-        start = _proc_start(pid)
+        start = processes.proc_start(pid)
         sb.started = float(start) if start else 0.0
         self._save(sb)
         return sb
@@ -485,30 +579,37 @@ class SandboxManager:
         self._save(sb)
         return sb
 
+    def _leader(self, sb: Sandbox) -> processes.ProcRef | None:
+        if not sb.pid:
+            return None
+        return sb.pid, str(int(sb.started)) if sb.started else ""
+
+    def _stop_all(self, sid: str, sb: Sandbox | None, netns: str, timeout: float = 2.0) -> bool:
+        """Stop the sandbox's processes: its recorded leader (pid and start time), the
+        one a launcher's pidfile names, and — with a namespace of its own — every
+        process left in it."""
+        leader = self._leader(sb) if sb is not None else None
+        if leader is None or not processes.alive(leader):
+            leader = processes.read_pidfile(self._pidfile(sid))
+        ran = processes.stop_processes(leader, netns, timeout)
+        with self._lock:
+            p = self._procs.get(sid)
+        if p is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(5)
+        return ran
+
     def stop(self, ref: str, timeout: float = 10.0) -> Sandbox:
         sb = self.get(ref)
+        with self._locked(sb.id):
+            return self._stop(sb.id, timeout)
+
+    def _stop(self, sid: str, timeout: float) -> Sandbox:
+        sb = self.get(sid)
         if sb.state != "running" or not sb.pid:
             return sb
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(sb.pid, sig)
-            except ProcessLookupError:
-                break
-            except PermissionError:
-                os.kill(sb.pid, sig)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and os.path.exists(f"/proc/{sb.pid}"):
-                if _proc_state(sb.pid) == "Z":
-                    break
-                time.sleep(0.05)
-            else:
-                continue
-            break
-        with self._lock:
-            p = self._procs.get(sb.id)
-        if p is not None:
-            p.wait(5)
-        sb = self.get(ref)
+        self._stop_all(sb.id, sb, sb.netns if sb.own_netns else "", timeout)
+        sb = self.get(sid)
         if sb.state == "running":
             sb.state, sb.exit_code = "exited", 137
             self._save(sb)
@@ -516,24 +617,100 @@ class SandboxManager:
 
     def remove(self, ref: str, *, force: bool = False) -> Sandbox:
         sb = self.get(ref)
-        if sb.state == "running":
-            if not force:
+        with self._locked(sb.id):
+            sb = self.get(sb.id)
+            if sb.state == "running" and not force:
                 raise Conflict(
                     f"You cannot remove a running container {sb.id}. Stop the container "
                     "before attempting removal or force remove"
                 )
-            sb = self.stop(ref, timeout=2)
-        sharing = [s.name for s in self.list_all() if s.network_mode == f"container:{sb.name}"]
-        if sharing and sb.own_netns:
-            raise Conflict(f"container {sb.name} shares its network with {', '.join(sharing)}")
-        if self.dns is not None:
-            self.dns.detach(sb.id)
-        self.ctrl.disconnect_all(sb.id)
-        if sb.own_netns:
-            self._del_netns(sb.netns)
-        self.store.txn([Delete(f"sandboxes/{sb.id}"), Delete(f"sandbox-names/{sb.name}")])
-        shutil.rmtree(self._dir(sb.id), ignore_errors=True)
+            sharing = [s.name for s in self.list_all() if s.network_mode == f"container:{sb.name}"]
+            if sharing and sb.own_netns:
+                raise Conflict(f"container {sb.name} shares its network with {', '.join(sharing)}")
+            with self.journal.intent("sandbox-remove", sandbox=sb.id, name=sb.name) as it:
+                self.finish_remove(sb.id, sb.name, it)
+        with self._lock:
+            self._sb_locks.pop(sb.id, None)
         return sb
+
+    def finish_remove(self, sid: str, name: str, it: Intent | None = None) -> None:
+        """Every step of ``rm -f``, each one idempotent: processes, DNS, endpoints,
+        namespace, records (with the intent's end), files. Also recovery's."""
+        try:
+            sb: Sandbox | None = self.get(sid)
+        except NotFound:
+            sb = None
+        own = sb.own_netns if sb is not None else True
+        netns = self.netns_path(sid) if own else ""
+        self._stop_all(sid, sb, netns)
+        if self.dns is not None:
+            self.dns.detach(sid)
+        self.ctrl.disconnect_all(sid)
+        if own and os.path.exists(netns):
+            self._del_netns(netns)
+        # Files before records: once the intent is struck off nothing may be left.
+        shutil.rmtree(self._dir(sid), ignore_errors=True)
+        ops = [Delete(f"sandboxes/{sid}"), *self._drop_name(name, sid)]
+        if it is not None:
+            self.journal.end(it, ops)
+        else:
+            self.store.txn(ops)
+
+    def repair_netns(self, sid: str) -> str:
+        """A sandbox whose namespace mount an outside hand removed: mounted again
+        from a process still in it, else marked broken (nothing holds it any more,
+        its interfaces are gone). Returns what was done ("" if nothing was needed)."""
+        with self._locked(sid):
+            try:
+                sb = self.get(sid)
+            except NotFound:
+                return ""
+            if not sb.own_netns or _is_mount(sb.netns) or sb.error:
+                return ""
+            holder = self._netns_holder(sb)
+            if holder:
+                if not os.path.exists(sb.netns):
+                    open(sb.netns, "w").close()
+                p = subprocess.run(
+                    ["mount", "--bind", f"/proc/{holder}/ns/net", sb.netns], capture_output=True
+                )
+                if p.returncode == 0:
+                    return f"mounted the namespace of {sb.name} again at {sb.netns}"
+            sb.error = (
+                f"its network namespace {sb.netns} was removed from outside and no process "
+                "holds it any more: its interfaces are gone (kanal rm it)"
+            )
+            self._save(sb)
+            return f"sandbox {sb.name} is broken: {sb.error}"
+
+    def _netns_holder(self, sb: Sandbox) -> int:
+        """A live process in the sandbox's namespace (its leader first), or 0."""
+        want = tuple(sb.netns_id)
+        leader = self._leader(sb)
+        pids = ([leader[0]] if leader and processes.alive(leader) else []) + [
+            int(p) for p in os.listdir("/proc") if p.isdigit()
+        ]
+        for pid in pids:
+            try:
+                st = os.stat(f"/proc/{pid}/ns/net")
+            except OSError:
+                continue
+            if want and (st.st_dev, st.st_ino) == want:
+                return pid
+        return 0
+
+    def reconcile(self) -> dict[str, int]:
+        """After recovery: names whose sandbox is gone (and no operation of which
+        is open) are freed. Returns counts."""
+        busy = {str(i.fields.get("sandbox")) for i in self.journal.open()}
+        have = {e.key.removeprefix("sandboxes/") for e in self.store.list("sandboxes/")}
+        freed = 0
+        for e in self.store.list("sandbox-names/"):
+            sid = e.value.decode()
+            if sid not in have and sid not in busy:
+                self.store.txn([Delete(e.key, e.mod_rev)])
+                freed += 1
+        return {"names_freed": freed}
 
     def refresh_files(self, sandbox_id: str) -> None:
         try:
@@ -611,6 +788,13 @@ class SandboxManager:
     def invalidate(self) -> None:
         with self._lock:
             self._index = None
+
+
+def _is_mount(path: str) -> bool:
+    """Whether ``path`` is a mount point (a namespace's bind mount is one)."""
+    want = path.replace(" ", "\\040")
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == want for line in f)
 
 
 _Index = tuple[

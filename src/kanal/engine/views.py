@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from kanal import validate
 from kanal.engine.controller import NetworkSpec
 from kanal.engine.model import Endpoint, IPAMConfig, Network
 from kanal.errors import InvalidConfig
@@ -82,13 +83,7 @@ def network_json(
 
 
 def _str_map(v: Any, what: str) -> dict[str, str]:
-    if v is None:
-        return {}
-    if not isinstance(v, dict) or not all(
-        isinstance(k, str) and isinstance(x, str) for k, x in v.items()
-    ):
-        raise InvalidConfig(f"invalid {what}: want an object of strings")
-    return dict(v)
+    return validate.str_map(v, what)
 
 
 def _bool(v: Any, what: str, default: bool) -> bool:
@@ -108,14 +103,24 @@ def spec_from_request(body: Mapping[str, Any]) -> NetworkSpec:
     name = body.get("Name")
     if not isinstance(name, str) or not name:
         raise InvalidConfig("a network name is required")
-    driver = body.get("Driver") or "bridge"
-    if not isinstance(driver, str):
-        raise InvalidConfig("invalid Driver: want a string")
-    ipam = body.get("IPAM") or {}
+    driver = body.get("Driver", "bridge")
+    if driver is None:
+        driver = "bridge"
+    if not isinstance(driver, str) or not driver:
+        raise InvalidConfig("invalid Driver: want a non-empty string")
+    validate.no_control(driver, "Driver")
+    ipam = body.get("IPAM")
+    if ipam is None:
+        ipam = {}
     if not isinstance(ipam, dict):
         raise InvalidConfig("invalid IPAM: want an object")
     cfgs = []
-    for i, c in enumerate(ipam.get("Config") or []):
+    config = ipam.get("Config")
+    if config is None:
+        config = []
+    if not isinstance(config, list):
+        raise InvalidConfig("invalid IPAM.Config: want a list")
+    for i, c in enumerate(config):
         if not isinstance(c, dict):
             raise InvalidConfig(f"invalid IPAM.Config[{i}]: want an object")
         sub = c.get("Subnet", "")
@@ -126,9 +131,12 @@ def spec_from_request(body: Mapping[str, Any]) -> NetworkSpec:
             raise InvalidConfig(f"invalid IPAM.Config[{i}]: Gateway and IPRange are strings")
         aux = _str_map(c.get("AuxiliaryAddresses") or c.get("AuxAddress"), "AuxiliaryAddresses")
         cfgs.append(IPAMConfig(sub, gw, rng, aux))
-    ipam_driver = ipam.get("Driver") or "default"
-    if not isinstance(ipam_driver, str):
-        raise InvalidConfig("invalid IPAM.Driver: want a string")
+    ipam_driver = ipam.get("Driver")
+    if ipam_driver is None:
+        ipam_driver = "default"
+    if not isinstance(ipam_driver, str) or not ipam_driver:
+        raise InvalidConfig("invalid IPAM.Driver: want a non-empty string")
+    validate.no_control(ipam_driver, "IPAM.Driver")
     return NetworkSpec(
         name=name,
         driver=driver,

@@ -29,6 +29,7 @@ __all__ = [
     "Masquerade",
     "Owner",
     "apply_mac_spoof_check",
+    "drop_network_entries",
     "gc_masquerade_all",
     "get_backend",
     "teardown_mac_spoof_check",
@@ -137,3 +138,17 @@ def gc_masquerade_all(network: str, valid: Collection[tuple[str, str]]) -> None:
         errors.append(e)
     if errors:
         raise TeardownError(f"masquerade GC of network {network} failed", errors)
+
+
+def drop_network_entries(network: str) -> None:
+    """Remove every entry of CNI network ``network`` from kanal's nftables table:
+    the containers' (masquerade, port maps) and the shared subnet ones, which
+    endpoint DELs leave behind. For a network that is gone for good."""
+    from kanal.firewall import nft
+    from kanal.firewall.portmap_nft import drop_subnets, gc_portmaps
+
+    if not nft.available():
+        return
+    get_backend("nftables").gc_masquerade(network, ())
+    gc_portmaps(network, ())
+    drop_subnets(network)

@@ -28,7 +28,7 @@ __all__ = ["CHAIN", "allow_bridge", "allowed_bridges", "disallow_bridge"]
 
 CHAIN = "KANAL-FORWARD"
 _COMMENT = "kanal bridges"
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
 
 
 def _ipt(exe: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -82,7 +82,7 @@ def allowed_bridges() -> set[str]:
     """Bridges with rules in the IPv4 chain (for tests and GC)."""
     out = set()
     for ln in _rules("iptables") if shutil.which("iptables") else []:
-        m = re.match(rf"^-A {CHAIN} -[io] (\S+) -j ACCEPT$", ln)
+        m = re.match(rf"^-A {CHAIN} -[io] (\S+) -j ACCEPT\Z", ln)
         if m:
             out.add(m.group(1))
     return out

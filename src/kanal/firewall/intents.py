@@ -25,21 +25,14 @@ _NAME_REST = _ALNUM | frozenset("_.-")
 _IFNAME_BAD = frozenset("/:\"'\\")
 
 
-def _strip_final_newline(s: str) -> str:
-    # The patterns end in "$", which also matches just before a final newline.
-    return s[:-1] if s.endswith("\n") else s
-
-
 def _name_ok(value: str) -> bool:
-    """``re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$", value)``."""
-    v = _strip_final_newline(value)
-    return v[:1] in _ALNUM and all(c in _NAME_REST for c in v)
+    """``re.match(r"^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*\\Z", value)``."""
+    return value[:1] in _ALNUM and all(c in _NAME_REST for c in value)
 
 
 def _ifname_ok(value: str) -> bool:
-    """``re.match(r"^[^\\s/:\"'\\\\]{1,15}$", value)``."""
-    v = _strip_final_newline(value)
-    return 1 <= len(v) <= 15 and not any(c.isspace() or c in _IFNAME_BAD for c in v)
+    """``re.match(r"^[^\\s/:\"'\\\\]{1,15}\\Z", value)``."""
+    return 1 <= len(value) <= 15 and not any(c.isspace() or c in _IFNAME_BAD for c in value)
 
 
 def _sha(data: str) -> str:

@@ -30,8 +30,8 @@ from kanal.firewall.nftables import TABLE
 
 __all__ = ["add_network_policy", "del_network_policy", "has_network_policy"]
 
-_ID = re.compile(r"^[0-9a-f]{12}$")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+_ID = re.compile(r"^[0-9a-f]{12}\Z")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}\Z")
 
 _SKELETON = f"""add table inet {TABLE}
 add map inet {TABLE} net_from {{ type ifname : verdict; }}
@@ -78,14 +78,22 @@ def add_network_policy(net_id: str, bridge: str, *, internal: bool) -> None:
 
 
 def del_network_policy(net_id: str, bridge: str) -> None:
-    """Remove the network's chain and elements; idempotent."""
+    """Remove the network's chain, and the bridge's elements if they are this
+    network's (another network may have taken over a bridge of that name); idempotent."""
     chain = _check(net_id, bridge)
-    for cmd in (
-        f'delete element inet {TABLE} net_from {{ "{bridge}" }}',
-        f'delete element inet {TABLE} net_brs {{ "{bridge}" }}',
-        f'delete element inet {TABLE} net_internal {{ "{bridge}" }}',
-        f"delete chain inet {TABLE} {chain}",
-    ):
+    cmds = [f"delete chain inet {TABLE} {chain}"]
+    try:
+        out = nft.run(f'get element inet {TABLE} net_from {{ "{bridge}" }}')
+        mine = f"jump {chain}" in out
+    except nft.NftError:
+        mine = False  # no element (or no table): nothing of ours to remove there
+    if mine:
+        cmds[:0] = [
+            f'delete element inet {TABLE} net_from {{ "{bridge}" }}',
+            f'delete element inet {TABLE} net_brs {{ "{bridge}" }}',
+            f'delete element inet {TABLE} net_internal {{ "{bridge}" }}',
+        ]
+    for cmd in cmds:
         try:
             nft.run(cmd)
         except nft.NftError as e:

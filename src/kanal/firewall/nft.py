@@ -15,7 +15,11 @@ import os
 from kanal._ffi import Library, c_char_p, c_int, c_uint, c_void_p
 from kanal.errors import Internal, Unavailable
 
-__all__ = ["NftError", "available", "run"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["NftError", "Skeleton", "available", "run"]
 
 _OUTPUT_HANDLE = 1 << 3
 _OUTPUT_JSON = 1 << 4
@@ -144,3 +148,83 @@ def available() -> bool:
         return False
     _AVAILABLE.add(key)
     return True
+
+
+class Skeleton:
+    """The fixed part of a table (sets, maps, chains, base rules): applied once per
+    namespace, and again when someone removed it (``nft flush ruleset``).
+
+    With ``marked`` (family, table, chain), the text's ``{marker}`` is replaced by
+    a hash of the text (put it in a comment on that chain's first rule): a process
+    that finds the marker there knows the skeleton current without applying it
+    (:meth:`current`), and can write elements over raw netlink
+    (:mod:`kanal.firewall.nfnl`) instead of loading libnftables.
+    """
+
+    def __init__(
+        self, text: Callable[[], str], *, marked: tuple[str, str, str] | None = None
+    ) -> None:
+        self._text = text
+        self._marked = marked
+        self._marker = ""
+        self._ready: set[tuple[int, int]] = set()
+        self._lock = _thread.allocate_lock()
+
+    @property
+    def marker(self) -> str:
+        if not self._marker:
+            from kanal.firewall import nfnl
+
+            self._marker = nfnl.marker(self._text())
+        return self._marker
+
+    def text(self) -> str:
+        t = self._text()
+        return t.replace("{marker}", self.marker) if self._marked else t
+
+    def ensure(self, *, force: bool = False) -> None:
+        key = _netns_key()
+        if key in self._ready and not force:
+            return
+        with self._lock:
+            run(self.text())
+            self._ready.add(key)
+
+    def current(self) -> bool:
+        """Whether the skeleton is in place in this namespace, as this version
+        writes it (applied by this process, or carrying this text's marker)."""
+        key = _netns_key()
+        if key in self._ready:
+            return True
+        if self._marked is None:
+            return False
+        from kanal.firewall import nfnl
+
+        if nfnl.has_marker(*self._marked, self.marker):
+            self._ready.add(key)
+            return True
+        return False
+
+    def forget(self) -> None:
+        """Not current any more in this namespace (something under it is gone)."""
+        self._ready.discard(_netns_key())
+
+    def run(self, cmds: str) -> str:
+        """``cmds`` in one transaction, the skeleton made again first if it is gone.
+
+        The skeleton's first use in a namespace (every use, for a plugin run
+        without kanald) puts both in the same transaction: one parse, one commit.
+        """
+        key = _netns_key()
+        if key not in self._ready:
+            with self._lock:
+                out = run(self.text() + "\n" + cmds)
+                self._ready.add(key)
+            return out
+        try:
+            return run(cmds)
+        except NftError as e:
+            if not e.enoent:
+                raise
+        self.ensure(force=True)
+        return run(cmds)

@@ -24,8 +24,6 @@ another container already holds is refused instead of silently shadowed.
 
 from __future__ import annotations
 
-import _thread
-
 from kanal import _json
 from kanal._dataclass import dataclass
 from kanal.errors import Conflict, NotFound
@@ -41,7 +39,14 @@ if TYPE_CHECKING:
     Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
     Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-__all__ = ["PortMapping", "add_portmaps", "check_portmaps", "del_portmaps", "gc_portmaps"]
+__all__ = [
+    "PortMapping",
+    "add_portmaps",
+    "check_portmaps",
+    "del_portmaps",
+    "drop_subnets",
+    "gc_portmaps",
+]
 
 
 @dataclass(frozen=True)
@@ -96,20 +101,7 @@ def _skeleton() -> str:
     return "\n".join([table, *out])
 
 
-_READY: set[tuple[int, int]] = set()
-_LOCK = _thread.allocate_lock()
-
-
-def _ensure(then: str = "") -> None:
-    """Create the table's skeleton once per namespace and process, then run ``then``;
-    the first time both go in one transaction (one parse, one commit)."""
-    key = nft._netns_key()
-    if key not in _READY:
-        with _LOCK:
-            nft.run(_skeleton() + "\n" + then)
-            _READY.add(key)
-    elif then:
-        nft.run(then)
+_SKELETON = nft.Skeleton(_skeleton)
 
 
 def _fam(ip: Addr) -> str:
@@ -158,7 +150,7 @@ def add_portmaps(
     if not cmds:
         return
     try:
-        _ensure("\n".join(cmds))
+        _SKELETON.run("\n".join(cmds))
     except nft.NftError as e:
         if "File exists" not in e.details:
             raise
@@ -174,7 +166,7 @@ def add_portmaps(
                         f"{' on ' + str(m.host_ip) if m.host_ip else ''} "
                         "is already mapped by another container"
                     ) from e
-        _ensure("\n".join(c.replace("create element", "add element") for c in cmds))
+        _SKELETON.run("\n".join(c.replace("create element", "add element") for c in cmds))
 
 
 def _exists(set_name: str, key: str) -> bool:
@@ -290,6 +282,25 @@ def check_portmaps(owner: Owner, mappings: Sequence[PortMapping], ips: Sequence[
 def gc_portmaps(network: str, valid: Collection[tuple[str, str]]) -> None:
     keep = {Owner(network, cid, ifn).tag for cid, ifn in valid}
     _delete([k for k, _ in _owned_entries(None, network_tag(network), keep)])
+
+
+def drop_subnets(network: str) -> None:
+    """Remove the network's subnet elements (hairpin SNAT), left by every DEL."""
+    tag = network_tag(network)
+    entries = []
+    for f in ("4", "6"):
+        try:
+            out = nft.run(f"list set inet {TABLE} pm_subnets{f}", json_out=True)
+        except nft.NftError as e:
+            if e.enoent:
+                continue
+            raise
+        for obj in _json.loads(out).get("nftables", []):
+            for el in obj.get("set", {}).get("elem", []):
+                key, comment = _elem(el)
+                if comment == tag:
+                    entries.append(f"pm_subnets{f} {{ {key} }}")
+    _delete(entries)
 
 
 def flush_udp_conntrack(mappings: Sequence[PortMapping]) -> None:

@@ -29,8 +29,8 @@ add chain bridge kanal prerouting { type filter hook prerouting priority -300; p
 flush chain bridge kanal prerouting
 add rule bridge kanal prerouting iifname @spoof_checked iifname . ether saddr != @spoof_allowed drop
 """
-_SAFE = re.compile(r"^[A-Za-z0-9_.:\-]{1,127}$")
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_SAFE = re.compile(r"^[A-Za-z0-9_.:\-]{1,127}\Z")
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
 
 
 def apply_mac_spoof_check(chk: MacSpoofCheck) -> None:

@@ -56,6 +56,19 @@ RTN_UNICAST = 1
 _NLMSG_ERROR = 2
 
 
+def free_index() -> int:
+    """An ifindex no link of this namespace has, to create a link with: a request
+    that follows in the same batch can then name the new link, and only it (a
+    kill -9 cannot split one batch: the kernel runs it within the send)."""
+    low, high = 1 << 20, (1 << 30) - 1
+    while True:
+        index = low + int.from_bytes(os.urandom(4), "big") % (high - low + 1)
+        try:
+            _socket.if_indextoname(index)
+        except OSError:
+            return index
+
+
 class NetlinkSocket(_socket.socket):
     """A raw socket usable with ``with`` (``_socket`` spares the exec path the
     ``socket`` module, whose enums cost ~5 ms to import)."""
@@ -128,9 +141,10 @@ class Batch:
         mtu: int = 0,
         master: int = 0,
         up: bool = False,
+        index: int = 0,
     ) -> None:
         """One request: the pair, the peer made in ``peer_netns_fd``, this end
-        attached to ``master`` and up."""
+        attached to ``master`` and up; ``index``: this end's ifindex (free_index)."""
         body = wire.veth_create_msg(
             name,
             peer_name,
@@ -140,6 +154,7 @@ class Batch:
             mtu=mtu,
             master=master,
             up=up,
+            index=index,
         )
         self._push_raw(
             body,
@@ -373,10 +388,12 @@ class Batch:
         netns_fd: int = -1,
         mac: str = "",
         mtu: int = 0,
+        index: int = 0,
     ) -> None:
-        """A macvlan on ``master`` (this namespace), made directly in ``netns_fd``."""
+        """A macvlan on ``master`` (this namespace), made directly in ``netns_fd``;
+        ``index``: the ifindex to give it (see :func:`free_index`)."""
         body = wire.macvlan_create_msg(
-            name, master, wire.MACVLAN_MODES[mode], netns_fd=netns_fd, mac=mac, mtu=mtu
+            name, master, wire.MACVLAN_MODES[mode], netns_fd=netns_fd, mac=mac, mtu=mtu, index=index
         )
         self._push_raw(
             body, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"failed to create macvlan {name!r}", ()
@@ -404,10 +421,15 @@ class Batch:
         alias: str = "",
         up: bool = False,
         exist_ok: bool = False,
+        index: int = 0,
     ) -> None:
-        """A link of a kind that needs no data (ifb, bridge); EEXIST ok if asked."""
+        """A link of a kind that needs no data (ifb, bridge); EEXIST ok if asked.
+
+        ``index``: the ifindex to create it with (see wire.link_create_msg)."""
         self._push_raw(
-            wire.link_create_msg(kind, name, mtu=mtu, txqlen=txqlen, alias=alias, up=up),
+            wire.link_create_msg(
+                kind, name, mtu=mtu, txqlen=txqlen, alias=alias, up=up, index=index
+            ),
             RTM_NEWLINK,
             NLM_F_CREATE | NLM_F_EXCL,
             f"failed to create {kind} {name!r}",

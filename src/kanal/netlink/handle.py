@@ -283,6 +283,47 @@ class Netlink:
             self.set_up(link.index)
         return self.get_link_by_index(link.index), created
 
+    def ensure_owned_bridge(
+        self, name: str, *, owner: str, mtu: int = 0, mac: str = ""
+    ) -> tuple[Link, bool]:
+        """The bridge ``name``: the existing one as it is, or a new one carrying
+        ``owner`` as its alias from birth; returns (link, created).
+
+        Creation and alias go to the kernel in one batch (the new link is asked for
+        by a chosen ifindex, so the alias can only land on it): a crash never
+        leaves a bridge kanal made without its mark. Raises Conflict when a link of
+        another kind has that name.
+        """
+        from kanal.netlink.batch import Batch, free_index, raw_socket
+
+        for _ in range(20):
+            link = self.find_link(name)
+            if link is not None:
+                if link.kind != "bridge":
+                    raise Conflict(f"{name!r} already exists but is not a bridge")
+                return link, False
+            index = free_index()
+            with raw_socket() as s:
+                b = Batch(s)
+                b.add_link("bridge", name, mtu=mtu, index=index, exist_ok=True)
+                b.set_link(index=index, alias=owner, mac=mac)
+                try:
+                    b.commit()
+                except LinkNotFound:
+                    continue  # not created (name or index taken): look again
+            link = self.find_link(name)
+            if link is not None and link.index == index:
+                return link, True
+        raise Internal(f"failed to create bridge {name!r}")
+
+    def del_owned_link(self, name: str, owner: str) -> bool:
+        """Delete link ``name`` only if its alias is ``owner``; False when absent or
+        not ours (someone else's link of that name is never touched)."""
+        link = self.find_link(name)
+        if link is None or link.alias != owner:
+            return False
+        return self.del_link(index=link.index)
+
     # What set_link packs itself; anything else goes through pyroute2.
     _LEAN_SET = frozenset({"state", "flags", "change", "mtu", "address", "txqlen", "master"})
 

@@ -114,11 +114,16 @@ class VxlanNetlink(Netlink):
         bridge: str = "",
         port: int = VXLAN_PORT,
         proxy: bool = True,
+        owner: str = "",
     ) -> tuple[int, bool]:
         """Create (or adopt) the vxlan device, enslave it to ``bridge``, set it up.
 
         Returns (ifindex, created). An existing device with another VNI, local
-        address or port is a Conflict (never silently re-pointed).
+        address or port is a Conflict (never silently re-pointed). ``owner`` is
+        the alias marking the device as kanal's: set on a new one, and on an
+        adopted one that has none (made by kanal just before a crash could set
+        it: the same name, VNI, local address and port); one marked by someone
+        else is a Conflict.
         """
         created = True
         try:
@@ -147,6 +152,12 @@ class VxlanNetlink(Netlink):
                 f"port {have['port']}, want vni {vni} local {local} port {port}"
             )
         idx = self.index(name)
+        if owner:
+            alias = self._ipr.link("get", index=idx)[0].get_attr("IFLA_IFALIAS") or ""
+            if alias and alias != owner:
+                raise Conflict(f"vxlan {name!r} belongs to someone else ({alias})")
+            if alias != owner:
+                self._ipr.link("set", index=idx, ifalias=owner)
         try:
             if have["mtu"] != mtu:
                 self._ipr.link("set", index=idx, mtu=mtu)

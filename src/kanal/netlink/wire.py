@@ -161,7 +161,10 @@ def veth_create_msg(
     mtu: int = 0,
     master: int = 0,
     up: bool = False,
+    index: int = 0,
 ) -> bytes:
+    """A veth pair, the peer made in ``peer_netns_fd``; ``index``: this end's ifindex
+    (as link_create_msg)."""
     peer_attrs = [nla_str(IFLA_IFNAME, peer), nla_u32(IFLA_NET_NS_FD, peer_netns_fd)]
     if peer_mac:
         peer_attrs.append(nla(IFLA_ADDRESS, _mac(peer_mac)))
@@ -174,7 +177,7 @@ def veth_create_msg(
     )
     attrs = [*link_attrs(name=name, mac=mac, mtu=mtu, master=master), info]
     flags = 1 if up else 0
-    return link_msg(flags=flags, change=flags, attrs=attrs)
+    return link_msg(index, flags=flags, change=flags, attrs=attrs)
 
 
 def addr_msg(
@@ -246,9 +249,10 @@ def macvlan_create_msg(
     mac: str = "",
     mtu: int = 0,
     up: bool = False,
+    index: int = 0,
 ) -> bytes:
     """A macvlan on link ``master`` (an index in the sending namespace), created
-    directly in ``netns_fd`` when given."""
+    directly in ``netns_fd`` when given; ``index``: its ifindex (as link_create_msg)."""
     attrs = [nla_str(IFLA_IFNAME, name), nla_u32(IFLA_LINK, master)]
     if mac:
         attrs.append(nla(IFLA_ADDRESS, _mac(mac)))
@@ -264,7 +268,7 @@ def macvlan_create_msg(
         )
     )
     flags = 1 if up else 0
-    return link_msg(flags=flags, change=flags, attrs=attrs)
+    return link_msg(index, flags=flags, change=flags, attrs=attrs)
 
 
 def link_move_msg(index: int, netns_fd: int, new_name: str, alias: str | None = None) -> bytes:
@@ -279,10 +283,19 @@ IFLA_TXQLEN = 13
 
 
 def link_create_msg(
-    kind: str, name: str, *, mtu: int = 0, txqlen: int = -1, alias: str = "", up: bool = False
+    kind: str,
+    name: str,
+    *,
+    mtu: int = 0,
+    txqlen: int = -1,
+    alias: str = "",
+    up: bool = False,
+    index: int = 0,
 ) -> bytes:
     """A link of a kind that needs no data (ifb, bridge, dummy). The kernel ignores
-    ``alias`` at creation: set it with a change afterwards."""
+    ``alias`` at creation: set it with a change afterwards. ``index`` asks for that
+    ifindex (EEXIST if taken), so a later request in the same batch can name the
+    new link and nothing else."""
     attrs = [nla_str(IFLA_IFNAME, name)]
     if mtu:
         attrs.append(nla_u32(IFLA_MTU, mtu))
@@ -292,7 +305,7 @@ def link_create_msg(
         attrs.append(nla_str(IFLA_IFALIAS, alias))
     attrs.append(nla(IFLA_LINKINFO, nla_str(IFLA_INFO_KIND, kind)))
     flags = 1 if up else 0
-    return link_msg(flags=flags, change=flags, attrs=attrs)
+    return link_msg(index, flags=flags, change=flags, attrs=attrs)
 
 
 IFLA_INFO_SLAVE_KIND = 4

@@ -38,7 +38,7 @@ __all__ = [
 DEFAULT_DB = "unix:/var/run/openvswitch/db.sock"
 #: the external_ids key kanal marks its bridges and ports with (value: network/endpoint id)
 OWNER_KEY = "kanal-owner"
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
 
 
 class OvsdbError(KanalError):

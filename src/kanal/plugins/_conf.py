@@ -15,10 +15,9 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 
 
 def _mac_ok(mac: str) -> bool:
-    """``re.match(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$", mac)``, by hand (importing re
-    costs a plugin exec ~4 ms); as with "$", a final newline passes."""
-    m = mac[:-1] if mac.endswith("\n") else mac
-    return len(m) == 17 and all(c == ":" if i % 3 == 2 else c in _HEX for i, c in enumerate(m))
+    """``re.match(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\\Z", mac)``, by hand (importing re
+    costs a plugin exec ~4 ms)."""
+    return len(mac) == 17 and all(c == ":" if i % 3 == 2 else c in _HEX for i, c in enumerate(mac))
 
 
 def _bad(key: str, want: str, value: Any) -> InvalidConfig:

@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from kanal._dataclass import dataclass, field
 from kanal.errors import Conflict, Internal, InvalidConfig, KanalError, NotFound
 from kanal.netlink import reaper
-from kanal.netlink.batch import Batch, raw_socket
+from kanal.netlink.batch import Batch, free_index, raw_socket
 from kanal.netlink.handle import Link, LinkNotFound, Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns
 from kanal.netlink.sysctl import write_sysctl
@@ -303,10 +303,12 @@ def _setup_veth(
     undo: ExitStack,
     vlan: int = 0,
     host_name: str = "",
+    alias: str = "",
 ) -> tuple[str, int, str]:
     """Create the pair attached to the bridge and up; returns (name, index, mac).
 
-    The bridge end is ``host_name``, or a random ``veth…`` name.
+    The bridge end is ``host_name``, or a random ``veth…`` name; ``alias`` marks
+    it from birth (in the creating batch).
     """
     brport = {}
     if n.hairpin:
@@ -317,15 +319,28 @@ def _setup_veth(
         for _ in range(10):
             host, host_mac = host_name or "veth" + os.urandom(4).hex(), random_mac()
             b = Batch(s)
+            index = free_index() if alias else 0
             b.add_veth(
-                host, ifname, netns_fd, mac=host_mac, peer_mac=cont_mac, mtu=n.mtu, master=br.index
+                host,
+                ifname,
+                netns_fd,
+                mac=host_mac,
+                peer_mac=cont_mac,
+                mtu=n.mtu,
+                master=br.index,
+                index=index,
             )
+            # By the chosen index when there is one: then nothing below can land on
+            # another link that happens to have the name.
+            ref: dict[str, Any] = {"index": index} if index else {"name": host}
+            if alias:
+                b.set_link(**ref, alias=alias)
             # A bridge port needs no IPv6 address of its own: without one it sends
             # no DAD/MLD that the bridge would flood to every other port.
-            b.set_link(name=host, no_ipv6_link_local=True)
+            b.set_link(**ref, no_ipv6_link_local=True)
             if brport:
-                b.set_link(name=host, brport=brport)
-            b.set_link(name=host, up=True)
+                b.set_link(**ref, brport=brport)
+            b.set_link(**ref, up=True)
             try:
                 b.commit()
                 break

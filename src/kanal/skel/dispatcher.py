@@ -159,7 +159,8 @@ class _VersionKnown(Exception):
 def _decode_conf(data: bytes) -> dict[str, Any]:
     try:
         conf = _json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        # RecursionError: nested deeper than the decoder goes (Go stops at 10000 too)
         raise DecodeError("error decoding network config", str(e)) from e
     if not isinstance(conf, dict):
         raise DecodeError("error decoding network config", "not a JSON object")

@@ -192,10 +192,10 @@ _PATTERN_CHECKS: list[tuple[str, Any, str]] = [
     (r"\A[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z", args.CONTAINER_ID_RE.match, "aZ9_.-/ \n"),
     (r"\A[0-9A-Fa-f:.]+\Z", types._ip_text, "0aF:.g/ \n"),
     (r"\A[+-]?[0-9]+\Z", versions._atoi_ok, "+-09a \n"),
-    (r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$", _conf._mac_ok, "0aF:g\n"),
-    (r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$", intents._name_ok, "aZ9_.-/ \n"),
-    (r"^[^\s/:\"'\\]{1,15}$", intents._ifname_ok, "ab/:\"'\\ \t\n\u3000é"),
-    (r"^[A-Za-z0-9_.:@-]{1,15}$", fwplugin_nft._ifname_ok, "aZ9_.:@-/ \n"),
+    (r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z", _conf._mac_ok, "0aF:g\n"),
+    (r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\Z", intents._name_ok, "aZ9_.-/ \n"),
+    (r"^[^\s/:\"'\\]{1,15}\Z", intents._ifname_ok, "ab/:\"'\\ \t\n\u3000é"),
+    (r"^[A-Za-z0-9_.:@-]{1,15}\Z", fwplugin_nft._ifname_ok, "aZ9_.:@-/ \n"),
 ]
 
 

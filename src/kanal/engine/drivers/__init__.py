@@ -40,12 +40,23 @@ class NetworkDriver(Protocol):
         """
         ...
 
+    def reserve(self, net: Network) -> None:
+        """Take what the network holds outside this host (a cluster-wide VNI), into
+        ``net.driver_state``; undone by :meth:`delete_network`. Most drivers: nothing."""
+        ...
+
     def create_network(self, net: Network) -> None:
-        """Create (or re-create after a crash) the network's kernel objects; idempotent."""
+        """Create (or re-create after a crash) the network's kernel objects; idempotent.
+
+        Objects it creates carry the network's mark (a link alias, an OVS
+        external id); an object of that name that exists without the mark is
+        someone else's and is only added to, never taken over."""
         ...
 
     def delete_network(self, net: Network) -> None:
-        """Remove the network's kernel objects; idempotent, best-effort."""
+        """Remove what the network made (what carries its mark, and what it added
+        to objects that are not its own); idempotent, best-effort. Also the undo of
+        a create that failed or was interrupted at any step."""
         ...
 
     def join(self, net: Network, ep: Endpoint) -> None:

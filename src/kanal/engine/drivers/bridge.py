@@ -43,7 +43,7 @@ OPTIONS = {
     P + "container_iface_prefix",
 }
 GATEWAY_MODES = ("nat", "nat-unprotected", "routed", "isolated")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
 _TRUE = ("1", "t", "T", "TRUE", "true", "True")
 _FALSE = ("0", "f", "F", "FALSE", "false", "False")
 
@@ -103,10 +103,25 @@ class BridgeDriver:
             except ValueError:
                 raise InvalidConfig(f"invalid host binding address {host_ip!r}") from None
         prefix = opts.get(P + "container_iface_prefix") or "eth"
-        if not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,11}$", prefix):
+        if not re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,11}\Z", prefix):
             raise InvalidConfig(f"invalid container interface prefix {prefix!r}")
+        # Whose bridge is it? One that exists already and does not carry this
+        # network's mark is the operator's: kanal adds its gateways and ports to
+        # it and takes only those away again (as docker does), never the bridge.
+        from kanal.netlink.handle import Netlink
+
+        with Netlink() as nl:
+            link = nl.find_link(br)
+            foreign: list[str] | None = None
+            if link is not None:
+                if link.kind != "bridge":
+                    raise InvalidConfig(f"{br!r} already exists but is not a bridge")
+                if link.alias != net.mark:
+                    foreign = [str(a.interface) for a in nl.addrs(link.index)]
         net.driver_state = {
             "bridge": br,
+            # the addresses an operator's bridge had before kanal came (None: kanal's bridge)
+            "foreign_addrs": foreign,
             "mtu": mtu,
             "masquerade": _bool(opts, P + "bridge.enable_ip_masquerade", True),
             "icc": _bool(opts, P + "bridge.enable_icc", True),
@@ -152,6 +167,9 @@ class BridgeDriver:
         doc = {"cniVersion": "1.0.0", "name": f"kanal-{net.id[:12]}", "plugins": plugins}
         return parse_conflist(json.dumps(doc))
 
+    def reserve(self, net: Network) -> None:
+        pass
+
     def create_network(self, net: Network) -> None:
         from kanal.firewall.netpolicy import add_network_policy
         from kanal.netlink.handle import Netlink
@@ -161,8 +179,8 @@ class BridgeDriver:
         st = net.driver_state
         br = st["bridge"]
         with Netlink() as nl:
-            link, created = nl.ensure_bridge(
-                br, mtu=st["mtu"], vlan_filtering=False, mac=random_mac()
+            link, created = nl.ensure_owned_bridge(
+                br, owner=net.mark, mtu=st["mtu"], mac=random_mac()
             )
             if created:
                 try:
@@ -181,7 +199,10 @@ class BridgeDriver:
                 b.commit()
             for fam in {gw.version for gw in gateways}:
                 key = "net/ipv4/ip_forward" if fam == 4 else "net/ipv6/conf/all/forwarding"
-                write_sysctl(key, "1")
+                if self.ctx.sysctls is not None:
+                    self.ctx.sysctls.claim(key, "1", net.id)
+                else:
+                    write_sysctl(key, "1")
         add_network_policy(net.id[:12], br, internal=net.internal)
         if st.get("iptables_forward"):
             from kanal.firewall.forward_ipt import allow_bridge
@@ -204,29 +225,52 @@ class BridgeDriver:
         return out
 
     def delete_network(self, net: Network) -> None:
+        """Remove what kanal made for the network: its bridge if kanal created it
+        (the mark says so), else only its gateway addresses; its firewall chain and
+        set elements; the host sysctls it claimed. Each step runs even if an earlier
+        one failed."""
+        from kanal.firewall import drop_network_entries
         from kanal.firewall.netpolicy import del_network_policy
-        from kanal.netlink.handle import Netlink
 
         errors: list[Exception] = []
         br = net.driver_state.get("bridge", "")
-        try:
-            del_network_policy(net.id[:12], br)
-        except KanalError as e:
-            errors.append(e)
+
+        def step(fn: Any, *args: Any) -> None:
+            try:
+                fn(*args)
+            except KanalError as e:
+                errors.append(e)
+
+        step(del_network_policy, net.id[:12], br)
         if net.driver_state.get("iptables_forward"):
             from kanal.firewall.forward_ipt import disallow_bridge
 
-            try:
-                disallow_bridge(br)
-            except KanalError as e:
-                errors.append(e)
-        try:
-            with Netlink() as nl:
-                nl.del_link(br)
-        except KanalError as e:
-            errors.append(e)
+            step(disallow_bridge, br)
+        # Subnet entries of the network's masquerade and port maps: an endpoint's
+        # DEL leaves them (other containers may share them), the network's end not.
+        step(drop_network_entries, f"kanal-{net.id[:12]}")
+        step(self._remove_bridge, net)
+        if self.ctx.sysctls is not None:
+            step(self.ctx.sysctls.release, net.id)
         if errors:
             raise TeardownError(f"removing network {net.name}", errors)
+
+    def _remove_bridge(self, net: Network) -> None:
+        from kanal.netlink.handle import Netlink
+
+        st = net.driver_state
+        with Netlink() as nl:
+            link = nl.find_link(st.get("bridge", "") or "-")
+            if link is None:
+                return
+            if link.alias == net.mark:
+                nl.del_link(index=link.index)
+                return
+            # The operator's bridge: only the gateways kanal added to it go.
+            before = set(st.get("foreign_addrs") or [])
+            for gw in self._gateways(net):
+                if str(gw) not in before:
+                    nl.del_addr(link.index, gw)
 
     # --- endpoints ---------------------------------------------------------------
 
@@ -262,6 +306,75 @@ class BridgeDriver:
         except KanalError:
             return False  # a corrupt cache entry: rejoin, which rewrites it
 
+    # --- what an outside hand may take away (kanal.engine.repair) ----------------
+
+    def _masq(self, net: Network) -> bool:
+        st = net.driver_state
+        return bool(st["masquerade"]) and not net.internal and st["modes"]["ipv4"].startswith("nat")
+
+    def _owners(self, net: Network, ep: Endpoint) -> tuple[Any, Any]:
+        """The firewall owners of the endpoint's masquerade and published ports: the
+        CNI chain's (network, container id, ifname), or the Docker plugin's."""
+        from kanal.firewall import Owner
+
+        name = f"kanal-{net.id[:12]}"
+        if ep.driver_state.get("external"):
+            return Owner(name, ep.id, "dockerif"), Owner(name, ep.id, "dockerpm")
+        return Owner(name, ep.id, ep.ifname), Owner(name, ep.id, ep.ifname)
+
+    def firewall_expect(self, net: Network, ep: Endpoint) -> list[tuple[str, str, int]]:
+        """What the endpoint's entries in kanal's nftables table are: (group, owner
+        tag, how many), the group ``masq`` (sets masq4/6) or ``ports`` (the
+        port maps pm_any*/pm_ip*)."""
+        masq, ports = self._owners(net, ep)
+        ifaces = [ipaddress.ip_interface(c) for c in (ep.ipv4, ep.ipv6) if c]
+        out = []
+        if self._masq(net) and ifaces:
+            out.append(("masq", masq.tag, len(ifaces)))
+        if ep.ports and not net.internal:
+            host_ip = net.driver_state.get("host_ip", "")
+            n = 0
+            for p in ep.ports:
+                bound = p.host_ip or host_ip
+                fam = ipaddress.ip_address(bound).version if bound else 0
+                n += sum(1 for i in ifaces if not fam or i.version == fam)
+            if n:
+                out.append(("ports", ports.tag, n))
+        return out
+
+    def restore_firewall(self, net: Network, ep: Endpoint) -> None:
+        """Write the endpoint's nftables entries again (all idempotent adds)."""
+        from kanal.firewall import Masquerade, get_backend
+        from kanal.firewall.netpolicy import add_network_policy
+        from kanal.firewall.portmap_nft import PortMapping, add_portmaps
+
+        add_network_policy(net.id[:12], net.driver_state["bridge"], internal=net.internal)
+        ifaces = [ipaddress.ip_interface(c) for c in (ep.ipv4, ep.ipv6) if c]
+        masq, ports = self._owners(net, ep)
+        if self._masq(net) and ifaces:
+            get_backend("nftables").add_masquerade(
+                [Masquerade(masq, i.ip, i.network) for i in ifaces]
+            )
+        if ep.ports and not net.internal and ifaces:
+            host_ip = net.driver_state.get("host_ip", "")
+            mappings = [
+                PortMapping(
+                    p.host_port,
+                    p.container_port,
+                    p.protocol,
+                    ipaddress.ip_address(p.host_ip or host_ip) if (p.host_ip or host_ip) else None,
+                )
+                for p in ep.ports
+            ]
+            add_portmaps(
+                ports,
+                mappings,
+                [i.ip for i in ifaces],
+                [i.network for i in ifaces],
+                snat=True,
+                masq_all=False,
+            )
+
     # --- endpoints whose interface another runtime places (Docker's remote driver) ---
 
     def attach_detached(self, net: Network, ep: Endpoint) -> str:
@@ -288,7 +401,7 @@ class BridgeDriver:
         host, peer = f"kvh{h}", f"kvc{h}"
         ep.driver_state.update({"host_veth": host, "peer": peer, "external": True})
         if _link_exists(host) or _link_exists(peer):
-            self.detach(net, ep)  # a retried Join: replace the pair the first one made
+            self.detach(net, ep)  # a retried Join: replace the pair the first one made (marked)
         wait_for_host(host)
         wait_for_host(peer)
         ep.mac = ep.mac or random_mac()
@@ -304,8 +417,10 @@ class BridgeDriver:
         with open("/proc/thread-self/ns/net", "rb") as here, ExitStack() as undo:
             _setup_veth(
                 conf, _Bridge(br.index, br.name, br.mac), here.fileno(), peer, ep.mac, undo,
-                host_name=host,
+                host_name=host, alias=ep.mark,
             )  # fmt: skip
+            with Netlink() as nl:  # the far end too: dockerd may hand it back one day
+                nl.set_link(nl.get_link(peer).index, ifalias=ep.mark)
             masq = st["masquerade"] and not net.internal and st["modes"]["ipv4"].startswith("nat")
             if masq:
                 rules = [
@@ -334,11 +449,16 @@ class BridgeDriver:
             errors.append(e)
         # The host end takes its peer with it (deferred in kanald, as CNI DEL's
         # veths); a peer dockerd moved back after the pair broke goes on its own.
+        # Only links that carry the endpoint's mark: a namesake is someone else's.
+        from kanal.netlink.handle import Netlink
+
         for name in (ep.driver_state.get("host_veth"), ep.driver_state.get("peer")):
             if not name:
                 continue
             try:
-                if delete_host_link(name):
+                with Netlink() as nl:
+                    link = nl.find_link(name)
+                if link is not None and link.alias == ep.mark and delete_host_link(name):
                     break
             except KanalError as e:
                 errors.append(e)

@@ -51,6 +51,9 @@ class CniDriver:
             raise InvalidConfig("--internal is not supported by the cni driver")
         self.conflist(net)  # it must exist and parse now, not at the first connect
 
+    def reserve(self, net: Network) -> None:
+        pass
+
     def create_network(self, net: Network) -> None:
         pass  # the plugins make what they need at the first ADD
 

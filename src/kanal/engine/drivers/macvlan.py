@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["MacvlanDriver"]
 
 MODES = ("bridge", "private", "vepa", "passthru")
-_IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}\Z")
 
 
 class MacvlanDriver:
@@ -69,6 +69,9 @@ class MacvlanDriver:
         doc = {"cniVersion": "1.0.0", "name": f"kanal-{net.id[:12]}", "plugins": [plugin]}
         return parse_conflist(json.dumps(doc))
 
+    def reserve(self, net: Network) -> None:
+        pass
+
     def create_network(self, net: Network) -> None:
         pass  # the macvlans are made per endpoint; the parent is the host's
 
@@ -106,7 +109,7 @@ class MacvlanDriver:
         """
         import hashlib
 
-        from kanal.netlink.batch import Batch, raw_socket
+        from kanal.netlink.batch import Batch, free_index, raw_socket
         from kanal.plugins._iface import random_mac
         from kanal.plugins.macvlan import default_route_link
 
@@ -118,16 +121,26 @@ class MacvlanDriver:
             index = socket.if_nametoindex(parent)
         except OSError:
             raise InvalidConfig(f"parent interface {parent} was not found") from None
+        new = free_index()
         with raw_socket() as s:
             b = Batch(s)
-            b.add_macvlan(name, index, net.driver_state["mode"], mac=ep.mac or random_mac())
+            b.add_macvlan(
+                name, index, net.driver_state["mode"], mac=ep.mac or random_mac(), index=new
+            )
+            b.set_link(index=new, alias=ep.mark)  # in the same batch: never unmarked
             b.commit()
         return name
 
     def detach(self, net: Network, ep: Endpoint) -> None:
-        """Undo :meth:`attach_detached`; idempotent."""
+        """Undo :meth:`attach_detached` (only a link carrying the endpoint's mark);
+        idempotent."""
+        from kanal.netlink.handle import Netlink
         from kanal.netlink.reaper import delete_host_link
 
         name = ep.driver_state.get("peer")
-        if name:
+        if not name:
+            return
+        with Netlink() as nl:
+            link = nl.find_link(name)
+        if link is not None and link.alias == ep.mark:
             delete_host_link(name)

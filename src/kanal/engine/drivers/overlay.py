@@ -59,7 +59,7 @@ class OverlayDriver:
     # --- network -----------------------------------------------------------------
 
     def prepare(self, net: Network) -> None:
-        cluster = self.cluster
+        self.cluster  # noqa: B018 (raises the clear error when kanald has no cluster)
         for key in net.options:
             if key not in OPTIONS:
                 raise InvalidConfig(f"unknown overlay option {key}")
@@ -79,8 +79,11 @@ class OverlayDriver:
             if not 68 <= mtu <= 65485:
                 raise InvalidConfig(f"invalid MTU {mtu}: want 68-65485")
         net.scope = "global"
-        vni = cluster.allocate_vni(net.id, want)
-        net.driver_state = {"vni": vni, "bridge": f"kov{vni}", "mtu": mtu}
+        net.driver_state = {"vni": want, "mtu": mtu}
+
+    def reserve(self, net: Network) -> None:
+        vni = self.cluster.allocate_vni(net.id, int(net.driver_state.get("vni") or 0))
+        net.driver_state.update({"vni": vni, "bridge": f"kov{vni}"})
 
     def create_network(self, net: Network) -> None:
         # Made on a host by its first endpoint. After a restart, a host that still
@@ -125,6 +128,7 @@ class OverlayDriver:
             net.driver_state["bridge"],
             self.cluster.advertise_addr,
             self._mtu(net),
+            owner=net.mark,
         )
 
     def _remove_local(self, net: Network) -> None:
@@ -132,7 +136,7 @@ class OverlayDriver:
 
         self.cluster.agent.detach(net.id)
         with Netlink() as nl:
-            nl.del_link(net.driver_state["bridge"])
+            nl.del_owned_link(net.driver_state.get("bridge") or "-", net.mark)
 
     # --- endpoints ---------------------------------------------------------------
 
@@ -153,8 +157,11 @@ class OverlayDriver:
 
     def join(self, net: Network, ep: Endpoint) -> None:
         from kanal.engine.drivers._cni import add, static_runtime
+        from kanal.netlink.handle import Netlink
 
         cluster = self.cluster
+        with Netlink() as nl:  # made here, marked as this network's (the plugin would not)
+            nl.ensure_owned_bridge(net.driver_state["bridge"], owner=net.mark, mtu=self._mtu(net))
         result = add(self.ctx, self.conflist(net), static_runtime(net, ep))
         try:
             for iface in result.interfaces:

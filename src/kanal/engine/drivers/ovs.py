@@ -57,7 +57,7 @@ OPTIONS = (
 )
 DATAPATHS = ("netdev", "system")
 VXLAN_MTU = 1450  # 1500 - 50 bytes of outer Ethernet/IPv4/UDP/VXLAN headers
-_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
 EP_KEY = "kanal-endpoint"
 Iface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
@@ -209,6 +209,9 @@ class OvsDriver:
                 sub = ipaddress.ip_network(c.subnet)
                 out.append(ipaddress.ip_interface(f"{c.gateway}/{sub.prefixlen}"))
         return out
+
+    def reserve(self, net: Network) -> None:
+        pass
 
     def create_network(self, net: Network) -> None:
         from kanal.netlink.batch import Batch, raw_socket

@@ -34,6 +34,9 @@ class _NoInterface:
         if net.options:
             raise InvalidConfig(f"the {self.name} driver takes no options")
 
+    def reserve(self, net: Network) -> None:
+        pass
+
     def create_network(self, net: Network) -> None:
         pass
 
