@@ -227,3 +227,27 @@ def test_cidr_and_ip_parsing_match_the_go_syntax() -> None:
             ok = False
         if ok:
             assert rx.match(s), s
+
+
+def test_disk_index_reads_addresses_as_ipaddress_does() -> None:
+    """The host-local store's quick read of entry names equals ipaddress's."""
+    from kanal.ipam.disk import _address
+    from kanal.ipam.ranges import canonical_ip
+    from kanal.ipam.store import name_ip
+
+    def reference(name: str) -> tuple[int, int] | None:
+        ip = name_ip(name)
+        if ip is None:
+            return None
+        ip = canonical_ip(ip)
+        return ip.version, int(ip)
+
+    rng = random.Random(5)
+    parts: list[Any] = [0, 1, 9, 10, 99, 100, 255, 256, "01", "001", "x", "", " 1", "\u0661"]
+    names = ["1.2.3.4", "0.0.0.0", "::ffff:1.2.3.4", "fd00::1", "lock", "last_reserved_ip.0"]
+    names += [
+        ".".join(str(rng.choice(parts)) for _ in range(rng.choice([3, 4, 4, 4, 5])))
+        for _ in range(5000)
+    ]
+    for name in names:
+        assert _address(name) == reference(name), name
