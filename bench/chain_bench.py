@@ -29,7 +29,15 @@ sys.path.insert(0, str(ROOT))
 
 from tests.helpers import create_netns, delete_netns, unique  # noqa: E402
 
-from bench.cni_bench import GO_DIR, _rss_mb, install, kanald, p50, standalone_env  # noqa: E402
+from bench.cni_bench import (  # noqa: E402
+    GO_DIR,
+    INTERLEAVE_UP_TO,
+    _rss_mb,
+    install,
+    kanald,
+    p50,
+    standalone_env,
+)
 
 CHAIN = ("bridge", "portmap", "firewall", "tuning")
 
@@ -153,44 +161,72 @@ def run(
     adds: dict[tuple[str, int], list[float]] = {}
     dels: dict[tuple[str, int], list[float]] = {}
     rss: dict[int, float] = {}
+    Held = list[tuple[str, str, int, dict[str, Any]]]
+
+    def attach(impl: ChainImpl, mine: Held, count: int) -> None:
+        while len(mine) < count:
+            ns = create_netns(unique("kcc", 30))
+            made.append(ns)
+            cid = f"keep-{impl.name}-{len(mine)}"
+            port = impl.port_base + 5000 + len(mine)
+            _, res = chain_add(impl, net, cid, f"/run/netns/{ns}", port)
+            mine.append((ns, cid, port, res))
+
+    def sample(impl: ChainImpl, target: int, k: int) -> None:
+        ns = create_netns(unique("kcs", 30))
+        try:
+            cid = f"s-{impl.name}-{target}-{k}"
+            port = impl.port_base + k
+            dt, res = chain_add(impl, net, cid, f"/run/netns/{ns}", port)
+            adds.setdefault((impl.name, target), []).append(dt)
+            dels.setdefault((impl.name, target), []).append(
+                chain_del(impl, net, cid, f"/run/netns/{ns}", port, res)
+            )
+        finally:
+            delete_netns(ns)
+
+    def detach(impl: ChainImpl, mine: Held) -> None:
+        for ns, cid, port, res in mine:
+            chain_del(impl, net, cid, f"/run/netns/{ns}", port, res)
+            delete_netns(ns)
+            made.remove(ns)
+        mine.clear()
+
+    def done(impl: ChainImpl, target: int, daemon: subprocess.Popen[bytes]) -> None:
+        if impl.name == "kanal":
+            rss[target] = _rss_mb(daemon.pid)
+        a, d = adds[(impl.name, target)], dels[(impl.name, target)]
+        report(
+            f"  {impl.name:16s} attached={target:4d}: chain ADD p50 "
+            f"{p50(a):6.1f} ms, DEL p50 {p50(d):6.1f} ms"
+        )
+
     try:
         with kanald(sock) as daemon:
             net = unique("chain", 20)
-            # One implementation at a time (see cni_bench: a new container's floods
-            # would bill the other side).
+            # A few attached: samples interleave across implementations (see cni_bench).
+            for target in [t for t in attached if t <= INTERLEAVE_UP_TO]:
+                held: dict[str, Held] = {impl.name: [] for impl in impls}
+                for impl in impls:
+                    attach(impl, held[impl.name], target)
+                time.sleep(settle)
+                for k in range(samples):
+                    for impl in impls:
+                        sample(impl, target, k)
+                for impl in impls:
+                    done(impl, target, daemon)
+                    detach(impl, held[impl.name])
+            # Many: one implementation at a time (see cni_bench: a new container's
+            # floods would bill the other side).
             for impl in impls:
-                mine: list[tuple[str, str, int, dict[str, Any]]] = []
-                for target in attached:
-                    while len(mine) < target:
-                        ns = create_netns(unique("kcc", 30))
-                        made.append(ns)
-                        cid = f"keep-{impl.name}-{len(mine)}"
-                        port = impl.port_base + 5000 + len(mine)
-                        _, res = chain_add(impl, net, cid, f"/run/netns/{ns}", port)
-                        mine.append((ns, cid, port, res))
+                mine: Held = []
+                for target in [t for t in attached if t > INTERLEAVE_UP_TO]:
+                    attach(impl, mine, target)
                     time.sleep(settle)
-                    a = adds.setdefault((impl.name, target), [])
-                    d = dels.setdefault((impl.name, target), [])
                     for k in range(samples):
-                        ns = create_netns(unique("kcs", 30))
-                        try:
-                            cid = f"s-{impl.name}-{target}-{k}"
-                            port = impl.port_base + k
-                            dt, res = chain_add(impl, net, cid, f"/run/netns/{ns}", port)
-                            a.append(dt)
-                            d.append(chain_del(impl, net, cid, f"/run/netns/{ns}", port, res))
-                        finally:
-                            delete_netns(ns)
-                    if impl.name == "kanal":
-                        rss[target] = _rss_mb(daemon.pid)
-                    report(
-                        f"  {impl.name:16s} attached={target:4d}: chain ADD p50 "
-                        f"{p50(a):6.1f} ms, DEL p50 {p50(d):6.1f} ms"
-                    )
-                for ns, cid, port, res in mine:
-                    chain_del(impl, net, cid, f"/run/netns/{ns}", port, res)
-                    delete_netns(ns)
-                    made.remove(ns)
+                        sample(impl, target, k)
+                    done(impl, target, daemon)
+                detach(impl, mine)
             for target in attached:
                 ka, ra = p50(adds[("kanal", target)]), p50(adds[("go-ref", target)])
                 kd, rd = p50(dels[("kanal", target)]), p50(dels[("go-ref", target)])
