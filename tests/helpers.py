@@ -175,3 +175,46 @@ def busybox_tar(dest: Path) -> Path:
     with tarfile.open(tar, "w") as t:
         t.add(root, arcname=".")
     return tar
+
+
+def kanal_nft_leftovers(ns: str, needles: Sequence[str]) -> list[Any]:
+    """Objects of kanal's nftables table in ``ns`` that mention any of ``needles``.
+
+    The sets holding a network's subnets (``skip4/6``, ``pm_subnets4/6``) are shared
+    by the network's containers and left out.
+    """
+    objs = (nft_json(ns, "list", "table", "inet", "kanal") or {}).get("nftables", [])
+    return [
+        o
+        for o in objs
+        if not o.get("set", {}).get("name", "").startswith(("skip", "pm_subnets"))
+        and any(n in json.dumps(o) for n in needles)
+    ]
+
+
+@contextmanager
+def kanald_in(
+    host: str, sock: Path, log: Path, *, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``kanald --no-engine`` serving plugins on ``sock`` in namespace ``host``."""
+    import time
+
+    venv = Path(__file__).resolve().parents[1] / ".venv" / "bin"
+    with open(log, "ab") as f:
+        proc = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{host}", str(venv / "kanald"), "--no-engine",
+             "--socket", str(sock), "--log-level", "info"],
+            stderr=f,
+            cwd=cwd,
+        )  # fmt: skip
+    try:
+        for _ in range(500):
+            if sock.exists():
+                break
+            time.sleep(0.02)
+        if not sock.exists():
+            raise RuntimeError(f"kanald did not start: {log.read_text()}")
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)

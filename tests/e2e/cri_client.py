@@ -93,10 +93,23 @@ class CriClient:
         name: bytes = got.get(2, [b""])[0]  # runtime_name
         return name.decode()
 
-    def run_pod_sandbox(self, name: str, uid: str, namespace: str, log_dir: str) -> str:
+    def run_pod_sandbox(
+        self,
+        name: str,
+        uid: str,
+        namespace: str,
+        log_dir: str,
+        port_mappings: Iterable[tuple[int, int, str]] = (),
+    ) -> str:
+        """``port_mappings``: (container port, host port, host IP), TCP."""
         metadata = fields([(1, name), (2, uid), (3, namespace), (4, 0)])
         linux = b""  # no security context: containerd's defaults
-        config = fields([(1, metadata), (2, name), (3, log_dir)]) + field(8, linux)
+        config = fields([(1, metadata), (2, name), (3, log_dir)])
+        for container_port, host_port, host_ip in port_mappings:
+            # PortMapping: protocol=1 (TCP is 0, the default), container_port=2,
+            # host_port=3, host_ip=4
+            config += field(5, fields([(2, container_port), (3, host_port), (4, host_ip)]))
+        config += field(8, linux)
         got = self._call("RunPodSandbox", field(1, config))
         return str(got[1][0].decode())
 
@@ -119,6 +132,11 @@ class CriClient:
                     if ns.get("type") == "network":
                         netns = ns.get("path", "")
         return state, ip, netns
+
+    def list_pod_sandboxes(self) -> list[str]:
+        """The ids of every pod sandbox containerd knows."""
+        got = self._call("ListPodSandbox", b"")
+        return [decode(item)[1][0].decode() for item in got.get(1, [])]
 
     def stop_pod_sandbox(self, sandbox_id: str) -> None:
         self._call("StopPodSandbox", field(1, sandbox_id))

@@ -28,38 +28,8 @@ class Kanald(Daemon):
         super().__init__(host, tmp)
         self.idle_timeout = idle_timeout
         self.netns_dir = tmp / "netns"
-        self.state = tmp / "state"
         self.plugin_sock = tmp / "plugin.sock" if plugin else None
-
-    def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [
-                "nsenter",
-                f"--net=/run/netns/{self.host}",
-                str(VENV / "kanald"),
-                "--socket",
-                str(self.tmp / "fp.sock"),
-                "--state-dir",
-                str(self.state),
-                "--api-socket",
-                str(self.api),
-                "--default-bridge",
-                self.bridge,
-                "--default-subnet",
-                "10.70.0.0/24",
-                "--default-address-pool",
-                "base=10.71.0.0/16,size=24",
-                "--cni-conf-dir",
-                str(self.tmp / "net.d"),
-                "--netns-dir",
-                str(self.netns_dir),
-                "--docker-plugin-socket",
-                str(self.plugin_sock) if self.plugin_sock else "none",
-                "--api-idle-timeout",
-                str(self.idle_timeout),
-            ],
-            stderr=log,
-        )
+        self.extra = ("--api-idle-timeout", str(idle_timeout))
 
     def start(self) -> None:
         super().start()
@@ -107,7 +77,7 @@ class Kanald(Daemon):
             s.close()
 
     def snap(self) -> snapshot.Snapshot:
-        return snapshot.take([self.host], self.state, netns_dir=self.netns_dir)
+        return snapshot.take([self.host], self.state, netns_dir=Path(self.netns_dir))
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """``kanal ARGS`` against this daemon (``-H`` after the command group)."""
@@ -159,7 +129,8 @@ def kanald(tmp: Path, *, plugin: bool = False, idle_timeout: float = 60.0) -> It
             except OSError:
                 pass
             d.stop(kill=True)
-            for p in d.netns_dir.glob("*") if d.netns_dir.exists() else []:
+            netns_dir = Path(d.netns_dir)
+            for p in netns_dir.glob("*") if netns_dir.exists() else []:
                 subprocess.run(["umount", str(p)], capture_output=True)
                 p.unlink(missing_ok=True)
 

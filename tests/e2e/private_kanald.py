@@ -18,34 +18,9 @@ __all__ = ["PrivateNetnsDaemon", "private_daemon"]
 class PrivateNetnsDaemon(RunDaemon):
     """kanald with its sandboxes' namespaces in a directory of its own."""
 
-    extra: tuple[str, ...] = ()
-
-    def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
-        argv = [
-            "nsenter",
-            f"--net=/run/netns/{self.host}",
-            str(VENV / "kanald"),
-            "--socket",
-            str(self.tmp / "fp.sock"),
-            "--state-dir",
-            str(self.tmp / "state"),
-            "--api-socket",
-            str(self.api),
-            "--default-bridge",
-            self.bridge,
-            "--default-subnet",
-            "10.70.0.0/24",
-            "--default-address-pool",
-            "base=10.71.0.0/16,size=24",
-            "--cni-conf-dir",
-            str(self.tmp / "net.d"),
-            "--netns-dir",
-            str(self.tmp / "netns"),
-            "--docker-plugin-socket",
-            "none",
-            *self.extra,
-        ]
-        return subprocess.Popen(argv, stderr=log)
+    def __init__(self, host: str, tmp: Path) -> None:
+        super().__init__(host, tmp)
+        self.netns_dir = tmp / "netns"
 
     def cli(self, *args: str) -> list[str]:
         """The kanal command line for ``args`` (``network ...``, ``run ...``) on this daemon."""

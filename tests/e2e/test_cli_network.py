@@ -17,22 +17,40 @@ VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 
 
 class Daemon:
+    """A kanald in the test's host namespace; subclasses change ``netns_dir``,
+    ``plugin_sock`` and ``extra`` (more options) rather than the command line."""
+
     def __init__(self, host: str, tmp: Path) -> None:
         self.host = host
         self.tmp = tmp
         self.api = tmp / "api.sock"
         self.proc: subprocess.Popen[bytes] | None = None
         self.bridge = unique("kd", 15)
+        self.state = tmp / "state"
+        self.netns_dir: Path | str = "/run/netns"
+        self.plugin_sock: Path | None = None
+        self.extra: tuple[str, ...] = ()
 
     def start(self) -> None:
         self.api.unlink(missing_ok=True)  # a killed daemon leaves its socket file
         with open(self.tmp / "kanald.log", "ab") as log:
             self.proc = self._spawn(log)
         for _ in range(500):
-            if self.api.exists():
+            if self.api.exists() and self._answers():
                 return
             time.sleep(0.02)
         raise AssertionError("kanald's API did not come up")
+
+    def _answers(self) -> bool:
+        # The socket file appears at bind(); connecting also needs listen().
+        import socket
+
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            try:
+                s.connect(str(self.api))
+            except OSError:
+                return False
+        return True
 
     def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -43,7 +61,7 @@ class Daemon:
                 "--socket",
                 str(self.tmp / "fp.sock"),
                 "--state-dir",
-                str(self.tmp / "state"),
+                str(self.state),
                 "--api-socket",
                 str(self.api),
                 "--default-bridge",
@@ -55,9 +73,10 @@ class Daemon:
                 "--cni-conf-dir",
                 str(self.tmp / "net.d"),
                 "--netns-dir",
-                "/run/netns",
+                str(self.netns_dir),
                 "--docker-plugin-socket",
-                "none",
+                str(self.plugin_sock) if self.plugin_sock else "none",
+                *self.extra,
             ],
             stderr=log,
         )

@@ -10,6 +10,7 @@ nothing is left.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -17,16 +18,18 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kanal.fastpath.install import install_plugins
-from tests.helpers import ip_json, nft_json, unique
+from tests.helpers import ip_json, kanal_nft_leftovers, nft_json, unique
 
 VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
 IMAGE = "kanal.test/pause:1"
@@ -73,7 +76,8 @@ def build_image(path: Path) -> None:
 
 
 class Containerd:
-    def __init__(self, host: str, tmp: Path) -> None:
+    def __init__(self, host: str, tmp: Path, chain: list[dict[str, Any]] | None = None) -> None:
+        """``chain``: the conflist's plugins (default: bridge, portmap, firewall, tuning)."""
         self.host = host
         self.tmp = tmp
         self.sock = tmp / "containerd.sock"
@@ -86,10 +90,13 @@ class Containerd:
         install_plugins(str(self.bindir), socket_path=str(self.kanald_sock))
         octet = 100 + os.getpid() % 100
         self.subnet_prefix = f"10.{octet}.9."
+        self.ipam_dir, self.tuning_dir = tmp / "ipam", tmp / "tuning"
         conflist = {
             "cniVersion": "1.0.0",
             "name": "kanalcri",
-            "plugins": [
+            "plugins": chain
+            if chain is not None
+            else [
                 {
                     "type": "bridge",
                     "bridge": self.bridge,
@@ -108,6 +115,13 @@ class Containerd:
                 {"type": "tuning", "dataDir": str(tmp / "tuning")},
             ],
         }
+        if chain is not None:
+            for plugin in chain:
+                if "ipam" in plugin:
+                    plugin["ipam"]["ranges"] = [[{"subnet": f"10.{octet}.9.0/24"}]]
+                    plugin["ipam"]["dataDir"] = str(self.ipam_dir)
+                if plugin.get("type") == "bridge":
+                    plugin["bridge"] = self.bridge
         (self.confdir / "10-kanal.conflist").write_text(json.dumps(conflist))
         (tmp / "containerd.toml").write_text(
             f"""version = 2
@@ -212,12 +226,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 cached.unlink(missing_ok=True)
 
 
-@pytest.fixture
-def cri(host_ns: str, tmp_path: Path) -> Iterator[tuple[Containerd, Any]]:
+@contextmanager
+def running(
+    host_ns: str, tmp_path: Path, chain: list[dict[str, Any]] | None = None
+) -> Iterator[tuple[Containerd, Any]]:
     pytest.importorskip("grpc", reason="grpcio (a dev dependency) is not installed")
     from tests.e2e.cri_client import CriClient
 
-    c = Containerd(host_ns, tmp_path)
+    c = Containerd(host_ns, tmp_path, chain)
     try:
         c.start()
         client = CriClient(str(c.sock))
@@ -227,6 +243,12 @@ def cri(host_ns: str, tmp_path: Path) -> Iterator[tuple[Containerd, Any]]:
             client.close()
     finally:
         c.stop()
+
+
+@pytest.fixture
+def cri(host_ns: str, tmp_path: Path) -> Iterator[tuple[Containerd, Any]]:
+    with running(host_ns, tmp_path) as got:
+        yield got
 
 
 def test_two_pods_on_kanal_then_double_del_leaves_nothing(cri: tuple[Containerd, Any]) -> None:
@@ -255,18 +277,7 @@ def test_two_pods_on_kanal_then_double_del_leaves_nothing(cri: tuple[Containerd,
         client.remove_pod_sandbox(pid)  # DEL again, CNI_NETNS empty
     log = (c.tmp / "kanald.log").read_text()
     assert log.count("served bridge DEL (exit 0)") >= 4  # two DELs per pod, all answered
-    ports = ["?"]
-    for _ in range(300):  # kanald unregisters veths just after answering
-        ports = [x["ifname"] for x in ip_json(c.host, "link", "show", "master", c.bridge)]
-        if not ports:
-            break
-        time.sleep(0.1)
-    assert ports == []
-    ipam = c.tmp / "ipam" / "kanalcri"
-    left = [p.name for p in ipam.iterdir() if p.name[0].isdigit()] if ipam.exists() else []
-    assert left == []
-    ruleset = json.dumps(nft_json(c.host, "list", "table", "inet", "kanal") or {})
-    assert pods[0][1] not in ruleset and pods[1][1] not in ruleset
+    nothing_left(c)
     for pid, _, netns in pods:
         assert not os.path.exists(netns)
         assert list(CNI_CACHE.glob(f"kanalcri-{pid}-*")) == []  # libcni's result cache
@@ -276,3 +287,117 @@ def test_two_pods_on_kanal_then_double_del_leaves_nothing(cri: tuple[Containerd,
 
 def nsexec_path(path: str, *cmd: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(["nsenter", f"--net={path}", *cmd], capture_output=True, timeout=30)
+
+
+def fetch(host: str, url: str) -> str:
+    """GET ``url`` from the host namespace ("" when nothing answers)."""
+    p = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{host}", sys.executable, "-c",
+         "import sys, urllib.request\n"
+         "try:\n"
+         f"    print(urllib.request.urlopen({url!r}, timeout=3).read().decode())\n"
+         "except OSError as e:\n"
+         "    print('ERR', e, file=sys.stderr)\n"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    return p.stdout
+
+
+def nothing_left(c: Containerd, port: int | None = None) -> None:
+    """No veth on the bridge, no reservation, no firewall or port entry, no backup."""
+    ports = ["?"]
+    for _ in range(300):  # kanald unregisters veths just after answering
+        ports = [x["ifname"] for x in ip_json(c.host, "link", "show", "master", c.bridge)]
+        if not ports:
+            break
+        time.sleep(0.1)
+    assert ports == []
+    ipam = c.ipam_dir / "kanalcri"
+    assert not ipam.exists() or [p.name for p in ipam.iterdir() if p.name[0].isdigit()] == []
+    needles = [c.subnet_prefix] + ([] if port is None else [str(port)])
+    assert kanal_nft_leftovers(c.host, needles) == []
+    assert not c.tuning_dir.exists() or list(c.tuning_dir.iterdir()) == []
+
+
+def test_pod_port_mapping_answers_on_its_host_ip(
+    cri: tuple[Containerd, Any], tmp_path: Path
+) -> None:
+    """Kubernetes hostPort on containerd: go-cni sends {"HostPort": …, "ContainerPort": …}."""
+    c, client = cri
+    port = 20000 + os.getpid() % 10000
+    pid = client.run_pod_sandbox(
+        "kweb", f"uid-web-{os.getpid()}", "kanaltest", str(c.tmp / "logsw"),
+        port_mappings=[(80, port, "127.0.0.1")],
+    )  # fmt: skip
+    c.pod_ids.append(pid)
+    state, ip, netns = client.pod_sandbox_status(pid)
+    assert state == "SANDBOX_READY" and ip.startswith(c.subnet_prefix), (state, ip)
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "index.html").write_text("hello from the pod\n")
+    server = subprocess.Popen(
+        ["nsenter", f"--net={netns}", sys.executable, "-m", "http.server", "80",
+         "--bind", "0.0.0.0", "--directory", str(www)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        page = ""
+        for _ in range(50):  # the server needs a moment to listen
+            page = fetch(c.host, f"http://127.0.0.1:{port}/")
+            if "hello" in page:
+                break
+            time.sleep(0.1)
+        assert "hello from the pod" in page
+        # Only on its host IP: the mapping is not on the host's other addresses.
+        nsexec_path(f"/run/netns/{c.host}", "ip", "addr", "add", "192.0.2.77/32", "dev", "lo")
+        assert fetch(c.host, f"http://192.0.2.77:{port}/") == ""
+    finally:
+        server.kill()
+        server.wait(10)
+    log = (c.tmp / "kanald.log").read_text()
+    assert "served portmap ADD (exit 0)" in log
+    client.stop_pod_sandbox(pid)
+    client.remove_pod_sandbox(pid)
+    nothing_left(c, port)
+
+
+FAILING_CHAINS: dict[str, list[dict[str, Any]]] = {
+    # The chain's last plugin fails (a sysctl the kernel does not have), after
+    # bridge, portmap and firewall have done their part.
+    "last-plugin-fails": [
+        {"type": "bridge", "isGateway": True, "ipMasq": True, "ipam": {"type": "host-local"}},
+        {"type": "portmap", "capabilities": {"portMappings": True}},
+        {"type": "firewall"},
+        {"type": "tuning", "sysctl": {"net.ipv4.conf.IFNAME.kanal_no_such_key": "1"}},
+    ],
+    # portmap itself refuses its config (iptables matches without the iptables
+    # backend): its DEL, run first, must still let the chain's DEL reach bridge.
+    "portmap-refuses-its-config": [
+        {"type": "bridge", "isGateway": True, "ipam": {"type": "host-local"}},
+        {"type": "firewall"},
+        {
+            "type": "portmap",
+            "capabilities": {"portMappings": True},
+            "conditionsV4": ["-s", "10.0.0.0/8"],
+        },
+    ],
+}
+
+
+@pytest.mark.parametrize("chain", sorted(FAILING_CHAINS))
+def test_failed_add_leaves_nothing(host_ns: str, tmp_path: Path, chain: str) -> None:
+    with running(host_ns, tmp_path, copy.deepcopy(FAILING_CHAINS[chain])) as (c, client):
+        port = 20000 + os.getpid() % 10000
+        with pytest.raises(Exception, match="failed") as ei:
+            client.run_pod_sandbox(
+                "kfail", f"uid-fail-{os.getpid()}", "kanaltest", str(c.tmp / "logsf"),
+                port_mappings=[(80, port, "127.0.0.1")],
+            )  # fmt: skip
+        assert "plugin type=" in str(ei.value)
+        log = (c.tmp / "kanald.log").read_text()
+        # containerd tore the chain down, every DEL answered with success
+        for plugin in FAILING_CHAINS[chain]:
+            assert f"served {plugin['type']} DEL (exit 0)" in log, plugin["type"]
+        assert "DEL (exit 1)" not in log
+        nothing_left(c, port)
+        assert client.list_pod_sandboxes() == []

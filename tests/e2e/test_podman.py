@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 
 from kanal.fastpath.install import install_plugins
-from tests.helpers import busybox_tar, ip_json, nft_json, unique
+from tests.helpers import busybox_tar, ip_json, kanal_nft_leftovers, nft_json, unique
 
 pytestmark = [
     pytest.mark.runtime,
@@ -60,8 +61,11 @@ class Podman:
         return p
 
 
-@pytest.fixture
-def podman(tmp_path: Path, host_ns: str) -> Iterator[Podman]:
+@contextmanager
+def running_podman(
+    tmp_path: Path, host_ns: str, last: dict[str, Any] | None = None
+) -> Iterator[Podman]:
+    """podman with the kanalnet conflist; ``last`` replaces its last plugin (loopback)."""
     d = tmp_path
     bindir, netd = d / "bin", d / "net.d"
     netd.mkdir()
@@ -93,7 +97,7 @@ def podman(tmp_path: Path, host_ns: str) -> Iterator[Podman]:
                 "dataDir": str(d / "tuning"),
                 "sysctl": {"net.ipv4.conf.IFNAME.arp_ignore": "1"},
             },
-            {"type": "loopback"},
+            last if last is not None else {"type": "loopback"},
         ],
     }
     (netd / "kanalnet.conflist").write_text(json.dumps(net))
@@ -147,6 +151,12 @@ runroot = "{d}/run"
         daemon.terminate()
         daemon.wait(10)
         shutil.rmtree(d / "store", ignore_errors=True)
+
+
+@pytest.fixture
+def podman(tmp_path: Path, host_ns: str) -> Iterator[Podman]:
+    with running_podman(tmp_path, host_ns) as pm:
+        yield pm
 
 
 def test_two_containers_talk_and_rm_leaves_nothing(podman: Podman) -> None:
@@ -235,3 +245,29 @@ def test_two_containers_talk_and_rm_leaves_nothing(podman: Podman) -> None:
     ruleset = nft_json(podman.host, "list", "table", "inet", "kanal") or {}
     assert ip not in json.dumps(ruleset)  # no masquerade, no port mapping left
     assert str(port) not in json.dumps(ruleset)
+
+
+def test_failed_add_leaves_nothing(tmp_path: Path, host_ns: str) -> None:
+    """The chain's last plugin fails after bridge, portmap, firewall and tuning worked:
+    podman tears the network down and nothing of the container's remains."""
+    failing = {"type": "sbr", "table": -1}  # refused: a table must be positive
+    with running_podman(tmp_path, host_ns, failing) as pm:
+        port = 20000 + os.getpid() % 10000
+        r = pm(
+            "run", "-d", "--name", "broken", "--network", "kanalnet",
+            "-p", f"127.0.0.1:{port}:80", "localhost/kbusybox", "sleep", "1000",
+            check=False,
+        )  # fmt: skip
+        assert r.returncode != 0 and "sbr" in r.stderr, r.stderr
+        log = (pm.dirs / "kanald.log").read_text()
+        assert "served sbr ADD (exit 1)" in log
+        for plugin in ("bridge", "portmap", "firewall", "tuning", "sbr"):
+            assert f"served {plugin} DEL (exit 0)" in log, plugin
+        assert "DEL (exit 1)" not in log
+        ports = [x["ifname"] for x in ip_json(pm.host, "link", "show", "master", pm.bridge)]
+        assert ports == []
+        ipam = pm.dirs / "ipam" / "kanalnet"
+        assert not ipam.exists() or [p.name for p in ipam.iterdir() if p.name[0].isdigit()] == []
+        assert kanal_nft_leftovers(pm.host, [pm.subnet_prefix, str(port)]) == []
+        tuning = pm.dirs / "tuning"
+        assert not tuning.exists() or list(tuning.iterdir()) == []

@@ -56,7 +56,7 @@ def link_state(ct: str) -> dict[str, Any]:
     return {
         "mac": eth0["address"],
         "mtu": eth0["mtu"],
-        "txqlen": eth0.get("txqlen"),
+        "txqlen": eth0.get("txqlen", 0),  # (ip -j leaves out a txqlen of 0)
         "promisc": eth0.get("promiscuity", 0) > 0,
         "allmulti": "ALLMULTI" in eth0["flags"],
         "arp_ignore": nsexec(ct, "sysctl", "-n", "net.ipv4.conf.eth0.arp_ignore")

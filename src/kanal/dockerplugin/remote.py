@@ -256,6 +256,9 @@ class RemoteNetworkDriver:
     def reserve(self, net: Network) -> None:
         pass
 
+    def idle(self, net: Network) -> None:
+        pass
+
     def create_network(self, net: Network) -> None:
         if net.driver_state.get("created"):
             return  # the plugin keeps its own networks across our restarts

@@ -26,6 +26,7 @@ import ipaddress
 import os
 import re
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kanal.errors import KanalError
@@ -40,37 +41,53 @@ __all__ = ["check"]
 _NETNS = re.compile(r"^kanal-[0-9a-f]{12}$")
 
 
+@dataclass
+class _View:
+    """The engine's objects as the store has them, read once per check."""
+
+    ctrl: Controller
+    sandboxes: SandboxManager
+    nets: dict[str, Network]
+    eps: list[Endpoint]
+    sbs: dict[str, Sandbox]
+    busy: set[str]  # ids an open intent names: their state may be half made
+
+
 def check(ctrl: Controller, sandboxes: SandboxManager) -> list[str]:
     """Every inconsistency or leak found, one line each ([] when all is well)."""
     out: list[str] = []
-    nets = {n.id: n for n in ctrl.networks()}
-    eps = ctrl.endpoints()
-    sbs = {s.id: s for s in sandboxes.list_all()}
-    open_ops = ctrl.journal.open()
-    busy = {str(v) for it in open_ops for k, v in it.fields.items() if k in ("sandbox", "endpoint")}
+    busy = {
+        str(v)
+        for it in ctrl.journal.open()
+        for k, v in it.fields.items()
+        if k in ("sandbox", "endpoint")
+    }
+    v = _View(
+        ctrl,
+        sandboxes,
+        {n.id: n for n in ctrl.networks()},
+        ctrl.endpoints(),
+        {s.id: s for s in sandboxes.list_all()},
+        busy,
+    )
     for it in ctrl.journal.abandoned():
         out.append(f"operation: interrupted {it.op} {it.fields} not resolved")
-    out += _store(ctrl, nets, eps, sbs, busy)
+    out += _store(v)
     try:
-        out += _kernel(ctrl, sandboxes, nets, eps, sbs, busy)
+        out += _kernel(v)
     except KanalError as e:
         out.append(f"kernel: cannot read kernel state: {e}")
-    out += _processes(sandboxes, sbs)
-    out += _files(ctrl, sandboxes, nets, eps, sbs, busy)
+    out += _processes(v)
+    out += _files(v)
     for key, users in ctrl.ctx.sysctls.claims().items() if ctrl.ctx.sysctls else ():
         for u in users:
-            if u not in nets:
+            if u not in v.nets:
                 out.append(f"sysctl: {key} is held for network {u[:12]}, which does not exist")
     return out
 
 
-def _store(
-    ctrl: Controller,
-    nets: dict[str, Network],
-    eps: list[Endpoint],
-    sbs: dict[str, Sandbox],
-    busy: set[str],
-) -> list[str]:
+def _store(v: _View) -> list[str]:
+    ctrl, nets, eps, sbs, busy = v.ctrl, v.nets, v.eps, v.sbs, v.busy
     out = []
     store = ctrl.store
     by_id = {ep.id: ep for ep in eps}
@@ -129,14 +146,8 @@ def _store(
     return out
 
 
-def _kernel(
-    ctrl: Controller,
-    sandboxes: SandboxManager,
-    nets: dict[str, Network],
-    eps: list[Endpoint],
-    sbs: dict[str, Sandbox],
-    busy: set[str],
-) -> list[str]:
+def _kernel(v: _View) -> list[str]:
+    ctrl, sandboxes, nets, eps, sbs, busy = v.ctrl, v.sandboxes, v.nets, v.eps, v.sbs, v.busy
     from kanal.netlink.handle import Netlink
 
     out = []
@@ -258,11 +269,11 @@ def _nft(ctrl: Controller, nets: dict[str, Network], eps: list[Endpoint]) -> lis
     return out
 
 
-def _processes(sandboxes: SandboxManager, sbs: dict[str, Sandbox]) -> list[str]:
+def _processes(v: _View) -> list[str]:
     from kanal.engine import processes
 
     out = []
-    for sb in sbs.values():
+    for sb in v.sbs.values():
         if sb.state == "running":
             ref = (sb.pid, str(int(sb.started)) if sb.started else "")
             if sb.pid and not processes.alive(ref):
@@ -277,14 +288,8 @@ def _processes(sandboxes: SandboxManager, sbs: dict[str, Sandbox]) -> list[str]:
     return out
 
 
-def _files(
-    ctrl: Controller,
-    sandboxes: SandboxManager,
-    nets: dict[str, Network],
-    eps: list[Endpoint],
-    sbs: dict[str, Sandbox],
-    busy: set[str],
-) -> list[str]:
+def _files(v: _View) -> list[str]:
+    ctrl, sandboxes, eps, sbs, busy = v.ctrl, v.sandboxes, v.eps, v.sbs, v.busy
     out = []
     root = os.path.join(sandboxes.state_dir, "sandboxes")
     try:

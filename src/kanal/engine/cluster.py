@@ -77,6 +77,7 @@ class Cluster:
         self.advertise_addr = advertise_addr
         self._lock = threading.Lock()
         self._networks: list[Network] = []  # the last listing (served while etcd is down)
+        self._listed = False  # whether _networks was ever read from etcd
         #: called (in a background thread) when this host registered again after its
         #: lease had expired: what it held may have been freed meanwhile
         self.on_rejoin: list[Callable[[], object]] = []
@@ -130,7 +131,16 @@ class Cluster:
                 return list(self._networks)
         with self._lock:
             self._networks = nets
+            self._listed = True
         return nets
+
+    def known_networks(self) -> list[Network]:
+        """The global networks as last read from etcd (no round trip: for the
+        embedded DNS's serving thread, which must never wait for etcd)."""
+        with self._lock:
+            if self._listed:
+                return list(self._networks)
+        return self.networks()
 
     def add_network(self, net: Network) -> None:
         """Store a new global network; its name must be free cluster-wide (Conflict)."""

@@ -625,6 +625,8 @@ class Controller:
                     "forced disconnect of %s from %s despite a teardown error", ep.id, net.name
                 )
             self._release(net, ep, it)
+        if not self.store.any(f"endpoints/{net.id}/"):
+            best_effort(self.driver(net.driver).idle, net)
 
     def _allocate(self, net: Network, version: int, ep_id: str, want: str) -> str:
         """An address (CIDR) for the endpoint, from kanal's IPAM or the network's plugin."""

@@ -4,57 +4,127 @@ As docker's (cnm.md §2.6): a sandbox's resolv.conf says ``nameserver 127.0.0.11
 and ``options ndots:0``; names and ``--alias``es of sandboxes sharing a user-defined
 network answer with their addresses (several answers shuffled), TTL 600, nothing
 across networks; other names go to the sandbox's upstream servers (``--dns``,
-else the host's), asked from the daemon's namespace, 4 s each, the next one on
-timeout, SERVFAIL or REFUSED, NXDOMAIN passed on.
+else the host's; the first three), asked from the daemon's namespace, 4 s each,
+the next one on timeout, SERVFAIL or REFUSED (or an ICMP "port unreachable"),
+NXDOMAIN passed on. An upstream's truncated UDP answer is asked again from the
+same upstream over TCP; a UDP client gets the full answer if it fits the size it
+advertised (512 bytes without EDNS), else the truncated one, so that it retries
+over TCP. Internal-only sandboxes get REFUSED instead of a forward.
 
 Unlike docker there is no DNAT: the daemon opens a UDP and a TCP socket *inside*
-each sandbox's namespace bound to 127.0.0.11:53 (127.0.0.0/8 is on lo there), and
-serves them all from one selector thread; forwards run in a small thread pool.
+each sandbox's namespace bound to 127.0.0.11:53 (127.0.0.0/8 is on lo there).
 The wire format is dnslib's.
+
+One sandbox cannot slow another. Everything is served by one thread from one
+epoll set, and nothing in it blocks: UDP and TCP listeners, TCP clients (a small
+state machine each, never a thread) and forwards (one non-blocking UDP or TCP
+socket per forward, with a deadline). What a sandbox may hold is capped:
+
+* at most ``max_tcp_clients`` (16) open TCP clients; a connection beyond that is
+  accepted and closed at once, so the client sees the end of the stream at once
+  instead of waiting in the listen backlog, and tries again or elsewhere;
+* a TCP client that has not sent a complete query for ``tcp_idle_timeout`` (5 s)
+  since it connected or got its last answer is closed (one dribbling a byte at a
+  time is idle too);
+* at most ``max_forwards_per_sandbox`` (128) forwards in flight, under the
+  global ``max_forwards`` (1024, docker's maxConcurrent). Beyond either, the
+  query is answered REFUSED at once, as docker answers at its limit. REFUSED and
+  not SERVFAIL: it says "this server will not do that for you now", a policy
+  answer a stub resolver takes as "ask the next nameserver"; SERVFAIL would
+  claim the name's own servers failed, which caching stubs may remember as such
+  (RFC 2308 §7.1).
+
+Repeated questions for local names are answered from replies packed once, with
+the query's id patched in (the addresses are looked up on every query, so a
+changed name is never answered from there). After each batch of events the loop
+polls without sleeping for ``SPIN`` seconds before it blocks again, as tokio's
+workers spin before parking: a client's next query is then taken without a
+wake-up. Only while the CPU is free, though: when the thread finds it was taken
+off the CPU in the middle of spinning, it stops spinning for ``CALM`` seconds (a
+spinning thread on a busy machine burns its share and then waits in the run
+queue when the query comes; a sleeping one is woken and run at once).
 """
 
 from __future__ import annotations
 
+import errno
+import heapq
 import ipaddress
 import itertools
 import logging
 import os
 import random
-import selectors
+import select
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 __all__ = ["DnsService", "SandboxDns"]
 
 log = logging.getLogger("kanal.dns")
 ADDRESS = "127.0.0.11"
 TTL = 600
-SPIN = 0.0005  # seconds of busy polling after each batch of queries
+SPIN = 0.0002  # seconds of busy polling after each batch of events, when the CPU is free
+PREEMPTED = 0.00003  # an empty poll longer than this while spinning: the CPU is contended
+CALM = 0.1  # seconds without spinning after that
+#: docker's maxConcurrent: forwards beyond it (all sandboxes together) are refused at once
+MAX_FORWARDS = 1024
+#: forwards one sandbox may have in flight: eight sandboxes at their cap fill the global one
+MAX_SANDBOX_FORWARDS = 128
+#: open TCP clients per sandbox
+MAX_TCP_CLIENTS = 16
+#: seconds a TCP client may stay without a complete query
+TCP_IDLE_TIMEOUT = 5.0
+_BATCH = 16  # datagrams or connections taken from one socket before the others' turn
+_MAX_UNSENT = 256 * 1024  # TCP answer bytes a client leaves unread before it is dropped
+_IN, _OUT = select.EPOLLIN, select.EPOLLOUT
+_SERVFAIL, _REFUSED = 2, 5
 
 
-@dataclass
+class _Handler(Protocol):
+    def ready(self, mask: int) -> None: ...
+
+
+class _Timed(Protocol):
+    def expire(self, deadline: float, now: float) -> None: ...
+
+
+# (name, addresses it had, rotations of the packed answer without its 2-byte id)
+_Cached = tuple[str, list[str], list[bytes]]
+
+
+@dataclass(eq=False)
 class SandboxDns:
-    """What the server knows about one attached sandbox."""
+    """What the server knows about one attached sandbox, and what it holds now."""
 
     sandbox_id: str
     upstreams: list[str] = field(default_factory=list)
     internal: bool = False  # only internal networks: no forwarding
     socks: list[socket.socket] = field(default_factory=list)
+    tcp_clients: set[_TcpClient] = field(default_factory=set)
+    forwards: set[_Forward] = field(default_factory=set)
+    cache: dict[bytes, _Cached] = field(default_factory=dict)  # query without its id
 
 
 # (sandbox id, lower-case name) -> [addresses]; None means "not ours, forward"
 Lookup = Callable[[str, str], list[str] | None]
 #: (sandbox id, address) -> "name.network" of the sandbox holding it, on a shared network
 Reverse = Callable[[str, str], str | None]
-#: docker's maxConcurrent: forwards beyond it are refused at once
-MAX_FORWARDS = 1024
 
 
 class DnsService:
+    """The embedded DNS server of every attached sandbox (see the module docstring).
+
+    ``lookup``/``reverse`` answer names and addresses and are called from the serving
+    thread, so they must be quick; ``attach``/``detach`` may be called from any thread
+    (the serving thread carries them out and they return when done). The limits and
+    timeouts are attributes, read when they apply.
+    """
+
     def __init__(
         self,
         lookup: Lookup,
@@ -63,37 +133,52 @@ class DnsService:
         upstream_port: int = 53,
         forward_timeout: float = 4.0,
         max_forwards: int = MAX_FORWARDS,
+        max_forwards_per_sandbox: int = MAX_SANDBOX_FORWARDS,
+        max_tcp_clients: int = MAX_TCP_CLIENTS,
+        tcp_idle_timeout: float = TCP_IDLE_TIMEOUT,
     ) -> None:
         self.lookup = lookup
         self.reverse = reverse
-        self.max_forwards = max_forwards
-        self._inflight = 0
         self.upstream_port = upstream_port
         self.forward_timeout = forward_timeout
-        self._sel = selectors.DefaultSelector()
-        self._lock = threading.Lock()
-        self._sandboxes: dict[str, SandboxDns] = {}
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="kanal-dns-fwd")
-        self._wake_r, self._wake_w = os.pipe()
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._stop = False
-        self._thread = threading.Thread(target=self._serve, name="kanal-dns", daemon=True)
-        # (sandbox, query without its id) -> (name, addresses, packed answers): a repeated
-        # question is answered without parsing it again; the addresses are looked up
-        # every time, so a changed name is never served from here.
-        self._cache: dict[tuple[str, bytes], tuple[str, list[str], list[bytes]]] = {}
+        self.max_forwards = max_forwards
+        self.max_forwards_per_sandbox = max_forwards_per_sandbox
+        self.max_tcp_clients = max_tcp_clients
+        self.tcp_idle_timeout = tcp_idle_timeout
+        self._inflight = 0  # forwards in flight, all sandboxes
+        # Owned by the serving thread once it runs: other threads hand it work in _ops.
+        self._ep = select.epoll()
+        self._handlers: dict[int, _Handler] = {}
+        self._timers: list[tuple[float, int, _Timed]] = []
+        self._seq = itertools.count()
         self._turn = itertools.count()
+        self._ops: deque[Callable[[], None]] = deque()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._ep.register(self._wake_r, _IN)
+        self._handlers[self._wake_r] = _Wake(self)
+        self._lock = threading.Lock()  # guards _sandboxes, read from other threads
+        self._sandboxes: dict[str, SandboxDns] = {}
+        self._stop = False
+        self._closed = False  # the epoll set and the wake pipe, after stop()
+        self._thread = threading.Thread(target=self._serve, name="kanal-dns", daemon=True)
 
     def start(self) -> None:
+        """Serve from a thread started here, in the caller's network namespace (where
+        forwards are sent from)."""
         self._thread.start()
 
     def stop(self) -> None:
         self._stop = True
-        os.write(self._wake_w, b"x")
-        self._thread.join(5)
-        for sid in list(self._sandboxes):
+        self._wake()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        for sid in self.attached():
             self.detach(sid)
-        self._pool.shutdown(wait=False)
+        if not self._thread.is_alive() and not self._closed:  # stopped for good
+            self._closed = True
+            self._ep.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     # --- sandboxes -----------------------------------------------------------------
 
@@ -122,150 +207,204 @@ class DnsService:
         udp.setblocking(False)
         tcp.setblocking(False)
         entry = SandboxDns(sandbox_id, list(upstreams), internal, [udp, tcp])
-        with self._lock:
-            self._sandboxes[sandbox_id] = entry
-            self._sel.register(udp, selectors.EVENT_READ, ("udp", entry))
-            self._sel.register(tcp, selectors.EVENT_READ, ("tcp", entry))
-        os.write(self._wake_w, b"x")
+
+        def add() -> None:
+            self._drop(sandbox_id)
+            with self._lock:
+                self._sandboxes[sandbox_id] = entry
+            try:
+                self._add(udp.fileno(), _UdpListener(self, entry, udp), _IN)
+                self._add(tcp.fileno(), _TcpListener(self, entry, tcp), _IN)
+            except (OSError, ValueError):
+                self._drop(sandbox_id)  # closes both
+                raise
+
+        self._call(add)
 
     def detach(self, sandbox_id: str) -> None:
-        with self._lock:
-            entry = self._sandboxes.pop(sandbox_id, None)
-            if entry is None:
-                return
-            for s in entry.socks:
-                try:
-                    self._sel.unregister(s)
-                except (KeyError, ValueError):
-                    pass
-                s.close()
+        """Stop serving ``sandbox_id``: its sockets, TCP clients and forwards are closed
+        when this returns."""
+        self._call(lambda: self._drop(sandbox_id))
 
     def attached(self) -> list[str]:
         with self._lock:
             return list(self._sandboxes)
 
-    # --- serving -------------------------------------------------------------------
+    def _drop(self, sandbox_id: str) -> None:
+        with self._lock:
+            entry = self._sandboxes.pop(sandbox_id, None)
+        if entry is None:
+            return
+        for s in entry.socks:
+            self._remove(s.fileno())
+            s.close()
+        for c in list(entry.tcp_clients):
+            c.close()
+        for f in list(entry.forwards):
+            f.cancel()
 
-    def _serve(self) -> None:
-        spin_until = 0.0
-        while not self._stop:
-            # After a query, poll without sleeping for a moment (as tokio's workers spin
-            # before parking): a client's next query is then taken without a wake-up.
-            now = time.monotonic()
-            events = self._sel.select(timeout=0 if now < spin_until else 1.0)
-            if not events:
-                continue
-            spin_until = time.monotonic() + SPIN
-            for key, _ in events:
-                if key.data is None:
-                    os.read(self._wake_r, 4096)
-                    continue
-                kind, entry = key.data
-                sock: socket.socket = key.fileobj  # type: ignore[assignment]
-                try:
-                    if kind == "udp":
-                        data, peer = sock.recvfrom(4096)
-                        self._answer(entry, data, _sender(sock, peer))
-                    else:
-                        conn, _ = sock.accept()
-                        self._pool.submit(self._tcp_client, entry, conn)
-                except OSError:
-                    continue
+    # --- the serving thread ----------------------------------------------------------
 
-    def _tcp_client(self, entry: SandboxDns, conn: socket.socket) -> None:
-        conn.settimeout(5)
+    def _call(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the serving thread (or here if it does not run) and wait."""
+        if not self._thread.is_alive() or threading.current_thread() is self._thread:
+            fn()
+            return
+        done = threading.Event()
+        failed: list[BaseException] = []
+
+        def op() -> None:
+            try:
+                fn()
+            except BaseException as e:  # re-raised in the caller
+                failed.append(e)
+            finally:
+                done.set()
+
+        self._ops.append(op)
+        self._wake()
+        while not done.wait(0.5):
+            if not self._thread.is_alive():
+                self._run_ops()  # the loop ended before taking it
+        if failed:
+            raise failed[0]
+
+    def _run_ops(self) -> None:
+        while True:
+            try:
+                op = self._ops.popleft()
+            except IndexError:
+                return
+            op()
+
+    def _wake(self) -> None:
+        if self._closed:  # its number may belong to another file by now
+            return
         try:
-            with conn:
-                head = conn.recv(2)
-                if len(head) < 2:
-                    return
-                n = int.from_bytes(head, "big")
-                data = b""
-                while len(data) < n:
-                    chunk = conn.recv(n - len(data))
-                    if not chunk:
-                        return
-                    data += chunk
-                reply = self.resolve(entry, data, tcp=True)
-                if reply is not None:
-                    conn.sendall(len(reply).to_bytes(2, "big") + reply)
-        except OSError:
+            os.write(self._wake_w, b"x")
+        except OSError:  # full: the loop is being woken anyway
             pass
 
-    def _answer(self, entry: SandboxDns, data: bytes, send: Callable[[bytes], object]) -> None:
-        from dnslib import RCODE, DNSRecord
+    def _add(self, fd: int, handler: _Handler, mask: int) -> None:
+        self._handlers[fd] = handler
+        self._ep.register(fd, mask)
 
-        key = (entry.sandbox_id, data[2:])
-        hit = self._cache.get(key)
-        if hit is not None:
-            name, addrs, variants = hit
-            if self.lookup(entry.sandbox_id, name) == addrs:
-                send(data[:2] + variants[next(self._turn) % len(variants)][2:])  # round robin
-                return
+    def _modify(self, fd: int, mask: int) -> None:
         try:
-            q = DNSRecord.parse(data)
-        except Exception:  # dnslib raises its own errors on garbage: drop it
-            return
-        local = self._local(entry, q)
-        if local is not None:
-            send(local)
-            name = str(q.q.qname).rstrip(".").lower()
-            addrs_now = self.lookup(entry.sandbox_id, name)
-            if addrs_now is not None:
-                # Several answers: keep every rotation (up to 8) so each cached
-                # reply still varies the order, as a shuffle would.
-                variants = [local]
-                if len(addrs_now) > 1:
-                    rotated = (
-                        self._local(entry, q, rotate=k) for k in range(min(8, len(addrs_now)))
-                    )
-                    variants = [v for v in rotated if v is not None]
-                if len(self._cache) > 10000:
-                    self._cache.clear()
-                self._cache[key] = (name, list(addrs_now), variants)
-            return
-        # Not ours: forward without blocking the other sandboxes (at most
-        # max_forwards at once; beyond, REFUSED at once, as docker's limit does).
-        with self._lock:
-            busy = self._inflight >= self.max_forwards
-            if not busy:
-                self._inflight += 1
-        if busy:
-            r = q.reply()
-            r.header.rcode = RCODE.REFUSED
-            send(bytes(r.pack()))
-            return
-        self._pool.submit(lambda: self._forward_and_send(entry, data, send))
+            self._ep.modify(fd, mask)
+        except (OSError, ValueError):
+            pass
 
-    def _forward_and_send(
-        self, entry: SandboxDns, data: bytes, send: Callable[[bytes], object]
-    ) -> None:
+    def _remove(self, fd: int) -> None:
+        """Forget ``fd`` (its owner closes it). An event for it already taken from epoll
+        may still reach the handler of a new socket given the same number: handlers
+        therefore treat events as hints and just try their non-blocking calls."""
+        self._handlers.pop(fd, None)
         try:
-            reply = self._forward(entry, data)
-        finally:
-            with self._lock:
-                self._inflight -= 1
-        if reply is not None:
-            try:
-                send(reply)
-            except OSError:
-                pass
+            self._ep.unregister(fd)
+        except (OSError, ValueError):
+            pass
 
-    def resolve(self, entry: SandboxDns, data: bytes, *, tcp: bool = False) -> bytes | None:
-        """The answer to one query (forwarded synchronously if not ours)."""
+    def _at(self, deadline: float, obj: _Timed) -> None:
+        heapq.heappush(self._timers, (deadline, next(self._seq), obj))
+
+    def _serve(self) -> None:
+        poll = self._ep.poll
+        handlers = self._handlers
+        timers = self._timers
+        mono = time.monotonic
+        spin_until = 0.0
+        calm_until = 0.0  # no spinning before this: the CPU was contended
+        while not self._stop:
+            now = mono()
+            if now < spin_until:
+                timeout = 0.0
+            elif timers:
+                timeout = min(1.0, max(0.0, timers[0][0] - now))
+            else:
+                timeout = 1.0
+            events = poll(timeout)
+            if events:
+                for fd, mask in events:
+                    h = handlers.get(fd)
+                    if h is not None:
+                        try:
+                            h.ready(mask)
+                        except Exception:  # a bug for one client must not stop the others
+                            log.exception("embedded DNS: error serving fd %d", fd)
+                now = mono()
+                if now >= calm_until:
+                    spin_until = now + SPIN
+            else:
+                before, now = now, mono()
+                if timeout == 0.0 and now - before > PREEMPTED:
+                    # An empty poll took long: the thread was taken off the CPU while
+                    # spinning, so others want it. Spinning would now only delay them
+                    # and leave this thread queued behind them when a query comes;
+                    # blocking lets the scheduler wake it at once instead.
+                    spin_until, calm_until = 0.0, now + CALM
+            while timers and timers[0][0] <= now:
+                deadline, _, obj = heapq.heappop(timers)
+                try:
+                    obj.expire(deadline, now)
+                except Exception:
+                    log.exception("embedded DNS: error at a deadline")
+        self._run_ops()
+
+    # --- answering -------------------------------------------------------------------
+
+    def _cached(self, entry: SandboxDns, data: bytes) -> bytes | None:
+        hit = entry.cache.get(data[2:])
+        if hit is None or self.lookup(entry.sandbox_id, hit[0]) != hit[1]:
+            return None
+        variants = hit[2]
+        return data[:2] + variants[next(self._turn) % len(variants)]  # round robin
+
+    def _query(
+        self, entry: SandboxDns, data: bytes, reply: Callable[[bytes], object], *, udp: bool
+    ) -> bool:
+        """Answer ``data`` (not in the cache): a local answer is sent at once, else a
+        forward starts. ``reply`` is called exactly once (maybe later), unless the query
+        is garbage and dropped: then False."""
         from dnslib import DNSRecord
 
         try:
             q = DNSRecord.parse(data)
-        except Exception:
-            return None
+        except Exception:  # dnslib raises its own errors on garbage: drop it
+            return False
         local = self._local(entry, q)
-        return local if local is not None else self._forward(entry, data, tcp=tcp)
+        if local is not None:
+            _send(reply, local)
+            self._remember(entry, data, q, local)
+        elif not entry.upstreams:
+            _send(reply, _rcode(q, _SERVFAIL))
+        elif (
+            self._inflight >= self.max_forwards
+            or len(entry.forwards) >= self.max_forwards_per_sandbox
+        ):
+            _send(reply, _rcode(q, _REFUSED))
+        else:
+            _Forward(self, entry, data, q, reply, _udp_size(q) if udp else 0).next_server()
+        return True
 
-    def _local(self, entry: SandboxDns, q: object, rotate: int | None = None) -> bytes | None:
-        from dnslib import AAAA, PTR, QTYPE, RCODE, RR, A, DNSRecord
+    def _remember(self, entry: SandboxDns, data: bytes, q: Any, local: bytes) -> None:
+        name = str(q.q.qname).rstrip(".").lower()
+        addrs = self.lookup(entry.sandbox_id, name)
+        if addrs is None:
+            return
+        # Several answers: keep every rotation (up to 8) so each cached reply still
+        # varies the order, as a shuffle would.
+        variants = [local]
+        if len(addrs) > 1:
+            rotated = (self._local(entry, q, rotate=k) for k in range(min(8, len(addrs))))
+            variants = [v for v in rotated if v is not None]
+        if len(entry.cache) >= 1024:
+            entry.cache.clear()
+        entry.cache[data[2:]] = (name, list(addrs), [v[2:] for v in variants])
 
-        assert isinstance(q, DNSRecord)
+    def _local(self, entry: SandboxDns, q: Any, rotate: int | None = None) -> bytes | None:
+        from dnslib import AAAA, PTR, QTYPE, RR, A
+
         if not q.questions:
             return None
         qn = str(q.q.qname).rstrip(".").lower()
@@ -278,11 +417,7 @@ class DnsService:
                 return bytes(r.pack())
         addrs = self.lookup(entry.sandbox_id, qn)
         if addrs is None:
-            if entry.internal:
-                r = q.reply()
-                r.header.rcode = RCODE.REFUSED
-                return bytes(r.pack())
-            return None
+            return _rcode(q, _REFUSED) if entry.internal else None
         r = q.reply()
         qtype = q.q.qtype
         picked = list(addrs)
@@ -297,62 +432,403 @@ class DnsService:
                 r.add_answer(RR(q.q.qname, QTYPE.A, rdata=A(a), ttl=TTL))
         return bytes(r.pack())  # a known name asked another type: empty NOERROR
 
-    def _forward(self, entry: SandboxDns, data: bytes, *, tcp: bool = False) -> bytes | None:
-        from dnslib import RCODE, DNSRecord
 
-        last: bytes | None = None
-        for server in entry.upstreams[:3]:
-            try:
-                if tcp:
-                    with socket.create_connection(
-                        (server, self.upstream_port), self.forward_timeout
-                    ) as s:
-                        s.sendall(len(data).to_bytes(2, "big") + data)
-                        n = int.from_bytes(_recv_exact(s, 2), "big")
-                        reply = _recv_exact(s, n)
-                else:
-                    with socket.socket(
-                        socket.AF_INET6 if ":" in server else socket.AF_INET, socket.SOCK_DGRAM
-                    ) as s:
-                        s.settimeout(self.forward_timeout)
-                        s.sendto(data, (server, self.upstream_port))
-                        reply = s.recv(65535)
-            except OSError:
-                continue
-            try:
-                rcode = DNSRecord.parse(reply).header.rcode
-            except Exception:
-                continue
-            last = reply
-            if rcode in (RCODE.SERVFAIL, RCODE.REFUSED):
-                continue
-            return reply
-        if last is not None:
-            return last
+class _Wake:
+    """The pipe other threads write to: runs the work they handed over."""
+
+    def __init__(self, svc: DnsService) -> None:
+        self.svc = svc
+
+    def ready(self, mask: int) -> None:
         try:
-            q = DNSRecord.parse(data)
-        except Exception:
-            return None
-        r = q.reply()
-        r.header.rcode = RCODE.SERVFAIL
-        return bytes(r.pack())
+            os.read(self.svc._wake_r, 4096)
+        except OSError:
+            pass
+        self.svc._run_ops()
 
 
-def _sender(sock: socket.socket, peer: tuple[str, int]) -> Callable[[bytes], object]:
-    def send(reply: bytes) -> object:
-        return sock.sendto(reply, peer)
+class _UdpListener:
+    """127.0.0.11:53/udp of one sandbox. The hot path: a repeated question for a local
+    name is answered here without parsing it."""
 
-    return send
+    def __init__(self, svc: DnsService, entry: SandboxDns, sock: socket.socket) -> None:
+        self.svc, self.entry, self.sock = svc, entry, sock
+        self.recvfrom, self.sendto = sock.recvfrom, sock.sendto
+        self.cache, self.lookup, self.sid = entry.cache, svc.lookup, entry.sandbox_id
+
+    def ready(self, mask: int) -> None:
+        recvfrom, sendto, cache, lookup, sid = (
+            self.recvfrom,
+            self.sendto,
+            self.cache,
+            self.lookup,
+            self.sid,
+        )
+        turn = self.svc._turn
+        for _ in range(_BATCH):
+            try:
+                data, peer = recvfrom(4096)
+            except OSError:  # drained (or a stale event)
+                return
+            hit = cache.get(data[2:])
+            if hit is not None and lookup(sid, hit[0]) == hit[1]:
+                variants = hit[2]
+                try:
+                    sendto(data[:2] + variants[next(turn) % len(variants)], peer)
+                except OSError:
+                    pass
+            else:
+                self.svc._query(self.entry, data, self._to(peer), udp=True)
+
+    def _to(self, peer: tuple[str, int]) -> Callable[[bytes], object]:
+        sendto = self.sendto
+        return lambda reply: sendto(reply, peer)
 
 
-def _recv_exact(s: socket.socket, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        chunk = s.recv(n - len(out))
+class _TcpListener:
+    """127.0.0.11:53/tcp of one sandbox: accepts up to the sandbox's cap."""
+
+    def __init__(self, svc: DnsService, entry: SandboxDns, sock: socket.socket) -> None:
+        self.svc, self.entry, self.sock = svc, entry, sock
+
+    def ready(self, mask: int) -> None:
+        for _ in range(_BATCH):
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if len(self.entry.tcp_clients) >= self.svc.max_tcp_clients:
+                conn.close()  # over the cap: closed at once rather than left waiting
+                continue
+            _TcpClient(self.svc, self.entry, conn)
+
+
+class _TcpClient:
+    """One TCP client: length-prefixed queries in (pipelined ones too), answers out,
+    closed when idle, on error, when it stops reading, or at the end of its stream
+    once the answers it is owed are sent."""
+
+    def __init__(self, svc: DnsService, entry: SandboxDns, sock: socket.socket) -> None:
+        sock.setblocking(False)
+        self.svc, self.entry, self.sock = svc, entry, sock
+        self.fd = sock.fileno()
+        self.inbuf = bytearray()
+        self.out = bytearray()
+        self.pending = 0  # queries not answered yet (forwarded)
+        self.eof = False  # the client shut its side: nothing more to read
+        self.closed = False
+        self.active = time.monotonic()
+        self.mask = _IN
+        entry.tcp_clients.add(self)
+        svc._add(self.fd, self, _IN)
+        svc._at(self.active + svc.tcp_idle_timeout, self)
+
+    def ready(self, mask: int) -> None:
+        if self.out:
+            self._flush()
+        if self.closed or self.eof:
+            return
+        try:
+            # A few KiB at a time: a client's pipelined flood is then answered in
+            # turns with the other sockets' events, not in one long stretch.
+            chunk = self.sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close()
+            return
         if not chunk:
-            raise OSError("connection closed")
-        out += chunk
-    return out
+            self.eof = True
+            self._settle()
+            return
+        buf = self.inbuf
+        buf += chunk
+        while len(buf) >= 2:
+            n = int.from_bytes(buf[:2], "big")
+            if len(buf) < 2 + n:
+                break
+            data = bytes(buf[2 : 2 + n])
+            del buf[: 2 + n]
+            self.active = time.monotonic()
+            self._query(data)
+            if self.closed:
+                return
+
+    def _query(self, data: bytes) -> None:
+        cached = self.svc._cached(self.entry, data)
+        if cached is not None:
+            self.send(cached)
+            return
+        self.pending += 1
+        if not self.svc._query(self.entry, data, self._answered, udp=False):
+            self.pending -= 1  # garbage, dropped
+
+    def _answered(self, reply: bytes) -> None:
+        self.pending -= 1
+        self.send(reply)
+        self._settle()
+
+    def send(self, reply: bytes) -> None:
+        if self.closed:
+            return
+        self.active = time.monotonic()
+        was_waiting = bool(self.out)
+        self.out += len(reply).to_bytes(2, "big") + reply
+        if not was_waiting:
+            self._flush()
+        elif len(self.out) > _MAX_UNSENT:
+            self.close()
+
+    def _flush(self) -> None:
+        try:
+            n = self.sock.send(self.out)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self.close()
+            return
+        del self.out[:n]
+        self._settle()
+
+    def _settle(self) -> None:
+        """Close at the end of the stream once nothing is owed; else wait for what
+        is needed (reading, unless at the end; writing while answers are unsent)."""
+        if self.closed:
+            return
+        if self.eof and not self.pending and not self.out:
+            self.close()
+            return
+        mask = (0 if self.eof else _IN) | (_OUT if self.out else 0)
+        if mask != self.mask:
+            self.mask = mask
+            self.svc._modify(self.fd, mask)
+
+    def expire(self, deadline: float, now: float) -> None:
+        if self.closed:
+            return
+        idle_until = self.active + self.svc.tcp_idle_timeout
+        if self.pending:  # waiting for an upstream, not idle
+            self.svc._at(now + self.svc.tcp_idle_timeout, self)
+        elif now >= idle_until:  # nothing asked, or its answers left unread
+            self.close()
+        else:
+            self.svc._at(idle_until, self)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.svc._remove(self.fd)
+        self.sock.close()
+        self.entry.tcp_clients.discard(self)
+
+
+class _Forward:
+    """One query on its way to the sandbox's upstreams, one at a time, each with its
+    own deadline; the answer (or SERVFAIL) goes to ``reply`` once."""
+
+    def __init__(
+        self,
+        svc: DnsService,
+        entry: SandboxDns,
+        query: bytes,
+        q: Any,
+        reply: Callable[[bytes], object],
+        udp_size: int,
+    ) -> None:
+        self.svc, self.entry, self.query, self.q, self.reply = svc, entry, query, q, reply
+        self.udp_size = udp_size  # 0: the client is on TCP
+        self.qend = _question_end(query)
+        self.servers = entry.upstreams[:3]
+        self.tried = 0
+        self.server = ""
+        self.sock: socket.socket | None = None
+        self.fd = -1
+        self.tcp = False
+        self.out = b""
+        self.inbuf = bytearray()
+        self.deadline = 0.0
+        self.last: bytes | None = None  # the last SERVFAIL/REFUSED, passed on if all fail
+        self.truncated: bytes | None = None  # this upstream's truncated UDP answer
+        self.done = False
+        svc._inflight += 1
+        entry.forwards.add(self)
+
+    def next_server(self) -> None:
+        self._close_sock()
+        self.truncated = None
+        while self.tried < len(self.servers):
+            server = self.servers[self.tried]
+            self.tried += 1
+            if self._open(server, tcp=self.udp_size == 0):
+                return
+        self._finish(self.last if self.last is not None else _rcode(self.q, _SERVFAIL))
+
+    def _open(self, server: str, *, tcp: bool) -> bool:
+        family = socket.AF_INET6 if ":" in server else socket.AF_INET
+        try:
+            s = socket.socket(family, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+        except OSError:
+            return False
+        try:
+            s.setblocking(False)
+            if tcp:
+                err = s.connect_ex((server, self.svc.upstream_port))
+                if err not in (0, errno.EINPROGRESS):
+                    raise OSError(err, os.strerror(err))
+                self.out = len(self.query).to_bytes(2, "big") + self.query
+                self.inbuf = bytearray()
+            else:
+                # Connected: only that server's answers arrive, and an ICMP "port
+                # unreachable" fails the next recv at once instead of waiting 4 s.
+                s.connect((server, self.svc.upstream_port))
+                s.send(self.query)
+        except OSError:
+            s.close()
+            return False
+        self.sock, self.fd, self.tcp, self.server = s, s.fileno(), tcp, server
+        self.svc._add(self.fd, self, _OUT if tcp else _IN)
+        self.deadline = time.monotonic() + self.svc.forward_timeout
+        self.svc._at(self.deadline, self)
+        return True
+
+    def ready(self, mask: int) -> None:
+        s = self.sock
+        if s is None:
+            return
+        if not self.tcp:
+            while True:
+                try:
+                    data = s.recv(65535)
+                except BlockingIOError:
+                    return
+                except OSError:  # refused (ICMP) or another error: the next upstream
+                    self.next_server()
+                    return
+                if self._matches(data):
+                    self._answer(data)
+                    return
+                # not the answer to our query: keep waiting for it
+        if self.out:
+            try:
+                n = s.send(self.out)  # EAGAIN while connecting; the error if it failed
+            except BlockingIOError:
+                return
+            except OSError:
+                self.next_server()
+                return
+            self.out = self.out[n:]
+            if not self.out:
+                self.svc._modify(self.fd, _IN)
+            return
+        try:
+            chunk = s.recv(65537)
+        except BlockingIOError:
+            return
+        except OSError:
+            self.next_server()
+            return
+        if not chunk:  # closed before a whole answer
+            self.next_server()
+            return
+        self.inbuf += chunk
+        if len(self.inbuf) < 2:
+            return
+        n = int.from_bytes(self.inbuf[:2], "big")
+        if len(self.inbuf) < 2 + n:
+            return
+        data = bytes(self.inbuf[2 : 2 + n])
+        if self._matches(data):
+            self._answer(data)
+        else:
+            self.next_server()
+
+    def _matches(self, data: bytes) -> bool:
+        """An answer (QR) to our query: same id, same question (case aside)."""
+        q, end = self.query, self.qend
+        if len(data) < 12 or data[:2] != q[:2] or not data[2] & 0x80:
+            return False
+        return end == 0 or (data[4:6] == q[4:6] and data[12:end].lower() == q[12:end].lower())
+
+    def _answer(self, data: bytes) -> None:
+        if data[2] & 0x02 and not self.tcp:  # truncated: the same upstream over TCP
+            server = self.server
+            self._close_sock()
+            if self._open(server, tcp=True):
+                self.truncated = data
+                return
+            self._finish(data)  # the client gets TC and can retry over TCP itself
+            return
+        if data[3] & 0x0F in (_SERVFAIL, _REFUSED):
+            self.last = data
+            self.next_server()
+            return
+        if self.udp_size and len(data) > self.udp_size and self.truncated is not None:
+            data = self.truncated  # too big for the client's UDP: it retries over TCP
+        self._finish(data)
+
+    def expire(self, deadline: float, now: float) -> None:
+        if not self.done and deadline == self.deadline:
+            self.next_server()  # this upstream took too long
+
+    def _close_sock(self) -> None:
+        if self.sock is not None:
+            self.svc._remove(self.fd)
+            self.sock.close()
+            self.sock = None
+            self.deadline = 0.0
+
+    def _release(self) -> None:
+        self._close_sock()
+        if not self.done:
+            self.done = True
+            self.svc._inflight -= 1
+            self.entry.forwards.discard(self)
+
+    def _finish(self, data: bytes) -> None:
+        self._release()
+        _send(self.reply, data)
+
+    def cancel(self) -> None:
+        """The sandbox is gone: no answer."""
+        self._release()
+
+
+def _send(reply: Callable[[bytes], object], data: bytes) -> None:
+    try:
+        reply(data)
+    except OSError:  # the client went away
+        pass
+
+
+def _rcode(q: Any, rcode: int) -> bytes:
+    r = q.reply()
+    r.header.rcode = rcode
+    return bytes(r.pack())
+
+
+def _udp_size(q: Any) -> int:
+    """The UDP answer size a client takes: its EDNS0 OPT record's, at least 512."""
+    for rr in q.ar:
+        if rr.rtype == 41:  # OPT: the class field carries the size
+            return max(512, int(rr.rclass))
+    return 512
+
+
+def _question_end(data: bytes) -> int:
+    """Where the (single) question of a query ends; 0 if it is not a plain one."""
+    if len(data) < 12 or data[4:6] != b"\x00\x01":
+        return 0
+    i = 12
+    while i < len(data):
+        n = data[i]
+        if n == 0:
+            end = i + 5  # the root label, then type and class
+            return end if end <= len(data) else 0
+        if n & 0xC0:  # a compression pointer in a query: do not guess
+            return 0
+        i += n + 1
+    return 0
 
 
 def _reverse_pointer_ip(qname: str) -> str:

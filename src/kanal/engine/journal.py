@@ -130,10 +130,19 @@ class Journal:
         return {str(v) for it in its for k, v in it.fields.items() if k in _OBJECT_FIELDS}
 
     def abandoned(self) -> list[Intent]:
-        """Intents no operation of this process is running."""
+        """Intents no operation of this process is running.
+
+        The store is listed before the running set is taken: an intent is running
+        before it is written (``begin``) and written off before it stops running
+        (``end``), so one listed but not running either is abandoned or ended in
+        between — read again, it is gone then. (Taking the running set first
+        called an operation begun during the listing abandoned: recovery then
+        "finished" a remove that was still running.)
+        """
+        listed = self.open()
         with self._lock:
             running = set(self._inflight)
-        return [i for i in self.open() if i.id not in running]
+        return [i for i in listed if i.id not in running and self.store.get(i.key) is not None]
 
     def forget(self, it: Intent) -> None:
         """Strike off an abandoned intent once recovery resolved it."""

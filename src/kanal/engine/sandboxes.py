@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -669,13 +670,18 @@ class SandboxManager:
                 return ""
             holder = self._netns_holder(sb)
             if holder:
-                if not os.path.exists(sb.netns):
-                    open(sb.netns, "w").close()
-                p = subprocess.run(
-                    ["mount", "--bind", f"/proc/{holder}/ns/net", sb.netns], capture_output=True
-                )
-                if p.returncode == 0:
-                    return f"mounted the namespace of {sb.name} again at {sb.netns}"
+                # (The hand that unmounted it may still be removing the file: retry.)
+                for _ in range(5):
+                    if not os.path.exists(sb.netns):
+                        open(sb.netns, "w").close()
+                    p = subprocess.run(
+                        ["mount", "--bind", f"/proc/{holder}/ns/net", sb.netns],
+                        capture_output=True,
+                    )
+                    if p.returncode == 0:
+                        return f"mounted the namespace of {sb.name} again at {sb.netns}"
+                    time.sleep(0.05)
+                return ""  # held, but not mountable now: the next pass tries again
             sb.error = (
                 f"its network namespace {sb.netns} was removed from outside and no process "
                 "holds it any more: its interfaces are gone (kanal rm it)"
@@ -751,7 +757,10 @@ class SandboxManager:
         return None
 
     def _build_index(self) -> _Index:
-        networks = {n.id: n for n in self.ctrl.networks() if not n.builtin}
+        # Built on the DNS serving thread: the cluster's networks as last known.
+        cluster = self.ctrl.cluster
+        known = self.ctrl._local_networks() + (cluster.known_networks() if cluster else [])
+        networks = {n.id: n for n in known if not n.builtin}
         nets: dict[str, set[str]] = {}
         names: dict[tuple[str, str], list[str]] = {}
         rev: dict[tuple[str, str], str] = {}

@@ -29,6 +29,7 @@ __all__ = [
     "HANDLED",
     "HEADER_LEN",
     "MAGIC",
+    "MAX_REQUEST_STDIN",
     "decode_env",
     "decode_header",
     "encode_request",
@@ -37,6 +38,10 @@ __all__ = [
 HEADER_LEN = 4 + 4 * 3 + 8 * 6
 MAX_NAME = 64
 MAX_ENV = 1 << 20
+# Why more than the dispatcher takes: a shim stops reading stdin somewhere past that
+# bound, and the too-long config must reach the dispatcher, whose refusal (code 6)
+# is the same as a plugin process's. Still a bound on what kanald buffers.
+MAX_REQUEST_STDIN = 4 * MAX_STDIN
 
 
 def decode_header(
@@ -47,7 +52,7 @@ def decode_header(
         raise ValueError("bad magic")
     n, e, s = (int.from_bytes(h[i : i + 4], "big") for i in (4, 8, 12))
     ids = [int.from_bytes(h[i : i + 8], "big") for i in (16, 24, 32, 40, 48, 56)]
-    if n > MAX_NAME or e > MAX_ENV or s > MAX_STDIN:
+    if n > MAX_NAME or e > MAX_ENV or s > MAX_REQUEST_STDIN:
         raise ValueError("request too large")
     return n, e, s, (ids[0], ids[1]), (ids[2], ids[3]), (ids[4], ids[5])
 

@@ -37,6 +37,19 @@ def _id_or_zero(path: str) -> tuple[int, int]:
         return 0, 0
 
 
+def _cwd_of(pid: int) -> str | None:
+    """A process's working directory, or None (gone, or in a pid namespace we don't see)."""
+    if pid <= 0:
+        return None
+    try:
+        cwd = os.readlink(f"/proc/{pid}/cwd")
+    except OSError:
+        return None
+    if cwd.endswith(" (deleted)") and not os.path.isdir(cwd):
+        return "/"  # as a plugin process started there sees it (kanal.skel.dispatcher)
+    return cwd if cwd.startswith("/") else None
+
+
 def _recv_exact(conn: socket.socket, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:
@@ -64,10 +77,17 @@ class FastPathServer:
         from kanal.unixsock import private_path
 
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Bound and listening under a private name first, then renamed into place:
+        # a client that sees the socket file can connect at once.
+        # (a short name: unix socket paths are limited to 107 bytes)
+        tmp = os.path.join(os.path.dirname(os.path.abspath(self.socket_path)), f".{os.getpid()}.s")
         with private_path(self.socket_path, dir_mode=0o755):
-            s.bind(self.socket_path)
-        os.chmod(self.socket_path, self.mode)
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            s.bind(tmp)
+        os.chmod(tmp, self.mode)
         s.listen(512)
+        os.rename(tmp, self.socket_path)
         self._sock = s
 
     def serve_forever(self) -> None:
@@ -90,15 +110,17 @@ class FastPathServer:
         with suppress(FileNotFoundError):
             os.unlink(self.socket_path)
 
-    def _peer_allowed(self, conn: socket.socket) -> bool:
+    def _peer(self, conn: socket.socket) -> tuple[int, bool]:
+        """(the shim's pid, whether it may use the daemon)."""
         creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-        _, uid, _ = struct.unpack("3i", creds)
-        return uid in (0, self._uid)
+        pid, uid, _ = struct.unpack("3i", creds)
+        return pid, uid in (0, self._uid)
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             try:
-                if not self._peer_allowed(conn):
+                pid, allowed = self._peer(conn)
+                if not allowed:
                     return
                 magic = _recv_exact(conn, len(p.MAGIC))
                 if magic != p.MAGIC:
@@ -116,7 +138,7 @@ class FastPathServer:
             name = body[:name_len].decode(errors="replace")
             env = p.decode_env(body[name_len : name_len + env_len])
             stdin = body[name_len + env_len :]
-            reply = self.handle(name, env, stdin, netns, root, target)
+            reply = self.handle(name, env, stdin, netns, root, target, cwd=_cwd_of(pid))
             with suppress(OSError):
                 conn.sendall(reply)
 
@@ -128,16 +150,23 @@ class FastPathServer:
         netns: tuple[int, int],
         root: tuple[int, int],
         target: tuple[int, int] = (0, 0),
+        *,
+        cwd: str | None = None,
     ) -> bytes:
-        """Run one request; returns the encoded reply."""
+        """Run one request; returns the encoded reply.
+
+        ``cwd`` is the shim's working directory (the runtime's): relative paths in
+        the request are resolved against it, as in a plugin process. Without it
+        (unknown) the shim is told to run the plugin itself.
+        """
         from kanal.errors import NotFound
         from kanal.plugins.registry import load_plugin
         from kanal.skel.dispatcher import Dispatcher
 
-        if netns != self._netns or root != self._root:
+        if netns != self._netns or root != self._root or cwd is None:
             return p.FALLBACK
         path = env.get("CNI_NETNS", "")
-        if path and _id_or_zero(path) != target:
+        if path and _id_or_zero(os.path.join(cwd, path)) != target:
             return p.FALLBACK
         try:
             funcs = load_plugin(name)
@@ -148,7 +177,7 @@ class FastPathServer:
             return p.FALLBACK
         out, err = io.StringIO(), io.StringIO()
         t0 = time.perf_counter()
-        code = Dispatcher(env, io.BytesIO(stdin), out, err).run(funcs)
+        code = Dispatcher(env, io.BytesIO(stdin), out, err, cwd).run(funcs)
         self.served += 1
         log.info(
             "served %s %s (exit %d) in %.1f ms",

@@ -30,6 +30,7 @@ __all__ = [
     "Owner",
     "apply_mac_spoof_check",
     "drop_network_entries",
+    "drop_subnet_entries",
     "gc_masquerade_all",
     "get_backend",
     "teardown_mac_spoof_check",
@@ -152,3 +153,22 @@ def drop_network_entries(network: str) -> None:
     get_backend("nftables").gc_masquerade(network, ())
     gc_portmaps(network, ())
     drop_subnets(network)
+
+
+def drop_subnet_entries(
+    network: str, subnets: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> None:
+    """Remove the subnet entries CNI network ``network`` put in kanal's nftables table
+    (masquerade's own-subnet skip, hairpin SNAT): what its last container's DEL
+    leaves. An entry another network tagged is left alone."""
+    from kanal.firewall import nft
+    from kanal.firewall.portmap_nft import drop_subnets
+
+    if not nft.available():
+        return
+    from kanal.firewall.nftables import NftablesBackend
+
+    backend = get_backend("nftables")
+    assert isinstance(backend, NftablesBackend)
+    backend.drop_subnets(network, subnets)
+    drop_subnets(network, subnets)

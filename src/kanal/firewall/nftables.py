@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+    Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 __all__ = ["TABLE", "NftablesBackend"]
 
@@ -196,15 +197,22 @@ class NftablesBackend:
         self._delete(cmds)
 
     def _get(self, set_name: str, key: str) -> tuple[str, str] | None:
-        """The element matching ``key`` (an interval contains it) and its comment."""
-        try:
-            out = nft.run(f"get element inet {TABLE} {set_name} {{ {key} }}")
-        except nft.NftError:
-            return None  # absent (or no table): nothing of ours there
-        import re  # CHECK only
+        return get_element(set_name, key)
 
-        m = re.search(_ELEMENT_PATTERN, out)
-        return (m.group(1), m.group(2) or "") if m else None
+    def drop_subnets(self, network: str, subnets: Sequence[Net]) -> None:
+        """Remove the own-subnet skip entries of ``network`` (tagged by it) for
+        ``subnets``: once its last container left, nothing needs them."""
+        # (Read whole: "get element" does not show an interval element's comment;
+        # these sets hold one element per subnet, so they stay small.)
+        tag = network_tag(network)
+        want = {f"{sub} . {sub}" for sub in subnets}
+        cmds = [
+            f"delete element inet {TABLE} {name} {{ {text} }}"
+            for name in {f"skip{_fam(sub.network_address)}" for sub in subnets}
+            for text, comment in self._elements(name)
+            if comment == tag and text in want
+        ]
+        self._delete(cmds)
 
     def _element_tag(self, set_name: str, key: str) -> str | None:
         found = self._get(set_name, key)
@@ -252,6 +260,19 @@ class NftablesBackend:
                 if comment == prefix and not any(ip in subnet for ip in remaining):
                     cmds.append(f"delete element inet {TABLE} {set_name} {{ {text} }}")
         self._delete(cmds)
+
+
+def get_element(set_name: str, key: str) -> tuple[str, str] | None:
+    """The element of ``set_name`` in kanal's table matching ``key`` (an interval
+    contains it) and its comment; None if absent."""
+    try:
+        out = nft.run(f"get element inet {TABLE} {set_name} {{ {key} }}")
+    except nft.NftError:
+        return None  # absent (or no table): nothing of ours there
+    import re  # CHECK only
+
+    m = re.search(_ELEMENT_PATTERN, out)
+    return (m.group(1), m.group(2) or "") if m else None
 
 
 def _render(val: Any) -> str:

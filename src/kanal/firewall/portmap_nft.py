@@ -284,9 +284,11 @@ def gc_portmaps(network: str, valid: Collection[tuple[str, str]]) -> None:
     _delete([k for k, _ in _owned_entries(None, network_tag(network), keep)])
 
 
-def drop_subnets(network: str) -> None:
-    """Remove the network's subnet elements (hairpin SNAT), left by every DEL."""
+def drop_subnets(network: str, subnets: Sequence[Net] | None = None) -> None:
+    """Remove the network's subnet elements (hairpin SNAT), left by every DEL: those
+    of ``subnets``, or all it tagged. (The set holds one element per subnet.)"""
     tag = network_tag(network)
+    want = None if subnets is None else {str(sub) for sub in subnets}
     entries = []
     for f in ("4", "6"):
         try:
@@ -298,7 +300,7 @@ def drop_subnets(network: str) -> None:
         for obj in _json.loads(out).get("nftables", []):
             for el in obj.get("set", {}).get("elem", []):
                 key, comment = _elem(el)
-                if comment == tag:
+                if comment == tag and (want is None or key in want):
                     entries.append(f"pm_subnets{f} {{ {key} }}")
     _delete(entries)
 

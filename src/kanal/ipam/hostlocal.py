@@ -31,9 +31,19 @@ from kanal.errors import (
     Unavailable,
 )
 from kanal.ipam.allocator import allocate
-from kanal.ipam.ranges import RangeError, RangeSet, canonical_ip, parse_range_set
+from kanal.ipam.ranges import (
+    RANGE,
+    RANGE_SET,
+    RangeError,
+    RangeSet,
+    canonical_ip,
+    range_set_from_go,
+)
 from kanal.ipam.store import Store, StoreMissing, go_trim
+from kanal.spec._wire import routes_from_go
 from kanal.spec.args import load_args, validate_network_name
+from kanal.spec.gojson import STRING, Ptr, Slice, Struct, Text, decode, decode_lenient
+from kanal.spec.gotypes import ROUTE
 from kanal.spec.types import DNS, IPAddr, Result, Route, parse_cidr, parse_ip
 from kanal.spec.versions import version_ge
 
@@ -52,7 +62,9 @@ __all__ = [
     "delete",
     "gc",
     "load_conf",
+    "parse_ip_arg",
     "parse_resolv_conf",
+    "range_set_count",
     "status",
 ]
 
@@ -74,34 +86,12 @@ class HostLocalConf:
     requested: tuple[IPAddr, ...] = field(default=())
 
 
-def _bad(what: str, want: str, value: Any) -> InvalidConfig:
-    return InvalidConfig(f"{what} must be {want}, got {type(value).__name__} {value!r}")
-
-
-def _obj(value: Any, what: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise _bad(what, "an object", value)
-    return value
-
-
-def _str(d: Mapping[str, Any], key: str, what: str) -> str:
-    v = d.get(key)
-    if v is None:
-        return ""
-    if not isinstance(v, str):
-        raise _bad(what, "a string", v)
-    return v
-
-
-def _list(d: Mapping[str, Any], key: str, what: str) -> list[Any]:
-    v = d.get(key)
-    if v is None:
-        return []
-    if not isinstance(v, list):
-        raise _bad(what, "a list", v)
-    return v
+def _ip_text(s: str) -> IPAddr:
+    """Go ``ip.IP.UnmarshalText`` (an address, or a CIDR whose address is taken)."""
+    try:
+        return parse_ip_arg(s)
+    except DecodeError as e:
+        raise ValueError(e.msg) from None
 
 
 def parse_ip_arg(s: str) -> IPAddr:
@@ -118,39 +108,48 @@ def parse_ip_arg(s: str) -> IPAddr:
         raise DecodeError(f"invalid IP address {s}") from None
 
 
-def _ip_list(d: Mapping[str, Any], key: str, what: str) -> list[IPAddr]:
-    out = []
-    for i, item in enumerate(_list(d, key, what)):
-        if item is None:
-            continue
-        if not isinstance(item, str):
-            raise _bad(f"{what}[{i}]", "a string", item)
-        if item == "":
-            continue
-        try:
-            out.append(parse_ip_arg(item))
-        except DecodeError as e:
-            raise InvalidConfig(e.msg) from None
-    return out
+_PLUGIN_IP = Ptr(Text("ip.IP", _ip_text))
+IPAM_CONFIG = Struct(
+    "IPAMConfig",
+    [
+        *RANGE.fields,  # the embedded *Range: the legacy single range
+        ("Name", STRING),
+        ("type", STRING),
+        ("routes", Slice(Ptr(ROUTE))),
+        ("dataDir", STRING),
+        ("resolvConf", STRING),
+        ("ranges", Slice(RANGE_SET)),
+    ],
+    pkg="allocator",
+)
+NET = Struct(
+    "Net",
+    [
+        ("name", STRING),
+        ("cniVersion", STRING),
+        ("ipam", Ptr(IPAM_CONFIG)),
+        (
+            "runtimeConfig",
+            Struct("", [("ipRanges", Slice(RANGE_SET)), ("ips", Slice(_PLUGIN_IP))], pkg=""),
+        ),
+        (
+            "args",
+            Ptr(
+                Struct(
+                    "",
+                    [("cni", Ptr(Struct("IPAMArgs", [("ips", Slice(_PLUGIN_IP))])))],
+                    pkg="",
+                )
+            ),
+        ),
+    ],
+    pkg="allocator",
+)
 
 
-def _routes(ipam: Mapping[str, Any]) -> tuple[Route, ...]:
-    from kanal.spec._wire import route_from_wire
-
-    out = []
-    for i, item in enumerate(_list(ipam, "routes", "ipam.routes")):
-        try:
-            out.append(route_from_wire(item, f"ipam.routes[{i}]"))
-        except DecodeError as e:
-            raise InvalidConfig("invalid route in ipam.routes", e.details or e.msg) from None
-    return tuple(out)
-
-
-def _range_sets(raw: list[Any], what: str) -> list[Any]:
-    for i, rs in enumerate(raw):
-        if not isinstance(rs, list):
-            raise _bad(f"{what}[{i}]", "a list of ranges", rs)
-    return raw
+def _decode(conf: Mapping[str, Any]) -> dict[str, Any]:
+    net: dict[str, Any] = decode(NET, conf, "")  # Go returns the decode error bare
+    return net
 
 
 def load_conf(conf: Mapping[str, Any], cni_args: str = "") -> HostLocalConf:
@@ -158,28 +157,24 @@ def load_conf(conf: Mapping[str, Any], cni_args: str = "") -> HostLocalConf:
 
     Args:
         conf: the config; host-local reads ``name``, ``cniVersion``, ``ipam``,
-            ``runtimeConfig`` (``ips``, ``ipRanges``) and ``args.cni.ips``.
+            ``runtimeConfig`` (``ips``, ``ipRanges``) and ``args.cni.ips``, with Go's
+            decoding rules (:mod:`kanal.spec.gojson`).
         cni_args: ``CNI_ARGS`` (``IP`` is read; other keys need ``IgnoreUnknown``).
 
     Raises:
         InvalidConfig: Go's texts: "IPAM config missing 'ipam' key", "no IP ranges
             specified", "invalid range set N: ...", "range set N overlaps with M",
             "CNI version X does not support more than 1 address per family", an
-            invalid network name, or a key of the wrong type.
+            invalid network name, or Go's decode error.
         InvalidEnv: bad ``CNI_ARGS``.
     """
-    if conf.get("ipam") is None:
+    net = _decode(conf)
+    ipam = net["ipam"]
+    if ipam is None:
         raise InvalidConfig("IPAM config missing 'ipam' key")
-    ipam = _obj(conf.get("ipam"), "ipam")
-    name = conf.get("name", "")
-    if not isinstance(name, str):
-        raise _bad("name", "a string", name)
+    name: str = net["name"]
     validate_network_name(name)
-    cni_version = conf.get("cniVersion") or ""
-    if not isinstance(cni_version, str):
-        raise _bad("cniVersion", "a string", cni_version)
-    runtime = _obj(conf.get("runtimeConfig"), "runtimeConfig")
-    args_cni = _obj(_obj(conf.get("args"), "args").get("cni"), "args.cni")
+    cni_version: str = net["cniVersion"]
 
     requested: list[IPAddr] = []
     if cni_args:
@@ -191,22 +186,21 @@ def load_conf(conf: Mapping[str, Any], cni_args: str = "") -> HostLocalConf:
                 raise InvalidEnv(
                     f'ARGS: error parsing value of pair "IP={value}": {e.msg}'
                 ) from None
-    requested += _ip_list(args_cni, "ips", "args.cni.ips")
-    requested += _ip_list(runtime, "ips", "runtimeConfig.ips")
+    args_cni = (net["args"] or {}).get("cni") or {}
+    # (a null entry would crash Go's host-local; it requests nothing here)
+    requested += [ip for ip in args_cni.get("ips") or [] if ip is not None]
+    requested += [ip for ip in net["runtimeConfig"]["ips"] or [] if ip is not None]
 
-    raw_sets: list[Any] = list(_range_sets(_list(ipam, "ranges", "ipam.ranges"), "ipam.ranges"))
-    if ipam.get("subnet") is not None:
-        legacy = {k: ipam.get(k) for k in ("subnet", "rangeStart", "rangeEnd", "gateway")}
-        raw_sets.insert(0, [legacy])
-    raw_sets[:0] = _range_sets(
-        _list(runtime, "ipRanges", "runtimeConfig.ipRanges"), "runtimeConfig.ipRanges"
-    )
+    raw_sets: list[Any] = list(ipam["ranges"] or [])
+    if ipam["subnet"] is not None:
+        raw_sets.insert(0, [{k: ipam[k] for k, _ in RANGE.fields}])
+    raw_sets[:0] = net["runtimeConfig"]["ipRanges"] or []
     if not raw_sets:
         raise InvalidConfig("no IP ranges specified")
     sets: list[RangeSet] = []
     for i, raw in enumerate(raw_sets):
         try:
-            sets.append(parse_range_set(raw, f"range set {i}"))
+            sets.append(range_set_from_go(raw or []))
         except RangeError as e:
             raise InvalidConfig(f"invalid range set {i}: {e}") from None
     v4 = sum(1 for s in sets if s.version == 4)
@@ -220,13 +214,17 @@ def load_conf(conf: Mapping[str, Any], cni_args: str = "") -> HostLocalConf:
             if a.overlaps(sets[j]):
                 raise InvalidConfig(f"range set {i} overlaps with {j}")
 
+    try:
+        routes = tuple(routes_from_go(ipam["routes"], "ipam.routes"))
+    except DecodeError as e:
+        raise InvalidConfig("invalid route in ipam.routes", e.details or e.msg) from None
     return HostLocalConf(
         name=name,
         cni_version=cni_version,
         ranges=tuple(sets),
-        routes=_routes(ipam),
-        data_dir=_str(ipam, "dataDir", "ipam.dataDir") or DEFAULT_DATA_DIR,
-        resolv_conf=_str(ipam, "resolvConf", "ipam.resolvConf"),
+        routes=routes,
+        data_dir=ipam["dataDir"] or DEFAULT_DATA_DIR,
+        resolv_conf=ipam["resolvConf"],
         requested=tuple(requested),
     )
 
@@ -238,23 +236,41 @@ def _at_least(v: str, minimum: str) -> bool:
         return False
 
 
+# Only what names the store: other keys, valid or not, are not read (as Go ignores
+# unknown keys).
+_STORE_NET = Struct(
+    "Net",
+    [("name", STRING), ("ipam", Ptr(Struct("IPAMConfig", [("dataDir", STRING)])))],
+    pkg="allocator",
+)
+
+
 def data_dir_of(conf: Mapping[str, Any]) -> tuple[str, str]:
     """``(dataDir, network name)`` from a raw config, without validating ranges.
 
     DEL, GC and STATUS of a network whose ranges come only from runtimeConfig
-    (sent on ADD) still need to find the store.
+    (sent on ADD) still need to find the store, and so does the DEL of an ADD that
+    failed on a bad value elsewhere in the config: only ``name`` and
+    ``ipam.dataDir`` are read.
 
     Raises:
         InvalidConfig: missing ``ipam``, a bad ``dataDir`` type or network name.
     """
-    if conf.get("ipam") is None:
+    net = decode(_STORE_NET, conf, "failed to load IPAM config")
+    ipam = net["ipam"]
+    if ipam is None:
         raise InvalidConfig("IPAM config missing 'ipam' key")
-    ipam = _obj(conf.get("ipam"), "ipam")
-    name = conf.get("name", "")
-    if not isinstance(name, str):
-        raise _bad("name", "a string", name)
+    name: str = net["name"]
     validate_network_name(name)
-    return _str(ipam, "dataDir", "ipam.dataDir") or DEFAULT_DATA_DIR, name
+    return ipam["dataDir"] or DEFAULT_DATA_DIR, name
+
+
+def range_set_count(conf: Mapping[str, Any]) -> int:
+    """How many range sets a (possibly invalid) config names; at least 1."""
+    net, _ = decode_lenient(NET, conf)
+    ipam = net["ipam"] or {}
+    n = len(ipam.get("ranges") or []) + len(net["runtimeConfig"]["ipRanges"] or [])
+    return max(1, n + (ipam.get("subnet") is not None))
 
 
 def parse_resolv_conf(path: str) -> DNS:

@@ -25,22 +25,26 @@ from collections.abc import Mapping, Sequence
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from kanal._dataclass import dataclass
-from kanal.errors import DecodeError, InvalidConfig
-from kanal.spec.types import IPAddr, parse_cidr, parse_ip
+from kanal.spec.gojson import Slice, Struct, decode
+from kanal.spec.gotypes import IP, IPNET
+from kanal.spec.types import IPAddr, IPInterface
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
 __all__ = [
+    "RANGE",
+    "RANGE_SET",
     "Range",
     "RangeError",
     "RangeSet",
     "canonical_ip",
-    "conf_ip",
     "ip_from_int",
     "parse_range",
     "parse_range_set",
+    "range_from_go",
+    "range_set_from_go",
 ]
 
 
@@ -57,22 +61,6 @@ def canonical_ip(ip: IPAddr) -> IPAddr:
 
 def ip_from_int(version: int, value: int) -> IPAddr:
     return IPv4Address(value) if version == 4 else IPv6Address(value)
-
-
-def conf_ip(value: Any, what: str) -> IPAddr | None:
-    """A JSON ``net.IP`` field: "" and null are unset; anything else must parse.
-
-    Raises:
-        InvalidConfig: not a string, or not an IP address ("invalid IP address: x").
-    """
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise InvalidConfig(f"{what} must be a string, got {type(value).__name__} {value!r}")
-    try:
-        return canonical_ip(parse_ip(value))
-    except DecodeError:
-        raise InvalidConfig(f"invalid IP address: {value}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,31 +135,38 @@ def _net_str(net: IPv4Network | IPv6Network) -> str:
     return net.with_prefixlen
 
 
+# Go allocator.Range; a range set is a []Range.
+RANGE = Struct(
+    "Range",
+    [("rangeStart", IP), ("rangeEnd", IP), ("subnet", IPNET), ("gateway", IP)],
+    pkg="allocator",
+)
+RANGE_SET = Slice(RANGE)
+
+
 def parse_range(raw: Any, what: str = "range") -> Range:
-    """Decode and canonicalise one range object.
+    """Decode (Go's rules) and canonicalise one range object.
 
     Raises:
-        InvalidConfig: a field of the wrong JSON type or an unparsable address
-            (Go fails these while decoding JSON).
+        InvalidConfig: Go's decode error (a wrong JSON type, an unparsable address).
         RangeError: Go ``Range.Canonicalize`` errors, with Go's texts.
     """
-    if not isinstance(raw, Mapping):
-        raise InvalidConfig(f"{what} must be an object, got {type(raw).__name__} {raw!r}")
-    subnet_s = raw.get("subnet")
-    if subnet_s is None:
+    return range_from_go(decode(RANGE, raw, f"invalid {what}"))
+
+
+def range_from_go(d: Mapping[str, Any]) -> Range:
+    """Canonicalise a decoded :data:`RANGE` (Go ``Range.Canonicalize``).
+
+    Raises:
+        RangeError: with Go's texts.
+    """
+    iface: IPInterface | None = d["subnet"]
+    if iface is None:
         # Go decodes a missing subnet as a nil IP and fails in canonicalizeIP.
         raise RangeError("IP <nil> not v4 nor v6")
-    if not isinstance(subnet_s, str):
-        raise InvalidConfig(
-            f"{what}.subnet must be a string, got {type(subnet_s).__name__} {subnet_s!r}"
-        )
-    try:
-        iface = parse_cidr(subnet_s)
-    except DecodeError:
-        raise InvalidConfig(f"invalid CIDR address: {subnet_s}") from None
-    start_ip = conf_ip(raw.get("rangeStart"), f"{what}.rangeStart")
-    end_ip = conf_ip(raw.get("rangeEnd"), f"{what}.rangeEnd")
-    gw_ip = conf_ip(raw.get("gateway"), f"{what}.gateway")
+    start_ip = _canon(d["rangeStart"])
+    end_ip = _canon(d["rangeEnd"])
+    gw_ip = _canon(d["gateway"])
 
     ones, masklen = iface.network.prefixlen, iface.max_prefixlen
     if ones > masklen - 2:
@@ -222,21 +217,32 @@ def parse_range(raw: Any, what: str = "range") -> Range:
     )
 
 
+def _canon(ip: IPAddr | None) -> IPAddr | None:
+    return None if ip is None else canonical_ip(ip)
+
+
 def parse_range_set(raw: Any, what: str = "range set") -> RangeSet:
-    """Decode and canonicalise a range set (a list of range objects).
+    """Decode (Go's rules) and canonicalise a range set (a list of range objects).
 
     Raises:
-        InvalidConfig: wrong JSON types or unparsable addresses.
+        InvalidConfig: Go's decode error.
+        RangeError: as :func:`range_set_from_go`.
+    """
+    return range_set_from_go(decode(RANGE_SET, raw, f"invalid {what}") or [])
+
+
+def range_set_from_go(items: Sequence[Mapping[str, Any]]) -> RangeSet:
+    """Canonicalise a decoded :data:`RANGE_SET` (Go ``RangeSet.Canonicalize``).
+
+    Raises:
         RangeError: "empty range set", "mixed address families", "subnets A and B
             overlap" or a range's own canonicalisation error.
     """
-    if not isinstance(raw, Sequence) or isinstance(raw, str):
-        raise InvalidConfig(f"{what} must be a list, got {type(raw).__name__} {raw!r}")
-    if not raw:
+    if not items:
         raise RangeError("empty range set")
     ranges: list[Range] = []
-    for i, item in enumerate(raw):
-        r = parse_range(item, f"{what}[{i}]")
+    for item in items:
+        r = range_from_go(item)
         if ranges and r.version != ranges[0].version:
             raise RangeError("mixed address families")
         ranges.append(r)

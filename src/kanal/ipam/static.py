@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from kanal.errors import DecodeError, InvalidConfig, InvalidEnv, KanalError
-from kanal.ipam.ranges import canonical_ip, conf_ip
+from kanal.ipam.ranges import canonical_ip
+from kanal.spec import gotypes
 from kanal.spec.args import load_args
+from kanal.spec.gojson import STRING, Ptr, Slice, Struct, decode
+from kanal.spec.gotypes import IP, ROUTE
 from kanal.spec.types import DNS, IPAddr, IPConfig, IPInterface, Result, Route, parse_cidr, parse_ip
 from kanal.spec.versions import version_ge
 
@@ -42,42 +45,46 @@ class StaticConf:
     dns: DNS | None = None
 
 
-def _bad(what: str, want: str, value: Any) -> InvalidConfig:
-    return InvalidConfig(f"{what} must be {want}, got {type(value).__name__} {value!r}")
+_ADDRESS = Struct(
+    "Address",
+    [
+        ("address", STRING),
+        ("gateway", IP),
+        # Go's Address struct also has untagged fields, matched by their Go names.
+        ("Address", Struct("IPNet", [("IP", IP), ("Mask", STRING)], pkg="net")),
+        ("Version", STRING),
+    ],
+)
+IPAM_CONFIG = Struct(
+    "IPAMConfig",
+    [
+        ("Name", STRING),
+        ("type", STRING),
+        ("routes", Slice(Ptr(ROUTE))),
+        ("addresses", Slice(_ADDRESS)),
+        ("dns", gotypes.DNS),
+    ],
+)
+NET = Struct(
+    "Net",
+    [
+        ("name", STRING),
+        ("cniVersion", STRING),
+        ("ipam", Ptr(IPAM_CONFIG)),
+        ("runtimeConfig", Struct("", [("ips", gotypes.STRINGS)], pkg="")),
+        (
+            "args",
+            Ptr(Struct("", [("cni", Ptr(Struct("IPAMArgs", [("ips", gotypes.STRINGS)])))], pkg="")),
+        ),
+    ],
+)
 
 
-def _obj(value: Any, what: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise _bad(what, "an object", value)
-    return value
-
-
-def _list(d: Mapping[str, Any], key: str, what: str) -> list[Any]:
-    v = d.get(key)
-    if v is None:
-        return []
-    if not isinstance(v, list):
-        raise _bad(what, "a list", v)
-    return v
-
-
-def _cidr(s: Any, err: str) -> IPInterface:
-    if not isinstance(s, str):
-        raise InvalidConfig(err.format(s))
+def _cidr(s: str, err: str) -> IPInterface:
     try:
         return parse_cidr(s)
     except DecodeError:
         raise InvalidConfig(err.format(s)) from None
-
-
-def _str_list(d: Mapping[str, Any], key: str, what: str) -> list[str]:
-    items = _list(d, key, what)
-    for i, s in enumerate(items):
-        if not isinstance(s, str):
-            raise _bad(f"{what}[{i}]", "a string", s)
-    return items
 
 
 def load_conf(conf: Mapping[str, Any], cni_args: str = "") -> StaticConf:
@@ -87,28 +94,23 @@ def load_conf(conf: Mapping[str, Any], cni_args: str = "") -> StaticConf:
         InvalidConfig: "IPAM config missing 'ipam' key", "the 'address' field is
             expected to be in CIDR notation, got: '<s>'", "an entry in the 'ips'
             field is NOT in CIDR notation, got: '<s>'", "CNI version X does not
-            support more than 1 address per family", or a key of the wrong type.
+            support more than 1 address per family", or Go's decode error.
         InvalidEnv: bad ``CNI_ARGS`` ("the 'ip' field is expected to be in CIDR
             notation, got: '<s>'", "invalid gateway address: <s>", unknown keys).
     """
-    if conf.get("ipam") is None:
+    net = decode(NET, conf, "")
+    ipam = net["ipam"]
+    if ipam is None:
         raise InvalidConfig("IPAM config missing 'ipam' key")
-    ipam = _obj(conf.get("ipam"), "ipam")
-    name = conf.get("name", "")
-    if not isinstance(name, str):
-        raise _bad("name", "a string", name)
-    cni_version = conf.get("cniVersion") or ""
-    if not isinstance(cni_version, str):
-        raise _bad("cniVersion", "a string", cni_version)
-    runtime = _obj(conf.get("runtimeConfig"), "runtimeConfig")
-    args_cni = _obj(_obj(conf.get("args"), "args").get("cni"), "args.cni")
+    name: str = net["name"]
+    cni_version: str = net["cniVersion"]
 
     # Configured addresses are parsed after CNI_ARGS in Go, so GATEWAY never
     # applies to them; keep them raw until then.
-    configured: list[tuple[Any, IPAddr | None]] = []
-    for i, item in enumerate(_list(ipam, "addresses", "ipam.addresses")):
-        a = _obj(item, f"ipam.addresses[{i}]")
-        configured.append((a.get("address", ""), conf_ip(a.get("gateway"), "gateway")))
+    configured: list[tuple[str, IPAddr | None]] = [
+        (a["address"], None if a["gateway"] is None else canonical_ip(a["gateway"]))
+        for a in ipam["addresses"] or []
+    ]
 
     from_env: list[StaticAddress] = []
     if cni_args:
@@ -133,14 +135,14 @@ def load_conf(conf: Mapping[str, Any], cni_args: str = "") -> StaticConf:
                 ]
 
     addresses: list[StaticAddress] | None = None
-    for what, source in (("args.cni.ips", args_cni), ("runtimeConfig.ips", runtime)):
-        ips = _str_list(source, "ips", what)
-        if ips:
+    args_cni = (net["args"] or {}).get("cni") or {}
+    for source in (args_cni.get("ips"), net["runtimeConfig"]["ips"]):
+        if source:
             addresses = [
                 StaticAddress(
                     _cidr(s, "an entry in the 'ips' field is NOT in CIDR notation, got: '{}'")
                 )
-                for s in ips
+                for s in source
             ]
     if addresses is None:
         addresses = [
@@ -164,17 +166,13 @@ def load_conf(conf: Mapping[str, Any], cni_args: str = "") -> StaticConf:
                 f"CNI version {cni_version} does not support more than 1 address per family"
             )
 
-    from kanal.spec._wire import dns_from_wire, route_from_wire
+    from kanal.spec._wire import dns_from_go, routes_from_go
 
     try:
-        routes = tuple(
-            route_from_wire(r, f"ipam.routes[{i}]")
-            for i, r in enumerate(_list(ipam, "routes", "ipam.routes"))
-        )
-        dns = dns_from_wire(ipam.get("dns"), "ipam.dns")
+        routes = tuple(routes_from_go(ipam["routes"], "ipam.routes"))
     except DecodeError as e:
         raise InvalidConfig("invalid ipam config", e.details or e.msg) from None
-    return StaticConf(name, cni_version, tuple(addresses), routes, dns)
+    return StaticConf(name, cni_version, tuple(addresses), routes, dns_from_go(ipam["dns"]))
 
 
 def result(conf: StaticConf) -> Result:

@@ -142,9 +142,11 @@ class Batch:
         master: int = 0,
         up: bool = False,
         index: int = 0,
+        txqlen: int | None = None,
     ) -> None:
         """One request: the pair, the peer made in ``peer_netns_fd``, this end
-        attached to ``master`` and up; ``index``: this end's ifindex (free_index)."""
+        attached to ``master`` and up; ``index``: this end's ifindex (free_index);
+        ``txqlen``: both ends'."""
         body = wire.veth_create_msg(
             name,
             peer_name,
@@ -155,6 +157,7 @@ class Batch:
             master=master,
             up=up,
             index=index,
+            txqlen=txqlen,
         )
         self._push_raw(
             body,
@@ -389,11 +392,19 @@ class Batch:
         mac: str = "",
         mtu: int = 0,
         index: int = 0,
+        txqlen: int | None = None,
     ) -> None:
         """A macvlan on ``master`` (this namespace), made directly in ``netns_fd``;
         ``index``: the ifindex to give it (see :func:`free_index`)."""
         body = wire.macvlan_create_msg(
-            name, master, wire.MACVLAN_MODES[mode], netns_fd=netns_fd, mac=mac, mtu=mtu, index=index
+            name,
+            master,
+            wire.MACVLAN_MODES[mode],
+            netns_fd=netns_fd,
+            mac=mac,
+            mtu=mtu,
+            txqlen=txqlen,
+            index=index,
         )
         self._push_raw(
             body, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, f"failed to create macvlan {name!r}", ()

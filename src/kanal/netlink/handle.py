@@ -284,15 +284,16 @@ class Netlink:
         return self.get_link_by_index(link.index), created
 
     def ensure_owned_bridge(
-        self, name: str, *, owner: str, mtu: int = 0, mac: str = ""
+        self, name: str, *, owner: str, mtu: int = 0, mac: str = "", no_ipv6_ll: bool = False
     ) -> tuple[Link, bool]:
         """The bridge ``name``: the existing one as it is, or a new one carrying
         ``owner`` as its alias from birth; returns (link, created).
 
         Creation and alias go to the kernel in one batch (the new link is asked for
         by a chosen ifindex, so the alias can only land on it): a crash never
-        leaves a bridge kanal made without its mark. Raises Conflict when a link of
-        another kind has that name.
+        leaves a bridge kanal made without its mark. ``no_ipv6_ll``: it never gets
+        an IPv6 link-local address. Raises Conflict when a link of another kind
+        has that name.
         """
         from kanal.netlink.batch import Batch, free_index, raw_socket
 
@@ -307,6 +308,8 @@ class Netlink:
                 b = Batch(s)
                 b.add_link("bridge", name, mtu=mtu, index=index, exist_ok=True)
                 b.set_link(index=index, alias=owner, mac=mac)
+                if no_ipv6_ll:  # no fe80:: of its own: no DAD/MLD, nothing left by a port
+                    b.set_link(index=index, no_ipv6_link_local=True)
                 try:
                     b.commit()
                 except LinkNotFound:

@@ -64,6 +64,7 @@ IFLA_ADDRESS = 1
 IFLA_IFNAME = 3
 IFLA_MTU = 4
 IFLA_MASTER = 10
+IFLA_TXQLEN = 13
 IFLA_LINKINFO = 18
 IFLA_IFALIAS = 20
 IFLA_AF_SPEC = 26
@@ -162,20 +163,27 @@ def veth_create_msg(
     master: int = 0,
     up: bool = False,
     index: int = 0,
+    txqlen: int | None = None,
 ) -> bytes:
     """A veth pair, the peer made in ``peer_netns_fd``; ``index``: this end's ifindex
-    (as link_create_msg)."""
+    (as link_create_msg); ``txqlen`` (both ends) when given, the kernel's default
+    (1000) otherwise."""
     peer_attrs = [nla_str(IFLA_IFNAME, peer), nla_u32(IFLA_NET_NS_FD, peer_netns_fd)]
     if peer_mac:
         peer_attrs.append(nla(IFLA_ADDRESS, _mac(peer_mac)))
     if mtu:
         peer_attrs.append(nla_u32(IFLA_MTU, mtu))
+    if txqlen is not None:
+        peer_attrs.append(nla_u32(IFLA_TXQLEN, txqlen))
     peer_msg = link_msg(attrs=peer_attrs)
     info = nla(
         IFLA_LINKINFO,
         nla_str(IFLA_INFO_KIND, "veth") + nla(IFLA_INFO_DATA, nla(VETH_INFO_PEER, peer_msg)),
     )
-    attrs = [*link_attrs(name=name, mac=mac, mtu=mtu, master=master), info]
+    attrs = link_attrs(name=name, mac=mac, mtu=mtu, master=master)
+    if txqlen is not None:
+        attrs.append(nla_u32(IFLA_TXQLEN, txqlen))
+    attrs.append(info)
     flags = 1 if up else 0
     return link_msg(index, flags=flags, change=flags, attrs=attrs)
 
@@ -250,6 +258,7 @@ def macvlan_create_msg(
     mtu: int = 0,
     up: bool = False,
     index: int = 0,
+    txqlen: int | None = None,
 ) -> bytes:
     """A macvlan on link ``master`` (an index in the sending namespace), created
     directly in ``netns_fd`` when given; ``index``: its ifindex (as link_create_msg)."""
@@ -258,6 +267,8 @@ def macvlan_create_msg(
         attrs.append(nla(IFLA_ADDRESS, _mac(mac)))
     if mtu:
         attrs.append(nla_u32(IFLA_MTU, mtu))
+    if txqlen is not None:
+        attrs.append(nla_u32(IFLA_TXQLEN, txqlen))
     if netns_fd >= 0:
         attrs.append(nla_u32(IFLA_NET_NS_FD, netns_fd))
     attrs.append(

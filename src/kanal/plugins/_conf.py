@@ -1,15 +1,29 @@
-"""Typed reads of plugin config keys, with Go-like "failed to load netconf" errors."""
+"""Reading a plugin's config: one gojson struct spec per plugin, decoded with Go's rules.
+
+Each plugin describes its Go ``NetConf`` struct as a :class:`~kanal.spec.gojson.Struct`
+(:data:`kanal.spec.gotypes.NETCONF` extended with its own keys) and reads the config
+with :func:`load`: keys matched as ``encoding/json`` does, unknown keys ignored, Go's
+rules for numbers, null and duplicates, Go's error text. ADD, CHECK and the rest
+decode strictly; DEL decodes leniently (``lenient=True``: a value of the wrong type
+keeps its zero value) and skips validation, so the DEL of an ADD that failed on its
+config or its capabilities still tears down what the other plugins of the chain made.
+"""
 
 from __future__ import annotations
 
 from kanal.errors import InvalidConfig
+from kanal.spec import gojson
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
-    from kanal.spec.types import DNS
+    from kanal.skel.cmdargs import CmdArgs
+    from kanal.spec.types import DNS, Result
+
+# runtimeConfig / args.cni struct carrying only a MAC (bridge, macvlan, tap, ...).
+MAC_ONLY = gojson.Struct("", [("mac", gojson.STRING)], pkg="")
 
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -20,55 +34,24 @@ def _mac_ok(mac: str) -> bool:
     return len(mac) == 17 and all(c == ":" if i % 3 == 2 else c in _HEX for i, c in enumerate(mac))
 
 
-def _bad(key: str, want: str, value: Any) -> InvalidConfig:
-    return InvalidConfig(
-        "failed to load netconf", f"{key!r} must be {want}, got {type(value).__name__} {value!r}"
-    )
+def load(
+    spec: gojson.Struct,
+    args: CmdArgs,
+    *,
+    lenient: bool = False,
+    what: str = "failed to load netconf",
+) -> dict[str, Any]:
+    """The plugin's stdin decoded into ``spec`` (a dict keyed by JSON field names).
 
-
-def get_bool(conf: Mapping[str, Any], key: str, default: bool = False) -> bool:
-    v = conf.get(key, default)
-    if v is None:
-        return default
-    if not isinstance(v, bool):
-        raise _bad(key, "a boolean", v)
-    return v
-
-
-def get_int(conf: Mapping[str, Any], key: str, default: int = 0) -> int:
-    v = conf.get(key, default)
-    if v is None:
-        return default
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _bad(key, "an integer", v)
-    return int(v)
-
-
-def get_str(conf: Mapping[str, Any], key: str, default: str = "") -> str:
-    v = conf.get(key, default)
-    if v is None:
-        return default
-    if not isinstance(v, str):
-        raise _bad(key, "a string", v)
-    return v
-
-
-def get_dict(conf: Mapping[str, Any], key: str) -> dict[str, Any]:
-    v = conf.get(key)
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise _bad(key, "an object", v)
-    return v
-
-
-def get_list(conf: Mapping[str, Any], key: str) -> list[Any]:
-    v = conf.get(key)
-    if v is None:
-        return []
-    if not isinstance(v, list):
-        raise _bad(key, "a list", v)
-    return v
+    Raises:
+        InvalidConfig: (unless ``lenient``) Go's decode error, after ``what``.
+    """
+    if lenient:
+        out, _ = gojson.decode_lenient(spec, args.conf)
+    else:
+        out = gojson.decode(spec, args.conf, what)
+    conf: dict[str, Any] = out
+    return conf
 
 
 def valid_mac(mac: str) -> str:
@@ -84,16 +67,26 @@ def valid_ifname(name: str, what: str = "interface name") -> str:
     return name
 
 
-def get_dns(conf: Mapping[str, Any]) -> DNS | None:
-    """The config's ``dns`` object as a result DNS, or None when absent or empty."""
-    from kanal.spec.types import DNS
+def dns_of(conf: Mapping[str, Any]) -> DNS | None:
+    """The decoded config's ``dns`` as a result DNS, or None when it is empty."""
+    from kanal.spec._wire import dns_from_go
 
-    d = get_dict(conf, "dns")
-    if not d:
+    dns = dns_from_go(conf["dns"])
+    return None if dns.is_empty() else dns
+
+
+def prev_result(conf: Mapping[str, Any], args: CmdArgs) -> Result | None:
+    """The decoded config's ``prevResult`` as a result, or None when there is none.
+
+    Decoded as Go does (``version.ParsePrevResult``: through a map, the config's
+    version standing in for a missing one).
+
+    Raises:
+        DecodeError, IncompatibleVersion: a prevResult that does not decode.
+    """
+    raw = conf["prevResult"]
+    if raw is None:
         return None
-    return DNS(
-        nameservers=list(d.get("nameservers") or []),
-        domain=str(d.get("domain") or ""),
-        search=list(d.get("search") or []),
-        options=list(d.get("options") or []),
-    )
+    from kanal.spec.convert import parse_result
+
+    return parse_result(raw, args.cni_version)

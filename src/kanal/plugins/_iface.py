@@ -77,13 +77,27 @@ def _try_sysctl(key: str, value: str) -> None:
         pass  # Go ignores these too: the key may not exist (IPv6 disabled)
 
 
-def prepare_sysctls(ifname: str, *, enable_dad: bool) -> None:
+def prepare_sysctls(
+    ifname: str, *, enable_dad: bool = False, accept_dad: bool = True, arp_notify: bool = False
+) -> None:
+    """The container interface's sysctls, as each Go plugin sets them.
+
+    ``enable_dad`` (bridge's ``enabledad``): enhanced_dad and accept_dad 1; otherwise
+    ``accept_dad=False`` writes accept_dad 0 (Go's bridge always does; the other
+    plugins pass it only for an attachment with IPv6, whose addresses kanal adds
+    without DAD). ``arp_notify``: Go's bridge, macvlan and tap set it.
+    """
     if enable_dad:
         _try_sysctl(f"net/ipv6/conf/{ifname}/enhanced_dad", "1")
         _try_sysctl(f"net/ipv6/conf/{ifname}/accept_dad", "1")
-    else:
+    elif not accept_dad:
         _try_sysctl(f"net/ipv6/conf/{ifname}/accept_dad", "0")
-    _try_sysctl(f"net/ipv4/conf/{ifname}/arp_notify", "1")
+    if arp_notify:
+        _try_sysctl(f"net/ipv4/conf/{ifname}/arp_notify", "1")
+
+
+def has_ipv6(result: Result) -> bool:
+    return any(ipc.address.version == 6 for ipc in result.ips)
 
 
 def configure_iface(batch: Batch, ifname: str, result: Result, *, nodad: bool = True) -> int:
@@ -194,15 +208,15 @@ def validate_expected_routes(nl: Netlink, result: Result) -> None:
 
 def prev_ips(args: CmdArgs) -> list[Address]:
     """The container's IPs from the cached result, when the runtime sent one."""
-    prev = args.conf.get("prevResult")
-    if not prev:
-        return []
-    from kanal.spec.convert import parse_result
+    from kanal.plugins._conf import prev_result
+    from kanal.spec.gojson import decode_lenient
+    from kanal.spec.gotypes import NETCONF
 
     try:
-        return [ipc.address.ip for ipc in parse_result(prev, args.cni_version).ips]
+        prev = prev_result(decode_lenient(NETCONF, args.conf)[0], args)
     except KanalError:
         return []
+    return [] if prev is None else [ipc.address.ip for ipc in prev.ips]
 
 
 def del_attachment(
@@ -235,12 +249,12 @@ def del_attachment(
             errors.append(e)
     if args.netns:
         try:
-            fd = open_netns(args.netns)
+            fd = open_netns(args.netns_path)
         except NetnsNotFound:
             fd = -1
         if fd >= 0:
             try:
-                reaper.delete_container_link(fd, args.netns, args.ifname)
+                reaper.delete_container_link(fd, args.netns_path, args.ifname)
             except (NetnsNotFound, LinkNotFound):
                 pass
             except KanalError as e:
@@ -249,11 +263,14 @@ def del_attachment(
                 os.close(fd)
     if ipam_type:
         try:
-            teardown_masquerade(
-                Owner(network, args.container_id, args.ifname), prev_ips(args) or None
-            )
-        except KanalError as e:
-            errors.append(e)
+            owner = Owner(network, args.container_id, args.ifname)
+        except KanalError:
+            owner = None  # not a name ADD could have masqueraded under
+        if owner is not None:
+            try:
+                teardown_masquerade(owner, prev_ips(args) or None)
+            except KanalError as e:
+                errors.append(e)
     if spoof_id is not None:
         try:
             teardown_mac_spoof_check(spoof_id)
@@ -330,10 +347,8 @@ def add_addresses(
         ipc.interface = 0
 
     def configure(b: Batch) -> None:
-        prepare_sysctls(args.ifname, enable_dad=False)
-        if arp_notify:
-            # The kernel then announces the address when the link comes up.
-            _try_sysctl(f"net/ipv4/conf/{args.ifname}/arp_notify", "1")
+        # arp_notify: the kernel then announces the address when the link comes up.
+        prepare_sysctls(args.ifname, accept_dad=not has_ipv6(result), arp_notify=arp_notify)
         configure_iface(b, args.ifname, result, nodad=True)
 
     in_container_fd(netns_fd, configure)
@@ -355,12 +370,13 @@ def prev_container(args: CmdArgs) -> tuple[Result, Interface]:
         InvalidConfig: no prevResult. Internal: it names another sandbox.
     """
     from kanal.errors import InvalidConfig
-    from kanal.spec.convert import parse_result
+    from kanal.plugins._conf import prev_result
+    from kanal.spec.gojson import decode
+    from kanal.spec.gotypes import NETCONF
 
-    prev = args.conf.get("prevResult")
-    if not prev:
+    result = prev_result(decode(NETCONF, args.conf), args)
+    if result is None:
         raise InvalidConfig("Required prevResult missing")
-    result = parse_result(prev, args.cni_version)
     cont = next(
         (i for i in result.interfaces if i.name == args.ifname and i.sandbox == args.netns), None
     )
@@ -385,7 +401,7 @@ def release_then(args: CmdArgs, ipam_type: str, in_netns: Callable[[int], None])
             errors.append(e)
     if args.netns:
         try:
-            fd = open_netns(args.netns)
+            fd = open_netns(args.netns_path)
         except NetnsNotFound:
             fd = -1
         if fd >= 0:

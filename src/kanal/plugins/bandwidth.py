@@ -17,11 +17,14 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from kanal.errors import Internal, InvalidConfig, KanalError, NotFound
+from kanal.errors import Internal, KanalError, NotFound
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Netlink
+from kanal.plugins import _conf as c
 from kanal.plugins._iface import in_container
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.spec import gotypes
+from kanal.spec.gojson import UINT64, Ptr, Struct, members
 from kanal.spec.types import Interface, Result
 from kanal.spec.versions import ALL_VERSIONS, version_ge
 
@@ -44,17 +47,6 @@ class Bandwidth:
         )
 
 
-def _uint(d: dict[str, Any], key: str) -> int:
-    v = d.get(key, 0)
-    if v is None:
-        return 0
-    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-        raise InvalidConfig(
-            f"failed to parse network configuration: {key} must be an unsigned integer"
-        )
-    return v
-
-
 def _validate(rate: int, burst: int) -> None:
     if burst == 0 and rate != 0:
         raise KanalError("if rate is set, burst must also be set")
@@ -64,25 +56,33 @@ def _validate(rate: int, burst: int) -> None:
         raise KanalError("burst cannot be more than 4GB")
 
 
-def load_bandwidth(conf: dict[str, Any]) -> Bandwidth | None:
+BANDWIDTH_ENTRY = Struct("BandwidthEntry", [(k, UINT64) for k in KEYS])
+NETCONF = gotypes.NETCONF.extend(
+    "PluginConf",
+    [
+        ("runtimeConfig", Struct("", [("bandwidth", Ptr(BANDWIDTH_ENTRY))], pkg="")),
+        *BANDWIDTH_ENTRY.fields,  # the embedded *BandwidthEntry
+    ],
+)
+
+
+def load_conf(args: CmdArgs, *, lenient: bool = False) -> tuple[dict[str, Any], Bandwidth | None]:
+    """The decoded config and the limits: the top-level ones when the config has any
+    of their keys (Go's embedded ``*BandwidthEntry``), else ``runtimeConfig.bandwidth``.
+    ``lenient`` (DEL): no checks."""
+    conf = c.load(NETCONF, args, lenient=lenient)
     src: dict[str, Any] | None = None
-    if any(k in conf for k in KEYS):
+    if any(NETCONF.field_for(k) in KEYS for k, _ in members(args.conf)):
         src = conf
-    else:
-        rc = conf.get("runtimeConfig") or {}
-        if not isinstance(rc, dict):
-            raise InvalidConfig("runtimeConfig must be an object")
-        bw = rc.get("bandwidth")
-        if bw is not None:
-            if not isinstance(bw, dict):
-                raise InvalidConfig("runtimeConfig.bandwidth must be an object")
-            src = bw
+    elif conf["runtimeConfig"]["bandwidth"] is not None:
+        src = conf["runtimeConfig"]["bandwidth"]
     if src is None:
-        return None
-    b = Bandwidth(*(_uint(src, k) for k in KEYS))
-    _validate(b.ingress_rate, b.ingress_burst)
-    _validate(b.egress_rate, b.egress_burst)
-    return b
+        return conf, None
+    b = Bandwidth(*(src[k] for k in KEYS))
+    if not lenient:
+        _validate(b.ingress_rate, b.ingress_burst)
+        _validate(b.egress_rate, b.egress_burst)
+    return conf, b
 
 
 def ifb_name(network: str, container_id: str) -> str:
@@ -93,7 +93,7 @@ def ifb_name(network: str, container_id: str) -> str:
 def _host_iface(result: Result, args: CmdArgs) -> Interface:
     if not result.interfaces:
         raise KanalError("no interfaces provided")
-    peer = in_container(args.netns, lambda nl: nl.get_link(args.ifname).peer_index)
+    peer = in_container(args.netns_path, lambda nl: nl.get_link(args.ifname).peer_index)
     if peer <= 0:
         raise KanalError(f"container interface {args.ifname} has no veth peer")
     with Netlink() as nl:
@@ -115,19 +115,15 @@ def _delete_ifb(name: str) -> None:
 
 def cmd_add(args: CmdArgs) -> Result:
     from kanal.netlink import tc
-    from kanal.spec.convert import parse_result
 
-    bw = load_bandwidth(dict(args.conf))
-    prev = args.conf.get("prevResult")
-    if bw is None or bw.is_zero():
-        if not prev:
-            raise KanalError("must be called as chained plugin")
-        return parse_result(prev, args.cni_version)
-    if not prev:
+    conf, bw = load_conf(args)
+    result = c.prev_result(conf, args)
+    if result is None:
         raise KanalError("must be called as chained plugin")
-    result = parse_result(prev, args.cni_version)
+    if bw is None or bw.is_zero():
+        return result
     host = _host_iface(result, args)
-    name = str(args.conf.get("name", ""))
+    name: str = conf["name"]
     ifb = ""
     try:
         if bw.ingress_rate > 0 and bw.ingress_burst > 0:
@@ -167,19 +163,17 @@ def _clear_qdiscs(dev: str) -> None:
 
 
 def cmd_del(args: CmdArgs) -> None:
-    load_bandwidth(dict(args.conf))
-    _delete_ifb(ifb_name(str(args.conf.get("name", "")), args.container_id))
+    conf, _ = load_conf(args, lenient=True)
+    _delete_ifb(ifb_name(conf["name"], args.container_id))
 
 
 def cmd_check(args: CmdArgs) -> None:
     from kanal.netlink import tc
-    from kanal.spec.convert import parse_result
 
-    bw = load_bandwidth(dict(args.conf))
-    prev = args.conf.get("prevResult")
-    if not prev:
+    conf, bw = load_conf(args)
+    result = c.prev_result(conf, args)
+    if result is None:
         raise KanalError("must be called as a chained plugin")
-    result = parse_result(prev, args.cni_version)
     if bw is None:
         return
     host = _host_iface(result, args)
@@ -189,7 +183,7 @@ def cmd_check(args: CmdArgs) -> None:
     if bw.egress_rate > 0 and bw.egress_burst > 0:
         checks.append(
             (
-                ifb_name(str(args.conf.get("name", "")), args.container_id),
+                ifb_name(conf["name"], args.container_id),
                 bw.egress_rate,
                 bw.egress_burst,
             )
@@ -206,10 +200,11 @@ def cmd_check(args: CmdArgs) -> None:
 def cmd_gc(args: CmdArgs) -> None:
     from kanal.spec.netconf import parse_plugin_conf
 
-    valid = parse_plugin_conf(args.conf, require_name=False).valid_attachments
+    pc = parse_plugin_conf(args.conf, require_name=False)
+    valid = pc.valid_attachments
     if valid is None:
         return
-    name = str(args.conf.get("name", ""))
+    name = pc.name
     keep = {ifb_name(name, a.container_id) for a in valid}
     with Netlink() as nl:
         doomed = [

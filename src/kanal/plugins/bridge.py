@@ -39,6 +39,8 @@ from kanal.plugins._iface import (
 )
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
+from kanal.spec import gotypes
+from kanal.spec.gojson import BOOL, INT, STRING, Ptr, Slice, Struct
 from kanal.spec.types import DNS, Interface, IPConfig, Result, Route
 from kanal.spec.versions import ALL_VERSIONS
 
@@ -75,85 +77,112 @@ class BridgeConf:
     ipam_type: str = ""
     dns: DNS | None = None
     mac: str = ""
+    conf: dict[str, Any] = field(default_factory=dict)  # as decoded
+
+
+VLAN_TRUNK = Struct("VlanTrunk", [("minID", Ptr(INT)), ("maxID", Ptr(INT)), ("id", Ptr(INT))])
+NETCONF = gotypes.NETCONF.extend(
+    "NetConf",
+    [
+        ("bridge", STRING),
+        ("isGateway", BOOL),
+        ("isDefaultGateway", BOOL),
+        ("forceAddress", BOOL),
+        ("ipMasq", BOOL),
+        ("ipMasqBackend", Ptr(STRING)),
+        ("mtu", INT),
+        ("hairpinMode", BOOL),
+        ("promiscMode", BOOL),
+        ("vlan", INT),
+        ("vlanTrunk", Slice(Ptr(VLAN_TRUNK))),
+        ("preserveDefaultVlan", BOOL),
+        ("macspoofchk", BOOL),
+        ("enabledad", BOOL),
+        ("disableContainerInterface", BOOL),
+        ("portIsolation", BOOL),
+        ("args", Struct("", [("cni", c.MAC_ONLY)], pkg="")),
+        ("runtimeConfig", c.MAC_ONLY),
+    ],
+)
 
 
 def _vlan_trunk(items: list[Any]) -> list[int]:
     vids: set[int] = set()
     for item in items:
-        if not isinstance(item, dict):
-            raise InvalidConfig("failed to load netconf", "vlanTrunk entries must be objects")
-        lo, hi, one = item.get("minID"), item.get("maxID"), item.get("id")
+        if item is None:
+            continue
+        lo, hi, one = item["minID"], item["maxID"], item["id"]
         if lo is not None and hi is not None:
-            if not isinstance(lo, int) or lo <= 0 or lo > 4094:
+            if lo <= 0 or lo > 4094:
                 raise InvalidConfig("incorrect trunk minID parameter")
-            if not isinstance(hi, int) or hi <= 0 or hi > 4094:
+            if hi <= 0 or hi > 4094:
                 raise InvalidConfig("incorrect trunk maxID parameter")
             if hi < lo:
                 raise InvalidConfig("minID is greater than maxID in trunk parameter")
             vids.update(range(lo, hi + 1))
         elif lo is None and hi is not None:
             raise InvalidConfig(
-                "minID and maxID should be configured simultaneously, " "minID is missing"
+                "minID and maxID should be configured simultaneously, minID is missing"
             )
         elif lo is not None and hi is None:
             raise InvalidConfig(
-                "minID and maxID should be configured simultaneously, " "maxID is missing"
+                "minID and maxID should be configured simultaneously, maxID is missing"
             )
         if one is not None:
-            if not isinstance(one, int) or one <= 0 or one > 4094:
+            if one <= 0 or one > 4094:
                 raise InvalidConfig("incorrect trunk id parameter")
             vids.add(one)
     return sorted(vids)
 
 
-def load_conf(args: CmdArgs) -> BridgeConf:
-    """Parse and validate the config (and the MAC from CNI_ARGS/args/runtimeConfig)."""
+def load_conf(args: CmdArgs, *, lenient: bool = False) -> BridgeConf:
+    """Parse and validate the config (and the MAC from CNI_ARGS/args/runtimeConfig).
+
+    ``lenient`` (DEL): Go's decode errors and the checks below are skipped; only
+    what teardown needs (name, ipam type, macspoofchk) matters then.
+    """
     from kanal.spec.args import load_args
 
-    conf = dict(args.conf)
-    n = BridgeConf(name=c.get_str(conf, "name"), cni_version=args.cni_version)
-    n.br_name = c.valid_ifname(
-        c.get_str(conf, "bridge", DEFAULT_BRIDGE) or DEFAULT_BRIDGE, "bridge name"
-    )
-    n.is_gw = c.get_bool(conf, "isGateway")
-    n.is_default_gw = c.get_bool(conf, "isDefaultGateway")
-    n.force_address = c.get_bool(conf, "forceAddress")
-    n.ip_masq = c.get_bool(conf, "ipMasq")
-    backend = conf.get("ipMasqBackend")
-    if backend is not None:
-        if backend not in ("iptables", "nftables"):
-            raise InvalidConfig(
-                f"unknown ipMasqBackend {backend!r}", 'must be "iptables" or "nftables"'
-            )
-        n.ip_masq_backend = backend
-    n.mtu = c.get_int(conf, "mtu")
+    conf = c.load(NETCONF, args, lenient=lenient)
+    n = BridgeConf(name=conf["name"], cni_version=args.cni_version, conf=conf)
+    n.is_gw = conf["isGateway"]
+    n.is_default_gw = conf["isDefaultGateway"]
+    n.force_address = conf["forceAddress"]
+    n.ip_masq = conf["ipMasq"]
+    n.ip_masq_backend = conf["ipMasqBackend"]
+    n.mtu = conf["mtu"]
+    n.hairpin = conf["hairpinMode"]
+    n.promisc = conf["promiscMode"]
+    n.vlan = conf["vlan"]
+    n.preserve_default_vlan = conf["preserveDefaultVlan"]
+    n.macspoofchk = conf["macspoofchk"]
+    n.enable_dad = conf["enabledad"]
+    n.disable_container_iface = conf["disableContainerInterface"]
+    n.port_isolation = conf["portIsolation"]
+    n.ipam_type = conf["ipam"]["type"]
+    if lenient:
+        return n
+    n.br_name = c.valid_ifname(conf["bridge"] or DEFAULT_BRIDGE, "bridge name")
+    if n.ip_masq_backend not in (None, "iptables", "nftables"):
+        raise InvalidConfig(
+            f"unknown ipMasqBackend {n.ip_masq_backend!r}", 'must be "iptables" or "nftables"'
+        )
     if n.mtu < 0:
         raise InvalidConfig(f"invalid MTU {n.mtu}")
-    n.hairpin = c.get_bool(conf, "hairpinMode")
-    n.promisc = c.get_bool(conf, "promiscMode")
-    n.vlan = c.get_int(conf, "vlan")
     if n.vlan < 0 or n.vlan > 4094:
         raise InvalidConfig(f"invalid VLAN ID {n.vlan} (must be between 0 and 4094)")
-    if conf.get("vlanTrunk") is not None:
+    if conf["vlanTrunk"] is not None:
         n.vlan_trunk_set = True
-        n.vlans = _vlan_trunk(c.get_list(conf, "vlanTrunk"))
-    n.preserve_default_vlan = c.get_bool(conf, "preserveDefaultVlan")
-    n.macspoofchk = c.get_bool(conf, "macspoofchk")
-    n.enable_dad = c.get_bool(conf, "enabledad")
-    n.disable_container_iface = c.get_bool(conf, "disableContainerInterface")
-    n.port_isolation = c.get_bool(conf, "portIsolation")
-    n.ipam_type = c.get_str(c.get_dict(conf, "ipam"), "type")
-    n.dns = c.get_dns(conf)
+        n.vlans = _vlan_trunk(conf["vlanTrunk"])
+    n.dns = c.dns_of(conf)
     if args.args:
         env_mac = load_args(args.args, ("MAC",)).get("MAC", "")
         if env_mac:
             n.mac = env_mac
-    cni_args = c.get_dict(c.get_dict(conf, "args"), "cni")
-    if cni_args.get("mac"):
-        n.mac = c.get_str(cni_args, "mac")
-    rc = c.get_dict(conf, "runtimeConfig")
-    if rc.get("mac"):
-        n.mac = c.get_str(rc, "mac")
+    if conf["args"]["cni"]["mac"]:
+        n.mac = conf["args"]["cni"]["mac"]
+    if conf["runtimeConfig"]["mac"]:
+        n.mac = conf["runtimeConfig"]["mac"]
     if n.mac:
         n.mac = c.valid_mac(n.mac)
     if n.is_default_gw:
@@ -226,6 +255,9 @@ class _Bridge:
     index: int
     name: str
     mac: str
+    # The MAC was set explicitly (kanal made the bridge, or pinned it): it no longer
+    # follows the ports'. An unpinned one may change when a port is added.
+    pinned: bool = True
 
 
 # (netns id, bridge name) -> bridge. Why: in kanald every ADD on a network would
@@ -254,12 +286,12 @@ def _ensure_bridge(n: BridgeConf) -> _Bridge:
         )
         if n.promisc and not link.promiscuity:
             nl.set_promisc(link.index)
-        if created:
-            try:
-                write_sysctl(f"net/ipv6/conf/{n.br_name}/accept_ra", "0")
-            except KanalError:
-                pass
-        br = _Bridge(link.index, link.name, link.mac)
+        # As Go, on a bridge kanal did not make too: the plugin owns its routes.
+        try:
+            write_sysctl(f"net/ipv6/conf/{n.br_name}/accept_ra", "0")
+        except KanalError:
+            pass
+        br = _Bridge(link.index, link.name, link.mac, pinned=created)
         _BRIDGES[key] = br
         return br
 
@@ -274,16 +306,45 @@ def _ensure_gateway(br: _Bridge, gw: Any, force: bool) -> None:
         return
     # Newly added: now apply Go's rule about other addresses on the bridge.
     with Netlink() as nl:
-        for a in nl.addrs(br.index):
-            other = a.interface
-            if other.version != gw.version or other == gw:
-                continue
-            if gw.version == 4 or other.ip in gw.network or gw.ip in other.network:
-                if force:
-                    nl.del_addr(br.index, other)
-                else:
-                    nl.del_addr(br.index, gw)
-                    raise Conflict(f"{br.name!r} already has an IP address different from {gw}")
+        others = [
+            a.interface
+            for a in nl.addrs(br.index)
+            if a.interface.version == gw.version
+            and a.interface != gw
+            and (gw.version == 4 or a.interface.ip in gw.network or gw.ip in a.interface.network)
+        ]
+        if others and not force:
+            nl.del_addr(br.index, gw)
+            raise Conflict(f"{br.name!r} already has an IP address different from {gw}")
+        if others:
+            for other in others:
+                nl.del_addr(br.index, other)
+            # Removing a primary address takes its secondaries with it (the gateway
+            # was added next to it): put the gateway back.
+            with raw_socket() as s:
+                b = Batch(s)
+                b.add_addr(br.index, gw, exist_ok=True, nodad=True)
+                b.commit()
+        if not br.pinned:
+            # Go sets the bridge's MAC to itself here, so it no longer follows its ports.
+            nl.set_link(br.index, address=br.mac)
+            _pinned(br)
+
+
+def _pinned(br: _Bridge) -> None:
+    with _BRIDGES_LOCK:
+        for key, cached in list(_BRIDGES.items()):
+            if cached.index == br.index and cached.name == br.name:
+                _BRIDGES[key] = _Bridge(br.index, br.name, br.mac, pinned=True)
+
+
+def _current_mac(br: _Bridge) -> str:
+    """The bridge's MAC now (Go reads it again: an unpinned one may have taken a port's)."""
+    cached = next((b for b in _BRIDGES.values() if b.index == br.index), br)
+    if br.pinned or cached.pinned:
+        return br.mac
+    with Netlink() as nl:
+        return nl.get_link_by_index(br.index).mac
 
 
 def _enable_forward(family: int) -> None:
@@ -320,6 +381,7 @@ def _setup_veth(
             host, host_mac = host_name or "veth" + os.urandom(4).hex(), random_mac()
             b = Batch(s)
             index = free_index() if alias else 0
+            # txqlen 0 on both ends, as Go's netlink library makes a veth.
             b.add_veth(
                 host,
                 ifname,
@@ -329,6 +391,7 @@ def _setup_veth(
                 mtu=n.mtu,
                 master=br.index,
                 index=index,
+                txqlen=0,
             )
             # By the chosen index when there is one: then nothing below can land on
             # another link that happens to have the name.
@@ -424,13 +487,13 @@ def cmd_add(args: CmdArgs) -> Result:
         raise InvalidConfig("cannot set hairpin mode and promiscuous mode at the same time")
     _check_kernel_vlan(n)
     try:
-        netns_fd = open_netns(args.netns)
+        netns_fd = open_netns(args.netns_path)
     except NetnsNotFound as e:
         raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
     with ExitStack() as cleanup, ExitStack() as undo:
         cleanup.callback(os.close, netns_fd)
         br = _ensure_bridge(n)
-        reaper.wait_for(args.netns, args.ifname)
+        reaper.wait_for(args.netns_path, args.ifname)
         cont_mac = n.mac or random_mac()
         try:
             host, host_index, host_mac = _setup_veth(n, br, netns_fd, args.ifname, cont_mac, undo)
@@ -461,7 +524,9 @@ def cmd_add(args: CmdArgs) -> Result:
             gws = _calc_gateways(result, n)
 
             def container_side(batch: Batch) -> None:
-                prepare_sysctls(args.ifname, enable_dad=n.enable_dad)
+                prepare_sysctls(
+                    args.ifname, enable_dad=n.enable_dad, accept_dad=False, arp_notify=True
+                )
                 configure_iface(batch, args.ifname, result, nodad=not n.enable_dad)
 
             in_container_fd(netns_fd, container_side)
@@ -469,7 +534,7 @@ def cmd_add(args: CmdArgs) -> Result:
                 target = br
                 if n.vlan:
                     vl = _ensure_vlan_iface(n, br, netns_fd, result, undo)
-                    target = _Bridge(vl.index, vl.name, vl.mac)
+                    target = _Bridge(vl.index, vl.name, vl.mac, pinned=False)
                 for fam in (4, 6):
                     for gw in gws[fam]:
                         _ensure_gateway(target, gw, n.force_address)
@@ -482,8 +547,8 @@ def cmd_add(args: CmdArgs) -> Result:
                 rules = [
                     Masquerade(owner, ipc.address.ip, ipc.address.network) for ipc in result.ips
                 ]
-                get_backend(n.ip_masq_backend).add_masquerade(rules)
                 undo.callback(_masq_teardown_quiet, owner)
+                get_backend(n.ip_masq_backend).add_masquerade(rules)
         elif not n.disable_container_iface:
 
             def l2_up(batch: Batch) -> None:
@@ -493,8 +558,10 @@ def cmd_add(args: CmdArgs) -> Result:
             in_container_fd(netns_fd, l2_up)
         if not n.disable_container_iface:
             _wait_oper_up(host, host_index)
-        if n.dns is not None:
-            result.dns = n.dns
+        # The bridge's MAC after its new port (and gateway), as Go reads it again.
+        result.interfaces[0].mac = _current_mac(br)
+        # Go's bridge returns its own netconf dns only, never the IPAM plugin's.
+        result.dns = n.dns if n.dns is not None else DNS()
         undo.pop_all()
         return result
     raise AssertionError("unreachable")
@@ -552,7 +619,7 @@ def cmd_del(args: CmdArgs) -> None:
     Host-side state (masquerade, spoof check) is removed by (network, container,
     ifname) whether or not the netns still exists (the Go plugin leaks it: #810).
     """
-    n = load_conf(args)
+    n = load_conf(args, lenient=True)
     del_attachment(
         args,
         network=n.name,
@@ -565,12 +632,9 @@ def cmd_check(args: CmdArgs) -> None:
     n = load_conf(args)
     if n.ipam_type:
         delegate("CHECK", n.ipam_type, args)
-    prev = args.conf.get("prevResult")
-    if not prev:
+    result = c.prev_result(n.conf, args)
+    if result is None:
         raise InvalidConfig("Required prevResult missing")
-    from kanal.spec.convert import parse_result
-
-    result = parse_result(prev, args.cni_version)
     br_if = next((i for i in result.interfaces if i.name == n.br_name), None)
     cont_if = next(
         (i for i in result.interfaces if i.name == args.ifname and i.sandbox == args.netns), None
@@ -609,7 +673,7 @@ def cmd_check(args: CmdArgs) -> None:
             return link, link.peer_index
 
         try:
-            cont, peer_index = in_container(args.netns, cont_state)
+            cont, peer_index = in_container(args.netns_path, cont_state)
         except NetnsNotFound as e:
             raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
         veth = nl.find_link_by_index(peer_index)

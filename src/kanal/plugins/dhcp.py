@@ -19,6 +19,8 @@ from typing import Any
 from kanal.errors import Internal, InvalidConfig, KanalError, Unavailable
 from kanal.plugins import _conf as c
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.spec import gotypes
+from kanal.spec.gojson import BOOL, FLOAT64, INT, STRING, Ptr, Slice, Struct
 from kanal.spec.types import Result
 from kanal.spec.versions import ALL_VERSIONS
 
@@ -27,12 +29,34 @@ __all__ = ["PLUGIN", "main"]
 DEFAULT_SOCKET = "/run/kanal/dhcp.sock"
 
 
-def _socket_path(args: CmdArgs) -> str:
-    ipam = c.get_dict(args.conf, "ipam")
-    return (
-        c.get_str(ipam, "daemonSocketPath")
-        or dict(args.env).get("KANAL_DHCP_SOCKET", "")
-        or DEFAULT_SOCKET
+_OPTION = Struct("ProvideOption", [("option", STRING), ("value", STRING), ("fromArg", STRING)])
+IPAM_CONFIG = Struct(
+    "IPAMConfig",
+    [
+        ("type", STRING),
+        ("daemonSocketPath", STRING),
+        ("provide", Slice(_OPTION)),
+        (
+            "request",
+            Slice(Struct("RequestOption", [("skipDefault", BOOL), ("option", STRING)])),
+        ),
+        ("priority", INT),
+        ("timeout", Ptr(FLOAT64)),  # kanal's: seconds for the exchange
+    ],
+)
+NETCONF = gotypes.NETCONF.extend("NetConf", [("ipam", Ptr(IPAM_CONFIG))])
+
+
+def _conf(args: CmdArgs, *, lenient: bool = False) -> dict[str, Any]:
+    conf = c.load(NETCONF, args, lenient=lenient)
+    if conf["ipam"] is None:
+        conf["ipam"] = IPAM_CONFIG.zero()
+    return conf
+
+
+def _socket_path(args: CmdArgs, conf: dict[str, Any]) -> str:
+    return args.abspath(
+        conf["ipam"]["daemonSocketPath"] or args.env.get("KANAL_DHCP_SOCKET", "") or DEFAULT_SOCKET
     )
 
 
@@ -69,17 +93,19 @@ def _call(path: str, req: dict[str, Any], timeout: float = 60.0) -> dict[str, An
     return reply
 
 
-def _req(op: str, args: CmdArgs) -> dict[str, Any]:
-    ipam = c.get_dict(args.conf, "ipam")
-    timeout = ipam.get("timeout", 10)
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+def _req(op: str, args: CmdArgs, conf: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's request; ``ipam`` as decoded (Go's key matching applied)."""
+    ipam = dict(conf["ipam"])
+    if ipam["timeout"] is None:
+        ipam["timeout"] = 10
+    elif ipam["timeout"] <= 0 and op != "release":
         raise InvalidConfig("ipam.timeout must be a positive number of seconds")
     return {
         "op": op,
         "containerID": args.container_id,
-        "netns": args.netns,
+        "netns": args.netns_path,
         "ifname": args.ifname,
-        "network": c.get_str(args.conf, "name"),
+        "network": conf["name"],
         "ipam": ipam,
     }
 
@@ -87,39 +113,43 @@ def _req(op: str, args: CmdArgs) -> dict[str, Any]:
 def cmd_add(args: CmdArgs) -> Result:
     from kanal.spec.convert import parse_result
 
-    req = _req("allocate", args)
-    reply = _call(_socket_path(args), req, timeout=float(req["ipam"].get("timeout", 10)) + 30)
+    conf = _conf(args)
+    req = _req("allocate", args, conf)
+    reply = _call(_socket_path(args, conf), req, timeout=float(req["ipam"]["timeout"]) + 30)
     result = parse_result(json.dumps(reply["result"]).encode(), "1.0.0")
     result.cni_version = args.cni_version
     return result
 
 
 def cmd_del(args: CmdArgs) -> None:
+    conf = _conf(args, lenient=True)
     try:
-        _call(_socket_path(args), _req("release", args))
+        _call(_socket_path(args, conf), _req("release", args, conf))
     except Unavailable:
         pass  # no daemon: no lease is held anywhere, nothing to release
 
 
 def cmd_check(args: CmdArgs) -> None:
-    _call(_socket_path(args), _req("check", args))
+    conf = _conf(args)
+    _call(_socket_path(args, conf), _req("check", args, conf))
 
 
 def cmd_status(args: CmdArgs) -> None:
-    _call(_socket_path(args), {"op": "status"})
+    _call(_socket_path(args, _conf(args)), {"op": "status"})
 
 
 def cmd_gc(args: CmdArgs) -> None:
     from kanal.spec.netconf import parse_plugin_conf
 
+    conf = _conf(args)
     valid = parse_plugin_conf(args.conf, require_name=False).valid_attachments
     if valid is None:
         return
     _call(
-        _socket_path(args),
+        _socket_path(args, conf),
         {
             "op": "gc",
-            "network": c.get_str(args.conf, "name"),
+            "network": conf["name"],
             "valid": [[a.container_id, a.ifname] for a in valid],
         },
     )

@@ -20,17 +20,20 @@ are no longer valid. Versions 0.4.0 and later, as Go.
 
 from __future__ import annotations
 
-from kanal._dataclass import dataclass
+from kanal._dataclass import dataclass, field
 from kanal.errors import InvalidConfig, KanalError, Unavailable
 from kanal.firewall.intents import Owner
 from kanal.plugins import _conf as c
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.spec import gotypes
+from kanal.spec.gojson import STRING
 from kanal.spec.types import Result
 from kanal.spec.versions import ALL_VERSIONS, version_ge
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ipaddress
+    from typing import Any
 
     Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -44,38 +47,51 @@ class FirewallConf:
     backend: str
     admin_chain: str
     ingress_policy: str
+    conf: dict[str, Any] = field(default_factory=dict)  # as decoded
 
 
-def load_conf(args: CmdArgs) -> FirewallConf:
-    conf = args.conf
-    backend = c.get_str(conf, "backend")
+NETCONF = gotypes.NETCONF.extend(
+    "FirewallNetConf",
+    [
+        ("backend", STRING),
+        ("iptablesAdminChainName", STRING),
+        ("firewalldZone", STRING),
+        ("ingressPolicy", STRING),
+    ],
+)
+
+
+def load_conf(args: CmdArgs, *, lenient: bool = False) -> FirewallConf:
+    """The config, checked; ``lenient`` (DEL): no checks, an unusable backend is ""
+    (DEL then removes the attachment's entries from both backends)."""
+    conf = c.load(NETCONF, args, lenient=lenient)
+    backend = conf["backend"]
+    if lenient:
+        if backend not in ("iptables", "nftables"):
+            backend = ""
+        return FirewallConf(conf["name"], backend, "CNI-ADMIN", "open", conf)
     if backend == "firewalld":
         raise InvalidConfig(
             'the firewalld backend is not supported by kanal: use "iptables" or "nftables"'
         )
     if backend not in ("", "iptables", "nftables"):
         raise InvalidConfig(f"unknown firewall backend {backend!r}: want iptables or nftables")
-    policy = c.get_str(conf, "ingressPolicy")
+    policy = conf["ingressPolicy"]
     if policy not in POLICIES:
         raise InvalidConfig(f'unknown ingress policy: "{policy}"')
     from kanal.firewall.fwplugin_ipt import check_admin_chain
 
-    admin = check_admin_chain(c.get_str(conf, "iptablesAdminChainName") or "CNI-ADMIN")
-    c.get_str(conf, "firewalldZone")  # accepted for compatibility; no firewalld here
+    admin = check_admin_chain(conf["iptablesAdminChainName"] or "CNI-ADMIN")
+    # firewalldZone is accepted for compatibility; there is no firewalld here.
     if not backend:
         from kanal.firewall import nft
 
         backend = "nftables" if nft.available() else "iptables"
-    return FirewallConf(c.get_str(args.conf, "name"), backend, admin, policy or "open")
+    return FirewallConf(conf["name"], backend, admin, policy or "open", conf)
 
 
-def _prev(args: CmdArgs) -> Result | None:
-    prev = args.conf.get("prevResult")
-    if not prev:
-        return None
-    from kanal.spec.convert import parse_result
-
-    return parse_result(prev, args.cni_version)
+def _prev(f: FirewallConf, args: CmdArgs) -> Result | None:
+    return c.prev_result(f.conf, args)
 
 
 def _ips(result: Result) -> list[Addr]:
@@ -106,7 +122,7 @@ def _isolate_port(port: str) -> None:
 
 def cmd_add(args: CmdArgs) -> Result:
     f = load_conf(args)
-    result = _prev(args)
+    result = _prev(f, args)
     if result is None:
         raise KanalError("missing prevResult from earlier plugin")
     ips = _ips(result)
@@ -129,11 +145,12 @@ def cmd_add(args: CmdArgs) -> Result:
 
 
 def _remove(f: FirewallConf, owner: Owner, ips: list[Addr] | None) -> None:
-    if f.backend == "nftables":
+    """The attachment's entries; with no usable backend (a DEL), from both."""
+    if f.backend in ("nftables", ""):
         from kanal.firewall.fwplugin_nft import del_container
 
         del_container(owner, ips)
-    elif ips:
+    if f.backend in ("iptables", "") and ips:
         from kanal.firewall.fwplugin_ipt import del_rules
 
         del_rules(ips)
@@ -157,18 +174,22 @@ def _ingress(f: FirewallConf, result: Result, ips: list[Addr]) -> None:
 
 
 def cmd_del(args: CmdArgs) -> None:
-    f = load_conf(args)
+    f = load_conf(args, lenient=True)
     try:
-        result = _prev(args)
+        result = _prev(f, args)
     except KanalError:
         result = None  # a DEL must not fail on a cached result it cannot read
     ips = _ips(result) if result is not None else None
-    _remove(f, Owner(f.name, args.container_id, args.ifname), ips)
+    try:
+        owner = Owner(f.name, args.container_id, args.ifname)
+    except KanalError:
+        return  # a network name no entry can carry: ADD made nothing under it
+    _remove(f, owner, ips)
 
 
 def cmd_check(args: CmdArgs) -> None:
     f = load_conf(args)
-    result = _prev(args)
+    result = _prev(f, args)
     if result is None:
         raise KanalError("missing prevResult from earlier plugin")
     if f.backend == "nftables":

@@ -4,8 +4,8 @@ As the reference (Go ``plugins/main/host-device``): the link is found by
 ``device`` (name), ``hwaddr`` (MAC) or ``kernelpath`` (its /sys/devices path);
 it is moved into the container namespace under CNI_IFNAME, its original name
 kept in the link's alias, and brought up; ``ipam`` is optional. DEL moves it
-back to the host namespace under its original name and brings it up again;
-a second DEL finds nothing to do. ``pciBusID`` (DPDK / SR-IOV devices bound to
+back to the host namespace under its original name, down (as Go's); a second DEL
+finds nothing to do. ``pciBusID`` (DPDK / SR-IOV devices bound to
 userspace drivers) is refused: there is no such hardware to test it on here.
 """
 
@@ -29,7 +29,9 @@ from kanal.plugins._iface import (
 )
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
-from kanal.spec.types import Interface, Result
+from kanal.spec import gotypes
+from kanal.spec.gojson import BOOL, STRING, Struct
+from kanal.spec.types import DNS, Interface, Result
 from kanal.spec.versions import ALL_VERSIONS
 
 __all__ = ["PLUGIN", "main"]
@@ -37,13 +39,33 @@ __all__ = ["PLUGIN", "main"]
 _SPECIFY = 'specify either "device", "hwaddr", "kernelpath" or "pciBusID"'
 
 
+NETCONF = gotypes.NETCONF.extend(
+    "NetConf",
+    [
+        ("device", STRING),
+        ("hwaddr", STRING),
+        ("DPDKMode", BOOL),
+        ("kernelpath", STRING),
+        ("pciBusID", STRING),
+        ("runtimeConfig", Struct("", [("deviceID", STRING)], pkg="")),
+    ],
+)
+
+
 class HostDeviceConf:
-    def __init__(self, args: CmdArgs) -> None:
-        conf = args.conf
-        self.device = c.get_str(conf, "device")
-        self.hwaddr = c.get_str(conf, "hwaddr").lower()
-        self.kernelpath = c.get_str(conf, "kernelpath")
-        self.pci = c.get_str(conf, "pciBusID")
+    """The config, checked; ``lenient`` (DEL): no checks."""
+
+    def __init__(self, args: CmdArgs, *, lenient: bool = False) -> None:
+        conf = c.load(NETCONF, args, lenient=lenient)
+        self.conf = conf
+        self.device: str = conf["device"]
+        self.hwaddr: str = conf["hwaddr"].lower()
+        self.kernelpath: str = conf["kernelpath"]
+        self.pci: str = conf["pciBusID"]
+        self.ipam_type: str = conf["ipam"]["type"]
+        self.dns = c.dns_of(conf)
+        if lenient:
+            return
         given = [x for x in (self.device, self.hwaddr, self.kernelpath, self.pci) if x]
         if len(given) != 1:
             raise InvalidConfig(_SPECIFY)
@@ -58,8 +80,6 @@ class HostDeviceConf:
             )
         if self.hwaddr:
             c.valid_mac(self.hwaddr)
-        self.ipam_type = c.get_str(c.get_dict(conf, "ipam"), "type")
-        self.dns = c.get_dns(conf)
 
 
 def _find(h: HostDeviceConf) -> Link:
@@ -100,7 +120,7 @@ def _host_ns_fd() -> int:
 def cmd_add(args: CmdArgs) -> Result:
     h = HostDeviceConf(args)
     try:
-        netns_fd = open_netns(args.netns)
+        netns_fd = open_netns(args.netns_path)
     except NetnsNotFound as e:
         raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
     with ExitStack() as cleanup, ExitStack() as undo:
@@ -119,8 +139,8 @@ def cmd_add(args: CmdArgs) -> Result:
             interfaces=[Interface(name=args.ifname, mac=link.mac, sandbox=args.netns)],
         )
         add_addresses(args, h.ipam_type, netns_fd, result, undo)
-        if h.dns is not None:
-            result.dns = h.dns
+        # Go's host-device returns its own netconf dns only, never the IPAM plugin's.
+        result.dns = h.dns if h.dns is not None else DNS()
         undo.pop_all()
         return result
     raise AssertionError("unreachable")
@@ -151,44 +171,26 @@ def _move_out_quiet(netns_fd: int, host_fd: int, ifname: str) -> None:
 
 
 def cmd_del(args: CmdArgs) -> None:
-    h = HostDeviceConf(args)
+    h = HostDeviceConf(args, lenient=True)
 
     def back_to_host(fd: int) -> None:
+        # Left down, as Go leaves it (moving a link between namespaces sets it down).
         host_fd = _host_ns_fd()
         try:
-            if not _move_out(fd, host_fd, args.ifname):
-                return
-            with Netlink() as nl:
-                back = _find_after_move(nl, h)
-            if back is not None:
-                with raw_socket() as s:
-                    b = Batch(s)
-                    b.set_link(index=back.index, up=True)
-                    b.commit()
+            _move_out(fd, host_fd, args.ifname)
         finally:
             os.close(host_fd)
 
     release_then(args, h.ipam_type, back_to_host)
 
 
-def _find_after_move(nl: Netlink, h: HostDeviceConf) -> Link | None:
-    if h.device:
-        return nl.find_link(h.device)
-    if h.hwaddr:
-        return next((x for x in nl.links() if x.mac.lower() == h.hwaddr), None)
-    return None  # kernelpath: the name it gets back is its old one; left as it was
-
-
 def cmd_check(args: CmdArgs) -> None:
     h = HostDeviceConf(args)
     if h.ipam_type:
         delegate("CHECK", h.ipam_type, args)
-    prev = args.conf.get("prevResult")
-    if not prev:
+    result = c.prev_result(h.conf, args)
+    if result is None:
         raise InvalidConfig("Required prevResult missing")
-    from kanal.spec.convert import parse_result
-
-    result = parse_result(prev, args.cni_version)
 
     def check(nl: Netlink) -> None:
         link = nl.find_link(args.ifname)
@@ -198,7 +200,7 @@ def cmd_check(args: CmdArgs) -> None:
         validate_expected_routes(nl, result)
 
     try:
-        in_container(args.netns, check)
+        in_container(args.netns_path, check)
     except NetnsNotFound as e:
         raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
 

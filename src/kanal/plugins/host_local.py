@@ -6,6 +6,7 @@ STATUS (CNI 1.1) to what Go implements.
 
 from __future__ import annotations
 
+from kanal.errors import InvalidConfig
 from kanal.ipam import hostlocal
 from kanal.ipam.disk import DiskStore, disk_store
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
@@ -15,28 +16,39 @@ from kanal.spec.versions import ALL_VERSIONS
 __all__ = ["PLUGIN", "cmd_add", "cmd_check", "cmd_del", "cmd_gc", "cmd_status", "main"]
 
 
-def _store(conf: hostlocal.HostLocalConf) -> DiskStore:
-    return disk_store(conf.data_dir, conf.name)
+def _store(conf: hostlocal.HostLocalConf, args: CmdArgs) -> DiskStore:
+    # A relative dataDir is the runtime's: resolved against its working directory.
+    return disk_store(args.abspath(conf.data_dir), conf.name)
 
 
 def cmd_add(args: CmdArgs) -> Result:
     conf = hostlocal.load_conf(args.conf, args.args)
-    return hostlocal.add(conf, _store(conf), args.container_id, args.ifname)
+    return hostlocal.add(conf, _store(conf, args), args.container_id, args.ifname)
 
 
 def cmd_del(args: CmdArgs) -> None:
-    conf = hostlocal.load_conf(args.conf, args.args)
-    hostlocal.delete(_store(conf), args.container_id, args.ifname, passes=len(conf.ranges))
+    """Releases the attachment's addresses; reads only what names the store, so the
+    DEL of an ADD that failed on its config (or its runtimeConfig) succeeds."""
+    try:
+        data_dir, name = hostlocal.data_dir_of(args.conf)
+    except InvalidConfig:
+        return  # no usable store name: ADD could not have reserved anything
+    hostlocal.delete(
+        disk_store(args.abspath(data_dir), name),
+        args.container_id,
+        args.ifname,
+        passes=hostlocal.range_set_count(args.conf),
+    )
 
 
 def cmd_check(args: CmdArgs) -> None:
     conf = hostlocal.load_conf(args.conf, args.args)
-    hostlocal.check(_store(conf), args.container_id, args.ifname)
+    hostlocal.check(_store(conf, args), args.container_id, args.ifname)
 
 
 def cmd_status(args: CmdArgs) -> None:
     data_dir, name = hostlocal.data_dir_of(args.conf)
-    hostlocal.status(data_dir, name)
+    hostlocal.status(args.abspath(data_dir), name)
 
 
 def cmd_gc(args: CmdArgs) -> None:
@@ -45,7 +57,7 @@ def cmd_gc(args: CmdArgs) -> None:
     data_dir, name = hostlocal.data_dir_of(args.conf)
     valid = parse_plugin_conf(args.conf).valid_attachments
     pairs = None if valid is None else [(a.container_id, a.ifname) for a in valid]
-    hostlocal.gc(disk_store(data_dir, name), pairs)
+    hostlocal.gc(disk_store(args.abspath(data_dir), name), pairs)
 
 
 PLUGIN = PluginFuncs(

@@ -38,15 +38,16 @@ def cmd_add(args: CmdArgs) -> Result:
         return ips
 
     try:
-        ips = in_container(args.netns, up)
+        ips = in_container(args.netns_path, up)
     except NetnsNotFound as e:
         raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
-    prev = args.conf.get("prevResult")
-    if prev:
-        # Chained after another plugin: pass its result through unchanged.
-        from kanal.spec.convert import parse_result
+    from kanal.plugins._conf import load, prev_result
+    from kanal.spec.gotypes import NETCONF
 
-        return parse_result(prev, args.cni_version)
+    prev = prev_result(load(NETCONF, args), args)
+    if prev is not None:
+        # Chained after another plugin: pass its result through unchanged.
+        return prev
     return Result(
         cni_version=args.cni_version,
         interfaces=[Interface(name="lo", mac="00:00:00:00:00:00", sandbox=args.netns)],
@@ -64,7 +65,7 @@ def cmd_del(args: CmdArgs) -> None:
             nl.set_down(link.index)
 
     try:
-        in_container(args.netns, down)
+        in_container(args.netns_path, down)
     except NetnsNotFound:
         return  # already gone: DEL is idempotent
     except KanalError:
@@ -77,7 +78,7 @@ def cmd_check(args: CmdArgs) -> None:
             raise Internal("loopback interface is down")
 
     try:
-        in_container(args.netns, check)
+        in_container(args.netns_path, check)
     except NetnsNotFound as e:
         raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
 

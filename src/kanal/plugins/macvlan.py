@@ -38,34 +38,54 @@ from kanal.plugins._iface import (
 )
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
-from kanal.spec.types import Interface, Result
+from kanal.spec import gotypes
+from kanal.spec.gojson import BOOL, INT, STRING
+from kanal.spec.types import DNS, Interface, Result
 from kanal.spec.versions import ALL_VERSIONS
 
 __all__ = ["PLUGIN", "main"]
 
 
+NETCONF = gotypes.NETCONF.extend(
+    "NetConf",
+    [
+        ("master", STRING),
+        ("mode", STRING),
+        ("mtu", INT),
+        ("mac", STRING),
+        ("linkInContainer", BOOL),
+        ("runtimeConfig", c.MAC_ONLY),
+    ],
+)
+
+
 class MacvlanConf:
-    def __init__(self, args: CmdArgs) -> None:
-        conf = args.conf
-        self.master = c.get_str(conf, "master")
-        self.mode = c.get_str(conf, "mode") or "bridge"
+    """The config, checked; ``lenient`` (DEL): no checks (only ipam type is used)."""
+
+    def __init__(self, args: CmdArgs, *, lenient: bool = False) -> None:
+        conf = c.load(NETCONF, args, lenient=lenient)
+        self.conf = conf
+        self.master: str = conf["master"]
+        self.mode: str = conf["mode"] or "bridge"
+        self.mtu: int = conf["mtu"]
+        self.link_in_container: bool = conf["linkInContainer"]
+        self.ipam_type: str = conf["ipam"]["type"]
+        self.dns = c.dns_of(conf)
+        self.mac = ""
+        if lenient:
+            return
         if self.mode not in MACVLAN_MODES or self.mode == "source":
             raise InvalidConfig(f'unknown macvlan mode: "{self.mode}"')
-        self.mtu = c.get_int(conf, "mtu")
         if self.mtu < 0:
             raise InvalidConfig(f"invalid MTU {self.mtu}")
-        self.link_in_container = c.get_bool(conf, "linkInContainer")
-        self.ipam_type = c.get_str(c.get_dict(conf, "ipam"), "type")
-        mac = c.get_str(conf, "mac")
+        mac: str = conf["mac"]
         if args.args:
             from kanal.spec.args import load_args
 
             env = load_args(args.args, ("MAC",))
             mac = env.get("MAC") or mac
-        rc = c.get_dict(conf, "runtimeConfig")
-        mac = c.get_str(rc, "mac") or mac
+        mac = conf["runtimeConfig"]["mac"] or mac
         self.mac = c.valid_mac(mac) if mac else ""
-        self.dns = c.get_dns(conf)
 
 
 def default_route_link() -> str:
@@ -90,7 +110,7 @@ def _master(m: MacvlanConf) -> tuple[int, int]:
 def cmd_add(args: CmdArgs) -> Result:
     m = MacvlanConf(args)
     try:
-        netns_fd = open_netns(args.netns)
+        netns_fd = open_netns(args.netns_path)
     except NetnsNotFound as e:
         raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
     with ExitStack() as cleanup, ExitStack() as undo:
@@ -112,6 +132,7 @@ def cmd_add(args: CmdArgs) -> Result:
                 netns_fd=-1 if m.link_in_container else netns_fd,
                 mac=m.mac,
                 mtu=m.mtu,
+                txqlen=0,  # as Go's netlink library makes a macvlan
             )
             try:
                 b.commit()
@@ -126,14 +147,14 @@ def cmd_add(args: CmdArgs) -> Result:
         undo.callback(_del_quiet, netns_fd, args.ifname)
 
         # Not /sys: it shows the namespace it was mounted in, not the thread's.
-        mac = m.mac or in_container(args.netns, lambda nl: nl.get_link(args.ifname).mac)
+        mac = m.mac or in_container(args.netns_path, lambda nl: nl.get_link(args.ifname).mac)
         result = Result(
             cni_version=args.cni_version,
             interfaces=[Interface(name=args.ifname, mac=mac, sandbox=args.netns)],
         )
         add_addresses(args, m.ipam_type, netns_fd, result, undo, arp_notify=True)
-        if m.dns is not None:
-            result.dns = m.dns
+        # Go's macvlan returns its own netconf dns only, never the IPAM plugin's.
+        result.dns = m.dns if m.dns is not None else DNS()
         undo.pop_all()
         return result
     raise AssertionError("unreachable")
@@ -158,7 +179,7 @@ def _del_quiet(netns_fd: int, ifname: str) -> None:
 
 
 def cmd_del(args: CmdArgs) -> None:
-    m = MacvlanConf(args)
+    m = MacvlanConf(args, lenient=True)
     release_then(args, m.ipam_type, lambda fd: _del_quiet(fd, args.ifname))
 
 
@@ -183,7 +204,7 @@ def cmd_check(args: CmdArgs) -> None:
         validate_expected_routes(nl, result)
 
     try:
-        in_container(args.netns, check)
+        in_container(args.netns_path, check)
     except NetnsNotFound as e:
         raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
 

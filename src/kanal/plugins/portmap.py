@@ -35,6 +35,8 @@ from kanal.firewall.portmap_nft import (
 from kanal.netlink.sysctl import write_sysctl
 from kanal.plugins import _conf as c
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.spec import gotypes
+from kanal.spec.gojson import BOOL, INT, STRING, Ptr, Slice, Struct
 from kanal.spec.types import Result
 from kanal.spec.versions import ALL_VERSIONS
 
@@ -58,82 +60,99 @@ class PortmapConf:
     external_setmark: str | None = None
     conditions_v4: list[str] = field(default_factory=list)
     conditions_v6: list[str] = field(default_factory=list)
+    conf: dict[str, Any] = field(default_factory=dict)  # as decoded
 
 
-def _mapping(raw: Any) -> PortMapping:
-    if not isinstance(raw, dict):
-        raise InvalidConfig("invalid portMappings entry", f"{raw!r} is not an object")
-    proto = str(raw.get("protocol") or "tcp").lower()
+PORT_MAP_ENTRY = Struct(
+    "PortMapEntry",
+    [("hostPort", INT), ("containerPort", INT), ("protocol", STRING), ("hostIP", STRING)],
+)
+NETCONF = gotypes.NETCONF.extend(
+    "PortMapConf",
+    [
+        ("backend", Ptr(STRING)),
+        ("snat", Ptr(BOOL)),
+        ("conditionsV4", Ptr(gotypes.STRINGS)),
+        ("conditionsV6", Ptr(gotypes.STRINGS)),
+        ("masqAll", BOOL),
+        ("markMasqBit", Ptr(INT)),
+        ("runtimeConfig", Struct("", [("portMappings", Slice(PORT_MAP_ENTRY))], pkg="")),
+        ("externalSetMarkChain", Ptr(STRING)),
+    ],
+)
+
+
+def _mapping(m: dict[str, Any]) -> PortMapping:
+    """One decoded ``portMappings`` entry (containerd sends ``HostPort``…: same fields)."""
+    proto = (m["protocol"] or "tcp").lower()
     if proto not in ("tcp", "udp", "sctp"):
         raise InvalidConfig(
-            f"invalid protocol {raw.get('protocol')!r} in portMappings", "must be tcp, udp or sctp"
+            f"invalid protocol {m['protocol']!r} in portMappings", "must be tcp, udp or sctp"
         )
-    ports = []
     for key in ("hostPort", "containerPort"):
-        v = raw.get(key)
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 65536:
-            raise InvalidConfig(f"invalid {key} {v!r} in portMappings", "must be 1-65535")
-        ports.append(v)
+        if not 0 < m[key] < 65536:
+            raise InvalidConfig(f"invalid {key} {m[key]} in portMappings", "must be 1-65535")
     host_ip: Addr | None = None
-    if raw.get("hostIP"):
+    if m["hostIP"]:
         try:
-            host_ip = ipaddress.ip_address(str(raw["hostIP"]))
+            host_ip = ipaddress.ip_address(m["hostIP"])
         except ValueError as e:
-            raise InvalidConfig(f"invalid hostIP {raw['hostIP']!r} in portMappings") from e
+            raise InvalidConfig(f"invalid hostIP {m['hostIP']!r} in portMappings") from e
         if host_ip.is_unspecified:
             host_ip = None  # 0.0.0.0 / :: mean every address, as in Go
-    return PortMapping(ports[0], ports[1], proto, host_ip)
+    return PortMapping(m["hostPort"], m["containerPort"], proto, host_ip)
 
 
-def load_conf(args: CmdArgs) -> PortmapConf:
-    conf = dict(args.conf)
-    p = PortmapConf(name=c.get_str(conf, "name"))
-    if conf.get("snat") is not None:
-        p.snat = c.get_bool(conf, "snat")
-    p.masq_all = c.get_bool(conf, "masqAll")
-    if conf.get("markMasqBit") is not None:
-        bit = c.get_int(conf, "markMasqBit")
+def load_conf(args: CmdArgs, *, lenient: bool = False) -> PortmapConf:
+    """The config, checked. ``lenient`` (DEL): decode errors and bad values are
+    skipped — a mapping that does not check out was never programmed."""
+    conf = c.load(NETCONF, args, lenient=lenient)
+    p = PortmapConf(name=conf["name"], conf=conf)
+    if conf["snat"] is not None:
+        p.snat = conf["snat"]
+    p.masq_all = conf["masqAll"]
+    backend = conf["backend"] or "nftables"
+    if backend in ("nftables", "iptables"):
+        p.backend = backend
+    elif not lenient:
+        raise InvalidConfig(f"unknown portmap backend {backend!r}: want iptables or nftables")
+    mappings = []
+    for m in conf["runtimeConfig"]["portMappings"] or []:
+        try:
+            mappings.append(_mapping(m))
+        except InvalidConfig:
+            if not lenient:
+                raise
+    p.mappings = mappings
+    if lenient:
+        return p
+    bit = conf["markMasqBit"]
+    ext = conf["externalSetMarkChain"]
+    if bit is not None:
         if not 0 <= bit <= 31:
             raise InvalidConfig(f"MasqMarkBit must be between 0 and 31, got {bit}")
-        if conf.get("externalSetMarkChain"):
+        if ext:
             raise InvalidConfig("Cannot specify externalSetMarkChain and markMasqBit")
         p.mark_bit = bit
-    ext = conf.get("externalSetMarkChain")
     if ext is not None:
-        if (
-            not isinstance(ext, str)
-            or not ext
-            or len(ext) > 28
-            or not ext.isprintable()
-            or " " in ext
-        ):
+        if not ext or len(ext) > 28 or not ext.isprintable() or " " in ext:
             raise InvalidConfig(f"invalid externalSetMarkChain {ext!r}")
         p.external_setmark = ext
-    backend = conf.get("backend") or "nftables"
-    if backend not in ("nftables", "iptables"):
-        raise InvalidConfig(f"unknown portmap backend {backend!r}: want iptables or nftables")
-    p.backend = backend
     from kanal.firewall.portmap_ipt import validate_conditions
 
     for key, attr in (("conditionsV4", "conditions_v4"), ("conditionsV6", "conditions_v6")):
-        raw = conf.get(key)
-        if raw is None:
-            continue
-        if not isinstance(raw, list):
-            raise InvalidConfig(f"{key} must be a list of strings")
-        setattr(p, attr, validate_conditions(raw, key))
+        if conf[key] is not None:
+            setattr(p, attr, validate_conditions(conf[key], key))
     if (p.conditions_v4 or p.conditions_v6) and backend != "iptables":
         raise InvalidConfig(
             "portmap conditionsV4/conditionsV6 are iptables match arguments: "
             'they need "backend": "iptables"'
         )
-    rc = c.get_dict(conf, "runtimeConfig")
-    p.mappings = [_mapping(m) for m in c.get_list(rc, "portMappings")]
     return p
 
 
-def _container(result: Result) -> tuple[list[Addr], list[Any], list[str]]:
-    """The container's first IP per family, their subnets, and the host interfaces."""
+def _container(result: Result) -> tuple[list[Addr], list[Any]]:
+    """The container's first IP per family, and their subnets."""
     ips: list[Addr] = []
     nets = []
     for ipc in result.ips:
@@ -146,22 +165,18 @@ def _container(result: Result) -> tuple[list[Addr], list[Any], list[str]]:
         if all(ip.version != ipc.address.version for ip in ips):
             ips.append(ipc.address.ip)
             nets.append(ipc.address.network)
-    hosts = [i.name for i in result.interfaces if not i.sandbox]
-    return ips, nets, hosts
+    return ips, nets
 
 
 def cmd_add(args: CmdArgs) -> Result:
     p = load_conf(args)
-    prev = args.conf.get("prevResult")
-    if not prev:
+    result = c.prev_result(p.conf, args)
+    if result is None:
         raise InvalidConfig("must be called as chained plugin")
-    from kanal.spec.convert import parse_result
-
-    result = parse_result(prev, args.cni_version)
     result.cni_version = args.cni_version
     if not p.mappings:
         return result  # nothing to publish: no firewall work at all (plugins#510)
-    ips, nets, hosts = _container(result)
+    ips, nets = _container(result)
     if not ips:
         raise InvalidConfig("portmap: the previous result has no container address")
     if p.backend == "iptables":
@@ -187,29 +202,36 @@ def cmd_add(args: CmdArgs) -> Result:
     else:
         owner = Owner(p.name, args.container_id, args.ifname)
         add_portmaps(owner, p.mappings, ips, nets, snat=p.snat, masq_all=p.masq_all)
-    if p.snat and any(ip.version == 4 for ip in ips):
-        # 127.0.0.1 -> container needs the kernel to route "martian" localhost sources.
-        for name in hosts:
-            try:
-                write_sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
-            except KanalError:
-                pass
+    if p.snat:
+        # 127.0.0.1 -> container needs the kernel to route "martian" localhost sources,
+        # on the host link the container is reached by (Go's getRoutableHostIF).
+        from kanal.netlink.routeget import route_link
+
+        for ip in ips:
+            name = route_link(ip) if ip.version == 4 else ""
+            if name:
+                try:
+                    write_sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
+                except KanalError:
+                    pass
     flush_udp_conntrack(p.mappings)
     return result
 
 
 def cmd_del(args: CmdArgs) -> None:
-    p = load_conf(args)
+    """By attachment: whatever the config or the cached result say now (a bad
+    mapping, a bad prevResult: what ADD refused was never programmed)."""
+    p = load_conf(args, lenient=True)
     ips: list[Addr] | None = None
-    prev = args.conf.get("prevResult")
-    if prev:
-        from kanal.spec.convert import parse_result
-
-        try:
-            ips = _container(parse_result(prev, args.cni_version))[0]
-        except KanalError:
-            ips = None
-    owner = Owner(p.name, args.container_id, args.ifname)
+    try:
+        prev = c.prev_result(p.conf, args)
+        ips = _container(prev)[0] if prev is not None else None
+    except KanalError:
+        ips = None
+    try:
+        owner = Owner(p.name, args.container_id, args.ifname)
+    except KanalError:
+        return  # a network name no entry can carry: ADD programmed nothing under it
     if p.backend == "nftables":
         mappings = p.mappings if p.mappings and ips else None
         del_portmaps(owner, mappings, ips, snat=p.snat, masq_all=p.masq_all)
@@ -240,14 +262,12 @@ def _del_iptables(p: PortmapConf, args: CmdArgs, *, force: bool) -> None:
 
 def cmd_check(args: CmdArgs) -> None:
     p = load_conf(args)
-    prev = args.conf.get("prevResult")
-    if not prev:
+    prev = c.prev_result(p.conf, args)
+    if prev is None:
         raise InvalidConfig("must be called as chained plugin")
     if not p.mappings:
         return
-    from kanal.spec.convert import parse_result
-
-    ips = _container(parse_result(prev, args.cni_version))[0]
+    ips = _container(prev)[0]
     if p.backend == "iptables":
         from kanal.firewall import portmap_ipt
 
@@ -259,9 +279,9 @@ def cmd_check(args: CmdArgs) -> None:
 def cmd_gc(args: CmdArgs) -> None:
     from kanal.spec.netconf import parse_plugin_conf
 
-    valid = parse_plugin_conf(args.conf, require_name=False).valid_attachments
-    if valid is not None:
-        gc_portmaps(c.get_str(args.conf, "name"), {(a.container_id, a.ifname) for a in valid})
+    conf = parse_plugin_conf(args.conf, require_name=False)
+    if conf.valid_attachments is not None:
+        gc_portmaps(conf.name, {(a.container_id, a.ifname) for a in conf.valid_attachments})
 
 
 PLUGIN = PluginFuncs(

@@ -17,7 +17,7 @@ from typing import Any
 from kanal.errors import Conflict, Internal, InvalidConfig, KanalError
 from kanal.netlink import reaper
 from kanal.netlink.batch import Batch, raw_socket
-from kanal.netlink.handle import RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, Netlink
+from kanal.netlink.handle import RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns
 from kanal.netlink.sysctl import read_sysctl, write_sysctl
 from kanal.plugins import _conf as c
@@ -25,6 +25,7 @@ from kanal.plugins._iface import (
     configure_iface,
     del_attachment,
     gc_attachments,
+    has_ipv6,
     in_container,
     in_container_fd,
     prepare_sysctls,
@@ -35,22 +36,30 @@ from kanal.plugins._iface import (
 )
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
+from kanal.spec import gotypes
+from kanal.spec.gojson import BOOL, INT, STRING, Ptr
 from kanal.spec.types import DNS, Interface, Result
 from kanal.spec.versions import ALL_VERSIONS
 
 __all__ = ["PLUGIN", "main"]
 
 
-def _conf(args: CmdArgs) -> tuple[str, bool, str | None, int, DNS | None]:
-    conf = dict(args.conf)
-    ipam_type = c.get_str(c.get_dict(conf, "ipam"), "type")
-    if not ipam_type:
-        raise InvalidConfig('ptp needs an "ipam" section with a type')
-    backend = conf.get("ipMasqBackend")
-    if backend is not None and backend not in ("iptables", "nftables"):
-        raise InvalidConfig(f"unknown ipMasqBackend {backend!r}")
-    dns = c.get_dns(conf)
-    return ipam_type, c.get_bool(conf, "ipMasq"), backend, c.get_int(conf, "mtu"), dns
+NETCONF = gotypes.NETCONF.extend(
+    "NetConf", [("ipMasq", BOOL), ("ipMasqBackend", Ptr(STRING)), ("mtu", INT)]
+)
+
+
+def _conf(args: CmdArgs, *, lenient: bool = False) -> tuple[str, bool, str | None, int, DNS | None]:
+    """(ipam type, ipMasq, ipMasqBackend, mtu, dns); ``lenient`` for DEL (no checks)."""
+    conf = c.load(NETCONF, args, lenient=lenient)
+    ipam_type: str = conf["ipam"]["type"]
+    backend: str | None = conf["ipMasqBackend"]
+    if not lenient:
+        if not ipam_type:
+            raise InvalidConfig('ptp needs an "ipam" section with a type')
+        if backend is not None and backend not in ("iptables", "nftables"):
+            raise InvalidConfig(f"unknown ipMasqBackend {backend!r}")
+    return ipam_type, conf["ipMasq"], backend, conf["mtu"], c.dns_of(conf)
 
 
 def _enable_forward(families: set[int]) -> None:
@@ -62,7 +71,7 @@ def _enable_forward(families: set[int]) -> None:
 
 def cmd_add(args: CmdArgs) -> Result:
     ipam_type, ip_masq, backend, mtu, dns = _conf(args)
-    name = c.get_str(args.conf, "name")
+    name: str = c.load(NETCONF, args)["name"]
     with ExitStack() as cleanup, ExitStack() as undo:
         result = delegate("ADD", ipam_type, args)
         assert result is not None
@@ -75,18 +84,25 @@ def cmd_add(args: CmdArgs) -> Result:
             ipc.interface = 1
         _enable_forward({ipc.address.version for ipc in result.ips})
         try:
-            netns_fd = open_netns(args.netns)
+            netns_fd = open_netns(args.netns_path)
         except NetnsNotFound as e:
             raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
         cleanup.callback(os.close, netns_fd)
         sock = cleanup.enter_context(raw_socket())
-        reaper.wait_for(args.netns, args.ifname)
+        reaper.wait_for(args.netns_path, args.ifname)
         cont_mac = random_mac()
         for _ in range(10):
             host_name, host_mac = "veth" + secrets.token_hex(4), random_mac()
             b = Batch(sock)
             b.add_veth(
-                host_name, args.ifname, netns_fd, mac=host_mac, peer_mac=cont_mac, mtu=mtu, up=True
+                host_name,
+                args.ifname,
+                netns_fd,
+                mac=host_mac,
+                peer_mac=cont_mac,
+                mtu=mtu,
+                up=True,
+                txqlen=0,  # as Go's netlink library makes a veth
             )
             try:
                 b.commit()
@@ -113,7 +129,7 @@ def cmd_add(args: CmdArgs) -> Result:
         ]
 
         def container_side(batch: Batch) -> None:
-            prepare_sysctls(args.ifname, enable_dad=False)
+            prepare_sysctls(args.ifname, accept_dad=not has_ipv6(result))
             index = configure_iface(batch, args.ifname, result, nodad=True)
             for ipc in result.ips:
                 assert ipc.gateway is not None
@@ -148,7 +164,7 @@ def cmd_add(args: CmdArgs) -> Result:
             b.add_route(
                 ipaddress.ip_network(f"{ipc.address.ip}/{bits}"),
                 oif=host_index,
-                scope=RT_SCOPE_LINK,
+                scope=RT_SCOPE_HOST,  # as Go's ip.AddHostRoute
                 exist_ok=True,
             )
         b.commit()
@@ -156,6 +172,7 @@ def cmd_add(args: CmdArgs) -> Result:
             from kanal.firewall import Masquerade, Owner, get_backend
 
             owner = Owner(name, args.container_id, args.ifname)
+            undo.callback(_quiet, lambda: _masq_teardown(owner))
             get_backend(backend).add_masquerade(
                 [Masquerade(owner, ipc.address.ip, ipc.address.network) for ipc in result.ips]
             )
@@ -173,6 +190,12 @@ def _del_link(index: int) -> None:
         b.commit()
 
 
+def _masq_teardown(owner: Any) -> None:
+    from kanal.firewall import teardown_masquerade
+
+    teardown_masquerade(owner)
+
+
 def _quiet(fn: Any) -> None:
     try:
         fn()
@@ -182,8 +205,9 @@ def _quiet(fn: Any) -> None:
 
 def cmd_del(args: CmdArgs) -> None:
     """Idempotent; masquerade is removed by attachment even without the netns."""
-    ipam_type = _conf(args)[0]
-    del_attachment(args, network=c.get_str(args.conf, "name"), ipam_type=ipam_type)
+    ipam_type = _conf(args, lenient=True)[0]
+    name = c.load(NETCONF, args, lenient=True)["name"]
+    del_attachment(args, network=name, ipam_type=ipam_type)
 
 
 def cmd_check(args: CmdArgs) -> None:
@@ -206,13 +230,13 @@ def cmd_check(args: CmdArgs) -> None:
         validate_expected_routes(cnl, result)
 
     try:
-        in_container(args.netns, check)
+        in_container(args.netns_path, check)
     except NetnsNotFound as e:
         raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
     if ip_masq:
         from kanal.firewall import Masquerade, Owner, get_backend
 
-        owner = Owner(c.get_str(args.conf, "name"), args.container_id, args.ifname)
+        owner = Owner(c.load(NETCONF, args)["name"], args.container_id, args.ifname)
         get_backend(backend).check_masquerade(
             [Masquerade(owner, ipc.address.ip, ipc.address.network) for ipc in result.ips]
         )
@@ -225,7 +249,7 @@ def cmd_status(args: CmdArgs) -> None:
 
 def cmd_gc(args: CmdArgs) -> None:
     """Drop masquerade entries of attachments not listed as valid, then GC IPAM."""
-    gc_attachments(args, network=c.get_str(args.conf, "name"), ipam_type=_conf(args)[0])
+    gc_attachments(args, network=c.load(NETCONF, args)["name"], ipam_type=_conf(args)[0])
 
 
 PLUGIN = PluginFuncs(

@@ -13,15 +13,19 @@ the namespace file, as Go's.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import ipaddress
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from kanal.errors import Internal, InvalidConfig, KanalError
 from kanal.netlink.ns import NetnsNotFound, open_netns, run_in_netns
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.spec import gotypes
+from kanal.spec.gojson import INT, Ptr
 from kanal.spec.types import IPConfig, Result
 from kanal.spec.versions import ALL_VERSIONS
 
@@ -58,18 +62,19 @@ def _locked(netns: str, fn: Callable[[], None]) -> None:
         os.close(fd)  # closing drops the lock
 
 
-def cmd_add(args: CmdArgs) -> Result:
-    prev = args.conf.get("prevResult")
-    if not prev:
-        raise KanalError("This plugin must be called as chained plugin")
-    from kanal.spec.convert import parse_result
+NETCONF = gotypes.NETCONF.extend("PluginConf", [("table", Ptr(INT))])
 
-    table_conf = args.conf.get("table")
-    if table_conf is not None and (
-        not isinstance(table_conf, int) or isinstance(table_conf, bool) or table_conf <= 0
-    ):
+
+def cmd_add(args: CmdArgs) -> Result:
+    from kanal.plugins import _conf as c
+
+    conf = c.load(NETCONF, args)
+    result = c.prev_result(conf, args)
+    if result is None:
+        raise KanalError("This plugin must be called as chained plugin")
+    table_conf: int | None = conf["table"]
+    if table_conf is not None and table_conf <= 0:
         raise InvalidConfig('"table" must be a positive integer')
-    result = parse_result(prev, args.cni_version)
     ipcfgs = _ipcfgs(args.ifname, result)
 
     def work() -> None:
@@ -81,21 +86,43 @@ def cmd_add(args: CmdArgs) -> Result:
             except OSError as e:
                 raise Internal(f"Cannot find network interface {args.ifname}: {e}") from e
             if table_conf is not None:
-                table = int(table_conf)
+                table = table_conf
             else:
                 used = {x.table for x in r.rules()} | {x.table for x in r.routes()}
                 table = FIRST_TABLE
                 while table in used:
                     table += 1
-            for ipc in ipcfgs:
-                r.add_rule(ipc.address.ip, table)
-                if ipc.gateway is not None:
-                    r.add_default(ipc.gateway, index, table)
-            for route in r.routes(oif=index, table=254):
-                r.del_route(route)
-                r.replace_route(route, table)
+            before = {x for x in r.rules() if x.table == table}
+            defaults: list[Any] = []
+            moved = []
+            try:
+                for ipc in ipcfgs:
+                    r.add_rule(ipc.address.ip, table)
+                    if ipc.gateway is not None:
+                        r.add_default(ipc.gateway, index, table)
+                        defaults.append(ipc.gateway)
+                for route in r.routes(oif=index, table=254):
+                    r.del_route(route)
+                    moved.append(route)
+                    r.replace_route(route, table)
+            except BaseException:
+                # Nothing half-done stays: our rules and default routes go, the moved
+                # routes come back to the main table.
+                for rule in r.rules():
+                    if rule.table == table and rule not in before:
+                        r.del_rule(rule)
+                for route in r.routes(oif=index, table=table):
+                    ours = route.dst_len == 0 and route.gateway in {str(g) for g in defaults}
+                    if ours or any(dataclasses.replace(m, table=table) == route for m in moved):
+                        r.del_route(route)
+                for route in moved:
+                    try:
+                        r.replace_route(route, 254)
+                    except KanalError:
+                        pass
+                raise
 
-    _locked(args.netns, work)
+    _locked(args.netns_path, work)
     return result
 
 
@@ -103,7 +130,7 @@ def cmd_del(args: CmdArgs) -> None:
     if not args.netns:
         return
     try:
-        fd = open_netns(args.netns)
+        fd = open_netns(args.netns_path)
     except NetnsNotFound:
         return
     os.close(fd)
@@ -122,17 +149,17 @@ def cmd_del(args: CmdArgs) -> None:
                 if rule.src and ipaddress.ip_address(rule.src) in addrs:
                     r.del_rule(rule)
 
-    _locked(args.netns, work)
+    _locked(args.netns_path, work)
 
 
 def cmd_check(args: CmdArgs) -> None:
     """Go's CHECK accepts anything; kanal checks each address still has its rule."""
-    prev = args.conf.get("prevResult")
-    if not prev:
-        raise KanalError("This plugin must be called as chained plugin")
-    from kanal.spec.convert import parse_result
+    from kanal.plugins import _conf as c
 
-    ips = {ipc.address.ip for ipc in _ipcfgs(args.ifname, parse_result(prev, args.cni_version))}
+    prev = c.prev_result(c.load(NETCONF, args), args)
+    if prev is None:
+        raise KanalError("This plugin must be called as chained plugin")
+    ips = {ipc.address.ip for ipc in _ipcfgs(args.ifname, prev)}
 
     def work() -> None:
         from kanal.netlink.rules import Rules
@@ -143,7 +170,7 @@ def cmd_check(args: CmdArgs) -> None:
         if missing:
             raise Internal(f"no source rule for {', '.join(map(str, sorted(missing, key=str)))}")
 
-    _locked(args.netns, work)
+    _locked(args.netns_path, work)
 
 
 PLUGIN = PluginFuncs(

@@ -20,10 +20,12 @@ def cmd_del(args: CmdArgs) -> None:
 
 
 def cmd_check(args: CmdArgs) -> None:
+    from kanal.plugins._conf import load
     from kanal.spec.convert import parse_result
+    from kanal.spec.gotypes import NETCONF
 
     conf = static.load_conf(args.conf, args.args)
-    prev = args.conf.get("prevResult")
+    prev = load(NETCONF, args)["prevResult"]
     if prev is None:
         raise InvalidConfig("Required prevResult missing")
     static.check(conf, parse_result(prev, args.cni_version, same_family=True), args.ifname)

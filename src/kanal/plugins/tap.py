@@ -26,35 +26,61 @@ from kanal.plugins._iface import (
 )
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
-from kanal.spec.types import Interface, Result
+from kanal.spec import gotypes
+from kanal.spec.gojson import BOOL, INT, STRING, UINT32, Ptr, Struct
+from kanal.spec.types import DNS, Interface, Result
 from kanal.spec.versions import ALL_VERSIONS
 
 __all__ = ["PLUGIN", "main"]
 
 
+NETCONF = gotypes.NETCONF.extend(
+    "NetConf",
+    [
+        ("multiQueue", BOOL),
+        ("mtu", INT),
+        ("mac", STRING),
+        ("owner", Ptr(UINT32)),
+        ("group", Ptr(UINT32)),
+        ("selinuxContext", STRING),
+        ("bridge", STRING),
+        ("args", Ptr(Struct("", [], pkg=""))),
+        ("runtimeConfig", c.MAC_ONLY),
+    ],
+)
+
+
 class TapConf:
-    def __init__(self, args: CmdArgs) -> None:
-        conf = args.conf
-        mac = c.get_str(conf, "mac")
+    """The config, checked; ``lenient`` (DEL): no checks."""
+
+    def __init__(self, args: CmdArgs, *, lenient: bool = False) -> None:
+        conf = c.load(NETCONF, args, lenient=lenient)
+        self.conf = conf
+        self.mtu: int = conf["mtu"]
+        self.multi_queue: bool = conf["multiQueue"]
+        self.owner: int | None = conf["owner"]
+        self.group: int | None = conf["group"]
+        self.bridge: str = conf["bridge"]
+        self.ipam_type: str = conf["ipam"]["type"]
+        self.dns = c.dns_of(conf)
+        self.mac = ""
+        if lenient:
+            return
+        mac: str = conf["mac"]
+        if args.args:
+            from kanal.spec.args import load_args
+
+            mac = load_args(args.args, ("MAC",)).get("MAC") or mac
+        mac = conf["runtimeConfig"]["mac"] or mac
         self.mac = c.valid_mac(mac) if mac else ""
-        self.mtu = c.get_int(conf, "mtu")
         if self.mtu < 0 or self.mtu > 65535:
             raise InvalidConfig(f"invalid MTU {self.mtu}")
-        self.multi_queue = c.get_bool(conf, "multiQueue")
-        self.owner = conf.get("owner")
-        self.group = conf.get("group")
-        for key, v in (("owner", self.owner), ("group", self.group)):
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                raise InvalidConfig(f'"{key}" must be a non-negative integer id')
-        self.bridge = c.get_str(conf, "bridge")
-        c.get_str(conf, "selinuxcontext")
-        self.ipam_type = c.get_str(c.get_dict(conf, "ipam"), "type")
 
 
 def cmd_add(args: CmdArgs) -> Result:
     t = TapConf(args)
     try:
-        netns_fd = open_netns(args.netns)
+        netns_fd = open_netns(args.netns_path)
     except NetnsNotFound as e:
         raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
     with ExitStack() as cleanup, ExitStack() as undo:
@@ -89,7 +115,9 @@ def cmd_add(args: CmdArgs) -> Result:
             cni_version=args.cni_version,
             interfaces=[Interface(name=args.ifname, mac=mac, sandbox=args.netns)],
         )
-        add_addresses(args, t.ipam_type, netns_fd, result, undo)
+        add_addresses(args, t.ipam_type, netns_fd, result, undo, arp_notify=True)
+        # Go's tap returns its own netconf dns only, never the IPAM plugin's.
+        result.dns = t.dns if t.dns is not None else DNS()
         undo.pop_all()
         return result
     raise AssertionError("unreachable")
@@ -106,13 +134,13 @@ def _delete(ifname: str) -> None:
 
 
 def cmd_del(args: CmdArgs) -> None:
-    t = TapConf(args)
+    t = TapConf(args, lenient=True)
     if t.ipam_type:
         delegate("DEL", t.ipam_type, args)
     if not args.netns:
         return
     try:
-        fd = open_netns(args.netns)
+        fd = open_netns(args.netns_path)
     except NetnsNotFound:
         return
     try:
@@ -123,12 +151,9 @@ def cmd_del(args: CmdArgs) -> None:
 
 def cmd_check(args: CmdArgs) -> None:
     t = TapConf(args)
-    prev = args.conf.get("prevResult")
-    if not prev:
+    result = c.prev_result(t.conf, args)
+    if result is None:
         raise InvalidConfig("Required prevResult missing")
-    from kanal.spec.convert import parse_result
-
-    result = parse_result(prev, args.cni_version)
 
     def check(nl: Netlink) -> None:
         link = nl.find_link(args.ifname)
@@ -137,7 +162,7 @@ def cmd_check(args: CmdArgs) -> None:
         if t.ipam_type:
             validate_expected_ips(nl, args.ifname, result)
 
-    in_container(args.netns, check)
+    in_container(args.netns_path, check)
 
 
 PLUGIN = PluginFuncs(

@@ -21,6 +21,8 @@ from kanal.netlink.ns import NetnsNotFound
 from kanal.plugins import _conf as c
 from kanal.plugins._iface import in_container
 from kanal.skel.cmdargs import PluginFuncs
+from kanal.spec import gotypes
+from kanal.spec.gojson import BOOL, INT, STRING, Map, Ptr, Struct, decode_lenient
 from kanal.spec.versions import ALL_VERSIONS
 
 TYPE_CHECKING = False
@@ -48,6 +50,7 @@ class TuningConf:
     mtu: int = 0
     txqlen: int | None = None
     allmulti: bool | None = None
+    conf: dict[str, Any] = field(default_factory=dict)  # as decoded
 
     @property
     def touches_link(self) -> bool:
@@ -60,60 +63,85 @@ class TuningConf:
         )
 
 
-def _no_duplicate_sysctls(raw: bytes) -> None:
-    """Go refuses a config naming a sysctl twice; Python's json would keep the last."""
+_TUNING_ARGS = Struct(
+    "IPAMArgs",
+    [
+        ("sysctl", Ptr(Map(STRING))),
+        ("mac", Ptr(STRING)),
+        ("promisc", Ptr(BOOL)),
+        ("mtu", Ptr(INT)),
+        ("allmulti", Ptr(BOOL)),
+        ("txQLen", Ptr(INT)),
+    ],
+)
+NETCONF = gotypes.NETCONF.extend(
+    "TuningConf",
+    [
+        ("dataDir", STRING),
+        ("sysctl", Map(STRING)),
+        ("mac", STRING),
+        ("promisc", BOOL),
+        ("mtu", INT),
+        ("txQLen", Ptr(INT)),
+        ("allmulti", Ptr(BOOL)),
+        ("runtimeConfig", c.MAC_ONLY),
+        ("args", Ptr(Struct("", [("cni", Ptr(_TUNING_ARGS))], pkg=""))),
+    ],
+)
 
-    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [k for k, _ in pairs]
-        if len(keys) != len(set(keys)) and all(isinstance(v, str) for _, v in pairs):
-            raise InvalidConfig("duplicated sysctl keys are not allowed")
-        return dict(pairs)
 
-    sysctl = _json.loads(raw).get("sysctl")
-    if isinstance(sysctl, dict):
-        start = raw.find(b'"sysctl"')
-        if start >= 0:
-            try:
-                _json.raw_decode(raw[raw.index(b"{", start) :].decode(), object_pairs_hook=hook)
-            except ValueError:
-                pass
+def _no_duplicate_sysctls(args: CmdArgs) -> None:
+    """Go decodes ``sysctl`` a second time with a key type that refuses a key seen
+    before (a repeated key, also across repeated ``sysctl`` members)."""
+    seen: set[str] = set()
+
+    def key(k: str) -> None:
+        if k in seen:
+            raise ValueError("duplicated sysctl keys are not allowed")
+        seen.add(k)
+
+    check = Struct("sysctlCheck", [("sysctl", Map(STRING, key=key))])
+    _, err = decode_lenient(check, args.conf)
+    if err == "duplicated sysctl keys are not allowed":  # (other errors: load_conf's)
+        raise InvalidConfig(err)
 
 
-def load_conf(args: CmdArgs) -> TuningConf:
+def load_conf(args: CmdArgs, *, lenient: bool = False) -> TuningConf:
+    """The config (Go's parseConf), checked; ``lenient`` (DEL): no checks."""
     from kanal.spec.args import load_args
 
-    conf = dict(args.conf)
-    _no_duplicate_sysctls(args.stdin_data)
-    t = TuningConf(data_dir=c.get_str(conf, "dataDir") or DEFAULT_DATA_DIR)
-    sysctl = c.get_dict(conf, "sysctl")
-    t.sysctl = {str(k): _sysctl_value(k, v) for k, v in sysctl.items()}
-    t.mac = c.get_str(conf, "mac")
-    t.promisc = c.get_bool(conf, "promisc")
-    t.mtu = c.get_int(conf, "mtu")
-    if conf.get("txQLen") is not None:
-        t.txqlen = c.get_int(conf, "txQLen")
-    if conf.get("allmulti") is not None:
-        t.allmulti = c.get_bool(conf, "allmulti")
+    conf = c.load(NETCONF, args, lenient=lenient)
+    if not lenient:
+        _no_duplicate_sysctls(args)
+    t = TuningConf(data_dir=args.abspath(conf["dataDir"] or DEFAULT_DATA_DIR), conf=conf)
+    if lenient:
+        return t
+    t.sysctl = dict(conf["sysctl"] or {})
+    t.mac = conf["mac"]
+    t.promisc = conf["promisc"]
+    t.mtu = conf["mtu"]
+    t.txqlen = conf["txQLen"]
+    t.allmulti = conf["allmulti"]
     if args.args:
         env_mac = load_args(args.args, ("MAC",)).get("MAC", "")
         if env_mac:
             t.mac = env_mac
-    rc_mac = c.get_str(c.get_dict(conf, "runtimeConfig"), "mac")
-    if rc_mac:
-        t.mac = rc_mac
-    a = c.get_dict(c.get_dict(conf, "args"), "cni")
-    if a.get("sysctl") is not None:
-        t.sysctl.update({str(k): _sysctl_value(k, v) for k, v in c.get_dict(a, "sysctl").items()})
-    if a.get("mac") is not None:
-        t.mac = c.get_str(a, "mac")
-    if a.get("promisc") is not None:
-        t.promisc = c.get_bool(a, "promisc")
-    if a.get("mtu") is not None:
-        t.mtu = c.get_int(a, "mtu")
-    if a.get("allmulti") is not None:
-        t.allmulti = c.get_bool(a, "allmulti")
-    if a.get("txQLen") is not None:
-        t.txqlen = c.get_int(a, "txQLen")
+    if conf["runtimeConfig"]["mac"]:
+        t.mac = conf["runtimeConfig"]["mac"]
+    a = (conf["args"] or {}).get("cni")
+    if a is not None:
+        if a["sysctl"] is not None:
+            t.sysctl.update(a["sysctl"])
+        if a["mac"] is not None:
+            t.mac = a["mac"]
+        if a["promisc"] is not None:
+            t.promisc = a["promisc"]
+        if a["mtu"] is not None:
+            t.mtu = a["mtu"]
+        if a["allmulti"] is not None:
+            t.allmulti = a["allmulti"]
+        if a["txQLen"] is not None:
+            t.txqlen = a["txQLen"]
     if t.mac:
         t.mac = c.valid_mac(t.mac)
     if t.mtu < 0:
@@ -121,12 +149,6 @@ def load_conf(args: CmdArgs) -> TuningConf:
     if t.txqlen is not None and t.txqlen < 0:
         raise InvalidConfig(f"invalid txQLen {t.txqlen}")
     return t
-
-
-def _sysctl_value(key: Any, value: Any) -> str:
-    if not isinstance(value, str):
-        raise InvalidConfig("failed to load netconf", f"sysctl {key!r} value must be a string")
-    return value
 
 
 def sysctl_path(key: str, ifname: str) -> str:
@@ -138,8 +160,8 @@ def sysctl_path(key: str, ifname: str) -> str:
     return path
 
 
-def _check_allowlist(t: TuningConf, env: dict[str, str]) -> None:
-    path = env.get("KANAL_TUNING_ALLOWLIST") or DEFAULT_ALLOWLIST
+def _check_allowlist(t: TuningConf, args: CmdArgs) -> None:
+    path = args.abspath(args.env.get("KANAL_TUNING_ALLOWLIST") or DEFAULT_ALLOWLIST)
     try:
         with open(path) as f:
             allowed = [line.strip() for line in f if line.strip()]
@@ -176,54 +198,64 @@ def cmd_add(args: CmdArgs) -> Result:
     t = load_conf(args)
     for key in t.sysctl:
         sysctl_path(key, args.ifname)
-    _check_allowlist(t, dict(args.env))
-    prev = args.conf.get("prevResult")
-    if not prev:
+    _check_allowlist(t, args)
+    result = c.prev_result(t.conf, args)
+    if result is None:
         raise InvalidConfig("Required prevResult missing")
-    from kanal.spec.convert import parse_result
-
-    result = parse_result(prev, args.cni_version)
     backup = _backup_path(t, args)
 
     def apply(nl: Netlink) -> None:
-        # All or nothing: a missing key is refused before any sysctl is written.
+        # All or nothing: a missing key is refused before any sysctl is written, and
+        # a later failure puts back what was changed.
         for key in t.sysctl:
             if not os.path.exists(sysctl_path(key, args.ifname)):
                 raise InvalidConfig(f"invalid net sysctl key: {key!r} does not exist")
-        for key, value in t.sysctl.items():
-            try:
-                with open(sysctl_path(key, args.ifname), "w") as f:
-                    f.write(value)
-            except OSError as e:
-                raise Internal(f"failed to set sysctl {key}", str(e)) from e
-        if not t.touches_link:
-            return
-        link = nl.get_link(args.ifname)
-        saved: dict[str, Any] = {}
-        if t.mac:
-            saved["mac"] = link.mac
-        if t.promisc:
-            saved["promisc"] = bool(link.promiscuity)
-        if t.mtu:
-            saved["mtu"] = link.mtu
-        if t.allmulti is not None:
-            saved["allmulti"] = bool(link.flags & IFF_ALLMULTI)
-        if t.txqlen is not None:
-            saved["txQLen"] = link.txqlen
-        _write_backup(backup, saved)
-        if t.mac:
-            nl.set_link(link.index, address=t.mac)
-        if t.promisc:
-            nl.set_link(link.index, flags=IFF_PROMISC, change=IFF_PROMISC)
-        if t.mtu:
-            nl.set_link(link.index, mtu=t.mtu)
-        if t.allmulti is not None:
-            nl.set_link(link.index, flags=IFF_ALLMULTI if t.allmulti else 0, change=IFF_ALLMULTI)
-        if t.txqlen is not None:
-            nl.set_link(link.index, txqlen=t.txqlen)
+        old: dict[str, str] = {}
+        saved: dict[str, Any] | None = None
+        try:
+            for key, value in t.sysctl.items():
+                path = sysctl_path(key, args.ifname)
+                try:
+                    with open(path) as f:
+                        before = f.read().rstrip("\n")
+                    with open(path, "w") as f:
+                        f.write(value)
+                except OSError as e:
+                    raise Internal(f"failed to set sysctl {key}", str(e)) from e
+                old.setdefault(path, before)
+            if not t.touches_link:
+                return
+            link = nl.get_link(args.ifname)
+            saved = {}
+            if t.mac:
+                saved["mac"] = link.mac
+            if t.promisc:
+                saved["promisc"] = bool(link.promiscuity)
+            if t.mtu:
+                saved["mtu"] = link.mtu
+            if t.allmulti is not None:
+                saved["allmulti"] = bool(link.flags & IFF_ALLMULTI)
+            if t.txqlen is not None:
+                saved["txQLen"] = link.txqlen
+            _write_backup(backup, saved)
+            if t.mac:
+                nl.set_link(link.index, address=t.mac)
+            if t.promisc:
+                nl.set_link(link.index, flags=IFF_PROMISC, change=IFF_PROMISC)
+            if t.mtu:
+                nl.set_link(link.index, mtu=t.mtu)
+            if t.allmulti is not None:
+                nl.set_link(
+                    link.index, flags=IFF_ALLMULTI if t.allmulti else 0, change=IFF_ALLMULTI
+                )
+            if t.txqlen is not None:
+                nl.set_link(link.index, txqlen=t.txqlen)
+        except BaseException:
+            _undo(nl, args.ifname, old, saved, backup)
+            raise
 
     try:
-        in_container(args.netns, apply)
+        in_container(args.netns_path, apply)
     except NetnsNotFound as e:
         raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
     if t.mac:
@@ -234,9 +266,50 @@ def cmd_add(args: CmdArgs) -> Result:
     return result
 
 
+def _restore(nl: Netlink, ifname: str, saved: dict[str, Any]) -> None:
+    link = nl.find_link(ifname)
+    if link is None:
+        return
+    if saved.get("mtu"):
+        nl.set_link(link.index, mtu=int(saved["mtu"]))
+    if saved.get("mac"):
+        nl.set_link(link.index, address=str(saved["mac"]))
+    if saved.get("promisc") is not None:
+        nl.set_link(link.index, flags=IFF_PROMISC if saved["promisc"] else 0, change=IFF_PROMISC)
+    if saved.get("allmulti") is not None:
+        nl.set_link(link.index, flags=IFF_ALLMULTI if saved["allmulti"] else 0, change=IFF_ALLMULTI)
+    if saved.get("txQLen") is not None:
+        nl.set_link(link.index, txqlen=int(saved["txQLen"]))
+
+
+def _undo(
+    nl: Netlink, ifname: str, old: dict[str, str], saved: dict[str, Any] | None, backup: str
+) -> None:
+    """A failed ADD: the sysctls and link attributes it changed go back, its backup goes."""
+    for path, value in old.items():
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError:
+            pass
+    if saved is not None:
+        try:
+            _restore(nl, ifname, saved)
+        except KanalError:
+            pass
+        _unlink_quiet(backup)
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass  # gone already (or a name no ADD could have written)
+
+
 def cmd_del(args: CmdArgs) -> None:
     """Restore the saved attributes; the backup goes even when the netns is gone."""
-    t = load_conf(args)
+    t = load_conf(args, lenient=True)
     backup = _backup_path(t, args)
     try:
         with open(backup) as f:
@@ -244,39 +317,16 @@ def cmd_del(args: CmdArgs) -> None:
     except (OSError, ValueError):
         saved = None
     if isinstance(saved, dict) and args.netns:
-
-        def restore(nl: Netlink) -> None:
-            link = nl.find_link(args.ifname)
-            if link is None:
-                return
-            if saved.get("mtu"):
-                nl.set_link(link.index, mtu=int(saved["mtu"]))
-            if saved.get("mac"):
-                nl.set_link(link.index, address=str(saved["mac"]))
-            if saved.get("promisc") is not None:
-                nl.set_link(
-                    link.index, flags=IFF_PROMISC if saved["promisc"] else 0, change=IFF_PROMISC
-                )
-            if saved.get("allmulti") is not None:
-                nl.set_link(
-                    link.index, flags=IFF_ALLMULTI if saved["allmulti"] else 0, change=IFF_ALLMULTI
-                )
-            if saved.get("txQLen") is not None:
-                nl.set_link(link.index, txqlen=int(saved["txQLen"]))
-
         try:
-            in_container(args.netns, restore)
+            in_container(args.netns_path, lambda nl: _restore(nl, args.ifname, saved))
         except KanalError:
             pass  # as Go: DEL never fails on restoring in-namespace state
-    try:
-        os.unlink(backup)
-    except FileNotFoundError:
-        pass
+    _unlink_quiet(backup)
 
 
 def cmd_check(args: CmdArgs) -> None:
     t = load_conf(args)
-    if not args.conf.get("prevResult"):
+    if t.conf["prevResult"] is None:
         raise InvalidConfig("Required prevResult missing")
 
     def check(nl: Netlink) -> None:
@@ -318,7 +368,7 @@ def cmd_check(args: CmdArgs) -> None:
             )
 
     try:
-        in_container(args.netns, check)
+        in_container(args.netns_path, check)
     except NetnsNotFound as e:
         raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
 

@@ -19,17 +19,19 @@ __all__ = ["InProcessExec"]
 
 
 class InProcessExec(SubprocessExec):
-    def exec_plugin(self, path: str, stdin: bytes, env: Mapping[str, str]) -> bytes:
+    def exec_plugin(
+        self, path: str, stdin: bytes, env: Mapping[str, str], *, cwd: str | None = None
+    ) -> bytes:
         from kanal.skel.delegate import kanal_plugin_name
 
         name = kanal_plugin_name(path)
         if name is None:
-            return super().exec_plugin(path, stdin, env)
+            return super().exec_plugin(path, stdin, env, cwd=cwd)
         from kanal.plugins.registry import load_plugin
         from kanal.skel.dispatcher import Dispatcher
 
         out, err = io.StringIO(), io.StringIO()
-        code = Dispatcher(dict(env), io.BytesIO(stdin), out, err).run(load_plugin(name))
+        code = Dispatcher(dict(env), io.BytesIO(stdin), out, err, cwd).run(load_plugin(name))
         if code != 0:
             raise self._plugin_error(code, out.getvalue().encode(), err.getvalue().encode())
         return out.getvalue().encode()

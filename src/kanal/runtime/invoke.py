@@ -180,7 +180,11 @@ class SubprocessExec:
         self._busy_delay = busy_delay
         self._sleep = sleep
 
-    def exec_plugin(self, path: str, stdin: bytes, env: Mapping[str, str]) -> bytes:
+    def exec_plugin(
+        self, path: str, stdin: bytes, env: Mapping[str, str], *, cwd: str | None = None
+    ) -> bytes:
+        """See :meth:`Exec.exec_plugin`; ``cwd``: the child's working directory
+        (default: this process's)."""
         attempt = 0
         while True:
             try:
@@ -189,6 +193,7 @@ class SubprocessExec:
                     input=stdin,
                     capture_output=True,
                     env=dict(env),
+                    cwd=cwd,
                     timeout=self._timeout,
                     check=False,
                 )

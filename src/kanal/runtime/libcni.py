@@ -31,7 +31,13 @@ from kanal.runtime.invoke import Exec, SubprocessExec, get_version_info, plugin_
 from kanal.spec._go import quote
 from kanal.spec.args import validate_container_id, validate_ifname
 from kanal.spec.convert import parse_result, render_result
-from kanal.spec.netconf import ConfList, GCAttachment, build_plugin_request, validate_network_name
+from kanal.spec.netconf import (
+    ConfList,
+    GCAttachment,
+    build_plugin_request,
+    plugin_fields,
+    validate_network_name,
+)
 from kanal.spec.types import Result
 from kanal.spec.versions import version_ge
 
@@ -58,9 +64,9 @@ class RuntimeConf:
 
 def _describe(plugin: Mapping[str, Any]) -> str:
     # Go pluginDescription: type="x" plus name="y" when the plugin object has its own.
-    out = f"type={quote(str(plugin.get('type', '')))}"
-    name = plugin.get("name")
-    if isinstance(name, str) and name:
+    plugin_type, name, _ = plugin_fields(plugin)
+    out = f"type={quote(plugin_type)}"
+    if name:
         out += f" name={quote(name)}"
     return out
 
@@ -132,7 +138,7 @@ class CNIConfig:
         )
 
     def _find(self, plugin: Mapping[str, Any]) -> str:
-        return self.exec.find_in_path(str(plugin.get("type", "")), self.paths)
+        return self.exec.find_in_path(plugin_fields(plugin)[0], self.paths)
 
     @staticmethod
     def _validate(conflist: ConfList, rt: RuntimeConf) -> None:
@@ -365,7 +371,7 @@ class CNIConfig:
                     stdin = build_plugin_request(conflist, plugin, extra=extra)
                     self.exec.exec_plugin(self._find(plugin), stdin, env)
                 except KanalError as e:
-                    errors.append(prefixed(e, f"failed to GC plugin {plugin.get('type', '')}: "))
+                    errors.append(prefixed(e, f"failed to GC plugin {plugin_fields(plugin)[0]}: "))
         if errors:
             raise TeardownError(f"GC of network {quote(conflist.name)} failed", errors)
 
@@ -414,18 +420,16 @@ class CNIConfig:
         errors: list[str] = []
         caps: set[str] = set()
         for plugin in conflist.plugins:
+            plugin_type, _, plugin_caps = plugin_fields(plugin)
             try:
-                supported = self.get_version_info(str(plugin.get("type", "")))
+                supported = self.get_version_info(plugin_type)
                 if want not in supported:
                     errors.append(
-                        f"plugin {plugin.get('type', '')} does not support config version "
-                        f"{quote(want)}"
+                        f"plugin {plugin_type} does not support config version {quote(want)}"
                     )
             except KanalError as e:
                 errors.append(str(e))
-            plugin_caps = plugin.get("capabilities") or {}
-            if isinstance(plugin_caps, Mapping):
-                caps.update(k for k, on in plugin_caps.items() if on is True)
+            caps.update(k for k, on in plugin_caps.items() if on is True)
         if errors:
             raise InvalidConfig(f"network {quote(conflist.name)} is not usable", "; ".join(errors))
         return sorted(caps)

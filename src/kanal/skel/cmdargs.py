@@ -9,6 +9,8 @@ any :class:`kanal.errors.KanalError` to the CNI error object.
 
 from __future__ import annotations
 
+import os
+
 from kanal._dataclass import dataclass, field
 
 TYPE_CHECKING = False
@@ -28,10 +30,14 @@ __all__ = ["CmdArgs", "PluginFuncs"]
 class CmdArgs:
     """One plugin invocation.
 
-    ``conf`` is stdin parsed as a JSON object (the dispatcher has already checked
-    ``cniVersion`` against the plugin's supported versions). ``netns`` may be ""
-    on DEL. ``env`` is the whole environment of the invocation, passed on
-    unchanged when delegating to an IPAM plugin.
+    ``conf`` is stdin parsed as a JSON object (a :class:`kanal.spec.gojson.GoObject`:
+    read it through a gojson spec, which applies Go's decoding rules; the dispatcher
+    has already checked ``cniVersion`` against the plugin's supported versions).
+    ``netns`` may be "" on DEL; it is the path as the runtime gave it (results name
+    it so), :attr:`netns_path` is where to open it. ``env`` is the whole environment
+    of the invocation, passed on unchanged when delegating to an IPAM plugin.
+    ``cwd`` is the runtime's working directory: relative paths in the environment
+    and the config are the runtime's, in kanald as in a plugin process.
     """
 
     command: str
@@ -44,15 +50,18 @@ class CmdArgs:
     conf: Mapping[str, Any]
     cni_version: str
     env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str = "/"
 
-    def cni_args(self) -> dict[str, str]:
-        """CNI_ARGS as a dict (``K=V;K2=V2``); later keys win, malformed pairs ignored."""
-        out: dict[str, str] = {}
-        for pair in self.args.split(";"):
-            key, sep, value = pair.partition("=")
-            if sep and key:
-                out[key] = value
-        return out
+    def abspath(self, path: str) -> str:
+        """``path`` resolved against the runtime's working directory ("" stays "")."""
+        if not path or path.startswith("/"):
+            return path
+        return os.path.join(self.cwd, path)
+
+    @property
+    def netns_path(self) -> str:
+        """CNI_NETNS resolved against the runtime's working directory."""
+        return self.abspath(self.netns)
 
 
 @dataclass(frozen=True)

@@ -69,11 +69,11 @@ def delegate(command: str, plugin_type: str, args: CmdArgs) -> Result | None:
     env["CNI_COMMAND"] = command
     name = kanal_plugin_name(path)
     if name is not None:
-        out = _run_in_process(name, env, args.stdin_data)
+        out = _run_in_process(name, env, args.stdin_data, args.cwd)
     else:
         from kanal.runtime.invoke import SubprocessExec
 
-        out = SubprocessExec().exec_plugin(path, args.stdin_data, env)
+        out = SubprocessExec().exec_plugin(path, args.stdin_data, env, cwd=args.cwd)
     if command != "ADD":
         return None
     from kanal.spec.convert import parse_result
@@ -81,14 +81,14 @@ def delegate(command: str, plugin_type: str, args: CmdArgs) -> Result | None:
     return parse_result(out, args.cni_version)
 
 
-def _run_in_process(name: str, env: dict[str, str], stdin: bytes) -> bytes:
+def _run_in_process(name: str, env: dict[str, str], stdin: bytes, cwd: str) -> bytes:
     import io
 
     from kanal.plugins.registry import load_plugin
     from kanal.skel.dispatcher import Dispatcher
 
     out = io.StringIO()
-    code = Dispatcher(env, io.BytesIO(stdin), out, sys.stderr).run(load_plugin(name))
+    code = Dispatcher(env, io.BytesIO(stdin), out, sys.stderr, cwd).run(load_plugin(name))
     data = out.getvalue().encode()
     if code != 0:
         from kanal.spec.error import error_from_wire

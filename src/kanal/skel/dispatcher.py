@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 
-from kanal import _json
 from kanal.errors import DecodeError, IncompatibleVersion, InvalidEnv, IOFailure, KanalError
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 
@@ -37,11 +36,14 @@ class Dispatcher:
         stdin: IO[bytes],
         stdout: IO[str],
         stderr: IO[str],
+        cwd: str | None = None,
     ) -> None:
+        """``cwd``: the runtime's working directory (default: this process's)."""
         self.env = env
         self.stdin = stdin
         self.stdout = stdout
         self.stderr = stderr
+        self.cwd = cwd if cwd is not None else _getcwd()
 
     def run(self, funcs: PluginFuncs) -> int:
         """Dispatch; returns the process exit code (0 success, 1 CNI error)."""
@@ -78,9 +80,8 @@ class Dispatcher:
         cmd_env = parse_env(self.env)
         data = self._read_stdin()
         conf = _decode_conf(data)
-        version = conf.get("cniVersion") or "0.1.0"
-        if not isinstance(version, str):
-            raise DecodeError("decoding version from network config", "cniVersion is not a string")
+        _validate_name(conf)
+        version = _conf_version(conf)
         try:
             check_supported(version, funcs.versions)
             minimum = _MIN_VERSION.get(command)
@@ -92,11 +93,13 @@ class Dispatcher:
                 netns=cmd_env.netns,
                 ifname=cmd_env.ifname,
                 args=cmd_env.args,
-                path=cmd_env.path,
+                # CNI_PATH as the runtime meant it: relative entries are its own.
+                path=tuple(os.path.join(self.cwd, p) for p in cmd_env.path),
                 stdin_data=data,
                 conf=conf,
                 cni_version=version,
                 env=self.env,
+                cwd=self.cwd,
             )
             if command == "ADD":
                 from kanal.spec.convert import render_result
@@ -157,14 +160,45 @@ class _VersionKnown(Exception):
 
 
 def _decode_conf(data: bytes) -> dict[str, Any]:
-    try:
-        conf = _json.loads(data)
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        # RecursionError: nested deeper than the decoder goes (Go stops at 10000 too)
-        raise DecodeError("error decoding network config", str(e)) from e
+    from kanal.spec.gojson import loads
+
+    conf = loads(data, "error decoding network config", MAX_STDIN)
     if not isinstance(conf, dict):
         raise DecodeError("error decoding network config", "not a JSON object")
     return conf
+
+
+def _getcwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the directory was removed: no relative path can resolve
+        return "/"
+
+
+def _validate_name(conf: Mapping[str, Any]) -> None:
+    """Go skel's ``validateConfig``: a valid ``name``, read by Go's rules.
+
+    Raises:
+        DecodeError: (code 6) ``name`` is not a string.
+        InvalidConfig: (code 7) missing or invalid name.
+    """
+    from kanal.spec.args import validate_network_name
+    from kanal.spec.gojson import STRING, Struct, decode
+
+    spec = Struct("", [("name", STRING)], pkg="")
+    name = decode(spec, conf, "error unmarshall network config", error=DecodeError)["name"]
+    validate_network_name(name)
+
+
+def _conf_version(conf: Mapping[str, Any]) -> str:
+    """Go ``version.ConfigDecoder``: ``cniVersion`` read by Go's rules; "" is 0.1.0."""
+    from kanal.spec.gojson import decode
+    from kanal.spec.gotypes import VERSION_ONLY
+
+    version: str = decode(
+        VERSION_ONLY, conf, "decoding version from network config", error=DecodeError
+    )["cniVersion"]
+    return version or "0.1.0"
 
 
 def plugin_main(funcs: PluginFuncs) -> None:

@@ -1,7 +1,8 @@
 """Small emulations of Go library behaviour that the CNI wire formats depend on.
 
 - :func:`quote` is ``strconv.Quote`` (what ``%q`` prints in Go error texts).
-- :func:`loads` is a strict ``encoding/json`` decode: UTF-8 only, no NaN/Infinity.
+- :func:`loads` is ``encoding/json``'s syntax (see :mod:`kanal.spec.gojson`, which also
+  holds Go's rules for decoding into structs).
 - :func:`marshal` is ``json.Marshal``/``json.MarshalIndent``: Go escapes ``<``, ``>``,
   ``&``, U+2028 and U+2029 and writes other non-ASCII text as raw UTF-8.
 """
@@ -9,7 +10,7 @@
 from __future__ import annotations
 
 from kanal import _json
-from kanal.errors import DecodeError
+from kanal.spec.gojson import MAX_JSON_BYTES, loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -17,10 +18,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 __all__ = ["MAX_JSON_BYTES", "loads", "marshal", "quote", "quote_list", "type_name"]
-
-# Why a bound: configs and results are small; a plugin or runtime must not be made to
-# buffer and parse arbitrary input.
-MAX_JSON_BYTES = 1 << 20
 
 _SHORT_ESCAPES = {
     "\a": "\\a",
@@ -64,24 +61,6 @@ def quote(s: str | bytes) -> str:
 def quote_list(items: Iterable[str]) -> str:
     """``fmt.Sprintf("%q", []string{...})``: ``["a" "b"]``."""
     return "[" + " ".join(quote(i) for i in items) + "]"
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"invalid JSON value {name}")
-
-
-def loads(data: bytes | str, what: str = "JSON", limit: int = MAX_JSON_BYTES) -> Any:
-    """Decode JSON as Go would accept it; raises DecodeError(``what``, reason).
-
-    Input longer than ``limit`` bytes (characters for str) is refused unread.
-    """
-    if len(data) > limit:
-        raise DecodeError(what, f"input is {len(data)} bytes, more than the {limit} allowed")
-    try:
-        text = data.decode("utf-8") if isinstance(data, bytes | bytearray) else data
-        return _json.loads(text, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError included
-        raise DecodeError(what, str(e) or type(e).__name__) from e
 
 
 _GO_ESCAPES = str.maketrans(

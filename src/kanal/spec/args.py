@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONTAINER_ID_RE",
+    "MAX_CONTAINER_ID_LEN",
     "MAX_IFNAME_LEN",
     "load_args",
     "parse_cni_args",
@@ -43,6 +44,12 @@ CONTAINER_ID_RE = _IdPattern()
 
 MAX_IFNAME_LEN = 15  # IFNAMSIZ - 1
 
+# A container ID must fit, with an interface name, in one file name (255 bytes): the
+# tuning plugin's backup is "<id>_<ifname>.json". Go has no limit and then fails on
+# whatever does not fit; kanal checks it up front, the same way for every command,
+# so a DEL never fails on an ID its ADD accepted.
+MAX_CONTAINER_ID_LEN = 255 - len("_") - MAX_IFNAME_LEN - len(".json")
+
 # Go's unicode.IsSpace (Latin-1 spaces plus the White_Space property).
 _GO_SPACE = frozenset(
     "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
@@ -55,12 +62,18 @@ def validate_container_id(cid: str) -> None:
 
     Raises:
         InvalidEnv: code 3 "missing containerID" when empty (Go's
-            ErrUnknownContainer); code 4 "invalid characters in containerID" otherwise.
+            ErrUnknownContainer); code 4 "invalid characters in containerID", or
+            (kanal's) "containerID is too long" past :data:`MAX_CONTAINER_ID_LEN`.
     """
     if cid == "":
         raise InvalidEnv("missing containerID", code=3)
     if not CONTAINER_ID_RE.match(cid):
         raise InvalidEnv("invalid characters in containerID", cid)
+    if len(cid) > MAX_CONTAINER_ID_LEN:
+        raise InvalidEnv(
+            "containerID is too long",
+            f"{len(cid)} characters, at most {MAX_CONTAINER_ID_LEN} allowed",
+        )
 
 
 def validate_network_name(name: str) -> None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from kanal.errors import DecodeError, IncompatibleVersion, Internal
-from kanal.spec import _wire, result_020, result_040, result_100
+from kanal.spec import _wire, gojson, result_020, result_040, result_100
 from kanal.spec._go import loads, marshal, quote
 from kanal.spec.result_020 import IPConfig020, Result020
 from kanal.spec.result_040 import Interface040, IPConfig040, Result040
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
 _CONVERTERS: dict[tuple[str, str], ConvertFn] = {}
 
-_FROM_WIRE: dict[str, Callable[[Mapping[str, Any], str], WireResult]] = {}
+_FROM_WIRE: dict[str, Callable[..., WireResult]] = {}
 for _v in result_020.VERSIONS:
     _FROM_WIRE[_v] = result_020.from_wire
 for _v in result_040.VERSIONS:
@@ -229,20 +229,34 @@ def _100_to_020(r: Result, to: str) -> WireResult:
 # --- encoding / decoding -----------------------------------------------------------
 
 
-def _as_object(data: Mapping[str, Any] | bytes | str) -> Mapping[str, Any]:
+def _as_object(
+    data: Mapping[str, Any] | bytes | str, version: str | None
+) -> tuple[Mapping[str, Any], bool]:
+    """The result object and whether it is decoded ``via_map`` (see gojson).
+
+    Bytes are what a plugin printed (libcni decodes them into the result struct). A
+    mapping is a prevResult, which Go holds as ``map[string]interface{}``: Go's
+    ``ParsePrevResult`` adds a ``CNIVersion`` key with the config's version when
+    there is none (or it is ""), and marshals the map again (sorted keys).
+    """
     if isinstance(data, bytes | bytearray | str):
-        data = loads(data, "failed to decode CNI result")
+        obj = loads(data, "failed to decode CNI result")
+        if not isinstance(obj, Mapping):
+            raise DecodeError("failed to decode CNI result", "not a JSON object")
+        return obj, False
     if not isinstance(data, Mapping):
         raise DecodeError("failed to decode CNI result", "not a JSON object")
-    return data
+    if version and ("CNIVersion" not in data or data["CNIVersion"] == ""):
+        data = {**dict(gojson.members(data)), "CNIVersion": version}
+    return data, True
 
 
-def _wire_version(d: Mapping[str, Any], version: str | None) -> str:
-    raw = d.get("cniVersion")
-    if raw is None:
-        raw = ""
-    if not isinstance(raw, str):
-        raise DecodeError("failed to decode CNI result", f"cniVersion: want a string, got {raw!r}")
+def _wire_version(d: Mapping[str, Any], version: str | None, via_map: bool) -> str:
+    from kanal.spec.gotypes import VERSION_ONLY
+
+    raw: str = gojson.decode(
+        VERSION_ONLY, d, "failed to decode CNI result", via_map=via_map, error=DecodeError
+    )["cniVersion"]
     if raw:
         return raw
     # No cniVersion: libcni assumes the config's version (cni#895); without one Go's
@@ -266,12 +280,15 @@ def decode_wire(data: Mapping[str, Any] | bytes | str, version: str | None = Non
         DecodeError: bad JSON, not an object, or a bad field.
         IncompatibleVersion: the version is not one of ``ALL_VERSIONS``.
     """
-    d = _as_object(data)
-    wire_version = _wire_version(d, version)
+    d, via_map = _as_object(data, version)
+    return _decode(d, _wire_version(d, version, via_map), via_map)
+
+
+def _decode(d: Mapping[str, Any], wire_version: str, via_map: bool) -> WireResult:
     from_wire = _FROM_WIRE.get(wire_version)
     if from_wire is None:
         raise IncompatibleVersion(f"unsupported CNI result version {quote(wire_version)}")
-    return from_wire(d, wire_version)
+    return from_wire(d, wire_version, via_map=via_map)
 
 
 def encode_wire(result: WireResult) -> dict[str, Any]:
@@ -304,8 +321,8 @@ def parse_result(
         DecodeError: bad JSON, not an object, or a field of the wrong type.
         IncompatibleVersion: unknown version, or (``same_family``) a family mismatch.
     """
-    d = _as_object(data)
-    wire_version = _wire_version(d, version)
+    d, via_map = _as_object(data, version)
+    wire_version = _wire_version(d, version, via_map)
     if same_family and version:
         family = _family(version)
         if wire_version not in family:
@@ -313,7 +330,7 @@ def parse_result(
                 f"result type supports [{' '.join(family)}] but unmarshalled "
                 f"CNIVersion is {quote(wire_version)}"
             )
-    obj = decode_wire(d, wire_version)
+    obj = _decode(d, wire_version, via_map)
     model = convert(obj, CURRENT)
     assert isinstance(model, Result)
     model.cni_version = wire_version

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 
 from kanal._dataclass import dataclass, field
 from kanal.errors import DecodeError, InvalidConfig, KanalError
+from kanal.spec import gojson, gotypes
 from kanal.spec._go import MAX_JSON_BYTES, loads, marshal, type_name
 from kanal.spec.args import CONTAINER_ID_RE, validate_network_name
 from kanal.spec.versions import CURRENT, parse_version, version_gt
@@ -33,6 +34,7 @@ __all__ = [
     "conf_to_conflist",
     "parse_conflist",
     "parse_plugin_conf",
+    "plugin_fields",
     "validate_network_name",
 ]
 
@@ -99,42 +101,15 @@ def _opt_str(conf: Mapping[str, Any], key: str) -> str:
     return v
 
 
-def _opt_dict(conf: Mapping[str, Any], key: str) -> dict[str, Any]:
-    v = conf.get(key)
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise _bad(key, "an object", v)
-    return v
-
-
-def _check_str_list(value: Any, key: str) -> None:
-    if value is None:
-        return
-    if not isinstance(value, list) or not all(isinstance(s, str) for s in value):
-        raise _bad(key, "a list of strings", value)
-
-
-def _attachments(conf: Mapping[str, Any]) -> list[GCAttachment] | None:
-    key = "cni.dev/valid-attachments"
-    if key not in conf:
-        key = "cni.dev/attachments"
-        if key not in conf:
-            return None
-    value = conf[key]
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise _bad(key, "a list", value)
-    out = []
-    for i, item in enumerate(value):
-        if not isinstance(item, dict):
-            raise _bad(f"{key}[{i}]", "an object", item)
-        cid, ifname = item.get("containerID", ""), item.get("ifname", "")
-        if not isinstance(cid, str) or not isinstance(ifname, str):
-            raise _bad(f"{key}[{i}]", "{containerID: string, ifname: string}", item)
-        out.append(GCAttachment(cid, ifname))
-    return out
+# types.NetConf as libcni and skel read it, plus what kanal's PluginConf carries.
+_PLUGIN_CONF = gotypes.NETCONF.extend(
+    "NetConf",
+    [
+        ("runtimeConfig", gojson.Map(gojson.ANY)),
+        ("args", gojson.Map(gojson.ANY)),
+        ("cni.dev/attachments", gojson.Slice(gotypes.GC_ATTACHMENT)),
+    ],
+)
 
 
 def parse_plugin_conf(
@@ -151,39 +126,56 @@ def parse_plugin_conf(
             well-known key of the wrong JSON type.
     """
     raw = _load_object(data, "error unmarshall network config")
-    version = _opt_str(raw, "cniVersion")
-    name = _opt_str(raw, "name")
+    conf = gojson.decode(_PLUGIN_CONF, raw, _CONF_ERR)
+    name: str = conf["name"]
     if require_name:
         validate_network_name(name)
-    plugin_type = _opt_str(raw, "type")
-    if plugin_type == "":
+    if conf["type"] == "":
         raise InvalidConfig(f"{_CONF_ERR}: missing 'type'")
-    caps = _opt_dict(raw, "capabilities")
-    for cap, on in caps.items():
-        if on is not None and not isinstance(on, bool):
-            raise _bad(f"capabilities.{cap}", "a boolean", on)
-    ipam = _opt_dict(raw, "ipam")
-    _opt_str(ipam, "type")
-    dns = _opt_dict(raw, "dns")
-    for key in ("nameservers", "search", "options"):
-        _check_str_list(dns.get(key), f"dns.{key}")
-    _opt_str(dns, "domain")
-    prev = raw.get("prevResult")
-    if prev is not None and not isinstance(prev, dict):
-        raise _bad("prevResult", "an object", prev)
+    # (cni.dev/attachments: the name in the 1.1.0 spec text; the library reads
+    # cni.dev/valid-attachments)
+    valid = conf["cni.dev/valid-attachments"]
+    if valid is None and _has_key(raw, "cni.dev/valid-attachments"):
+        valid = []
+    if valid is None:
+        valid = conf["cni.dev/attachments"]
+        if valid is None and _has_key(raw, "cni.dev/attachments"):
+            valid = []
     return PluginConf(
         raw=raw,
         name=name,
-        cni_version=version or "0.1.0",
-        type=plugin_type,
-        capabilities={k: bool(v) for k, v in caps.items()},
-        ipam=ipam,
-        dns=dns,
-        runtime_config=_opt_dict(raw, "runtimeConfig"),
-        args=_opt_dict(raw, "args"),
-        prev_result=prev,
-        valid_attachments=_attachments(raw),
+        cni_version=conf["cniVersion"] or "0.1.0",
+        type=conf["type"],
+        capabilities=dict(conf["capabilities"] or {}),
+        ipam=dict(raw_member(raw, "ipam", _PLUGIN_CONF) or {}),
+        dns=dict(raw_member(raw, "dns", _PLUGIN_CONF) or {}),
+        runtime_config=dict(conf["runtimeConfig"] or {}),
+        args=dict(conf["args"] or {}),
+        prev_result=None if conf["prevResult"] is None else dict(conf["prevResult"]),
+        valid_attachments=None
+        if valid is None
+        else [GCAttachment(a["containerID"], a["ifname"]) for a in valid],
     )
+
+
+def plugin_fields(plugin: Mapping[str, Any]) -> tuple[str, str, dict[str, bool]]:
+    """``(type, name, capabilities)`` of a plugin object as libcni reads them (Go's
+    decoding rules; a value of the wrong type reads as empty)."""
+    conf, _ = gojson.decode_lenient(gotypes.NETCONF, plugin)
+    return conf["type"], conf["name"], dict(conf["capabilities"] or {})
+
+
+def _has_key(raw: Mapping[str, Any], name: str) -> bool:
+    return any(_PLUGIN_CONF.field_for(k) == name for k, _ in gojson.members(raw))
+
+
+def raw_member(raw: Mapping[str, Any], name: str, spec: gojson.Struct) -> Any:
+    """The raw JSON value Go's decoder would give field ``name`` of ``spec``."""
+    found = None
+    for key, value in gojson.members(raw):
+        if spec.field_for(key) == name:
+            found = value
+    return found
 
 
 @dataclass(slots=True)
@@ -374,9 +366,8 @@ def build_plugin_request(
     conf["cniVersion"] = conflist.cni_version
     if prev_result is not None:
         conf["prevResult"] = dict(prev_result)
-    caps = plugin.get("capabilities") or {}
-    if not isinstance(caps, dict):
-        raise _bad("capabilities", "an object", caps)
+    # libcni reads the capabilities from the decoded types.NetConf (Go's key rules).
+    caps = gojson.decode(gotypes.NETCONF, plugin, _CONF_ERR)["capabilities"] or {}
     if capability_args:
         rc = {
             cap: capability_args[cap]
@@ -391,7 +382,6 @@ def build_plugin_request(
         if value is None:
             raise InvalidConfig(f"key '{key}' value must not be nil")
         conf[key] = value
-    plugin_type = conf.get("type")
-    if not isinstance(plugin_type, str) or plugin_type == "":
+    if plugin_fields(conf)[0] == "":
         raise InvalidConfig(f"{_CONF_ERR}: missing 'type'")
     return marshal(conf, sort_keys=True)

@@ -43,31 +43,30 @@ class Result020:
     dns: DNS = field(default_factory=DNS)
 
 
-def _ipconfig_from_wire(value: Any, path: str) -> IPConfig020 | None:
-    if value is None:
+def _ipconfig_from_go(d: Mapping[str, Any] | None, path: str) -> IPConfig020 | None:
+    if d is None:
         return None
-    d = _wire.as_obj(value, path)
     return IPConfig020(
-        ip=_wire.get_cidr(d, "ip", path),
-        gateway=_wire.get_ip(d, "gateway", path),
-        routes=[
-            _wire.route_from_wire(r, f"{path}.routes[{i}]")
-            for i, r in enumerate(_wire.get_list(d, "routes", path))
-        ],
+        ip=_wire.need_cidr(d["ip"], f"{path}.ip"),
+        gateway=d["gateway"],
+        routes=_wire.routes_from_go(d["routes"], f"{path}.routes"),
     )
 
 
-def from_wire(data: Mapping[str, Any], cni_version: str) -> Result020:
+def from_wire(data: Mapping[str, Any], cni_version: str, *, via_map: bool = False) -> Result020:
     """Decode a 0.1.0/0.2.0 result object; ``cni_version`` is its resolved version.
 
     Raises:
-        DecodeError: a field has the wrong type or an address does not parse.
+        DecodeError: Go's decode error, or a missing address.
     """
+    from kanal.spec.gotypes import RESULT_020
+
+    d = _wire.decode(RESULT_020, data, via_map=via_map)
     return Result020(
         cni_version=cni_version,
-        ip4=_ipconfig_from_wire(data.get("ip4"), "ip4"),
-        ip6=_ipconfig_from_wire(data.get("ip6"), "ip6"),
-        dns=_wire.dns_from_wire(data.get("dns"), "dns"),
+        ip4=_ipconfig_from_go(d["ip4"], "ip4"),
+        ip6=_ipconfig_from_go(d["ip6"], "ip6"),
+        dns=_wire.dns_from_go(d["dns"]),
     )
 
 

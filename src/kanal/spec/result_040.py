@@ -57,46 +57,34 @@ class Result040:
     dns: DNS = field(default_factory=DNS)
 
 
-def _interface_from_wire(value: Any, path: str) -> Interface040:
-    d = _wire.as_obj(value, path)
-    return Interface040(
-        name=_wire.get_str(d, "name", path),
-        mac=_wire.get_str(d, "mac", path),
-        sandbox=_wire.get_str(d, "sandbox", path),
-    )
-
-
-def _ipconfig_from_wire(value: Any, path: str) -> IPConfig040:
-    d = _wire.as_obj(value, path)
-    return IPConfig040(
-        version=_wire.get_str(d, "version", path),
-        address=_wire.get_cidr(d, "address", path),
-        gateway=_wire.get_ip(d, "gateway", path),
-        interface=_wire.get_int(d, "interface", path),
-    )
-
-
-def from_wire(data: Mapping[str, Any], cni_version: str) -> Result040:
+def from_wire(data: Mapping[str, Any], cni_version: str, *, via_map: bool = False) -> Result040:
     """Decode a 0.3.x/0.4.0 result object; ``cni_version`` is its resolved version.
 
     Raises:
-        DecodeError: a field has the wrong type or an address does not parse.
+        DecodeError: Go's decode error, or a missing address.
     """
+    from kanal.spec.gotypes import RESULT_040
+
+    d = _wire.decode(RESULT_040, data, via_map=via_map)
+    interfaces = []
+    for itf in _wire.elements(d["interfaces"], "interfaces"):
+        interfaces.append(Interface040(name=itf["name"], mac=itf["mac"], sandbox=itf["sandbox"]))
+    ips = []
+    for i, ipc in enumerate(_wire.elements(d["ips"], "ips")):
+        ips.append(
+            IPConfig040(
+                version=ipc["version"],
+                address=_wire.need_cidr(ipc["address"], f"ips[{i}].address"),
+                gateway=ipc["gateway"],
+                interface=ipc["interface"],
+            )
+        )
     return Result040(
         cni_version=cni_version,
-        interfaces=[
-            _interface_from_wire(v, f"interfaces[{i}]")
-            for i, v in enumerate(_wire.get_list(data, "interfaces", ""))
-        ],
-        ips=[
-            _ipconfig_from_wire(v, f"ips[{i}]")
-            for i, v in enumerate(_wire.get_list(data, "ips", ""))
-        ],
-        routes=[
-            _wire.route_from_wire(v, f"routes[{i}]")
-            for i, v in enumerate(_wire.get_list(data, "routes", ""))
-        ],
-        dns=_wire.dns_from_wire(data.get("dns"), "dns"),
+        interfaces=interfaces,
+        ips=ips,
+        routes=_wire.routes_from_go(d["routes"]),
+        dns=_wire.dns_from_go(d["dns"]),
     )
 
 

@@ -33,48 +33,45 @@ __all__ = ["VERSIONS", "from_wire", "to_wire"]
 VERSIONS: tuple[str, ...] = ("1.0.0", "1.1.0")
 
 
-def _interface_from_wire(value: Any, path: str) -> Interface:
-    d = _wire.as_obj(value, path)
-    return Interface(
-        name=_wire.get_str(d, "name", path),
-        mac=_wire.get_str(d, "mac", path),
-        mtu=_wire.get_int(d, "mtu", path) or 0,
-        sandbox=_wire.get_str(d, "sandbox", path),
-        socket_path=_wire.get_str(d, "socketPath", path),
-        pci_id=_wire.get_str(d, "pciID", path),
-    )
-
-
-def _ipconfig_from_wire(value: Any, path: str) -> IPConfig:
-    d = _wire.as_obj(value, path)
-    return IPConfig(
-        address=_wire.get_cidr(d, "address", path),
-        gateway=_wire.get_ip(d, "gateway", path),
-        interface=_wire.get_int(d, "interface", path),
-    )
-
-
-def from_wire(data: Mapping[str, Any], cni_version: str) -> Result:
+def from_wire(data: Mapping[str, Any], cni_version: str, *, via_map: bool = False) -> Result:
     """Decode a 1.0.0/1.1.0 result object; ``cni_version`` is its resolved version.
 
+    ``via_map``: the object went through a ``map[string]interface{}`` (a prevResult).
+
     Raises:
-        DecodeError: a field has the wrong type or an address does not parse.
+        DecodeError: Go's decode error (a wrong type, an unparsable address), or a
+            missing address.
     """
+    from kanal.spec.gotypes import RESULT_100
+
+    d = _wire.decode(RESULT_100, data, via_map=via_map)
+    interfaces = []
+    for itf in _wire.elements(d["interfaces"], "interfaces"):
+        interfaces.append(
+            Interface(
+                name=itf["name"],
+                mac=itf["mac"],
+                mtu=itf["mtu"],
+                sandbox=itf["sandbox"],
+                socket_path=itf["socketPath"],
+                pci_id=itf["pciID"],
+            )
+        )
+    ips = []
+    for i, ipc in enumerate(_wire.elements(d["ips"], "ips")):
+        ips.append(
+            IPConfig(
+                address=_wire.need_cidr(ipc["address"], f"ips[{i}].address"),
+                gateway=ipc["gateway"],
+                interface=ipc["interface"],
+            )
+        )
     return Result(
         cni_version=cni_version,
-        interfaces=[
-            _interface_from_wire(v, f"interfaces[{i}]")
-            for i, v in enumerate(_wire.get_list(data, "interfaces", ""))
-        ],
-        ips=[
-            _ipconfig_from_wire(v, f"ips[{i}]")
-            for i, v in enumerate(_wire.get_list(data, "ips", ""))
-        ],
-        routes=[
-            _wire.route_from_wire(v, f"routes[{i}]")
-            for i, v in enumerate(_wire.get_list(data, "routes", ""))
-        ],
-        dns=_wire.dns_from_wire(data.get("dns"), "dns"),
+        interfaces=interfaces,
+        ips=ips,
+        routes=_wire.routes_from_go(d["routes"]),
+        dns=_wire.dns_from_go(d["dns"]),
     )
 
 

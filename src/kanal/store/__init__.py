@@ -77,6 +77,10 @@ class Store(Protocol):
         """Every entry whose key starts with ``prefix``, sorted by key."""
         ...
 
+    def any(self, prefix: str) -> bool:
+        """Whether some key starts with ``prefix`` (without reading them all)."""
+        ...
+
     def put(self, key: str, value: bytes, *, expect: int | None = None) -> int:
         """Write one entry; returns its new ``mod_rev``. Raises StoreConflict."""
         ...

@@ -310,6 +310,20 @@ class EtcdStore:
     def list(self, prefix: str, *, timeout: float | None = None) -> list[Entry]:
         return self.snapshot(prefix, timeout=timeout)[0]
 
+    def any(self, prefix: str, *, timeout: float | None = None) -> bool:
+        start = (self.prefix + prefix).encode()
+        out = self.call(
+            "/v3/kv/range",
+            {
+                "key": _b64(start),
+                "range_end": _b64(_prefix_end(start)),
+                "limit": 1,
+                "keys_only": True,
+            },
+            timeout=timeout,
+        )
+        return bool(out.get("kvs"))
+
     def snapshot(
         self, prefix: str, *, timeout: float | None = None
     ) -> tuple[builtins.list[Entry], int]:

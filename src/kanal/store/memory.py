@@ -22,6 +22,10 @@ class MemoryStore:
         with self._lock:
             return [e for k, e in sorted(self._data.items()) if k.startswith(prefix)]
 
+    def any(self, prefix: str) -> bool:
+        with self._lock:
+            return any(k.startswith(prefix) for k in self._data)
+
     def put(self, key: str, value: bytes, *, expect: int | None = None) -> int:
         return self.txn([Put(key, value, expect)])
 

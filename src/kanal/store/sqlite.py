@@ -57,6 +57,14 @@ class SqliteStore:
             ).fetchall()
         return [Entry(k, bytes(v), r) for k, v, r in rows]
 
+    def any(self, prefix: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM kv WHERE key >= ? AND key < ? LIMIT 1",
+                (prefix, prefix + "\U0010ffff"),
+            ).fetchone()
+        return row is not None
+
     def put(self, key: str, value: bytes, *, expect: int | None = None) -> int:
         return self.txn([Put(key, value, expect)])
 

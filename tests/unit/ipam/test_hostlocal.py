@@ -139,8 +139,12 @@ def test_routes_and_resolvconf_keys(tmp_path: Path) -> None:
         (lambda c: c.update(name="a/b"), "invalid characters found in network name"),
         (lambda c: c.update(name=".."), "invalid characters found in network name"),
         (lambda c: c.update(name=""), "missing network name"),
-        (lambda c: c["ipam"].update(dataDir=5), "ipam.dataDir must be a string"),
-        (lambda c: c["ipam"].update(routes=[{"dst": "x"}]), "invalid route in ipam.routes"),
+        (
+            lambda c: c["ipam"].update(dataDir=5),
+            "json: cannot unmarshal number into Go struct field IPAMConfig.ipam.dataDir "
+            "of type string",
+        ),
+        (lambda c: c["ipam"].update(routes=[{"dst": "x"}]), "invalid CIDR address: x"),
         (
             lambda c: c.update(runtimeConfig={"ips": ["bogus"]}),
             "invalid IP address bogus",

@@ -26,12 +26,17 @@ def encoded(msg: Any) -> bytes:
     "mtu,mac,peer_mac,master,up",
     [(0, "", "", 0, False), (1400, "02:00:00:00:00:01", "0a:58:0a:00:00:02", 7, True)],
 )
-def test_veth_create(mtu: int, mac: str, peer_mac: str, master: int, up: bool) -> None:
+@pytest.mark.parametrize("txqlen", [None, 0])
+def test_veth_create(
+    mtu: int, mac: str, peer_mac: str, master: int, up: bool, txqlen: int | None
+) -> None:
     peer: list[tuple[str, Any]] = [("IFLA_IFNAME", "eth0"), ("IFLA_NET_NS_FD", 9)]
     if peer_mac:
         peer.append(("IFLA_ADDRESS", peer_mac))
     if mtu:
         peer.append(("IFLA_MTU", mtu))
+    if txqlen is not None:
+        peer.append(("IFLA_TXQLEN", txqlen))
     m = ifinfmsg()
     attrs: list[tuple[str, Any]] = [("IFLA_IFNAME", "vethab12")]
     if mac:
@@ -40,6 +45,8 @@ def test_veth_create(mtu: int, mac: str, peer_mac: str, master: int, up: bool) -
         attrs.append(("IFLA_MTU", mtu))
     if master:
         attrs.append(("IFLA_MASTER", master))
+    if txqlen is not None:
+        attrs.append(("IFLA_TXQLEN", txqlen))
     attrs.append(
         (
             "IFLA_LINKINFO",
@@ -55,7 +62,15 @@ def test_veth_create(mtu: int, mac: str, peer_mac: str, master: int, up: bool) -
     if up:
         m["flags"] = m["change"] = 1
     got = wire.veth_create_msg(
-        "vethab12", "eth0", 9, mac=mac, peer_mac=peer_mac, mtu=mtu, master=master, up=up
+        "vethab12",
+        "eth0",
+        9,
+        mac=mac,
+        peer_mac=peer_mac,
+        mtu=mtu,
+        master=master,
+        up=up,
+        txqlen=txqlen,
     )
     assert got == encoded(m)
 
@@ -176,6 +191,7 @@ def test_macvlan_create() -> None:
         ("IFLA_LINK", 3),
         ("IFLA_ADDRESS", "02:00:00:00:00:09"),
         ("IFLA_MTU", 1400),
+        ("IFLA_TXQLEN", 0),
         ("IFLA_NET_NS_FD", 7),
         (
             "IFLA_LINKINFO",
@@ -187,7 +203,9 @@ def test_macvlan_create() -> None:
             },
         ),
     ]
-    got = wire.macvlan_create_msg("eth1", 3, 4, netns_fd=7, mac="02:00:00:00:00:09", mtu=1400)
+    got = wire.macvlan_create_msg(
+        "eth1", 3, 4, netns_fd=7, mac="02:00:00:00:00:09", mtu=1400, txqlen=0
+    )
     assert got == encoded(m)
 
 

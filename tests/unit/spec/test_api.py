@@ -60,6 +60,7 @@ API = {
         "validate_network_name",
         "PluginConf",
         "parse_plugin_conf",
+        "plugin_fields",
         "ConfList",
         "parse_conflist",
         "conf_to_conflist",
@@ -68,6 +69,7 @@ API = {
     ],
     "kanal.spec.args": [
         "CONTAINER_ID_RE",
+        "MAX_CONTAINER_ID_LEN",
         "MAX_IFNAME_LEN",
         "validate_container_id",
         "validate_ifname",

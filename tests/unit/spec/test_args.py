@@ -21,7 +21,7 @@ GOOD_IDS = [
     "cnitool-77383ca0a0715733ca6f",
     "a.b-c_d",
     "a..b",
-    "Z" * 300,
+    "Z" * 234,
     "f" * 64,
 ]
 BAD_IDS = [
@@ -59,6 +59,27 @@ def test_bad_container_ids(cid: str) -> None:
     assert ei.value.msg == "invalid characters in containerID"
     assert ei.value.details == cid
     assert not CONTAINER_ID_RE.match(cid)
+
+
+def test_container_id_length_limit_is_checked_for_every_command() -> None:
+    from kanal.spec.args import MAX_CONTAINER_ID_LEN
+    from kanal.spec.env import parse_env
+
+    validate_container_id("a" * MAX_CONTAINER_ID_LEN)
+    # tuning's backup "<id>_<ifname>.json" is the longest name made from an ID
+    assert len(f"{'a' * MAX_CONTAINER_ID_LEN}_{'i' * MAX_IFNAME_LEN}.json") == 255
+    long_id = "a" * (MAX_CONTAINER_ID_LEN + 1)
+    for command in ("ADD", "CHECK", "DEL"):
+        env = {
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": long_id,
+            "CNI_NETNS": "/run/netns/x",
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": "/opt/cni/bin",
+        }
+        with pytest.raises(InvalidEnv) as ei:
+            parse_env(env)
+        assert (ei.value.code, ei.value.msg) == (4, "containerID is too long")
 
 
 def test_empty_container_id_is_code_3_as_go() -> None:

@@ -554,10 +554,22 @@ def test_cni_version_must_be_string() -> None:
         parse_result({"cniVersion": 1.0})
 
 
-def test_decode_error_names_the_field() -> None:
+def test_decode_error_is_gos_text() -> None:
+    # IPConfig decodes itself (UnmarshalJSON); Go names the outer field of the error.
     with pytest.raises(DecodeError) as ei:
         parse_result({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.1/24"}, {"address": 7}]})
-    assert "ips[1].address" in str(ei.value)
+    assert ei.value.details == (
+        "json: cannot unmarshal number into Go struct field Result.ips of type string"
+    )
+    with pytest.raises(DecodeError) as ei:
+        parse_result(b'{"cniVersion": "1.0.0", "interfaces": [{"name": "a", "mtu": 1.5}]}')
+    assert ei.value.details == (
+        "json: cannot unmarshal number 1.5 into Go struct field Interface.interfaces.mtu "
+        "of type int"
+    )
+    with pytest.raises(DecodeError) as ei:
+        parse_result({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.1"}]})
+    assert ei.value.details == "invalid CIDR address: 10.0.0.1"
 
 
 # --- dumps ---------------------------------------------------------------------------

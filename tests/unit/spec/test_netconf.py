@@ -114,27 +114,39 @@ def test_plugin_object_without_name() -> None:
 BAD_CONFS: list[tuple[str, dict[str, Any], str]] = [
     ("no-type", {"name": "n"}, "missing 'type'"),
     ("empty-type", {"name": "n", "type": ""}, "missing 'type'"),
-    ("type-number", {"name": "n", "type": 1}, "'type' must be a string"),
+    ("type-number", {"name": "n", "type": 1}, "Go struct field NetConf.type of type string"),
     ("bad-name", {"name": "../x", "type": "t"}, "invalid characters found in network name"),
-    ("name-number", {"name": 5, "type": "t"}, "'name' must be a string"),
+    ("name-number", {"name": 5, "type": "t"}, "field NetConf.name of type string"),
     (
         "version-number",
         {"name": "n", "type": "t", "cniVersion": 1.0},
-        "'cniVersion' must be a string",
+        "cannot unmarshal number into Go struct field NetConf.cniVersion of type string",
     ),
     (
         "caps-list",
         {"name": "n", "type": "t", "capabilities": ["a"]},
-        "'capabilities' must be an object",
+        r"unmarshal array into Go struct field NetConf.capabilities of type map\[string\]bool",
     ),
-    ("caps-string", {"name": "n", "type": "t", "capabilities": {"a": "yes"}}, "capabilities.a"),
-    ("ipam-string", {"name": "n", "type": "t", "ipam": "host-local"}, "'ipam' must be an object"),
+    (
+        "caps-string",
+        {"name": "n", "type": "t", "capabilities": {"a": "yes"}},
+        "cannot unmarshal string into Go struct field NetConf.capabilities of type bool",
+    ),
+    (
+        "ipam-string",
+        {"name": "n", "type": "t", "ipam": "host-local"},
+        r"cannot unmarshal string into Go struct field NetConf.ipam of type types.IPAM",
+    ),
     (
         "ipam-type-number",
         {"name": "n", "type": "t", "ipam": {"type": 1}},
-        "'type' must be a string",
+        "Go struct field IPAM.ipam.type of type string",
     ),
-    ("dns-list", {"name": "n", "type": "t", "dns": []}, "'dns' must be an object"),
+    (
+        "dns-list",
+        {"name": "n", "type": "t", "dns": []},
+        "unmarshal array into Go struct field NetConf.dns of type types.DNS",
+    ),
     (
         "dns-ns-string",
         {"name": "n", "type": "t", "dns": {"nameservers": "1.1.1.1"}},
@@ -143,15 +155,23 @@ BAD_CONFS: list[tuple[str, dict[str, Any], str]] = [
     (
         "dns-domain-list",
         {"name": "n", "type": "t", "dns": {"domain": []}},
-        "'domain' must be a string",
+        "Go struct field DNS.dns.domain of type string",
     ),
     (
         "rc-list",
         {"name": "n", "type": "t", "runtimeConfig": []},
-        "'runtimeConfig' must be an object",
+        "Go struct field NetConf.runtimeConfig of type map",
     ),
-    ("args-string", {"name": "n", "type": "t", "args": "x"}, "'args' must be an object"),
-    ("prev-list", {"name": "n", "type": "t", "prevResult": []}, "'prevResult' must be an object"),
+    (
+        "args-string",
+        {"name": "n", "type": "t", "args": "x"},
+        "Go struct field NetConf.args of type map",
+    ),
+    (
+        "prev-list",
+        {"name": "n", "type": "t", "prevResult": []},
+        "Go struct field NetConf.prevResult of type map",
+    ),
     (
         "gc-string",
         {"name": "n", "type": "t", "cni.dev/valid-attachments": "x"},
@@ -511,7 +531,7 @@ def test_extra_keys_for_gc() -> None:
         ({"type": "t"}, {"": 1}, "keys cannot be empty"),
         ({"type": "t"}, {"k": None}, "key 'k' value must not be nil"),
         ({"x": 1}, None, "missing 'type'"),
-        ({"type": "t", "capabilities": ["a"]}, None, "'capabilities' must be an object"),
+        ({"type": "t", "capabilities": ["a"]}, None, "NetConf.capabilities of type map"),
     ],
     ids=["empty-key", "none-value", "no-type", "bad-caps"],
 )

@@ -59,6 +59,11 @@ class NetworkDriver(Protocol):
         a create that failed or was interrupted at any step."""
         ...
 
+    def idle(self, net: Network) -> None:
+        """The network's last endpoint on this host left: drop what only endpoints
+        needed (shared per-network firewall entries). Best-effort."""
+        ...
+
     def join(self, net: Network, ep: Endpoint) -> None:
         """Give the sandbox at ``ep.netns`` its interface ``ep.ifname`` with ``ep``'s
         addresses and published ports; fills ``ep.mac`` and ``ep.driver_state``.

@@ -180,11 +180,15 @@ class BridgeDriver:
         br = st["bridge"]
         with Netlink() as nl:
             link, created = nl.ensure_owned_bridge(
-                br, owner=net.mark, mtu=st["mtu"], mac=random_mac()
+                br, owner=net.mark, mtu=st["mtu"], mac=random_mac(), no_ipv6_ll=not net.enable_ipv6
             )
             if created:
+                # An IPv4-only network's bridge has no IPv6 at all (as docker's): no
+                # MLD or DAD, and nothing its first port leaves behind (a multicast
+                # route appears with the first carrier otherwise).
+                knob = "accept_ra" if net.enable_ipv6 else "disable_ipv6"
                 try:
-                    write_sysctl(f"net/ipv6/conf/{br}/accept_ra", "0")
+                    write_sysctl(f"net/ipv6/conf/{br}/{knob}", "0" if net.enable_ipv6 else "1")
                 except KanalError:
                     pass
             nl.set_up(link.index)
@@ -254,6 +258,13 @@ class BridgeDriver:
             step(self.ctx.sysctls.release, net.id)
         if errors:
             raise TeardownError(f"removing network {net.name}", errors)
+
+    def idle(self, net: Network) -> None:
+        from kanal.firewall import drop_subnet_entries
+
+        drop_subnet_entries(
+            f"kanal-{net.id[:12]}", [ipaddress.ip_network(c.subnet) for c in net.ipam]
+        )
 
     def _remove_bridge(self, net: Network) -> None:
         from kanal.netlink.handle import Netlink

@@ -54,6 +54,9 @@ class CniDriver:
     def reserve(self, net: Network) -> None:
         pass
 
+    def idle(self, net: Network) -> None:
+        pass
+
     def create_network(self, net: Network) -> None:
         pass  # the plugins make what they need at the first ADD
 

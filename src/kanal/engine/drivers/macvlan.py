@@ -72,6 +72,9 @@ class MacvlanDriver:
     def reserve(self, net: Network) -> None:
         pass
 
+    def idle(self, net: Network) -> None:
+        pass
+
     def create_network(self, net: Network) -> None:
         pass  # the macvlans are made per endpoint; the parent is the host's
 

@@ -85,6 +85,9 @@ class OverlayDriver:
         vni = self.cluster.allocate_vni(net.id, int(net.driver_state.get("vni") or 0))
         net.driver_state.update({"vni": vni, "bridge": f"kov{vni}"})
 
+    def idle(self, net: Network) -> None:
+        pass
+
     def create_network(self, net: Network) -> None:
         # Made on a host by its first endpoint. After a restart, a host that still
         # has the devices hands them back to the agent (which programs them again).

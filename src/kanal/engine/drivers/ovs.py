@@ -213,6 +213,9 @@ class OvsDriver:
     def reserve(self, net: Network) -> None:
         pass
 
+    def idle(self, net: Network) -> None:
+        pass
+
     def create_network(self, net: Network) -> None:
         from kanal.netlink.batch import Batch, raw_socket
         from kanal.netlink.sysctl import write_sysctl

@@ -37,6 +37,9 @@ class _NoInterface:
     def reserve(self, net: Network) -> None:
         pass
 
+    def idle(self, net: Network) -> None:
+        pass
+
     def create_network(self, net: Network) -> None:
         pass
 
