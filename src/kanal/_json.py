@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["dumps", "loads", "raw_decode"]
+__all__ = ["decode", "dumps", "loads", "raw_decode"]
 
 _WS = " \t\n\r"
 _CONSTANTS = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}
@@ -27,26 +27,34 @@ class _Context:
 
     strict = True
     object_hook = None
-    parse_float = float
     parse_int = int
 
     def __init__(
         self,
         parse_constant: Callable[[str], Any],
         object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
+        parse_float: Callable[[str], Any] = float,
     ) -> None:
         self.parse_constant = parse_constant
         self.object_pairs_hook = object_pairs_hook
+        self.parse_float = parse_float
 
 
 _SCANNERS: dict[Any, Any] = {}
 
 
-def _scanner(parse_constant: Callable[[str], Any] | None) -> Any:
-    s = _SCANNERS.get(parse_constant)
+def _scanner(
+    parse_constant: Callable[[str], Any] | None,
+    object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
+    parse_float: Callable[[str], Any] | None = None,
+) -> Any:
+    key = (parse_constant, object_pairs_hook, parse_float)
+    s = _SCANNERS.get(key)
     if s is None:
-        s = _SCANNERS[parse_constant] = _json.make_scanner(
-            _Context(parse_constant or _CONSTANTS.__getitem__)  # type: ignore[arg-type]
+        s = _SCANNERS[key] = _json.make_scanner(
+            _Context(  # type: ignore[arg-type]
+                parse_constant or _CONSTANTS.__getitem__, object_pairs_hook, parse_float or float
+            )
         )
     return s
 
@@ -78,6 +86,44 @@ def loads(s: str | bytes | bytearray, *, parse_constant: Callable[[str], Any] | 
     if end != n:
         return _slow_loads(s, parse_constant)
     return obj
+
+
+def decode(
+    s: str,
+    *,
+    object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
+    parse_float: Callable[[str], Any] | None = None,
+    parse_constant: Callable[[str], Any] | None = None,
+) -> Any:
+    """``json.JSONDecoder(object_pairs_hook=..., parse_float=..., parse_constant=...)
+    .decode(s)``: same value, same exceptions (every error is json's own: the text is
+    decoded again by json; the hooks must not mind being called twice)."""
+    n = len(s)
+    i = 0
+    while i < n and s[i] in _WS:
+        i += 1
+    try:
+        obj, end = _scanner(parse_constant, object_pairs_hook, parse_float)(s, i)
+    except Exception:  # StopIteration, JSONDecodeError, RecursionError, a hook's own error
+        return _slow_decode(s, object_pairs_hook, parse_float, parse_constant)
+    while end < n and s[end] in _WS:
+        end += 1
+    if end != n:
+        return _slow_decode(s, object_pairs_hook, parse_float, parse_constant)
+    return obj
+
+
+def _slow_decode(
+    s: str,
+    object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None,
+    parse_float: Callable[[str], Any] | None,
+    parse_constant: Callable[[str], Any] | None,
+) -> Any:
+    import json
+
+    return json.JSONDecoder(
+        object_pairs_hook=object_pairs_hook, parse_float=parse_float, parse_constant=parse_constant
+    ).decode(s)
 
 
 def raw_decode(
@@ -116,7 +162,8 @@ def dumps(
     allow_nan: bool = True,
 ) -> str:
     """``json.dumps`` with these arguments: same text for dicts (str keys), lists,
-    tuples, str, int, float, bool and None; json's own output (or error) otherwise."""
+    tuples, str, int, float (and their subclasses), bool and None; json's own output
+    (or error) otherwise."""
     if separators is None:
         separators = (",", ": ") if indent is not None else (", ", ": ")
     item_sep, key_sep = separators
@@ -127,8 +174,9 @@ def dumps(
     pad = None if indent is None else " " * indent
 
     def emit(o: Any, level: int) -> None:
-        t: type[Any] = type(o)
-        if t is str:
+        # isinstance, as json's encoders: subclasses (a decoded config's GoObject and
+        # GoNumber) encode as their base type.
+        if isinstance(o, str):
             out.append(enc(o))
         elif o is None:
             out.append("null")
@@ -136,13 +184,13 @@ def dumps(
             out.append("true")
         elif o is False:
             out.append("false")
-        elif t is int:
+        elif isinstance(o, int):
             out.append(int.__repr__(o))
-        elif t is float:
+        elif isinstance(o, float):
             if o != o or o in (float("inf"), float("-inf")):
                 raise _Unusual
             out.append(float.__repr__(o))
-        elif t is list or t is tuple:
+        elif isinstance(o, list | tuple):
             if not o:
                 out.append("[]")
                 return
@@ -160,7 +208,7 @@ def dumps(
                     out.append(item_sep + inner if k else inner)
                     emit(v, level + 1)
                 out.append("\n" + pad * level + "]")
-        elif t is dict:
+        elif isinstance(o, dict):
             if not o:
                 out.append("{}")
                 return
@@ -169,7 +217,7 @@ def dumps(
             out.append("{")
             first = True
             for key, v in items:
-                if type(key) is not str:
+                if not isinstance(key, str):
                     raise _Unusual
                 out.append(inner if first else item_sep + inner)
                 first = False

@@ -105,6 +105,8 @@ KANAL = frozenset(
         "kanal.spec.args",
         "kanal.spec.convert",
         "kanal.spec.env",
+        "kanal.spec.gojson",  # Go's encoding/json rules: every config object is read by them
+        "kanal.spec.gotypes",  # the CNI library's Go types (NetConf, IPAM, Route, results)
         "kanal.spec.result_020",
         "kanal.spec.result_040",
         "kanal.spec.result_100",
@@ -140,7 +142,7 @@ FORBIDDEN = (
     "importlib.util",
 )
 
-MAX_MODULES = 80  # ADD imports 76 beyond a bare interpreter today
+MAX_MODULES = 80  # ADD imports 79 beyond a bare interpreter today (gojson and gotypes included)
 
 
 def _imported(stderr: str) -> list[str]:
