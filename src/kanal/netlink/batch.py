@@ -25,10 +25,14 @@ from kanal.errors import Conflict, Internal, KanalError
 from kanal.netlink import wire
 from kanal.netlink.handle import LinkNotFound
 from kanal.netlink.wire import (
+    IFA_F_NODAD,
+    IFF_UP,
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_EXCL,
     NLM_F_REQUEST,
+    NLMSG_ERROR,
+    RT_TABLE_MAIN,
     RTM_DELADDR,
     RTM_DELLINK,
     RTM_DELROUTE,
@@ -36,6 +40,8 @@ from kanal.netlink.wire import (
     RTM_NEWLINK,
     RTM_NEWROUTE,
     RTM_SETLINK,
+    RTN_UNICAST,
+    RTPROT_BOOT,
 )
 
 TYPE_CHECKING = False
@@ -48,12 +54,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Batch", "raw_socket"]
 
-IFF_UP = 0x1
-IFA_F_NODAD = 0x2
-RT_TABLE_MAIN = 254
-RTPROT_BOOT = 3
-RTN_UNICAST = 1
-_NLMSG_ERROR = 2
 
 
 def free_index() -> int:
@@ -470,7 +470,7 @@ class Batch:
                 length, mtype, _flags, seq, _pid = struct.unpack_from("=LHHLL", data, off)
                 if length < 16:
                     break
-                if mtype == _NLMSG_ERROR and seq in want:
+                if mtype == NLMSG_ERROR and seq in want:
                     (err,) = struct.unpack_from("=i", data, off + 16)
                     results[want.pop(seq)] = -err
                     pending -= 1

@@ -23,6 +23,13 @@ from kanal._dataclass import dataclass
 from kanal.errors import Conflict, Internal, KanalError, NotFound
 from kanal.netlink import wire
 from kanal.netlink.ns import netns_socket, run_in_netns
+from kanal.netlink.wire import (
+    AF_NETLINK,
+    IFF_PROMISC,
+    IFF_UP,
+    NETLINK_ROUTE,
+    SOCK_DGRAM,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,15 +44,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Addr", "Link", "LinkNotFound", "Netlink", "Route", "netlink"]
 
-IFF_UP = 0x1
-IFF_PROMISC = 0x100
-IFA_F_NODAD = 0x02
-RT_SCOPE_UNIVERSE = 0
-RT_SCOPE_LINK = 253
-RT_SCOPE_HOST = 254
-NETLINK_ROUTE = 0
-AF_NETLINK = 16
-SOCK_DGRAM = 2
 
 
 class LinkNotFound(NotFound):

@@ -17,9 +17,10 @@ from typing import Any
 from kanal.errors import Conflict, Internal, InvalidConfig, KanalError
 from kanal.netlink import reaper
 from kanal.netlink.batch import Batch, raw_socket
-from kanal.netlink.handle import RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, Netlink
+from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns
 from kanal.netlink.sysctl import read_sysctl, write_sysctl
+from kanal.netlink.wire import RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE
 from kanal.plugins import _conf as c
 from kanal.plugins._iface import (
     configure_iface,
