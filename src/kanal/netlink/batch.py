@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 __all__ = ["Batch", "raw_socket"]
 
 
-
 def free_index() -> int:
     """An ifindex no link of this namespace has, to create a link with: a request
     that follows in the same batch can then name the new link, and only it (a

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["Addr", "Link", "LinkNotFound", "Netlink", "Route", "netlink"]
 
 
-
 class LinkNotFound(NotFound):
     """No link with that name or index in the namespace."""
 

@@ -307,8 +307,6 @@ def link_move_msg(index: int, netns_fd: int, new_name: str, alias: str | None = 
     return link_msg(index, attrs=attrs)
 
 
-
-
 def link_create_msg(
     kind: str,
     name: str,

@@ -20,8 +20,8 @@ from typing import Any
 from kanal.errors import Internal, KanalError, NotFound
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Netlink
+from kanal.netlink.steps import in_container
 from kanal.plugins import _conf as c
-from kanal.plugins._iface import in_container
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.spec import gotypes
 from kanal.spec.gojson import UINT64, Ptr, Struct, members

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from kanal.errors import Internal, KanalError
 from kanal.netlink.ns import NetnsNotFound
-from kanal.plugins._iface import in_container
+from kanal.netlink.steps import in_container
 from kanal.skel.cmdargs import PluginFuncs
 from kanal.spec.versions import ALL_VERSIONS
 

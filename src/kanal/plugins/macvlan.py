@@ -25,17 +25,15 @@ from kanal.errors import Conflict, Internal, InvalidConfig, KanalError, NotFound
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns, run_in_netns
-from kanal.netlink.wire import MACVLAN_MODES
-from kanal.plugins import _conf as c
-from kanal.plugins._iface import (
-    add_addresses,
+from kanal.netlink.steps import (
     in_container,
     in_container_fd,
-    prev_container,
-    release_then,
     validate_expected_ips,
     validate_expected_routes,
 )
+from kanal.netlink.wire import MACVLAN_MODES
+from kanal.plugins import _conf as c
+from kanal.plugins._iface import add_addresses, prev_container, release_then
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
 from kanal.spec import gotypes

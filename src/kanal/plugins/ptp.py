@@ -19,22 +19,20 @@ from kanal.netlink import reaper
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns
-from kanal.netlink.sysctl import read_sysctl, write_sysctl
-from kanal.netlink.wire import RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE
-from kanal.plugins import _conf as c
-from kanal.plugins._iface import (
+from kanal.netlink.steps import (
     configure_iface,
-    del_attachment,
-    gc_attachments,
     has_ipv6,
     in_container,
     in_container_fd,
     prepare_sysctls,
-    prev_container,
     random_mac,
     validate_expected_ips,
     validate_expected_routes,
 )
+from kanal.netlink.sysctl import read_sysctl, write_sysctl
+from kanal.netlink.wire import RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE
+from kanal.plugins import _conf as c
+from kanal.plugins._iface import del_attachment, gc_attachments, prev_container
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
 from kanal.spec import gotypes

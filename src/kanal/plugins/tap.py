@@ -17,13 +17,10 @@ from kanal.errors import Internal, InvalidConfig, KanalError, NotFound
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns, run_in_netns
+from kanal.netlink.steps import in_container, validate_expected_ips
 from kanal.netlink.tuntap import create_tap
 from kanal.plugins import _conf as c
-from kanal.plugins._iface import (
-    add_addresses,
-    in_container,
-    validate_expected_ips,
-)
+from kanal.plugins._iface import add_addresses
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
 from kanal.spec import gotypes

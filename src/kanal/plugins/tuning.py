@@ -18,8 +18,8 @@ from kanal import _json
 from kanal._dataclass import dataclass, field
 from kanal.errors import Internal, InvalidConfig, KanalError
 from kanal.netlink.ns import NetnsNotFound
+from kanal.netlink.steps import in_container
 from kanal.plugins import _conf as c
-from kanal.plugins._iface import in_container
 from kanal.skel.cmdargs import PluginFuncs
 from kanal.spec import gotypes
 from kanal.spec.gojson import BOOL, INT, STRING, Map, Ptr, Struct, decode_lenient
