@@ -87,6 +87,7 @@ KANAL = frozenset(
         "kanal.netlink.handle",
         "kanal.netlink.ns",
         "kanal.netlink.reaper",
+        "kanal.netlink.steps",
         "kanal.netlink.sysctl",
         "kanal.netlink.wire",
         "kanal.plugins",
