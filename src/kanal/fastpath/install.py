@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 
 from kanal.errors import InvalidConfig
+from kanal.fastpath.standalone import MARKER
 from kanal.plugins.registry import PLUGINS
-from kanal.skel.delegate import MARKER
 
 __all__ = ["DEFAULT_SOCKET", "install_plugins", "real_python", "site_paths"]
 

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import IO, Any
 
+    from kanal.skel.cmdargs import PluginRunner
+
 __all__ = ["Dispatcher", "plugin_main"]
 
 # Why a bound: a plugin must not be made to buffer arbitrary input (cni.md §3: bad input).
@@ -37,8 +39,12 @@ class Dispatcher:
         stdout: IO[str],
         stderr: IO[str],
         cwd: str | None = None,
+        *,
+        runner: PluginRunner | None = None,
     ) -> None:
-        """``cwd``: the runtime's working directory (default: this process's)."""
+        """``cwd``: the runtime's working directory (default: this process's);
+        ``runner``: how the plugin's delegates run (``CmdArgs.runner``)."""
+        self.runner = runner
         self.env = env
         self.stdin = stdin
         self.stdout = stdout
@@ -100,6 +106,7 @@ class Dispatcher:
                 cni_version=version,
                 env=self.env,
                 cwd=self.cwd,
+                runner=self.runner,
             )
             if command == "ADD":
                 from kanal.spec.convert import render_result
@@ -201,8 +208,11 @@ def _conf_version(conf: Mapping[str, Any]) -> str:
     return version or "0.1.0"
 
 
-def plugin_main(funcs: PluginFuncs) -> None:
-    """Entry point of a plugin run as its own process."""
-    code = Dispatcher(os.environ, sys.stdin.buffer, sys.stdout, sys.stderr).run(funcs)
+def plugin_main(funcs: PluginFuncs, runner: PluginRunner | None = None) -> None:
+    """Entry point of a plugin run as its own process (installed plugins start in
+    :func:`kanal.fastpath.standalone.main`, which gives the runner)."""
+    code = Dispatcher(os.environ, sys.stdin.buffer, sys.stdout, sys.stderr, runner=runner).run(
+        funcs
+    )
     sys.stdout.flush()
     sys.exit(code)
