@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from kanal._dataclass import dataclass, field
 from kanal.spec import _wire
+from kanal.spec.gotypes import RESULT_020
 from kanal.spec.types import DNS, IPAddr, IPInterface, Route
 
 TYPE_CHECKING = False
@@ -59,8 +60,6 @@ def from_wire(data: Mapping[str, Any], cni_version: str, *, via_map: bool = Fals
     Raises:
         DecodeError: Go's decode error, or a missing address.
     """
-    from kanal.spec.gotypes import RESULT_020
-
     d = _wire.decode(RESULT_020, data, via_map=via_map)
     return Result020(
         cni_version=cni_version,
