@@ -512,11 +512,12 @@ def _create_veth(
     return True
 
 
-def del_link_quiet(index: int) -> None:
-    """Delete link ``index`` in this namespace; any failure ignored (an undo step)."""
+def del_link_quiet(index: int = 0, *, name: str = "") -> None:
+    """Delete link ``index`` (or ``name``) in this namespace; any failure ignored (an
+    undo step)."""
     with raw_socket() as s:
         b = Batch(s)
-        b.del_link(index=index)
+        b.del_link(index=index, name=name)
         try:
             b.commit()
         except KanalError:
