@@ -84,6 +84,7 @@ KANAL = frozenset(
         "kanal.ipam.store",
         "kanal.netlink",
         "kanal.netlink.batch",
+        "kanal.netlink.bridgeport",
         "kanal.netlink.handle",
         "kanal.netlink.ns",
         "kanal.netlink.reaper",

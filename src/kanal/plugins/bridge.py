@@ -20,28 +20,29 @@ from kanal._dataclass import dataclass, field
 from kanal.errors import Internal, InvalidConfig, KanalError, NotFound
 from kanal.netlink import reaper
 from kanal.netlink.batch import Batch
+from kanal.netlink.bridgeport import (
+    Bridge,
+    PortOptions,
+    current_mac,
+    ensure_bridge,
+    ensure_gateway,
+    setup_veth,
+    vlan_filtering_supported,
+    wait_oper_up,
+)
 from kanal.netlink.handle import Link, LinkNotFound, Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns
 from kanal.netlink.steps import (
-    Bridge,
-    PortOptions,
     configure_iface,
-    current_mac,
     enable_forward,
-    ensure_bridge,
-    ensure_gateway,
     in_container,
     in_container_fd,
     prepare_sysctls,
     random_mac,
-    setup_veth,
     validate_expected_ips,
     validate_expected_routes,
-    vlan_filtering_supported,
-    wait_oper_up,
 )
 from kanal.plugins import _conf as c
-from kanal.plugins._iface import del_attachment, gc_attachments
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
 from kanal.spec import gotypes
@@ -395,6 +396,8 @@ def cmd_del(args: CmdArgs) -> None:
     Host-side state (masquerade, spoof check) is removed by (network, container,
     ifname) whether or not the netns still exists (the Go plugin leaks it: #810).
     """
+    from kanal.plugins._iface import del_attachment  # lazy: DEL only, an ADD need not load it
+
     n = load_conf(args, lenient=True)
     del_attachment(
         args,
@@ -475,6 +478,8 @@ def cmd_status(args: CmdArgs) -> None:
 
 def cmd_gc(args: CmdArgs) -> None:
     """Drop masquerade entries of attachments not listed as valid, then GC IPAM."""
+    from kanal.plugins._iface import gc_attachments  # lazy: GC only, an ADD need not load it
+
     n = load_conf(args)
     gc_attachments(args, network=n.name, ipam_type=n.ipam_type)
 

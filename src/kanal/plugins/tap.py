@@ -15,9 +15,10 @@ from contextlib import ExitStack
 
 from kanal.errors import Internal, InvalidConfig, NotFound
 from kanal.netlink.batch import Batch, raw_socket
+from kanal.netlink.bridgeport import del_link_quiet
 from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns, run_in_netns
-from kanal.netlink.steps import del_link_quiet, in_container, validate_expected_ips
+from kanal.netlink.steps import in_container, validate_expected_ips
 from kanal.netlink.tuntap import create_tap
 from kanal.plugins import _conf as c
 from kanal.plugins._iface import add_addresses

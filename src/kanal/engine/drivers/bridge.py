@@ -402,9 +402,10 @@ class BridgeDriver:
         from contextlib import ExitStack
 
         from kanal.firewall import Masquerade, get_backend
+        from kanal.netlink.bridgeport import Bridge, PortOptions, setup_veth
         from kanal.netlink.handle import Netlink
         from kanal.netlink.reaper import wait_for_host
-        from kanal.netlink.steps import Bridge, PortOptions, random_mac, setup_veth
+        from kanal.netlink.steps import random_mac
 
         st = net.driver_state
         h = hashlib.sha256(ep.id.encode()).hexdigest()[:11]
