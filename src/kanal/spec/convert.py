@@ -25,9 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from kanal.errors import DecodeError, IncompatibleVersion, Internal
-from kanal.spec import _wire, gojson, result_020, result_040, result_100
+from kanal.spec import _wire, gojson, result_040, result_100
 from kanal.spec._go import loads, marshal, quote
-from kanal.spec.result_020 import IPConfig020, Result020
 from kanal.spec.result_040 import Interface040, IPConfig040, Result040
 from kanal.spec.types import Interface, IPConfig, Result, Route
 from kanal.spec.versions import CURRENT
@@ -35,7 +34,10 @@ from kanal.spec.versions import CURRENT
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from types import ModuleType
     from typing import Any, TypeVar
+
+    from kanal.spec.result_020 import IPConfig020, Result020
 
 __all__ = [
     "WireResult",
@@ -49,16 +51,38 @@ __all__ = [
     "render_result",
 ]
 
-WireResult = Result020 | Result040 | Result
 if TYPE_CHECKING:
+    WireResult = Result020 | Result040 | Result
     ConvertFn = Callable[[Any, str], WireResult]
     F = TypeVar("F", bound=ConvertFn)
 
 _CONVERTERS: dict[tuple[str, str], ConvertFn] = {}
 
+# result_020.VERSIONS: the 0.1.0/0.2.0 codec is loaded when one of them is met (a
+# plugin exec at 1.x never does; tests/unit/spec pins the two tuples equal).
+V020: tuple[str, ...] = ("0.1.0", "0.2.0")
+
+
+def _r020() -> ModuleType:
+    from kanal.spec import result_020  # lazy: 0.1.0/0.2.0 only (a module less per exec)
+
+    return result_020
+
+
+def __getattr__(name: str) -> Any:
+    """``WireResult`` at run time (the union needs the 0.2.0 class: loaded on use)."""
+    if name == "WireResult":
+        return _r020().Result020 | Result040 | Result
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _from_wire_020(data: Mapping[str, Any], cni_version: str, *, via_map: bool = False) -> Any:
+    return _r020().from_wire(data, cni_version, via_map=via_map)
+
+
 _FROM_WIRE: dict[str, Callable[..., WireResult]] = {}
-for _v in result_020.VERSIONS:
-    _FROM_WIRE[_v] = result_020.from_wire
+for _v in V020:
+    _FROM_WIRE[_v] = _from_wire_020
 for _v in result_040.VERSIONS:
     _FROM_WIRE[_v] = result_040.from_wire
 for _v in result_100.VERSIONS:
@@ -110,13 +134,16 @@ def convert(result: WireResult, to_version: str) -> WireResult:
 def _copy_ipconfig020(c: IPConfig020 | None) -> IPConfig020 | None:
     if c is None:
         return None
-    return IPConfig020(c.ip, c.gateway, [_wire.copy_route(r) for r in c.routes])
+    out: IPConfig020 = _r020().IPConfig020(c.ip, c.gateway, [_wire.copy_route(r) for r in c.routes])
+    return out
 
 
 @converter(from_="0.1.0", to=["0.2.0"])
 @converter(from_="0.2.0", to=["0.1.0"])
 def _020_copy(r: Result020, to: str) -> Result020:
-    return Result020(to, _copy_ipconfig020(r.ip4), _copy_ipconfig020(r.ip6), _wire.copy_dns(r.dns))
+    ip4, ip6 = _copy_ipconfig020(r.ip4), _copy_ipconfig020(r.ip6)
+    out: Result020 = _r020().Result020(to, ip4, ip6, _wire.copy_dns(r.dns))
+    return out
 
 
 # --- 0.3.x/0.4.0 (Go types040) ----------------------------------------------------
@@ -146,17 +173,18 @@ def _040_internal(r: Result040, to: str) -> Result040:
     )
 
 
-@converter(from_="0.3.0", to=result_020.VERSIONS)
-@converter(from_="0.3.1", to=result_020.VERSIONS)
-@converter(from_="0.4.0", to=result_020.VERSIONS)
+@converter(from_="0.3.0", to=V020)
+@converter(from_="0.3.1", to=V020)
+@converter(from_="0.4.0", to=V020)
 def _040_to_020(r: Result040, to: str) -> Result020:
-    out = Result020(to, dns=_wire.copy_dns(r.dns))
+    r020 = _r020()
+    out: Result020 = r020.Result020(to, dns=_wire.copy_dns(r.dns))
     # 0.2.0 holds one address per family: keep the first of each (by the sent version).
     for c in r.ips:
         if c.version == "4" and out.ip4 is None:
-            out.ip4 = IPConfig020(c.address, c.gateway)
+            out.ip4 = r020.IPConfig020(c.address, c.gateway)
         elif c.version == "6" and out.ip6 is None:
-            out.ip6 = IPConfig020(c.address, c.gateway)
+            out.ip6 = r020.IPConfig020(c.address, c.gateway)
         if out.ip4 is not None and out.ip6 is not None:
             break
     for rt in r.routes:
@@ -220,8 +248,8 @@ def _100_to_040(r: Result, to: str) -> Result040:
     )
 
 
-@converter(from_="1.0.0", to=result_020.VERSIONS)
-@converter(from_="1.1.0", to=result_020.VERSIONS)
+@converter(from_="1.0.0", to=V020)
+@converter(from_="1.1.0", to=V020)
 def _100_to_020(r: Result, to: str) -> WireResult:
     return convert(_100_to_040(r, "0.4.0"), to)
 
@@ -265,7 +293,7 @@ def _wire_version(d: Mapping[str, Any], version: str | None, via_map: bool) -> s
 
 
 def _family(version: str) -> tuple[str, ...]:
-    for versions in (result_020.VERSIONS, result_040.VERSIONS, result_100.VERSIONS):
+    for versions in (V020, result_040.VERSIONS, result_100.VERSIONS):
         if version in versions:
             return versions
     return ()
@@ -293,11 +321,12 @@ def _decode(d: Mapping[str, Any], wire_version: str, via_map: bool) -> WireResul
 
 def encode_wire(result: WireResult) -> dict[str, Any]:
     """The JSON-ready dict of a wire-family object at its own ``cni_version``."""
-    if isinstance(result, Result020):
-        return result_020.to_wire(result)
     if isinstance(result, Result040):
         return result_040.to_wire(result)
-    return result_100.to_wire(result)
+    if isinstance(result, Result):
+        return result_100.to_wire(result)
+    out: dict[str, Any] = _r020().to_wire(result)
+    return out
 
 
 def parse_result(
