@@ -79,6 +79,7 @@ KANAL = frozenset(
         "kanal.ipam",
         "kanal.ipam.allocator",
         "kanal.ipam.disk",
+        "kanal.ipam.diskfiles",
         "kanal.ipam.hostlocal",
         "kanal.ipam.ranges",
         "kanal.ipam.store",
