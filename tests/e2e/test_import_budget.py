@@ -103,7 +103,7 @@ KANAL = frozenset(
         "kanal.skel.delegate",
         "kanal.skel.dispatcher",
         "kanal.spec",
-        "kanal.spec._go",
+        "kanal.spec.gotext",
         "kanal.spec._wire",
         "kanal.spec.args",
         "kanal.spec.convert",

@@ -27,8 +27,8 @@ from typing import Any
 
 from kanal.errors import DecodeError, IOFailure, KanalError
 from kanal.runtime._util import prefixed
-from kanal.spec._go import loads, marshal
 from kanal.spec.args import validate_container_id, validate_ifname
+from kanal.spec.gotext import loads, marshal
 from kanal.spec.netconf import validate_network_name
 
 __all__ = [

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Protocol
 
 from kanal.errors import InvalidConfig, KanalError, NotFound
-from kanal.spec._go import quote
+from kanal.spec.gotext import quote
 
 __all__ = [
     "VERSION_PROBE_STDIN",

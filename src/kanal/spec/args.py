@@ -7,7 +7,7 @@ Go reference: ``pkg/utils/utils.go`` (container ID, network name, interface name
 from __future__ import annotations
 
 from kanal.errors import InvalidEnv
-from kanal.spec._go import quote, quote_list
+from kanal.spec.gotext import quote, quote_list
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 
 from kanal.errors import DecodeError, IncompatibleVersion, Internal
 from kanal.spec import _wire, gojson, result_040, result_100
-from kanal.spec._go import loads, marshal, quote
+from kanal.spec.gotext import loads, marshal, quote
 from kanal.spec.result_040 import Interface040, IPConfig040, Result040
 from kanal.spec.types import Interface, IPConfig, Result, Route
 from kanal.spec.versions import CURRENT

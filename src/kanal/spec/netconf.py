@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from kanal._dataclass import dataclass, field
 from kanal.errors import DecodeError, InvalidConfig, KanalError
 from kanal.spec import gojson, gotypes
-from kanal.spec._go import MAX_JSON_BYTES, loads, marshal, type_name
 from kanal.spec.args import CONTAINER_ID_RE, validate_network_name
+from kanal.spec.gotext import MAX_JSON_BYTES, loads, marshal, type_name
 from kanal.spec.versions import CURRENT, parse_version, version_gt
 
 TYPE_CHECKING = False
