@@ -20,7 +20,7 @@ import _socket
 import os
 import time
 
-from kanal.errors import Internal, KanalError, NotFound
+from kanal.errors import Conflict, Internal, KanalError, NotFound
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import open_netns, run_in_netns
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     Iface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
 
 __all__ = [
+    "add_veth_pair",
     "configure_iface",
     "enable_forward",
     "has_ipv6",
@@ -83,6 +84,38 @@ def in_container_fd(netns_fd: int, fn: Callable[[Batch], T]) -> T:
             return fn(Batch(s))
 
     return run_in_netns(netns_fd, work)
+
+
+def add_veth_pair(
+    sock: _socket.socket, netns_fd: int, ifname: str, cont_mac: str, *, mtu: int = 0
+) -> tuple[str, int, str]:
+    """A veth pair, both ends up: ``ifname`` (MAC ``cont_mac``) made directly in
+    ``netns_fd``, the other end here under a random ``veth…`` name (no bridge: for a
+    bridge port see :func:`kanal.netlink.bridgeport.setup_veth`). Returns the host
+    end's (name, index, mac).
+
+    Raises:
+        Conflict: ``ifname`` exists in the container.
+    """
+    for _ in range(10):
+        host, host_mac = "veth" + os.urandom(4).hex(), random_mac()
+        b = Batch(sock)
+        # txqlen 0 on both ends, as Go's netlink library makes a veth.
+        b.add_veth(
+            host, ifname, netns_fd, mac=host_mac, peer_mac=cont_mac, mtu=mtu, up=True, txqlen=0
+        )
+        try:
+            b.commit()
+            break
+        except Conflict:
+            try:
+                _socket.if_nametoindex(host)
+            except OSError:
+                raise Conflict(f"container veth name provided ({ifname}) already exists") from None
+            # the random host name collided; try another
+    else:
+        raise Internal("failed to find a unique veth name")
+    return host, _socket.if_nametoindex(host), host_mac
 
 
 def random_mac() -> str:

@@ -67,6 +67,40 @@ def valid_ifname(name: str, what: str = "interface name") -> str:
     return name
 
 
+def vlan_trunk(items: list[Any]) -> list[int]:
+    """The VLAN IDs of a decoded ``vlanTrunk`` (Go bridge's ``collectVlanTrunk``), sorted.
+
+    Raises:
+        InvalidConfig: an ID out of 1..4094, or a range with one end only or reversed.
+    """
+    vids: set[int] = set()
+    for item in items:
+        if item is None:
+            continue
+        lo, hi, one = item["minID"], item["maxID"], item["id"]
+        if lo is not None and hi is not None:
+            if lo <= 0 or lo > 4094:
+                raise InvalidConfig("incorrect trunk minID parameter")
+            if hi <= 0 or hi > 4094:
+                raise InvalidConfig("incorrect trunk maxID parameter")
+            if hi < lo:
+                raise InvalidConfig("minID is greater than maxID in trunk parameter")
+            vids.update(range(lo, hi + 1))
+        elif lo is None and hi is not None:
+            raise InvalidConfig(
+                "minID and maxID should be configured simultaneously, minID is missing"
+            )
+        elif lo is not None and hi is None:
+            raise InvalidConfig(
+                "minID and maxID should be configured simultaneously, maxID is missing"
+            )
+        if one is not None:
+            if one <= 0 or one > 4094:
+                raise InvalidConfig("incorrect trunk id parameter")
+            vids.add(one)
+    return sorted(vids)
+
+
 def dns_of(conf: Mapping[str, Any]) -> DNS | None:
     """The decoded config's ``dns`` as a result DNS, or None when it is empty."""
     from kanal.spec._wire import dns_from_go

@@ -112,35 +112,6 @@ NETCONF = gotypes.NETCONF.extend(
 )
 
 
-def _vlan_trunk(items: list[Any]) -> list[int]:
-    vids: set[int] = set()
-    for item in items:
-        if item is None:
-            continue
-        lo, hi, one = item["minID"], item["maxID"], item["id"]
-        if lo is not None and hi is not None:
-            if lo <= 0 or lo > 4094:
-                raise InvalidConfig("incorrect trunk minID parameter")
-            if hi <= 0 or hi > 4094:
-                raise InvalidConfig("incorrect trunk maxID parameter")
-            if hi < lo:
-                raise InvalidConfig("minID is greater than maxID in trunk parameter")
-            vids.update(range(lo, hi + 1))
-        elif lo is None and hi is not None:
-            raise InvalidConfig(
-                "minID and maxID should be configured simultaneously, minID is missing"
-            )
-        elif lo is not None and hi is None:
-            raise InvalidConfig(
-                "minID and maxID should be configured simultaneously, maxID is missing"
-            )
-        if one is not None:
-            if one <= 0 or one > 4094:
-                raise InvalidConfig("incorrect trunk id parameter")
-            vids.add(one)
-    return sorted(vids)
-
-
 def load_conf(args: CmdArgs, *, lenient: bool = False) -> BridgeConf:
     """Parse and validate the config (and the MAC from CNI_ARGS/args/runtimeConfig).
 
@@ -179,7 +150,7 @@ def load_conf(args: CmdArgs, *, lenient: bool = False) -> BridgeConf:
         raise InvalidConfig(f"invalid VLAN ID {n.vlan} (must be between 0 and 4094)")
     if conf["vlanTrunk"] is not None:
         n.vlan_trunk_set = True
-        n.vlans = _vlan_trunk(conf["vlanTrunk"])
+        n.vlans = c.vlan_trunk(conf["vlanTrunk"])
     n.dns = c.dns_of(conf)
     if args.args:
         env_mac = load_args(args.args, ("MAC",)).get("MAC", "")
@@ -292,40 +263,7 @@ def cmd_add(args: CmdArgs) -> Result:
             apply_mac_spoof_check(chk)
             undo.callback(_teardown_spoofchk, args)
         if layer3:
-            ipam = delegate("ADD", n.ipam_type, args)
-            assert ipam is not None
-            undo.callback(_ipam_del_quiet, n, args)
-            result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
-            if not result.ips:
-                raise Internal("IPAM plugin returned missing IP config")
-            gws = _calc_gateways(result, n)
-
-            def container_side(batch: Batch) -> None:
-                prepare_sysctls(
-                    args.ifname, enable_dad=n.enable_dad, accept_dad=False, arp_notify=True
-                )
-                configure_iface(batch, args.ifname, result, nodad=not n.enable_dad)
-
-            in_container_fd(netns_fd, container_side)
-            if n.is_gw:
-                target = br
-                if n.vlan:
-                    vl = _ensure_vlan_iface(n, br, netns_fd, result, undo)
-                    target = Bridge(vl.index, vl.name, vl.mac, pinned=False)
-                for fam in (4, 6):
-                    for gw in gws[fam]:
-                        ensure_gateway(target, gw, n.force_address)
-                    if gws[fam]:
-                        enable_forward(fam)
-            if n.ip_masq:
-                from kanal.firewall import Masquerade, Owner, get_backend
-
-                owner = Owner(n.name, args.container_id, args.ifname)
-                rules = [
-                    Masquerade(owner, ipc.address.ip, ipc.address.network) for ipc in result.ips
-                ]
-                undo.callback(_masq_teardown_quiet, owner)
-                get_backend(n.ip_masq_backend).add_masquerade(rules)
+            _add_layer3(n, args, br, netns_fd, result, undo)
         elif not n.disable_container_iface:
 
             def l2_up(batch: Batch) -> None:
@@ -342,6 +280,43 @@ def cmd_add(args: CmdArgs) -> Result:
         undo.pop_all()
         return result
     raise AssertionError("unreachable")
+
+
+def _add_layer3(
+    n: BridgeConf, args: CmdArgs, br: Bridge, netns_fd: int, result: Result, undo: ExitStack
+) -> None:
+    """ADD's IPAM half: addresses and routes in the container, the gateway on the
+    bridge (or its VLAN interface), forwarding, masquerade; undone by ``undo``."""
+    ipam = delegate("ADD", n.ipam_type, args)
+    assert ipam is not None
+    undo.callback(_ipam_del_quiet, n, args)
+    result.ips, result.routes, result.dns = ipam.ips, ipam.routes, ipam.dns
+    if not result.ips:
+        raise Internal("IPAM plugin returned missing IP config")
+    gws = _calc_gateways(result, n)
+
+    def container_side(batch: Batch) -> None:
+        prepare_sysctls(args.ifname, enable_dad=n.enable_dad, accept_dad=False, arp_notify=True)
+        configure_iface(batch, args.ifname, result, nodad=not n.enable_dad)
+
+    in_container_fd(netns_fd, container_side)
+    if n.is_gw:
+        target = br
+        if n.vlan:
+            vl = _ensure_vlan_iface(n, br, netns_fd, result, undo)
+            target = Bridge(vl.index, vl.name, vl.mac, pinned=False)
+        for fam in (4, 6):
+            for gw in gws[fam]:
+                ensure_gateway(target, gw, n.force_address)
+            if gws[fam]:
+                enable_forward(fam)
+    if n.ip_masq:
+        from kanal.firewall import Masquerade, Owner, get_backend
+
+        owner = Owner(n.name, args.container_id, args.ifname)
+        rules = [Masquerade(owner, ipc.address.ip, ipc.address.network) for ipc in result.ips]
+        undo.callback(_masq_teardown_quiet, owner)
+        get_backend(n.ip_masq_backend).add_masquerade(rules)
 
 
 def _ensure_vlan_iface(
