@@ -207,7 +207,22 @@ class Batch:
             )
             self._push_raw(body, RTM_SETLINK, 0, f"failed to set link {name or index}", ())
             return
-        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # the rare bridge-port keys
+        self._set_link_pyroute2(index, name, up, master, brport, alias, no_ipv6_link_local)
+
+    def _set_link_pyroute2(
+        self,
+        index: int,
+        name: str,
+        up: bool | None,
+        master: int | None,
+        brport: dict[str, int] | None,
+        alias: str | None,
+        no_ipv6_link_local: bool,
+    ) -> None:
+        """:meth:`set_link` with bridge-port keys kanal's own packing lacks: pyroute2
+        packs it (rare, so its import cost is paid only then)."""
+        # lazy: the rare bridge-port keys only (pyroute2 costs an exec ~100 ms)
+        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
         m = ifinfmsg()
         m["index"] = index
@@ -219,35 +234,12 @@ class Batch:
         if alias is not None:
             attrs.append(("IFLA_IFALIAS", alias))
         if no_ipv6_link_local:
-            attrs.append(
-                (
-                    "IFLA_AF_SPEC",
-                    {
-                        "attrs": [
-                            ("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", 1)]}),
-                        ]
-                    },
-                )
-            )
+            gen_mode = {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", 1)]}
+            attrs.append(("IFLA_AF_SPEC", {"attrs": [("AF_INET6", gen_mode)]}))
         if brport:
-            attrs.append(
-                (
-                    "IFLA_LINKINFO",
-                    {
-                        "attrs": [
-                            ("IFLA_INFO_SLAVE_KIND", "bridge"),
-                            (
-                                "IFLA_INFO_SLAVE_DATA",
-                                {
-                                    "attrs": [
-                                        (f"IFLA_BRPORT_{k.upper()}", v) for k, v in brport.items()
-                                    ]
-                                },
-                            ),
-                        ]
-                    },
-                )
-            )
+            data = {"attrs": [(f"IFLA_BRPORT_{k.upper()}", v) for k, v in brport.items()]}
+            kind = [("IFLA_INFO_SLAVE_KIND", "bridge"), ("IFLA_INFO_SLAVE_DATA", data)]
+            attrs.append(("IFLA_LINKINFO", {"attrs": kind}))
         m["attrs"] = attrs
         if up is not None:
             m["change"] = IFF_UP
