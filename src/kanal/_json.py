@@ -163,7 +163,12 @@ def dumps(
 ) -> str:
     """``json.dumps`` with these arguments: same text for dicts (str keys), lists,
     tuples, str, int, float (and their subclasses), bool and None; json's own output
-    (or error) otherwise."""
+    (or error) otherwise.
+
+    Why one function over 80 lines: ``emit`` is a closure over the settings, called
+    for every value of every plugin's output; as methods it would read each setting
+    as an attribute on every call.
+    """
     if separators is None:
         separators = (",", ": ") if indent is not None else (", ", ": ")
     item_sep, key_sep = separators
