@@ -1,6 +1,6 @@
 """The ``bandwidth`` CNI plugin (chained): rate limits with tbf, egress through an ifb.
 
-As the Go plugin of Debian (v1.1, cni.md §2): ``ingressRate``/``ingressBurst``
+As the Go plugin of Debian (v1.1, docs/cni-spec.md §2): ``ingressRate``/``ingressBurst``
 and ``egressRate``/``egressBurst`` in bits (rate and burst both set or neither),
 from the config's top level or, when none is there, from
 ``runtimeConfig.bandwidth``. Ingress (traffic to the container) is a tbf on the

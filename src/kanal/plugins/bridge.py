@@ -1,6 +1,6 @@
 """The ``bridge`` CNI plugin: a veth pair from the container to a Linux bridge.
 
-Spec-exact replacement of the reference plugin (cni.md §2.1). Differences that
+Spec-exact replacement of the reference plugin (docs/cni-spec.md §2). Differences that
 are deliberate: the veth is created from the host with its peer made directly in
 the container namespace (one kernel operation, no move); IPv6 addresses are added
 without DAD unless ``enabledad`` (no settle wait); DEL removes masquerade state

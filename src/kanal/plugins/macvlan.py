@@ -1,6 +1,6 @@
 """The ``macvlan`` CNI plugin: a macvlan of a host link, inside the container.
 
-As the reference (cni.md §2; Go ``plugins/main/macvlan``): ``master`` (default:
+As the reference (docs/cni-spec.md §2; Go ``plugins/main/macvlan``): ``master`` (default:
 the link of the host's default route), ``mode`` bridge|private|vepa|passthru
 (default bridge), ``mtu`` (0 = the master's; at most the master's), the MAC from
 ``mac``, CNI_ARGS ``MAC`` or ``runtimeConfig.mac`` (last wins), ``ipam``

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Dispatcher", "plugin_main"]
 
-# Why a bound: a plugin must not be made to buffer arbitrary input (cni.md §3: bad input).
+# Why a bound: a plugin must not be made to buffer arbitrary input (docs/cni-spec.md §1.6).
 MAX_STDIN = 1 << 20
 
 _MIN_VERSION = {"CHECK": "0.4.0", "STATUS": "1.1.0", "GC": "1.1.0"}

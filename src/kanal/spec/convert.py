@@ -8,7 +8,7 @@ wire family has its own object (:class:`~kanal.spec.result_020.Result020`,
 :class:`~kanal.spec.types.Result` for 1.x), so :func:`convert_result` converts
 exactly as Go would, without detours through the model.
 
-Lossy steps (cni.md §1.5):
+Lossy steps (docs/cni-spec.md §1.4):
 
 - to 0.1.0/0.2.0: only the first IPv4 and first IPv6 address survive; routes go to
   the family of their ``dst`` and are dropped when that family has no address, and
