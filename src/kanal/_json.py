@@ -119,6 +119,7 @@ def _slow_decode(
     parse_float: Callable[[str], Any] | None,
     parse_constant: Callable[[str], Any] | None,
 ) -> Any:
+    # lazy: json only for what the lean codec leaves to it (json costs an exec ~5 ms)
     import json
 
     return json.JSONDecoder(
@@ -143,6 +144,7 @@ def raw_decode(
 
 
 def _slow_loads(s: Any, parse_constant: Callable[[str], Any] | None) -> Any:
+    # lazy: json only for what the lean codec leaves to it (json costs an exec ~5 ms)
     import json
 
     return json.loads(s, parse_constant=parse_constant)
@@ -236,6 +238,7 @@ def dumps(
     try:
         emit(obj, 0)
     except (_Unusual, RecursionError, TypeError):
+        # lazy: json only for what the lean codec leaves to it (json costs an exec ~5 ms)
         import json
 
         return json.dumps(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+from io import BytesIO
 
 from kanal.plugins.registry import load_plugin
 from kanal.skel.delegate import InProcessRunner
@@ -69,12 +70,7 @@ def plugin_runner() -> InProcessRunner:
 
 def main(name: str, stdin: bytes | None = None) -> None:
     """Run plugin ``name`` and exit. ``stdin`` is the request when already read."""
-    if stdin is None:
-        stream = sys.stdin.buffer
-    else:
-        from io import BytesIO
-
-        stream = BytesIO(stdin)
+    stream = sys.stdin.buffer if stdin is None else BytesIO(stdin)
     runner = plugin_runner()
     code = Dispatcher(os.environ, stream, sys.stdout, sys.stderr, runner=runner).run(
         load_plugin(name)

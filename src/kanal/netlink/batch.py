@@ -21,9 +21,8 @@ import os
 import struct
 
 from kanal._dataclass import dataclass
-from kanal.errors import Conflict, Internal, KanalError
+from kanal.errors import Conflict, Internal, KanalError, NotFound
 from kanal.netlink import wire
-from kanal.netlink.handle import LinkNotFound
 from kanal.netlink.wire import (
     IFA_F_NODAD,
     IFF_UP,
@@ -52,7 +51,12 @@ if TYPE_CHECKING:
     Iface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
     Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-__all__ = ["Batch", "raw_socket"]
+__all__ = ["Batch", "LinkNotFound", "free_index", "raw_socket"]
+
+
+class LinkNotFound(NotFound):
+    """No link with that name or index in the namespace (also exported by
+    :mod:`kanal.netlink.handle`)."""
 
 
 def free_index() -> int:

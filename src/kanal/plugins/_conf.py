@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from kanal.errors import InvalidConfig
 from kanal.spec import gojson
+from kanal.spec._wire import dns_from_go
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -103,8 +104,6 @@ def vlan_trunk(items: list[Any]) -> list[int]:
 
 def dns_of(conf: Mapping[str, Any]) -> DNS | None:
     """The decoded config's ``dns`` as a result DNS, or None when it is empty."""
-    from kanal.spec._wire import dns_from_go
-
     dns = dns_from_go(conf["dns"])
     return None if dns.is_empty() else dns
 
@@ -121,6 +120,7 @@ def prev_result(conf: Mapping[str, Any], args: CmdArgs) -> Result | None:
     raw = conf["prevResult"]
     if raw is None:
         return None
+    # lazy: only with a prevResult; a DEL without one need not load the result codecs
     from kanal.spec.convert import parse_result
 
     return parse_result(raw, args.cni_version)

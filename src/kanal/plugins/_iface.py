@@ -7,11 +7,18 @@ and the last ADD step of the one-link plugins. The kernel work itself is
 
 from __future__ import annotations
 
+import os
 from _socket import if_nametoindex
 
-from kanal.errors import Internal, KanalError
-from kanal.netlink.ns import open_netns
+from kanal.errors import Internal, InvalidConfig, KanalError, TeardownError
+from kanal.netlink import reaper
+from kanal.netlink.handle import LinkNotFound
+from kanal.netlink.ns import NetnsNotFound, open_netns
 from kanal.netlink.steps import configure_iface, has_ipv6, in_container_fd, prepare_sysctls
+from kanal.plugins._conf import prev_result
+from kanal.skel.delegate import delegate
+from kanal.spec.gojson import decode, decode_lenient
+from kanal.spec.gotypes import NETCONF
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -28,10 +35,6 @@ if TYPE_CHECKING:
 
 def prev_ips(args: CmdArgs) -> list[Address]:
     """The container's IPs from the cached result, when the runtime sent one."""
-    from kanal.plugins._conf import prev_result
-    from kanal.spec.gojson import decode_lenient
-    from kanal.spec.gotypes import NETCONF
-
     try:
         prev = prev_result(decode_lenient(NETCONF, args.conf)[0], args)
     except KanalError:
@@ -49,14 +52,8 @@ def del_attachment(
     check — and the addresses are released last, so they cannot be handed to a
     new container while old state still names them.
     """
-    import os
-
-    from kanal.errors import TeardownError
+    # lazy: DEL and GC only: an ADD of the one-link plugins need not load the firewall layer
     from kanal.firewall import Owner, teardown_mac_spoof_check, teardown_masquerade
-    from kanal.netlink import reaper
-    from kanal.netlink.handle import LinkNotFound
-    from kanal.netlink.ns import NetnsNotFound
-    from kanal.skel.delegate import delegate
 
     errors: list[KanalError] = []
     # A DHCP lease is released by a message sent out of the container's link: that
@@ -112,9 +109,10 @@ def gc_attachments(args: CmdArgs, *, network: str, ipam_type: str) -> None:
 
     Without a valid-attachments list (cnitool's ``gc``) only IPAM is asked.
     """
-    from kanal.errors import TeardownError
+    # lazy: DEL and GC only: an ADD of the one-link plugins need not load the firewall layer
     from kanal.firewall import gc_masquerade_all
-    from kanal.skel.delegate import delegate
+
+    # lazy: GC only (the conflist reader is not on the ADD/DEL path)
     from kanal.spec.netconf import parse_plugin_conf
 
     errors: list[KanalError] = []
@@ -147,8 +145,6 @@ def add_addresses(
     """The last step of the plugins that hand the container one link (macvlan,
     host-device, tap): with IPAM, its addresses and routes on interface 0 of
     ``result`` (released again by ``undo``); without, only the link up."""
-    from kanal.skel.delegate import delegate
-
     if not ipam_type:
 
         def up(b: Batch) -> None:
@@ -175,8 +171,6 @@ def add_addresses(
 
 
 def _quiet_ipam_del(ipam_type: str, args: CmdArgs) -> None:
-    from kanal.skel.delegate import delegate
-
     try:
         delegate("DEL", ipam_type, args)
     except KanalError:
@@ -189,11 +183,6 @@ def prev_container(args: CmdArgs) -> tuple[Result, Interface]:
     Raises:
         InvalidConfig: no prevResult. Internal: it names another sandbox.
     """
-    from kanal.errors import InvalidConfig
-    from kanal.plugins._conf import prev_result
-    from kanal.spec.gojson import decode
-    from kanal.spec.gotypes import NETCONF
-
     result = prev_result(decode(NETCONF, args.conf), args)
     if result is None:
         raise InvalidConfig("Required prevResult missing")
@@ -208,11 +197,6 @@ def prev_container(args: CmdArgs) -> tuple[Result, Interface]:
 def release_then(args: CmdArgs, ipam_type: str, in_netns: Callable[[int], None]) -> None:
     """DEL of the one-link plugins: the addresses first (a DHCP release goes out of the
     link), then ``in_netns(fd)`` if the namespace still exists; every step attempted."""
-    import os
-
-    from kanal.netlink.ns import NetnsNotFound
-    from kanal.skel.delegate import delegate
-
     errors: list[KanalError] = []
     if ipam_type:
         try:

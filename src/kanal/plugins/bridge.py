@@ -45,7 +45,9 @@ from kanal.netlink.steps import (
 from kanal.plugins import _conf as c
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec import gotypes
+from kanal.spec.args import load_args
 from kanal.spec.gojson import BOOL, INT, STRING, Ptr, Slice, Struct
 from kanal.spec.types import DNS, Interface, IPConfig, Result, Route
 from kanal.spec.versions import ALL_VERSIONS
@@ -118,8 +120,6 @@ def load_conf(args: CmdArgs, *, lenient: bool = False) -> BridgeConf:
     ``lenient`` (DEL): Go's decode errors and the checks below are skipped; only
     what teardown needs (name, ipam type, macspoofchk) matters then.
     """
-    from kanal.spec.args import load_args
-
     conf = c.load(NETCONF, args, lenient=lenient)
     n = BridgeConf(name=conf["name"], cni_version=args.cni_version, conf=conf)
     n.is_gw = conf["isGateway"]
@@ -257,6 +257,7 @@ def cmd_add(args: CmdArgs) -> Result:
             ],
         )
         if n.macspoofchk:
+            # lazy: only with macspoofchk (the firewall layer)
             from kanal.firewall import MacSpoofCheck, apply_mac_spoof_check
 
             chk = MacSpoofCheck(host, cont_mac, f"{args.container_id}-{args.ifname}")
@@ -311,6 +312,7 @@ def _add_layer3(
             if gws[fam]:
                 enable_forward(fam)
     if n.ip_masq:
+        # lazy: only with ipMasq: the firewall layer is several modules an exec need not load
         from kanal.firewall import Masquerade, Owner, get_backend
 
         owner = Owner(n.name, args.container_id, args.ifname)
@@ -348,6 +350,7 @@ def _ipam_del_quiet(n: BridgeConf, args: CmdArgs) -> None:
 
 
 def _masq_teardown_quiet(owner: Any) -> None:
+    # lazy: only with ipMasq: the firewall layer is several modules an exec need not load
     from kanal.firewall import teardown_masquerade
 
     try:
@@ -357,6 +360,7 @@ def _masq_teardown_quiet(owner: Any) -> None:
 
 
 def _teardown_spoofchk(args: CmdArgs) -> None:
+    # lazy: only with macspoofchk (the firewall layer)
     from kanal.firewall import teardown_mac_spoof_check
 
     try:
@@ -437,6 +441,7 @@ def cmd_check(args: CmdArgs) -> None:
         if host_if is not None and host_if.mac and host_if.mac != veth.mac:
             raise Internal(f"Interface {veth.name} Mac doesn't match: {host_if.mac} not found")
     if n.ip_masq and n.ipam_type:
+        # lazy: only with ipMasq: the firewall layer is several modules an exec need not load
         from kanal.firewall import Masquerade, Owner, get_backend
 
         owner = Owner(n.name, args.container_id, args.ifname)
@@ -471,6 +476,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

@@ -28,6 +28,7 @@ from kanal.plugins import _conf as c
 from kanal.plugins._iface import add_addresses, release_then
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec import gotypes
 from kanal.spec.gojson import BOOL, STRING, Struct
 from kanal.spec.types import DNS, Interface, Result
@@ -214,6 +215,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

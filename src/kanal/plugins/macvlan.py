@@ -36,7 +36,9 @@ from kanal.plugins import _conf as c
 from kanal.plugins._iface import add_addresses, prev_container, release_then
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec import gotypes
+from kanal.spec.args import load_args
 from kanal.spec.gojson import BOOL, INT, STRING
 from kanal.spec.types import DNS, Interface, Result
 from kanal.spec.versions import ALL_VERSIONS
@@ -78,8 +80,6 @@ class MacvlanConf:
             raise InvalidConfig(f"invalid MTU {self.mtu}")
         mac: str = conf["mac"]
         if args.args:
-            from kanal.spec.args import load_args
-
             env = load_args(args.args, ("MAC",))
             mac = env.get("MAC") or mac
         mac = conf["runtimeConfig"]["mac"] or mac
@@ -231,6 +231,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

@@ -36,6 +36,7 @@ from kanal.plugins import _conf as c
 from kanal.plugins._iface import del_attachment, gc_attachments, prev_container
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec import gotypes
 from kanal.spec.gojson import BOOL, INT, STRING, Ptr
 from kanal.spec.types import DNS, Interface, Result
@@ -97,6 +98,7 @@ def cmd_add(args: CmdArgs) -> Result:
         in_container_fd(netns_fd, lambda batch: _container_side(batch, args.ifname, result))
         _host_side(Batch(sock), host_index, result)
         if ip_masq:
+            # lazy: only with ipMasq: the firewall layer is several modules an exec need not load
             from kanal.firewall import Masquerade, Owner, get_backend
 
             owner = Owner(name, args.container_id, args.ifname)
@@ -158,6 +160,7 @@ def _host_side(b: Batch, host_index: int, result: Result) -> None:
 
 
 def _masq_teardown(owner: Any) -> None:
+    # lazy: only with ipMasq: the firewall layer is several modules an exec need not load
     from kanal.firewall import teardown_masquerade
 
     teardown_masquerade(owner)
@@ -201,6 +204,7 @@ def cmd_check(args: CmdArgs) -> None:
     except NetnsNotFound as e:
         raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
     if ip_masq:
+        # lazy: only with ipMasq: the firewall layer is several modules an exec need not load
         from kanal.firewall import Masquerade, Owner, get_backend
 
         owner = Owner(c.load(NETCONF, args)["name"], args.container_id, args.ifname)
@@ -231,6 +235,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

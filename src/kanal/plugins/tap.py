@@ -24,7 +24,9 @@ from kanal.plugins import _conf as c
 from kanal.plugins._iface import add_addresses
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec import gotypes
+from kanal.spec.args import load_args
 from kanal.spec.gojson import BOOL, INT, STRING, UINT32, Ptr, Struct
 from kanal.spec.types import DNS, Interface, Result
 from kanal.spec.versions import ALL_VERSIONS
@@ -66,8 +68,6 @@ class TapConf:
             return
         mac: str = conf["mac"]
         if args.args:
-            from kanal.spec.args import load_args
-
             mac = load_args(args.args, ("MAC",)).get("MAC") or mac
         mac = conf["runtimeConfig"]["mac"] or mac
         self.mac = c.valid_mac(mac) if mac else ""
@@ -163,6 +163,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

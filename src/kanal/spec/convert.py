@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from kanal.errors import DecodeError, IncompatibleVersion, Internal
 from kanal.spec import _wire, gojson, result_040, result_100
 from kanal.spec.gotext import loads, marshal, quote
+from kanal.spec.gotypes import VERSION_ONLY
 from kanal.spec.result_040 import Interface040, IPConfig040, Result040
 from kanal.spec.types import Interface, IPConfig, Result, Route
 from kanal.spec.versions import CURRENT
@@ -280,8 +281,6 @@ def _as_object(
 
 
 def _wire_version(d: Mapping[str, Any], version: str | None, via_map: bool) -> str:
-    from kanal.spec.gotypes import VERSION_ONLY
-
     raw: str = gojson.decode(
         VERSION_ONLY, d, "failed to decode CNI result", via_map=via_map, error=DecodeError
     )["cniVersion"]
