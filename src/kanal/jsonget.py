@@ -57,6 +57,46 @@ def obj(
     return value
 
 
+def _opt(
+    d: Mapping[str, Any],
+    key: str,
+    where: str,
+    default: Any,
+    ok: Callable[[Any], bool],
+    want: str,
+    error: type[KanalError],
+    bad: Bad | None,
+) -> Any:
+    """``d[key]`` if ``ok`` says it is of the wanted type; ``default`` when missing or
+    null; else the failure."""
+    v = d.get(key)
+    if v is None:
+        return default
+    if not ok(v):
+        raise _fail(key, want, v, where, error, bad)
+    return v
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_obj(v: Any) -> bool:
+    return isinstance(v, dict)
+
+
+def _is_str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
 def opt_str(
     d: Mapping[str, Any],
     key: str,
@@ -67,12 +107,8 @@ def opt_str(
     bad: Bad | None = None,
 ) -> str:
     """A string, or ``default`` when missing or null."""
-    v = d.get(key)
-    if v is None:
-        return default
-    if not isinstance(v, str):
-        raise _fail(key, "a string", v, where, error, bad)
-    return v
+    out: str = _opt(d, key, where, default, _is_str, "a string", error, bad)
+    return out
 
 
 def req_str(
@@ -102,12 +138,8 @@ def opt_bool(
     bad: Bad | None = None,
 ) -> bool:
     """true or false, or ``default`` when missing or null."""
-    v = d.get(key)
-    if v is None:
-        return default
-    if not isinstance(v, bool):
-        raise _fail(key, "true or false", v, where, error, bad)
-    return v
+    out: bool = _opt(d, key, where, default, _is_bool, "true or false", error, bad)
+    return out
 
 
 def opt_int(
@@ -123,15 +155,10 @@ def opt_int(
 ) -> int:
     """An integer (not a bool, not a fraction) within ``lo``..``hi`` when given, or
     ``default`` when missing or null."""
-    v = d.get(key)
-    if v is None:
-        return default
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise _fail(key, "an integer", v, where, error, bad)
+    v: int = _opt(d, key, where, default, _is_int, "an integer", error, bad)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise _fail(key, f"an integer from {lo} to {hi}", v, where, error, bad)
-    out: int = v
-    return out
+    return v
 
 
 def opt_obj(
@@ -143,12 +170,8 @@ def opt_obj(
     bad: Bad | None = None,
 ) -> dict[str, Any]:
     """An object, or ``{}`` when missing or null."""
-    v = d.get(key)
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise _fail(key, "an object", v, where, error, bad)
-    return v
+    out: dict[str, Any] = _opt(d, key, where, {}, _is_obj, "an object", error, bad)
+    return out
 
 
 def str_list(
@@ -160,12 +183,8 @@ def str_list(
     bad: Bad | None = None,
 ) -> list[str]:
     """A list of strings (a copy), or ``[]`` when missing or null."""
-    v = d.get(key)
-    if v is None:
-        return []
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise _fail(key, "a list of strings", v, where, error, bad)
-    return list(v)
+    out: list[str] = _opt(d, key, where, [], _is_str_list, "a list of strings", error, bad)
+    return list(out)
 
 
 def opt_ip(

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import ipaddress
     from collections.abc import Callable
     from contextlib import ExitStack
+    from typing import Any
 
     from kanal.netlink.batch import Batch
     from kanal.skel.cmdargs import CmdArgs
@@ -40,6 +41,38 @@ def prev_ips(args: CmdArgs) -> list[Address]:
     except KanalError:
         return []
     return [] if prev is None else [ipc.address.ip for ipc in prev.ips]
+
+
+def _attempt(errors: list[KanalError], fn: Callable[..., object], *a: Any) -> None:
+    """Run one teardown step; its KanalError is collected, the next step still runs."""
+    try:
+        fn(*a)
+    except KanalError as e:
+        errors.append(e)
+
+
+def _in_netns_if_present(
+    args: CmdArgs, fn: Callable[[int], None], errors: list[KanalError]
+) -> None:
+    """``fn(fd)`` in CNI_NETNS when there is one and it still exists (collected as
+    :func:`_attempt` does)."""
+    if not args.netns:
+        return
+    try:
+        fd = open_netns(args.netns_path)
+    except NetnsNotFound:
+        return
+    try:
+        _attempt(errors, fn, fd)
+    finally:
+        os.close(fd)
+
+
+def _raise_all(errors: list[KanalError], what: str) -> None:
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise TeardownError(what, errors)
 
 
 def del_attachment(
@@ -60,48 +93,27 @@ def del_attachment(
     # IPAM goes first, while the link still exists (the order Go uses for all).
     ipam_first = ipam_type == "dhcp"
     if ipam_first:
+        _attempt(errors, delegate, "DEL", ipam_type, args)
+
+    def delete_link(fd: int) -> None:
         try:
-            delegate("DEL", ipam_type, args)
-        except KanalError as e:
-            errors.append(e)
-    if args.netns:
-        try:
-            fd = open_netns(args.netns_path)
-        except NetnsNotFound:
-            fd = -1
-        if fd >= 0:
-            try:
-                reaper.delete_container_link(fd, args.netns_path, args.ifname)
-            except (NetnsNotFound, LinkNotFound):
-                pass
-            except KanalError as e:
-                errors.append(e)
-            finally:
-                os.close(fd)
+            reaper.delete_container_link(fd, args.netns_path, args.ifname)
+        except (NetnsNotFound, LinkNotFound):
+            pass
+
+    _in_netns_if_present(args, delete_link, errors)
     if ipam_type:
         try:
             owner = Owner(network, args.container_id, args.ifname)
         except KanalError:
             owner = None  # not a name ADD could have masqueraded under
         if owner is not None:
-            try:
-                teardown_masquerade(owner, prev_ips(args) or None)
-            except KanalError as e:
-                errors.append(e)
+            _attempt(errors, teardown_masquerade, owner, prev_ips(args) or None)
     if spoof_id is not None:
-        try:
-            teardown_mac_spoof_check(spoof_id)
-        except KanalError as e:
-            errors.append(e)
+        _attempt(errors, teardown_mac_spoof_check, spoof_id)
     if ipam_type and not ipam_first:
-        try:
-            delegate("DEL", ipam_type, args)
-        except KanalError as e:
-            errors.append(e)
-    if len(errors) == 1:
-        raise errors[0]
-    if errors:
-        raise TeardownError("DEL failed", errors)
+        _attempt(errors, delegate, "DEL", ipam_type, args)
+    _raise_all(errors, "DEL failed")
 
 
 def gc_attachments(args: CmdArgs, *, network: str, ipam_type: str) -> None:
@@ -118,19 +130,10 @@ def gc_attachments(args: CmdArgs, *, network: str, ipam_type: str) -> None:
     errors: list[KanalError] = []
     valid = parse_plugin_conf(args.conf, require_name=False).valid_attachments
     if valid is not None:
-        try:
-            gc_masquerade_all(network, {(a.container_id, a.ifname) for a in valid})
-        except KanalError as e:
-            errors.append(e)
+        _attempt(errors, gc_masquerade_all, network, {(a.container_id, a.ifname) for a in valid})
     if ipam_type:
-        try:
-            delegate("GC", ipam_type, args)
-        except KanalError as e:
-            errors.append(e)
-    if len(errors) == 1:
-        raise errors[0]
-    if errors:
-        raise TeardownError("GC failed", errors)
+        _attempt(errors, delegate, "GC", ipam_type, args)
+    _raise_all(errors, "GC failed")
 
 
 def add_addresses(
@@ -199,21 +202,7 @@ def release_then(args: CmdArgs, ipam_type: str, in_netns: Callable[[int], None])
     link), then ``in_netns(fd)`` if the namespace still exists; every step attempted."""
     errors: list[KanalError] = []
     if ipam_type:
-        try:
-            delegate("DEL", ipam_type, args)
-        except KanalError as e:
-            errors.append(e)
-    if args.netns:
-        try:
-            fd = open_netns(args.netns_path)
-        except NetnsNotFound:
-            fd = -1
-        if fd >= 0:
-            try:
-                in_netns(fd)
-            except KanalError as e:
-                errors.append(e)
-            finally:
-                os.close(fd)
+        _attempt(errors, delegate, "DEL", ipam_type, args)
+    _in_netns_if_present(args, in_netns, errors)
     if errors:
         raise errors[0]
