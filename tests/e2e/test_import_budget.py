@@ -104,7 +104,7 @@ KANAL = frozenset(
         "kanal.skel.dispatcher",
         "kanal.spec",
         "kanal.spec.gotext",
-        "kanal.spec._wire",
+        "kanal.spec.wirefields",
         "kanal.spec.args",
         "kanal.spec.convert",
         "kanal.spec.env",

@@ -21,12 +21,12 @@ from typing import Any
 from kanal.errors import DecodeError, InvalidConfig, InvalidEnv, KanalError
 from kanal.ipam.ranges import canonical_ip
 from kanal.spec import gotypes
-from kanal.spec._wire import dns_from_go, routes_from_go
 from kanal.spec.args import load_args
 from kanal.spec.gojson import STRING, Ptr, Slice, Struct, decode
 from kanal.spec.gotypes import IP, ROUTE
 from kanal.spec.types import DNS, IPAddr, IPConfig, IPInterface, Result, Route, parse_cidr, parse_ip
 from kanal.spec.versions import version_ge
+from kanal.spec.wirefields import dns_from_go, routes_from_go
 
 __all__ = ["StaticAddress", "StaticConf", "check", "load_conf", "result"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from kanal.errors import InvalidConfig
 from kanal.spec import gojson
-from kanal.spec._wire import dns_from_go
+from kanal.spec.wirefields import dns_from_go
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

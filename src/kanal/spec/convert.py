@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from kanal.errors import DecodeError, IncompatibleVersion, Internal
-from kanal.spec import _wire, gojson, result_040, result_100
+from kanal.spec import gojson, result_040, result_100, wirefields
 from kanal.spec.gotext import loads, marshal, quote
 from kanal.spec.gotypes import VERSION_ONLY
 from kanal.spec.result_040 import Interface040, IPConfig040, Result040
@@ -135,7 +135,9 @@ def convert(result: WireResult, to_version: str) -> WireResult:
 def _copy_ipconfig020(c: IPConfig020 | None) -> IPConfig020 | None:
     if c is None:
         return None
-    out: IPConfig020 = _r020().IPConfig020(c.ip, c.gateway, [_wire.copy_route(r) for r in c.routes])
+    out: IPConfig020 = _r020().IPConfig020(
+        c.ip, c.gateway, [wirefields.copy_route(r) for r in c.routes]
+    )
     return out
 
 
@@ -143,7 +145,7 @@ def _copy_ipconfig020(c: IPConfig020 | None) -> IPConfig020 | None:
 @converter(from_="0.2.0", to=["0.1.0"])
 def _020_copy(r: Result020, to: str) -> Result020:
     ip4, ip6 = _copy_ipconfig020(r.ip4), _copy_ipconfig020(r.ip6)
-    out: Result020 = _r020().Result020(to, ip4, ip6, _wire.copy_dns(r.dns))
+    out: Result020 = _r020().Result020(to, ip4, ip6, wirefields.copy_dns(r.dns))
     return out
 
 
@@ -153,11 +155,11 @@ def _020_copy(r: Result020, to: str) -> Result020:
 @converter(from_="0.1.0", to=result_040.VERSIONS)
 @converter(from_="0.2.0", to=result_040.VERSIONS)
 def _020_to_040(r: Result020, to: str) -> Result040:
-    out = Result040(to, dns=_wire.copy_dns(r.dns))
+    out = Result040(to, dns=wirefields.copy_dns(r.dns))
     for family, c in (("4", r.ip4), ("6", r.ip6)):
         if c is not None:
             out.ips.append(IPConfig040(family, c.ip, c.gateway))
-            out.routes.extend(_wire.copy_route(rt) for rt in c.routes)
+            out.routes.extend(wirefields.copy_route(rt) for rt in c.routes)
     return out
 
 
@@ -169,8 +171,8 @@ def _040_internal(r: Result040, to: str) -> Result040:
         to,
         [Interface040(i.name, i.mac, i.sandbox) for i in r.interfaces],
         [IPConfig040(c.version, c.address, c.gateway, c.interface) for c in r.ips],
-        [_wire.copy_route(rt) for rt in r.routes],
-        _wire.copy_dns(r.dns),
+        [wirefields.copy_route(rt) for rt in r.routes],
+        wirefields.copy_dns(r.dns),
     )
 
 
@@ -179,7 +181,7 @@ def _040_internal(r: Result040, to: str) -> Result040:
 @converter(from_="0.4.0", to=V020)
 def _040_to_020(r: Result040, to: str) -> Result020:
     r020 = _r020()
-    out: Result020 = r020.Result020(to, dns=_wire.copy_dns(r.dns))
+    out: Result020 = r020.Result020(to, dns=wirefields.copy_dns(r.dns))
     # 0.2.0 holds one address per family: keep the first of each (by the sent version).
     for c in r.ips:
         if c.version == "4" and out.ip4 is None:
@@ -216,8 +218,8 @@ def _040_to_100(r: Result040, to: str) -> Result:
         to,
         [Interface(i.name, i.mac, i.sandbox) for i in r.interfaces],
         [IPConfig(c.address, c.gateway, c.interface) for c in r.ips],
-        [_wire.copy_route(rt) for rt in r.routes],
-        _wire.copy_dns(r.dns),
+        [wirefields.copy_route(rt) for rt in r.routes],
+        wirefields.copy_dns(r.dns),
     )
 
 
@@ -232,8 +234,8 @@ def _100_copy(r: Result, to: str) -> Result:
         to,
         [_copy_interface(i) for i in r.interfaces],
         [IPConfig(c.address, c.gateway, c.interface) for c in r.ips],
-        [_wire.copy_route(rt) for rt in r.routes],
-        _wire.copy_dns(r.dns),
+        [wirefields.copy_route(rt) for rt in r.routes],
+        wirefields.copy_dns(r.dns),
     )
 
 
@@ -244,8 +246,8 @@ def _100_to_040(r: Result, to: str) -> Result040:
         to,
         [Interface040(i.name, i.mac, i.sandbox) for i in r.interfaces],
         [IPConfig040(c.version, c.address, c.gateway, c.interface) for c in r.ips],
-        [_wire.copy_route(rt) for rt in r.routes],
-        _wire.copy_dns(r.dns),
+        [wirefields.copy_route(rt) for rt in r.routes],
+        wirefields.copy_dns(r.dns),
     )
 
 

@@ -18,7 +18,7 @@ Interfaces have no 1.1.0 fields here, but routes are Go's shared ``types.Route``
 from __future__ import annotations
 
 from kanal._dataclass import dataclass, field
-from kanal.spec import _wire
+from kanal.spec import wirefields
 from kanal.spec.gotypes import RESULT_040
 from kanal.spec.types import DNS, IPAddr, IPInterface, Route
 
@@ -64,7 +64,7 @@ def from_wire(data: Mapping[str, Any], cni_version: str, *, via_map: bool = Fals
     Raises:
         DecodeError: Go's decode error, or a missing address.
     """
-    interfaces, ips, routes, dns = _wire.result_from_go(RESULT_040, data, via_map=via_map)
+    interfaces, ips, routes, dns = wirefields.result_from_go(RESULT_040, data, via_map=via_map)
     return Result040(
         cni_version=cni_version,
         interfaces=[Interface040(i["name"], i["mac"], i["sandbox"]) for i in interfaces],
@@ -87,14 +87,14 @@ def _interface_to_wire(i: Interface040) -> dict[str, Any]:
 
 def to_wire(r: Result040) -> dict[str, Any]:
     """The JSON-ready dict, in Go struct field order (``dns`` always printed)."""
-    out = _wire.result_to_wire(
+    out = wirefields.result_to_wire(
         r.cni_version,
         [_interface_to_wire(i) for i in r.interfaces],
         [
-            _wire.ipconfig_to_wire({"version": c.version}, c.interface, c.address, c.gateway)
+            wirefields.ipconfig_to_wire({"version": c.version}, c.interface, c.address, c.gateway)
             for c in r.ips
         ],
         r.routes,
     )
-    out["dns"] = _wire.dns_to_wire(r.dns)
+    out["dns"] = wirefields.dns_to_wire(r.dns)
     return out

@@ -20,7 +20,7 @@ equivalent JSON and what 1.0-era Go printed.
 
 from __future__ import annotations
 
-from kanal.spec import _wire
+from kanal.spec import wirefields
 from kanal.spec.gotypes import RESULT_100
 from kanal.spec.types import Interface, IPConfig, Result
 
@@ -43,7 +43,7 @@ def from_wire(data: Mapping[str, Any], cni_version: str, *, via_map: bool = Fals
         DecodeError: Go's decode error (a wrong type, an unparsable address), or a
             missing address.
     """
-    interfaces, ips, routes, dns = _wire.result_from_go(RESULT_100, data, via_map=via_map)
+    interfaces, ips, routes, dns = wirefields.result_from_go(RESULT_100, data, via_map=via_map)
     return Result(
         cni_version=cni_version,
         interfaces=[
@@ -81,12 +81,12 @@ def _interface_to_wire(i: Interface) -> dict[str, Any]:
 def to_wire(r: Result) -> dict[str, Any]:
     """The JSON-ready dict at ``r.cni_version``, in Go struct field order (``dns``
     dropped when empty)."""
-    out = _wire.result_to_wire(
+    out = wirefields.result_to_wire(
         r.cni_version,
         [_interface_to_wire(i) for i in r.interfaces],
-        [_wire.ipconfig_to_wire({}, c.interface, c.address, c.gateway) for c in r.ips],
+        [wirefields.ipconfig_to_wire({}, c.interface, c.address, c.gateway) for c in r.ips],
         r.routes,
     )
     if not r.dns.is_empty():
-        out["dns"] = _wire.dns_to_wire(r.dns)
+        out["dns"] = wirefields.dns_to_wire(r.dns)
     return out

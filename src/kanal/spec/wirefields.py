@@ -1,4 +1,5 @@
-"""Field codecs shared by the result wire modules (0.2.0, 0.4.0 and 1.0.0 shapes).
+"""Field codecs shared by the result wire modules (0.2.0, 0.4.0 and 1.0.0 shapes),
+and by the config readers that carry routes and DNS (host-local, static).
 
 Decoding goes through :mod:`kanal.spec.gojson` with the ``pkg/types`` structs of
 :mod:`kanal.spec.gotypes`: Go's key matching, null, number and error rules. The
@@ -14,6 +15,23 @@ from collections.abc import Mapping
 from kanal.errors import DecodeError
 from kanal.spec import gojson
 from kanal.spec.types import DNS, IPInterface, Route
+
+__all__ = [
+    "ERR",
+    "copy_dns",
+    "copy_route",
+    "decode",
+    "dns_from_go",
+    "dns_to_wire",
+    "elements",
+    "ipconfig_to_wire",
+    "need_cidr",
+    "result_from_go",
+    "result_to_wire",
+    "route_from_go",
+    "route_to_wire",
+    "routes_from_go",
+]
 
 ERR = "failed to decode CNI result"
 
