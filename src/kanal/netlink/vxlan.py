@@ -48,7 +48,6 @@ VXLAN_PORT = 4789  # IANA; the kernel's default without dstport is 8472 (docs/ov
 FLOOD_MAC = "00:00:00:00:00:00"
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
-NETLINK_ROUTE = 0
 
 
 @dataclass(frozen=True)
