@@ -119,6 +119,7 @@ def _slow_decode(
     parse_float: Callable[[str], Any] | None,
     parse_constant: Callable[[str], Any] | None,
 ) -> Any:
+    # lazy: json only for what the lean codec leaves to it (json costs an exec ~5 ms)
     import json
 
     return json.JSONDecoder(
@@ -143,6 +144,7 @@ def raw_decode(
 
 
 def _slow_loads(s: Any, parse_constant: Callable[[str], Any] | None) -> Any:
+    # lazy: json only for what the lean codec leaves to it (json costs an exec ~5 ms)
     import json
 
     return json.loads(s, parse_constant=parse_constant)
@@ -163,7 +165,12 @@ def dumps(
 ) -> str:
     """``json.dumps`` with these arguments: same text for dicts (str keys), lists,
     tuples, str, int, float (and their subclasses), bool and None; json's own output
-    (or error) otherwise."""
+    (or error) otherwise.
+
+    Why one function over 80 lines: ``emit`` is a closure over the settings, called
+    for every value of every plugin's output; as methods it would read each setting
+    as an attribute on every call.
+    """
     if separators is None:
         separators = (",", ": ") if indent is not None else (", ", ": ")
     item_sep, key_sep = separators
@@ -231,6 +238,7 @@ def dumps(
     try:
         emit(obj, 0)
     except (_Unusual, RecursionError, TypeError):
+        # lazy: json only for what the lean codec leaves to it (json costs an exec ~5 ms)
         import json
 
         return json.dumps(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kanal.fastpath.install import install_plugins
+from kanal.fastpath.standalone import plugin_runner
 from kanal.plugins.registry import load_plugin
 from kanal.skel.dispatcher import Dispatcher
 from tests.netns.inns import in_ns
@@ -57,9 +58,9 @@ class PluginRunner:
 
         def go() -> Call:
             out, err = io.StringIO(), io.StringIO()
-            code = Dispatcher(env, io.BytesIO(json.dumps(conf).encode()), out, err).run(
-                load_plugin(plugin)
-            )
+            code = Dispatcher(
+                env, io.BytesIO(json.dumps(conf).encode()), out, err, runner=plugin_runner()
+            ).run(load_plugin(plugin))
             text = out.getvalue()
             return Call(code, json.loads(text) if text else None, err.getvalue())
 

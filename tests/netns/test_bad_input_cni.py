@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from kanal.fastpath.install import install_plugins
+from kanal.fastpath.standalone import plugin_runner
 from kanal.plugins.registry import load_plugin
 from kanal.skel.dispatcher import Dispatcher
 from tests.helpers import create_netns, delete_netns, nsexec, unique
@@ -308,7 +309,10 @@ def run(world: dict[str, Any], case: Cni) -> tuple[int, str]:
 
     def go() -> tuple[int, str]:
         out, err = io.StringIO(), io.StringIO()
-        code = Dispatcher(env, io.BytesIO(data), out, err).run(load_plugin(case.plugin))
+        runner = plugin_runner()
+        code = Dispatcher(env, io.BytesIO(data), out, err, runner=runner).run(
+            load_plugin(case.plugin)
+        )
         return code, out.getvalue()
 
     result: tuple[int, str] = in_ns(world["host"], go)

@@ -149,7 +149,7 @@ def _check_netns(path: str) -> None:
 
 def _capability_args(value: str) -> dict[str, Any]:
     from kanal.errors import DecodeError
-    from kanal.spec._go import loads
+    from kanal.spec.gotext import loads
 
     if not value:
         return {}

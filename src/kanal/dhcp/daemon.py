@@ -11,10 +11,12 @@ Requests: ``allocate`` / ``release`` / ``check`` (``containerID``, ``netns``,
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
 import re
+import signal
 import socket
 import socketserver
 import threading
@@ -23,6 +25,8 @@ from typing import Any
 
 from kanal.dhcp import client as dc
 from kanal.errors import InvalidConfig, KanalError, NotFound
+from kanal.netlink.handle import Netlink
+from kanal.netlink.ns import open_netns, run_in_netns
 
 __all__ = ["DEFAULT_LEASE_DIR", "DEFAULT_SOCKET", "DhcpDaemon"]
 
@@ -96,8 +100,6 @@ class DhcpDaemon:
 
     @staticmethod
     def _in_netns(netns: str, fn: Any) -> Any:
-        from kanal.netlink.ns import open_netns, run_in_netns
-
         fd = open_netns(netns)
         try:
             return run_in_netns(fd, fn)
@@ -117,8 +119,6 @@ class DhcpDaemon:
                 hostname = str(opt.get("value") or "")
 
         def work() -> dc.Lease:
-            from kanal.netlink.handle import Netlink
-
             with Netlink() as nl:
                 link = nl.find_link(ifname)
                 if link is None:
@@ -316,9 +316,6 @@ def _result(lease: dc.Lease) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import argparse
-    import signal
-
     ap = argparse.ArgumentParser(prog="kanal dhcp daemon")
     ap.add_argument("--socket", default=DEFAULT_SOCKET)
     ap.add_argument("--lease-dir", default=DEFAULT_LEASE_DIR)

@@ -345,7 +345,7 @@ class RemoteNetworkDriver:
         """Move the plugin's interface into the sandbox and configure it as dockerd does."""
         from kanal.netlink.batch import Batch, raw_socket
         from kanal.netlink.ns import open_netns
-        from kanal.plugins._iface import in_container_fd
+        from kanal.netlink.steps import in_container_fd
 
         try:
             index = socket.if_nametoindex(src)
@@ -392,7 +392,7 @@ class RemoteNetworkDriver:
         """Give the interface back to the host under its plugin name (as dockerd does)."""
         from kanal.netlink.batch import Batch
         from kanal.netlink.ns import open_netns
-        from kanal.plugins._iface import in_container_fd
+        from kanal.netlink.steps import in_container_fd
 
         src = ep.driver_state.get("src", "")
         if not src or not ep.netns or not os.path.exists(ep.netns):
@@ -441,7 +441,7 @@ class RemoteNetworkDriver:
 
     def endpoint_ok(self, net: Network, ep: Endpoint) -> bool:
         # The plugin owns the host side; the sandbox side is ours to check.
-        from kanal.plugins._iface import in_container
+        from kanal.netlink.steps import in_container
 
         try:
             return in_container(ep.netns, lambda nl: nl.find_link(ep.ifname) is not None)

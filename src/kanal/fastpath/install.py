@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import site
 import sys
 import tempfile
 from pathlib import Path
 
+import kanal
 from kanal.errors import InvalidConfig
+from kanal.fastpath.standalone import MARKER
 from kanal.plugins.registry import PLUGINS
-from kanal.skel.delegate import MARKER
 
 __all__ = ["DEFAULT_SOCKET", "install_plugins", "real_python", "site_paths"]
 
@@ -38,12 +40,11 @@ def real_python() -> str:
 def site_paths() -> tuple[str, ...]:
     """The installing interpreter's site directories (where pyroute2 and kanal's other
     dependencies are): a shim runs ``python -S`` and puts them on its path itself."""
-    import site
-
     found: list[str] = list(site.getsitepackages())
     if site.ENABLE_USER_SITE:
         found.append(site.getusersitepackages())
     try:
+        # lazy: optional; only to find where it is installed
         import pyroute2
 
         found.append(os.path.dirname(os.path.dirname(os.path.abspath(pyroute2.__file__))))
@@ -64,8 +65,6 @@ def install_plugins(
     Each file is written atomically (temp file + rename) so a runtime exec'ing a
     plugin while it is replaced never sees half a file ("text file busy" aside).
     """
-    import kanal
-
     socket_path = socket_path or DEFAULT_SOCKET
     python = python or real_python()
     src = os.path.dirname(os.path.dirname(os.path.abspath(kanal.__file__)))

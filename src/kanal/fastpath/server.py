@@ -18,7 +18,12 @@ import threading
 import time
 from contextlib import suppress
 
+from kanal.errors import NotFound
 from kanal.fastpath import protocol as p
+from kanal.fastpath.standalone import plugin_runner
+from kanal.plugins.registry import load_plugin
+from kanal.skel.dispatcher import Dispatcher
+from kanal.unixsock import private_path
 
 __all__ = ["FastPathServer"]
 
@@ -72,10 +77,9 @@ class FastPathServer:
         self._root = _id("/")
         self._uid = os.geteuid()
         self.served = 0
+        self._runner = plugin_runner()
 
     def bind(self) -> None:
-        from kanal.unixsock import private_path
-
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         # Bound and listening under a private name first, then renamed into place:
         # a client that sees the socket file can connect at once.
@@ -159,10 +163,6 @@ class FastPathServer:
         the request are resolved against it, as in a plugin process. Without it
         (unknown) the shim is told to run the plugin itself.
         """
-        from kanal.errors import NotFound
-        from kanal.plugins.registry import load_plugin
-        from kanal.skel.dispatcher import Dispatcher
-
         if netns != self._netns or root != self._root or cwd is None:
             return p.FALLBACK
         path = env.get("CNI_NETNS", "")
@@ -177,7 +177,7 @@ class FastPathServer:
             return p.FALLBACK
         out, err = io.StringIO(), io.StringIO()
         t0 = time.perf_counter()
-        code = Dispatcher(env, io.BytesIO(stdin), out, err, cwd).run(funcs)
+        code = Dispatcher(env, io.BytesIO(stdin), out, err, cwd, runner=self._runner).run(funcs)
         self.served += 1
         log.info(
             "served %s %s (exit %d) in %.1f ms",

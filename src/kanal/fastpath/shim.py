@@ -95,6 +95,7 @@ def fallback(name: str, src: str, stdin: "bytes | None", paths: "tuple[str, ...]
     """
     sys.path.insert(0, src)
     sys.path.extend(paths)
+    # lazy: kanal is importable only once sys.path is set above
     from kanal.fastpath.standalone import main
 
     main(name, stdin)

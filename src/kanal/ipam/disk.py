@@ -49,16 +49,16 @@ What differs from Go, and why:
 from __future__ import annotations
 
 import _thread
-import errno
 import fcntl
 import os
 import time
 from contextlib import contextmanager
 
-from kanal._dataclass import dataclass, field
 from kanal.errors import IOFailure
+from kanal.ipam import diskfiles as files
+from kanal.ipam.diskfiles import LAST_IP_PREFIX, LOCK_NAME, TMP_PREFIX, DirIndex
 from kanal.ipam.ranges import canonical_ip
-from kanal.ipam.store import Reservation, StoreMissing, go_trim, name_ip, owner_key, parse_owner
+from kanal.ipam.store import Reservation, StoreMissing, go_trim, name_ip, owner_key
 from kanal.spec.types import IPAddr, parse_ip
 
 TYPE_CHECKING = False
@@ -74,89 +74,12 @@ __all__ = [
     "forget_stores",
 ]
 
-LOCK_NAME = "lock"
-LAST_IP_PREFIX = "last_reserved_ip."
-TMP_PREFIX = ".kanal-tmp."
 # An mtime older than this is past any file system's timestamp granularity
 # (FAT has 2 s), so changes made from now on cannot reproduce it: no need to seal.
 _SETTLED_NS = 3_000_000_000
-_MAX_CONTENT = 4096
 
 _GEN_PREFIX = b"kanal-gen "
 _LOWER_HEX = frozenset(b"0123456789abcdef")
-_LINK_UNSUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
-
-
-def _address(name: str) -> tuple[int, int] | None:
-    """(version, int) of the address an entry name stands for, or None.
-
-    A plain dotted quad is read here (what ipaddress accepts: four decimal parts up
-    to 255, no leading zeros): a process without kanald reads the whole directory
-    on every ADD and DEL, and ipaddress objects for a thousand names cost ~3 ms.
-    Anything else goes through :func:`name_ip`.
-    """
-    parts = name.split(".")
-    if len(parts) == 4:
-        value = 0
-        for p in parts:
-            if not (0 < len(p) <= 3 and p.isascii() and p.isdigit()) or (
-                p[0] == "0" and len(p) > 1
-            ):
-                break
-            n = int(p)
-            if n > 255:
-                break
-            value = value << 8 | n
-        else:
-            return 4, value
-    ip = name_ip(name)
-    if ip is None:
-        return None
-    ip = canonical_ip(ip)
-    return ip.version, int(ip)
-
-
-@dataclass
-class _Index:
-    """What the directory holds, as Go's matching sees it."""
-
-    # name -> (container_id, ifname); (None, None) for an empty file
-    entries: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
-    # Go's match key (trimmed content: "<id>\r\n<ifname>" or legacy "<id>") -> names
-    by_key: dict[str, set[str]] = field(default_factory=dict)
-    # version -> int of every address-named entry
-    taken: dict[int, set[int]] = field(default_factory=lambda: {4: set(), 6: set()})
-    empty: set[str] = field(default_factory=set)
-    temps: set[str] = field(default_factory=set)
-
-    def add(self, name: str, content: str) -> None:
-        self.discard(name)
-        cid, ifname = parse_owner(content)
-        self.entries[name] = (cid, ifname)
-        if cid is None:
-            self.empty.add(name)
-        else:
-            self.by_key.setdefault(go_trim(content), set()).add(name)
-        address = _address(name)
-        if address is not None:
-            self.taken[address[0]].add(address[1])
-
-    def discard(self, name: str) -> None:
-        owner = self.entries.pop(name, None)
-        if owner is None:
-            return
-        cid, ifname = owner
-        self.empty.discard(name)
-        if cid is not None:
-            key = cid if ifname is None else cid + "\r\n" + ifname
-            names = self.by_key.get(key)
-            if names is not None:
-                names.discard(name)
-                if not names:
-                    del self.by_key[key]
-        address = _address(name)
-        if address is not None:
-            self.taken[address[0]].discard(address[1])
 
 
 class DiskStore:
@@ -176,7 +99,7 @@ class DiskStore:
         self._tmpfile_ok = hasattr(os, "O_TMPFILE")
         self._gen_writable = False
         self._gen: int | None = None
-        self._index: _Index | None = None
+        self._index: DirIndex | None = None
         self._stamp: tuple[int, int, int, int] | None = None
         self._held = False
         self._dirty = False
@@ -368,45 +291,17 @@ class DiskStore:
             return None
         return gen
 
-    def _scan(self) -> _Index:
+    def _scan(self) -> DirIndex:
         self.scans += 1
-        idx = _Index()
         try:
-            it = os.scandir(self.dir)
+            return files.scan(self.dir)
         except OSError as e:
             raise IOFailure(f"failed to read {self.dir}", e.strerror or str(e)) from e
-        with it:
-            for entry in it:
-                name = entry.name
-                if name == LOCK_NAME or name.startswith(LAST_IP_PREFIX):
-                    continue
-                try:
-                    if not entry.is_file(follow_symlinks=False):
-                        continue
-                except OSError:
-                    continue
-                if name.startswith(TMP_PREFIX):
-                    idx.temps.add(name)
-                    continue
-                content = self._read(name)
-                if content is not None:
-                    idx.add(name, content)
-        return idx
 
     def _read(self, name: str) -> str | None:
-        try:
-            fd = os.open(os.path.join(self.dir, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            data = os.read(fd, _MAX_CONTENT)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
-        return data.decode("utf-8", "surrogateescape")
+        return files.read_entry(self.dir, name)
 
-    def _ix(self) -> _Index:
+    def _ix(self) -> DirIndex:
         if not self._held or self._index is None:
             raise RuntimeError("DiskStore used outside 'with store.locked()'")
         return self._index
@@ -444,7 +339,7 @@ class DiskStore:
         try:
             self._write_last(range_id, name)
         except OSError as e:
-            self._unlink_quiet(path)
+            files.unlink_quiet(path)
             idx.discard(name)
             why = e.strerror or str(e)
             raise IOFailure(f"failed to record last reserved IP {name}", why) from e
@@ -522,7 +417,7 @@ class DiskStore:
                     if content is not None and go_trim(content):
                         idx.add(name, content)
                         continue
-                if not self._unlink_quiet(path):
+                if not files.unlink_quiet(path):
                     continue
                 self._dirty = True
                 removed.append(name)
@@ -548,115 +443,18 @@ class DiskStore:
         if failed:
             raise IOFailure(f"failed to release reservations in {self.dir}", "; ".join(failed))
 
-    @staticmethod
-    def _unlink_quiet(path: str) -> bool:
-        try:
-            os.unlink(path)
-            return True
-        except OSError:
-            return False
-
-    def _tmp_path(self, what: str) -> str:
-        return os.path.join(self.dir, f"{TMP_PREFIX}{what}.{os.getpid()}.{_thread.get_ident()}")
-
-    def _write_fd(self, fd: int, data: bytes, sync: bool) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        if sync:
-            os.fsync(fd)
-
-    def _write_file(self, path: str, data: bytes, flags: int, sync: bool) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | flags, 0o600)
-        try:
-            self._write_fd(fd, data, sync)
-        finally:
-            os.close(fd)
-
     def _create_exclusive(self, path: str, data: bytes) -> bool:
-        """Create ``path`` with ``data``, atomically and only if it does not exist.
-
-        The content is written to a file without a name (O_TMPFILE) or with a
-        temporary one, then hard-linked to ``path``: link() fails if the name
-        exists, and the name never appears without its content.
-        """
+        """Create ``path`` with ``data``, atomically and only if it does not exist."""
         if self._tmpfile_ok:
-            created = self._create_via_tmpfile(path, data)
+            assert self._dirfd is not None
+            created = files.create_via_tmpfile(self._dirfd, path, data, self.fsync)
             if created is not None:
                 return created
-        tmp = self._tmp_path("ip")
-        self._write_file(tmp, data, os.O_CREAT | os.O_TRUNC, self.fsync)
-        try:
-            os.link(tmp, path)
-            return True
-        except FileExistsError:
-            return False
-        except OSError as e:
-            if e.errno not in _LINK_UNSUPPORTED:
-                raise
-        finally:
-            self._unlink_quiet(tmp)
-        # File systems without hard links: Go's way (create exclusively, then write).
-        try:
-            self._write_file(path, data, os.O_CREAT | os.O_EXCL, self.fsync)
-        except FileExistsError:
-            return False
-        except OSError:
-            self._unlink_quiet(path)
-            raise
-        return True
-
-    def _create_via_tmpfile(self, path: str, data: bytes) -> bool | None:
-        """O_TMPFILE + linkat: one directory operation. None: not supported here."""
-        assert self._dirfd is not None
-        try:
-            fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=self._dirfd)
-        except OSError:
             self._tmpfile_ok = False
-            return None
-        try:
-            self._write_fd(fd, data, self.fsync)
-            # A dir_fd argument makes Python use linkat(AT_SYMLINK_FOLLOW), which
-            # links the open file itself rather than the /proc symlink.
-            os.link(
-                f"/proc/self/fd/{fd}",
-                os.path.basename(path),
-                dst_dir_fd=self._dirfd,
-                follow_symlinks=True,
-            )
-            return True
-        except FileExistsError:
-            return False
-        except OSError:
-            self._tmpfile_ok = False
-            return None
-        finally:
-            os.close(fd)
+        return files.create_linked(self.dir, path, data, self.fsync)
 
     def _write_last(self, range_id: str, name: str) -> None:
-        """Rewrite ``last_reserved_ip.N`` in place (pwrite, then trim).
-
-        Neither Go's O_TRUNC rewrite nor a rename over the old file: on ext4 both
-        make the kernel flush the new data at once (the auto_da_alloc heuristics),
-        which costs more than the rest of an ADD. Readers hold the lock, so they
-        never see a partial state; a crash mid-write can at worst leave an
-        unparsable address, which only restarts round-robin at the range start,
-        exactly what Go does with a missing or bad file.
-        """
-        data = name.encode("ascii")
-        fd = os.open(
-            os.path.join(self.dir, LAST_IP_PREFIX + range_id),
-            os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
-            0o600,
-        )
-        try:
-            n = os.pwrite(fd, data, 0)
-            if n != len(data):
-                raise OSError(errno.EIO, "short write")
-            os.ftruncate(fd, len(data))
-        finally:
-            os.close(fd)
+        files.write_last(self.dir, range_id, name)
 
 
 _STORES: dict[str, DiskStore] = {}

@@ -40,12 +40,12 @@ from kanal.ipam.ranges import (
     range_set_from_go,
 )
 from kanal.ipam.store import Store, StoreMissing, go_trim
-from kanal.spec._wire import routes_from_go
 from kanal.spec.args import load_args, validate_network_name
 from kanal.spec.gojson import STRING, Ptr, Slice, Struct, Text, decode, decode_lenient
 from kanal.spec.gotypes import ROUTE
 from kanal.spec.types import DNS, IPAddr, Result, Route, parse_cidr, parse_ip
 from kanal.spec.versions import version_ge
+from kanal.spec.wirefields import routes_from_go
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -26,6 +26,7 @@ from kanal.spec.gojson import STRING, Ptr, Slice, Struct, decode
 from kanal.spec.gotypes import IP, ROUTE
 from kanal.spec.types import DNS, IPAddr, IPConfig, IPInterface, Result, Route, parse_cidr, parse_ip
 from kanal.spec.versions import version_ge
+from kanal.spec.wirefields import dns_from_go, routes_from_go
 
 __all__ = ["StaticAddress", "StaticConf", "check", "load_conf", "result"]
 
@@ -87,6 +88,35 @@ def _cidr(s: str, err: str) -> IPInterface:
         raise InvalidConfig(err.format(s)) from None
 
 
+def _from_cni_args(cni_args: str) -> list[StaticAddress]:
+    """The addresses in CNI_ARGS ``IP``, each with the ``GATEWAY`` in its subnet.
+
+    Raises:
+        InvalidEnv: a bad address, gateway or key.
+    """
+    from_env: list[StaticAddress] = []
+    env = load_args(cni_args, ("IP", "GATEWAY"))
+    if env.get("IP"):
+        for item in env["IP"].split(","):
+            s = item.strip()
+            try:
+                from_env.append(StaticAddress(parse_cidr(s)))
+            except DecodeError:
+                raise InvalidEnv(
+                    f"the 'ip' field is expected to be in CIDR notation, got: '{s}'"
+                ) from None
+    if env.get("GATEWAY"):
+        for item in env["GATEWAY"].split(","):
+            try:
+                gw = canonical_ip(parse_ip(item.strip()))
+            except DecodeError:
+                raise InvalidEnv(f"invalid gateway address: {item}") from None
+            from_env = [
+                StaticAddress(a.address, gw) if gw in a.address.network else a for a in from_env
+            ]
+    return from_env
+
+
 def load_conf(conf: Mapping[str, Any], cni_args: str = "") -> StaticConf:
     """Validate a static config (the plugin's whole stdin object), as Go does.
 
@@ -112,27 +142,7 @@ def load_conf(conf: Mapping[str, Any], cni_args: str = "") -> StaticConf:
         for a in ipam["addresses"] or []
     ]
 
-    from_env: list[StaticAddress] = []
-    if cni_args:
-        env = load_args(cni_args, ("IP", "GATEWAY"))
-        if env.get("IP"):
-            for item in env["IP"].split(","):
-                s = item.strip()
-                try:
-                    from_env.append(StaticAddress(parse_cidr(s)))
-                except DecodeError:
-                    raise InvalidEnv(
-                        f"the 'ip' field is expected to be in CIDR notation, got: '{s}'"
-                    ) from None
-        if env.get("GATEWAY"):
-            for item in env["GATEWAY"].split(","):
-                try:
-                    gw = canonical_ip(parse_ip(item.strip()))
-                except DecodeError:
-                    raise InvalidEnv(f"invalid gateway address: {item}") from None
-                from_env = [
-                    StaticAddress(a.address, gw) if gw in a.address.network else a for a in from_env
-                ]
+    from_env = _from_cni_args(cni_args) if cni_args else []
 
     addresses: list[StaticAddress] | None = None
     args_cni = (net["args"] or {}).get("cni") or {}
@@ -165,8 +175,6 @@ def load_conf(conf: Mapping[str, Any], cni_args: str = "") -> StaticConf:
             raise InvalidConfig(
                 f"CNI version {cni_version} does not support more than 1 address per family"
             )
-
-    from kanal.spec._wire import dns_from_go, routes_from_go
 
     try:
         routes = tuple(routes_from_go(ipam["routes"], "ipam.routes"))

@@ -21,14 +21,17 @@ import os
 import struct
 
 from kanal._dataclass import dataclass
-from kanal.errors import Conflict, Internal, KanalError
+from kanal.errors import Conflict, Internal, KanalError, NotFound
 from kanal.netlink import wire
-from kanal.netlink.handle import LinkNotFound
 from kanal.netlink.wire import (
+    IFA_F_NODAD,
+    IFF_UP,
     NLM_F_ACK,
     NLM_F_CREATE,
     NLM_F_EXCL,
     NLM_F_REQUEST,
+    NLMSG_ERROR,
+    RT_TABLE_MAIN,
     RTM_DELADDR,
     RTM_DELLINK,
     RTM_DELROUTE,
@@ -36,6 +39,8 @@ from kanal.netlink.wire import (
     RTM_NEWLINK,
     RTM_NEWROUTE,
     RTM_SETLINK,
+    RTN_UNICAST,
+    RTPROT_BOOT,
 )
 
 TYPE_CHECKING = False
@@ -46,14 +51,12 @@ if TYPE_CHECKING:
     Iface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
     Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-__all__ = ["Batch", "raw_socket"]
+__all__ = ["Batch", "LinkNotFound", "free_index", "raw_socket"]
 
-IFF_UP = 0x1
-IFA_F_NODAD = 0x2
-RT_TABLE_MAIN = 254
-RTPROT_BOOT = 3
-RTN_UNICAST = 1
-_NLMSG_ERROR = 2
+
+class LinkNotFound(NotFound):
+    """No link with that name or index in the namespace (also exported by
+    :mod:`kanal.netlink.handle`)."""
 
 
 def free_index() -> int:
@@ -208,7 +211,22 @@ class Batch:
             )
             self._push_raw(body, RTM_SETLINK, 0, f"failed to set link {name or index}", ())
             return
-        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg  # the rare bridge-port keys
+        self._set_link_pyroute2(index, name, up, master, brport, alias, no_ipv6_link_local)
+
+    def _set_link_pyroute2(
+        self,
+        index: int,
+        name: str,
+        up: bool | None,
+        master: int | None,
+        brport: dict[str, int] | None,
+        alias: str | None,
+        no_ipv6_link_local: bool,
+    ) -> None:
+        """:meth:`set_link` with bridge-port keys kanal's own packing lacks: pyroute2
+        packs it (rare, so its import cost is paid only then)."""
+        # lazy: the rare bridge-port keys only (pyroute2 costs an exec ~100 ms)
+        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
         m = ifinfmsg()
         m["index"] = index
@@ -220,35 +238,12 @@ class Batch:
         if alias is not None:
             attrs.append(("IFLA_IFALIAS", alias))
         if no_ipv6_link_local:
-            attrs.append(
-                (
-                    "IFLA_AF_SPEC",
-                    {
-                        "attrs": [
-                            ("AF_INET6", {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", 1)]}),
-                        ]
-                    },
-                )
-            )
+            gen_mode = {"attrs": [("IFLA_INET6_ADDR_GEN_MODE", 1)]}
+            attrs.append(("IFLA_AF_SPEC", {"attrs": [("AF_INET6", gen_mode)]}))
         if brport:
-            attrs.append(
-                (
-                    "IFLA_LINKINFO",
-                    {
-                        "attrs": [
-                            ("IFLA_INFO_SLAVE_KIND", "bridge"),
-                            (
-                                "IFLA_INFO_SLAVE_DATA",
-                                {
-                                    "attrs": [
-                                        (f"IFLA_BRPORT_{k.upper()}", v) for k, v in brport.items()
-                                    ]
-                                },
-                            ),
-                        ]
-                    },
-                )
-            )
+            data = {"attrs": [(f"IFLA_BRPORT_{k.upper()}", v) for k, v in brport.items()]}
+            kind = [("IFLA_INFO_SLAVE_KIND", "bridge"), ("IFLA_INFO_SLAVE_DATA", data)]
+            attrs.append(("IFLA_LINKINFO", {"attrs": kind}))
         m["attrs"] = attrs
         if up is not None:
             m["change"] = IFF_UP
@@ -470,7 +465,7 @@ class Batch:
                 length, mtype, _flags, seq, _pid = struct.unpack_from("=LHHLL", data, off)
                 if length < 16:
                     break
-                if mtype == _NLMSG_ERROR and seq in want:
+                if mtype == NLMSG_ERROR and seq in want:
                     (err,) = struct.unpack_from("=i", data, off + 16)
                     results[want.pop(seq)] = -err
                     pending -= 1

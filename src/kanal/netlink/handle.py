@@ -16,18 +16,26 @@ declared idempotent (concurrent ADDs race on the same bridge: plugins#366).
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import struct
 
 from kanal._dataclass import dataclass
-from kanal.errors import Conflict, Internal, KanalError, NotFound
+from kanal.errors import Conflict, Internal, KanalError
 from kanal.netlink import wire
+from kanal.netlink.batch import Batch, LinkNotFound, free_index, raw_socket
 from kanal.netlink.ns import netns_socket, run_in_netns
+from kanal.netlink.wire import (
+    AF_NETLINK,
+    IFF_PROMISC,
+    IFF_UP,
+    NETLINK_ROUTE,
+    SOCK_DGRAM,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import _socket
-    import ipaddress
     from typing import Any, Self
 
     from pyroute2.netlink.exceptions import NetlinkError
@@ -36,20 +44,6 @@ if TYPE_CHECKING:
     Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 __all__ = ["Addr", "Link", "LinkNotFound", "Netlink", "Route", "netlink"]
-
-IFF_UP = 0x1
-IFF_PROMISC = 0x100
-IFA_F_NODAD = 0x02
-RT_SCOPE_UNIVERSE = 0
-RT_SCOPE_LINK = 253
-RT_SCOPE_HOST = 254
-NETLINK_ROUTE = 0
-AF_NETLINK = 16
-SOCK_DGRAM = 2
-
-
-class LinkNotFound(NotFound):
-    """No link with that name or index in the namespace."""
 
 
 @dataclass(frozen=True)
@@ -137,8 +131,6 @@ class Netlink:
     """
 
     def __init__(self, netns_fd: int | None = None) -> None:
-        from kanal.netlink.batch import raw_socket
-
         self._sock: _socket.socket = (
             raw_socket() if netns_fd is None else run_in_netns(netns_fd, raw_socket)
         )
@@ -150,6 +142,7 @@ class Netlink:
     @property
     def _ipr(self) -> Any:
         if self._ipr_handle is None:
+            # lazy: pyroute2 costs an exec ~100 ms; only routes, VLANs and rare attributes need it
             from pyroute2 import IPRoute
 
             if self._ns_fd < 0:
@@ -221,6 +214,7 @@ class Netlink:
 
     def _dump(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
         """A pyroute2 dump (``get_routes``, ``get_neighbours``...), retried when interrupted."""
+        # lazy: pyroute2 (~100 ms): only after IPRoute was opened
         from pyroute2.netlink.exceptions import NetlinkDumpInterrupted
 
         for _ in range(5):
@@ -295,8 +289,6 @@ class Netlink:
         an IPv6 link-local address. Raises Conflict when a link of another kind
         has that name.
         """
-        from kanal.netlink.batch import Batch, free_index, raw_socket
-
         for _ in range(20):
             link = self.find_link(name)
             if link is not None:
@@ -383,6 +375,7 @@ class Netlink:
         kw: dict[str, Any] = {"index": index, "vlan_info": info}
         if self_:
             kw["vlan_flags"] = "self"
+        # lazy: pyroute2 (~100 ms): only after IPRoute was opened
         from pyroute2.netlink.exceptions import NetlinkError
 
         try:
@@ -403,6 +396,7 @@ class Netlink:
         kw: dict[str, Any] = {"index": index, "vlan_info": {"vid": vid}}
         if self_:
             kw["vlan_flags"] = "self"
+        # lazy: pyroute2 (~100 ms): only after IPRoute was opened
         from pyroute2.netlink.exceptions import NetlinkError
 
         try:
@@ -433,8 +427,6 @@ class Netlink:
         return True
 
     def addrs(self, index: int | None = None, family: int = 0) -> list[Addr]:
-        import ipaddress
-
         out = []
         for p in self._rtnl_dump(wire.RTM_GETADDR, wire.addr_dump_msg(family)):
             fam, plen, idx, raw, flags = wire.decode_addr(p)
@@ -457,8 +449,6 @@ class Netlink:
     def routes(
         self, *, oif: int | None = None, table: int | None = None, family: int = 0
     ) -> list[Route]:
-        import ipaddress
-
         kw: dict[str, Any] = {}
         if family:
             kw["family"] = family

@@ -81,10 +81,12 @@ def _setns_raw(fd: int) -> int:
             return e.errno or errno.EINVAL
         return 0
     if _SETNS is None:
+        # lazy: only entering a namespace needs setns(2) (_ctypes)
         from kanal._ffi import Library, c_int
 
         _SETNS = Library(None).function("setns", c_int, (c_int, c_int))
     if _SETNS(fd, CLONE_NEWNET) != 0:
+        # lazy: only entering a namespace needs setns(2) (_ctypes)
         from kanal._ffi import get_errno
 
         return get_errno() or errno.EINVAL
@@ -127,6 +129,7 @@ def run_in_netns(fd: int, fn: Callable[[], T]) -> T:
 
 def netns_socket(fd: int, family: int, type_: int, proto: int = 0) -> socket.socket:
     """A socket that lives in the namespace ``fd``."""
+    # lazy: socket's enums cost a plugin exec ~5 ms; only kanald makes sockets in namespaces
     import socket
 
     return run_in_netns(fd, lambda: socket.socket(family, type_, proto))

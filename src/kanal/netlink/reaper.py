@@ -44,7 +44,10 @@ class Reaper:
     process deletes synchronously and never imports what this needs)."""
 
     def __init__(self) -> None:
+        # lazy: kanald only; a plugin process deletes synchronously
         import queue
+
+        # lazy: kanald only; a plugin process deletes synchronously
         import threading
 
         self._q: queue.Queue[tuple[int, tuple[tuple[int, int], str]]] = queue.Queue()
@@ -65,6 +68,7 @@ class Reaper:
             ev.wait(timeout)
 
     def _run(self) -> None:
+        # lazy: kanald only; a plugin process deletes synchronously
         import logging
 
         log = logging.getLogger("kanal.reaper")

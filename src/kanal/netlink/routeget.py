@@ -19,11 +19,6 @@ if TYPE_CHECKING:
 
 __all__ = ["route_link"]
 
-RTM_NEWROUTE = 24
-RTM_GETROUTE = 26
-NLM_F_REQUEST = 1
-_NLMSG_ERROR = 2
-
 
 def route_link(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     """The name of the link a packet to ``ip`` leaves by; "" when there is no route."""
@@ -34,7 +29,7 @@ def route_link(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     s = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, 0)
     try:
         s.bind((0, 0))
-        s.sendall(wire.header(body, RTM_GETROUTE, NLM_F_REQUEST, seq))
+        s.sendall(wire.header(body, wire.RTM_GETROUTE, wire.NLM_F_REQUEST, seq))
         data = s.recv(1 << 16)
     finally:
         s.close()
@@ -43,9 +38,9 @@ def route_link(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
         length, mtype, _flags, rseq, _pid = struct.unpack_from("=LHHLL", data, off)
         if length < 16:
             break
-        if rseq == seq and mtype == _NLMSG_ERROR:
+        if rseq == seq and mtype == wire.NLMSG_ERROR:
             return ""  # e.g. ENETUNREACH
-        if rseq == seq and mtype == RTM_NEWROUTE:
+        if rseq == seq and mtype == wire.RTM_NEWROUTE:
             pos, end = off + 16 + 12, off + length
             while pos + 4 <= end:
                 alen, atype = struct.unpack_from("=HH", data, pos)

@@ -3,7 +3,7 @@
 One :class:`VxlanNetlink` is one rtnetlink socket in one namespace (the host's).
 Not thread-safe: open one per operation batch and close it (``with``).
 
-What it programs (Docker-overlay style, multihost.md §5 "l2" — every entry
+What it programs (Docker-overlay style, docs/overlay.md — every entry
 permanent, the device made with ``learning off`` so nothing else writes them):
 
 - the device: ``ip link add NAME type vxlan id VNI local ADDR dstport 4789
@@ -44,11 +44,10 @@ __all__ = [
     "vxlan_netlink",
 ]
 
-VXLAN_PORT = 4789  # IANA; the kernel's default without dstport is 8472 (multihost.md §5)
+VXLAN_PORT = 4789  # IANA; the kernel's default without dstport is 8472 (docs/overlay.md)
 FLOOD_MAC = "00:00:00:00:00:00"
 NUD_PERMANENT = 0x80
 NTF_SELF = 0x02
-NETLINK_ROUTE = 0
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,22 @@ NLM_F_MATCH = 0x200
 NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
+NETLINK_ROUTE = 0
+AF_NETLINK = 16
+SOCK_DGRAM = 2
+
+# linux/if.h, linux/if_addr.h, linux/rtnetlink.h: the flag and enum values both
+# front ends (Batch and Netlink) and the steps use
+IFF_UP = 0x1
+IFF_PROMISC = 0x100
+IFA_F_NODAD = 0x2
+IFA_F_TENTATIVE = 0x40
+RT_TABLE_MAIN = 254
+RTPROT_BOOT = 3
+RTN_UNICAST = 1
+RT_SCOPE_UNIVERSE = 0
+RT_SCOPE_LINK = 253
+RT_SCOPE_HOST = 254
 
 # linux/rtnetlink.h
 RTM_NEWLINK = 16
@@ -58,6 +74,7 @@ RTM_DELADDR = 21
 RTM_GETADDR = 22
 RTM_NEWROUTE = 24
 RTM_DELROUTE = 25
+RTM_GETROUTE = 26
 
 # linux/if_link.h, linux/if_addr.h, linux/rtnetlink.h
 IFLA_ADDRESS = 1
@@ -288,9 +305,6 @@ def link_move_msg(index: int, netns_fd: int, new_name: str, alias: str | None = 
     if alias is not None:
         attrs.append(nla_str(IFLA_IFALIAS, alias))
     return link_msg(index, attrs=attrs)
-
-
-IFLA_TXQLEN = 13
 
 
 def link_create_msg(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from kanal.errors import InvalidConfig
 from kanal.spec import gojson
+from kanal.spec.wirefields import dns_from_go
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -67,10 +68,42 @@ def valid_ifname(name: str, what: str = "interface name") -> str:
     return name
 
 
+def vlan_trunk(items: list[Any]) -> list[int]:
+    """The VLAN IDs of a decoded ``vlanTrunk`` (Go bridge's ``collectVlanTrunk``), sorted.
+
+    Raises:
+        InvalidConfig: an ID out of 1..4094, or a range with one end only or reversed.
+    """
+    vids: set[int] = set()
+    for item in items:
+        if item is None:
+            continue
+        lo, hi, one = item["minID"], item["maxID"], item["id"]
+        if lo is not None and hi is not None:
+            if lo <= 0 or lo > 4094:
+                raise InvalidConfig("incorrect trunk minID parameter")
+            if hi <= 0 or hi > 4094:
+                raise InvalidConfig("incorrect trunk maxID parameter")
+            if hi < lo:
+                raise InvalidConfig("minID is greater than maxID in trunk parameter")
+            vids.update(range(lo, hi + 1))
+        elif lo is None and hi is not None:
+            raise InvalidConfig(
+                "minID and maxID should be configured simultaneously, minID is missing"
+            )
+        elif lo is not None and hi is None:
+            raise InvalidConfig(
+                "minID and maxID should be configured simultaneously, maxID is missing"
+            )
+        if one is not None:
+            if one <= 0 or one > 4094:
+                raise InvalidConfig("incorrect trunk id parameter")
+            vids.add(one)
+    return sorted(vids)
+
+
 def dns_of(conf: Mapping[str, Any]) -> DNS | None:
     """The decoded config's ``dns`` as a result DNS, or None when it is empty."""
-    from kanal.spec._wire import dns_from_go
-
     dns = dns_from_go(conf["dns"])
     return None if dns.is_empty() else dns
 
@@ -87,6 +120,7 @@ def prev_result(conf: Mapping[str, Any], args: CmdArgs) -> Result | None:
     raw = conf["prevResult"]
     if raw is None:
         return None
+    # lazy: only with a prevResult; a DEL without one need not load the result codecs
     from kanal.spec.convert import parse_result
 
     return parse_result(raw, args.cni_version)

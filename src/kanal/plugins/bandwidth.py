@@ -1,6 +1,6 @@
 """The ``bandwidth`` CNI plugin (chained): rate limits with tbf, egress through an ifb.
 
-As the Go plugin of Debian (v1.1, cni.md §2): ``ingressRate``/``ingressBurst``
+As the Go plugin of Debian (v1.1, docs/cni-spec.md §2): ``ingressRate``/``ingressBurst``
 and ``egressRate``/``egressBurst`` in bits (rate and burst both set or neither),
 from the config's top level or, when none is there, from
 ``runtimeConfig.bandwidth``. Ingress (traffic to the container) is a tbf on the
@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from kanal.errors import Internal, KanalError, NotFound
+from kanal.netlink import tc
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Netlink
+from kanal.netlink.steps import in_container
 from kanal.plugins import _conf as c
-from kanal.plugins._iface import in_container
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec import gotypes
 from kanal.spec.gojson import UINT64, Ptr, Struct, members
 from kanal.spec.types import Interface, Result
@@ -114,8 +116,6 @@ def _delete_ifb(name: str) -> None:
 
 
 def cmd_add(args: CmdArgs) -> Result:
-    from kanal.netlink import tc
-
     conf, bw = load_conf(args)
     result = c.prev_result(conf, args)
     if result is None:
@@ -156,6 +156,7 @@ def cmd_add(args: CmdArgs) -> Result:
 
 
 def _clear_qdiscs(dev: str) -> None:
+    # lazy: subprocess costs an exec ~9 ms; only this tc step runs a command
     import subprocess
 
     for args in (["qdisc", "del", "dev", dev, "root"], ["qdisc", "del", "dev", dev, "ingress"]):
@@ -168,8 +169,6 @@ def cmd_del(args: CmdArgs) -> None:
 
 
 def cmd_check(args: CmdArgs) -> None:
-    from kanal.netlink import tc
-
     conf, bw = load_conf(args)
     result = c.prev_result(conf, args)
     if result is None:
@@ -198,6 +197,7 @@ def cmd_check(args: CmdArgs) -> None:
 
 
 def cmd_gc(args: CmdArgs) -> None:
+    # lazy: GC only (the conflist reader is not on the ADD/DEL path)
     from kanal.spec.netconf import parse_plugin_conf
 
     pc = parse_plugin_conf(args.conf, require_name=False)
@@ -227,6 +227,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

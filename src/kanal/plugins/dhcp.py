@@ -19,6 +19,7 @@ from typing import Any
 from kanal.errors import Internal, InvalidConfig, KanalError, Unavailable
 from kanal.plugins import _conf as c
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec import gotypes
 from kanal.spec.gojson import BOOL, FLOAT64, INT, STRING, Ptr, Slice, Struct
 from kanal.spec.types import Result
@@ -111,6 +112,7 @@ def _req(op: str, args: CmdArgs, conf: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_add(args: CmdArgs) -> Result:
+    # lazy: ADD only: DEL need not load the result codecs
     from kanal.spec.convert import parse_result
 
     conf = _conf(args)
@@ -139,6 +141,7 @@ def cmd_status(args: CmdArgs) -> None:
 
 
 def cmd_gc(args: CmdArgs) -> None:
+    # lazy: GC only (the conflist reader is not on the ADD/DEL path)
     from kanal.spec.netconf import parse_plugin_conf
 
     conf = _conf(args)
@@ -167,6 +170,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

@@ -18,17 +18,17 @@ from kanal.errors import Internal, InvalidConfig, KanalError, NotFound
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Link, Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns
-from kanal.plugins import _conf as c
-from kanal.plugins._iface import (
-    add_addresses,
+from kanal.netlink.steps import (
     in_container,
     in_container_fd,
-    release_then,
     validate_expected_ips,
     validate_expected_routes,
 )
+from kanal.plugins import _conf as c
+from kanal.plugins._iface import add_addresses, release_then
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec import gotypes
 from kanal.spec.gojson import BOOL, STRING, Struct
 from kanal.spec.types import DNS, Interface, Result
@@ -215,6 +215,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

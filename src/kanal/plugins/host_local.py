@@ -10,6 +10,7 @@ from kanal.errors import InvalidConfig
 from kanal.ipam import hostlocal
 from kanal.ipam.disk import DiskStore, disk_store
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec.types import Result
 from kanal.spec.versions import ALL_VERSIONS
 
@@ -52,6 +53,7 @@ def cmd_status(args: CmdArgs) -> None:
 
 
 def cmd_gc(args: CmdArgs) -> None:
+    # lazy: GC only (the conflist reader is not on the ADD/DEL path)
     from kanal.spec.netconf import parse_plugin_conf
 
     data_dir, name = hostlocal.data_dir_of(args.conf)
@@ -72,6 +74,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

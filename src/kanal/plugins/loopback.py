@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from kanal.errors import Internal, KanalError
 from kanal.netlink.ns import NetnsNotFound
-from kanal.plugins._iface import in_container
+from kanal.netlink.steps import in_container
 from kanal.skel.cmdargs import PluginFuncs
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec.versions import ALL_VERSIONS
 
 TYPE_CHECKING = False
@@ -20,6 +21,7 @@ __all__ = ["PLUGIN", "main"]
 def cmd_add(args: CmdArgs) -> Result:
     # Here, not at the top: DEL and CHECK then never load the result model (and
     # ipaddress with it, ~3.5 ms of a standalone exec).
+    # lazy: ADD only: DEL and CHECK need not load the result model (ipaddress, ~3.5 ms)
     from kanal.spec.types import Interface, IPConfig, Result
 
     def up(nl: Netlink) -> list[IPConfig]:
@@ -41,7 +43,10 @@ def cmd_add(args: CmdArgs) -> Result:
         ips = in_container(args.netns_path, up)
     except NetnsNotFound as e:
         raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
+    # lazy: ADD only (the config decoder)
     from kanal.plugins._conf import load, prev_result
+
+    # lazy: ADD only (the config decoder)
     from kanal.spec.gotypes import NETCONF
 
     prev = prev_result(load(NETCONF, args), args)
@@ -93,6 +98,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

@@ -1,6 +1,6 @@
 """The ``macvlan`` CNI plugin: a macvlan of a host link, inside the container.
 
-As the reference (cni.md §2; Go ``plugins/main/macvlan``): ``master`` (default:
+As the reference (docs/cni-spec.md §2; Go ``plugins/main/macvlan``): ``master`` (default:
 the link of the host's default route), ``mode`` bridge|private|vepa|passthru
 (default bridge), ``mtu`` (0 = the master's; at most the master's), the MAC from
 ``mac``, CNI_ARGS ``MAC`` or ``runtimeConfig.mac`` (last wins), ``ipam``
@@ -25,20 +25,20 @@ from kanal.errors import Conflict, Internal, InvalidConfig, KanalError, NotFound
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns, run_in_netns
-from kanal.netlink.wire import MACVLAN_MODES
-from kanal.plugins import _conf as c
-from kanal.plugins._iface import (
-    add_addresses,
+from kanal.netlink.steps import (
     in_container,
     in_container_fd,
-    prev_container,
-    release_then,
     validate_expected_ips,
     validate_expected_routes,
 )
+from kanal.netlink.wire import MACVLAN_MODES
+from kanal.plugins import _conf as c
+from kanal.plugins._iface import add_addresses, prev_container, release_then
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec import gotypes
+from kanal.spec.args import load_args
 from kanal.spec.gojson import BOOL, INT, STRING
 from kanal.spec.types import DNS, Interface, Result
 from kanal.spec.versions import ALL_VERSIONS
@@ -80,8 +80,6 @@ class MacvlanConf:
             raise InvalidConfig(f"invalid MTU {self.mtu}")
         mac: str = conf["mac"]
         if args.args:
-            from kanal.spec.args import load_args
-
             env = load_args(args.args, ("MAC",))
             mac = env.get("MAC") or mac
         mac = conf["runtimeConfig"]["mac"] or mac
@@ -233,6 +231,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

@@ -9,33 +9,34 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import secrets
-import socket
 from contextlib import ExitStack
 from typing import Any
 
-from kanal.errors import Conflict, Internal, InvalidConfig, KanalError
+from kanal.errors import Internal, InvalidConfig, KanalError
 from kanal.netlink import reaper
 from kanal.netlink.batch import Batch, raw_socket
-from kanal.netlink.handle import RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE, Netlink
+from kanal.netlink.bridgeport import del_link_quiet
+from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns
-from kanal.netlink.sysctl import read_sysctl, write_sysctl
-from kanal.plugins import _conf as c
-from kanal.plugins._iface import (
+from kanal.netlink.steps import (
+    add_veth_pair,
     configure_iface,
-    del_attachment,
-    gc_attachments,
+    enable_forward,
     has_ipv6,
     in_container,
     in_container_fd,
     prepare_sysctls,
-    prev_container,
     random_mac,
+    try_sysctl,
     validate_expected_ips,
     validate_expected_routes,
 )
+from kanal.netlink.wire import RT_SCOPE_HOST, RT_SCOPE_LINK, RT_SCOPE_UNIVERSE
+from kanal.plugins import _conf as c
+from kanal.plugins._iface import del_attachment, gc_attachments, prev_container
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec import gotypes
 from kanal.spec.gojson import BOOL, INT, STRING, Ptr
 from kanal.spec.types import DNS, Interface, Result
@@ -62,13 +63,6 @@ def _conf(args: CmdArgs, *, lenient: bool = False) -> tuple[str, bool, str | Non
     return ipam_type, conf["ipMasq"], backend, conf["mtu"], c.dns_of(conf)
 
 
-def _enable_forward(families: set[int]) -> None:
-    for fam in families:
-        key = "net/ipv4/ip_forward" if fam == 4 else "net/ipv6/conf/all/forwarding"
-        if read_sysctl(key) != "1":
-            write_sysctl(key, "1")
-
-
 def cmd_add(args: CmdArgs) -> Result:
     ipam_type, ip_masq, backend, mtu, dns = _conf(args)
     name: str = c.load(NETCONF, args)["name"]
@@ -82,7 +76,8 @@ def cmd_add(args: CmdArgs) -> Result:
             if ipc.gateway is None:
                 raise InvalidConfig(f"ptp needs a gateway for {ipc.address} from IPAM")
             ipc.interface = 1
-        _enable_forward({ipc.address.version for ipc in result.ips})
+        for fam in {ipc.address.version for ipc in result.ips}:
+            enable_forward(fam)
         try:
             netns_fd = open_netns(args.netns_path)
         except NetnsNotFound as e:
@@ -91,84 +86,19 @@ def cmd_add(args: CmdArgs) -> Result:
         sock = cleanup.enter_context(raw_socket())
         reaper.wait_for(args.netns_path, args.ifname)
         cont_mac = random_mac()
-        for _ in range(10):
-            host_name, host_mac = "veth" + secrets.token_hex(4), random_mac()
-            b = Batch(sock)
-            b.add_veth(
-                host_name,
-                args.ifname,
-                netns_fd,
-                mac=host_mac,
-                peer_mac=cont_mac,
-                mtu=mtu,
-                up=True,
-                txqlen=0,  # as Go's netlink library makes a veth
-            )
-            try:
-                b.commit()
-                break
-            except Conflict:
-                try:
-                    socket.if_nametoindex(host_name)
-                    continue  # the random host name collided; try another
-                except OSError:
-                    raise Conflict(
-                        f"container veth name provided ({args.ifname}) " "already exists"
-                    ) from None
-        else:
-            raise Internal("failed to find a unique veth name")
-        host_index = socket.if_nametoindex(host_name)
-        undo.callback(_quiet, lambda: _del_link(host_index))
-        try:
-            write_sysctl(f"net/ipv6/conf/{host_name}/accept_ra", "0")
-        except KanalError:
-            pass
+        host_name, host_index, host_mac = add_veth_pair(
+            sock, netns_fd, args.ifname, cont_mac, mtu=mtu
+        )
+        undo.callback(del_link_quiet, host_index)
+        try_sysctl(f"net/ipv6/conf/{host_name}/accept_ra", "0")
         result.interfaces = [
             Interface(name=host_name, mac=host_mac),
             Interface(name=args.ifname, mac=cont_mac, sandbox=args.netns),
         ]
-
-        def container_side(batch: Batch) -> None:
-            prepare_sysctls(args.ifname, accept_dad=not has_ipv6(result))
-            index = configure_iface(batch, args.ifname, result, nodad=True)
-            for ipc in result.ips:
-                assert ipc.gateway is not None
-                bits = 32 if ipc.address.version == 4 else 128
-                batch.del_route(ipc.address.network, oif=index)
-                batch.add_route(
-                    ipaddress.ip_network(f"{ipc.gateway}/{bits}"),
-                    oif=index,
-                    scope=RT_SCOPE_LINK,
-                    src=ipc.address.ip,
-                )
-                batch.add_route(
-                    ipc.address.network,
-                    gateway=ipc.gateway,
-                    oif=index,
-                    scope=RT_SCOPE_UNIVERSE,
-                    src=ipc.address.ip,
-                )
-            batch.commit()
-
-        in_container_fd(netns_fd, container_side)
-        b = Batch(sock)
-        for ipc in result.ips:
-            assert ipc.gateway is not None
-            bits = 32 if ipc.address.version == 4 else 128
-            b.add_addr(
-                host_index,
-                ipaddress.ip_interface(f"{ipc.gateway}/{bits}"),
-                nodad=True,
-                exist_ok=True,
-            )
-            b.add_route(
-                ipaddress.ip_network(f"{ipc.address.ip}/{bits}"),
-                oif=host_index,
-                scope=RT_SCOPE_HOST,  # as Go's ip.AddHostRoute
-                exist_ok=True,
-            )
-        b.commit()
+        in_container_fd(netns_fd, lambda batch: _container_side(batch, args.ifname, result))
+        _host_side(Batch(sock), host_index, result)
         if ip_masq:
+            # lazy: only with ipMasq: the firewall layer is several modules an exec need not load
             from kanal.firewall import Masquerade, Owner, get_backend
 
             owner = Owner(name, args.container_id, args.ifname)
@@ -183,14 +113,54 @@ def cmd_add(args: CmdArgs) -> Result:
     raise AssertionError("unreachable")
 
 
-def _del_link(index: int) -> None:
-    with raw_socket() as s:
-        b = Batch(s)
-        b.del_link(index=index)
-        b.commit()
+def _container_side(batch: Batch, ifname: str, result: Result) -> None:
+    """In the container: the addresses, a link route to each gateway, the subnet
+    via the gateway (instead of the kernel's prefix route)."""
+    prepare_sysctls(ifname, accept_dad=not has_ipv6(result))
+    index = configure_iface(batch, ifname, result, nodad=True)
+    for ipc in result.ips:
+        assert ipc.gateway is not None
+        bits = 32 if ipc.address.version == 4 else 128
+        batch.del_route(ipc.address.network, oif=index)
+        batch.add_route(
+            ipaddress.ip_network(f"{ipc.gateway}/{bits}"),
+            oif=index,
+            scope=RT_SCOPE_LINK,
+            src=ipc.address.ip,
+        )
+        batch.add_route(
+            ipc.address.network,
+            gateway=ipc.gateway,
+            oif=index,
+            scope=RT_SCOPE_UNIVERSE,
+            src=ipc.address.ip,
+        )
+    batch.commit()
+
+
+def _host_side(b: Batch, host_index: int, result: Result) -> None:
+    """On the host end: each gateway address (/32 or /128) and a host route to the
+    container's address."""
+    for ipc in result.ips:
+        assert ipc.gateway is not None
+        bits = 32 if ipc.address.version == 4 else 128
+        b.add_addr(
+            host_index,
+            ipaddress.ip_interface(f"{ipc.gateway}/{bits}"),
+            nodad=True,
+            exist_ok=True,
+        )
+        b.add_route(
+            ipaddress.ip_network(f"{ipc.address.ip}/{bits}"),
+            oif=host_index,
+            scope=RT_SCOPE_HOST,  # as Go's ip.AddHostRoute
+            exist_ok=True,
+        )
+    b.commit()
 
 
 def _masq_teardown(owner: Any) -> None:
+    # lazy: only with ipMasq: the firewall layer is several modules an exec need not load
     from kanal.firewall import teardown_masquerade
 
     teardown_masquerade(owner)
@@ -234,6 +204,7 @@ def cmd_check(args: CmdArgs) -> None:
     except NetnsNotFound as e:
         raise Internal(f"failed to open netns {args.netns!r}", e.details) from e
     if ip_masq:
+        # lazy: only with ipMasq: the firewall layer is several modules an exec need not load
         from kanal.firewall import Masquerade, Owner, get_backend
 
         owner = Owner(c.load(NETCONF, args)["name"], args.container_id, args.ifname)
@@ -264,6 +235,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

@@ -22,8 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 from kanal.errors import Internal, InvalidConfig, KanalError
+from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns, run_in_netns
+from kanal.plugins import _conf as c
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec import gotypes
 from kanal.spec.gojson import INT, Ptr
 from kanal.spec.types import IPConfig, Result
@@ -66,8 +69,6 @@ NETCONF = gotypes.NETCONF.extend("PluginConf", [("table", Ptr(INT))])
 
 
 def cmd_add(args: CmdArgs) -> Result:
-    from kanal.plugins import _conf as c
-
     conf = c.load(NETCONF, args)
     result = c.prev_result(conf, args)
     if result is None:
@@ -78,6 +79,7 @@ def cmd_add(args: CmdArgs) -> Result:
     ipcfgs = _ipcfgs(args.ifname, result)
 
     def work() -> None:
+        # lazy: rules needs pyroute2 (~100 ms): loaded by the command that uses it
         from kanal.netlink.rules import Rules
 
         with Rules() as r:
@@ -136,7 +138,7 @@ def cmd_del(args: CmdArgs) -> None:
     os.close(fd)
 
     def work() -> None:
-        from kanal.netlink.handle import Netlink
+        # lazy: rules needs pyroute2 (~100 ms): loaded by the command that uses it
         from kanal.netlink.rules import Rules
 
         with Netlink() as nl:
@@ -154,14 +156,13 @@ def cmd_del(args: CmdArgs) -> None:
 
 def cmd_check(args: CmdArgs) -> None:
     """Go's CHECK accepts anything; kanal checks each address still has its rule."""
-    from kanal.plugins import _conf as c
-
     prev = c.prev_result(c.load(NETCONF, args), args)
     if prev is None:
         raise KanalError("This plugin must be called as chained plugin")
     ips = {ipc.address.ip for ipc in _ipcfgs(args.ifname, prev)}
 
     def work() -> None:
+        # lazy: rules needs pyroute2 (~100 ms): loaded by the command that uses it
         from kanal.netlink.rules import Rules
 
         with Rules() as r:
@@ -183,6 +184,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

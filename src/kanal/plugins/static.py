@@ -5,6 +5,7 @@ from __future__ import annotations
 from kanal.errors import InvalidConfig
 from kanal.ipam import static
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec.types import Result
 from kanal.spec.versions import ALL_VERSIONS
 
@@ -20,8 +21,13 @@ def cmd_del(args: CmdArgs) -> None:
 
 
 def cmd_check(args: CmdArgs) -> None:
+    # lazy: CHECK only
     from kanal.plugins._conf import load
+
+    # lazy: CHECK only
     from kanal.spec.convert import parse_result
+
+    # lazy: CHECK only
     from kanal.spec.gotypes import NETCONF
 
     conf = static.load_conf(args.conf, args.args)
@@ -41,6 +47,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

@@ -13,20 +13,20 @@ from __future__ import annotations
 import os
 from contextlib import ExitStack
 
-from kanal.errors import Internal, InvalidConfig, KanalError, NotFound
+from kanal.errors import Internal, InvalidConfig, NotFound
 from kanal.netlink.batch import Batch, raw_socket
+from kanal.netlink.bridgeport import del_link_quiet
 from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import NetnsNotFound, open_netns, run_in_netns
+from kanal.netlink.steps import in_container, validate_expected_ips
 from kanal.netlink.tuntap import create_tap
 from kanal.plugins import _conf as c
-from kanal.plugins._iface import (
-    add_addresses,
-    in_container,
-    validate_expected_ips,
-)
+from kanal.plugins._iface import add_addresses
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.skel.delegate import delegate
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec import gotypes
+from kanal.spec.args import load_args
 from kanal.spec.gojson import BOOL, INT, STRING, UINT32, Ptr, Struct
 from kanal.spec.types import DNS, Interface, Result
 from kanal.spec.versions import ALL_VERSIONS
@@ -68,8 +68,6 @@ class TapConf:
             return
         mac: str = conf["mac"]
         if args.args:
-            from kanal.spec.args import load_args
-
             mac = load_args(args.args, ("MAC",)).get("MAC") or mac
         mac = conf["runtimeConfig"]["mac"] or mac
         self.mac = c.valid_mac(mac) if mac else ""
@@ -106,11 +104,11 @@ def cmd_add(args: CmdArgs) -> Result:
                 with Netlink() as nl:
                     return nl.get_link_by_index(index).mac
             except BaseException:
-                _delete(args.ifname)
+                del_link_quiet(name=args.ifname)
                 raise
 
         mac = run_in_netns(netns_fd, make)
-        undo.callback(lambda: run_in_netns(netns_fd, lambda: _delete(args.ifname)))
+        undo.callback(lambda: run_in_netns(netns_fd, lambda: del_link_quiet(name=args.ifname)))
         result = Result(
             cni_version=args.cni_version,
             interfaces=[Interface(name=args.ifname, mac=mac, sandbox=args.netns)],
@@ -121,16 +119,6 @@ def cmd_add(args: CmdArgs) -> Result:
         undo.pop_all()
         return result
     raise AssertionError("unreachable")
-
-
-def _delete(ifname: str) -> None:
-    with raw_socket() as s:
-        b = Batch(s)
-        b.del_link(name=ifname)
-        try:
-            b.commit()
-        except KanalError:
-            pass
 
 
 def cmd_del(args: CmdArgs) -> None:
@@ -144,7 +132,7 @@ def cmd_del(args: CmdArgs) -> None:
     except NetnsNotFound:
         return
     try:
-        run_in_netns(fd, lambda: _delete(args.ifname))
+        run_in_netns(fd, lambda: del_link_quiet(name=args.ifname))
     finally:
         os.close(fd)
 
@@ -175,6 +163,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

@@ -18,10 +18,12 @@ from kanal import _json
 from kanal._dataclass import dataclass, field
 from kanal.errors import Internal, InvalidConfig, KanalError
 from kanal.netlink.ns import NetnsNotFound
+from kanal.netlink.steps import in_container
 from kanal.plugins import _conf as c
-from kanal.plugins._iface import in_container
 from kanal.skel.cmdargs import PluginFuncs
+from kanal.skel.dispatcher import plugin_main
 from kanal.spec import gotypes
+from kanal.spec.args import load_args
 from kanal.spec.gojson import BOOL, INT, STRING, Map, Ptr, Struct, decode_lenient
 from kanal.spec.versions import ALL_VERSIONS
 
@@ -108,8 +110,6 @@ def _no_duplicate_sysctls(args: CmdArgs) -> None:
 
 def load_conf(args: CmdArgs, *, lenient: bool = False) -> TuningConf:
     """The config (Go's parseConf), checked; ``lenient`` (DEL): no checks."""
-    from kanal.spec.args import load_args
-
     conf = c.load(NETCONF, args, lenient=lenient)
     if not lenient:
         _no_duplicate_sysctls(args)
@@ -167,7 +167,8 @@ def _check_allowlist(t: TuningConf, args: CmdArgs) -> None:
             allowed = [line.strip() for line in f if line.strip()]
     except FileNotFoundError:
         return
-    import re  # only with an allowlist: its import costs a plugin exec ~4 ms
+    # lazy: only with an allowlist (re costs a plugin exec ~4 ms)
+    import re
 
     for key in t.sysctl:
         try:
@@ -375,6 +376,7 @@ def cmd_check(args: CmdArgs) -> None:
 
 def cmd_gc(args: CmdArgs) -> None:
     """Remove backups of attachments not in ``cni.dev/valid-attachments``."""
+    # lazy: GC only (the conflist reader is not on the ADD/DEL path)
     from kanal.spec.netconf import parse_plugin_conf
 
     t = load_conf(args)
@@ -401,6 +403,4 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
-
     plugin_main(PLUGIN)

@@ -27,8 +27,9 @@ from typing import Any
 
 from kanal.errors import DecodeError, IOFailure, KanalError
 from kanal.runtime._util import prefixed
-from kanal.spec._go import loads, marshal
 from kanal.spec.args import validate_container_id, validate_ifname
+from kanal.spec.convert import convert_result
+from kanal.spec.gotext import loads, marshal
 from kanal.spec.netconf import validate_network_name
 
 __all__ = [
@@ -241,7 +242,6 @@ class ResultCache:
                 f"corrupt cache file {self.path(network, container_id, ifname)}",
                 "no result in the entry",
             )
-        from kanal.spec.convert import convert_result
 
         try:
             return convert_result(entry.result, version)

@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Protocol
 
 from kanal.errors import InvalidConfig, KanalError, NotFound
-from kanal.spec._go import quote
+from kanal.spec.gotext import quote
+from kanal.spec.versions import decode_version_reply, legacy_supported_versions
 
 __all__ = [
     "VERSION_PROBE_STDIN",
@@ -237,6 +238,7 @@ class SubprocessExec:
 
     @staticmethod
     def _plugin_error(returncode: int, stdout: bytes, stderr: bytes) -> KanalError:
+        # lazy: errors only
         from kanal.spec.error import error_from_wire
 
         if returncode > 0:
@@ -251,8 +253,6 @@ class SubprocessExec:
         return find_in_path(name, paths)
 
     def decode_version(self, data: bytes) -> list[str]:
-        from kanal.spec.versions import decode_version_reply
-
         return decode_version_reply(data)
 
 
@@ -272,8 +272,6 @@ def get_version_info(
     try:
         out = exec_.exec_plugin(path, VERSION_PROBE_STDIN, env)
     except KanalError as e:
-        from kanal.spec.versions import legacy_supported_versions
-
         legacy = legacy_supported_versions(e)
         if legacy is not None:
             return legacy

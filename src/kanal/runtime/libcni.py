@@ -28,9 +28,9 @@ from kanal.errors import IncompatibleVersion, InvalidConfig, KanalError, NotFoun
 from kanal.runtime._util import prefixed
 from kanal.runtime.cache import DEFAULT_CACHE_DIR, CacheEntry, ResultCache
 from kanal.runtime.invoke import Exec, SubprocessExec, get_version_info, plugin_env
-from kanal.spec._go import quote
 from kanal.spec.args import validate_container_id, validate_ifname
 from kanal.spec.convert import parse_result, render_result
+from kanal.spec.gotext import quote
 from kanal.spec.netconf import (
     ConfList,
     GCAttachment,

@@ -16,9 +16,14 @@ from kanal._dataclass import dataclass, field
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
-    from typing import Any
+    from typing import Any, Protocol
 
     from kanal.spec.types import Result
+
+    class PluginRunner(Protocol):
+        def run(
+            self, path: str, stdin: bytes, env: Mapping[str, str], cwd: str | None
+        ) -> bytes: ...
 
     AddFunc = Callable[["CmdArgs"], Result]
     VoidFunc = Callable[["CmdArgs"], None]
@@ -38,6 +43,8 @@ class CmdArgs:
     of the invocation, passed on unchanged when delegating to an IPAM plugin.
     ``cwd`` is the runtime's working directory: relative paths in the environment
     and the config are the runtime's, in kanald as in a plugin process.
+    ``runner`` runs the plugins this one delegates to (see :mod:`kanal.skel.delegate`;
+    None: delegating is an error).
     """
 
     command: str
@@ -51,6 +58,7 @@ class CmdArgs:
     cni_version: str
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str = "/"
+    runner: PluginRunner | None = None
 
     def abspath(self, path: str) -> str:
         """``path`` resolved against the runtime's working directory ("" stays "")."""

@@ -1,27 +1,35 @@
 """Delegating to another plugin (IPAM) found on CNI_PATH, as Go's invoke.Delegate*.
 
-When the plugin found on CNI_PATH is one of kanal's own installed shims, it is run
-in-process through the dispatcher instead of being executed: same input, same
-output, no interpreter start. Anything else is executed as a runtime would.
+How a plugin found there runs is not decided here: the caller of the dispatcher
+injects a :class:`PluginRunner` (``CmdArgs.runner``). The one kanal has is
+:class:`InProcessRunner`: the plugins its registry names run in this process
+through the dispatcher (same input, same output, no interpreter start), anything
+else is executed as a runtime would, by the exec function it was given. Who
+builds it decides what the registry is: the engine names the executables it
+installed (:mod:`kanal.runtime.inprocess`), a plugin process and kanald's plugin
+socket recognise installed shims (:mod:`kanal.fastpath.standalone`).
 """
 
 from __future__ import annotations
 
+import io
 import os
-import sys
 
-from kanal.errors import KanalError, NotFound
+from kanal.errors import Internal, NotFound
+from kanal.skel.dispatcher import Dispatcher
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from kanal.skel.cmdargs import CmdArgs
+    from collections.abc import Callable, Mapping
+    from typing import IO
+
+    from kanal.skel.cmdargs import CmdArgs, PluginFuncs
     from kanal.spec.types import Result
 
-__all__ = ["MARKER", "delegate", "find_plugin", "kanal_plugin_name"]
+    #: (path, stdin, env, cwd) -> stdout: executes a plugin; raises its error
+    ExecFunc = Callable[[str, bytes, Mapping[str, str], str | None], bytes]
 
-# Installed shims carry this line; see kanal.fastpath.install.
-MARKER = b"# kanal-plugin: "
-_marker_cache: dict[tuple[str, int, int], str | None] = {}
+__all__ = ["InProcessRunner", "delegate", "find_plugin"]
 
 
 def find_plugin(name: str, paths: tuple[str, ...] | list[str]) -> str:
@@ -36,26 +44,42 @@ def find_plugin(name: str, paths: tuple[str, ...] | list[str]) -> str:
     raise NotFound(f"failed to find plugin {name!r} in path {list(paths)}")
 
 
-def kanal_plugin_name(path: str) -> str | None:
-    """The kanal plugin an installed shim runs, or None for any other executable."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    key = (path, st.st_ino, st.st_mtime_ns)
-    if key in _marker_cache:
-        return _marker_cache[key]
-    name = None
-    try:
-        with open(path, "rb") as f:
-            head = f.read(512)
-        i = head.find(MARKER)
-        if i >= 0:
-            name = head[i + len(MARKER) :].split(b"\n", 1)[0].decode().strip() or None
-    except OSError:
-        name = None
-    _marker_cache[key] = name
-    return name
+class InProcessRunner:
+    """Runs a plugin executable: kanal's own in this process, anything else by exec.
+
+    ``registry(path)`` names the kanal plugin the executable at ``path`` is (None:
+    not one of ours); ``load(name)`` gives its :class:`PluginFuncs`; ``exec_plugin``
+    runs any other executable. ``log`` receives an in-process plugin's stderr (None:
+    only an error carries it). Plugins run here delegate through this same runner.
+    """
+
+    def __init__(
+        self,
+        registry: Callable[[str], str | None],
+        load: Callable[[str], PluginFuncs],
+        exec_plugin: ExecFunc,
+        log: IO[str] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.load = load
+        self.exec_plugin = exec_plugin
+        self.log = log
+
+    def run(self, path: str, stdin: bytes, env: Mapping[str, str], cwd: str | None) -> bytes:
+        """The plugin's stdout. Raises the plugin's error as a KanalError with its code."""
+        name = self.registry(path)
+        if name is None:
+            return self.exec_plugin(path, stdin, env, cwd)
+        out, err = io.StringIO(), io.StringIO()
+        funcs = self.load(name)
+        code = Dispatcher(dict(env), io.BytesIO(stdin), out, err, cwd, runner=self).run(funcs)
+        if self.log is not None and err.getvalue():
+            self.log.write(err.getvalue())
+        if code != 0:
+            from kanal.spec.error import error_from_wire  # lazy: errors only
+
+            raise error_from_wire(out.getvalue().encode(), err.getvalue().encode(), exit_code=code)
+        return out.getvalue().encode()
 
 
 def delegate(command: str, plugin_type: str, args: CmdArgs) -> Result | None:
@@ -65,34 +89,13 @@ def delegate(command: str, plugin_type: str, args: CmdArgs) -> Result | None:
     Raises the delegate's error as a KanalError with its code.
     """
     path = find_plugin(plugin_type, args.path)
+    if args.runner is None:
+        raise Internal(f"cannot run plugin {plugin_type!r}: no plugin runner was given")
     env = dict(args.env)
     env["CNI_COMMAND"] = command
-    name = kanal_plugin_name(path)
-    if name is not None:
-        out = _run_in_process(name, env, args.stdin_data, args.cwd)
-    else:
-        from kanal.runtime.invoke import SubprocessExec
-
-        out = SubprocessExec().exec_plugin(path, args.stdin_data, env, cwd=args.cwd)
+    out = args.runner.run(path, args.stdin_data, env, args.cwd)
     if command != "ADD":
         return None
-    from kanal.spec.convert import parse_result
+    from kanal.spec.convert import parse_result  # lazy: ADD only (DEL need not load it)
 
     return parse_result(out, args.cni_version)
-
-
-def _run_in_process(name: str, env: dict[str, str], stdin: bytes, cwd: str) -> bytes:
-    import io
-
-    from kanal.plugins.registry import load_plugin
-    from kanal.skel.dispatcher import Dispatcher
-
-    out = io.StringIO()
-    code = Dispatcher(env, io.BytesIO(stdin), out, sys.stderr, cwd).run(load_plugin(name))
-    data = out.getvalue().encode()
-    if code != 0:
-        from kanal.spec.error import error_from_wire
-
-        err: KanalError = error_from_wire(data)
-        raise err
-    return data

@@ -13,15 +13,22 @@ import sys
 
 from kanal.errors import DecodeError, IncompatibleVersion, InvalidEnv, IOFailure, KanalError
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.spec.args import validate_network_name
+from kanal.spec.env import parse_env
+from kanal.spec.gojson import STRING, Struct, decode, loads
+from kanal.spec.gotypes import VERSION_ONLY
+from kanal.spec.versions import CURRENT, check_supported, version_ge, version_reply
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import IO, Any
 
+    from kanal.skel.cmdargs import PluginRunner
+
 __all__ = ["Dispatcher", "plugin_main"]
 
-# Why a bound: a plugin must not be made to buffer arbitrary input (cni.md §3: bad input).
+# Why a bound: a plugin must not be made to buffer arbitrary input (docs/cni-spec.md §1.6).
 MAX_STDIN = 1 << 20
 
 _MIN_VERSION = {"CHECK": "0.4.0", "STATUS": "1.1.0", "GC": "1.1.0"}
@@ -37,8 +44,12 @@ class Dispatcher:
         stdout: IO[str],
         stderr: IO[str],
         cwd: str | None = None,
+        *,
+        runner: PluginRunner | None = None,
     ) -> None:
-        """``cwd``: the runtime's working directory (default: this process's)."""
+        """``cwd``: the runtime's working directory (default: this process's);
+        ``runner``: how the plugin's delegates run (``CmdArgs.runner``)."""
+        self.runner = runner
         self.env = env
         self.stdin = stdin
         self.stdout = stdout
@@ -47,8 +58,6 @@ class Dispatcher:
 
     def run(self, funcs: PluginFuncs) -> int:
         """Dispatch; returns the process exit code (0 success, 1 CNI error)."""
-        from kanal.spec.versions import CURRENT
-
         version = CURRENT
         try:
             return self._run(funcs)
@@ -57,6 +66,7 @@ class Dispatcher:
         except KanalError as e:
             err = e
         except Exception as e:  # any bug becomes code 999, never a traceback on stdout
+            # lazy: only for a plugin's bug (traceback costs an exec ~3 ms)
             import traceback
 
             self.stderr.write(traceback.format_exc())
@@ -65,13 +75,11 @@ class Dispatcher:
         return 1
 
     def _run(self, funcs: PluginFuncs) -> int:
-        from kanal.spec.env import parse_env
-        from kanal.spec.versions import check_supported, version_ge, version_reply
-
         command = self.env.get("CNI_COMMAND", "")
         if command == "VERSION":
             # The runtime may send {"cniVersion": ...}; the answer does not depend on it.
             self._read_stdin(optional=True)
+            # lazy: ADD and VERSION only: a DEL need not load the result codecs
             from kanal.spec.convert import dumps
 
             # Go prints the VERSION reply compact, with a newline.
@@ -100,8 +108,10 @@ class Dispatcher:
                 cni_version=version,
                 env=self.env,
                 cwd=self.cwd,
+                runner=self.runner,
             )
             if command == "ADD":
+                # lazy: ADD only: a DEL need not load the result codecs
                 from kanal.spec.convert import render_result
 
                 result = funcs.add(args)
@@ -121,6 +131,7 @@ class Dispatcher:
         except KanalError as e:
             raise _VersionKnown(version, e) from e
         except Exception as e:
+            # lazy: only for a plugin's bug (traceback costs an exec ~3 ms)
             import traceback
 
             self.stderr.write(traceback.format_exc())
@@ -139,12 +150,14 @@ class Dispatcher:
         return data
 
     def _print_json(self, obj: Any) -> None:
+        # lazy: ADD and VERSION only: a DEL need not load the result codecs
         from kanal.spec.convert import dumps
 
         self.stdout.write(dumps(obj).decode())
         self.stdout.flush()
 
     def _print_error(self, err: KanalError, version: str) -> None:
+        # lazy: errors only
         from kanal.spec.error import error_to_wire
 
         self._print_json(error_to_wire(err, version))
@@ -160,8 +173,6 @@ class _VersionKnown(Exception):
 
 
 def _decode_conf(data: bytes) -> dict[str, Any]:
-    from kanal.spec.gojson import loads
-
     conf = loads(data, "error decoding network config", MAX_STDIN)
     if not isinstance(conf, dict):
         raise DecodeError("error decoding network config", "not a JSON object")
@@ -182,9 +193,6 @@ def _validate_name(conf: Mapping[str, Any]) -> None:
         DecodeError: (code 6) ``name`` is not a string.
         InvalidConfig: (code 7) missing or invalid name.
     """
-    from kanal.spec.args import validate_network_name
-    from kanal.spec.gojson import STRING, Struct, decode
-
     spec = Struct("", [("name", STRING)], pkg="")
     name = decode(spec, conf, "error unmarshall network config", error=DecodeError)["name"]
     validate_network_name(name)
@@ -192,17 +200,17 @@ def _validate_name(conf: Mapping[str, Any]) -> None:
 
 def _conf_version(conf: Mapping[str, Any]) -> str:
     """Go ``version.ConfigDecoder``: ``cniVersion`` read by Go's rules; "" is 0.1.0."""
-    from kanal.spec.gojson import decode
-    from kanal.spec.gotypes import VERSION_ONLY
-
     version: str = decode(
         VERSION_ONLY, conf, "decoding version from network config", error=DecodeError
     )["cniVersion"]
     return version or "0.1.0"
 
 
-def plugin_main(funcs: PluginFuncs) -> None:
-    """Entry point of a plugin run as its own process."""
-    code = Dispatcher(os.environ, sys.stdin.buffer, sys.stdout, sys.stderr).run(funcs)
+def plugin_main(funcs: PluginFuncs, runner: PluginRunner | None = None) -> None:
+    """Entry point of a plugin run as its own process (installed plugins start in
+    :func:`kanal.fastpath.standalone.main`, which gives the runner)."""
+    code = Dispatcher(os.environ, sys.stdin.buffer, sys.stdout, sys.stderr, runner=runner).run(
+        funcs
+    )
     sys.stdout.flush()
     sys.exit(code)

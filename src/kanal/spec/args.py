@@ -6,8 +6,8 @@ Go reference: ``pkg/utils/utils.go`` (container ID, network name, interface name
 
 from __future__ import annotations
 
-from kanal.errors import InvalidEnv
-from kanal.spec._go import quote, quote_list
+from kanal.errors import InvalidConfig, InvalidEnv
+from kanal.spec.gotext import quote, quote_list
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -86,8 +86,6 @@ def validate_network_name(name: str) -> None:
         InvalidConfig: "missing network name" or "invalid characters found in
             network name" (details: the name).
     """
-    from kanal.errors import InvalidConfig
-
     if name == "":
         raise InvalidConfig("missing network name")
     if not CONTAINER_ID_RE.match(name):

@@ -8,7 +8,7 @@ wire family has its own object (:class:`~kanal.spec.result_020.Result020`,
 :class:`~kanal.spec.types.Result` for 1.x), so :func:`convert_result` converts
 exactly as Go would, without detours through the model.
 
-Lossy steps (cni.md §1.5):
+Lossy steps (docs/cni-spec.md §1.4):
 
 - to 0.1.0/0.2.0: only the first IPv4 and first IPv6 address survive; routes go to
   the family of their ``dst`` and are dropped when that family has no address, and
@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from kanal.errors import DecodeError, IncompatibleVersion, Internal
-from kanal.spec import _wire, gojson, result_020, result_040, result_100
-from kanal.spec._go import loads, marshal, quote
-from kanal.spec.result_020 import IPConfig020, Result020
+from kanal.spec import gojson, result_040, result_100, wirefields
+from kanal.spec.gotext import loads, marshal, quote
+from kanal.spec.gotypes import VERSION_ONLY
 from kanal.spec.result_040 import Interface040, IPConfig040, Result040
 from kanal.spec.types import Interface, IPConfig, Result, Route
 from kanal.spec.versions import CURRENT
@@ -35,7 +35,10 @@ from kanal.spec.versions import CURRENT
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from types import ModuleType
     from typing import Any, TypeVar
+
+    from kanal.spec.result_020 import IPConfig020, Result020
 
 __all__ = [
     "WireResult",
@@ -49,16 +52,38 @@ __all__ = [
     "render_result",
 ]
 
-WireResult = Result020 | Result040 | Result
 if TYPE_CHECKING:
+    WireResult = Result020 | Result040 | Result
     ConvertFn = Callable[[Any, str], WireResult]
     F = TypeVar("F", bound=ConvertFn)
 
 _CONVERTERS: dict[tuple[str, str], ConvertFn] = {}
 
+# result_020.VERSIONS: the 0.1.0/0.2.0 codec is loaded when one of them is met (a
+# plugin exec at 1.x never does; tests/unit/spec pins the two tuples equal).
+V020: tuple[str, ...] = ("0.1.0", "0.2.0")
+
+
+def _r020() -> ModuleType:
+    from kanal.spec import result_020  # lazy: 0.1.0/0.2.0 only (a module less per exec)
+
+    return result_020
+
+
+def __getattr__(name: str) -> Any:
+    """``WireResult`` at run time (the union needs the 0.2.0 class: loaded on use)."""
+    if name == "WireResult":
+        return _r020().Result020 | Result040 | Result
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _from_wire_020(data: Mapping[str, Any], cni_version: str, *, via_map: bool = False) -> Any:
+    return _r020().from_wire(data, cni_version, via_map=via_map)
+
+
 _FROM_WIRE: dict[str, Callable[..., WireResult]] = {}
-for _v in result_020.VERSIONS:
-    _FROM_WIRE[_v] = result_020.from_wire
+for _v in V020:
+    _FROM_WIRE[_v] = _from_wire_020
 for _v in result_040.VERSIONS:
     _FROM_WIRE[_v] = result_040.from_wire
 for _v in result_100.VERSIONS:
@@ -110,13 +135,18 @@ def convert(result: WireResult, to_version: str) -> WireResult:
 def _copy_ipconfig020(c: IPConfig020 | None) -> IPConfig020 | None:
     if c is None:
         return None
-    return IPConfig020(c.ip, c.gateway, [_wire.copy_route(r) for r in c.routes])
+    out: IPConfig020 = _r020().IPConfig020(
+        c.ip, c.gateway, [wirefields.copy_route(r) for r in c.routes]
+    )
+    return out
 
 
 @converter(from_="0.1.0", to=["0.2.0"])
 @converter(from_="0.2.0", to=["0.1.0"])
 def _020_copy(r: Result020, to: str) -> Result020:
-    return Result020(to, _copy_ipconfig020(r.ip4), _copy_ipconfig020(r.ip6), _wire.copy_dns(r.dns))
+    ip4, ip6 = _copy_ipconfig020(r.ip4), _copy_ipconfig020(r.ip6)
+    out: Result020 = _r020().Result020(to, ip4, ip6, wirefields.copy_dns(r.dns))
+    return out
 
 
 # --- 0.3.x/0.4.0 (Go types040) ----------------------------------------------------
@@ -125,11 +155,11 @@ def _020_copy(r: Result020, to: str) -> Result020:
 @converter(from_="0.1.0", to=result_040.VERSIONS)
 @converter(from_="0.2.0", to=result_040.VERSIONS)
 def _020_to_040(r: Result020, to: str) -> Result040:
-    out = Result040(to, dns=_wire.copy_dns(r.dns))
+    out = Result040(to, dns=wirefields.copy_dns(r.dns))
     for family, c in (("4", r.ip4), ("6", r.ip6)):
         if c is not None:
             out.ips.append(IPConfig040(family, c.ip, c.gateway))
-            out.routes.extend(_wire.copy_route(rt) for rt in c.routes)
+            out.routes.extend(wirefields.copy_route(rt) for rt in c.routes)
     return out
 
 
@@ -141,22 +171,23 @@ def _040_internal(r: Result040, to: str) -> Result040:
         to,
         [Interface040(i.name, i.mac, i.sandbox) for i in r.interfaces],
         [IPConfig040(c.version, c.address, c.gateway, c.interface) for c in r.ips],
-        [_wire.copy_route(rt) for rt in r.routes],
-        _wire.copy_dns(r.dns),
+        [wirefields.copy_route(rt) for rt in r.routes],
+        wirefields.copy_dns(r.dns),
     )
 
 
-@converter(from_="0.3.0", to=result_020.VERSIONS)
-@converter(from_="0.3.1", to=result_020.VERSIONS)
-@converter(from_="0.4.0", to=result_020.VERSIONS)
+@converter(from_="0.3.0", to=V020)
+@converter(from_="0.3.1", to=V020)
+@converter(from_="0.4.0", to=V020)
 def _040_to_020(r: Result040, to: str) -> Result020:
-    out = Result020(to, dns=_wire.copy_dns(r.dns))
+    r020 = _r020()
+    out: Result020 = r020.Result020(to, dns=wirefields.copy_dns(r.dns))
     # 0.2.0 holds one address per family: keep the first of each (by the sent version).
     for c in r.ips:
         if c.version == "4" and out.ip4 is None:
-            out.ip4 = IPConfig020(c.address, c.gateway)
+            out.ip4 = r020.IPConfig020(c.address, c.gateway)
         elif c.version == "6" and out.ip6 is None:
-            out.ip6 = IPConfig020(c.address, c.gateway)
+            out.ip6 = r020.IPConfig020(c.address, c.gateway)
         if out.ip4 is not None and out.ip6 is not None:
             break
     for rt in r.routes:
@@ -187,8 +218,8 @@ def _040_to_100(r: Result040, to: str) -> Result:
         to,
         [Interface(i.name, i.mac, i.sandbox) for i in r.interfaces],
         [IPConfig(c.address, c.gateway, c.interface) for c in r.ips],
-        [_wire.copy_route(rt) for rt in r.routes],
-        _wire.copy_dns(r.dns),
+        [wirefields.copy_route(rt) for rt in r.routes],
+        wirefields.copy_dns(r.dns),
     )
 
 
@@ -203,8 +234,8 @@ def _100_copy(r: Result, to: str) -> Result:
         to,
         [_copy_interface(i) for i in r.interfaces],
         [IPConfig(c.address, c.gateway, c.interface) for c in r.ips],
-        [_wire.copy_route(rt) for rt in r.routes],
-        _wire.copy_dns(r.dns),
+        [wirefields.copy_route(rt) for rt in r.routes],
+        wirefields.copy_dns(r.dns),
     )
 
 
@@ -215,13 +246,13 @@ def _100_to_040(r: Result, to: str) -> Result040:
         to,
         [Interface040(i.name, i.mac, i.sandbox) for i in r.interfaces],
         [IPConfig040(c.version, c.address, c.gateway, c.interface) for c in r.ips],
-        [_wire.copy_route(rt) for rt in r.routes],
-        _wire.copy_dns(r.dns),
+        [wirefields.copy_route(rt) for rt in r.routes],
+        wirefields.copy_dns(r.dns),
     )
 
 
-@converter(from_="1.0.0", to=result_020.VERSIONS)
-@converter(from_="1.1.0", to=result_020.VERSIONS)
+@converter(from_="1.0.0", to=V020)
+@converter(from_="1.1.0", to=V020)
 def _100_to_020(r: Result, to: str) -> WireResult:
     return convert(_100_to_040(r, "0.4.0"), to)
 
@@ -252,8 +283,6 @@ def _as_object(
 
 
 def _wire_version(d: Mapping[str, Any], version: str | None, via_map: bool) -> str:
-    from kanal.spec.gotypes import VERSION_ONLY
-
     raw: str = gojson.decode(
         VERSION_ONLY, d, "failed to decode CNI result", via_map=via_map, error=DecodeError
     )["cniVersion"]
@@ -265,7 +294,7 @@ def _wire_version(d: Mapping[str, Any], version: str | None, via_map: bool) -> s
 
 
 def _family(version: str) -> tuple[str, ...]:
-    for versions in (result_020.VERSIONS, result_040.VERSIONS, result_100.VERSIONS):
+    for versions in (V020, result_040.VERSIONS, result_100.VERSIONS):
         if version in versions:
             return versions
     return ()
@@ -293,11 +322,12 @@ def _decode(d: Mapping[str, Any], wire_version: str, via_map: bool) -> WireResul
 
 def encode_wire(result: WireResult) -> dict[str, Any]:
     """The JSON-ready dict of a wire-family object at its own ``cni_version``."""
-    if isinstance(result, Result020):
-        return result_020.to_wire(result)
     if isinstance(result, Result040):
         return result_040.to_wire(result)
-    return result_100.to_wire(result)
+    if isinstance(result, Result):
+        return result_100.to_wire(result)
+    out: dict[str, Any] = _r020().to_wire(result)
+    return out
 
 
 def parse_result(

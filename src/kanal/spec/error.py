@@ -18,7 +18,7 @@ from kanal.errors import (
     Unavailable,
     UnsupportedField,
 )
-from kanal.spec._go import loads, quote
+from kanal.spec.gotext import loads, quote
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

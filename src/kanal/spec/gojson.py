@@ -32,17 +32,27 @@ collapsed, keys applied in sorted order, integral floats accepted as integers).
 
 Decoded structs are plain dicts keyed by the fields' JSON names, every field present
 (its zero value when absent: False, 0, "", None for pointers, slices and maps), so
-consumers index them directly. Stdlib only, and lean: every plugin exec imports this,
-so it imports neither ``json`` nor ``re`` (the C scanner is driven through
-:mod:`kanal._json`; json comes in only to word an error) nor ``typing``.
+consumers index them directly. The JSON text itself (:func:`loads`, :class:`GoObject`,
+:class:`GoNumber`) is :mod:`kanal.spec.gotext`'s, re-exported here. Stdlib only, and
+lean: every plugin exec imports this, so it imports neither ``json`` nor ``re`` nor
+``typing``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kanal import _json
-from kanal.errors import DecodeError, InvalidConfig, KanalError
+from kanal.errors import InvalidConfig, KanalError
+from kanal.spec.gotext import (
+    MAX_JSON_BYTES,
+    GoNumber,
+    GoObject,
+    kind,
+    literal,
+    loads,
+    members,
+    valid_utf16,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -85,69 +95,6 @@ __all__ = [
     "members",
 ]
 
-# Why a bound: configs and results are small; a plugin or runtime must not be made to
-# buffer and parse arbitrary input.
-MAX_JSON_BYTES = 1 << 20
-
-
-class GoObject(_Dict):
-    """A decoded JSON object: a dict (each exact key's last value, like Go's
-    ``map[string]interface{}``) that also keeps every member in document order."""
-
-    __slots__ = ("members",)
-
-    def __init__(self, pairs: list[tuple[str, Any]]) -> None:
-        super().__init__(pairs)
-        self.members = pairs
-
-
-class GoNumber(float):
-    """A JSON number written with a fraction or an exponent; ``text`` is the literal."""
-
-    __slots__ = ("text",)
-
-    text: str
-
-
-def _number(text: str) -> GoNumber:
-    n = GoNumber(text)
-    n.text = text
-    return n
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"invalid JSON value {name}")
-
-
-def loads(data: bytes | str, what: str = "JSON", limit: int = MAX_JSON_BYTES) -> Any:
-    """Decode JSON as Go accepts it; objects are :class:`GoObject`.
-
-    Input longer than ``limit`` bytes (characters for str) is refused unread.
-
-    Raises:
-        DecodeError(``what``, reason): too long, or not valid JSON.
-    """
-    if len(data) > limit:
-        raise DecodeError(what, f"input is {len(data)} bytes, more than the {limit} allowed")
-    try:
-        if isinstance(data, bytes | bytearray):
-            # Go's decoder replaces invalid UTF-8 inside strings; outside them such
-            # bytes are a syntax error either way.
-            data = bytes(data).decode("utf-8", "replace")
-        return _json.decode(
-            data, object_pairs_hook=GoObject, parse_float=_number, parse_constant=_reject_constant
-        )
-    except (ValueError, RecursionError) as e:
-        raise DecodeError(what, str(e) or type(e).__name__) from e
-
-
-def members(obj: Mapping[str, Any]) -> list[tuple[str, Any]]:
-    """An object's members in document order, duplicates included when known."""
-    if isinstance(obj, GoObject):
-        return obj.members
-    return list(obj.items())
-
-
 _FOLD = {"\u212a": "k", "\u017f": "s"}
 
 
@@ -156,38 +103,6 @@ def fold(key: str) -> str:
     if key.isascii():
         return key.lower()
     return "".join(_FOLD.get(c, c.lower() if c.isascii() else c) for c in key)
-
-
-def _kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, int | float):
-        return "number"
-    if isinstance(v, list):
-        return "array"
-    if isinstance(v, Mapping):
-        return "object"
-    return type(v).__name__
-
-
-def _literal(v: int | float) -> str:
-    if isinstance(v, GoNumber):
-        return v.text
-    return repr(v) if isinstance(v, float) else str(v)
-
-
-def _valid_utf16(s: str) -> str:
-    """``s`` with each lone surrogate (from a ``\\ud800`` escape) replaced by U+FFFD, as
-    Go decodes; by hand, not with ``re``."""
-    if s.isascii():
-        return s
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in s)
-    return s
 
 
 class _Decoder:
@@ -265,7 +180,7 @@ class Bool(Spec):
     def decode(self, d: _Decoder, v: Any, cur: Any) -> Any:
         if isinstance(v, bool):
             return v
-        d.type_error(_kind(v), self)
+        d.type_error(kind(v), self)
         return cur
 
 
@@ -277,8 +192,8 @@ class Str(Spec):
 
     def decode(self, d: _Decoder, v: Any, cur: Any) -> Any:
         if isinstance(v, str):
-            return _valid_utf16(v)
-        d.type_error(_kind(v), self)
+            return valid_utf16(v)
+        d.type_error(kind(v), self)
         return cur
 
 
@@ -293,7 +208,7 @@ class Int(Spec):
 
     def decode(self, d: _Decoder, v: Any, cur: Any) -> Any:
         if isinstance(v, bool) or not isinstance(v, int | float):
-            d.type_error(_kind(v), self)
+            d.type_error(kind(v), self)
             return cur
         n: int | None = None
         if isinstance(v, int):
@@ -302,7 +217,7 @@ class Int(Spec):
         elif d.via_map and v.is_integer() and abs(v) < 1e21:
             n = int(v)  # float64 1.0 marshals back as 1
         if n is None or not self.lo <= n <= self.hi:
-            d.type_error(f"number {_literal(v)}", self)
+            d.type_error(f"number {literal(v)}", self)
             return cur
         return n
 
@@ -315,7 +230,7 @@ class Float(Spec):
 
     def decode(self, d: _Decoder, v: Any, cur: Any) -> Any:
         if isinstance(v, bool) or not isinstance(v, int | float):
-            d.type_error(_kind(v), self)
+            d.type_error(kind(v), self)
             return cur
         return float(v)
 
@@ -358,7 +273,7 @@ class Slice(Spec):
 
     def decode(self, d: _Decoder, v: Any, cur: Any) -> Any:
         if not isinstance(v, list):
-            d.type_error(_kind(v), self)
+            d.type_error(kind(v), self)
             return cur
         old = cur or []
         out = []
@@ -388,7 +303,7 @@ class Map(Spec):
 
     def decode(self, d: _Decoder, v: Any, cur: Any) -> Any:
         if not isinstance(v, Mapping):
-            d.type_error(_kind(v), self)
+            d.type_error(kind(v), self)
             return cur
         out = dict(cur or {})
         for key, item in d.members_of(v):
@@ -435,7 +350,7 @@ class Struct(Spec):
 
     def decode(self, d: _Decoder, v: Any, cur: Any) -> Any:
         if not isinstance(v, Mapping):
-            d.type_error(_kind(v), self)
+            d.type_error(kind(v), self)
             return cur
         out = dict(cur)
         for key, item in d.members_of(v):
@@ -481,9 +396,9 @@ class Text(Spec):
         if isinstance(v, str):
             return self._parse(d, v, cur)
         if self.json_unmarshaler:
-            d.abort_type(_kind(v), "string")
+            d.abort_type(kind(v), "string")
         else:
-            d.type_error(_kind(v), self)
+            d.type_error(kind(v), self)
         return cur
 
     def _parse(self, d: _Decoder, s: str, cur: Any) -> Any:

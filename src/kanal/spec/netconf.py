@@ -13,11 +13,12 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping
 
+from kanal import jsonget
 from kanal._dataclass import dataclass, field
 from kanal.errors import DecodeError, InvalidConfig, KanalError
 from kanal.spec import gojson, gotypes
-from kanal.spec._go import MAX_JSON_BYTES, loads, marshal, type_name
 from kanal.spec.args import CONTAINER_ID_RE, validate_network_name
+from kanal.spec.gotext import MAX_JSON_BYTES, loads, marshal, type_name
 from kanal.spec.versions import CURRENT, parse_version, version_gt
 
 TYPE_CHECKING = False
@@ -90,15 +91,6 @@ def _load_object(data: builtins.bytes | str | Mapping[str, Any], what: str) -> d
 
 def _bad(key: str, want: str, value: Any) -> InvalidConfig:
     return InvalidConfig(_CONF_ERR, f"{key!r} must be {want}, got {type_name(value)} {value!r}")
-
-
-def _opt_str(conf: Mapping[str, Any], key: str) -> str:
-    v = conf.get(key)
-    if v is None:
-        return ""
-    if not isinstance(v, str):
-        raise _bad(key, "a string", v)
-    return v
 
 
 # types.NetConf as libcni and skel read it, plus what kanal's PluginConf carries.
@@ -334,7 +326,7 @@ def conf_to_conflist(data: builtins.bytes | str, source: str = "") -> ConfList:
     conf = parse_plugin_conf(_load_object(data, _CONF_ERR), require_name=False)
     synthesised = {
         "name": conf.name,
-        "cniVersion": _opt_str(conf.raw, "cniVersion"),
+        "cniVersion": jsonget.opt_str(conf.raw, "cniVersion", bad=_bad),
         "plugins": [conf.raw],
     }
     return parse_conflist(marshal(synthesised, sort_keys=True), source)

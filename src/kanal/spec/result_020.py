@@ -15,7 +15,8 @@ as ``{}`` (Go's ``omitempty`` has no effect on a struct).
 from __future__ import annotations
 
 from kanal._dataclass import dataclass, field
-from kanal.spec import _wire
+from kanal.spec import wirefields
+from kanal.spec.gotypes import RESULT_020
 from kanal.spec.types import DNS, IPAddr, IPInterface, Route
 
 TYPE_CHECKING = False
@@ -47,9 +48,9 @@ def _ipconfig_from_go(d: Mapping[str, Any] | None, path: str) -> IPConfig020 | N
     if d is None:
         return None
     return IPConfig020(
-        ip=_wire.need_cidr(d["ip"], f"{path}.ip"),
+        ip=wirefields.need_cidr(d["ip"], f"{path}.ip"),
         gateway=d["gateway"],
-        routes=_wire.routes_from_go(d["routes"], f"{path}.routes"),
+        routes=wirefields.routes_from_go(d["routes"], f"{path}.routes"),
     )
 
 
@@ -59,14 +60,12 @@ def from_wire(data: Mapping[str, Any], cni_version: str, *, via_map: bool = Fals
     Raises:
         DecodeError: Go's decode error, or a missing address.
     """
-    from kanal.spec.gotypes import RESULT_020
-
-    d = _wire.decode(RESULT_020, data, via_map=via_map)
+    d = wirefields.decode(RESULT_020, data, via_map=via_map)
     return Result020(
         cni_version=cni_version,
         ip4=_ipconfig_from_go(d["ip4"], "ip4"),
         ip6=_ipconfig_from_go(d["ip6"], "ip6"),
-        dns=_wire.dns_from_go(d["dns"]),
+        dns=wirefields.dns_from_go(d["dns"]),
     )
 
 
@@ -75,7 +74,7 @@ def _ipconfig_to_wire(c: IPConfig020) -> dict[str, Any]:
     if c.gateway is not None:
         out["gateway"] = str(c.gateway)
     if c.routes:
-        out["routes"] = [_wire.route_to_wire(r) for r in c.routes]
+        out["routes"] = [wirefields.route_to_wire(r) for r in c.routes]
     return out
 
 
@@ -86,5 +85,5 @@ def to_wire(r: Result020) -> dict[str, Any]:
         out["ip4"] = _ipconfig_to_wire(r.ip4)
     if r.ip6 is not None:
         out["ip6"] = _ipconfig_to_wire(r.ip6)
-    out["dns"] = _wire.dns_to_wire(r.dns)
+    out["dns"] = wirefields.dns_to_wire(r.dns)
     return out

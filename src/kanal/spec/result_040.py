@@ -18,7 +18,8 @@ Interfaces have no 1.1.0 fields here, but routes are Go's shared ``types.Route``
 from __future__ import annotations
 
 from kanal._dataclass import dataclass, field
-from kanal.spec import _wire
+from kanal.spec import wirefields
+from kanal.spec.gotypes import RESULT_040
 from kanal.spec.types import DNS, IPAddr, IPInterface, Route
 
 TYPE_CHECKING = False
@@ -63,28 +64,15 @@ def from_wire(data: Mapping[str, Any], cni_version: str, *, via_map: bool = Fals
     Raises:
         DecodeError: Go's decode error, or a missing address.
     """
-    from kanal.spec.gotypes import RESULT_040
-
-    d = _wire.decode(RESULT_040, data, via_map=via_map)
-    interfaces = []
-    for itf in _wire.elements(d["interfaces"], "interfaces"):
-        interfaces.append(Interface040(name=itf["name"], mac=itf["mac"], sandbox=itf["sandbox"]))
-    ips = []
-    for i, ipc in enumerate(_wire.elements(d["ips"], "ips")):
-        ips.append(
-            IPConfig040(
-                version=ipc["version"],
-                address=_wire.need_cidr(ipc["address"], f"ips[{i}].address"),
-                gateway=ipc["gateway"],
-                interface=ipc["interface"],
-            )
-        )
+    interfaces, ips, routes, dns = wirefields.result_from_go(RESULT_040, data, via_map=via_map)
     return Result040(
         cni_version=cni_version,
-        interfaces=interfaces,
-        ips=ips,
-        routes=_wire.routes_from_go(d["routes"]),
-        dns=_wire.dns_from_go(d["dns"]),
+        interfaces=[Interface040(i["name"], i["mac"], i["sandbox"]) for i in interfaces],
+        ips=[
+            IPConfig040(c["version"], address, c["gateway"], c["interface"]) for c, address in ips
+        ],
+        routes=routes,
+        dns=dns,
     )
 
 
@@ -97,24 +85,16 @@ def _interface_to_wire(i: Interface040) -> dict[str, Any]:
     return out
 
 
-def _ipconfig_to_wire(c: IPConfig040) -> dict[str, Any]:
-    out: dict[str, Any] = {"version": c.version}
-    if c.interface is not None:
-        out["interface"] = c.interface
-    out["address"] = c.address.with_prefixlen
-    if c.gateway is not None:
-        out["gateway"] = str(c.gateway)
-    return out
-
-
 def to_wire(r: Result040) -> dict[str, Any]:
-    """The JSON-ready dict, in Go struct field order."""
-    out: dict[str, Any] = {"cniVersion": r.cni_version}
-    if r.interfaces:
-        out["interfaces"] = [_interface_to_wire(i) for i in r.interfaces]
-    if r.ips:
-        out["ips"] = [_ipconfig_to_wire(c) for c in r.ips]
-    if r.routes:
-        out["routes"] = [_wire.route_to_wire(rt) for rt in r.routes]
-    out["dns"] = _wire.dns_to_wire(r.dns)
+    """The JSON-ready dict, in Go struct field order (``dns`` always printed)."""
+    out = wirefields.result_to_wire(
+        r.cni_version,
+        [_interface_to_wire(i) for i in r.interfaces],
+        [
+            wirefields.ipconfig_to_wire({"version": c.version}, c.interface, c.address, c.gateway)
+            for c in r.ips
+        ],
+        r.routes,
+    )
+    out["dns"] = wirefields.dns_to_wire(r.dns)
     return out

@@ -20,7 +20,8 @@ equivalent JSON and what 1.0-era Go printed.
 
 from __future__ import annotations
 
-from kanal.spec import _wire
+from kanal.spec import wirefields
+from kanal.spec.gotypes import RESULT_100
 from kanal.spec.types import Interface, IPConfig, Result
 
 TYPE_CHECKING = False
@@ -42,36 +43,23 @@ def from_wire(data: Mapping[str, Any], cni_version: str, *, via_map: bool = Fals
         DecodeError: Go's decode error (a wrong type, an unparsable address), or a
             missing address.
     """
-    from kanal.spec.gotypes import RESULT_100
-
-    d = _wire.decode(RESULT_100, data, via_map=via_map)
-    interfaces = []
-    for itf in _wire.elements(d["interfaces"], "interfaces"):
-        interfaces.append(
-            Interface(
-                name=itf["name"],
-                mac=itf["mac"],
-                mtu=itf["mtu"],
-                sandbox=itf["sandbox"],
-                socket_path=itf["socketPath"],
-                pci_id=itf["pciID"],
-            )
-        )
-    ips = []
-    for i, ipc in enumerate(_wire.elements(d["ips"], "ips")):
-        ips.append(
-            IPConfig(
-                address=_wire.need_cidr(ipc["address"], f"ips[{i}].address"),
-                gateway=ipc["gateway"],
-                interface=ipc["interface"],
-            )
-        )
+    interfaces, ips, routes, dns = wirefields.result_from_go(RESULT_100, data, via_map=via_map)
     return Result(
         cni_version=cni_version,
-        interfaces=interfaces,
-        ips=ips,
-        routes=_wire.routes_from_go(d["routes"]),
-        dns=_wire.dns_from_go(d["dns"]),
+        interfaces=[
+            Interface(
+                name=i["name"],
+                mac=i["mac"],
+                mtu=i["mtu"],
+                sandbox=i["sandbox"],
+                socket_path=i["socketPath"],
+                pci_id=i["pciID"],
+            )
+            for i in interfaces
+        ],
+        ips=[IPConfig(address, c["gateway"], c["interface"]) for c, address in ips],
+        routes=routes,
+        dns=dns,
     )
 
 
@@ -90,25 +78,15 @@ def _interface_to_wire(i: Interface) -> dict[str, Any]:
     return out
 
 
-def _ipconfig_to_wire(c: IPConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if c.interface is not None:
-        out["interface"] = c.interface
-    out["address"] = c.address.with_prefixlen
-    if c.gateway is not None:
-        out["gateway"] = str(c.gateway)
-    return out
-
-
 def to_wire(r: Result) -> dict[str, Any]:
-    """The JSON-ready dict at ``r.cni_version``, in Go struct field order."""
-    out: dict[str, Any] = {"cniVersion": r.cni_version}
-    if r.interfaces:
-        out["interfaces"] = [_interface_to_wire(i) for i in r.interfaces]
-    if r.ips:
-        out["ips"] = [_ipconfig_to_wire(c) for c in r.ips]
-    if r.routes:
-        out["routes"] = [_wire.route_to_wire(rt) for rt in r.routes]
+    """The JSON-ready dict at ``r.cni_version``, in Go struct field order (``dns``
+    dropped when empty)."""
+    out = wirefields.result_to_wire(
+        r.cni_version,
+        [_interface_to_wire(i) for i in r.interfaces],
+        [wirefields.ipconfig_to_wire({}, c.interface, c.address, c.gateway) for c in r.ips],
+        r.routes,
+    )
     if not r.dns.is_empty():
-        out["dns"] = _wire.dns_to_wire(r.dns)
+        out["dns"] = wirefields.dns_to_wire(r.dns)
     return out

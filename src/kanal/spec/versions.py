@@ -7,7 +7,7 @@ Go reference: ``pkg/version`` (``plugin.go``, ``reconcile.go``, ``version.go``) 
 from __future__ import annotations
 
 from kanal.errors import DecodeError, IncompatibleVersion, KanalError
-from kanal.spec._go import loads, quote, quote_list
+from kanal.spec.gotext import loads, quote, quote_list
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kanal import _json
-from kanal.spec import gojson
+from kanal.spec import gojson, gotext
 
 SRC = Path(__file__).resolve().parents[3] / "src"
 
@@ -68,7 +68,7 @@ def test_decode_matches_json_decoder_with_hooks() -> None:
     rng = random.Random(11)
     hooks: dict[str, Any] = {
         "object_pairs_hook": gojson.GoObject,
-        "parse_float": gojson._number,
+        "parse_float": gotext._number,
         "parse_constant": _reject,
     }
     std = json.JSONDecoder(**hooks)
@@ -102,7 +102,7 @@ def test_string_repair_matches_its_pattern() -> None:
     alphabet = ["a", "é", "\ud800", "\udfff", "\ud7ff", "\ue000", "😀", "\ufffd"]
     for _ in range(3000):
         s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
-        assert gojson._valid_utf16(s) == rx.sub("\ufffd", s), repr(s)
+        assert gotext.valid_utf16(s) == rx.sub("\ufffd", s), repr(s)
 
 
 def test_decoding_layer_imports_no_json_re_or_typing() -> None:
@@ -114,7 +114,7 @@ import sys
 sys.path.insert(0, {str(SRC)!r})
 from kanal.spec import gojson, gotypes
 from kanal.netlink import routeget
-from kanal.spec import _go
+from kanal.spec import gotext as _go
 conf = gojson.loads(b'{{"cniVersion": "1.0.0", "name": "n", "Name": "m", "mtu": "x",'
                     b' "ipam": {{"type": "host-local"}}, "dns": {{"nameservers": ["1.1.1.1"]}}}}')
 spec = gotypes.NETCONF.extend("C", [("mtu", gojson.INT)])

@@ -231,7 +231,7 @@ def test_cidr_and_ip_parsing_match_the_go_syntax() -> None:
 
 def test_disk_index_reads_addresses_as_ipaddress_does() -> None:
     """The host-local store's quick read of entry names equals ipaddress's."""
-    from kanal.ipam.disk import _address
+    from kanal.ipam.diskfiles import address as _address
     from kanal.ipam.ranges import canonical_ip
     from kanal.ipam.store import name_ip
 

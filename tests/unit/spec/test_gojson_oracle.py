@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from kanal.fastpath.standalone import plugin_runner
 from kanal.plugins.registry import load_plugin
 from kanal.skel.dispatcher import Dispatcher
 
@@ -49,7 +50,9 @@ def run_go(plugin: str, stdin: bytes, env: dict[str, str] | None = None) -> tupl
 
 def run_kanal(plugin: str, stdin: bytes, env: dict[str, str] | None = None) -> tuple[int, Any]:
     out, err = io.StringIO(), io.StringIO()
-    code = Dispatcher(env or ENV, io.BytesIO(stdin), out, err).run(load_plugin(plugin))
+    code = Dispatcher(env or ENV, io.BytesIO(stdin), out, err, runner=plugin_runner()).run(
+        load_plugin(plugin)
+    )
     text = out.getvalue()
     return code, json.loads(text) if text.strip() else None
 

@@ -173,8 +173,8 @@ class BridgeDriver:
     def create_network(self, net: Network) -> None:
         from kanal.firewall.netpolicy import add_network_policy
         from kanal.netlink.handle import Netlink
+        from kanal.netlink.steps import random_mac
         from kanal.netlink.sysctl import write_sysctl
-        from kanal.plugins._iface import random_mac
 
         st = net.driver_state
         br = st["bridge"]
@@ -402,10 +402,10 @@ class BridgeDriver:
         from contextlib import ExitStack
 
         from kanal.firewall import Masquerade, get_backend
+        from kanal.netlink.bridgeport import Bridge, PortOptions, setup_veth
         from kanal.netlink.handle import Netlink
         from kanal.netlink.reaper import wait_for_host
-        from kanal.plugins._iface import random_mac
-        from kanal.plugins.bridge import BridgeConf, _Bridge, _setup_veth
+        from kanal.netlink.steps import random_mac
 
         st = net.driver_state
         h = hashlib.sha256(ep.id.encode()).hexdigest()[:11]
@@ -422,12 +422,10 @@ class BridgeDriver:
             raise KanalError(f"bridge {st['bridge']} of network {net.name} is missing")
         # The bridge plugin's own veth step (hairpin; ICC off is port isolation),
         # the far end made in this namespace instead of a container's.
-        conf = BridgeConf(
-            "", "", br_name=br.name, mtu=st["mtu"], hairpin=True, port_isolation=not st["icc"]
-        )
+        port = PortOptions(mtu=st["mtu"], hairpin=True, isolated=not st["icc"])
         with open("/proc/thread-self/ns/net", "rb") as here, ExitStack() as undo:
-            _setup_veth(
-                conf, _Bridge(br.index, br.name, br.mac), here.fileno(), peer, ep.mac, undo,
+            setup_veth(
+                Bridge(br.index, br.name, br.mac), here.fileno(), peer, ep.mac, undo, port,
                 host_name=host, alias=ep.mark,
             )  # fmt: skip
             with Netlink() as nl:  # the far end too: dockerd may hand it back one day

@@ -113,7 +113,7 @@ class MacvlanDriver:
         import hashlib
 
         from kanal.netlink.batch import Batch, free_index, raw_socket
-        from kanal.plugins._iface import random_mac
+        from kanal.netlink.steps import random_mac
         from kanal.plugins.macvlan import default_route_link
 
         name = "kvm" + hashlib.sha256(ep.id.encode()).hexdigest()[:11]

@@ -321,8 +321,8 @@ class OvsDriver:
         from kanal.netlink.batch import Batch, raw_socket
         from kanal.netlink.ns import open_netns
         from kanal.netlink.reaper import wait_for
+        from kanal.netlink.steps import in_container_fd, random_mac
         from kanal.ovs import OWNER_KEY
-        from kanal.plugins._iface import in_container_fd, random_mac
 
         st = net.driver_state
         host = host_veth_name(ep.id)

@@ -1,4 +1,5 @@
-"""Field codecs shared by the result wire modules.
+"""Field codecs shared by the result wire modules (0.2.0, 0.4.0 and 1.0.0 shapes),
+and by the config readers that carry routes and DNS (host-local, static).
 
 Decoding goes through :mod:`kanal.spec.gojson` with the ``pkg/types`` structs of
 :mod:`kanal.spec.gotypes`: Go's key matching, null, number and error rules. The
@@ -14,6 +15,23 @@ from collections.abc import Mapping
 from kanal.errors import DecodeError
 from kanal.spec import gojson
 from kanal.spec.types import DNS, IPInterface, Route
+
+__all__ = [
+    "ERR",
+    "copy_dns",
+    "copy_route",
+    "decode",
+    "dns_from_go",
+    "dns_to_wire",
+    "elements",
+    "ipconfig_to_wire",
+    "need_cidr",
+    "result_from_go",
+    "result_to_wire",
+    "route_from_go",
+    "route_to_wire",
+    "routes_from_go",
+]
 
 ERR = "failed to decode CNI result"
 
@@ -45,6 +63,55 @@ def need_cidr(value: IPInterface | None, what: str) -> IPInterface:
     if value is None:
         raise DecodeError(ERR, f"{what}: missing")
     return value
+
+
+def result_from_go(
+    spec: gojson.Spec, data: Mapping[str, Any], *, via_map: bool
+) -> tuple[list[Any], list[tuple[Any, IPInterface]], list[Route], DNS]:
+    """What the 0.4.0 and 1.0.0 result shapes share, decoded as the struct ``spec``:
+    the interfaces (decoded structs), the ips (each decoded struct with its address),
+    the routes and the DNS.
+
+    Raises:
+        DecodeError: Go's decode error, a null element or a missing address.
+    """
+    d = decode(spec, data, via_map=via_map)
+    interfaces = elements(d["interfaces"], "interfaces")
+    ips = [
+        (ipc, need_cidr(ipc["address"], f"ips[{i}].address"))
+        for i, ipc in enumerate(elements(d["ips"], "ips"))
+    ]
+    return interfaces, ips, routes_from_go(d["routes"]), dns_from_go(d["dns"])
+
+
+def ipconfig_to_wire(
+    out: dict[str, Any], interface: int | None, address: IPInterface, gateway: Any
+) -> dict[str, Any]:
+    """An ``ips[]`` entry's shared fields, after what ``out`` holds (0.4.0's version)."""
+    if interface is not None:
+        out["interface"] = interface
+    out["address"] = address.with_prefixlen
+    if gateway is not None:
+        out["gateway"] = str(gateway)
+    return out
+
+
+def result_to_wire(
+    cni_version: str,
+    interfaces: list[dict[str, Any]],
+    ips: list[dict[str, Any]],
+    routes: list[Route],
+) -> dict[str, Any]:
+    """A 0.4.0/1.0.0 result object up to ``dns`` (the shapes differ there), empty
+    lists omitted, in Go struct field order."""
+    out: dict[str, Any] = {"cniVersion": cni_version}
+    if interfaces:
+        out["interfaces"] = interfaces
+    if ips:
+        out["ips"] = ips
+    if routes:
+        out["routes"] = [route_to_wire(rt) for rt in routes]
+    return out
 
 
 def route_from_go(d: Mapping[str, Any] | None, what: str = "route") -> Route:

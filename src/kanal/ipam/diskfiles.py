@@ -1,0 +1,265 @@
+"""The files of a host-local directory: reading them into an index, writing them safely.
+
+:class:`~kanal.ipam.disk.DiskStore` decides when (under its lock, when its stamp says
+the cached index is stale); this module only reads and writes. The layout and the
+reasons for writing as it does are in :mod:`kanal.ipam.disk`'s docstring.
+"""
+
+from __future__ import annotations
+
+import _thread
+import errno
+import os
+
+from kanal._dataclass import dataclass, field
+from kanal.ipam.ranges import canonical_ip
+from kanal.ipam.store import go_trim, name_ip, parse_owner
+
+__all__ = [
+    "LAST_IP_PREFIX",
+    "LOCK_NAME",
+    "TMP_PREFIX",
+    "DirIndex",
+    "address",
+    "create_linked",
+    "create_via_tmpfile",
+    "read_entry",
+    "scan",
+    "unlink_quiet",
+    "write_last",
+]
+
+LOCK_NAME = "lock"
+LAST_IP_PREFIX = "last_reserved_ip."
+TMP_PREFIX = ".kanal-tmp."
+_MAX_CONTENT = 4096
+_LINK_UNSUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, errno.EXDEV}
+
+
+def address(name: str) -> tuple[int, int] | None:
+    """(version, int) of the address an entry name stands for, or None.
+
+    A plain dotted quad is read here (what ipaddress accepts: four decimal parts up
+    to 255, no leading zeros): a process without kanald reads the whole directory
+    on every ADD and DEL, and ipaddress objects for a thousand names cost ~3 ms.
+    Anything else goes through :func:`~kanal.ipam.store.name_ip`.
+    """
+    parts = name.split(".")
+    if len(parts) == 4:
+        value = 0
+        for p in parts:
+            if not (0 < len(p) <= 3 and p.isascii() and p.isdigit()) or (
+                p[0] == "0" and len(p) > 1
+            ):
+                break
+            n = int(p)
+            if n > 255:
+                break
+            value = value << 8 | n
+        else:
+            return 4, value
+    ip = name_ip(name)
+    if ip is None:
+        return None
+    ip = canonical_ip(ip)
+    return ip.version, int(ip)
+
+
+@dataclass
+class DirIndex:
+    """What the directory holds, as Go's matching sees it."""
+
+    # name -> (container_id, ifname); (None, None) for an empty file
+    entries: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    # Go's match key (trimmed content: "<id>\r\n<ifname>" or legacy "<id>") -> names
+    by_key: dict[str, set[str]] = field(default_factory=dict)
+    # version -> int of every address-named entry
+    taken: dict[int, set[int]] = field(default_factory=lambda: {4: set(), 6: set()})
+    empty: set[str] = field(default_factory=set)
+    temps: set[str] = field(default_factory=set)
+
+    def add(self, name: str, content: str) -> None:
+        self.discard(name)
+        cid, ifname = parse_owner(content)
+        self.entries[name] = (cid, ifname)
+        if cid is None:
+            self.empty.add(name)
+        else:
+            self.by_key.setdefault(go_trim(content), set()).add(name)
+        addr = address(name)
+        if addr is not None:
+            self.taken[addr[0]].add(addr[1])
+
+    def discard(self, name: str) -> None:
+        owner = self.entries.pop(name, None)
+        if owner is None:
+            return
+        cid, ifname = owner
+        self.empty.discard(name)
+        if cid is not None:
+            key = cid if ifname is None else cid + "\r\n" + ifname
+            names = self.by_key.get(key)
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self.by_key[key]
+        addr = address(name)
+        if addr is not None:
+            self.taken[addr[0]].discard(addr[1])
+
+
+def scan(directory: str) -> DirIndex:
+    """Read every reservation file of ``directory`` (lock, last-IP files, other
+    kinds of entries skipped; temporary files only noted).
+
+    Raises:
+        OSError: the directory cannot be read.
+    """
+    idx = DirIndex()
+    with os.scandir(directory) as it:
+        for entry in it:
+            name = entry.name
+            if name == LOCK_NAME or name.startswith(LAST_IP_PREFIX):
+                continue
+            try:
+                if not entry.is_file(follow_symlinks=False):
+                    continue
+            except OSError:
+                continue
+            if name.startswith(TMP_PREFIX):
+                idx.temps.add(name)
+                continue
+            content = read_entry(directory, name)
+            if content is not None:
+                idx.add(name, content)
+    return idx
+
+
+def read_entry(directory: str, name: str) -> str | None:
+    """The content of one entry (its first 4 KiB), None when it cannot be read."""
+    try:
+        fd = os.open(os.path.join(directory, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, _MAX_CONTENT)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data.decode("utf-8", "surrogateescape")
+
+
+def unlink_quiet(path: str) -> bool:
+    try:
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+
+
+def _write_fd(fd: int, data: bytes, sync: bool) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+    if sync:
+        os.fsync(fd)
+
+
+def _write_file(path: str, data: bytes, flags: int, sync: bool) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW | flags, 0o600)
+    try:
+        _write_fd(fd, data, sync)
+    finally:
+        os.close(fd)
+
+
+def create_linked(directory: str, path: str, data: bytes, sync: bool) -> bool:
+    """Create ``path`` with ``data``, atomically and only if it does not exist; False
+    if it does.
+
+    The content is written to a temporary name (never an address nor a container
+    ID), then hard-linked to ``path``: link() fails if the name exists, and the name
+    never appears without its content. Where hard links are not supported, Go's
+    way: create exclusively, then write.
+
+    Raises:
+        OSError: any other failure.
+    """
+    tmp = os.path.join(directory, f"{TMP_PREFIX}ip.{os.getpid()}.{_thread.get_ident()}")
+    _write_file(tmp, data, os.O_CREAT | os.O_TRUNC, sync)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as e:
+        if e.errno not in _LINK_UNSUPPORTED:
+            raise
+    finally:
+        unlink_quiet(tmp)
+    try:
+        _write_file(path, data, os.O_CREAT | os.O_EXCL, sync)
+    except FileExistsError:
+        return False
+    except OSError:
+        unlink_quiet(path)
+        raise
+    return True
+
+
+def create_via_tmpfile(dirfd: int, path: str, data: bytes, sync: bool) -> bool | None:
+    """:func:`create_linked` in one directory operation: O_TMPFILE + linkat.
+
+    None: not supported here (the caller falls back, and need not try again).
+    """
+    try:
+        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o600, dir_fd=dirfd)
+    except OSError:
+        return None
+    try:
+        _write_fd(fd, data, sync)
+        # A dir_fd argument makes Python use linkat(AT_SYMLINK_FOLLOW), which
+        # links the open file itself rather than the /proc symlink.
+        os.link(
+            f"/proc/self/fd/{fd}",
+            os.path.basename(path),
+            dst_dir_fd=dirfd,
+            follow_symlinks=True,
+        )
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def write_last(directory: str, range_id: str, name: str) -> None:
+    """Rewrite ``last_reserved_ip.N`` in place (pwrite, then trim).
+
+    Neither Go's O_TRUNC rewrite nor a rename over the old file: on ext4 both
+    make the kernel flush the new data at once (the auto_da_alloc heuristics),
+    which costs more than the rest of an ADD. Readers hold the lock, so they
+    never see a partial state; a crash mid-write can at worst leave an
+    unparsable address, which only restarts round-robin at the range start,
+    exactly what Go does with a missing or bad file.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    data = name.encode("ascii")
+    fd = os.open(
+        os.path.join(directory, LAST_IP_PREFIX + range_id),
+        os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+        0o600,
+    )
+    try:
+        n = os.pwrite(fd, data, 0)
+        if n != len(data):
+            raise OSError(errno.EIO, "short write")
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
