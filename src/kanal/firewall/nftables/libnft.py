@@ -142,7 +142,7 @@ def available() -> bool:
     if key in _AVAILABLE:
         return True
     # The binary first: finding it is a few stat calls, loading the library ~1 ms.
-    from kanal.firewall import nfnl
+    from kanal.firewall.nftables import nfnl
 
     if not nfnl.kernel_answers() or not (_have_nft_binary() or _ctx() is not None):
         return False
@@ -158,7 +158,7 @@ class Skeleton:
     a hash of the text (put it in a comment on that chain's first rule): a process
     that finds the marker there knows the skeleton current without applying it
     (:meth:`current`), and can write elements over raw netlink
-    (:mod:`kanal.firewall.nfnl`) instead of loading libnftables.
+    (:mod:`kanal.firewall.nftables.nfnl`) instead of loading libnftables.
     """
 
     def __init__(
@@ -173,7 +173,7 @@ class Skeleton:
     @property
     def marker(self) -> str:
         if not self._marker:
-            from kanal.firewall import nfnl
+            from kanal.firewall.nftables import nfnl
 
             self._marker = nfnl.marker(self._text())
         return self._marker
@@ -198,7 +198,7 @@ class Skeleton:
             return True
         if self._marked is None:
             return False
-        from kanal.firewall import nfnl
+        from kanal.firewall.nftables import nfnl
 
         if nfnl.has_marker(*self._marked, self.marker):
             self._ready.add(key)

@@ -5,7 +5,7 @@ too; a DEL also asks whether a few chains exist (other backends' leftovers).
 Through libnftables each of these costs a library load (~1 ms), a parse and a
 cache fetch (~0.3-1 ms); here they are a few packed messages (~0.1 ms). What the
 kernel cannot take this way (a missing table, an unusual element) is left to
-:mod:`kanal.firewall.nft`, which callers fall back to.
+:mod:`kanal.firewall.nftables.libnft`, which callers fall back to.
 
 Element keys are packed as nft packs them: addresses in network order, each part
 of a concatenation padded to 4 bytes, an interval as key and key end; a comment
