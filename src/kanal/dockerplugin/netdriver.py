@@ -23,6 +23,7 @@ import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kanal.dockerplugin import messages as m
+from kanal.engine.controller import NetworkSpec
 from kanal.engine.model import Endpoint, IPAMConfig, Network, PortBinding
 from kanal.errors import Conflict, InvalidConfig, KanalError, NotFound
 from kanal.firewall import Owner, PortMapping, PortMaps, allow_localhost_dnat, get_backend
@@ -82,8 +83,6 @@ class ServedNetworkDriver:
         return {"Scope": "local", "ConnectivityScope": "local"}
 
     def create_network(self, req: m.CreateNetwork) -> Reply:
-        from kanal.engine.controller import NetworkSpec
-
         with self._lock:
             if self.ctrl.store.get(f"networks/{req.network_id}") is not None:
                 return {}  # a retry of a call that already made it

@@ -29,7 +29,7 @@ from __future__ import annotations
 from kanal import _json
 from kanal._hash import sha256_hex
 from kanal.errors import InvalidConfig, NotFound
-from kanal.firewall.intents import Owner
+from kanal.firewall.intents import Owner, network_tag
 from kanal.firewall.nftables import TABLE, libnft, nfnl
 
 TYPE_CHECKING = False
@@ -168,8 +168,6 @@ def check_container(owner: Owner, ips: Sequence[Addr]) -> None:
 
 def gc_containers(network: str, valid: Collection[tuple[str, str]]) -> None:
     """Drop the elements of ``network``'s attachments that are not in ``valid``."""
-    from kanal.firewall.intents import network_tag
-
     keep = {Owner(network, cid, ifn).tag for cid, ifn in valid}
     prefix = network_tag(network) + ":"
     for set_name, key in _owned(lambda tag: tag.startswith(prefix) and tag not in keep):

@@ -25,6 +25,7 @@ import errno
 import os
 import struct
 
+from kanal._hash import sha256_hex
 from kanal.netlink.wire import NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST
 
 TYPE_CHECKING = False
@@ -297,8 +298,6 @@ def delete_elements(family: str, table: str, ops: Sequence[Op]) -> None:
 def marker(skeleton: str) -> str:
     """The comment a table skeleton puts on its first rule: which text made the rules.
     A chain whose first rule carries it needs no new skeleton."""
-    from kanal._hash import sha256_hex
-
     return "kanal:" + sha256_hex(skeleton.encode())[:16]
 
 
