@@ -70,12 +70,12 @@ KANAL = frozenset(
         "kanal.fastpath",
         "kanal.fastpath.standalone",
         "kanal.firewall",
-        "kanal.firewall.gonft",  # DEL: the Go plugin's nftables leftovers
         "kanal.firewall.intents",
         "kanal.firewall.iptables",  # DEL: the Go plugin's iptables leftovers
-        "kanal.firewall.nfnl",
-        "kanal.firewall.nft",
         "kanal.firewall.nftables",
+        "kanal.firewall.nftables.gotable",  # DEL: the Go plugin's nftables leftovers
+        "kanal.firewall.nftables.libnft",
+        "kanal.firewall.nftables.nfnl",
         "kanal.ipam",
         "kanal.ipam.allocator",
         "kanal.ipam.disk",

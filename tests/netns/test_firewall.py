@@ -241,8 +241,7 @@ def test_packed_elements_equal_libnftables_ones(host_ns: str) -> None:
     """A process that finds the table current (its marker) adds elements over raw
     netlink; nft shows them exactly as the ones libnftables added; a changed
     skeleton is found out of date and written again."""
-    from kanal.firewall import nfnl
-    from kanal.firewall.nftables import _MARKER, NftablesBackend
+    from kanal.firewall.nftables import _MARKER, NftablesBackend, nfnl
 
     first, second = NftablesBackend(), NftablesBackend()  # two plugin processes
     a = masq("net7", "ca", "10.7.0.2", "10.7.0.0/24")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from kanal.firewall.portmap_ipt import dnat_chain
+from kanal.firewall.iptables.portmap import dnat_chain
 from tests.helpers import go_plugin_dir, nsexec, run
 from tests.netns.test_portmap import SERVER, client
 

@@ -9,10 +9,11 @@ kanal owns the host side: each docker network is a kanal network (same id, name
 *external* kanal endpoint (its addresses reserved in kanal's IPAM) with a veth
 pair on the bridge (or a macvlan on the parent), masquerade,
 and published ports — dockerd publishes none for remote drivers, so
-``ProgramExternalConnectivity`` maps ``com.docker.network.portmap`` with the
-firewall layer. Everything is in the engine's store: a restarted plugin still
-knows every network and endpoint. Every call is idempotent (dockerd retries on
-connection errors).
+``ProgramExternalConnectivity`` maps ``com.docker.network.portmap`` through the
+firewall layer's nftables backend (docs/firewall.md), which also owns the
+``route_localnet`` switch that localhost mappings need. Everything is in the
+engine's store: a restarted plugin still knows every network and endpoint. Every
+call is idempotent (dockerd retries on connection errors).
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kanal.dockerplugin import messages as m
+from kanal.engine.controller import NetworkSpec
 from kanal.engine.model import Endpoint, IPAMConfig, Network, PortBinding
 from kanal.errors import Conflict, InvalidConfig, KanalError, NotFound
+from kanal.firewall import Owner, PortMapping, PortMaps, allow_localhost_dnat, get_backend
 
 if TYPE_CHECKING:
     from kanal.engine.controller import Controller
@@ -80,8 +83,6 @@ class ServedNetworkDriver:
         return {"Scope": "local", "ConnectivityScope": "local"}
 
     def create_network(self, req: m.CreateNetwork) -> Reply:
-        from kanal.engine.controller import NetworkSpec
-
         with self._lock:
             if self.ctrl.store.get(f"networks/{req.network_id}") is not None:
                 return {}  # a retry of a call that already made it
@@ -153,7 +154,7 @@ class ServedNetworkDriver:
                 req.address_ipv6 and ep.ipv6 != req.address_ipv6
             ):
                 raise Conflict(f"endpoint {req.endpoint_id} exists with other addresses")
-            # dockerd gave the addresses; an empty Interface keeps them (cnm.md §1.3).
+            # dockerd gave the addresses: a reply without "Interface" tells it to keep them.
             return {}
 
     def endpoint_oper_info(self, req: m.EndpointRef) -> Reply:
@@ -289,9 +290,6 @@ class ServedNetworkDriver:
         return out
 
     def _publish(self, net: Network, ep: Endpoint) -> None:
-        from kanal.firewall.portmap_nft import PortMapping, add_portmaps
-        from kanal.netlink.sysctl import write_sysctl
-
         ips = [ipaddress.ip_interface(c).ip for c in (ep.ipv4, ep.ipv6) if c]
         subnets = [ipaddress.ip_network(c.subnet) for c in net.ipam]
         mappings = [
@@ -303,26 +301,23 @@ class ServedNetworkDriver:
             )
             for p in ep.ports
         ]
-        add_portmaps(self._owner(net, ep), mappings, ips, subnets, snat=True, masq_all=False)
+        intent = PortMaps(self._owner(net, ep), mappings, ips, subnets, snat=True, masq_all=False)
+        get_backend("nftables").add_portmaps(intent)
         if any(p.host_ip in ("", "127.0.0.1") for p in ep.ports):
             # 127.0.0.1:PORT reaches the container only with route_localnet on the
             # bridge (then SNAT makes the reply come back), as the portmap plugin does.
-            write_sysctl(f"net/ipv4/conf/{net.driver_state['bridge']}/route_localnet", "1")
+            allow_localhost_dnat(net.driver_state["bridge"])
 
     def _unpublish(self, net: Network, ep: Endpoint) -> None:
         """Remove the endpoint's published ports; nothing to do (no nft call) without."""
-        from kanal.firewall.portmap_nft import del_portmaps
-
         if not ep.ports:
             return
-        del_portmaps(self._owner(net, ep), None, None)
+        get_backend("nftables").del_portmaps(self._owner(net, ep))
         self.ctrl.ports.release(ep.id, ep.ports)
         ep.ports = []
         self.ctrl.save_endpoint(ep)
 
-    def _owner(self, net: Network, ep: Endpoint) -> Any:
-        from kanal.firewall import Owner
-
+    def _owner(self, net: Network, ep: Endpoint) -> Owner:
         return Owner(f"kanal-{net.id[:12]}", ep.id, "dockerpm")
 
 

@@ -222,8 +222,8 @@ def _kernel(v: _View) -> list[str]:
 
 def _nft(ctrl: Controller, nets: dict[str, Network], eps: list[Endpoint]) -> list[str]:
     from kanal.engine.repair import nft_table
-    from kanal.firewall import nft
     from kanal.firewall.intents import Owner, network_tag
+    from kanal.firewall.nftables import libnft as nft
 
     if not nft.available():
         return []

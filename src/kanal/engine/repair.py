@@ -241,8 +241,8 @@ class NftState:
 
 def nft_table() -> NftState | None:
     """What kanal's nftables table holds (None: no table at all)."""
-    from kanal.firewall import nft
     from kanal.firewall.nftables import TABLE
+    from kanal.firewall.nftables import libnft as nft
 
     try:
         raw = nft.run(f"list table inet {TABLE}", json_out=True)

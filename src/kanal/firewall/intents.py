@@ -3,7 +3,11 @@
 An :class:`Owner` is one attachment (network, container, ifname). Every entry a
 backend writes is tagged with it, so DEL removes exactly its own entries (even
 without the netns, even after the config changed) and GC can drop the entries
-of attachments that are no longer valid.
+of attachments that are no longer valid (docs/firewall.md, "Ownership").
+
+The intents: :class:`Masquerade` (ipMasq), :class:`PortMaps` (the portmap
+plugin's and published ports), :class:`ForwardAccept` (the firewall plugin's
+rules), :class:`MacSpoofCheck` (the bridge's macspoofchk).
 """
 
 from __future__ import annotations
@@ -15,11 +19,26 @@ from kanal.errors import InvalidConfig
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ipaddress
+    from collections.abc import Sequence
 
-__all__ = ["MacSpoofCheck", "Masquerade", "Owner", "network_tag"]
+    Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+    Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# CNI names and container IDs (cni.md §1.2); ifnames per the kernel's rules. Checked
-# by hand (the patterns are in the docstrings): importing re costs a plugin exec ~4 ms.
+__all__ = [
+    "ForwardAccept",
+    "MacSpoofCheck",
+    "Masquerade",
+    "Owner",
+    "PortMapping",
+    "PortMaps",
+    "check_admin_chain",
+    "check_conditions",
+    "network_tag",
+]
+
+# CNI names and container IDs (docs/firewall.md, "Ownership"); ifnames per the
+# kernel's rules. Checked by hand (the patterns are in the docstrings): importing
+# re costs a plugin exec ~4 ms.
 _ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 _NAME_REST = _ALNUM | frozenset("_.-")
 _IFNAME_BAD = frozenset("/:\"'\\")
@@ -98,3 +117,67 @@ class MacSpoofCheck:
     host_ifname: str
     mac: str
     unique_id: str
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """One published port: ``host_port`` (on ``host_ip``, or every local address)
+    to ``container_port``."""
+
+    host_port: int
+    container_port: int
+    protocol: str  # tcp | udp | sctp
+    host_ip: Addr | None = None
+
+
+@dataclass(frozen=True)
+class PortMaps:
+    """An attachment's published ports: each mapping to the container address of its
+    family (``ips``: at most one per family; ``subnets``: theirs).
+
+    ``snat`` makes mapped ports reachable from localhost and by hairpin from the
+    container's own subnet; ``masq_all`` masquerades all mapped traffic. The rest
+    are the Go plugin's iptables keys (nftables masquerades by address, not by
+    mark, and takes no extra matches): ``mark_bit``, ``external_setmark``,
+    ``conditions_v4``/``conditions_v6`` (checked with :func:`check_conditions`).
+    """
+
+    owner: Owner
+    mappings: Sequence[PortMapping]
+    ips: Sequence[Addr]
+    subnets: Sequence[Net] = ()
+    snat: bool = True
+    masq_all: bool = False
+    mark_bit: int = 13
+    external_setmark: str | None = None
+    conditions_v4: Sequence[str] = ()
+    conditions_v6: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class ForwardAccept:
+    """The firewall plugin's rules: accept forwarded traffic from ``ips`` and the
+    answers to it. ``admin_chain`` is the iptables chain left to the admin
+    (``iptablesAdminChainName``; nftables has its own ``fw_admin``)."""
+
+    owner: Owner
+    ips: Sequence[Addr]
+    admin_chain: str = "CNI-ADMIN"
+
+
+def check_conditions(conds: Sequence[str], what: str) -> list[str]:
+    """portmap's ``conditionsV4``/``conditionsV6``: iptables match arguments, each
+    passed as one argument (no shell), so only NUL and newlines are refused."""
+    out = []
+    for c in conds:
+        if not isinstance(c, str) or "\0" in c or "\n" in c:
+            raise InvalidConfig(f"invalid {what} entry {c!r}")
+        out.append(c)
+    return out
+
+
+def check_admin_chain(admin: str) -> str:
+    """The firewall plugin's ``iptablesAdminChainName``: an iptables chain name."""
+    if not admin or len(admin) > 28 or any(ch.isspace() or ch in "!'\"" for ch in admin):
+        raise InvalidConfig(f"invalid iptablesAdminChainName {admin!r}")
+    return admin

@@ -1,6 +1,6 @@
 """The ``firewall`` CNI plugin (chained): let a container's forwarded traffic through.
 
-Reference: Go ``plugins/meta/firewall`` (cni.md §2). Keys: ``backend``
+Reference: Go ``plugins/meta/firewall`` (docs/firewall.md). Keys: ``backend``
 (``nftables`` — kanal's default when nftables works —, ``iptables`` — the Go
 plugin's exact rules —; ``firewalld`` is refused: kanal does not talk to
 firewalld), ``iptablesAdminChainName`` (default CNI-ADMIN), ``ingressPolicy``:
@@ -15,14 +15,16 @@ firewalld), ``iptablesAdminChainName`` (default CNI-ADMIN), ``ingressPolicy``:
 
 ADD needs prevResult and returns it. DEL works without prevResult (nftables:
 by owner) and without the netns. GC drops nftables entries of attachments that
-are no longer valid. Versions 0.4.0 and later, as Go.
+are no longer valid. Versions 0.4.0 and later, as Go. Both backends are
+reached through :class:`kanal.firewall.FirewallBackend`.
 """
 
 from __future__ import annotations
 
 from kanal._dataclass import dataclass, field
 from kanal.errors import InvalidConfig, KanalError, Unavailable
-from kanal.firewall.intents import Owner
+from kanal.firewall import ForwardAccept, Owner, get_backend
+from kanal.firewall.intents import check_admin_chain
 from kanal.plugins import _conf as c
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.spec import gotypes
@@ -84,8 +86,6 @@ def load_conf(args: CmdArgs, *, lenient: bool = False) -> FirewallConf:
     policy = conf["ingressPolicy"]
     if policy not in POLICIES:
         raise InvalidConfig(f'unknown ingress policy: "{policy}"')
-    from kanal.firewall.fwplugin_ipt import check_admin_chain
-
     admin = check_admin_chain(conf["iptablesAdminChainName"] or "CNI-ADMIN")
     # firewalldZone is accepted for compatibility; there is no firewalld here.
     return FirewallConf(conf["name"], backend or _default_backend(), admin, policy or "open", conf)
@@ -93,9 +93,7 @@ def load_conf(args: CmdArgs, *, lenient: bool = False) -> FirewallConf:
 
 def _default_backend() -> str:
     """No backend configured: nftables where the kernel has it, else iptables."""
-    from kanal.firewall import nft
-
-    return "nftables" if nft.available() else "iptables"
+    return get_backend().name
 
 
 def _prev(f: FirewallConf, args: CmdArgs) -> Result | None:
@@ -120,7 +118,7 @@ def _bridge_and_port(result: Result, policy: str) -> tuple[str, str]:
 
 
 def _isolate_port(port: str) -> None:
-    from kanal.netlink.batch import Batch, raw_socket
+    from kanal.netlink.batch import Batch, raw_socket  # lazy: ingressPolicy isolated only
 
     with raw_socket() as s:
         b = Batch(s)
@@ -135,14 +133,7 @@ def cmd_add(args: CmdArgs) -> Result:
         raise KanalError("missing prevResult from earlier plugin")
     ips = _ips(result)
     owner = Owner(f.name, args.container_id, args.ifname)
-    if f.backend == "nftables":
-        from kanal.firewall.fwplugin_nft import add_container
-
-        add_container(owner, ips)
-    else:
-        from kanal.firewall.fwplugin_ipt import add_rules
-
-        add_rules(ips, f.admin_chain)
+    get_backend(f.backend).add_forward(ForwardAccept(owner, ips, f.admin_chain))
     # After the accepts, as Go: its isolation jump then comes first in FORWARD.
     try:
         _ingress(f, result, ips)
@@ -155,26 +146,15 @@ def cmd_add(args: CmdArgs) -> Result:
 def _remove(f: FirewallConf, owner: Owner, ips: list[Addr] | None) -> None:
     """The attachment's entries; with no usable backend (a DEL), from both."""
     if f.backend in ("nftables", ""):
-        from kanal.firewall.fwplugin_nft import del_container
-
-        del_container(owner, ips)
+        get_backend("nftables").del_forward(owner, ips)
     if f.backend in ("iptables", "") and ips:
-        from kanal.firewall.fwplugin_ipt import del_rules
-
-        del_rules(ips)
+        get_backend("iptables").del_forward(owner, ips)
 
 
 def _ingress(f: FirewallConf, result: Result, ips: list[Addr]) -> None:
     if f.ingress_policy in ("same-bridge", "isolated"):
         bridge, port = _bridge_and_port(result, f.ingress_policy)
-        if f.backend == "nftables":
-            from kanal.firewall.fwplugin_nft import isolate_bridge
-
-            isolate_bridge(bridge)
-        else:
-            from kanal.firewall import fwplugin_ipt
-
-            fwplugin_ipt.isolate_bridge(bridge, sorted({ip.version for ip in ips}) or [4, 6])
+        get_backend(f.backend).isolate_bridge(bridge, sorted({ip.version for ip in ips}) or [4, 6])
         if f.ingress_policy == "isolated":
             if not port:
                 raise KanalError('ingress policy "isolated" needs the host-side bridge port')
@@ -200,35 +180,26 @@ def cmd_check(args: CmdArgs) -> None:
     result = _prev(f, args)
     if result is None:
         raise KanalError("missing prevResult from earlier plugin")
-    if f.backend == "nftables":
-        from kanal.firewall.fwplugin_nft import check_container
-
-        check_container(Owner(f.name, args.container_id, args.ifname), _ips(result))
-    else:
-        from kanal.firewall.fwplugin_ipt import check_rules
-
-        check_rules(_ips(result), f.admin_chain)
+    owner = Owner(f.name, args.container_id, args.ifname)
+    get_backend(f.backend).check_forward(ForwardAccept(owner, _ips(result), f.admin_chain))
 
 
 def cmd_status(args: CmdArgs) -> None:
     f = load_conf(args)
-    if f.backend == "iptables":
-        import shutil
-
-        if shutil.which("iptables") is None:
-            raise Unavailable("iptables is not installed", code=50)
+    if f.backend == "iptables" and not get_backend("iptables").available():
+        raise Unavailable("iptables is not installed", code=50)
 
 
 def cmd_gc(args: CmdArgs) -> None:
-    from kanal.spec.netconf import parse_plugin_conf
+    """Entries of attachments not in ``cni.dev/valid-attachments`` (the iptables
+    backend's rules name no owner, as Go's: there GC finds nothing to tell apart)."""
+    from kanal.spec.netconf import parse_plugin_conf  # lazy: GC only
 
     f = load_conf(args)
     valid = parse_plugin_conf(args.conf, require_name=False).valid_attachments
-    if valid is None or f.backend != "nftables":
-        return  # the iptables rules name no owner (as Go's): nothing to tell apart
-    from kanal.firewall.fwplugin_nft import gc_containers
-
-    gc_containers(f.name, {(a.container_id, a.ifname) for a in valid})
+    if valid is None:
+        return
+    get_backend(f.backend).gc_forward(f.name, {(a.container_id, a.ifname) for a in valid})
 
 
 PLUGIN = PluginFuncs(
@@ -243,6 +214,6 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
+    from kanal.skel.dispatcher import plugin_main  # lazy: only a plugin exec runs main
 
     plugin_main(PLUGIN)

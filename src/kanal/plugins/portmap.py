@@ -1,7 +1,7 @@
 """The ``portmap`` CNI plugin (chained): publish container ports on the host.
 
 runtimeConfig ``portMappings`` (capability ``portMappings``) become DNAT entries
-in kanal's nftables table (see :mod:`kanal.firewall.portmap_nft`): from every
+in kanal's nftables table (see :mod:`kanal.firewall.nftables.portmap`): from every
 local address, or only ``hostIP``; reachable from 127.0.0.1 (``route_localnet``
 on the host interfaces, localhost SNAT) and by hairpin from containers of the
 same subnet when ``snat`` (default true); ``masqAll`` masquerades all mapped
@@ -9,12 +9,13 @@ traffic. UDP conntrack entries of mapped ports are flushed on ADD and DEL.
 DEL needs no netns; entries are keyed by attachment.
 
 ``"backend": "iptables"`` writes the Go plugin's chains instead (see
-:mod:`kanal.firewall.portmap_ipt`), with ``markMasqBit``, ``externalSetMarkChain``
+:mod:`kanal.firewall.iptables.portmap`), with ``markMasqBit``, ``externalSetMarkChain``
 and ``conditionsV4``/``conditionsV6`` (extra iptables matches on the entry rule).
 Those keys only mean something to iptables: with nftables, conditions are
 refused with a clear error and the mark keys are accepted and unused (nftables
 masquerades by address, not by mark). A DEL removes the attachment's entries
-from both backends, whatever the config says now.
+from both backends, whatever the config says now. Both backends are reached
+through :class:`kanal.firewall.FirewallBackend` (docs/firewall.md).
 """
 
 from __future__ import annotations
@@ -23,16 +24,15 @@ import ipaddress
 
 from kanal._dataclass import dataclass, field
 from kanal.errors import InvalidConfig, KanalError
-from kanal.firewall import Owner
-from kanal.firewall.portmap_nft import (
+from kanal.firewall import (
+    Owner,
     PortMapping,
-    add_portmaps,
-    check_portmaps,
-    del_portmaps,
+    PortMaps,
+    allow_localhost_dnat,
     flush_udp_conntrack,
-    gc_portmaps,
+    get_backend,
 )
-from kanal.netlink.sysctl import write_sysctl
+from kanal.firewall.intents import check_conditions
 from kanal.plugins import _conf as c
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.spec import gotypes
@@ -138,11 +138,9 @@ def load_conf(args: CmdArgs, *, lenient: bool = False) -> PortmapConf:
         if not ext or len(ext) > 28 or not ext.isprintable() or " " in ext:
             raise InvalidConfig(f"invalid externalSetMarkChain {ext!r}")
         p.external_setmark = ext
-    from kanal.firewall.portmap_ipt import validate_conditions
-
     for key, attr in (("conditionsV4", "conditions_v4"), ("conditionsV6", "conditions_v6")):
         if conf[key] is not None:
-            setattr(p, attr, validate_conditions(conf[key], key))
+            setattr(p, attr, check_conditions(conf[key], key))
     if (p.conditions_v4 or p.conditions_v6) and backend != "iptables":
         raise InvalidConfig(
             "portmap conditionsV4/conditionsV6 are iptables match arguments: "
@@ -168,6 +166,21 @@ def _container(result: Result) -> tuple[list[Addr], list[Any]]:
     return ips, nets
 
 
+def _intent(p: PortmapConf, args: CmdArgs, ips: list[Addr], nets: list[Any]) -> PortMaps:
+    return PortMaps(
+        Owner(p.name, args.container_id, args.ifname),
+        p.mappings,
+        ips,
+        nets,
+        snat=p.snat,
+        masq_all=p.masq_all,
+        mark_bit=p.mark_bit,
+        external_setmark=p.external_setmark,
+        conditions_v4=p.conditions_v4,
+        conditions_v6=p.conditions_v6,
+    )
+
+
 def cmd_add(args: CmdArgs) -> Result:
     p = load_conf(args)
     result = c.prev_result(p.conf, args)
@@ -179,39 +192,17 @@ def cmd_add(args: CmdArgs) -> Result:
     ips, nets = _container(result)
     if not ips:
         raise InvalidConfig("portmap: the previous result has no container address")
-    if p.backend == "iptables":
-        from kanal.firewall import portmap_ipt
-
-        try:
-            for ip, net in zip(ips, nets):
-                portmap_ipt.add_portmaps(
-                    p.name,
-                    args.container_id,
-                    p.mappings,
-                    ip,
-                    net,
-                    snat=p.snat,
-                    masq_all=p.masq_all,
-                    mark_bit=p.mark_bit,
-                    external_setmark=p.external_setmark,
-                    conditions=p.conditions_v4 if ip.version == 4 else p.conditions_v6,
-                )
-        except BaseException:
-            portmap_ipt.del_portmaps(p.name, args.container_id)
-            raise
-    else:
-        owner = Owner(p.name, args.container_id, args.ifname)
-        add_portmaps(owner, p.mappings, ips, nets, snat=p.snat, masq_all=p.masq_all)
+    get_backend(p.backend).add_portmaps(_intent(p, args, ips, nets))
     if p.snat:
         # 127.0.0.1 -> container needs the kernel to route "martian" localhost sources,
         # on the host link the container is reached by (Go's getRoutableHostIF).
-        from kanal.netlink.routeget import route_link
+        from kanal.netlink.routeget import route_link  # lazy: snat configs only
 
         for ip in ips:
             name = route_link(ip) if ip.version == 4 else ""
             if name:
                 try:
-                    write_sysctl(f"net/ipv4/conf/{name}/route_localnet", "1")
+                    allow_localhost_dnat(name)
                 except KanalError:
                     pass
     flush_udp_conntrack(p.mappings)
@@ -232,32 +223,14 @@ def cmd_del(args: CmdArgs) -> None:
         owner = Owner(p.name, args.container_id, args.ifname)
     except KanalError:
         return  # a network name no entry can carry: ADD programmed nothing under it
+    known = _intent(p, args, ips, []) if p.mappings and ips else None
+    nft, ipt = get_backend("nftables"), get_backend("iptables")
     if p.backend == "nftables":
-        mappings = p.mappings if p.mappings and ips else None
-        del_portmaps(owner, mappings, ips, snat=p.snat, masq_all=p.masq_all)
+        nft.del_portmaps(owner, known)
     elif p.mappings or not ips:
-        del_portmaps(owner, None, None)  # (by owner: nothing there costs one lookup)
-    _del_iptables(p, args, force=p.backend == "iptables")
+        nft.del_portmaps(owner)  # (by owner: nothing there costs one lookup)
+    ipt.del_portmaps(owner, known, leftovers=p.backend != "iptables")
     flush_udp_conntrack(p.mappings)
-
-
-def _del_iptables(p: PortmapConf, args: CmdArgs, *, force: bool) -> None:
-    """Remove Go-style chains of this attachment; a cheap existence check first."""
-    from kanal.firewall import portmap_ipt
-
-    if not force:
-        from kanal.firewall import get_backend
-        from kanal.firewall.iptables import IptablesBackend
-
-        ib = get_backend("iptables")  # shared: it remembers which iptables this is
-        assert isinstance(ib, IptablesBackend)
-        chain = portmap_ipt.dnat_chain(p.name, args.container_id)
-        try:
-            if not any(ib.chain_exists(v, chain) for v in (4, 6)):
-                return
-        except KanalError:
-            return
-    portmap_ipt.del_portmaps(p.name, args.container_id)
 
 
 def cmd_check(args: CmdArgs) -> None:
@@ -268,20 +241,18 @@ def cmd_check(args: CmdArgs) -> None:
     if not p.mappings:
         return
     ips = _container(prev)[0]
-    if p.backend == "iptables":
-        from kanal.firewall import portmap_ipt
-
-        portmap_ipt.check_portmaps(p.name, args.container_id, sorted({ip.version for ip in ips}))
-        return
-    check_portmaps(Owner(p.name, args.container_id, args.ifname), p.mappings, ips)
+    get_backend(p.backend).check_portmaps(_intent(p, args, ips, []))
 
 
 def cmd_gc(args: CmdArgs) -> None:
-    from kanal.spec.netconf import parse_plugin_conf
+    """Entries of attachments not in ``cni.dev/valid-attachments``: nftables only, the
+    one backend whose entries name their owner."""
+    from kanal.spec.netconf import parse_plugin_conf  # lazy: GC only
 
     conf = parse_plugin_conf(args.conf, require_name=False)
     if conf.valid_attachments is not None:
-        gc_portmaps(conf.name, {(a.container_id, a.ifname) for a in conf.valid_attachments})
+        valid = {(a.container_id, a.ifname) for a in conf.valid_attachments}
+        get_backend("nftables").gc_portmaps(conf.name, valid)
 
 
 PLUGIN = PluginFuncs(
@@ -295,6 +266,6 @@ PLUGIN = PluginFuncs(
 
 
 def main() -> None:
-    from kanal.skel.dispatcher import plugin_main
+    from kanal.skel.dispatcher import plugin_main  # lazy: only a plugin exec runs main
 
     plugin_main(PLUGIN)

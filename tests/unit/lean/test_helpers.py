@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from kanal import _dataclass, _ffi, _hash, _json
-from kanal.firewall import fwplugin_nft, intents
+from kanal.firewall import intents
+from kanal.firewall.nftables import fwplugin as fwplugin_nft
 from kanal.plugins import _conf
 from kanal.spec import args, types, versions
 

@@ -2,7 +2,7 @@
 
 A network is a Linux bridge (``br-<id12>``, or ``com.docker.network.bridge.name``)
 with the gateway addresses of its subnets, plus its isolation chain (see
-kanal.firewall.netpolicy). Joining an endpoint runs the configuration list
+kanal.firewall.nftables.netpolicy). Joining an endpoint runs the configuration list
 
     bridge (static IPAM with the controller's addresses) → portmap
 
@@ -171,7 +171,7 @@ class BridgeDriver:
         pass
 
     def create_network(self, net: Network) -> None:
-        from kanal.firewall.netpolicy import add_network_policy
+        from kanal.firewall.nftables.netpolicy import add_network_policy
         from kanal.netlink.handle import Netlink
         from kanal.netlink.steps import random_mac
         from kanal.netlink.sysctl import write_sysctl
@@ -209,7 +209,7 @@ class BridgeDriver:
                     write_sysctl(key, "1")
         add_network_policy(net.id[:12], br, internal=net.internal)
         if st.get("iptables_forward"):
-            from kanal.firewall.forward_ipt import allow_bridge
+            from kanal.firewall.iptables.forward import allow_bridge
 
             allow_bridge(br)
 
@@ -234,7 +234,7 @@ class BridgeDriver:
         set elements; the host sysctls it claimed. Each step runs even if an earlier
         one failed."""
         from kanal.firewall import drop_network_entries
-        from kanal.firewall.netpolicy import del_network_policy
+        from kanal.firewall.nftables.netpolicy import del_network_policy
 
         errors: list[Exception] = []
         br = net.driver_state.get("bridge", "")
@@ -247,7 +247,7 @@ class BridgeDriver:
 
         step(del_network_policy, net.id[:12], br)
         if net.driver_state.get("iptables_forward"):
-            from kanal.firewall.forward_ipt import disallow_bridge
+            from kanal.firewall.iptables.forward import disallow_bridge
 
             step(disallow_bridge, br)
         # Subnet entries of the network's masquerade and port maps: an endpoint's
@@ -355,9 +355,9 @@ class BridgeDriver:
 
     def restore_firewall(self, net: Network, ep: Endpoint) -> None:
         """Write the endpoint's nftables entries again (all idempotent adds)."""
-        from kanal.firewall import Masquerade, get_backend
-        from kanal.firewall.netpolicy import add_network_policy
-        from kanal.firewall.portmap_nft import PortMapping, add_portmaps
+        from kanal.firewall import Masquerade, PortMapping, get_backend
+        from kanal.firewall.nftables.netpolicy import add_network_policy
+        from kanal.firewall.nftables.portmap import add_portmaps
 
         add_network_policy(net.id[:12], net.driver_state["bridge"], internal=net.internal)
         ifaces = [ipaddress.ip_interface(c) for c in (ep.ipv4, ep.ipv6) if c]

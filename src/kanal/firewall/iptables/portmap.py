@@ -23,7 +23,7 @@ arguments on the CNI-HOSTPORT-DNAT rule, passed as argument lists (no shell).
 from __future__ import annotations
 
 from kanal._hash import sha512_hex
-from kanal.errors import Internal, InvalidConfig, Unavailable
+from kanal.errors import Internal, NotFound, Unavailable
 from kanal.firewall.iptables import run_iptables
 
 TYPE_CHECKING = False
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import subprocess
     from collections.abc import Sequence
 
-    from kanal.firewall.portmap_nft import PortMapping
+    from kanal.firewall.intents import PortMapping
 
     Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
     Net = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -56,15 +56,6 @@ def dnat_chain(network: str, container_id: str, prefix: str = "DN-") -> str:
 
 def _comment(network: str, container_id: str) -> str:
     return f'dnat name: "{network}" id: "{container_id}"'[:256]
-
-
-def validate_conditions(conds: Sequence[str], what: str) -> list[str]:
-    out = []
-    for c in conds:
-        if not isinstance(c, str) or "\0" in c or "\n" in c:
-            raise InvalidConfig(f"invalid {what} entry {c!r}")
-        out.append(c)
-    return out
 
 
 def _ensure_chain(v: int, chain: str) -> None:
@@ -108,7 +99,7 @@ def _teardown(v: int, chain: str, entry_chains: Sequence[str]) -> None:
         listing = _ipt(v, "-S", entry, check=False).stdout.splitlines()
         for line in listing[1:]:
             if line.endswith(f"-j {chain}"):
-                import shlex
+                import shlex  # lazy: teardown of a chain that has jumps only
 
                 parts = shlex.split(line)
                 _ipt(v, "-D", entry, *parts[2:], check=False)
@@ -204,8 +195,6 @@ def chain_exists(v: int, chain: str) -> bool:
 
 
 def check_portmaps(network: str, container_id: str, versions: Sequence[int]) -> None:
-    from kanal.errors import NotFound
-
     chain = dnat_chain(network, container_id)
     for v in versions:
         if not chain_exists(v, chain):

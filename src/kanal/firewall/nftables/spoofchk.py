@@ -17,8 +17,8 @@ import json
 import re
 
 from kanal.errors import InvalidConfig
-from kanal.firewall import nft
 from kanal.firewall.intents import MacSpoofCheck
+from kanal.firewall.nftables import libnft
 
 __all__ = ["apply_mac_spoof_check", "teardown_mac_spoof_check"]
 
@@ -40,7 +40,7 @@ def apply_mac_spoof_check(chk: MacSpoofCheck) -> None:
     mac = chk.mac.lower()
     if not _MAC.match(mac):
         raise InvalidConfig(f"invalid MAC {chk.mac!r} for the MAC spoof check")
-    nft.run(
+    libnft.run(
         _SKELETON
         + "\n".join(
             (
@@ -58,8 +58,8 @@ def teardown_mac_spoof_check(unique_id: str) -> None:
     cmds = []
     for set_name in ("spoof_checked", "spoof_allowed"):
         try:
-            out = nft.run(f"list set bridge kanal {set_name}", json_out=True)
-        except nft.NftError as e:
+            out = libnft.run(f"list set bridge kanal {set_name}", json_out=True)
+        except libnft.NftError as e:
             if e.enoent:
                 return
             raise
@@ -75,4 +75,4 @@ def teardown_mac_spoof_check(unique_id: str) -> None:
                 )
                 cmds.append(f"delete element bridge kanal {set_name} {{ {text} }}")
     if cmds:
-        nft.run("\n".join(cmds))
+        libnft.run("\n".join(cmds))

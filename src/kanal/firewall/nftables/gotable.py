@@ -9,8 +9,8 @@ plugins to kanal leaves nothing behind.
 from __future__ import annotations
 
 from kanal import _json
-from kanal.firewall import nfnl, nft
 from kanal.firewall.intents import Owner
+from kanal.firewall.nftables import libnft, nfnl
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,8 +29,8 @@ def _rules() -> list[tuple[int, str]]:
         except nfnl.NfnlError:
             pass
     try:
-        out = nft.run(f"list chain inet {_TABLE} masq_checks", json_out=True)
-    except nft.NftError as e:
+        out = libnft.run(f"list chain inet {_TABLE} masq_checks", json_out=True)
+    except libnft.NftError as e:
         if e.enoent:
             return []
         raise
@@ -44,7 +44,7 @@ def _rules() -> list[tuple[int, str]]:
 
 def _delete(handles: list[int]) -> None:
     if handles:
-        nft.run("\n".join(f"delete rule inet {_TABLE} masq_checks handle {h}" for h in handles))
+        libnft.run("\n".join(f"delete rule inet {_TABLE} masq_checks handle {h}" for h in handles))
 
 
 def teardown_go_masquerade(owner: Owner) -> None:

@@ -25,11 +25,9 @@ another container already holds is refused instead of silently shadowed.
 from __future__ import annotations
 
 from kanal import _json
-from kanal._dataclass import dataclass
 from kanal.errors import Conflict, NotFound
-from kanal.firewall import nft
-from kanal.firewall.intents import Owner, network_tag
-from kanal.firewall.nftables import TABLE
+from kanal.firewall.intents import Owner, PortMapping, network_tag
+from kanal.firewall.nftables import TABLE, _render, libnft
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,21 +38,12 @@ if TYPE_CHECKING:
     Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 __all__ = [
-    "PortMapping",
     "add_portmaps",
     "check_portmaps",
     "del_portmaps",
     "drop_subnets",
     "gc_portmaps",
 ]
-
-
-@dataclass(frozen=True)
-class PortMapping:
-    host_port: int
-    container_port: int
-    protocol: str  # tcp | udp | sctp
-    host_ip: Addr | None = None
 
 
 def _skeleton() -> str:
@@ -101,7 +90,7 @@ def _skeleton() -> str:
     return "\n".join([table, *out])
 
 
-_SKELETON = nft.Skeleton(_skeleton)
+_SKELETON = libnft.Skeleton(_skeleton)
 
 
 def _fam(ip: Addr) -> str:
@@ -151,7 +140,7 @@ def add_portmaps(
         return
     try:
         _SKELETON.run("\n".join(cmds))
-    except nft.NftError as e:
+    except libnft.NftError as e:
         if "File exists" not in e.details:
             raise
         # Which one? A retried ADD of the same owner is fine; anyone else's is a conflict.
@@ -171,9 +160,9 @@ def add_portmaps(
 
 def _exists(set_name: str, key: str) -> bool:
     try:
-        nft.run(f"get element inet {TABLE} {set_name} {{ {key} }}")
+        libnft.run(f"get element inet {TABLE} {set_name} {{ {key} }}")
         return True
-    except nft.NftError:
+    except libnft.NftError:
         return False
 
 
@@ -185,13 +174,13 @@ def _owned_entries(
     for f in ("4", "6"):
         for name in (f"pm_any{f}", f"pm_ip{f}", f"pm_snat{f}", f"pm_masq{f}"):
             try:
-                out = nft.run(
+                out = libnft.run(
                     f"list map inet {TABLE} {name}"
                     if name.startswith(("pm_any", "pm_ip"))
                     else f"list set inet {TABLE} {name}",
                     json_out=True,
                 )
-            except nft.NftError as e:
+            except libnft.NftError as e:
                 if e.enoent:
                     continue
                 raise
@@ -210,8 +199,6 @@ def _owned_entries(
 
 
 def _elem(el: object) -> tuple[str, str]:
-    from kanal.firewall.nftables import _render
-
     if isinstance(el, list):  # map entries: [key, value]
         el = el[0]
     if isinstance(el, dict) and "elem" in el:
@@ -256,12 +243,12 @@ def _delete(entries: list[str]) -> None:
     if not entries:
         return
     try:
-        nft.run("\n".join(f"delete element inet {TABLE} {e}" for e in entries))
-    except nft.NftError:
+        libnft.run("\n".join(f"delete element inet {TABLE} {e}" for e in entries))
+    except libnft.NftError:
         for e in entries:  # one missing entry fails the whole transaction
             try:
-                nft.run(f"delete element inet {TABLE} {e}")
-            except nft.NftError as err:
+                libnft.run(f"delete element inet {TABLE} {e}")
+            except libnft.NftError as err:
                 if not err.enoent:
                     raise
 
@@ -292,8 +279,8 @@ def drop_subnets(network: str, subnets: Sequence[Net] | None = None) -> None:
     entries = []
     for f in ("4", "6"):
         try:
-            out = nft.run(f"list set inet {TABLE} pm_subnets{f}", json_out=True)
-        except nft.NftError as e:
+            out = libnft.run(f"list set inet {TABLE} pm_subnets{f}", json_out=True)
+        except libnft.NftError as e:
             if e.enoent:
                 continue
             raise
@@ -303,19 +290,3 @@ def drop_subnets(network: str, subnets: Sequence[Net] | None = None) -> None:
                 if comment == tag and (want is None or key in want):
                     entries.append(f"pm_subnets{f} {{ {key} }}")
     _delete(entries)
-
-
-def flush_udp_conntrack(mappings: Sequence[PortMapping]) -> None:
-    """Forget UDP flows to the mapped ports, so they do not stick to an old container."""
-    for m in mappings:
-        if m.protocol != "udp":
-            continue
-        argv = ["conntrack", "-D", "-p", "udp", "--dport", str(m.host_port)]
-        if m.host_ip is not None:
-            argv += ["--orig-dst", str(m.host_ip)]
-        try:
-            import subprocess
-
-            subprocess.run(argv, capture_output=True, timeout=10)
-        except FileNotFoundError:
-            return  # no conntrack tool: nothing to flush with

@@ -17,7 +17,7 @@ DEL without prevResult and GC cannot find them, as with Go.
 
 from __future__ import annotations
 
-from kanal.errors import Internal, InvalidConfig, NotFound
+from kanal.errors import Internal, NotFound
 from kanal.firewall.iptables import run_iptables
 
 TYPE_CHECKING = False
@@ -76,12 +76,6 @@ def _filter_rule() -> list[str]:
 
 def _admin_rule(admin: str) -> list[str]:
     return ["-m", "comment", "--comment", _ADMIN_COMMENT, "-j", admin]
-
-
-def check_admin_chain(admin: str) -> str:
-    if not admin or len(admin) > 28 or any(ch.isspace() or ch in "!'\"" for ch in admin):
-        raise InvalidConfig(f"invalid iptablesAdminChainName {admin!r}")
-    return admin
 
 
 def add_rules(ips: Sequence[Addr], admin: str) -> None:

@@ -25,8 +25,7 @@ from __future__ import annotations
 import re
 
 from kanal.errors import InvalidConfig
-from kanal.firewall import nft
-from kanal.firewall.nftables import TABLE
+from kanal.firewall.nftables import TABLE, libnft
 
 __all__ = ["add_network_policy", "del_network_policy", "has_network_policy"]
 
@@ -74,7 +73,7 @@ def add_network_policy(net_id: str, bridge: str, *, internal: bool) -> None:
     ]
     # One transaction: the skeleton's flush and refill of net_fwd is atomic with the
     # rest, and keeps the base chain right after an upgrade; networks are rare.
-    nft.run("\n".join(cmds))
+    libnft.run("\n".join(cmds))
 
 
 def del_network_policy(net_id: str, bridge: str) -> None:
@@ -83,9 +82,9 @@ def del_network_policy(net_id: str, bridge: str) -> None:
     chain = _check(net_id, bridge)
     cmds = [f"delete chain inet {TABLE} {chain}"]
     try:
-        out = nft.run(f'get element inet {TABLE} net_from {{ "{bridge}" }}')
+        out = libnft.run(f'get element inet {TABLE} net_from {{ "{bridge}" }}')
         mine = f"jump {chain}" in out
-    except nft.NftError:
+    except libnft.NftError:
         mine = False  # no element (or no table): nothing of ours to remove there
     if mine:
         cmds[:0] = [
@@ -95,8 +94,8 @@ def del_network_policy(net_id: str, bridge: str) -> None:
         ]
     for cmd in cmds:
         try:
-            nft.run(cmd)
-        except nft.NftError as e:
+            libnft.run(cmd)
+        except libnft.NftError as e:
             if not e.enoent:
                 raise
 
@@ -104,8 +103,8 @@ def del_network_policy(net_id: str, bridge: str) -> None:
 def has_network_policy(net_id: str, bridge: str) -> bool:
     chain = _check(net_id, bridge)
     try:
-        nft.run(f"list chain inet {TABLE} {chain}")
-        nft.run(f'get element inet {TABLE} net_brs {{ "{bridge}" }}')
-    except nft.NftError:
+        libnft.run(f"list chain inet {TABLE} {chain}")
+        libnft.run(f'get element inet {TABLE} net_brs {{ "{bridge}" }}')
+    except libnft.NftError:
         return False
     return True

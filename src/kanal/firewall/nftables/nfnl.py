@@ -5,7 +5,7 @@ too; a DEL also asks whether a few chains exist (other backends' leftovers).
 Through libnftables each of these costs a library load (~1 ms), a parse and a
 cache fetch (~0.3-1 ms); here they are a few packed messages (~0.1 ms). What the
 kernel cannot take this way (a missing table, an unusual element) is left to
-:mod:`kanal.firewall.nft`, which callers fall back to.
+:mod:`kanal.firewall.nftables.libnft`, which callers fall back to.
 
 Element keys are packed as nft packs them: addresses in network order, each part
 of a concatenation padded to 4 bytes, an interval as key and key end; a comment
@@ -25,6 +25,7 @@ import errno
 import os
 import struct
 
+from kanal._hash import sha256_hex
 from kanal.netlink.wire import NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST
 
 TYPE_CHECKING = False
@@ -297,8 +298,6 @@ def delete_elements(family: str, table: str, ops: Sequence[Op]) -> None:
 def marker(skeleton: str) -> str:
     """The comment a table skeleton puts on its first rule: which text made the rules.
     A chain whose first rule carries it needs no new skeleton."""
-    from kanal._hash import sha256_hex
-
     return "kanal:" + sha256_hex(skeleton.encode())[:16]
 
 

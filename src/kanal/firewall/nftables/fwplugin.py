@@ -29,9 +29,8 @@ from __future__ import annotations
 from kanal import _json
 from kanal._hash import sha256_hex
 from kanal.errors import InvalidConfig, NotFound
-from kanal.firewall import nfnl, nft
-from kanal.firewall.intents import Owner
-from kanal.firewall.nftables import TABLE
+from kanal.firewall.intents import Owner, network_tag
+from kanal.firewall.nftables import TABLE, libnft, nfnl
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,8 +71,8 @@ add rule inet {TABLE} fw_forward ip saddr @fw_ips4 accept
 add rule inet {TABLE} fw_forward ip6 daddr @fw_ips6 ct state related,established accept
 add rule inet {TABLE} fw_forward ip6 saddr @fw_ips6 accept
 """
-# The first rule carries the skeleton's hash: see nft.Skeleton.
-_TABLE = nft.Skeleton(lambda: _SKELETON, marked=("inet", TABLE, "fw_forward"))
+# The first rule carries the skeleton's hash: see libnft.Skeleton.
+_TABLE = libnft.Skeleton(lambda: _SKELETON, marked=("inet", TABLE, "fw_forward"))
 
 
 def _ensure() -> None:
@@ -119,21 +118,21 @@ def del_container(owner: Owner, ips: Sequence[Addr] | None) -> None:
     if ips:
         cmds = [f"delete element inet {TABLE} fw_ips{_fam(ip)} {{ {ip} }}" for ip in ips]
         try:
-            nft.run("\n".join(cmds))
+            libnft.run("\n".join(cmds))
             return
-        except nft.NftError:
+        except libnft.NftError:
             pass  # one of them is gone: fall through to one at a time
         for cmd in cmds:
             try:
-                nft.run(cmd)
-            except nft.NftError as e:
+                libnft.run(cmd)
+            except libnft.NftError as e:
                 if not e.enoent:
                     raise
         return
     for set_name, key in _owned(lambda tag: tag == owner.tag):
         try:
-            nft.run(f"delete element inet {TABLE} {set_name} {{ {key} }}")
-        except nft.NftError as e:
+            libnft.run(f"delete element inet {TABLE} {set_name} {{ {key} }}")
+        except libnft.NftError as e:
             if not e.enoent:
                 raise
 
@@ -143,8 +142,8 @@ def _owned(fn: Callable[[str], bool]) -> list[tuple[str, str]]:
     out = []
     for f in ("4", "6"):
         try:
-            got = _json.loads(nft.run(f"list set inet {TABLE} fw_ips{f}", json_out=True))
-        except nft.NftError as e:
+            got = _json.loads(libnft.run(f"list set inet {TABLE} fw_ips{f}", json_out=True))
+        except libnft.NftError as e:
             if e.enoent:
                 continue
             raise
@@ -162,21 +161,19 @@ def _owned(fn: Callable[[str], bool]) -> list[tuple[str, str]]:
 def check_container(owner: Owner, ips: Sequence[Addr]) -> None:
     for ip in ips:
         try:
-            nft.run(f"get element inet {TABLE} fw_ips{_fam(ip)} {{ {ip} }}")
-        except nft.NftError as e:
+            libnft.run(f"get element inet {TABLE} fw_ips{_fam(ip)} {{ {ip} }}")
+        except libnft.NftError as e:
             raise NotFound(f"firewall entry for {ip} of {owner.container_id} is missing") from e
 
 
 def gc_containers(network: str, valid: Collection[tuple[str, str]]) -> None:
     """Drop the elements of ``network``'s attachments that are not in ``valid``."""
-    from kanal.firewall.intents import network_tag
-
     keep = {Owner(network, cid, ifn).tag for cid, ifn in valid}
     prefix = network_tag(network) + ":"
     for set_name, key in _owned(lambda tag: tag.startswith(prefix) and tag not in keep):
         try:
-            nft.run(f"delete element inet {TABLE} {set_name} {{ {key} }}")
-        except nft.NftError as e:
+            libnft.run(f"delete element inet {TABLE} {set_name} {{ {key} }}")
+        except libnft.NftError as e:
             if not e.enoent:
                 raise
 
@@ -190,7 +187,7 @@ def isolate_bridge(bridge: str) -> None:
         raise InvalidConfig(f"invalid bridge name {bridge!r}")
     _ensure()
     chain = "fw_iso_" + sha256_hex(bridge.encode())[:12]
-    nft.run(
+    libnft.run(
         "\n".join(
             (
                 f"add chain inet {TABLE} {chain}",

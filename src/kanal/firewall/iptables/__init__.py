@@ -1,5 +1,11 @@
 """The iptables backend: exactly the chains and comments the Go plugins write.
 
+This package is everything that speaks iptables (docs/firewall.md): this module
+runs the commands (:func:`run_iptables`) and holds :class:`IptablesBackend` with
+its masquerade; :mod:`.portmap` and :mod:`.fwplugin` are the Go portmap and
+firewall plugins' chains; :mod:`.forward` lets a Docker remote network's bridge
+through a ``FORWARD`` policy of DROP.
+
 For ipMasq (Go's ``pkg/ip/ipmasq_iptables_linux.go``)::
 
     -t nat -N CNI-<sha512(net+cid)[:24]>
@@ -16,15 +22,17 @@ from __future__ import annotations
 
 import os
 
-from kanal.errors import Internal, NotFound, Unavailable
-from kanal.firewall import nfnl, nft
+from kanal.errors import Internal, KanalError, NotFound, Unavailable
 from kanal.firewall.intents import Masquerade, Owner
+from kanal.firewall.nftables import libnft, nfnl
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ipaddress
     import subprocess
     from collections.abc import Collection, Sequence
+
+    from kanal.firewall.intents import ForwardAccept, PortMaps
 
     Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -50,7 +58,7 @@ def run_iptables(
         Internal: it failed (with ``check``); the message without iptables-nft's
             "legacy tables present" noise.
     """
-    import subprocess
+    import subprocess  # lazy: only iptables configs (subprocess costs an exec ~9 ms)
 
     exe = "iptables" if version == 4 else "ip6tables"
     full = ["-t", table, *args] if table else list(args)
@@ -81,7 +89,7 @@ class IptablesBackend:
         if self._variant is None:
             self._variant = _variant_by_path()
         if self._variant is None:
-            import subprocess
+            import subprocess  # lazy: only iptables configs (subprocess costs an exec ~9 ms)
 
             try:
                 out = subprocess.run(
@@ -101,9 +109,9 @@ class IptablesBackend:
                 except nfnl.NfnlError:
                     pass  # libnftables says what is wrong
             try:
-                nft.run(f"list chain {fam} nat {chain}")
+                libnft.run(f"list chain {fam} nat {chain}")
                 return True
-            except nft.NftError as e:
+            except libnft.NftError as e:
                 if e.enoent:
                     return False
                 raise
@@ -177,7 +185,7 @@ class IptablesBackend:
                 raise Internal(f"failed to delete chain {chain}", _clean(p.stderr))
 
     def _jump_sources(self, v: int, chain: str) -> list[str]:
-        import re
+        import re  # lazy: only iptables configs (re costs a plugin exec ~4 ms)
 
         out = self._ipt(v, "-t", "nat", "-S", "POSTROUTING", check=False).stdout
         srcs = []
@@ -215,7 +223,7 @@ class IptablesBackend:
         """Go has no GC here; kanal removes chains of containers not in ``valid``."""
         if not _which("iptables"):
             return
-        import re
+        import re  # lazy: only iptables configs (re costs a plugin exec ~4 ms)
 
         keep = {cid for cid, _ in valid}
         for v in (4, 6):
@@ -227,6 +235,89 @@ class IptablesBackend:
             }
             for cid in sorted(stale):
                 self.del_masquerade(Owner(network, cid, "eth0"))
+
+    # --- port mappings: Go portmap's chains (kanal.firewall.iptables.portmap) -----
+
+    def add_portmaps(self, pm: PortMaps) -> None:
+        """Go's forwardPorts per container address (``subnets`` paired with ``ips``);
+        on failure the attachment's chains are removed again."""
+        from kanal.firewall.iptables import portmap  # lazy: only iptables port maps
+
+        try:
+            for ip, net in zip(pm.ips, pm.subnets):
+                portmap.add_portmaps(
+                    pm.owner.network,
+                    pm.owner.container_id,
+                    pm.mappings,
+                    ip,
+                    net,
+                    snat=pm.snat,
+                    masq_all=pm.masq_all,
+                    mark_bit=pm.mark_bit,
+                    external_setmark=pm.external_setmark,
+                    conditions=pm.conditions_v4 if ip.version == 4 else pm.conditions_v6,
+                )
+        except BaseException:
+            portmap.del_portmaps(pm.owner.network, pm.owner.container_id)
+            raise
+
+    def del_portmaps(
+        self, owner: Owner, known: PortMaps | None = None, *, leftovers: bool = False
+    ) -> None:
+        """The attachment's chains (they are named by network and container).
+
+        ``leftovers``: the config names another backend, so this removes what an
+        earlier config may have left, first asking cheaply whether the chain exists.
+        """
+        from kanal.firewall.iptables import portmap  # lazy: only iptables port maps
+
+        if leftovers:
+            chain = portmap.dnat_chain(owner.network, owner.container_id)
+            try:
+                if not any(self.chain_exists(v, chain) for v in (4, 6)):
+                    return
+            except KanalError:
+                return
+        portmap.del_portmaps(owner.network, owner.container_id)
+
+    def check_portmaps(self, pm: PortMaps) -> None:
+        from kanal.firewall.iptables import portmap  # lazy: only iptables port maps
+
+        versions = sorted({ip.version for ip in pm.ips})
+        portmap.check_portmaps(pm.owner.network, pm.owner.container_id, versions)
+
+    def gc_portmaps(self, network: str, valid: Collection[tuple[str, str]]) -> None:
+        """Nothing: as Go, whose chain names are hashes no GC can map back."""
+        return None
+
+    # --- the firewall plugin's rules (kanal.firewall.iptables.fwplugin) -----------
+
+    def add_forward(self, rule: ForwardAccept) -> None:
+        from kanal.firewall.iptables import fwplugin  # lazy: only the firewall plugin
+
+        fwplugin.add_rules(rule.ips, rule.admin_chain)
+
+    def del_forward(self, owner: Owner, ips: Sequence[Addr] | None = None) -> None:
+        """By address; without addresses nothing (Go's rules name no owner)."""
+        if not ips:
+            return
+        from kanal.firewall.iptables import fwplugin  # lazy: only the firewall plugin
+
+        fwplugin.del_rules(ips)
+
+    def check_forward(self, rule: ForwardAccept) -> None:
+        from kanal.firewall.iptables import fwplugin  # lazy: only the firewall plugin
+
+        fwplugin.check_rules(rule.ips, rule.admin_chain)
+
+    def gc_forward(self, network: str, valid: Collection[tuple[str, str]]) -> None:
+        """Nothing: the rules name no owner (as Go's), so none can be told apart."""
+        return None
+
+    def isolate_bridge(self, bridge: str, versions: Sequence[int]) -> None:
+        from kanal.firewall.iptables import fwplugin  # lazy: only the firewall plugin
+
+        fwplugin.isolate_bridge(bridge, versions)
 
 
 # How iptables -S prints Go's comment: "name: \"net\" id: \"cid\""

@@ -14,6 +14,7 @@ import os
 
 from kanal._ffi import Library, c_char_p, c_int, c_uint, c_void_p
 from kanal.errors import Internal, Unavailable
+from kanal.firewall.nftables import nfnl
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def _load() -> Library:
     try:
         return Library("libnftables.so.1")
     except OSError:
-        import ctypes.util  # another soname: ask the linker's cache (runs ldconfig)
+        import ctypes.util  # lazy: another soname only (ctypes ~3 ms; this runs ldconfig)
 
         name = ctypes.util.find_library("nftables")
         if name is None:
@@ -115,7 +116,7 @@ def run(cmds: str, *, json_out: bool = False) -> str:
     ctx = _ctx()
     if ctx is not None:
         return ctx.run(cmds, json_out)
-    import subprocess
+    import subprocess  # lazy: no libnftables only (subprocess costs an exec ~9 ms)
 
     argv = ["nft", *(["-j"] if json_out else []), "-f", "-"]
     try:
@@ -142,8 +143,6 @@ def available() -> bool:
     if key in _AVAILABLE:
         return True
     # The binary first: finding it is a few stat calls, loading the library ~1 ms.
-    from kanal.firewall import nfnl
-
     if not nfnl.kernel_answers() or not (_have_nft_binary() or _ctx() is not None):
         return False
     _AVAILABLE.add(key)
@@ -158,7 +157,7 @@ class Skeleton:
     a hash of the text (put it in a comment on that chain's first rule): a process
     that finds the marker there knows the skeleton current without applying it
     (:meth:`current`), and can write elements over raw netlink
-    (:mod:`kanal.firewall.nfnl`) instead of loading libnftables.
+    (:mod:`kanal.firewall.nftables.nfnl`) instead of loading libnftables.
     """
 
     def __init__(
@@ -173,8 +172,6 @@ class Skeleton:
     @property
     def marker(self) -> str:
         if not self._marker:
-            from kanal.firewall import nfnl
-
             self._marker = nfnl.marker(self._text())
         return self._marker
 
@@ -198,8 +195,6 @@ class Skeleton:
             return True
         if self._marked is None:
             return False
-        from kanal.firewall import nfnl
-
         if nfnl.has_marker(*self._marked, self.marker):
             self._ready.add(key)
             return True

@@ -1,5 +1,17 @@
 """kanal's nftables backend: one table, ``inet kanal``, per-container entries in sets.
 
+This package is everything that speaks nftables (docs/firewall.md):
+
+- this module: :class:`NftablesBackend` and its masquerade (below);
+- :mod:`.libnft`: nft commands through libnftables (or the ``nft`` binary), one
+  transaction each, and :class:`~.libnft.Skeleton`, a table's fixed part;
+- :mod:`.nfnl`: nf_tables over raw netlink, for the per-container elements a
+  plugin exec writes (no libnftables load);
+- :mod:`.portmap`, :mod:`.fwplugin`: the backend's port mappings and firewall
+  plugin rules; :mod:`.netpolicy`: the network manager's per-network isolation;
+  :mod:`.spoofchk`: the bridge's MAC spoof check (``bridge kanal``);
+  :mod:`.gotable`: removing what the Go plugins wrote in their own table.
+
 Masquerade is three set lookups in one base chain, not a rule per container::
 
     table inet kanal {
@@ -25,17 +37,19 @@ from __future__ import annotations
 
 import _thread
 import errno
+import ipaddress
 
 from kanal import _json
 from kanal.errors import NotFound
-from kanal.firewall import nfnl, nft
 from kanal.firewall.intents import Masquerade, Owner, network_tag
+from kanal.firewall.nftables import libnft, nfnl
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import ipaddress
     from collections.abc import Collection, Sequence
     from typing import Any
+
+    from kanal.firewall.intents import ForwardAccept, PortMaps
 
     Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
     Net = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -71,7 +85,7 @@ def _fam(ip: Addr) -> str:
 
 
 class NftablesBackend:
-    """Masquerade through set elements in ``inet kanal``."""
+    """Every intent as set and map elements in ``inet kanal`` (a FirewallBackend)."""
 
     name = "nftables"
 
@@ -80,16 +94,16 @@ class NftablesBackend:
         self._lock = _thread.allocate_lock()
 
     def available(self) -> bool:
-        return nft.available()
+        return libnft.available()
 
     def _ensure_table(self, force: bool = False) -> None:
-        key = nft._netns_key()
+        key = libnft._netns_key()
         if key in self._ready and not force:
             return
         with self._lock:
             # Creating the sets/chain is idempotent; flushing and re-adding the
             # fixed rules in the same transaction keeps them from duplicating.
-            nft.run(_SKELETON)
+            libnft.run(_SKELETON)
             self._ready.add(key)
 
     def add_masquerade(self, rules: Sequence[Masquerade]) -> None:
@@ -117,7 +131,7 @@ class NftablesBackend:
                 ("delete", f"masq{f}", ip, None, None),
                 ("add", f"masq{f}", ip, None, tag),
             ]
-        netns = nft._netns_key()
+        netns = libnft._netns_key()
         if netns in self._ready or nfnl.has_marker("inet", TABLE, "postrouting", _MARKER):
             # Packed here (no libnftables load and parse). Without a delete when the
             # address has no element yet: a delete makes the next close of a netfilter
@@ -137,22 +151,22 @@ class NftablesBackend:
             # The table's first use in this process: skeleton and elements in one
             # transaction, one parse and one commit rather than two.
             with self._lock:
-                nft.run(_SKELETON + "\n".join(cmds))
+                libnft.run(_SKELETON + "\n".join(cmds))
                 self._ready.add(netns)
             return
         try:
-            nft.run("\n".join(cmds))
-        except nft.NftError as e:
+            libnft.run("\n".join(cmds))
+        except libnft.NftError as e:
             if not e.enoent:
                 raise
             self._ensure_table(force=True)  # someone deleted the table under us
-            nft.run("\n".join(cmds))
+            libnft.run("\n".join(cmds))
 
     def _elements(self, set_name: str) -> list[tuple[str, str]]:
         """(element text, comment) of a set; [] when the table is absent."""
         try:
-            out = nft.run(f"list set inet {TABLE} {set_name}", json_out=True)
-        except nft.NftError as e:
+            out = libnft.run(f"list set inet {TABLE} {set_name}", json_out=True)
+        except libnft.NftError as e:
             if e.enoent:
                 return []
             raise
@@ -222,13 +236,13 @@ class NftablesBackend:
         if not cmds:
             return
         try:
-            nft.run("\n".join(cmds))
-        except nft.NftError:
+            libnft.run("\n".join(cmds))
+        except libnft.NftError:
             # One missing element fails the whole transaction: retry one by one.
             for c in cmds:
                 try:
-                    nft.run(c)
-                except nft.NftError as e:
+                    libnft.run(c)
+                except libnft.NftError as e:
                     if not e.enoent:
                         raise
 
@@ -242,8 +256,6 @@ class NftablesBackend:
                 )
 
     def gc_masquerade(self, network: str, valid: Collection[tuple[str, str]]) -> None:
-        import ipaddress
-
         keep = {Owner(network, cid, ifn).tag for cid, ifn in valid}
         prefix = network_tag(network)
         cmds, remaining = [], []
@@ -261,15 +273,76 @@ class NftablesBackend:
                     cmds.append(f"delete element inet {TABLE} {set_name} {{ {text} }}")
         self._delete(cmds)
 
+    # --- port mappings (kanal.firewall.nftables.portmap) --------------------------
+
+    def add_portmaps(self, pm: PortMaps) -> None:
+        from kanal.firewall.nftables import portmap  # lazy: only port-mapping configs
+
+        portmap.add_portmaps(
+            pm.owner, pm.mappings, pm.ips, pm.subnets, snat=pm.snat, masq_all=pm.masq_all
+        )
+
+    def del_portmaps(
+        self, owner: Owner, known: PortMaps | None = None, *, leftovers: bool = False
+    ) -> None:
+        """By key with ``known`` (its mappings and addresses), else every entry by tag
+        (``leftovers`` changes nothing: entries here always carry their owner)."""
+        from kanal.firewall.nftables import portmap  # lazy: only port-mapping configs
+
+        if known is not None and known.mappings and known.ips:
+            portmap.del_portmaps(
+                owner, known.mappings, known.ips, snat=known.snat, masq_all=known.masq_all
+            )
+        else:
+            portmap.del_portmaps(owner, None, None)
+
+    def check_portmaps(self, pm: PortMaps) -> None:
+        from kanal.firewall.nftables import portmap  # lazy: only port-mapping configs
+
+        portmap.check_portmaps(pm.owner, pm.mappings, pm.ips)
+
+    def gc_portmaps(self, network: str, valid: Collection[tuple[str, str]]) -> None:
+        from kanal.firewall.nftables import portmap  # lazy: only port-mapping configs
+
+        portmap.gc_portmaps(network, valid)
+
+    # --- the firewall plugin's rules (kanal.firewall.nftables.fwplugin) -----------
+
+    def add_forward(self, rule: ForwardAccept) -> None:
+        from kanal.firewall.nftables import fwplugin  # lazy: only the firewall plugin
+
+        fwplugin.add_container(rule.owner, rule.ips)
+
+    def del_forward(self, owner: Owner, ips: Sequence[Addr] | None = None) -> None:
+        from kanal.firewall.nftables import fwplugin  # lazy: only the firewall plugin
+
+        fwplugin.del_container(owner, ips)
+
+    def check_forward(self, rule: ForwardAccept) -> None:
+        from kanal.firewall.nftables import fwplugin  # lazy: only the firewall plugin
+
+        fwplugin.check_container(rule.owner, rule.ips)
+
+    def gc_forward(self, network: str, valid: Collection[tuple[str, str]]) -> None:
+        from kanal.firewall.nftables import fwplugin  # lazy: only the firewall plugin
+
+        fwplugin.gc_containers(network, valid)
+
+    def isolate_bridge(self, bridge: str, versions: Sequence[int]) -> None:
+        """ingressPolicy same-bridge; one chain for both families (``versions`` unused)."""
+        from kanal.firewall.nftables import fwplugin  # lazy: only the firewall plugin
+
+        fwplugin.isolate_bridge(bridge)
+
 
 def get_element(set_name: str, key: str) -> tuple[str, str] | None:
     """The element of ``set_name`` in kanal's table matching ``key`` (an interval
     contains it) and its comment; None if absent."""
     try:
-        out = nft.run(f"get element inet {TABLE} {set_name} {{ {key} }}")
-    except nft.NftError:
+        out = libnft.run(f"get element inet {TABLE} {set_name} {{ {key} }}")
+    except libnft.NftError:
         return None  # absent (or no table): nothing of ours there
-    import re  # CHECK only
+    import re  # lazy: CHECK only (re costs a plugin exec ~4 ms)
 
     m = re.search(_ELEMENT_PATTERN, out)
     return (m.group(1), m.group(2) or "") if m else None
