@@ -10,11 +10,13 @@ server (its paths are the unversioned ones), so both CLIs render the same bytes.
 
 from __future__ import annotations
 
+import calendar
 import json
 import re
 import socketserver
 import threading
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -60,6 +62,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, [nets[k] for k in sorted(nets)])
         elif (m := re.fullmatch(r"/networks/([^/]+)", path)) and m[1] in nets:
             self._json(200, nets[m[1]])
+        elif path == "/sandboxes":
+            self._json(200, list(self.server.sandboxes))
+        elif path == "/containers/json":  # newest first, as dockerd lists them
+            sbs = sorted(self.server.sandboxes, key=lambda s: s["Created"], reverse=True)
+            self._json(200, [container_summary(s) for s in sbs])
         elif (m := re.fullmatch(r"/containers/([^/]+)/json", path)) and m[1] in ctrs:
             self._json(200, ctrs[m[1]])
         else:
@@ -70,13 +77,47 @@ class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     networks: Mapping[str, Any]
     containers: Mapping[str, Any]
+    sandboxes: Sequence[Mapping[str, Any]]
+
+
+def container_summary(sb: Mapping[str, Any]) -> dict[str, Any]:
+    """docker's ``GET /containers/json`` entry for one of kanald's sandboxes."""
+    created = calendar.timegm(time.strptime(sb["Created"][:19], "%Y-%m-%dT%H:%M:%S"))
+    ports = [
+        {"IP": b["HostIp"], "PrivatePort": int(cp.split("/")[0]),
+         "PublicPort": int(b["HostPort"]), "Type": cp.split("/")[1]}
+        for cp, binds in sb["Ports"].items()
+        for b in binds
+    ]  # fmt: skip
+    return {
+        "Id": sb["Id"],
+        "Names": ["/" + sb["Name"]],
+        "Image": "busybox",
+        "ImageID": "",
+        "Command": " ".join(sb["Cmd"]),
+        "Created": created,
+        "Ports": ports,
+        "Labels": {},
+        "State": sb["State"],
+        "Status": "Up 2 hours",
+        "HostConfig": {"NetworkMode": sb["NetworkMode"]},
+        "NetworkSettings": {
+            "Networks": {k: {"IPAddress": v["IPAddress"]} for k, v in sb["Networks"].items()}
+        },
+        "Mounts": [],
+    }
 
 
 @contextmanager
-def serve(sock: Path, networks: Mapping[str, Any], containers: Mapping[str, Any]) -> Iterator[Path]:
+def serve(
+    sock: Path,
+    networks: Mapping[str, Any],
+    containers: Mapping[str, Any],
+    sandboxes: Sequence[Mapping[str, Any]] = (),
+) -> Iterator[Path]:
     """Serve the objects on ``sock`` (a new path) until the block ends."""
     srv = _Server(str(sock), _Handler)
-    srv.networks, srv.containers = networks, containers
+    srv.networks, srv.containers, srv.sandboxes = networks, containers, sandboxes
     t = threading.Thread(target=srv.serve_forever, daemon=True)
     t.start()
     try:

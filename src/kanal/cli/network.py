@@ -155,7 +155,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     )
     nets.sort(key=lambda n: n["Name"])
     rows = [_row(n, not args.no_trunc) for n in nets]
-    if args.quiet:
+    if args.quiet and args.format in ("", "table"):  # docker: a custom --format wins over -q
         for r in rows:
             print(r["ID"])
         return 0

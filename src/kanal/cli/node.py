@@ -34,7 +34,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from kanal.cli.fmt import render_table
 
     nodes: list[dict[str, Any]] = ApiClient(args.host).request("GET", "/nodes")
-    if args.quiet:
+    if args.quiet and args.format in ("", "table"):  # docker: a custom --format wins over -q
         for n in nodes:
             print(n["Name"])
         return 0

@@ -130,19 +130,26 @@ def _ps_ports(s: dict[str, Any]) -> str:
     )
 
 
+def _ps_command(s: dict[str, Any], trunc: bool) -> str:
+    """COMMAND as docker's ``ps`` shows it: quoted, and cut to 20 characters with an
+    ellipsis (never silently) unless ``--no-trunc``."""
+    from kanal.cli.gotemplate import go_quote
+
+    cmd = " ".join(s["Cmd"])
+    if trunc and len(cmd) > 20:  # docker's Ellipsis
+        cmd = cmd[:19] + "\u2026"
+    return go_quote(cmd)
+
+
 def _ps_row(s: dict[str, Any], trunc: bool) -> dict[str, Any]:
     """The fields ``ps --format`` templates see, named as docker's ``ps`` names them
     (keys in sorted order, as docker marshals them for ``{{json .}}``)."""
     import re
 
     from kanal.cli.fmt import go_time
-    from kanal.cli.gotemplate import go_quote
 
-    cmd = " ".join(s["Cmd"])
-    if trunc and len(cmd) > 20:  # docker's Ellipsis
-        cmd = cmd[:19] + "\u2026"
     return {
-        "Command": go_quote(cmd),
+        "Command": _ps_command(s, trunc),
         "CreatedAt": go_time(re.sub(r"\.\d+", "", str(s["Created"]))),
         "ID": s["Id"][:12] if trunc else s["Id"],
         "Names": s["Name"],
@@ -150,6 +157,7 @@ def _ps_row(s: dict[str, Any], trunc: bool) -> dict[str, Any]:
         "Ports": _ps_ports(s),
         "State": s["State"],
         "Status": _ps_status(s),
+        "__type": "*formatter.ContainerContext",  # docker's name, for its error wording
     }
 
 
@@ -159,15 +167,19 @@ def cmd_ps(args: argparse.Namespace) -> int:
     sbs = _client(args).request("GET", "/sandboxes")
     if not args.all:
         sbs = [s for s in sbs if s["State"] == "running"]
-    if args.quiet:
-        for s in sbs:
-            print(s["Id"][:12])
-        return 0
     sbs.sort(key=lambda x: x["Created"], reverse=True)
+    trunc = not args.no_trunc
+    if args.quiet:
+        if args.format:  # docker's words, and docker's choice: -q wins
+            sys.stderr.write(
+                "WARNING: Ignoring custom format, because both --format and --quiet are set.\n"
+            )
+        sys.stdout.write("".join((s["Id"][:12] if trunc else s["Id"]) + "\n" for s in sbs))
+        return 0
     if args.format not in ("", "table"):
         from kanal.cli.fmt import format_list
 
-        rows = [_ps_row(s, not args.no_trunc) for s in sbs]
+        rows = [_ps_row(s, trunc) for s in sbs]
         sys.stdout.write(format_list(args.format, rows, PS_HEADERS, PS_TABLE))
         return 0
     table = [["SANDBOX ID", "NAME", "COMMAND", "STATUS", "NETWORKS", "PORTS"]]
@@ -175,12 +187,11 @@ def cmd_ps(args: argparse.Namespace) -> int:
         nets = (
             ",".join(f"{k}={v['IPAddress']}" for k, v in s["Networks"].items()) or s["NetworkMode"]
         )
-        cmd = " ".join(s["Cmd"])
         table.append(
             [
-                s["Id"] if args.no_trunc else s["Id"][:12],
+                s["Id"][:12] if trunc else s["Id"],
                 s["Name"],
-                cmd if args.no_trunc else cmd[:30],
+                _ps_command(s, trunc),
                 _ps_status(s),
                 nets,
                 _ps_ports(s),

@@ -253,9 +253,13 @@ class _State:
         args: Sequence[_Node],
         final: Any,
     ) -> Any:
-        for k, name in enumerate(ident[:-1]):
-            recv = self.field(dot, name, node, (), _NOFINAL, recv, head=k == 0)
-        return self.field(dot, ident[-1], node, args, final, recv, head=len(ident) == 1)
+        typed = True  # the chain's start: Go knows its dynamic type
+        for name in ident[:-1]:
+            # a docker formatter context's fields are methods with static types (string)
+            from_ctx = isinstance(recv, Mapping) and "__type" in recv
+            recv = self.field(dot, name, node, (), _NOFINAL, recv, head=typed)
+            typed = from_ctx
+        return self.field(dot, ident[-1], node, args, final, recv, head=typed)
 
     def field(
         self,
