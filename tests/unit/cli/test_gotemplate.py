@@ -178,3 +178,29 @@ def test_every_error_is_one_line_invalidconfig() -> None:
             parse(template).execute(obj)
         msg = str(e.value)
         assert msg.startswith("template: ") and "\n" not in msg, (template, msg)
+
+
+@pytest.mark.parametrize(
+    ("template", "err"),
+    [
+        # Go (and docker) would grow the output until memory runs out
+        ("{{range 100000000}}0123456789{{end}}", "template: output longer than 64 MiB"),
+        ('{{range 100000}}{{printf "%1000d" .}}{{end}}', "template: output longer than 64 MiB"),
+        (
+            '{{pad "x" 99999999999 0}}',
+            'template: :1:2: executing "" at <pad "x" 99999999999 0>: error calling pad: '
+            "strings: Repeat output length overflow",
+        ),
+    ],
+)
+def test_runaway_output_is_one_error_not_all_memory(template: str, err: str) -> None:
+    with pytest.raises(InvalidConfig) as e:
+        parse(template).execute({})
+    assert str(e.value) == err
+
+
+def test_range_over_a_huge_integer_is_lazy() -> None:
+    # a list of 2**63 pairs would never be built; the loop ends at the first break
+    assert parse("{{range 9223372036854775807}}{{.}}{{break}}{{end}}").execute({}) == "0"
+    out = parse("{{range 40000}}{{.}}{{end}}").execute({})
+    assert len(out) == sum(len(str(i)) for i in range(40000))

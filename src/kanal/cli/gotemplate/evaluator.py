@@ -45,12 +45,13 @@ class _Continue(Exception):
 
 
 class _State:
-    __slots__ = ("depth", "funcs", "missing", "node", "out", "templates", "text", "vars")
+    __slots__ = ("depth", "funcs", "missing", "node", "out", "size", "templates", "text", "vars")
 
     def __init__(self, text: str, root: Any, funcs: Mapping[str, _Func]) -> None:
         self.text = text
         self.vars: list[tuple[str, Any]] = [("$", root)]
         self.out: list[str] = []
+        self.size = 0
         self.node: _Node | None = None
         self.funcs = funcs
         self.missing: tuple[_Node, str] | None = None
@@ -98,16 +99,22 @@ class _State:
         self.error(f"undefined variable: {name}")
 
     # walking
+    def emit(self, text: str) -> None:
+        self.size += len(text)
+        if self.size > MAX_OUTPUT:  # Go would fill memory; one clear line instead
+            raise TemplateError(f"template: output longer than {MAX_OUTPUT >> 20} MiB")
+        self.out.append(text)
+
     def walk(self, dot: Any, nodes: Iterable[_Node]) -> None:
         for node in nodes:
             if isinstance(node, _Text):
-                self.out.append(node.text)
+                self.emit(node.text)
             elif isinstance(node, _Action):
                 self.at(node)
                 val = self.pipeline(dot, node.pipe)
                 if not node.pipe.decl:
                     self.at(node)
-                    self.out.append("<no value>" if val is None else go_print(val))
+                    self.emit("<no value>" if val is None else go_print(val))
             elif isinstance(node, _Control):
                 if node.kind == "range":
                     self.walk_range(dot, node)
@@ -151,7 +158,7 @@ class _State:
         try:
             val = self.pipeline(dot, node.pipe)
             decl = node.pipe.decl
-            items: list[tuple[Any, Any]]
+            items: Iterable[tuple[Any, Any]]
             if val is None or val is MISSING:
                 items = []
             elif isinstance(val, list | tuple):
@@ -161,11 +168,13 @@ class _State:
             elif isinstance(val, int) and not isinstance(val, bool):
                 if len(decl) > 1:
                     self.error(f"can't use {val} to iterate over more than one variable")
-                items = [(k, k) for k in range(val)]
+                items = zip(range(val), range(val))  # lazily: Go counts, it makes no list
             else:
                 self.error(f"range can't iterate over {go_print(val)}")
             inner = len(self.vars)
+            empty = True
             for key, elem in items:
+                empty = False
                 if decl:
                     if node.pipe.is_assign:
                         if len(decl) > 1:
@@ -185,7 +194,7 @@ class _State:
                     break
                 finally:
                     del self.vars[inner:]
-            if not items and node.orelse is not None:
+            if empty and node.orelse is not None:
                 self.walk(dot, node.orelse)
         finally:
             del self.vars[mark:]
@@ -239,9 +248,11 @@ class _State:
         if isinstance(first, _Dot):
             return dot
         assert isinstance(first, _Const)
-        return first.value
+        return self.constant(first)
 
     def constant(self, c: _Const) -> Any:
+        if c.is_int and isinstance(c.value, int) and c.value >= 2**63:
+            self.error(f"{c.text} overflows int")  # a uint64 only: Go's ideal constant is an int
         return c.value
 
     def field_chain(
@@ -390,7 +401,7 @@ class _State:
         if isinstance(n, _Chain):
             return self.typed(self.command(dot, _cmd_of(n), _NOFINAL), typ, raw)
         assert isinstance(n, _Const)
-        v = n.value
+        v = self.constant(n)
         if typ in ("any", "value"):
             return v
         if typ == "string" and isinstance(v, str):
@@ -440,6 +451,7 @@ _GO_TYPES = {
 
 
 _MAX_DEPTH = 100
+MAX_OUTPUT = 64 << 20  # characters one execution may write
 
 
 class _NoFinal:

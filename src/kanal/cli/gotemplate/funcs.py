@@ -192,6 +192,8 @@ def _pad_fn(s: str, prefix: int, suffix: int) -> str:
         return s
     if prefix < 0 or suffix < 0:
         raise _FuncError("strings: negative Repeat count")
+    if prefix + suffix > 64 << 20:  # Go runs out of memory here
+        raise _FuncError("strings: Repeat output length overflow")
     return " " * prefix + s + " " * suffix
 
 

@@ -336,12 +336,19 @@ class _Parser:
         clean = text.replace("_", "")
         try:
             ival = int(clean, 8) if _is_legacy_octal(clean) else int(clean, 0)
-            return _Const(t.pos, text, ival, is_int=True)
         except ValueError:
             pass
+        else:
+            if -(2**63) <= ival < 2**64:  # Go's int64 or uint64
+                return _Const(t.pos, text, ival, is_int=True)
+            if clean.lstrip("+-")[:2].lower() in ("0x", "0o", "0b"):
+                self.error(f"illegal number syntax: {go_quote(text)}")
+            self.error(f"integer overflow: {go_quote(text)}")
         try:
             fval = float.fromhex(clean) if "x" in clean.lower() else float(clean)
         except (ValueError, OverflowError):
+            self.error(f"illegal number syntax: {go_quote(text)}")
+        if fval in (float("inf"), float("-inf")):  # Go's ParseFloat: out of range
             self.error(f"illegal number syntax: {go_quote(text)}")
         return _Const(t.pos, text, fval, is_int=fval.is_integer())
 

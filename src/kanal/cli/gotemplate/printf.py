@@ -140,6 +140,25 @@ def _fmt_value(v: Any, spec: _Spec) -> str:
     return _pad(go_print(v), spec)
 
 
+_MAX_WIDTH = 1_000_000  # Go's fmt takes no width or precision above this (tooLarge)
+
+
+def _parsenum(fmt: str, i: int) -> tuple[int | None, int]:
+    """Go's parsenum: the number at ``i`` and the index after it; a number too
+    large for a width swallows the rest of the format (Go then says NOVERB)."""
+    num: int | None = None
+    while i < len(fmt) and "0" <= fmt[i] <= "9":
+        if num is not None and num > _MAX_WIDTH:
+            return None, len(fmt)
+        num = (num or 0) * 10 + int(fmt[i])
+        i += 1
+    return num, i
+
+
+def _int_arg(a: Any) -> bool:
+    return isinstance(a, int) and not isinstance(a, bool) and -_MAX_WIDTH <= a <= _MAX_WIDTH
+
+
 def go_sprintf(fmt: str, args: Sequence[Any]) -> str:
     """Go's fmt.Sprintf for the verbs templates use (``%v %s %q %d %t %x %X %o %b
     %e %f %g %c %U``, flags ``-+# 0``, width, precision, ``*``)."""
@@ -160,7 +179,7 @@ def go_sprintf(fmt: str, args: Sequence[Any]) -> str:
         prec: int | None = None
         if i < n and fmt[i] == "*":
             i += 1
-            if argi < len(args) and isinstance(args[argi], int):
+            if argi < len(args) and _int_arg(args[argi]):
                 width = int(args[argi])
                 if width < 0:
                     flags["-"], width = True, -width
@@ -168,24 +187,19 @@ def go_sprintf(fmt: str, args: Sequence[Any]) -> str:
                 out.append("%!(BADWIDTH)")
             argi += 1
         else:
-            s = i
-            while i < n and fmt[i].isdigit():
-                i += 1
-            width = int(fmt[s:i]) if i > s else None
+            width, i = _parsenum(fmt, i)
         if i < n and fmt[i] == ".":
             i += 1
             if i < n and fmt[i] == "*":
                 i += 1
-                if argi < len(args) and isinstance(args[argi], int):
+                if argi < len(args) and _int_arg(args[argi]):
                     prec = max(int(args[argi]), 0)
                 else:
                     out.append("%!(BADPREC)")
                 argi += 1
             else:
-                s = i
-                while i < n and fmt[i].isdigit():
-                    i += 1
-                prec = int(fmt[s:i]) if i > s else 0
+                prec, i = _parsenum(fmt, i)
+                prec = prec or 0
         if i >= n:
             out.append("%!(NOVERB)")
             break
