@@ -251,3 +251,19 @@ def test_ps_template_errors_as_docker(docker: str, api: Path, template: str) -> 
     assert k.stdout == "" and len(k.stderr.splitlines()) == 1, k
     go = re.sub(r"^failed to (parse|execute) template: ", "", d.stderr)
     assert k.stderr == f"kanal: {go}", (d, k)
+
+
+def test_ps_default_table_never_cuts_silently(docker: str, api: Path) -> None:
+    """kanal's own default table (its columns are not docker's) shows COMMAND as
+    docker's COMMAND column does: the same cell, ellipsis and all."""
+    for flags in ([], ["--no-trunc"]):
+        d, k = _ps(docker, api, *flags, "--format", "{{.Command}}")
+        _, table = _ps(docker, api, *flags)
+        assert table.returncode == 0 and table.stderr == "", table
+        rows = table.stdout.splitlines()[1:]
+        assert len(rows) == len(SANDBOXES) == len(d.stdout.splitlines())
+        for row, cell in zip(rows, d.stdout.splitlines()):
+            assert f"   {cell}   " in row, (row, cell)
+        # docker's cells themselves: cut with an ellipsis, or whole with --no-trunc
+        assert ('"busybox httpd -f -p 80 -h /www"' in table.stdout) == bool(flags)
+        assert ('"busybox httpd -f -p…"' in table.stdout) != bool(flags)
