@@ -245,10 +245,12 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     import os
 
     from kanal.daemon.api import ApiServer, serve_in_thread
+    from kanal.daemon.cniruntime import inprocess_cni
     from kanal.daemon.statedir import tighten
     from kanal.engine.context import EngineContext
     from kanal.engine.controller import Controller
     from kanal.engine.ipam import DEFAULT_POOLS
+    from kanal.engine.remoteplugins import PluginRegistry
     from kanal.errors import InvalidConfig, KanalError
     from kanal.store import open_store
 
@@ -263,8 +265,10 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
         state_dir=args.state_dir,
         cni_paths=[p for p in args.cni_path.split(":") if p],
         cni_conf_dir=args.cni_conf_dir,
-        plugin_dirs=args.plugin_dir or None,
-        own_plugin_socket=args.docker_plugin_socket,
+        cni_runtime=inprocess_cni,
+        # The socket this daemon serves the Docker plugin on is never used as a
+        # remote plugin (calling ourselves through the controller's lock would deadlock).
+        plugins=PluginRegistry(args.plugin_dir or None, exclude=args.docker_plugin_socket),
     )
     if args.cluster_store:
         ctx.cluster = _join_cluster(args)

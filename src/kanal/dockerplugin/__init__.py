@@ -3,8 +3,9 @@
 Served side (dockerd uses kanal): :mod:`.protocol` (one dispatcher, wire errors),
 :mod:`.messages` (typed requests), :mod:`.netdriver` and :mod:`.ipamdriver` (the
 handlers, on the engine's controller), :mod:`.server` (HTTP on a unix socket).
-Consumer side (kanal uses third-party plugins): :mod:`.remote` (discovery as
-dockerd does it, lazy activation, and engine drivers that call the plugin).
+The consumer side (kanal uses third-party plugins) is the engine's:
+:mod:`kanal.engine.remoteplugins` (discovery and the HTTP client),
+:mod:`kanal.engine.drivers.remote` and :mod:`kanal.engine.remoteipam`.
 """
 
 from __future__ import annotations

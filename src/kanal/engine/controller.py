@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from kanal.engine.context import EngineContext
-from kanal.engine.drivers import NetworkDriver, get_driver
+from kanal.engine.drivers import DriverFactory, NetworkDriver, get_driver
 from kanal.engine.ipam import (
     DEFAULT_POOLS,
     DEFAULT_POOLS_V6,
@@ -42,6 +42,7 @@ from kanal.engine.model import (
     validate_name,
 )
 from kanal.engine.ports import PortAllocator
+from kanal.engine.remoteipam import RemoteIpam
 from kanal.errors import Conflict, Forbidden, InvalidConfig, KanalError, NotFound, best_effort
 from kanal.store import Delete, Put, Store
 
@@ -93,6 +94,8 @@ class Controller:
         host_routes: the host's route destinations (CIDR strings), to keep new
             networks off them; default: read with netlink.
         default_bridge: options of the built-in ``bridge`` network.
+        drivers: makes the driver of a name (the daemon's: the built-in drivers and
+            remote plugins; a unit test's: a fake).
     """
 
     def __init__(
@@ -105,9 +108,11 @@ class Controller:
         host_routes: Callable[[], Iterable[str]] | None = None,
         default_bridge: str = "kanal0",
         default_subnet: str = "",
+        drivers: DriverFactory = get_driver,
     ) -> None:
         self.store = store
         self.ctx = ctx
+        self.make_driver = drivers
         self.pools = list(pools)
         self.pools_v6 = list(pools_v6)
         self.host_routes = host_routes or _netlink_routes
@@ -131,7 +136,7 @@ class Controller:
     def driver(self, name: str) -> NetworkDriver:
         d = self._drivers.get(name)
         if d is None:
-            d = self._drivers[name] = get_driver(name, self.ctx)
+            d = self._drivers[name] = self.make_driver(name, self.ctx)
         return d
 
     def _emit(self, event: str, net: Network, ep: Endpoint) -> None:
@@ -299,8 +304,6 @@ class Controller:
             raise Conflict(f"network with name {spec.name} already exists")
         remote_ipam = None
         if spec.ipam_driver not in ("default", ""):
-            from kanal.dockerplugin.remote import RemoteIpam
-
             if not driver.needs_ipam:
                 raise InvalidConfig(f"the {spec.driver} driver takes no IPAM driver")
             if not self.ctx.plugins.available(spec.ipam_driver):
@@ -414,8 +417,6 @@ class Controller:
         self._save_network(net)
         self.driver(net.driver).delete_network(net)
         if net.ipam_state:
-            from kanal.dockerplugin.remote import RemoteIpam
-
             RemoteIpam(net.ipam_driver, self.ctx).release_pools(net.ipam_state)
         self.ipam.drop_network(net.id)
         self._forget_network(net)
@@ -635,8 +636,6 @@ class Controller:
             got = g.allocate(ep_id, want or None)
             return f"{got.ip}/{g.subnet.prefixlen}"
         if net.ipam_state:
-            from kanal.dockerplugin.remote import RemoteIpam
-
             cidr, _pool = RemoteIpam(net.ipam_driver, self.ctx).request_address(
                 net.ipam_state, version, want
             )
@@ -651,8 +650,6 @@ class Controller:
             self.cluster.ipam(net, version).release(ip, ep_id)
             return
         if net.ipam_state:
-            from kanal.dockerplugin.remote import RemoteIpam
-
             remote = RemoteIpam(net.ipam_driver, self.ctx)
             for rec in net.ipam_state.get("pools", []):
                 if ipaddress.ip_address(ip) in ipaddress.ip_network(rec["pool"]):
@@ -723,8 +720,6 @@ class Controller:
                 return
             # Never stored: only what the steps before could hold.
             if it.fields.get("ipam_state"):
-                from kanal.dockerplugin.remote import RemoteIpam
-
                 remote = RemoteIpam(str(it["ipam_driver"]), self.ctx)
                 best_effort(remote.release_pools, it["ipam_state"])
             if it["driver"] == "overlay" and self.cluster is not None:
