@@ -38,8 +38,8 @@ from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from kanal import validate
-from kanal.engine.controller import Controller, SandboxRef
-from kanal.engine.model import Endpoint, Network
+from kanal.engine.controller import Controller
+from kanal.engine.model import Endpoint, Network, SandboxRef
 from kanal.engine.views import match_filters, network_json, spec_from_request
 from kanal.errors import DecodeError, InvalidConfig, KanalError, NotFound
 from kanal.unixsock import PrivateUnixServer, QuietHandler

@@ -247,6 +247,7 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     from kanal.daemon.api import ApiServer, serve_in_thread
     from kanal.daemon.cniruntime import inprocess_cni
     from kanal.daemon.statedir import tighten
+    from kanal.engine.clusterloss import drop_lost_addresses
     from kanal.engine.context import EngineContext
     from kanal.engine.controller import Controller
     from kanal.engine.ipam import DEFAULT_POOLS
@@ -291,9 +292,9 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     ctrl.ensure_builtin()
     if ctx.cluster is not None:
         # Addresses freed by the cluster while this host was away are not ours any more.
-        ctx.cluster.on_rejoin.append(ctrl.drop_lost_addresses)
+        ctx.cluster.on_rejoin.append(lambda: drop_lost_addresses(ctrl))
         try:
-            ctrl.drop_lost_addresses()
+            drop_lost_addresses(ctrl)
         except KanalError as e:
             logging.warning("could not check overlay addresses against the cluster: %s", e)
     ctrl.sync_cni_networks()

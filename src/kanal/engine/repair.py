@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kanal.engine.reconcile import rejoin
 from kanal.errors import KanalError
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ class Repairer:
     def _bridge_networks(self) -> dict[str, Network]:
         return {
             n.id: n
-            for n in self.ctrl._local_networks()
+            for n in self.ctrl.local_networks()
             if n.driver == "bridge" and not n.driver_state.get("deleting")
         }
 
@@ -155,7 +156,7 @@ class Repairer:
                 continue
             why = self._network_damage(net, links, addrs, table)
             if why:
-                with self.ctrl._lock:
+                with self.ctrl.lock:
                     current = self._bridge_networks().get(net.id)
                     if current is None:
                         continue
@@ -174,7 +175,7 @@ class Repairer:
             br = links.get(net.driver_state["bridge"])
             veth = links.get(str(ep.driver_state.get("host_veth") or "-"))
             if net.id in rebuilt or veth is None or br is None or veth.master != br.index:
-                if self.ctrl.rejoin(net.id, ep.id):
+                if rejoin(self.ctrl, net.id, ep.id):
                     done.append(f"endpoint {ep.name} on {net.name}: interface made again")
                 elif ep.netns and not os.path.exists(ep.netns):
                     line = self.sandboxes.repair_netns(ep.sandbox_id)  # marks it broken

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from kanal import validate
 from kanal.engine import processes
-from kanal.engine.controller import Controller, SandboxRef
-from kanal.engine.model import PortBinding, new_id, now, validate_name
+from kanal.engine.controller import Controller
+from kanal.engine.model import PortBinding, SandboxRef, new_id, now, validate_name
 from kanal.errors import Conflict, InvalidConfig, KanalError, NotFound
 from kanal.store import Delete, Put, Store, StoreConflict
 
@@ -766,7 +766,7 @@ class SandboxManager:
     def _build_index(self) -> _Index:
         # Built on the DNS serving thread: the cluster's networks as last known.
         cluster = self.ctrl.cluster
-        known = self.ctrl._local_networks() + (cluster.known_networks() if cluster else [])
+        known = self.ctrl.local_networks() + (cluster.known_networks() if cluster else [])
         networks = {n.id: n for n in known if not n.builtin}
         nets: dict[str, set[str]] = {}
         names: dict[tuple[str, str], list[str]] = {}

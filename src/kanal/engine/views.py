@@ -12,8 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kanal import validate
-from kanal.engine.controller import NetworkSpec
-from kanal.engine.model import Endpoint, IPAMConfig, Network
+from kanal.engine.model import Endpoint, IPAMConfig, Network, NetworkSpec
 from kanal.errors import InvalidConfig
 
 __all__ = ["match_filters", "network_json", "spec_from_request"]
