@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 from kanal import validate
 from kanal.engine import processes
 from kanal.engine.controller import Controller
+from kanal.engine.dns.index import NameIndex
 from kanal.engine.model import SandboxRef, new_id, now
-from kanal.engine.nameindex import NameIndex
 from kanal.engine.sandboxenv import SandboxEnv, is_mount
 from kanal.engine.sandboxspec import NetworkRequest, SandboxSpec, checked_spec
 from kanal.engine.supervisor import Supervisor
