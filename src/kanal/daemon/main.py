@@ -301,7 +301,7 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     counts = ctrl.reconcile()
     counts.update(manager.reconcile())
     logging.info("engine reconciled: %s", counts)
-    from kanal.daemon.api import ChainedSandboxes, NetnsSandboxes
+    from kanal.daemon.resolvers import ChainedSandboxes, NetnsSandboxes
     from kanal.engine.dns import DnsService
 
     dns = DnsService(manager.lookup, reverse=manager.reverse)
