@@ -7,7 +7,7 @@ base64 keys and values and int64s as strings. Revisions are etcd's own (its
 store behaves the same on one host and across hosts. Several endpoints can be
 given; a request that cannot reach one tries the next. Requests carry
 ``Grpc-Metadata-hasleader: true`` so a member cut off from the cluster refuses
-instead of answering from stale state (docs/multihost.md).
+instead of answering from stale state.
 
 URL: ``etcd://host:port[,host:port...][/prefix]`` — every key is stored under
 ``prefix`` (default ``/kanal/``), so several kanal clusters (or tests) can share
