@@ -12,8 +12,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kanal.dockerplugin.ipamdriver import ServedIpamDriver
+from kanal.dockerplugin.netdriver import ServedNetworkDriver
+from kanal.dockerplugin.protocol import Dispatcher
+from kanal.dockerplugin.server import PluginServer
+
 if TYPE_CHECKING:
-    from kanal.dockerplugin.server import PluginServer
     from kanal.engine.controller import Controller
 
 __all__ = ["serve"]
@@ -21,10 +25,5 @@ __all__ = ["serve"]
 
 def serve(controller: Controller, path: str, *, mode: int = 0o600) -> PluginServer:
     """A started-to-be server answering as NetworkDriver + IpamDriver on ``path``."""
-    from kanal.dockerplugin.ipamdriver import ServedIpamDriver
-    from kanal.dockerplugin.netdriver import ServedNetworkDriver
-    from kanal.dockerplugin.protocol import Dispatcher
-    from kanal.dockerplugin.server import PluginServer
-
     dispatcher = Dispatcher(ServedNetworkDriver(controller), ServedIpamDriver(controller))
     return PluginServer(path, dispatcher, mode=mode)

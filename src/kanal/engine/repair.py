@@ -30,12 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kanal.engine.model import Endpoint
 from kanal.engine.reconcile import rejoin
+from kanal.engine.recovery import recover
 from kanal.errors import KanalError
+from kanal.firewall import nft
+from kanal.firewall.nftables import TABLE
+from kanal.netlink.handle import Netlink
 
 if TYPE_CHECKING:
     from kanal.engine.controller import Controller
-    from kanal.engine.model import Endpoint, Network
+    from kanal.engine.model import Network
     from kanal.engine.sandboxes import SandboxManager
 
 __all__ = ["NftState", "Repairer", "Watched", "nft_table"]
@@ -109,8 +114,6 @@ class Repairer:
 
     def run(self) -> list[str]:
         """One pass; returns a line per thing restored (or marked broken)."""
-        from kanal.engine.recovery import recover
-
         with self._lock:
             self.passes += 1
             done = recover(self.ctrl, self.sandboxes)
@@ -125,8 +128,6 @@ class Repairer:
             return done
 
     def _pass(self) -> list[str]:
-        from kanal.netlink.handle import Netlink
-
         done: list[str] = []
         busy = {
             str(v)
@@ -213,8 +214,6 @@ class Repairer:
             got = self.ctrl.store.get(f"endpoints/{net.id}/{ep.id}")
             if got is None:
                 return []
-            from kanal.engine.model import Endpoint
-
             driver.restore_firewall(net, Endpoint.from_json(got.value))
         return [f"endpoint {ep.name} on {net.name}: firewall entries written again"]
 
@@ -242,9 +241,6 @@ class NftState:
 
 def nft_table() -> NftState | None:
     """What kanal's nftables table holds (None: no table at all)."""
-    from kanal.firewall import nft
-    from kanal.firewall.nftables import TABLE
-
     try:
         raw = nft.run(f"list table inet {TABLE}", json_out=True)
     except nft.NftError:
