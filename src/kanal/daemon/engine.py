@@ -16,7 +16,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kanal.daemon.api import ApiServer, serve_in_thread
 from kanal.daemon.cniruntime import inprocess_cni
@@ -25,7 +25,6 @@ from kanal.daemon.statedir import tighten
 from kanal.dockerplugin import serve
 from kanal.dockerplugin.server import serve_in_thread as serve_plugin
 from kanal.dockerplugin.server import write_spec
-from kanal.engine.cluster import Cluster
 from kanal.engine.clusterloss import drop_lost_addresses
 from kanal.engine.context import EngineContext
 from kanal.engine.controller import Controller
@@ -38,6 +37,9 @@ from kanal.engine.sandboxes import SandboxManager
 from kanal.engine.watch import KernelWatch
 from kanal.errors import InvalidConfig, KanalError, Unavailable
 from kanal.store import StoreRefused, open_store
+
+if TYPE_CHECKING:
+    from kanal.engine.cluster import Cluster
 
 __all__ = ["start_engine"]
 
@@ -159,6 +161,9 @@ def _serve_docker_plugin(args: argparse.Namespace, ctrl: Controller, api: ApiSer
 def _join_cluster(args: argparse.Namespace) -> Cluster:
     """This host's Cluster, registered (or registering in the background while
     etcd cannot be reached: local networks must not wait for it)."""
+    # lazy: only a kanald with --cluster-store loads the cluster layer (etcd, agent)
+    from kanal.engine.cluster import Cluster
+
     if not args.advertise_addr:
         raise InvalidConfig("--cluster-store needs --advertise-addr (this host's underlay IP)")
     cluster = Cluster(
