@@ -92,6 +92,7 @@ def floor_samples(samples: int) -> list[float]:
 
 
 def run(samples: int, many: int, report: Callable[[str], None]) -> dict[str, object]:
+    from kanal.daemon.cniruntime import inprocess_cni
     from kanal.engine.context import EngineContext
     from kanal.engine.controller import Controller, NetworkSpec, SandboxRef
     from kanal.engine.ipam import Pool
@@ -106,7 +107,11 @@ def run(samples: int, many: int, report: Callable[[str], None]) -> dict[str, obj
         floor = floor_samples(samples)
         ctrl = Controller(
             open_store(f"sqlite://{tmp}/state.db"),
-            EngineContext(state_dir=str(tmp / "state"), cni_conf_dir=str(tmp / "none")),
+            EngineContext(
+                cni_runtime=inprocess_cni,
+                state_dir=str(tmp / "state"),
+                cni_conf_dir=str(tmp / "none"),
+            ),
             pools=[Pool("10.210.0.0/16", 16)],
             default_bridge=unique("kbb", 15),
             default_subnet="10.211.0.0/24",

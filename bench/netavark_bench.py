@@ -76,6 +76,7 @@ def run(samples: int, report: Callable[[str], None]) -> dict[str, object]:
     if not os.path.exists(NETAVARK):
         report("netavark is not installed (apt-get install netavark aardvark-dns): skipped")
         return {}
+    from kanal.daemon.cniruntime import inprocess_cni
     from kanal.engine.context import EngineContext
     from kanal.engine.controller import Controller, NetworkSpec, SandboxRef
     from kanal.engine.dns import DnsService
@@ -112,7 +113,11 @@ def run(samples: int, report: Callable[[str], None]) -> dict[str, object]:
         # --- kanal ----------------------------------------------------------------
         ctrl = Controller(
             open_store(f"sqlite://{tmp}/state.db"),
-            EngineContext(state_dir=str(tmp / "state"), cni_conf_dir=str(tmp / "none")),
+            EngineContext(
+                cni_runtime=inprocess_cni,
+                state_dir=str(tmp / "state"),
+                cni_conf_dir=str(tmp / "none"),
+            ),
             default_bridge=unique("kkb", 15),
             default_subnet="10.213.0.0/24",
         )

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from kanal.daemon.cniruntime import inprocess_cni
 from kanal.dockerplugin.ipamdriver import ServedIpamDriver
 from kanal.dockerplugin.netdriver import ServedNetworkDriver
 from kanal.dockerplugin.protocol import Dispatcher
@@ -46,7 +47,7 @@ class Plugin:
     def restart(self) -> None:
         """What a restarted kanald builds: same store, same state directory."""
         store = open_store(f"sqlite://{self.tmp}/state.db")
-        ctx = EngineContext(state_dir=str(self.tmp / "state"))
+        ctx = EngineContext(cni_runtime=inprocess_cni, state_dir=str(self.tmp / "state"))
         self.ctrl = Controller(store, ctx, pools=[Pool("10.78.0.0/16", 24)])
         self.disp = Dispatcher(ServedNetworkDriver(self.ctrl), ServedIpamDriver(self.ctrl))
 

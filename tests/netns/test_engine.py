@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from kanal.daemon.cniruntime import inprocess_cni
 from kanal.engine.context import EngineContext
 from kanal.engine.controller import Controller, NetworkSpec, SandboxRef
 from kanal.engine.ipam import Pool
@@ -39,7 +40,7 @@ class Engine:
     def new_controller(self) -> Controller:
         """What a restarted daemon builds: same store and state directory."""
         store = open_store(f"sqlite://{self.tmp}/state.db")
-        ctx = EngineContext(state_dir=str(self.tmp / "state"))
+        ctx = EngineContext(cni_runtime=inprocess_cni, state_dir=str(self.tmp / "state"))
         return Controller(
             store,
             ctx,
@@ -349,7 +350,10 @@ def test_cni_driver_runs_any_conflist(
         )
     (confdir / "99-broken.conflist").write_text("{not json")
     ctx = EngineContext(
-        state_dir=str(tmp_path / "state"), cni_paths=[str(foreign), go], cni_conf_dir=str(confdir)
+        cni_runtime=inprocess_cni,
+        state_dir=str(tmp_path / "state"),
+        cni_paths=[str(foreign), go],
+        cni_conf_dir=str(confdir),
     )
     ctrl = Controller(
         open_store("memory://"), ctx, pools=TEST_POOLS, default_bridge=unique("kb", 15)

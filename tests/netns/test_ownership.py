@@ -156,7 +156,7 @@ def test_an_interrupted_start_is_adopted_then_stopped(eng: Engine, tmp_path: Pat
                        netns_dir=str(tmp_path / "netns"))  # fmt: skip
     sb = eng(lambda: m.create(SandboxSpec(["sleep", "300"], name="late", network_mode="none")))
     it = m.journal.begin("sandbox-start", sandbox=sb.id)
-    p = eng(lambda: m._launch(sb))  # ... and the daemon "dies" here: nothing recorded
+    p = eng(lambda: m.procs.launch(sb))  # ... and the daemon "dies" here: nothing recorded
     assert m.get("late").state == "created"
     # A new daemon on the same store and directories.
     ctrl2 = eng.new_controller()

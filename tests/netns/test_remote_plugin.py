@@ -17,10 +17,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from kanal.daemon.cniruntime import inprocess_cni
 from kanal.engine.context import EngineContext
 from kanal.engine.controller import Controller, NetworkSpec, SandboxRef
 from kanal.engine.ipam import Pool
 from kanal.engine.model import PortBinding, new_id
+from kanal.engine.remoteplugins import PluginRegistry
 from kanal.errors import InvalidConfig, KanalError
 from kanal.store import open_store
 from tests.helpers import ip_json, nsexec, unique
@@ -39,7 +41,11 @@ class Host:
         self.plugins.mkdir()
         self.procs: list[subprocess.Popen[bytes]] = []
         store = open_store(f"sqlite://{tmp}/state.db")
-        ctx = EngineContext(state_dir=str(tmp / "state"), plugin_dirs=[str(self.plugins)])
+        ctx = EngineContext(
+            cni_runtime=inprocess_cni,
+            state_dir=str(tmp / "state"),
+            plugins=PluginRegistry([str(self.plugins)]),
+        )
         self.ctrl = Controller(store, ctx, pools=[Pool("10.87.0.0/16", 24)])
 
     def __call__(self, fn: Callable[[], T]) -> T:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from kanal.daemon.cniruntime import inprocess_cni
 from kanal.engine.context import EngineContext
 from kanal.engine.controller import Controller, NetworkSpec
 from kanal.engine.ipam import Pool
@@ -27,7 +28,11 @@ class Mgr:
         store = open_store(f"sqlite://{tmp}/state.db")
         ctrl = Controller(
             store,
-            EngineContext(state_dir=str(tmp / "state"), cni_conf_dir=str(tmp / "none")),
+            EngineContext(
+                cni_runtime=inprocess_cni,
+                state_dir=str(tmp / "state"),
+                cni_conf_dir=str(tmp / "none"),
+            ),
             pools=[Pool("10.78.0.0/16", 24)],
             default_bridge=unique("ksb", 15),
             default_subnet="10.77.9.0/24",

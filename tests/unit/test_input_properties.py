@@ -17,10 +17,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kanal import validate
-from kanal.daemon.api import _filters, _query, _sandbox_spec
+from kanal.daemon.messages import filters as _filters
+from kanal.daemon.messages import network_spec as spec_from_request
+from kanal.daemon.messages import parse_query as _query
+from kanal.daemon.messages import sandbox_spec as _sandbox_spec
 from kanal.dockerplugin.protocol import IPAM_METHODS, NETWORK_METHODS, Dispatcher
 from kanal.engine.ports import parse_publish
-from kanal.engine.views import spec_from_request
 from kanal.errors import DecodeError, InvalidConfig, KanalError
 from kanal.spec.args import parse_cni_args, validate_container_id, validate_ifname
 from kanal.spec.netconf import parse_conflist, parse_plugin_conf

@@ -13,11 +13,10 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kanal.daemon.api import ApiServer
-    from kanal.engine.ipam import Pool
 
 from kanal.fastpath.install import DEFAULT_SOCKET
 
@@ -28,7 +27,8 @@ DEFAULT_API_SOCKET = "/run/kanal/kanal.sock"
 
 
 def _warm_up() -> None:
-    # Import everything a plugin request touches now, not on the first ADD.
+    # lazy (all of this function): it *is* the warm-up. Import everything a plugin
+    # request touches now, not on the first ADD.
     from kanal.plugins.registry import PLUGINS, load_plugin
 
     for name in PLUGINS:
@@ -40,7 +40,8 @@ def _warm_up() -> None:
     import kanal.spec.convert  # noqa: F401
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """kanald's options (one per engine part they configure)."""
     ap = argparse.ArgumentParser(prog="kanald", description="the kanal daemon")
     ap.add_argument("--socket", default=DEFAULT_SOCKET, help="fast-path socket for CNI plugins")
     ap.add_argument("--socket-mode", default="0600", help="permissions of the socket (octal)")
@@ -95,6 +96,12 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         help="where remote Docker plugins are discovered (repeatable; dockerd's dirs otherwise)",
     )
+    _add_cluster_options(ap)
+    return ap
+
+
+def _add_cluster_options(ap: argparse.ArgumentParser) -> None:
+    """Multi-host: the cluster store, this host, and the reconcile periods."""
     ap.add_argument(
         "--cluster-store",
         default="",
@@ -132,10 +139,15 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds between full checks that the kernel still has what live objects "
         "need (outside changes are also noticed at once, from kernel notifications)",
     )
-    args = ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.docker_plugin_socket == "none":
         args.docker_plugin_socket = ""
     logging.basicConfig(level=args.log_level.upper(), format="kanald: %(message)s")
+    # lazy: the CLI imports this module (for DEFAULT_API_SOCKET); only kanald
+    # itself pays for the fast path, the engine and the netlink layer
     from kanal.errors import KanalError
     from kanal.fastpath.server import FastPathServer
 
@@ -174,185 +186,10 @@ def main(argv: list[str] | None = None) -> None:
             api.plugin.server_close()
 
 
-def _join_cluster(args: argparse.Namespace) -> Any:
-    """This host's Cluster, registered (or registering in the background while
-    etcd cannot be reached: local networks must not wait for it)."""
-    import socket
-    import time
-
-    from kanal.engine.cluster import Cluster
-    from kanal.errors import InvalidConfig, Unavailable
-    from kanal.store import StoreRefused
-
-    if not args.advertise_addr:
-        raise InvalidConfig("--cluster-store needs --advertise-addr (this host's underlay IP)")
-    cluster = Cluster(
-        args.cluster_store,
-        args.node_name or socket.gethostname(),
-        args.advertise_addr,
-        ttl=args.node_ttl,
-        grace=args.cluster_grace,
-        resync=args.cluster_resync,
-        opts=args.cluster_store_opt,
-    )
-    settings = cluster.store.connector.settings
-    if not settings.tls:
-        who = "unauthenticated"
-        if settings.username:
-            who = f"etcd user {settings.username!r}, password in clear"
-        logging.warning(
-            "the cluster store is plain HTTP (%s): anyone who can reach etcd on the underlay "
-            "can read and rewrite every host's overlay records; use etcds:// with "
-            "--cluster-store-opt kv.cacertfile=...,kv.certfile=...,kv.keyfile=...",
-            who,
-        )
-
-    def register() -> None:
-        while True:
-            try:
-                cluster.start()
-                logging.info("joined the cluster as %s", cluster.node)
-                return
-            except Unavailable as e:
-                logging.warning("cluster store unavailable, retrying: %s", e)
-                time.sleep(2)
-
-    try:
-        cluster.start()
-    except StoreRefused:
-        raise  # etcd answers but refuses us: a configuration problem, kanald stops
-    except Unavailable as e:
-        logging.warning("cluster store unavailable at start, registering later: %s", e)
-        threading.Thread(target=register, name="kanal-cluster-join", daemon=True).start()
-    return cluster
-
-
-def _pools(specs: list[str]) -> list[Pool]:
-    from kanal.engine.ipam import Pool
-    from kanal.errors import InvalidConfig
-
-    out: list[Pool] = []
-    for spec in specs:
-        fields = dict(kv.partition("=")[::2] for kv in spec.split(","))
-        try:
-            out.append(Pool(fields["base"], int(fields["size"])))
-        except (KeyError, ValueError):
-            raise InvalidConfig(f"invalid address pool {spec!r}: want base=CIDR,size=N") from None
-    return out
-
-
 def _start_engine(args: argparse.Namespace) -> ApiServer:
-    import os
+    from kanal.daemon.engine import start_engine  # lazy: as in main()
 
-    from kanal.daemon.api import ApiServer, serve_in_thread
-    from kanal.daemon.statedir import tighten
-    from kanal.engine.context import EngineContext
-    from kanal.engine.controller import Controller
-    from kanal.engine.ipam import DEFAULT_POOLS
-    from kanal.errors import InvalidConfig, KanalError
-    from kanal.store import open_store
-
-    # The directories parts of the engine make later (some with makedirs' default
-    # modes for intermediate directories) exist from the start, root-only.
-    for sub in ("bin", "cni-cache", "sandboxes"):
-        os.makedirs(os.path.join(args.state_dir, sub), mode=0o700, exist_ok=True)
-    if tighten(args.state_dir):
-        logging.warning("state directory %s: permissions tightened to root-only", args.state_dir)
-    store = open_store(args.store or f"sqlite://{os.path.join(args.state_dir, 'state.db')}")
-    ctx = EngineContext(
-        state_dir=args.state_dir,
-        cni_paths=[p for p in args.cni_path.split(":") if p],
-        cni_conf_dir=args.cni_conf_dir,
-        plugin_dirs=args.plugin_dir or None,
-        own_plugin_socket=args.docker_plugin_socket,
-    )
-    if args.cluster_store:
-        ctx.cluster = _join_cluster(args)
-    elif args.cluster_store_opt:
-        raise InvalidConfig("--cluster-store-opt needs --cluster-store")
-    pools = _pools(args.default_address_pool) or list(DEFAULT_POOLS)
-    ctrl = Controller(
-        store,
-        ctx,
-        pools=pools,
-        default_bridge=args.default_bridge,
-        default_subnet=args.default_subnet,
-    )
-    from kanal.engine.recovery import recover
-    from kanal.engine.sandboxes import SandboxManager
-
-    manager = SandboxManager(store, ctrl, state_dir=args.state_dir, netns_dir=args.netns_dir)
-    # Operations a killed kanald left half done are finished or undone first.
-    recover(ctrl, manager)
-    ctrl.ensure_builtin()
-    if ctx.cluster is not None:
-        # Addresses freed by the cluster while this host was away are not ours any more.
-        ctx.cluster.on_rejoin.append(ctrl.drop_lost_addresses)
-        try:
-            ctrl.drop_lost_addresses()
-        except KanalError as e:
-            logging.warning("could not check overlay addresses against the cluster: %s", e)
-    ctrl.sync_cni_networks()
-    counts = ctrl.reconcile()
-    counts.update(manager.reconcile())
-    logging.info("engine reconciled: %s", counts)
-    from kanal.daemon.api import ChainedSandboxes, NetnsSandboxes
-    from kanal.engine.dns import DnsService
-
-    dns = DnsService(manager.lookup, reverse=manager.reverse)
-    manager.dns = dns
-    dns.start()
-
-    def on_change(event: str, net: object, ep: Any) -> None:
-        # Names follow endpoints; a sandbox's /etc/hosts, resolv.conf and DNS its networks.
-        manager.invalidate()
-        manager.refresh_files(ep.sandbox_id)
-
-    ctrl.listeners.append(on_change)
-    if ctx.cluster is not None:
-        # Names published by other hosts change what the embedded DNS answers.
-        ctx.cluster.agent.subscribe(lambda network: manager.invalidate())
-    for sb in manager.list_all():  # the DNS sockets died with the previous daemon
-        manager.sync_dns(sb)
-    from kanal.engine.repair import Repairer
-    from kanal.engine.watch import KernelWatch
-
-    # Outside changes (nft flush, a deleted bridge or veth, an unmounted namespace)
-    # are put back, from kernel notifications and every --reconcile-interval.
-    repairer = Repairer(ctrl, manager)
-    KernelWatch(repairer.run, repairer.watched, interval=args.reconcile_interval).start()
-    api = ApiServer(
-        args.api_socket,
-        ctrl,
-        sandboxes=ChainedSandboxes(manager, NetnsSandboxes(args.netns_dir)),
-        mode=int(args.api_socket_mode, 8),
-        manager=manager,
-        idle_timeout=args.api_idle_timeout,
-    )
-    serve_in_thread(api)
-    print(f"kanald: engine API on {args.api_socket}", file=sys.stderr, flush=True)
-    if args.docker_plugin_socket:
-        from kanal.dockerplugin import serve
-        from kanal.dockerplugin.server import serve_in_thread as serve_plugin
-        from kanal.dockerplugin.server import write_spec
-
-        try:
-            api.plugin = serve(
-                ctrl, args.docker_plugin_socket, mode=int(args.docker_plugin_socket_mode, 8)
-            )
-        except (KanalError, OSError) as e:
-            # The plugin is an extra face: the engine and the CNI fast path go on.
-            logging.error("not serving the Docker plugin on %s: %s", args.docker_plugin_socket, e)
-        else:
-            serve_plugin(api.plugin)
-            if args.docker_plugin_spec:
-                write_spec(args.docker_plugin_spec, args.docker_plugin_socket)
-            print(
-                f"kanald: Docker plugin 'kanal' on {args.docker_plugin_socket}",
-                file=sys.stderr,
-                flush=True,
-            )
-    return api
+    return start_engine(args)
 
 
 if __name__ == "__main__":

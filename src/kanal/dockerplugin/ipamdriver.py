@@ -93,8 +93,9 @@ class ServedIpamDriver:
                 avoid += [
                     ipaddress.ip_network(c.subnet) for n in self.ctrl.networks() for c in n.ipam
                 ]
-                avoid += host_networks(self.ctrl.host_routes)
-                pools = self.ctrl.pools_v6 if req.v6 else self.ctrl.pools
+                addressing = self.ctrl.addressing
+                avoid += host_networks(addressing.host_routes)
+                pools = addressing.pools_v6 if req.v6 else addressing.pools
                 try:
                     pool = choose_subnet(pools, avoid, version)
                 except Conflict:

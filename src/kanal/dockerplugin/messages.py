@@ -1,6 +1,6 @@
 """The Docker plugin protocol's messages (libnetwork remote driver + remote IPAM), typed.
 
-Each request class parses the JSON body dockerd sends (cnm.md §1.3-§1.4) and
+Each request class parses the JSON body dockerd sends (docs/cnm.md) and
 raises :class:`kanal.errors.DecodeError` naming the field when it is missing or
 of the wrong type, so handlers only ever see validated values. Replies are
 plain dicts built by the handlers: the wire keys are docker's (``Err`` for the
@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from kanal.engine.portwire import PROTOCOLS, portmap_wire
 from kanal.errors import DecodeError
 
 __all__ = [
@@ -37,8 +38,6 @@ __all__ = [
 # accept any sane token — it becomes store keys and interface names.
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 GATEWAY_REQUEST = "com.docker.network.gateway"
-PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp"}
-PROTOCOL_NUMBERS = {v: k for k, v in PROTOCOLS.items()}
 
 
 def _obj(body: Any) -> dict[str, Any]:
@@ -247,21 +246,6 @@ class PortBinding:
             except (ValueError, TypeError):
                 raise DecodeError(f"invalid HostIP {host_ip!r}") from None
         return cls(PROTOCOLS[proto], nums[0], host_ip, nums[1], nums[2])
-
-
-def portmap_wire(ports: Any, ip: str) -> list[dict[str, Any]]:
-    """Published ports (engine PortBindings) as ``com.docker.network.portmap``."""
-    return [
-        {
-            "Proto": PROTOCOL_NUMBERS[p.protocol],
-            "IP": ip,
-            "Port": p.container_port,
-            "HostIP": p.host_ip,
-            "HostPort": p.host_port,
-            "HostPortEnd": p.host_port,
-        }
-        for p in ports
-    ]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The Docker plugin protocol's one dispatcher: ``POST /<Iface>.<Method>`` → a handler.
 
-:class:`Dispatcher` knows the wire (cnm.md §1.1-§1.2) and nothing of networks:
+:class:`Dispatcher` knows the wire (docs/cnm.md, "Transport and errors") and nothing of networks:
 it parses the body (0 bytes is an empty object, as dockerd sends for
 Activate/GetCapabilities), builds the typed message, calls the handler, and maps
 kanal errors to docker's error bodies at this single boundary:

@@ -29,7 +29,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from kanal.engine import processes
+from kanal.engine.repair import nft_table
 from kanal.errors import KanalError
+from kanal.firewall.intents import Owner, network_tag
+from kanal.firewall.nftables import libnft as nft
+from kanal.netlink.handle import Netlink
 
 if TYPE_CHECKING:
     from kanal.engine.controller import Controller
@@ -148,8 +153,6 @@ def _store(v: _View) -> list[str]:
 
 def _kernel(v: _View) -> list[str]:
     ctrl, sandboxes, nets, eps, sbs, busy = v.ctrl, v.sandboxes, v.nets, v.eps, v.sbs, v.busy
-    from kanal.netlink.handle import Netlink
-
     out = []
     with Netlink() as nl:
         links = nl.links()
@@ -221,10 +224,6 @@ def _kernel(v: _View) -> list[str]:
 
 
 def _nft(ctrl: Controller, nets: dict[str, Network], eps: list[Endpoint]) -> list[str]:
-    from kanal.engine.repair import nft_table
-    from kanal.firewall.intents import Owner, network_tag
-    from kanal.firewall.nftables import libnft as nft
-
     if not nft.available():
         return []
     table = nft_table()
@@ -270,8 +269,6 @@ def _nft(ctrl: Controller, nets: dict[str, Network], eps: list[Endpoint]) -> lis
 
 
 def _processes(v: _View) -> list[str]:
-    from kanal.engine import processes
-
     out = []
     for sb in v.sbs.values():
         if sb.state == "running":

@@ -22,14 +22,15 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from kanal.cluster.gipam import PoolConfig
+from kanal.cluster.member import VNI_FIRST, VNI_LAST, ClusterMember, allocate_vni, release_vni
+from kanal.engine.model import Network, validate_name
 from kanal.errors import Conflict, InvalidConfig, Unavailable
 from kanal.store import Delete, Put, StoreConflict
 
 if TYPE_CHECKING:
     from kanal.cluster.agent import OverlayAgent
     from kanal.cluster.gipam import GlobalIpam
-    from kanal.cluster.member import ClusterMember
-    from kanal.engine.model import Network
     from kanal.store.etcd import EtcdStore
 
 __all__ = ["Cluster"]
@@ -63,9 +64,6 @@ class Cluster:
         resync: float = 30.0,
         opts: Sequence[str] = (),
     ) -> None:
-        from kanal.cluster.member import ClusterMember
-        from kanal.engine.model import validate_name
-
         validate_name(node, "node")
         try:
             if ipaddress.ip_address(advertise_addr).version != 4:
@@ -123,8 +121,6 @@ class Cluster:
     # --- global networks ---------------------------------------------------------
 
     def networks(self) -> list[Network]:
-        from kanal.engine.model import Network
-
         try:
             nets = [Network.from_json(e.value) for e in self.store.list("networks/")]
         except Unavailable as e:
@@ -172,8 +168,6 @@ class Cluster:
 
     def allocate_vni(self, net_id: str, want: int = 0) -> int:
         """A VXLAN id unique in the cluster: ``want``, or the first free one."""
-        from kanal.cluster.member import VNI_FIRST, VNI_LAST, allocate_vni
-
         if want and not 1 <= want <= VNI_LAST:
             raise InvalidConfig(f"invalid VXLAN id {want}: want 1-{VNI_LAST}")
         try:
@@ -184,14 +178,10 @@ class Cluster:
             raise
 
     def release_vni(self, vni: int, net_id: str) -> None:
-        from kanal.cluster.member import release_vni
-
         release_vni(self.store, net_id, vni)
 
     def release_vnis_of(self, net_id: str) -> None:
         """Free any VNI ``net_id`` holds (recovery of a create that stored nothing else)."""
-        from kanal.cluster.member import release_vni
-
         for e in self.store.list("vnis/"):
             if e.value.decode() == net_id:
                 release_vni(self.store, net_id, int(e.key.rsplit("/", 1)[1]))
@@ -200,8 +190,6 @@ class Cluster:
 
     def ipam(self, net: Network, version: int) -> GlobalIpam:
         """This host's allocator for the network's subnet of IP ``version``."""
-        from kanal.cluster.gipam import PoolConfig
-
         cfg = next((c for c in net.ipam if ipaddress.ip_network(c.subnet).version == version), None)
         if cfg is None:
             raise InvalidConfig(f"network {net.name} has no IPv{version} subnet")

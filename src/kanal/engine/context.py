@@ -1,15 +1,25 @@
-"""What the engine's parts share: paths and the CNI runtime they run plugins with."""
+"""What the engine's parts share: paths, and the runtimes they are handed.
+
+The engine does not build its outside collaborators itself: the CNI runtime
+(kanal's plugins run in this process) and the registry of remote Docker plugins
+are made by whoever starts the engine (the daemon, a test) and injected here, so
+the engine imports neither the Docker plugin server nor the fast path.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from kanal.engine.remoteplugins import PluginRegistry
+
 if TYPE_CHECKING:
-    from kanal.dockerplugin.remote import PluginRegistry
     from kanal.runtime.libcni import CNIConfig
+
+__all__ = ["EngineContext"]
 
 
 @dataclass
@@ -23,11 +33,12 @@ class EngineContext:
     state_dir: str
     cni_paths: list[str] = field(default_factory=lambda: ["/opt/cni/bin", "/usr/lib/cni"])
     cni_conf_dir: str = "/etc/cni/net.d"
-    #: where remote Docker plugins are discovered (None: dockerd's directories)
-    plugin_dirs: list[str] | None = None
-    #: the socket this daemon serves the Docker plugin on: never used as a remote
-    #: plugin (calling ourselves through the controller's lock would deadlock)
-    own_plugin_socket: str = ""
+    #: builds the libcni runtime that runs kanal's plugins in this process (the
+    #: daemon's :func:`kanal.daemon.cniruntime.inprocess_cni`); called once, on first use
+    cni_runtime: Callable[[EngineContext], CNIConfig] | None = None
+    #: remote Docker plugins (network and IPAM drivers), activated on first use;
+    #: default: discovered in dockerd's directories
+    plugins: PluginRegistry = field(default_factory=PluginRegistry)
     #: this host's cluster membership (kanal.engine.cluster.Cluster), if any
     cluster: Any = None
     #: host sysctls changed for networks (kanal.engine.sysctls.SysctlLedger); set by
@@ -44,30 +55,12 @@ class EngineContext:
 
     @cached_property
     def cni(self) -> CNIConfig:
-        """A libcni runtime that runs kanal's plugins in this process."""
-        from kanal.fastpath.install import install_plugins
-        from kanal.runtime.inprocess import InProcessExec
-        from kanal.runtime.libcni import CNIConfig
+        """The libcni runtime that runs kanal's plugins in this process.
 
-        # The executables installed here run in this process (and so does IPAM
-        # delegation from them): InProcessExec is told which they are. The socket
-        # they name is never used by the engine.
-        installed = install_plugins(
-            self.bin_dir, socket_path=os.path.join(self.state_dir, "unused.sock")
-        )
-        return CNIConfig(
-            [self.bin_dir, *self.cni_paths],
-            cache_dir=self.cache_dir,
-            exec=InProcessExec({path: os.path.basename(path) for path in installed}),
-            base_env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
-            # The store is the engine's record; a lost cache entry only means a
-            # rejoin at reconcile. Saves two fsyncs (~1.5 ms) per connect.
-            durable_cache=False,
-        )
-
-    @cached_property
-    def plugins(self) -> PluginRegistry:
-        """Remote Docker plugins (network and IPAM drivers), activated on first use."""
-        from kanal.dockerplugin.remote import PluginRegistry
-
-        return PluginRegistry(self.plugin_dirs, exclude=self.own_plugin_socket)
+        Raises:
+            RuntimeError: no ``cni_runtime`` was injected (a wiring bug: falling back
+            to whatever plugins are on the search path would run other code).
+        """
+        if self.cni_runtime is None:
+            raise RuntimeError("EngineContext: no cni_runtime injected")
+        return self.cni_runtime(self)

@@ -1,47 +1,48 @@
-"""The network controller: owns networks and endpoints, their addresses and ports.
+"""The network controller: owns networks and endpoints.
 
 State is in the store (``networks/<id>``, ``endpoints/<network id>/<endpoint id>``,
-``ipam/...``, ``ports/...``); the kernel is the drivers' business. Every change is
-written to the store before the kernel is touched and undone if the kernel step
-fails, so :meth:`Controller.reconcile` (run at start) can always bring the kernel
-back to the store: recreate what is missing, finish interrupted deletions, drop
-endpoints whose sandbox is gone.
+``ipam/...``, ``ports/...``); the kernel is the drivers' business (made by the
+injected driver factory). Every change is written to the store before the
+kernel is touched and undone if the kernel step fails, so reconcile (run at
+start) can always bring the kernel back to the store.
+
+Around the controller, each in its own module: where addresses come from
+(:mod:`.addressing`), built-in and CNI-dir networks (:mod:`.autonets`), dockerd's external
+endpoints (:mod:`.external`; the controller's methods of those names hand over),
+cluster address loss (:mod:`.clusterloss`) and reconcile and crash recovery
+(:mod:`.reconcile`, run by :mod:`.recovery` and the daemon).
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from kanal.engine import autonets, external, reconcile
+from kanal.engine.addressing import Addressing, checked_free, has_version, netlink_routes
 from kanal.engine.context import EngineContext
-from kanal.engine.drivers import NetworkDriver, get_driver
-from kanal.engine.ipam import (
-    DEFAULT_POOLS,
-    DEFAULT_POOLS_V6,
-    AddressAllocator,
-    Pool,
-    choose_subnet,
-    require_free,
-    validate_ipam_config,
-)
+from kanal.engine.drivers import DriverFactory, NetworkDriver, get_driver
+from kanal.engine.ipam import DEFAULT_POOLS, DEFAULT_POOLS_V6, AddressAllocator, Pool
 from kanal.engine.journal import Intent, Journal
 from kanal.engine.locks import KeyedLocks
 from kanal.engine.model import (
     Endpoint,
     IPAMConfig,
     Network,
+    NetworkSpec,
     PortBinding,
+    SandboxRef,
     new_id,
     now,
     validate_name,
 )
+from kanal.engine.netrecords import NetworkRecords
 from kanal.engine.ports import PortAllocator
+from kanal.engine.remoteipam import RemoteIpam
+from kanal.engine.sysctls import SysctlLedger
 from kanal.errors import Conflict, Forbidden, InvalidConfig, KanalError, NotFound, best_effort
 from kanal.store import Delete, Put, Store
 
@@ -51,34 +52,6 @@ if TYPE_CHECKING:
 __all__ = ["Controller", "NetworkSpec", "SandboxRef"]
 
 log = logging.getLogger("kanal.engine")
-Net = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@dataclass
-class NetworkSpec:
-    """What ``kanal network create`` asks for (docker's flags)."""
-
-    name: str
-    driver: str = "bridge"
-    ipam: list[IPAMConfig] = field(default_factory=list)
-    ipam_driver: str = "default"
-    ipam_options: dict[str, str] = field(default_factory=dict)
-    enable_ipv4: bool = True
-    enable_ipv6: bool = False
-    internal: bool = False
-    attachable: bool = False
-    options: dict[str, str] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class SandboxRef:
-    """The sandbox an endpoint joins: its id, name (for DNS) and netns path."""
-
-    id: str
-    name: str
-    netns: str
-
 
 Listener = Callable[[str, Network, Endpoint], None]
 
@@ -93,6 +66,8 @@ class Controller:
         host_routes: the host's route destinations (CIDR strings), to keep new
             networks off them; default: read with netlink.
         default_bridge: options of the built-in ``bridge`` network.
+        drivers: makes the driver of a name (the daemon's: the built-in drivers and
+            remote plugins; a unit test's: a fake).
     """
 
     def __init__(
@@ -105,24 +80,24 @@ class Controller:
         host_routes: Callable[[], Iterable[str]] | None = None,
         default_bridge: str = "kanal0",
         default_subnet: str = "",
+        drivers: DriverFactory = get_driver,
     ) -> None:
         self.store = store
         self.ctx = ctx
-        self.pools = list(pools)
-        self.pools_v6 = list(pools_v6)
-        self.host_routes = host_routes or _netlink_routes
+        self.make_driver = drivers
         self.default_bridge = default_bridge
         self.default_subnet = default_subnet
         self.ipam = AddressAllocator(store)
+        self.records = NetworkRecords(store, ctx)
+        self.addressing = Addressing(self.ipam, ctx, pools, pools_v6, host_routes or netlink_routes)
         self.ports = PortAllocator(store)
         self.journal = Journal(store)
         #: per endpoint id: connect, disconnect and the repairer never overlap on one
         self.ep_locks = KeyedLocks()
         if ctx.sysctls is None:
-            from kanal.engine.sysctls import SysctlLedger
-
             ctx.sysctls = SysctlLedger(store)
-        self._lock = threading.RLock()  # network create/delete; endpoint ops don't take it
+        #: network create/delete (and reconcile); endpoint operations don't take it
+        self.lock = threading.RLock()
         self._drivers: dict[str, NetworkDriver] = {}
         self.listeners: list[Listener] = []
 
@@ -131,10 +106,11 @@ class Controller:
     def driver(self, name: str) -> NetworkDriver:
         d = self._drivers.get(name)
         if d is None:
-            d = self._drivers[name] = get_driver(name, self.ctx)
+            d = self._drivers[name] = self.make_driver(name, self.ctx)
         return d
 
-    def _emit(self, event: str, net: Network, ep: Endpoint) -> None:
+    def emit(self, event: str, net: Network, ep: Endpoint) -> None:
+        """Tell the listeners (DNS, events) about an endpoint change."""
         for fn in self.listeners:
             try:
                 fn(event, net, ep)
@@ -148,58 +124,17 @@ class Controller:
 
     def networks(self) -> list[Network]:
         """This host's networks, then the cluster's global ones (when in a cluster)."""
-        local = self._local_networks()
-        if self.cluster is None:
-            return local
-        return local + self.cluster.networks()
+        return self.records.all()
 
-    def _local_networks(self) -> list[Network]:
-        return [Network.from_json(e.value) for e in self.store.list("networks/")]
-
-    def _save_network(self, net: Network, *, new: bool = False) -> None:
-        """Write the network where it lives: the cluster store for global networks."""
-        if net.scope == "global":
-            if self.cluster is None:
-                raise InvalidConfig(f"network {net.name} is global: kanald has no cluster")
-            if new:
-                self.cluster.add_network(net)
-            else:
-                self.cluster.save_network(net)
-            return
-        self.store.put(f"networks/{net.id}", net.to_json(), expect=0 if new else None)
-
-    def _forget_network(self, net: Network) -> None:
-        if net.scope == "global" and self.cluster is not None:
-            self.cluster.remove_network(net)
-        else:
-            self.store.delete(f"networks/{net.id}")
+    def local_networks(self) -> list[Network]:
+        """This host's networks only (never asks the cluster)."""
+        return self.records.local()
 
     def get_network(self, ref: str) -> Network:
-        """By full id, name, or unique id prefix (docker's lookup order)."""
-        # The common cases without listing every network (nor asking the cluster):
-        # a full id of this host's, or a name of this host's that is no full id.
-        if ref and "/" not in ref:
-            e = self.store.get(f"networks/{ref}")
-            if e is not None:
-                return Network.from_json(e.value)
-        local = self._local_networks()
-        if len(ref) != 64:
-            for n in local:
-                if n.name == ref:
-                    return n
-        nets = local + (self.cluster.networks() if self.cluster is not None else [])
-        for n in nets:
-            if n.id == ref:
-                return n
-        for n in nets:
-            if n.name == ref:
-                return n
-        hits = [n for n in nets if ref and n.id.startswith(ref)]
-        if len(hits) == 1:
-            return hits[0]
-        if len(hits) > 1:
-            raise Conflict(f"network {ref} is ambiguous ({len(hits)} matches found based on ID)")
-        raise NotFound(f"network {ref} not found")
+        """By full id, name, or unique id prefix (docker's lookup order).
+
+        Raises NotFound, Conflict (an ambiguous prefix)."""
+        return self.records.get(ref)
 
     def endpoints(self, net_id: str | None = None) -> list[Endpoint]:
         prefix = f"endpoints/{net_id}/" if net_id else "endpoints/"
@@ -217,78 +152,25 @@ class Controller:
     # --- networks ----------------------------------------------------------------
 
     def ensure_builtin(self) -> None:
-        """The networks every docker host has: ``bridge`` (default), ``host``, ``none``."""
-        with self._lock:
-            names = {n.name for n in self.networks()}
-            if "bridge" not in names:
-                ipam = [IPAMConfig(self.default_subnet)] if self.default_subnet else []
-                self._create(
-                    NetworkSpec(
-                        "bridge",
-                        "bridge",
-                        ipam=ipam,
-                        options={
-                            "com.docker.network.bridge.name": self.default_bridge,
-                            "com.docker.network.bridge.default_bridge": "true",
-                        },
-                    ),
-                    builtin=True,
-                )
-            for name, driver in (("host", "host"), ("none", "null")):
-                if name not in names:
-                    self._create(NetworkSpec(name, driver), builtin=True)
+        """The networks every docker host has: ``bridge`` (default), ``host``, ``none``
+        (:mod:`.autonets`)."""
+        autonets.ensure_builtin(self)
 
     def sync_cni_networks(self) -> list[str]:
-        """One ``cni`` network per configuration list in the CNI config directory.
+        """One ``cni`` network per list in the CNI config dir (:mod:`.autonets`)."""
+        return autonets.sync_cni_networks(self)
 
-        New lists get a network named like the list (unless that name is taken by
-        another network); networks of lists that disappeared are removed when no
-        endpoint uses them. Returns the names created. A broken file is skipped.
-        """
-        from kanal.runtime.config import list_networks
-
-        errors: list[KanalError] = []
-        try:
-            lists = list_networks(self.ctx.cni_conf_dir, errors)
-        except KanalError as e:
-            log.warning("cannot read CNI configs: %s", e)
-            return []
-        for err in errors:
-            log.warning("skipping a CNI config: %s", err)
-        made = []
-        with self._lock:
-            nets = self.networks()
-            have = {n.driver_state.get("network") for n in nets if n.driver == "cni"}
-            names = {n.name for n in nets}
-            for cl in lists:
-                if cl.name in have or cl.name in names:
-                    continue
-                try:
-                    self._create(
-                        NetworkSpec(cl.name, "cni", labels={"kanal.cni": "auto"}), builtin=False
-                    )
-                    made.append(cl.name)
-                except KanalError as e:
-                    log.warning("CNI network %s: %s", cl.name, e)
-            present = {cl.name for cl in lists}
-            for n in nets:
-                if (
-                    n.driver == "cni"
-                    and n.labels.get("kanal.cni") == "auto"
-                    and n.driver_state.get("network") not in present
-                    and not self.endpoints(n.id)
-                ):
-                    self._delete(n)
-        return made
-
-    def create_network(self, spec: NetworkSpec, *, net_id: str = "") -> Network:
+    def create_network(
+        self, spec: NetworkSpec, *, net_id: str = "", builtin: bool = False
+    ) -> Network:
         """docker network create. Raises InvalidConfig/Conflict; nothing changes then.
 
         ``net_id`` fixes the id (a network dockerd created through kanal's plugin
-        keeps dockerd's id); default: a new random one.
+        keeps dockerd's id); default: a new random one. ``builtin``: one of docker's
+        pre-defined networks (never removed).
         """
-        with self._lock:
-            return self._create(spec, builtin=False, net_id=net_id)
+        with self.lock:
+            return self._create(spec, builtin=builtin, net_id=net_id)
 
     def _create(self, spec: NetworkSpec, *, builtin: bool, net_id: str = "") -> Network:
         validate_name(spec.name)
@@ -299,8 +181,6 @@ class Controller:
             raise Conflict(f"network with name {spec.name} already exists")
         remote_ipam = None
         if spec.ipam_driver not in ("default", ""):
-            from kanal.dockerplugin.remote import RemoteIpam
-
             if not driver.needs_ipam:
                 raise InvalidConfig(f"the {spec.driver} driver takes no IPAM driver")
             if not self.ctx.plugins.available(spec.ipam_driver):
@@ -327,11 +207,11 @@ class Controller:
         )
         cfgs: list[IPAMConfig] = []
         if remote_ipam is not None:
-            cfgs = [validate_ipam_config(c) for c in spec.ipam]
-            for c in cfgs:
-                require_free(ipaddress.ip_network(c.subnet), self._taken(others))
+            cfgs = checked_free(spec.ipam, others)
         elif driver.needs_ipam:
-            net.ipam = self._plan_subnets(spec, others)
+            net.ipam = self.addressing.plan_subnets(
+                spec.name, spec.ipam, spec.enable_ipv4, spec.enable_ipv6, others
+            )
         elif spec.ipam:
             raise InvalidConfig(f"the {spec.driver} driver takes no subnets")
         driver.prepare(net)
@@ -352,13 +232,13 @@ class Controller:
             # Undoes what reserve took (a VNI) and what create made: drivers remove
             # only what carries this network's mark, never a namesake.
             undo.callback(best_effort, driver.delete_network, net)
-            self._save_network(net, new=True)
-            undo.callback(self._forget_network, net)
+            self.records.save(net, new=True)
+            undo.callback(self.records.forget, net)
             driver.create_network(net)
             # What the driver learnt while creating (a remote plugin's "created"),
             # stored with the intent's end where both live in the same store.
             if net.scope == "global":
-                self._save_network(net)
+                self.records.save(net)
                 self.journal.end(it)
             else:
                 self.journal.end(it, [Put(f"networks/{net.id}", net.to_json())])
@@ -366,34 +246,9 @@ class Controller:
         log.info("created network %s (%s)", net.name, net.id[:12])
         return net
 
-    @staticmethod
-    def _taken(others: list[Network]) -> list[tuple[str, Net]]:
-        return [(n.name, ipaddress.ip_network(c.subnet)) for n in others for c in n.ipam]
-
-    def _plan_subnets(self, spec: NetworkSpec, others: list[Network]) -> list[IPAMConfig]:
-        taken = self._taken(others)
-        cfgs = [validate_ipam_config(c) for c in spec.ipam]
-        seen: list[tuple[str, Net]] = []
-        for c in cfgs:
-            sub = ipaddress.ip_network(c.subnet)
-            require_free(sub, taken + seen)
-            seen.append((spec.name, sub))
-        versions = {ipaddress.ip_network(c.subnet).version for c in cfgs}
-        if 6 in versions and not spec.enable_ipv6:
-            raise InvalidConfig("an IPv6 subnet requires --ipv6")
-        if 4 in versions and not spec.enable_ipv4:
-            raise InvalidConfig("an IPv4 subnet requires IPv4 to be enabled")
-        avoid = [n for _, n in taken] + _host_networks(self.host_routes)
-        if spec.enable_ipv4 and 4 not in versions:
-            cfgs.append(validate_ipam_config(IPAMConfig(str(choose_subnet(self.pools, avoid, 4)))))
-        if spec.enable_ipv6 and 6 not in versions:
-            sub6 = choose_subnet(self.pools_v6, avoid, 6)
-            cfgs.append(validate_ipam_config(IPAMConfig(str(sub6))))
-        return cfgs
-
     def delete_network(self, ref: str) -> Network:
         """docker network rm. Raises NotFound, Forbidden (built-in), Conflict (endpoints)."""
-        with self._lock:
+        with self.lock:
             net = self.get_network(ref)
             if net.builtin:
                 raise Forbidden(f"{net.name} is a pre-defined network and cannot be removed")
@@ -405,32 +260,31 @@ class Controller:
                     f"error while removing network: network {net.name} id {net.id} has "
                     "active endpoints"
                 )
-            self._delete(net)
+            self.remove_network(net)
             return net
 
-    def _delete(self, net: Network) -> None:
+    def remove_network(self, net: Network) -> None:
+        """Remove a network now (kernel, pools, records); the checks are the caller's."""
         # Marked first: a crash from here on is finished by reconcile().
         net.driver_state["deleting"] = True
-        self._save_network(net)
+        self.records.save(net)
         self.driver(net.driver).delete_network(net)
         if net.ipam_state:
-            from kanal.dockerplugin.remote import RemoteIpam
-
             RemoteIpam(net.ipam_driver, self.ctx).release_pools(net.ipam_state)
         self.ipam.drop_network(net.id)
-        self._forget_network(net)
+        self.records.forget(net)
         log.info("removed network %s (%s)", net.name, net.id[:12])
 
     def prune(self, keep: Callable[[Network], bool] = lambda n: False) -> list[Network]:
         """Remove every user network without endpoints (minus those ``keep`` says)."""
         removed = []
-        with self._lock:
+        with self.lock:
             for net in self.networks():
                 if net.builtin or keep(net) or self.endpoints(net.id):
                     continue
                 if net.scope == "global" and self.cluster and self.cluster.endpoint_count(net.id):
                     continue  # in use on another host
-                self._delete(net)
+                self.remove_network(net)
                 removed.append(net)
         return removed
 
@@ -457,40 +311,9 @@ class Controller:
             raise NotFound(f"network {ref} not found")
         driver = self.driver(net.driver)
         mine = self.sandbox_endpoints(sandbox.id)
-        if any(ep.network_id == net.id for ep in mine):
-            raise Conflict(
-                f"endpoint with name {sandbox.name} already exists in network {net.name}"
-            )
-        for alias in aliases:
-            validate_name(alias, "alias")
-        if (ip or ip6) and (net.builtin or not driver.needs_ipam):
-            raise InvalidConfig(
-                "user specified IP address is supported only when connecting to networks "
-                "with user configured subnets"
-            )
+        ep = self._new_endpoint(net, driver, sandbox, mine, bool(ip or ip6), aliases)
         if ports and (not driver.has_interface or net.internal or net.scope == "global"):
             ports = ()  # docker ignores -p on host/none, internal and overlay networks
-        prefix = net.driver_state.get("iface_prefix", "eth")
-        ifname = ""
-        if driver.has_interface:
-            used = {ep.ifname for ep in mine}
-            ifname = next(
-                f"{prefix}{i}" for i in range(len(used) + 1) if f"{prefix}{i}" not in used
-            )
-        ep = Endpoint(
-            id=new_id(),
-            network_id=net.id,
-            name=sandbox.name,
-            sandbox_id=sandbox.id,
-            netns=sandbox.netns,
-            ifname=ifname,
-            static_ip=bool(ip or ip6),
-            default_gateway=not net.internal
-            and net.scope != "global"  # an overlay has no way out (docker's neither)
-            and not any(e.default_gateway for e in mine),
-            aliases=list(aliases),
-            created=now(),
-        )
         key = f"endpoints/{net.id}/{ep.id}"
         with (
             self.ep_locks.hold(ep.id),
@@ -500,14 +323,14 @@ class Controller:
             ExitStack() as undo,
         ):
             if driver.needs_ipam:
-                if net.enable_ipv4 and _has(net, 4):
-                    ep.ipv4 = self._allocate(net, 4, ep.id, ip)
-                    undo.callback(self._free, net, ep.ipv4, ep.id)
+                if net.enable_ipv4 and has_version(net, 4):
+                    ep.ipv4 = self.addressing.allocate(net, 4, ep.id, ip)
+                    undo.callback(self.addressing.free, net, ep.ipv4, ep.id)
                 elif ip:
                     raise InvalidConfig(f"network {net.name} has no IPv4 subnet for {ip}")
-                if net.enable_ipv6 and _has(net, 6):
-                    ep.ipv6 = self._allocate(net, 6, ep.id, ip6)
-                    undo.callback(self._free, net, ep.ipv6, ep.id)
+                if net.enable_ipv6 and has_version(net, 6):
+                    ep.ipv6 = self.addressing.allocate(net, 6, ep.id, ip6)
+                    undo.callback(self.addressing.free, net, ep.ipv6, ep.id)
                 elif ip6:
                     raise InvalidConfig(f"network {net.name} has no IPv6 subnet for {ip6}")
                 if net.scope == "global" or net.ipam_state:
@@ -523,8 +346,52 @@ class Controller:
             undo.callback(best_effort, driver.leave, net, ep)
             self.journal.end(it, [Put(key, ep.to_json())])
             undo.pop_all()
-        self._emit("connect", net, ep)
+        self.emit("connect", net, ep)
         return ep
+
+    def _new_endpoint(
+        self,
+        net: Network,
+        driver: NetworkDriver,
+        sandbox: SandboxRef,
+        mine: list[Endpoint],
+        static: bool,
+        aliases: Sequence[str],
+    ) -> Endpoint:
+        """The endpoint a connect will make (checked, nothing stored): its interface
+        name and whether it is the sandbox's way out. Raises Conflict, InvalidConfig."""
+        if any(ep.network_id == net.id for ep in mine):
+            raise Conflict(
+                f"endpoint with name {sandbox.name} already exists in network {net.name}"
+            )
+        for alias in aliases:
+            validate_name(alias, "alias")
+        if static and (net.builtin or not driver.needs_ipam):
+            raise InvalidConfig(
+                "user specified IP address is supported only when connecting to networks "
+                "with user configured subnets"
+            )
+        prefix = net.driver_state.get("iface_prefix", "eth")
+        ifname = ""
+        if driver.has_interface:
+            used = {ep.ifname for ep in mine}
+            ifname = next(
+                f"{prefix}{i}" for i in range(len(used) + 1) if f"{prefix}{i}" not in used
+            )
+        return Endpoint(
+            id=new_id(),
+            network_id=net.id,
+            name=sandbox.name,
+            sandbox_id=sandbox.id,
+            netns=sandbox.netns,
+            ifname=ifname,
+            static_ip=static,
+            default_gateway=not net.internal
+            and net.scope != "global"  # an overlay has no way out (docker's neither)
+            and not any(e.default_gateway for e in mine),
+            aliases=list(aliases),
+            created=now(),
+        )
 
     def add_external_endpoint(
         self,
@@ -536,41 +403,10 @@ class Controller:
         mac: str = "",
         name: str = "",
     ) -> Endpoint:
-        """Record an endpoint whose interface another runtime places (dockerd via
-        kanal's plugin): its addresses (CIDRs, chosen by that runtime's IPAM) are
-        reserved here so kanal never hands them out twice. Idempotent for a retried
-        call with the same id. The driver's kernel work is the caller's.
-
-        Raises:
-            NotFound: no such network. Conflict: an address is taken.
-            InvalidConfig: an address outside the network's subnets.
-        """
-        net = self.get_network(ref)
-        key = f"endpoints/{net.id}/{endpoint_id}"
-        old = self.store.get(key)
-        if old is not None:
-            return Endpoint.from_json(old.value)
-        ep = Endpoint(
-            id=endpoint_id,
-            network_id=net.id,
-            name=name or endpoint_id[:12],
-            sandbox_id=f"ext-{endpoint_id[:24]}",
-            mac=mac,
-            static_ip=True,
-            created=now(),
-            driver_state={"external": True},
+        """Record an endpoint another runtime places (:mod:`.external`)."""
+        return external.add_external_endpoint(
+            self, ref, endpoint_id, ipv4=ipv4, ipv6=ipv6, mac=mac, name=name
         )
-        with ExitStack() as undo:
-            if ipv4:
-                ep.ipv4 = self._allocate(net, 4, ep.id, ipv4.split("/")[0])
-                undo.callback(self._free, net, ep.ipv4, ep.id)
-            if ipv6:
-                ep.ipv6 = self._allocate(net, 6, ep.id, ipv6.split("/")[0])
-                undo.callback(self._free, net, ep.ipv6, ep.id)
-            idx = f"by-sandbox/{ep.sandbox_id}/{ep.id}"
-            self.store.txn([Put(key, ep.to_json(), 0), Put(idx, net.id.encode())])
-            undo.pop_all()
-        return ep
 
     def get_endpoint(self, net_id: str, endpoint_id: str) -> Endpoint:
         """Raises NotFound."""
@@ -583,17 +419,11 @@ class Controller:
         """Store an endpoint's changed fields (and tell the listeners ``event``)."""
         self.store.put(f"endpoints/{ep.network_id}/{ep.id}", ep.to_json())
         if event:
-            self._emit(event, self.get_network(ep.network_id), ep)
+            self.emit(event, self.get_network(ep.network_id), ep)
 
     def remove_external_endpoint(self, net_id: str, endpoint_id: str) -> Endpoint | None:
-        """Forget an external endpoint: addresses, ports and records; idempotent."""
-        try:
-            ep = self.get_endpoint(net_id, endpoint_id)
-            net = self.get_network(net_id)
-        except NotFound:
-            return None
-        self._release(net, ep)
-        return ep
+        """Forget an external endpoint; idempotent (:mod:`.external`)."""
+        return external.remove_external_endpoint(self, net_id, endpoint_id)
 
     def disconnect(self, ref: str, sandbox_id: str, *, force: bool = False) -> Endpoint:
         """Leave the network; idempotent in the kernel. Raises NotFound if not connected."""
@@ -609,7 +439,7 @@ class Controller:
                 )
             ep = Endpoint.from_json(got.value)
             self._disconnect(net, ep, force)
-        self._emit("disconnect", net, ep)
+        self.emit("disconnect", net, ep)
         return ep
 
     def _disconnect(self, net: Network, ep: Endpoint, force: bool) -> None:
@@ -624,48 +454,16 @@ class Controller:
                 log.warning(
                     "forced disconnect of %s from %s despite a teardown error", ep.id, net.name
                 )
-            self._release(net, ep, it)
+            self.release_endpoint(net, ep, it)
         if not self.store.any(f"endpoints/{net.id}/"):
             best_effort(self.driver(net.driver).idle, net)
 
-    def _allocate(self, net: Network, version: int, ep_id: str, want: str) -> str:
-        """An address (CIDR) for the endpoint, from kanal's IPAM or the network's plugin."""
-        if net.scope == "global" and self.cluster is not None:
-            g = self.cluster.ipam(net, version)
-            got = g.allocate(ep_id, want or None)
-            return f"{got.ip}/{g.subnet.prefixlen}"
-        if net.ipam_state:
-            from kanal.dockerplugin.remote import RemoteIpam
-
-            cidr, _pool = RemoteIpam(net.ipam_driver, self.ctx).request_address(
-                net.ipam_state, version, want
-            )
-            return cidr
-        a, sub, _gw = self.ipam.allocate(net, version, ep_id, want)
-        return f"{a}/{sub.prefixlen}"
-
-    def _free(self, net: Network, cidr: str, ep_id: str) -> None:
-        ip = cidr.split("/")[0]
-        if net.scope == "global" and self.cluster is not None:
-            version = ipaddress.ip_address(ip).version
-            self.cluster.ipam(net, version).release(ip, ep_id)
-            return
-        if net.ipam_state:
-            from kanal.dockerplugin.remote import RemoteIpam
-
-            remote = RemoteIpam(net.ipam_driver, self.ctx)
-            for rec in net.ipam_state.get("pools", []):
-                if ipaddress.ip_address(ip) in ipaddress.ip_network(rec["pool"]):
-                    best_effort(remote.release_address, rec["id"], ip)
-            return
-        self.ipam.release(net.id, ip, ep_id)
-
-    def _release(self, net: Network, ep: Endpoint, it: Intent | None = None) -> None:
+    def release_endpoint(self, net: Network, ep: Endpoint, it: Intent | None = None) -> None:
         """Free the endpoint's addresses and ports and drop its records (with the
         end of intent ``it``, when one is given)."""
         for cidr in (ep.ipv4, ep.ipv6):
             if cidr:
-                self._free(net, cidr, ep.id)
+                self.addressing.free(net, cidr, ep.id)
         if ep.ports:
             self.ports.release(ep.id, ep.ports)
         ops: list[Put | Delete] = [
@@ -677,58 +475,11 @@ class Controller:
         else:
             self.store.txn(ops)
 
-    def purge_endpoint(
-        self, net_id: str, ep_id: str, sandbox_id: str, addresses: Sequence[str] = ()
-    ) -> None:
-        """Recovery of an interrupted connect or disconnect: the endpoint goes entirely
-        — kernel side, addresses, ports, records — whatever step it had reached.
-        ``addresses``: those held where no owner scan finds them (cluster, remote
-        IPAM). Idempotent."""
-        try:
-            net: Network | None = self.get_network(net_id)
-        except NotFound:
-            net = None
-        e = self.store.get(f"endpoints/{net_id}/{ep_id}")
-        ep = Endpoint.from_json(e.value) if e is not None else None
-        if net is not None:
-            if ep is not None:
-                best_effort(self.driver(net.driver).leave, net, ep)
-            held = {a for a in (*addresses, *((ep.ipv4, ep.ipv6) if ep else ())) if a}
-            for cidr in held:
-                best_effort(self._free, net, cidr, ep_id)
-            for ip, owner in self.ipam.in_use(net_id).items():
-                if owner == ep_id:
-                    self.ipam.release(net_id, ip, ep_id)
-        self.ports.release_owner(ep_id)
+    def forget_endpoint_records(self, net_id: str, ep_id: str, sandbox_id: str) -> None:
+        """Drop an endpoint's records (and its by-sandbox index entry)."""
         self.store.txn(
             [Delete(f"endpoints/{net_id}/{ep_id}"), Delete(f"by-sandbox/{sandbox_id}/{ep_id}")]
         )
-
-    def undo_network_create(self, it: Intent) -> None:
-        """Recovery of an interrupted ``network create``: whatever it made goes (the
-        driver removes only what carries the network's mark). Idempotent."""
-        net_id = str(it["network"])
-        try:
-            net = self.get_network(net_id)
-        except NotFound:
-            net = None
-        with self._lock:
-            if net is not None and net.id == net_id:
-                if net.scope == "global" and self.cluster and self.cluster.endpoint_count(net_id):
-                    return  # stored and in use elsewhere: the create did complete
-                for ep in self.endpoints(net.id):
-                    best_effort(self.driver(net.driver).leave, net, ep)
-                    self._release(net, ep)
-                self._delete(net)
-                return
-            # Never stored: only what the steps before could hold.
-            if it.fields.get("ipam_state"):
-                from kanal.dockerplugin.remote import RemoteIpam
-
-                remote = RemoteIpam(str(it["ipam_driver"]), self.ctx)
-                best_effort(remote.release_pools, it["ipam_state"])
-            if it["driver"] == "overlay" and self.cluster is not None:
-                self.cluster.release_vnis_of(net_id)
 
     def disconnect_all(self, sandbox_id: str) -> None:
         """Every endpoint of a sandbox that is going away; best-effort."""
@@ -738,118 +489,7 @@ class Controller:
             except KanalError:
                 log.exception("disconnecting %s", ep.id)
 
-    def drop_lost_addresses(self) -> list[Endpoint]:
-        """Overlay endpoints of this host whose address the cluster freed while the
-        host was cut off (past the grace period): they leave their network, since
-        the address may be someone else's now. Returns them; raises Unavailable."""
-        cluster = self.cluster
-        if cluster is None:
-            return []
-        dropped = []
-        for net in self.networks():
-            if net.scope != "global":
-                continue
-            for ep in self.endpoints(net.id):
-                lost = [
-                    c
-                    for c in (ep.ipv4, ep.ipv6)
-                    if c
-                    and not cluster.ipam(net, ipaddress.ip_interface(c).version).holds(
-                        c.split("/")[0], ep.id
-                    )
-                ]
-                if not lost:
-                    continue
-                log.warning(
-                    "%s lost %s on %s while this host was cut off: disconnected",
-                    ep.name,
-                    ", ".join(lost),
-                    net.name,
-                )
-                best_effort(self.driver(net.driver).leave, net, ep)
-                self._release(net, ep)
-                self._emit("disconnect", net, ep)
-                dropped.append(ep)
-        return dropped
-
-    # --- restart -----------------------------------------------------------------
-
     def reconcile(self, sandbox_alive: Callable[[Endpoint], bool] | None = None) -> dict[str, int]:
-        """Bring the kernel back to the store after a restart or crash.
-
-        Networks: interrupted deletions are finished, every other network's kernel
-        objects re-created (idempotent). Endpoints: those whose sandbox is gone
-        (``sandbox_alive`` false; default: its netns path no longer exists) are
-        removed with their addresses and ports; those whose kernel side is missing
-        are joined again with the same addresses. Returns counts of what it did.
-        """
-        alive = sandbox_alive or (lambda ep: bool(ep.netns) and os.path.exists(ep.netns))
-        counts = {"networks": 0, "deleted": 0, "rejoined": 0, "dropped": 0}
-        with self._lock:
-            self.ipam.forget_cache()
-            for net in self.networks():
-                driver = self.driver(net.driver)
-                if net.driver_state.get("deleting"):
-                    for ep in self.endpoints(net.id):
-                        best_effort(driver.leave, net, ep)
-                        self._release(net, ep)
-                    self._delete(net)
-                    counts["deleted"] += 1
-                    continue
-                driver.create_network(net)
-                counts["networks"] += 1
-                for ep in self.endpoints(net.id):
-                    if ep.driver_state.get("external"):
-                        continue  # its runtime (dockerd) owns the sandbox side
-                    if not alive(ep):
-                        best_effort(driver.leave, net, ep)
-                        self._release(net, ep)
-                        counts["dropped"] += 1
-                    elif not driver.endpoint_ok(net, ep):
-                        self._rejoin(net, ep)
-                        counts["rejoined"] += 1
-        return counts
-
-    def rejoin(self, net_id: str, ep_id: str) -> bool:
-        """Make an endpoint's kernel side again (what an outside hand removed), with
-        its addresses and ports; False if the endpoint went meanwhile or its sandbox's
-        namespace is gone (nothing to join into)."""
-        with self.ep_locks.hold(ep_id):
-            got = self.store.get(f"endpoints/{net_id}/{ep_id}")
-            if got is None:
-                return False
-            ep = Endpoint.from_json(got.value)
-            if not ep.netns or not os.path.exists(ep.netns):
-                return False
-            self._rejoin(self.get_network(net_id), ep)
-            return True
-
-    def _rejoin(self, net: Network, ep: Endpoint) -> None:
-        driver = self.driver(net.driver)
-        best_effort(driver.leave, net, ep)
-        fresh = replace(ep, driver_state={})
-        driver.join(net, fresh)
-        self.store.put(f"endpoints/{net.id}/{ep.id}", fresh.to_json())
-
-
-def _has(net: Network, version: int) -> bool:
-    return any(ipaddress.ip_network(c.subnet).version == version for c in net.ipam)
-
-
-def _host_networks(routes: Callable[[], Iterable[str]]) -> list[Net]:
-    out: list[Net] = []
-    for dst in routes():
-        try:
-            n = ipaddress.ip_network(dst, strict=False)
-        except ValueError:
-            continue
-        if n.prefixlen and not n.is_link_local and not n.is_loopback:
-            out.append(n)
-    return out
-
-
-def _netlink_routes() -> list[str]:
-    from kanal.netlink.handle import Netlink
-
-    with Netlink() as nl:
-        return [str(r.dst) for r in nl.routes()]
+        """Bring the kernel back to the store after a restart or crash; counts of what
+        it did (:func:`kanal.engine.reconcile.reconcile`)."""
+        return reconcile.reconcile(self, sandbox_alive)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from kanal import validate
 from kanal.engine.model import IPAMConfig, Network
 from kanal.errors import Conflict, InvalidConfig, NotFound
-from kanal.store import Store, StoreConflict
+from kanal.store import Delete, Store, StoreConflict
 
 __all__ = [
     "DEFAULT_POOLS",
@@ -239,8 +239,6 @@ class AddressAllocator:
 
     def drop_network(self, net_id: str) -> None:
         with self._lock:
-            from kanal.store import Delete
-
             self.store.txn([Delete(e.key) for e in self.store.list(f"ipam/{net_id}/")])
             self._used.pop(net_id, None)
             for k in [k for k in self._cursor if k[0] == net_id]:

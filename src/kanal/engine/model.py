@@ -21,7 +21,9 @@ __all__ = [
     "Endpoint",
     "IPAMConfig",
     "Network",
+    "NetworkSpec",
     "PortBinding",
+    "SandboxRef",
     "new_id",
     "now",
     "validate_name",
@@ -133,3 +135,29 @@ class Endpoint:
         d = json.loads(data)
         d["ports"] = [PortBinding(**p) for p in d.get("ports", [])]
         return cls(**d)
+
+
+@dataclass
+class NetworkSpec:
+    """What ``kanal network create`` asks for (docker's flags)."""
+
+    name: str
+    driver: str = "bridge"
+    ipam: list[IPAMConfig] = field(default_factory=list)
+    ipam_driver: str = "default"
+    ipam_options: dict[str, str] = field(default_factory=dict)
+    enable_ipv4: bool = True
+    enable_ipv6: bool = False
+    internal: bool = False
+    attachable: bool = False
+    options: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SandboxRef:
+    """The sandbox an endpoint joins: its id, name (for DNS) and netns path."""
+
+    id: str
+    name: str
+    netns: str

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from kanal.engine.reconcile import purge_endpoint, undo_network_create
 from kanal.errors import KanalError
 
 if TYPE_CHECKING:
@@ -46,12 +47,12 @@ ORDER = {
 def _resolve(ctrl: Controller, sandboxes: SandboxManager | None, it: Intent) -> bool:
     f = it.fields
     if it.op in ("connect", "disconnect"):
-        ctrl.purge_endpoint(
-            str(f["network"]), str(f["endpoint"]), str(f["sandbox"]), f.get("addresses") or []
+        purge_endpoint(
+            ctrl, str(f["network"]), str(f["endpoint"]), str(f["sandbox"]), f.get("addresses") or []
         )
         return True
     if it.op == "network-create":
-        ctrl.undo_network_create(it)
+        undo_network_create(ctrl, it)
         return True
     if sandboxes is None:
         return False  # left for a daemon that runs sandboxes

@@ -30,11 +30,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kanal.engine.model import Endpoint
+from kanal.engine.reconcile import rejoin
+from kanal.engine.recovery import recover
 from kanal.errors import KanalError
+from kanal.firewall.nftables import TABLE
+from kanal.firewall.nftables import libnft as nft
+from kanal.netlink.handle import Netlink
 
 if TYPE_CHECKING:
     from kanal.engine.controller import Controller
-    from kanal.engine.model import Endpoint, Network
+    from kanal.engine.model import Network
     from kanal.engine.sandboxes import SandboxManager
 
 __all__ = ["NftState", "Repairer", "Watched", "nft_table"]
@@ -100,7 +106,7 @@ class Repairer:
     def _bridge_networks(self) -> dict[str, Network]:
         return {
             n.id: n
-            for n in self.ctrl._local_networks()
+            for n in self.ctrl.local_networks()
             if n.driver == "bridge" and not n.driver_state.get("deleting")
         }
 
@@ -108,8 +114,6 @@ class Repairer:
 
     def run(self) -> list[str]:
         """One pass; returns a line per thing restored (or marked broken)."""
-        from kanal.engine.recovery import recover
-
         with self._lock:
             self.passes += 1
             done = recover(self.ctrl, self.sandboxes)
@@ -124,8 +128,6 @@ class Repairer:
             return done
 
     def _pass(self) -> list[str]:
-        from kanal.netlink.handle import Netlink
-
         done: list[str] = []
         busy = {
             str(v)
@@ -155,7 +157,7 @@ class Repairer:
                 continue
             why = self._network_damage(net, links, addrs, table)
             if why:
-                with self.ctrl._lock:
+                with self.ctrl.lock:
                     current = self._bridge_networks().get(net.id)
                     if current is None:
                         continue
@@ -174,7 +176,7 @@ class Repairer:
             br = links.get(net.driver_state["bridge"])
             veth = links.get(str(ep.driver_state.get("host_veth") or "-"))
             if net.id in rebuilt or veth is None or br is None or veth.master != br.index:
-                if self.ctrl.rejoin(net.id, ep.id):
+                if rejoin(self.ctrl, net.id, ep.id):
                     done.append(f"endpoint {ep.name} on {net.name}: interface made again")
                 elif ep.netns and not os.path.exists(ep.netns):
                     line = self.sandboxes.repair_netns(ep.sandbox_id)  # marks it broken
@@ -212,8 +214,6 @@ class Repairer:
             got = self.ctrl.store.get(f"endpoints/{net.id}/{ep.id}")
             if got is None:
                 return []
-            from kanal.engine.model import Endpoint
-
             driver.restore_firewall(net, Endpoint.from_json(got.value))
         return [f"endpoint {ep.name} on {net.name}: firewall entries written again"]
 
@@ -241,9 +241,6 @@ class NftState:
 
 def nft_table() -> NftState | None:
     """What kanal's nftables table holds (None: no table at all)."""
-    from kanal.firewall.nftables import TABLE
-    from kanal.firewall.nftables import libnft as nft
-
     try:
         raw = nft.run(f"list table inet {TABLE}", json_out=True)
     except nft.NftError:

@@ -7,64 +7,40 @@ mount namespace of its own (see kanal.engine.launch). ``--network host`` uses th
 daemon's namespace, ``none`` only loopback, ``container:<name>`` another
 sandbox's namespace. State is in the store (``sandboxes/<id>``), so ``ps`` and
 networking survive a daemon restart; a detached process outlives the daemon.
+
+:class:`SandboxManager` is the registry and the operations (create, start, stop,
+rm, recovery's steps); it uses :class:`~kanal.engine.sandboxenv.SandboxEnv`
+(namespaces and /etc files), :class:`~kanal.engine.supervisor.Supervisor` (the
+processes) and :class:`~kanal.engine.nameindex.NameIndex` (embedded DNS names).
 """
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kanal import validate
 from kanal.engine import processes
-from kanal.engine.controller import Controller, SandboxRef
-from kanal.engine.model import PortBinding, new_id, now, validate_name
-from kanal.errors import Conflict, InvalidConfig, KanalError, NotFound
+from kanal.engine.controller import Controller
+from kanal.engine.dns.index import NameIndex
+from kanal.engine.model import SandboxRef, new_id, now
+from kanal.engine.sandboxenv import SandboxEnv, is_mount
+from kanal.engine.sandboxspec import NetworkRequest, SandboxSpec, checked_spec
+from kanal.engine.supervisor import Supervisor
+from kanal.errors import Conflict, KanalError, NotFound
 from kanal.store import Delete, Put, Store, StoreConflict
 
 if TYPE_CHECKING:
     from kanal.engine.journal import Intent, Journal
-    from kanal.engine.model import Endpoint
 
 __all__ = ["NetworkRequest", "Sandbox", "SandboxManager", "SandboxSpec"]
 
 log = logging.getLogger("kanal.sandbox")
-
-
-@dataclass
-class NetworkRequest:
-    network: str
-    ip: str = ""
-    ip6: str = ""
-    aliases: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SandboxSpec:
-    """What ``kanal run`` asks for."""
-
-    argv: list[str]
-    name: str = ""
-    network_mode: str = "bridge"  # a network name, "host", "none" or "container:<name>"
-    networks: list[NetworkRequest] = field(default_factory=list)
-    publish: list[PortBinding] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    hostname: str = ""
-    dns: list[str] = field(default_factory=list)
-    dns_search: list[str] = field(default_factory=list)
-    dns_options: list[str] = field(default_factory=list)
-    extra_hosts: list[str] = field(default_factory=list)
-    workdir: str = ""
 
 
 @dataclass
@@ -121,14 +97,30 @@ class SandboxManager:
         self.store = store
         self.ctrl = controller
         self.dns = dns  # kanal.engine.dns.DnsService, or None: no embedded DNS
-        self.state_dir = state_dir
-        self.netns_dir = netns_dir
-        self.host_resolv = host_resolv
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.env = SandboxEnv(
+            controller, state_dir=state_dir, netns_dir=netns_dir, host_resolv=host_resolv
+        )
+        self.procs = Supervisor(self.env, self._exited)
+        self.names_index = NameIndex(controller)
+        #: embedded DNS's lookups (``lookup``, ``reverse``), dropped by ``invalidate``
+        self.lookup = self.names_index.lookup
+        self.reverse = self.names_index.reverse
+        self.invalidate = self.names_index.invalidate
         self._lock = threading.Lock()
-        self._index: _Index | None = None
-        self._index_gen = 0  # bumped by invalidate(): an index built before is stale
         self._sb_locks: dict[str, threading.Lock] = {}
+
+    @property
+    def netns_dir(self) -> str:
+        """Where sandbox namespaces are made (the environment's)."""
+        return self.env.netns_dir
+
+    @netns_dir.setter
+    def netns_dir(self, path: str) -> None:
+        self.env.netns_dir = path
+
+    @property
+    def state_dir(self) -> str:
+        return self.env.state_dir
 
     @property
     def journal(self) -> Journal:
@@ -181,8 +173,8 @@ class SandboxManager:
 
     def _refresh(self, s: Sandbox) -> Sandbox:
         """A running sandbox whose process is gone (after a daemon restart) is exited."""
-        if s.state == "running" and s.pid and s.id not in self._procs:
-            leader = self._leader(s)
+        if s.state == "running" and s.pid and not self.procs.following(s.id):
+            leader = self.procs.leader(s)
             if leader is None or not processes.alive(leader):
                 s.state = "exited"
                 self._save(s)
@@ -194,30 +186,8 @@ class SandboxManager:
         """Namespace, networks, files, and with ``start`` the process: one operation
         (``kanal run -d``), all undone on failure or after a crash midway. Without
         ``start`` nothing runs yet."""
-        if not spec.argv:
-            raise InvalidConfig("no command given")
-        validate.sandbox(spec)
         sid = new_id()
-        name = spec.name or f"kanal_{sid[:8]}"
-        validate_name(name, "container")
-        mode = spec.network_mode or "bridge"
-        for a in spec.dns:
-            try:
-                ipaddress.ip_address(a)
-            except ValueError:
-                raise InvalidConfig(f"invalid DNS server {a!r}") from None
-        for h in spec.extra_hosts:
-            host, _, ip = h.partition(":")
-            try:
-                ipaddress.ip_address(ip)
-                validate_name(host, "host")
-            except (ValueError, KanalError):
-                raise InvalidConfig(f"invalid --add-host {h!r}: want NAME:IP") from None
-        if mode.startswith("container:") and (spec.publish or spec.networks or spec.hostname):
-            raise InvalidConfig(
-                "conflicting options: --network container: shares the other's network "
-                "(no -p, --network or --hostname)"
-            )
+        name, mode = checked_spec(spec, sid)
         try:
             # The name is taken together with the intent: a crash from here on
             # leaves an intent that frees it again (kanal.engine.recovery).
@@ -248,7 +218,7 @@ class SandboxManager:
             other = self.get(mode.split(":", 1)[1])
             netns = other.netns
         else:
-            netns = self._make_netns(sid)
+            netns = self.env.make_netns(sid)
         st = os.stat(netns) if own else None
         sb = Sandbox(
             id=sid,
@@ -280,23 +250,23 @@ class SandboxManager:
                 )
         self.write_files(sb)
         self.sync_dns(sb)
-        p = self._launch(sb) if start else None
+        p = self.procs.launch(sb) if start else None
         # The sandbox appears (ps, lookups) with the intent's end: never half made.
         self.journal.end(it, [Put(f"sandboxes/{sid}", sb.to_json(), 0)])
         if p is not None:
-            self._follow(sid, p)
+            self.procs.follow(sid, p)
         return sb
 
     def sync_dns(self, sb: Sandbox) -> None:
         """Serve (or stop serving) embedded DNS in ``sb`` as its networks say."""
         if self.dns is None or not sb.own_netns:
             return
-        user = self.user_networks(sb)
+        user = self.env.user_networks(sb)
         attached = sb.id in self.dns.attached()
         if user and not attached:
             internal = all(i for _, i in user)
             try:
-                self.dns.attach(sb.id, sb.netns, self.upstreams(sb), internal=internal)
+                self.dns.attach(sb.id, sb.netns, self.env.upstreams(sb), internal=internal)
             except (OSError, KanalError) as e:
                 log.warning("no embedded DNS for %s: %s", sb.name, e)
         elif not user and attached:
@@ -304,44 +274,7 @@ class SandboxManager:
 
     def netns_path(self, sid: str) -> str:
         """Where the sandbox's own namespace is mounted (derived from its id)."""
-        return os.path.join(self.netns_dir, f"kanal-{sid[:12]}")
-
-    def _make_netns(self, sid: str) -> str:
-        path = self.netns_path(sid)
-        name = os.path.basename(path)
-        if os.path.abspath(self.netns_dir) == "/run/netns":
-            subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
-        else:
-            os.makedirs(self.netns_dir, mode=0o755, exist_ok=True)
-            open(path, "w").close()
-            subprocess.run(["unshare", f"--net={path}", "true"], check=True, capture_output=True)
-        from kanal.netlink.batch import Batch, raw_socket
-        from kanal.netlink.ns import open_netns, run_in_netns
-
-        fd = open_netns(path)
-        try:
-
-            def lo_up() -> None:
-                with raw_socket() as s:
-                    b = Batch(s)
-                    b.set_link(index=1, up=True)
-                    b.commit()
-
-            run_in_netns(fd, lo_up)
-        finally:
-            os.close(fd)
-        return path
-
-    def _del_netns(self, path: str) -> None:
-        name = os.path.basename(path)
-        if os.path.abspath(os.path.dirname(path)) == "/run/netns":
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
-            return
-        subprocess.run(["umount", path], capture_output=True)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        return self.env.netns_path(sid)
 
     def _drop_name(self, name: str, sid: str) -> list[Delete]:
         """The delete of ``name``'s reservation, if it is still this sandbox's."""
@@ -355,149 +288,26 @@ class SandboxManager:
             self.dns.detach(sid)
         self.ctrl.disconnect_all(sid)
         path = self.netns_path(sid)
-        self._stop_all(sid, None, path)
+        self.procs.stop_all(sid, None, path)
         if os.path.exists(path):
-            self._del_netns(path)
-        shutil.rmtree(self._dir(sid), ignore_errors=True)
+            self.env.del_netns(path)
+        shutil.rmtree(self.env.dir(sid), ignore_errors=True)
         self.store.txn([Delete(f"sandboxes/{sid}"), *self._drop_name(name, sid)])
 
-    # --- files -------------------------------------------------------------------
+    # --- files ----------------------------------------------------------------------
 
-    def _dir(self, sid: str) -> str:
-        return os.path.join(self.state_dir, "sandboxes", sid)
+    def _embedded_dns(self, sb: Sandbox) -> bool:
+        return self.dns is not None and sb.own_netns and bool(self.env.user_networks(sb))
 
     def write_files(self, sb: Sandbox) -> None:
-        """resolv.conf, hosts and hostname of the sandbox; rewritten in place (the
-        bind mounts pin the inodes) when its networks change."""
-        d = self._dir(sb.id)
-        os.makedirs(d, mode=0o700, exist_ok=True)
-        os.chmod(d, 0o700)  # also when it was made looser before
-        eps = self.ctrl.sandbox_endpoints(sb.id)
-        hosts = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
-        for ep in eps:
-            for a in (ep.ipv4, ep.ipv6):
-                if a:
-                    hosts.append(f"{a.split('/')[0]}\t{sb.hostname or sb.name}")
-        hosts += [f"{h.partition(':')[2]}\t{h.partition(':')[0]}" for h in sb.extra_hosts]
-        files = {
-            "hosts": "\n".join(hosts) + "\n",
-            "hostname": (sb.hostname or sb.name) + "\n",
-            "resolv.conf": self.resolv_conf(sb),
-        }
-        for fname, text in files.items():
-            path = os.path.join(d, fname)
-            # Same inode (a bind mount keeps seeing it); 0644: the sandbox's own
-            # unprivileged processes read them (the directory is 0700).
-            with os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+") as f:
-                f.seek(0)
-                f.truncate()
-                f.write(text)
-
-    def user_networks(self, sb: Sandbox) -> list[tuple[Endpoint, bool]]:
-        """The sandbox's endpoints on user-defined networks, with their network's internal flag
-        (docker gives embedded DNS only there, not on the default bridge)."""
-        nets = {n.id: n for n in self.ctrl.networks()}
-        out = []
-        for ep in self.ctrl.sandbox_endpoints(sb.id):
-            n = nets.get(ep.network_id)
-            if n is not None and not n.builtin:
-                out.append((ep, n.internal))
-        return out
-
-    def upstreams(self, sb: Sandbox) -> list[str]:
-        return self._host_resolv()[0] if not sb.dns else list(sb.dns)
-
-    def _host_resolv(self) -> tuple[list[str], list[str]]:
-        servers: list[str] = []
-        search: list[str] = []
-        try:
-            with open(self.host_resolv) as f:
-                for line in f:
-                    parts = line.split()
-                    if len(parts) >= 2 and parts[0] == "nameserver":
-                        servers.append(parts[1])
-                    elif parts and parts[0] == "search" and not search:
-                        search = parts[1:]
-        except OSError:
-            pass
-        return servers, search
-
-    def resolv_conf(self, sb: Sandbox) -> str:
-        if self.dns is not None and sb.own_netns and self.user_networks(sb):
-            # Embedded DNS: kanald answers on 127.0.0.11 inside the sandbox and
-            # forwards the rest to the upstreams (from its own namespace).
-            search = list(sb.dns_search) or self._host_resolv()[1]
-            lines = ["nameserver 127.0.0.11"]
-            if search:
-                lines.append("search " + " ".join(search))
-            lines.append("options " + " ".join(["ndots:0", *sb.dns_options]))
-            return "\n".join(lines) + "\n"
-        servers, search, options = list(sb.dns), list(sb.dns_search), list(sb.dns_options)
-        if not servers:
-            try:
-                with open(self.host_resolv) as f:
-                    for line in f:
-                        parts = line.split()
-                        if len(parts) >= 2 and parts[0] == "nameserver":
-                            ip = parts[1]
-                            # A loopback resolver of the host is unreachable from a netns.
-                            if not ipaddress.ip_address(ip.split("%")[0]).is_loopback:
-                                servers.append(ip)
-                        elif parts and parts[0] == "search" and not search:
-                            search = parts[1:]
-            except (OSError, ValueError):
-                pass
-        lines = [f"nameserver {s}" for s in servers]
-        if search:
-            lines.append("search " + " ".join(search))
-        if options:
-            lines.append("options " + " ".join(options))
-        return "\n".join(lines) + "\n"
+        """resolv.conf, hosts and hostname of the sandbox (:class:`SandboxEnv`)."""
+        self.env.write_files(sb, embedded_dns=self._embedded_dns(sb))
 
     # --- processes ---------------------------------------------------------------
 
     def launch_argv(self, sb: Sandbox) -> tuple[list[str], str]:
         """The command line that runs ``sb``'s process, and its spec file."""
-        d = self._dir(sb.id)
-        spec = {
-            "argv": sb.argv,
-            "env": sb.env
-            or {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
-            "hostname": sb.hostname if sb.own_netns else "",
-            "cwd": sb.workdir,
-            "binds": {
-                "/etc/resolv.conf": os.path.join(d, "resolv.conf"),
-                "/etc/hosts": os.path.join(d, "hosts"),
-                "/etc/hostname": os.path.join(d, "hostname"),
-            },
-            "pidfile": self._pidfile(sb.id),
-        }
-        spec_path = os.path.join(d, "launch.json")
-        # 0600 even if it existed looser: it holds the -e values.
-        fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(spec, f)
-        uts = ["--uts"] if sb.own_netns else []
-        argv = [
-            "nsenter",
-            f"--net={sb.netns}",
-            "unshare",
-            "--mount",
-            *uts,
-            "--propagation",
-            "private",
-            "--",
-            sys.executable,
-            "-I",
-            "-m",
-            "kanal.engine.launch",
-            spec_path,
-        ]
-        return argv, spec_path
-
-    def _pidfile(self, sid: str) -> str:
-        return os.path.join(self._dir(sid), "pid")
+        return self.procs.launch_argv(sb)
 
     def start(self, ref: str) -> Sandbox:
         """Start the process detached (output to ``<state>/sandboxes/<id>/log``)."""
@@ -507,38 +317,10 @@ class SandboxManager:
             if sb.state == "running":
                 raise Conflict(f"container {sb.name} is already running")
             with self.journal.intent("sandbox-start", sandbox=sb.id) as it:
-                p = self._launch(sb)
+                p = self.procs.launch(sb)
                 self.journal.end(it, [Put(f"sandboxes/{sb.id}", sb.to_json())])
-        self._follow(sb.id, p)
+        self.procs.follow(sb.id, p)
         return sb
-
-    def _launch(self, sb: Sandbox) -> subprocess.Popen[bytes]:
-        """Start ``sb``'s process, detached, and note it in ``sb`` (not stored yet)."""
-        argv, _ = self.launch_argv(sb)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._pidfile(sb.id))
-        env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        log_path = os.path.join(self._dir(sb.id), "log")
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "ab") as out:
-            p = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-                env=env,
-            )
-        with self._lock:
-            self._procs[sb.id] = p
-        sb.state, sb.pid, sb.exit_code = "running", p.pid, None
-        start = processes.proc_start(p.pid)
-        sb.started = float(start) if start else 0.0
-        return p
-
-    def _follow(self, sid: str, p: subprocess.Popen[bytes]) -> None:
-        threading.Thread(target=self._wait, args=(sid, p), daemon=True).start()
 
     def adopt_started(self, sid: str) -> Sandbox | None:
         """Recovery of an interrupted start: the process it launched, if one runs,
@@ -547,9 +329,7 @@ class SandboxManager:
             sb = self.get(sid)
         except NotFound:
             return None
-        found = processes.find_launched(
-            os.path.join(self._dir(sid), "launch.json"), self._pidfile(sid)
-        )
+        found = self.procs.find_launched(sid)
         if found is None or sb.state == "running":
             return sb
         sb.state, sb.pid, sb.exit_code = "running", found[0], None
@@ -557,10 +337,8 @@ class SandboxManager:
         self._save(sb)
         return sb
 
-    def _wait(self, sid: str, p: subprocess.Popen[bytes]) -> None:
-        code = p.wait()
-        with self._lock:
-            self._procs.pop(sid, None)
+    def _exited(self, sid: str, code: int) -> None:
+        """A process this daemon started ended (the supervisor's report)."""
         try:
             self.mark_exited(sid, code)
         except KanalError:
@@ -581,26 +359,6 @@ class SandboxManager:
         self._save(sb)
         return sb
 
-    def _leader(self, sb: Sandbox) -> processes.ProcRef | None:
-        if not sb.pid:
-            return None
-        return sb.pid, str(int(sb.started)) if sb.started else ""
-
-    def _stop_all(self, sid: str, sb: Sandbox | None, netns: str, timeout: float = 2.0) -> bool:
-        """Stop the sandbox's processes: its recorded leader (pid and start time), the
-        one a launcher's pidfile names, and — with a namespace of its own — every
-        process left in it."""
-        leader = self._leader(sb) if sb is not None else None
-        if leader is None or not processes.alive(leader):
-            leader = processes.read_pidfile(self._pidfile(sid))
-        ran = processes.stop_processes(leader, netns, timeout)
-        with self._lock:
-            p = self._procs.get(sid)
-        if p is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                p.wait(5)
-        return ran
-
     def stop(self, ref: str, timeout: float = 10.0) -> Sandbox:
         sb = self.get(ref)
         with self._locked(sb.id):
@@ -610,7 +368,7 @@ class SandboxManager:
         sb = self.get(sid)
         if sb.state != "running" or not sb.pid:
             return sb
-        self._stop_all(sb.id, sb, sb.netns if sb.own_netns else "", timeout)
+        self.procs.stop_all(sb.id, sb, sb.netns if sb.own_netns else "", timeout)
         sb = self.get(sid)
         if sb.state == "running":
             sb.state, sb.exit_code = "exited", 137
@@ -644,14 +402,14 @@ class SandboxManager:
             sb = None
         own = sb.own_netns if sb is not None else True
         netns = self.netns_path(sid) if own else ""
-        self._stop_all(sid, sb, netns)
+        self.procs.stop_all(sid, sb, netns)
         if self.dns is not None:
             self.dns.detach(sid)
         self.ctrl.disconnect_all(sid)
         if own and os.path.exists(netns):
-            self._del_netns(netns)
+            self.env.del_netns(netns)
         # Files before records: once the intent is struck off nothing may be left.
-        shutil.rmtree(self._dir(sid), ignore_errors=True)
+        shutil.rmtree(self.env.dir(sid), ignore_errors=True)
         ops = [Delete(f"sandboxes/{sid}"), *self._drop_name(name, sid)]
         if it is not None:
             self.journal.end(it, ops)
@@ -667,21 +425,12 @@ class SandboxManager:
                 sb = self.get(sid)
             except NotFound:
                 return ""
-            if not sb.own_netns or _is_mount(sb.netns) or sb.error:
+            if not sb.own_netns or is_mount(sb.netns) or sb.error:
                 return ""
-            holder = self._netns_holder(sb)
+            holder = self.procs.netns_holder(sb)
             if holder:
-                # (The hand that unmounted it may still be removing the file: retry.)
-                for _ in range(5):
-                    if not os.path.exists(sb.netns):
-                        open(sb.netns, "w").close()
-                    p = subprocess.run(
-                        ["mount", "--bind", f"/proc/{holder}/ns/net", sb.netns],
-                        capture_output=True,
-                    )
-                    if p.returncode == 0:
-                        return f"mounted the namespace of {sb.name} again at {sb.netns}"
-                    time.sleep(0.05)
+                if self.env.remount(sb.netns, holder):
+                    return f"mounted the namespace of {sb.name} again at {sb.netns}"
                 return ""  # held, but not mountable now: the next pass tries again
             sb.error = (
                 f"its network namespace {sb.netns} was removed from outside and no process "
@@ -689,22 +438,6 @@ class SandboxManager:
             )
             self._save(sb)
             return f"sandbox {sb.name} is broken: {sb.error}"
-
-    def _netns_holder(self, sb: Sandbox) -> int:
-        """A live process in the sandbox's namespace (its leader first), or 0."""
-        want = tuple(sb.netns_id)
-        leader = self._leader(sb)
-        pids = ([leader[0]] if leader and processes.alive(leader) else []) + [
-            int(p) for p in os.listdir("/proc") if p.isdigit()
-        ]
-        for pid in pids:
-            try:
-                st = os.stat(f"/proc/{pid}/ns/net")
-            except OSError:
-                continue
-            if want and (st.st_dev, st.st_ino) == want:
-                return pid
-        return 0
 
     def reconcile(self) -> dict[str, int]:
         """After recovery: names whose sandbox is gone (and no operation of which
@@ -726,104 +459,3 @@ class SandboxManager:
             return
         self.write_files(sb)
         self.sync_dns(sb)
-
-    def _names(self) -> _Index:
-        # Built outside the manager's lock: building reads the controller and the
-        # overlay agent, whose listeners call invalidate() with the agent's lock held
-        # (building under ours deadlocked the DNS thread against the agent's resync).
-        with self._lock:
-            index, gen = self._index, self._index_gen
-        if index is None:
-            index = self._build_index()
-            with self._lock:
-                if self._index_gen == gen:  # not invalidated while it was built
-                    self._index = index
-        return index
-
-    def lookup(self, sandbox_id: str, qname: str) -> list[str] | None:
-        """Embedded DNS: addresses of ``qname`` (a sandbox name or alias) on the user
-        networks ``sandbox_id`` is on; None when no such name is there."""
-        nets, names, _rev = self._names()
-        found: list[str] = []
-        hit = False
-        for nid in nets.get(sandbox_id, ()):
-            addrs = names.get((nid, qname))
-            if addrs is not None:
-                hit = True
-                found.extend(addrs)
-        return found if hit else None
-
-    def reverse(self, sandbox_id: str, ip: str) -> str | None:
-        """Embedded DNS, PTR: ``name.network`` of the sandbox holding ``ip`` on a user
-        network ``sandbox_id`` is on (docker's answer); None otherwise."""
-        nets, _names, rev = self._names()
-        for nid in sorted(nets.get(sandbox_id, ())):
-            name = rev.get((nid, ip))
-            if name is not None:
-                return name
-        return None
-
-    def _build_index(self) -> _Index:
-        # Built on the DNS serving thread: the cluster's networks as last known.
-        cluster = self.ctrl.cluster
-        known = self.ctrl._local_networks() + (cluster.known_networks() if cluster else [])
-        networks = {n.id: n for n in known if not n.builtin}
-        nets: dict[str, set[str]] = {}
-        names: dict[tuple[str, str], list[str]] = {}
-        rev: dict[tuple[str, str], str] = {}
-
-        def add(nid: str, name: str, aliases: Iterable[str], addrs: list[str]) -> None:
-            for n in {name.lower(), *(a.lower() for a in aliases)}:
-                if n:
-                    names.setdefault((nid, n), []).extend(addrs)
-            for a in addrs:
-                rev.setdefault((nid, a), f"{name}.{networks[nid].name}")
-
-        for ep in self.ctrl.endpoints():
-            if ep.network_id not in networks:
-                continue
-            nets.setdefault(ep.sandbox_id, set()).add(ep.network_id)
-            add(
-                ep.network_id,
-                ep.name,
-                ep.aliases,
-                [a.split("/")[0] for a in (ep.ipv4, ep.ipv6) if a],
-            )
-        cluster = self.ctrl.cluster
-        if cluster is not None:
-            # Overlay networks: the names other hosts published (the agent's copy).
-            joined = set().union(*nets.values()) if nets else set()
-            for n in networks.values():
-                if n.scope != "global" or n.id not in joined:
-                    continue
-                for rec in cluster.agent.endpoints(n.id):
-                    if rec.host != cluster.node:  # ours are in the local store already
-                        add(n.id, rec.name, rec.aliases, [rec.ip])
-        return nets, names, rev
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self._index = None
-            self._index_gen += 1
-
-
-def _is_mount(path: str) -> bool:
-    """Whether ``path`` is a mount point (a namespace's bind mount is one)."""
-    want = path.replace(" ", "\\040")
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == want for line in f)
-
-
-_Index = tuple[
-    dict[str, set[str]],  # sandbox id -> its user networks
-    dict[tuple[str, str], list[str]],  # (network, name or alias) -> addresses
-    dict[tuple[str, str], str],  # (network, address) -> "name.network"
-]
-
-
-def _proc_state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ""

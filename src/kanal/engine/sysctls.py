@@ -15,6 +15,7 @@ import json
 import threading
 
 from kanal.errors import KanalError
+from kanal.netlink.sysctl import read_sysctl, write_sysctl
 from kanal.store import Delete, Store
 
 __all__ = ["SysctlLedger"]
@@ -33,8 +34,6 @@ class SysctlLedger:
 
     def claim(self, key: str, value: str, owner: str) -> None:
         """Make sysctl ``key`` (``net/ipv4/ip_forward``) ``value`` for ``owner``."""
-        from kanal.netlink.sysctl import read_sysctl, write_sysctl
-
         with self._lock:
             e = self.store.get(self._key(key))
             if e is not None:
@@ -54,8 +53,6 @@ class SysctlLedger:
 
     def release(self, owner: str) -> None:
         """Drop ``owner``'s claims; restore each sysctl whose last user it was."""
-        from kanal.netlink.sysctl import read_sysctl, write_sysctl
-
         with self._lock:
             for e in self.store.list(PREFIX):
                 rec = json.loads(e.value)

@@ -138,6 +138,8 @@ def open_store(url: str) -> Store:
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise InvalidConfig(f"invalid store URL {url!r}: want scheme://...")
+    # lazy (the three imports below): each backend imports this module's contract,
+    # and only the one in use is loaded (etcd's brings http, ssl and threads)
     if scheme == "memory":
         from kanal.store.memory import MemoryStore
 

@@ -7,7 +7,7 @@ base64 keys and values and int64s as strings. Revisions are etcd's own (its
 store behaves the same on one host and across hosts. Several endpoints can be
 given; a request that cannot reach one tries the next. Requests carry
 ``Grpc-Metadata-hasleader: true`` so a member cut off from the cluster refuses
-instead of answering from stale state (multihost.md §1.5).
+instead of answering from stale state.
 
 URL: ``etcd://host:port[,host:port...][/prefix]`` — every key is stored under
 ``prefix`` (default ``/kanal/``), so several kanal clusters (or tests) can share
@@ -43,31 +43,26 @@ Beyond the :class:`~kanal.store.Store` contract, the cluster layer uses:
   so a silently dead peer (no FIN/RST) is noticed within ``idle_probe`` seconds.
 - **Leases**: :meth:`lease_grant`, :meth:`lease_keepalive`, :meth:`lease_revoke`,
   ``put(..., lease=id)`` and :class:`Lease`, a thread that keeps one lease alive.
+
+The parts: :mod:`.etcdwire` (the request client with its failover),
+:mod:`.etcdwatch` (the watch stream and its decoder), :mod:`.etcdlease` (the
+lease thread), and here the Store adapter and the transaction types.
 """
 
 from __future__ import annotations
 
-import base64
 import builtins
-import http.client
-import json
-import random
-import socket
-import ssl
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kanal.errors import InvalidConfig, NotFound, Unavailable
-from kanal.store import Delete, Entry, Put, StoreConflict, StoreRefused, check_key
-from kanal.store.etcdconn import (
-    GATEWAY_REFUSES_CN,
-    Connector,
-    EtcdSettings,
-    explain_tls_error,
-)
+from kanal.errors import InvalidConfig, Unavailable
+from kanal.store import Delete, Entry, Put, StoreConflict
+from kanal.store.etcdconn import Connector, EtcdSettings
+from kanal.store.etcdlease import Lease
+from kanal.store.etcdwatch import WatchBatch, WatchEvent, watch
+from kanal.store.etcdwire import EtcdClient, LeaseNotFound, b64, parse_etcd_url, prefix_end
 
 __all__ = [
     "Cmp",
@@ -83,29 +78,6 @@ __all__ = [
     "parse_etcd_url",
 ]
 
-# gRPC codes the gateway passes through: 4 deadline exceeded, 14 unavailable
-# (no leader, leader changed, request timed out) — worth another member or round.
-_RETRY_GRPC = (4, 14)
-
-
-def _b64(b: bytes) -> str:
-    return base64.b64encode(b).decode()
-
-
-def _unb64(s: str) -> bytes:
-    return base64.b64decode(s)
-
-
-def _prefix_end(prefix: bytes) -> bytes:
-    """The smallest key greater than every key starting with ``prefix`` (etcd's range_end)."""
-    p = bytearray(prefix)
-    while p:
-        if p[-1] < 0xFF:
-            p[-1] += 1
-            return bytes(p)
-        p.pop()
-    return b"\0"  # every key
-
 
 def open_etcd(url: str, opts: Sequence[str] = (), *, timeout: float = 5.0) -> EtcdStore:
     """An EtcdStore from ``etcd://`` (or ``http://``), ``etcds://`` (or ``https://``)
@@ -120,23 +92,6 @@ def open_etcd(url: str, opts: Sequence[str] = (), *, timeout: float = 5.0) -> Et
     settings = EtcdSettings.from_url(scheme, opts)
     endpoints, prefix = parse_etcd_url(rest)
     return EtcdStore(endpoints, prefix, timeout=timeout, connector=Connector(settings))
-
-
-def parse_etcd_url(rest: str) -> tuple[list[tuple[str, int]], str]:
-    """``host:port,host:port/prefix`` (what follows ``etcd://``) → (endpoints, prefix)."""
-    hosts, _, prefix = rest.partition("/")
-    endpoints = []
-    for hp in hosts.split(","):
-        host, sep, port = hp.rpartition(":")
-        if not sep or not host or not port.isdigit():
-            raise InvalidConfig(f"invalid etcd endpoint {hp!r}: want host:port")
-        endpoints.append((host.strip("[]"), int(port)))
-    prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/kanal/"
-    return endpoints, prefix
-
-
-class LeaseNotFound(NotFound):
-    """The lease does not exist (any more): it expired or was revoked."""
 
 
 @dataclass(frozen=True)
@@ -196,222 +151,16 @@ class TxnResult:
     gets: list[list[Entry]] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class WatchEvent:
-    """``type`` is ``put`` or ``delete``; ``value`` is b"" for a delete; ``prev`` is the
-    entry before the event when etcd still had it."""
-
-    type: str
-    key: str
-    value: bytes
-    mod_rev: int
-    lease: int
-    prev: Entry | None
-
-
-@dataclass(frozen=True)
-class WatchBatch:
-    """What one watch message brought.
-
-    ``resync`` is not None after the watched revision was compacted: it is the whole
-    listing of the prefix at ``revision`` and replaces whatever the consumer knew
-    (``events`` is then empty). Otherwise ``events`` happened, in order, up to
-    ``revision``.
-    """
-
-    revision: int
-    events: list[WatchEvent]
-    resync: list[Entry] | None = None
-
-
-class EtcdStore:
-    def __init__(
-        self,
-        endpoints: Sequence[tuple[str, int]],
-        prefix: str = "/kanal/",
-        timeout: float = 5.0,
-        attempt_timeout: float = 2.0,
-        connector: Connector | None = None,
-    ) -> None:
-        if not endpoints:
-            raise InvalidConfig("no etcd endpoints")
-        self.endpoints = list(endpoints)
-        self.prefix = prefix
-        self.timeout = timeout
-        self.attempt_timeout = attempt_timeout
-        #: the one source of connections and headers (TLS, client certificate, user)
-        self.connector = connector or Connector()
-        self._local = threading.local()
-        self._preferred = 0
-
-    # --- transport ---------------------------------------------------------------
-
-    def _conn(self, i: int, timeout: float) -> http.client.HTTPConnection:
-        conns: dict[int, http.client.HTTPConnection] = self._local.__dict__.setdefault("c", {})
-        c = conns.get(i)
-        if c is None:
-            c = conns[i] = self.connector.http(self.endpoints[i], timeout)
-        c.timeout = timeout
-        if c.sock is not None:
-            c.sock.settimeout(timeout)
-        return c
-
-    def _drop(self, i: int) -> None:
-        c = self._local.__dict__.get("c", {}).pop(i, None)
-        if c is not None:
-            c.close()
-
-    def _where(self, i: int) -> str:
-        host, port = self.endpoints[i]
-        return f"{host}:{port}"
-
-    def call(
-        self, path: str, body: dict[str, Any], *, timeout: float | None = None
-    ) -> dict[str, Any]:
-        """POST one gateway request within the deadline, failing over between endpoints.
-
-        Raises Unavailable (no member could serve it in time), StoreRefused (every
-        member refused us: TLS or authentication, or our user lacks the permission),
-        LeaseNotFound.
-        """
-        data = json.dumps(body).encode()
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
-        last: Exception | None = None
-        n = len(self.endpoints)
-        backoff = 0.05
-        slow = False  # a member timed out or could not serve (vs. refused: etcd is down)
-        reauth: set[int] = set()  # members whose token was refused once in this call
-        while True:
-            retry = False  # some member is up but could not serve: worth another round
-            refused: StoreRefused | None = None
-            k = 0
-            while k < n:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                i = (self._preferred + k) % n
-                k += 1
-                attempt = min(remaining, self.attempt_timeout)
-                c = self._conn(i, attempt)
-                fresh = c.sock is None  # a new connection (vs. a kept-alive one)
-                try:
-                    # (Logging in, rare and slow — a raft write and a bcrypt — may take
-                    # what is left of the deadline, not only one attempt's share.)
-                    headers = self.connector.headers(self.endpoints[i], remaining)
-                    c.request("POST", path, body=data, headers=headers)
-                    resp = c.getresponse()
-                    raw = resp.read()
-                except StoreRefused as e:  # authentication refused by this member
-                    self._drop(i)
-                    refused = e
-                    continue
-                except ConnectionRefusedError as e:
-                    self._drop(i)
-                    last = e
-                    continue
-                except ssl.SSLError as e:
-                    self._drop(i)
-                    why = explain_tls_error(e, self.connector.settings, self._where(i))
-                    if why is None and fresh and not isinstance(e, TimeoutError):
-                        why = self.connector.diagnose(self.endpoints[i], attempt)
-                    if why is not None:
-                        refused = StoreRefused(why)
-                        continue
-                    last = e
-                    retry = True
-                    continue
-                except (OSError, http.client.HTTPException) as e:
-                    # A reset, a timeout, a stale keep-alive connection: the member
-                    # may be dying or electing; another member or round may answer.
-                    # Or, over TLS, it dropped a new connection for our certificate:
-                    # ask it.
-                    self._drop(i)
-                    if fresh and not isinstance(e, TimeoutError):
-                        why = self.connector.diagnose(self.endpoints[i], attempt)
-                        if why is not None:
-                            refused = StoreRefused(why)
-                            continue
-                    last = e
-                    retry = True
-                    slow = slow or isinstance(e, TimeoutError)
-                    continue
-                try:
-                    out: dict[str, Any] = json.loads(raw) if raw.strip() else {}
-                except ValueError:
-                    out = {"message": raw[:200].decode(errors="replace")}
-                if resp.status != 200:
-                    msg = str(
-                        out.get("message") or out.get("error") or raw.decode(errors="replace")
-                    )
-                    code = int(out.get("code", 0) or 0)
-                    if code == 16 and i not in reauth:
-                        # Our token expired or this member never issued it: once more.
-                        self.connector.forget_token(self.endpoints[i])
-                        reauth.add(i)
-                        k -= 1
-                        continue
-                    denied = self._refusal(path, code, msg)
-                    if denied is not None:
-                        raise denied
-                    if resp.status in (503, 504) or code in _RETRY_GRPC or "leader" in msg:
-                        last = Unavailable(f"etcd {self._where(i)}", msg)
-                        retry = slow = True
-                        continue
-                    if code == 5 and "lease" in msg:
-                        raise LeaseNotFound("etcd lease not found", msg)
-                    raise Unavailable(f"etcd refused {path}", msg)
-                self._preferred = i
-                return out
-            if refused is not None and not retry:
-                # Every member that answered refused us: TLS or user, not an outage.
-                raise refused
-            if not retry or time.monotonic() + backoff >= deadline:
-                if refused is not None:
-                    raise refused
-                what = "etcd is unreachable"
-                if slow:
-                    what = "etcd did not answer in time"
-                raise Unavailable(what, f"{self._names()}: {last}")
-            time.sleep(backoff * (0.5 + random.random()))  # jitter
-            backoff = min(backoff * 2, 0.5)
-
-    def _refusal(self, path: str, code: int, msg: str) -> StoreRefused | None:
-        """etcd's answer as a StoreRefused when it is about who we are, else None."""
-        user = self.connector.settings.username
-        denied = code == 7 or "permission denied" in msg
-        if "user name is empty" in msg or (not user and (denied or code == 16)):
-            return StoreRefused(
-                "etcd's authentication is on: give kv.username and kv.password "
-                "(or kv.passwordfile)"
-            )
-        if denied:
-            what = "write" if path.rsplit("/", 1)[-1] in ("put", "txn", "deleterange") else "do"
-            who = f"etcd user {user!r}" if user else "kanal (no etcd user)"
-            return StoreRefused(
-                f"{who} may not {what} this under {self.prefix} ({path}): permission denied"
-            )
-        if "CommonName of client" in msg:
-            return StoreRefused(GATEWAY_REFUSES_CN)
-        if code == 16:
-            return StoreRefused(f"etcd does not accept user {user!r}'s token: {msg}")
-        return None
-
-    def _names(self) -> str:
-        return ",".join(f"{h}:{p}" for h, p in self.endpoints)
-
-    def _k(self, key: str) -> bytes:
-        return (self.prefix + check_key(key)).encode()
-
-    def _entry(self, kv: dict[str, Any]) -> Entry:
-        key = _unb64(kv["key"]).decode()[len(self.prefix) :]
-        return Entry(key, _unb64(kv.get("value", "")), int(kv.get("mod_revision", 0)))
+class EtcdStore(EtcdClient):
+    """The :class:`~kanal.store.Store` contract, and the cluster layer's extras, over
+    the wire client (see the module docstring)."""
 
     # --- the contract ------------------------------------------------------------
 
     def get(self, key: str, *, timeout: float | None = None) -> Entry | None:
-        out = self.call("/v3/kv/range", {"key": _b64(self._k(key))}, timeout=timeout)
+        out = self.call("/v3/kv/range", {"key": b64(self._k(key))}, timeout=timeout)
         kvs = out.get("kvs") or []
-        return self._entry(kvs[0]) if kvs else None
+        return self.entry(kvs[0]) if kvs else None
 
     def list(self, prefix: str, *, timeout: float | None = None) -> list[Entry]:
         return self.snapshot(prefix, timeout=timeout)[0]
@@ -421,8 +170,8 @@ class EtcdStore:
         out = self.call(
             "/v3/kv/range",
             {
-                "key": _b64(start),
-                "range_end": _b64(_prefix_end(start)),
+                "key": b64(start),
+                "range_end": b64(prefix_end(start)),
                 "limit": 1,
                 "keys_only": True,
             },
@@ -437,10 +186,10 @@ class EtcdStore:
         start = (self.prefix + prefix).encode()
         out = self.call(
             "/v3/kv/range",
-            {"key": _b64(start), "range_end": _b64(_prefix_end(start)), "sort_target": "KEY"},
+            {"key": b64(start), "range_end": b64(prefix_end(start)), "sort_target": "KEY"},
             timeout=timeout,
         )
-        entries = [self._entry(kv) for kv in out.get("kvs") or []]
+        entries = [self.entry(kv) for kv in out.get("kvs") or []]
         return entries, int(out["header"]["revision"])
 
     def put(
@@ -453,7 +202,7 @@ class EtcdStore:
         timeout: float | None = None,
     ) -> int:
         if expect is None:
-            body: dict[str, Any] = {"key": _b64(self._k(key)), "value": _b64(value)}
+            body: dict[str, Any] = {"key": b64(self._k(key)), "value": b64(value)}
             if lease:
                 body["lease"] = str(lease)
             out = self.call("/v3/kv/put", body, timeout=timeout)
@@ -466,7 +215,7 @@ class EtcdStore:
 
     def delete(self, key: str, *, expect: int | None = None, timeout: float | None = None) -> bool:
         if expect is None:
-            out = self.call("/v3/kv/deleterange", {"key": _b64(self._k(key))}, timeout=timeout)
+            out = self.call("/v3/kv/deleterange", {"key": b64(self._k(key))}, timeout=timeout)
             return int(out.get("deleted", 0)) > 0
         out = self._txn([Delete(key, expect)], timeout)
         resp = (out.get("responses") or [{}])[0].get("response_delete_range") or {}
@@ -498,9 +247,7 @@ class EtcdStore:
         raise StoreConflict("store transaction lost a race; retry")
 
     def revision(self) -> int:
-        out = self.call(
-            "/v3/kv/range", {"key": _b64(self._k("revision-probe")), "count_only": True}
-        )
+        out = self.call("/v3/kv/range", {"key": b64(self._k("revision-probe")), "count_only": True})
         return int(out["header"]["revision"])
 
     def close(self) -> None:
@@ -516,11 +263,11 @@ class EtcdStore:
         ops = {"==": "EQUAL", "!=": "NOT_EQUAL", "<": "LESS", ">": "GREATER"}
         if c.op not in ops:
             raise InvalidConfig(f"invalid compare operator {c.op!r}")
-        out: dict[str, Any] = {"key": _b64(self._k(c.key)), "result": ops[c.op]}
+        out: dict[str, Any] = {"key": b64(self._k(c.key)), "result": ops[c.op]}
         if c.target == "value":
             if not isinstance(c.value, bytes):
                 raise InvalidConfig("a value compare needs bytes")
-            out.update(target="VALUE", value=_b64(c.value))
+            out.update(target="VALUE", value=b64(c.value))
         elif c.target in ("create", "mod", "version", "lease"):
             field_ = {
                 "create": "create_revision",
@@ -535,16 +282,16 @@ class EtcdStore:
         return out
 
     def _op(self, op: Put | Delete | LeasePut | Get) -> dict[str, Any]:
-        k = _b64(self._k(op.key))
+        k = b64(self._k(op.key))
         if isinstance(op, Put):
-            return {"request_put": {"key": k, "value": _b64(op.value)}}
+            return {"request_put": {"key": k, "value": b64(op.value)}}
         if isinstance(op, LeasePut):
-            return {"request_put": {"key": k, "value": _b64(op.value), "lease": str(op.lease)}}
+            return {"request_put": {"key": k, "value": b64(op.value), "lease": str(op.lease)}}
         if isinstance(op, Delete):
             return {"request_delete_range": {"key": k}}
         rng: dict[str, Any] = {"key": k}
         if op.prefix:
-            rng["range_end"] = _b64(_prefix_end(self._k(op.key)))
+            rng["range_end"] = b64(prefix_end(self._k(op.key)))
         return {"request_range": rng}
 
     def txn_if(
@@ -571,7 +318,7 @@ class EtcdStore:
         gets = []
         for r in out.get("responses") or []:
             if "response_range" in r:
-                gets.append([self._entry(kv) for kv in r["response_range"].get("kvs") or []])
+                gets.append([self.entry(kv) for kv in r["response_range"].get("kvs") or []])
         return TxnResult(ok, int(out["header"]["revision"]), gets)
 
     # --- leases -------------------------------------------------------------------
@@ -607,268 +354,8 @@ class EtcdStore:
         idle_probe: float = 3.0,
         on_error: Callable[[Exception], None] | None = None,
     ) -> Iterator[WatchBatch]:
-        """Every change under ``prefix`` from ``start_revision`` on, as batches, forever.
-
-        Blocks; ends only when ``stop`` is set (checked at least every second) or the
-        consumer closes the generator. Start from ``snapshot(prefix)[1] + 1`` to miss
-        nothing. Connection problems are not raised: each one is passed to
-        ``on_error`` (to report etcd as down) and the watch resumes from the last
-        revision it delivered, on the next member, with a backoff up to 1 s.
-        """
-        rev = start_revision
-        n = len(self.endpoints)
-        i = self._preferred
-        backoff = 0.1
-        while stop is None or not stop.is_set():
-            stream = _WatchStream(
-                self.connector, self.endpoints[i], self.attempt_timeout, self.timeout
-            )
-            try:
-                stream.open(self._watch_request(prefix, rev))
-                last_data = time.monotonic()
-                for msg in stream.messages(stop):
-                    if msg is None:  # a quiet second: is the member still there?
-                        if time.monotonic() - last_data >= idle_probe:
-                            self._probe(i)
-                            last_data = time.monotonic()
-                        continue
-                    last_data = time.monotonic()
-                    backoff = 0.1
-                    if "error" in msg:
-                        raise self._watch_error(i, str(msg["error"]))
-                    res = msg.get("result") or {}
-                    if int(res.get("compact_revision", 0) or 0):
-                        entries, at = self.snapshot(prefix)
-                        rev = at + 1
-                        yield WatchBatch(at, [], resync=entries)
-                        break  # re-create the watch from the listing
-                    if res.get("canceled"):
-                        raise self._watch_error(i, str(res.get("cancel_reason") or res))
-                    events = [self._event(e) for e in res.get("events") or []]
-                    hdr = int((res.get("header") or {}).get("revision", 0) or 0)
-                    if events:
-                        rev = max(events[-1].mod_rev, hdr) + 1
-                        yield WatchBatch(rev - 1, events)
-                    elif hdr and not res.get("created"):
-                        rev = max(rev, hdr + 1)  # a progress notification
-            except (OSError, ValueError, http.client.HTTPException, Unavailable) as e:
-                if on_error is not None:
-                    on_error(self._as_unavailable(i, e))
-                i = (i + 1) % n
-                if stop is not None:
-                    if stop.wait(backoff):
-                        return
-                else:
-                    time.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
-            finally:
-                stream.close()
-
-    def _watch_request(self, prefix: str, rev: int) -> dict[str, Any]:
-        start = (self.prefix + prefix).encode()
-        return {
-            "create_request": {
-                "key": _b64(start),
-                "range_end": _b64(_prefix_end(start)),
-                "start_revision": str(rev),
-                "prev_kv": True,
-                "progress_notify": True,
-            }
-        }
-
-    def _as_unavailable(self, i: int, e: Exception) -> Unavailable:
-        if isinstance(e, Unavailable):
-            return e
-        if isinstance(e, ssl.SSLError):
-            why = explain_tls_error(e, self.connector.settings, self._where(i))
-            if why is not None:
-                return StoreRefused(why)
-        return Unavailable("etcd watch", str(e))
-
-    def _watch_error(self, i: int, msg: str) -> Unavailable:
-        """What a watch stream's error or cancellation means; forgets a refused token."""
-        if "auth token" in msg:
-            self.connector.forget_token(self.endpoints[i])  # the next stream authenticates
-            return Unavailable("etcd watch: token expired", msg)
-        if "permission denied" in msg:
-            user = self.connector.settings.username or "(none)"
-            return StoreRefused(f"etcd user {user!r} may not watch under {self.prefix}", msg)
-        return Unavailable("etcd watch ended", msg)
-
-    def _probe(self, i: int) -> None:
-        host, port = self.endpoints[i]
-        c = self.connector.http(self.endpoints[i], self.attempt_timeout)
-        try:
-            headers = self.connector.headers(self.endpoints[i], self.attempt_timeout)
-            c.request("POST", "/v3/maintenance/status", body=b"{}", headers=headers)
-            resp = c.getresponse()
-            out = json.loads(resp.read() or b"{}")
-        finally:
-            c.close()
-        if resp.status != 200 or not int(out.get("leader", 0) or 0):
-            raise Unavailable(f"etcd {host}:{port} has no leader", str(out))
-
-    def _event(self, e: dict[str, Any]) -> WatchEvent:
-        kv = e.get("kv") or {}
-        prev = e.get("prev_kv")
-        return WatchEvent(
-            type="delete" if e.get("type") == "DELETE" else "put",
-            key=_unb64(kv["key"]).decode()[len(self.prefix) :],
-            value=_unb64(kv.get("value", "")),
-            mod_rev=int(kv.get("mod_revision", 0)),
-            lease=int(kv.get("lease", 0) or 0),
-            prev=self._entry(prev) if prev else None,
+        """Every change under ``prefix`` from ``start_revision`` on, as batches, forever
+        (:func:`kanal.store.etcdwatch.watch`)."""
+        return watch(
+            self, prefix, start_revision, stop=stop, idle_probe=idle_probe, on_error=on_error
         )
-
-
-class _WatchStream:
-    """One ``/v3/watch`` HTTP request and its chunked, newline-separated JSON answers.
-
-    Parsed by hand over the socket so a read timeout (our one-second tick) never
-    leaves a half-read chunk behind.
-    """
-
-    def __init__(
-        self,
-        connector: Connector,
-        endpoint: tuple[str, int],
-        connect_timeout: float,
-        auth_timeout: float = 5.0,
-    ) -> None:
-        self.connector = connector
-        self.auth_timeout = auth_timeout
-        self.endpoint = endpoint
-        self.connect_timeout = connect_timeout
-        self.sock: socket.socket | None = None
-        self.buf = b""  # raw bytes not yet de-chunked
-        self.body = b""  # de-chunked bytes not yet split into lines
-        self.ended = False
-
-    def open(self, request: dict[str, Any]) -> None:
-        host, port = self.endpoint
-        headers = self.connector.headers(self.endpoint, self.auth_timeout)
-        self.sock = self.connector.socket(self.endpoint, self.connect_timeout)
-        body = json.dumps(request).encode()
-        lines = ["POST /v3/watch HTTP/1.1", f"Host: {host}:{port}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        lines += [f"Content-Length: {len(body)}", "", ""]
-        head = "\r\n".join(lines)
-        self.sock.sendall(head.encode() + body)
-        self.sock.settimeout(1.0)
-        while b"\r\n\r\n" not in self.buf:
-            self._recv(wait=False)
-        head_b, self.buf = self.buf.split(b"\r\n\r\n", 1)
-        status = head_b.split(b"\r\n", 1)[0]
-        if b" 200 " not in status + b" ":
-            raise Unavailable("etcd watch refused", status.decode(errors="replace"))
-
-    def _recv(self, *, wait: bool) -> bool:
-        """Read more; False on a quiet second when ``wait``. EOF raises."""
-        assert self.sock is not None
-        try:
-            data = self.sock.recv(65536)
-        except TimeoutError:
-            if wait:
-                return False
-            raise
-        if not data:
-            raise ConnectionResetError("etcd closed the watch stream")
-        self.buf += data
-        return True
-
-    def _dechunk(self) -> None:
-        while True:
-            line, sep, rest = self.buf.partition(b"\r\n")
-            if not sep:
-                return
-            size = int(line.split(b";")[0] or b"0", 16)
-            if size == 0:
-                self.ended = True  # the last chunk: deliver what came before it
-                return
-            if len(rest) < size + 2:
-                return
-            self.body += rest[:size]
-            self.buf = rest[size + 2 :]
-
-    def messages(self, stop: threading.Event | None) -> Iterator[dict[str, Any] | None]:
-        """Decoded messages as they come; None after each quiet second."""
-        dec = json.JSONDecoder()
-        while stop is None or not stop.is_set():
-            self._dechunk()
-            text = self.body.lstrip()
-            while text:
-                try:
-                    obj, end = dec.raw_decode(text.decode())
-                except ValueError:
-                    break  # an incomplete message: read more
-                consumed = len(text.decode()[:end].encode())
-                text = text[consumed:].lstrip()
-                self.body = text
-                yield obj
-            self.body = text
-            if self.ended:
-                raise ConnectionResetError("etcd ended the watch stream")
-            if not self._recv(wait=True):
-                yield None
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-
-class Lease:
-    """One lease kept alive by a daemon thread (a keepalive every TTL/3).
-
-    ``start()`` grants it (raises Unavailable when etcd is down). While etcd cannot
-    be reached the thread keeps trying every second — etcd does not expire leases
-    while it has no leader. When etcd says the lease is gone (TTL 0: we were away
-    longer than the TTL), ``expired`` is set, ``on_expired(self)`` runs in the
-    thread, and the thread ends: the owner grants a new lease (a new epoch).
-    ``revoke()`` stops the thread and revokes (its keys go at once); ``stop()``
-    only stops the thread (the lease then lapses after its TTL).
-    """
-
-    def __init__(
-        self,
-        store: EtcdStore,
-        ttl: int,
-        on_expired: Callable[[Lease], None] | None = None,
-    ) -> None:
-        self.store = store
-        self.ttl = ttl
-        self.on_expired = on_expired
-        self.id = 0
-        self.expired = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> Lease:
-        self.id, self.ttl = self.store.lease_grant(self.ttl)
-        self._thread = threading.Thread(target=self._run, name="kanal-lease", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        period = max(self.ttl / 3.0, 0.5)
-        while not self._stop.wait(period):
-            try:
-                ttl = self.store.lease_keepalive(self.id, timeout=period)
-            except Unavailable:
-                period = 1.0
-                continue
-            if ttl <= 0:
-                self.expired.set()
-                if self.on_expired is not None:
-                    self.on_expired(self)
-                return
-            period = max(self.ttl / 3.0, 0.5)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join()
-
-    def revoke(self) -> bool:
-        self.stop()
-        return self.store.lease_revoke(self.id) if self.id else False

@@ -21,8 +21,8 @@ from kanal.cluster.vxlan import (
 )
 from kanal.errors import DecodeError, InvalidConfig
 from kanal.netlink.vxlan import FLOOD_MAC, FdbEntry, NeighEntry, RouteEntry
-from kanal.store.etcd import _WatchStream
 from kanal.store.etcdconn import Connector
+from kanal.store.etcdwatch import WatchStream as _WatchStream
 
 
 def test_blocks_cover_the_subnet_without_overlap() -> None:

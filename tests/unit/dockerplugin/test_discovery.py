@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kanal.dockerplugin.remote import NotImplementedByPlugin, PluginRegistry
+from kanal.engine.remoteplugins import NotImplementedByPlugin, PluginRegistry
 from kanal.errors import InvalidConfig, KanalError, NotFound, Unavailable
 
 

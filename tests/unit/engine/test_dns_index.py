@@ -17,7 +17,7 @@ from kanal.store.memory import MemoryStore
 
 
 class Ctrl:
-    """What _build_index reads; ``_local_networks()`` lets another thread invalidate first."""
+    """What _build_index reads; ``local_networks()`` lets another thread invalidate first."""
 
     def __init__(self) -> None:
         self.mgr: SandboxManager | None = None
@@ -25,7 +25,7 @@ class Ctrl:
         self.invalidated_during_build = False
         self.cluster = None
 
-    def _local_networks(self) -> list[Any]:
+    def local_networks(self) -> list[Any]:
         self.builds += 1
         if self.builds == 1:
             assert self.mgr is not None

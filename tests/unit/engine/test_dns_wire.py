@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dnslib import EDNS0, DNSRecord
 
-from kanal.engine.dns import _question_end, _udp_size
+from kanal.engine.dns.wire import question_end as _question_end
+from kanal.engine.dns.wire import udp_size as _udp_size
 
 
 def test_question_end() -> None:
@@ -31,7 +32,8 @@ def test_udp_size() -> None:
 
 
 def test_what_counts_as_the_answer_to_a_forward() -> None:
-    from kanal.engine.dns import DnsService, SandboxDns, _Forward
+    from kanal.engine.dns import DnsService, SandboxDns
+    from kanal.engine.dns.forward import Forward as _Forward
 
     svc = DnsService(lambda sb, name: None)
     try:

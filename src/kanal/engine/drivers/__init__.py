@@ -2,12 +2,14 @@
 
 Every driver implements :class:`NetworkDriver`; the controller owns the state
 (store, IPAM, ports) and calls the driver only for kernel work, so a driver
-holds nothing that a restart could lose. :func:`get_driver` is the factory; the
-``null`` driver (docker's ``none``) is the null implementation.
+holds nothing that a restart could lose. :func:`get_driver` is the factory the
+daemon hands the controller (tests hand it a fake); the ``null`` driver
+(docker's ``none``) is the null implementation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from kanal.errors import InvalidConfig
@@ -16,7 +18,7 @@ if TYPE_CHECKING:
     from kanal.engine.context import EngineContext
     from kanal.engine.model import Endpoint, Network
 
-__all__ = ["DRIVERS", "NetworkDriver", "get_driver"]
+__all__ = ["DRIVERS", "DriverFactory", "NetworkDriver", "get_driver"]
 
 
 class NetworkDriver(Protocol):
@@ -81,7 +83,12 @@ class NetworkDriver(Protocol):
         ...
 
 
+#: what the controller is given to make the driver of a name (:func:`get_driver`)
+DriverFactory = Callable[[str, "EngineContext"], NetworkDriver]
+
+
 def _drivers() -> dict[str, type]:
+    # lazy: each driver pulls in its kernel layers; only the ones in use are loaded
     from kanal.engine.drivers.bridge import BridgeDriver
     from kanal.engine.drivers.cni import CniDriver
     from kanal.engine.drivers.macvlan import MacvlanDriver
@@ -114,7 +121,7 @@ def get_driver(name: str, ctx: EngineContext) -> NetworkDriver:
     if cls is None:
         # Not built in: a remote Docker plugin of that name, found as dockerd finds it.
         if ctx.plugins.available(name):
-            from kanal.dockerplugin.remote import RemoteNetworkDriver
+            from kanal.engine.drivers.remote import RemoteNetworkDriver  # lazy: as above
 
             return RemoteNetworkDriver(name, ctx)
         raise InvalidConfig(f"plugin {name!r} not found: unknown network driver")

@@ -12,11 +12,11 @@ import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from kanal.errors import KanalError
+from kanal.runtime.libcni import RuntimeConf
 
 if TYPE_CHECKING:
     from kanal.engine.context import EngineContext
     from kanal.engine.model import Endpoint, Network
-    from kanal.runtime.libcni import RuntimeConf
     from kanal.spec.netconf import ConfList
     from kanal.spec.types import Result
 
@@ -24,8 +24,6 @@ __all__ = ["add", "default_routes", "static_runtime"]
 
 
 def static_runtime(net: Network, ep: Endpoint, default_host_ip: str = "") -> RuntimeConf:
-    from kanal.runtime.libcni import RuntimeConf
-
     ips = [a for a in (ep.ipv4, ep.ipv6) if a]
     gws = []
     for a in ips:

@@ -14,12 +14,35 @@ flag. The result cache is libcni's, under the engine's state directory.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import re
+import socket
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
+from kanal.engine.drivers._cni import add, default_routes, static_runtime
 from kanal.errors import InvalidConfig, KanalError, TeardownError
+from kanal.firewall import (
+    Masquerade,
+    Owner,
+    PortMapping,
+    drop_network_entries,
+    drop_subnet_entries,
+    get_backend,
+    teardown_masquerade,
+)
+from kanal.firewall.iptables.forward import allow_bridge, disallow_bridge
+from kanal.firewall.nftables.netpolicy import add_network_policy, del_network_policy
+from kanal.firewall.nftables.portmap import add_portmaps
+from kanal.netlink.batch import Batch, raw_socket
+from kanal.netlink.bridgeport import Bridge, PortOptions, setup_veth
+from kanal.netlink.handle import Netlink
+from kanal.netlink.reaper import delete_host_link, wait_for_host
+from kanal.netlink.steps import random_mac
+from kanal.netlink.sysctl import write_sysctl
+from kanal.spec.netconf import parse_conflist
 
 if TYPE_CHECKING:
     from kanal.engine.context import EngineContext
@@ -108,8 +131,6 @@ class BridgeDriver:
         # Whose bridge is it? One that exists already and does not carry this
         # network's mark is the operator's: kanal adds its gateways and ports to
         # it and takes only those away again (as docker does), never the bridge.
-        from kanal.netlink.handle import Netlink
-
         with Netlink() as nl:
             link = nl.find_link(br)
             foreign: list[str] | None = None
@@ -136,8 +157,6 @@ class BridgeDriver:
 
     def conflist(self, net: Network, ep: Endpoint | None = None) -> ConfList:
         """The CNI configuration list of an endpoint (without ``ep``: no default route)."""
-        from kanal.spec.netconf import parse_conflist
-
         st = net.driver_state
         masq = st["masquerade"] and not net.internal and st["modes"]["ipv4"].startswith("nat")
         bridge: dict[str, Any] = {
@@ -154,8 +173,6 @@ class BridgeDriver:
             bridge["portIsolation"] = True
         if st["mtu"]:
             bridge["mtu"] = st["mtu"]
-        from kanal.engine.drivers._cni import default_routes
-
         bridge["ipam"]["routes"] = default_routes(net, ep)
         plugins: list[dict[str, Any]] = [bridge]
         # portmap only for an endpoint with published ports: one plugin call less on
@@ -171,11 +188,6 @@ class BridgeDriver:
         pass
 
     def create_network(self, net: Network) -> None:
-        from kanal.firewall.nftables.netpolicy import add_network_policy
-        from kanal.netlink.handle import Netlink
-        from kanal.netlink.steps import random_mac
-        from kanal.netlink.sysctl import write_sysctl
-
         st = net.driver_state
         br = st["bridge"]
         with Netlink() as nl:
@@ -194,8 +206,6 @@ class BridgeDriver:
             nl.set_up(link.index)
         gateways = self._gateways(net)
         if gateways:
-            from kanal.netlink.batch import Batch, raw_socket
-
             with raw_socket() as s:
                 b = Batch(s)
                 for gw in gateways:
@@ -209,13 +219,9 @@ class BridgeDriver:
                     write_sysctl(key, "1")
         add_network_policy(net.id[:12], br, internal=net.internal)
         if st.get("iptables_forward"):
-            from kanal.firewall.iptables.forward import allow_bridge
-
             allow_bridge(br)
 
     def _gateways(self, net: Network) -> list[Any]:
-        from kanal.spec.types import Interface  # noqa: F401 (type of the addresses below)
-
         st = net.driver_state
         out = []
         for c in net.ipam:
@@ -233,9 +239,6 @@ class BridgeDriver:
         (the mark says so), else only its gateway addresses; its firewall chain and
         set elements; the host sysctls it claimed. Each step runs even if an earlier
         one failed."""
-        from kanal.firewall import drop_network_entries
-        from kanal.firewall.nftables.netpolicy import del_network_policy
-
         errors: list[Exception] = []
         br = net.driver_state.get("bridge", "")
 
@@ -247,8 +250,6 @@ class BridgeDriver:
 
         step(del_network_policy, net.id[:12], br)
         if net.driver_state.get("iptables_forward"):
-            from kanal.firewall.iptables.forward import disallow_bridge
-
             step(disallow_bridge, br)
         # Subnet entries of the network's masquerade and port maps: an endpoint's
         # DEL leaves them (other containers may share them), the network's end not.
@@ -260,15 +261,11 @@ class BridgeDriver:
             raise TeardownError(f"removing network {net.name}", errors)
 
     def idle(self, net: Network) -> None:
-        from kanal.firewall import drop_subnet_entries
-
         drop_subnet_entries(
             f"kanal-{net.id[:12]}", [ipaddress.ip_network(c.subnet) for c in net.ipam]
         )
 
     def _remove_bridge(self, net: Network) -> None:
-        from kanal.netlink.handle import Netlink
-
         st = net.driver_state
         with Netlink() as nl:
             link = nl.find_link(st.get("bridge", "") or "-")
@@ -286,13 +283,9 @@ class BridgeDriver:
     # --- endpoints ---------------------------------------------------------------
 
     def _runtime(self, net: Network, ep: Endpoint) -> RuntimeConf:
-        from kanal.engine.drivers._cni import static_runtime
-
         return static_runtime(net, ep, net.driver_state.get("host_ip", ""))
 
     def join(self, net: Network, ep: Endpoint) -> None:
-        from kanal.engine.drivers._cni import add
-
         result = add(self.ctx, self.conflist(net, ep), self._runtime(net, ep))
         for iface in result.interfaces:
             if iface.sandbox:
@@ -304,8 +297,6 @@ class BridgeDriver:
         self.ctx.cni.del_network_list(self.conflist(net, ep), self._runtime(net, ep))
 
     def endpoint_ok(self, net: Network, ep: Endpoint) -> bool:
-        from kanal.netlink.handle import Netlink
-
         with Netlink() as nl:
             veth = nl.find_link(ep.driver_state.get("host_veth", "") or "-")
             br = nl.find_link(net.driver_state["bridge"])
@@ -326,8 +317,6 @@ class BridgeDriver:
     def _owners(self, net: Network, ep: Endpoint) -> tuple[Any, Any]:
         """The firewall owners of the endpoint's masquerade and published ports: the
         CNI chain's (network, container id, ifname), or the Docker plugin's."""
-        from kanal.firewall import Owner
-
         name = f"kanal-{net.id[:12]}"
         if ep.driver_state.get("external"):
             return Owner(name, ep.id, "dockerif"), Owner(name, ep.id, "dockerpm")
@@ -355,10 +344,6 @@ class BridgeDriver:
 
     def restore_firewall(self, net: Network, ep: Endpoint) -> None:
         """Write the endpoint's nftables entries again (all idempotent adds)."""
-        from kanal.firewall import Masquerade, PortMapping, get_backend
-        from kanal.firewall.nftables.netpolicy import add_network_policy
-        from kanal.firewall.nftables.portmap import add_portmaps
-
         add_network_policy(net.id[:12], net.driver_state["bridge"], internal=net.internal)
         ifaces = [ipaddress.ip_interface(c) for c in (ep.ipv4, ep.ipv6) if c]
         masq, ports = self._owners(net, ep)
@@ -398,15 +383,6 @@ class BridgeDriver:
         a retried call replaces a pair left by the previous one. Returns the far
         end's name.
         """
-        import hashlib
-        from contextlib import ExitStack
-
-        from kanal.firewall import Masquerade, get_backend
-        from kanal.netlink.bridgeport import Bridge, PortOptions, setup_veth
-        from kanal.netlink.handle import Netlink
-        from kanal.netlink.reaper import wait_for_host
-        from kanal.netlink.steps import random_mac
-
         st = net.driver_state
         h = hashlib.sha256(ep.id.encode()).hexdigest()[:11]
         host, peer = f"kvh{h}", f"kvc{h}"
@@ -442,15 +418,10 @@ class BridgeDriver:
         return peer
 
     def _owner(self, net: Network, ep: Endpoint) -> Any:
-        from kanal.firewall import Owner
-
         return Owner(f"kanal-{net.id[:12]}", ep.id, "dockerif")
 
     def detach(self, net: Network, ep: Endpoint) -> None:
         """Undo :meth:`attach_detached`; idempotent (the pair may be gone or moved)."""
-        from kanal.firewall import teardown_masquerade
-        from kanal.netlink.reaper import delete_host_link
-
         errors: list[Exception] = []
         try:
             teardown_masquerade(self._owner(net, ep))
@@ -459,8 +430,6 @@ class BridgeDriver:
         # The host end takes its peer with it (deferred in kanald, as CNI DEL's
         # veths); a peer dockerd moved back after the pair broke goes on its own.
         # Only links that carry the endpoint's mark: a namesake is someone else's.
-        from kanal.netlink.handle import Netlink
-
         for name in (ep.driver_state.get("host_veth"), ep.driver_state.get("peer")):
             if not name:
                 continue
@@ -476,8 +445,6 @@ class BridgeDriver:
 
 
 def _link_exists(name: str) -> bool:
-    import socket
-
     try:
         socket.if_nametoindex(name)
         return True

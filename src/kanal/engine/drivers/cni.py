@@ -16,11 +16,13 @@ import ipaddress
 from typing import TYPE_CHECKING, Any
 
 from kanal.errors import InvalidConfig, KanalError
+from kanal.runtime.config import load_network_conf
+from kanal.runtime.libcni import RuntimeConf
+from kanal.spec.netconf import parse_conflist
 
 if TYPE_CHECKING:
     from kanal.engine.context import EngineContext
     from kanal.engine.model import Endpoint, Network
-    from kanal.runtime.libcni import RuntimeConf
     from kanal.spec.netconf import ConfList
 
 __all__ = ["CniDriver"]
@@ -37,8 +39,6 @@ class CniDriver:
         self.ctx = ctx
 
     def conflist(self, net: Network) -> ConfList:
-        from kanal.runtime.config import load_network_conf
-
         return load_network_conf(self.ctx.cni_conf_dir, net.driver_state["network"])
 
     def prepare(self, net: Network) -> None:
@@ -64,8 +64,6 @@ class CniDriver:
         pass
 
     def _runtime(self, ep: Endpoint) -> RuntimeConf:
-        from kanal.runtime.libcni import RuntimeConf
-
         caps: dict[str, Any] = {}
         if ep.ports:
             caps["portMappings"] = [
@@ -112,8 +110,6 @@ class CniDriver:
             conflist = self.conflist(net)
         except KanalError:
             # The file is gone: DEL with the list libcni cached at ADD.
-            from kanal.spec.netconf import parse_conflist
-
             cached = self.ctx.cni.cache.read(f"{net.driver_state['network']}", ep.id, ep.ifname)
             if cached is None or not cached.config:
                 return

@@ -10,12 +10,19 @@ macvlan endpoints through the parent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import socket
 from typing import TYPE_CHECKING, Any
 
+from kanal.engine.drivers._cni import add, default_routes, static_runtime
 from kanal.errors import InvalidConfig, KanalError
+from kanal.netlink.batch import Batch, free_index, raw_socket
+from kanal.netlink.handle import Netlink
+from kanal.netlink.reaper import delete_host_link
+from kanal.plugins.macvlan import default_route_link
+from kanal.spec.netconf import parse_conflist
 
 if TYPE_CHECKING:
     from kanal.engine.context import EngineContext
@@ -56,9 +63,6 @@ class MacvlanDriver:
         net.driver_state = {"parent": parent, "mode": mode}
 
     def conflist(self, net: Network, ep: Endpoint | None = None) -> ConfList:
-        from kanal.engine.drivers._cni import default_routes
-        from kanal.spec.netconf import parse_conflist
-
         plugin: dict[str, Any] = {
             "type": "macvlan",
             "mode": net.driver_state["mode"],
@@ -82,21 +86,15 @@ class MacvlanDriver:
         pass
 
     def join(self, net: Network, ep: Endpoint) -> None:
-        from kanal.engine.drivers._cni import add, static_runtime
-
         result = add(self.ctx, self.conflist(net, ep), static_runtime(net, ep))
         for iface in result.interfaces:
             if iface.sandbox:
                 ep.mac = iface.mac
 
     def leave(self, net: Network, ep: Endpoint) -> None:
-        from kanal.engine.drivers._cni import static_runtime
-
         self.ctx.cni.del_network_list(self.conflist(net, ep), static_runtime(net, ep))
 
     def endpoint_ok(self, net: Network, ep: Endpoint) -> bool:
-        from kanal.engine.drivers._cni import static_runtime
-
         try:
             conflist = self.conflist(net, ep)
             return self.ctx.cni.get_cached_result(conflist, static_runtime(net, ep)) is not None
@@ -110,11 +108,7 @@ class MacvlanDriver:
 
         Idempotent (a retried Join replaces it). Returns its name.
         """
-        import hashlib
-
-        from kanal.netlink.batch import Batch, free_index, raw_socket
         from kanal.netlink.steps import random_mac
-        from kanal.plugins.macvlan import default_route_link
 
         name = "kvm" + hashlib.sha256(ep.id.encode()).hexdigest()[:11]
         ep.driver_state.update({"peer": name, "external": True})
@@ -137,9 +131,6 @@ class MacvlanDriver:
     def detach(self, net: Network, ep: Endpoint) -> None:
         """Undo :meth:`attach_detached` (only a link carrying the endpoint's mark);
         idempotent."""
-        from kanal.netlink.handle import Netlink
-        from kanal.netlink.reaper import delete_host_link
-
         name = ep.driver_state.get("peer")
         if not name:
             return

@@ -1,24 +1,34 @@
-"""Docker's JSON shapes for the engine's objects, and docker's request fields.
+"""The REST API's answers: docker's JSON shapes for the engine's objects.
 
-The REST API and the CLI speak what ``docker network`` speaks (cnm.md §2.8):
-``network_json`` is one element of ``docker network inspect``; ``spec_from_request``
-reads the body of ``POST /networks/create``; ``match_filters`` is ``ls -f``.
+The API and the CLI speak what ``docker network`` speaks (docs/rest-api.md):
+:func:`network_json` is one element of ``docker network inspect``,
+:func:`sandbox_json` kanal's container inspect, :func:`endpoint_json` one row of
+``GET /endpoints``; :func:`match_filters` is ``ls -f``; the ``*_event`` functions
+are the objects ``GET /events`` streams.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kanal import validate
-from kanal.engine.controller import NetworkSpec
-from kanal.engine.model import Endpoint, IPAMConfig, Network
+from kanal.engine.model import Endpoint, Network
 from kanal.errors import InvalidConfig
 
-__all__ = ["match_filters", "network_json", "spec_from_request"]
+if TYPE_CHECKING:
+    from kanal.engine.sandboxes import Sandbox
 
-_DRIVER_NAMES = {"null": "null"}
+__all__ = [
+    "FILTER_KEYS",
+    "container_event",
+    "endpoint_event",
+    "endpoint_json",
+    "match_filters",
+    "net_event",
+    "network_json",
+    "sandbox_json",
+]
 
 
 def network_json(
@@ -82,74 +92,93 @@ def network_json(
     }
 
 
-def _str_map(v: Any, what: str) -> dict[str, str]:
-    return validate.str_map(v, what)
+def endpoint_json(ep: Endpoint, network_name: str) -> dict[str, Any]:
+    """One endpoint of ``GET /endpoints``."""
+    return {
+        "Id": ep.id,
+        "NetworkID": ep.network_id,
+        "Network": network_name,
+        "SandboxID": ep.sandbox_id,
+        "Name": ep.name,
+        "Interface": ep.ifname,
+        "MacAddress": ep.mac,
+        "IPv4Address": ep.ipv4,
+        "IPv6Address": ep.ipv6,
+        "Aliases": ep.aliases,
+        "Ports": [
+            {
+                "ContainerPort": p.container_port,
+                "Protocol": p.protocol,
+                "HostIp": p.host_ip,
+                "HostPort": p.host_port,
+            }
+            for p in ep.ports
+        ],
+    }
 
 
-def _bool(v: Any, what: str, default: bool) -> bool:
-    if v is None:
-        return default
-    if not isinstance(v, bool):
-        raise InvalidConfig(f"invalid {what}: want true or false")
-    return v
+def sandbox_json(
+    sb: Sandbox, eps: Sequence[Endpoint], network_names: Mapping[str, str]
+) -> dict[str, Any]:
+    """A sandbox as ``GET /sandboxes/{id}`` shows it (``eps``: its endpoints;
+    ``network_names``: network id → name)."""
+    nets = {ep.network_id: ep for ep in eps}
+    return {
+        "Id": sb.id,
+        "Name": sb.name,
+        "Cmd": sb.argv,
+        "State": sb.state,
+        "Pid": sb.pid,
+        "ExitCode": sb.exit_code,
+        "Created": sb.created,
+        "NetworkMode": sb.network_mode,
+        "Netns": sb.netns,
+        "Hostname": sb.hostname,
+        "Error": sb.error,
+        "Networks": {
+            network_names.get(nid, nid): {
+                "EndpointID": ep.id,
+                "IPAddress": ep.ipv4.split("/")[0] if ep.ipv4 else "",
+                "IPv6Address": ep.ipv6.split("/")[0] if ep.ipv6 else "",
+                "MacAddress": ep.mac,
+                "Aliases": ep.aliases,
+            }
+            for nid, ep in nets.items()
+        },
+        "Ports": {
+            f"{p.container_port}/{p.protocol}": [
+                {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)}
+            ]
+            for ep in eps
+            for p in ep.ports
+        },
+    }
 
 
-def spec_from_request(body: Mapping[str, Any]) -> NetworkSpec:
-    """The fields of docker's ``POST /networks/create`` as a NetworkSpec.
+def net_event(action: str, net: Network) -> dict[str, Any]:
+    """A network was created or destroyed."""
+    return {
+        "Type": "network",
+        "Action": action,
+        "Actor": {"ID": net.id, "Attributes": {"name": net.name, "type": net.driver}},
+    }
 
-    Raises:
-        InvalidConfig: a missing name, a field of the wrong type.
-    """
-    name = body.get("Name")
-    if not isinstance(name, str) or not name:
-        raise InvalidConfig("a network name is required")
-    driver = body.get("Driver", "bridge")
-    if driver is None:
-        driver = "bridge"
-    if not isinstance(driver, str) or not driver:
-        raise InvalidConfig("invalid Driver: want a non-empty string")
-    validate.no_control(driver, "Driver")
-    ipam = body.get("IPAM")
-    if ipam is None:
-        ipam = {}
-    if not isinstance(ipam, dict):
-        raise InvalidConfig("invalid IPAM: want an object")
-    cfgs = []
-    config = ipam.get("Config")
-    if config is None:
-        config = []
-    if not isinstance(config, list):
-        raise InvalidConfig("invalid IPAM.Config: want a list")
-    for i, c in enumerate(config):
-        if not isinstance(c, dict):
-            raise InvalidConfig(f"invalid IPAM.Config[{i}]: want an object")
-        sub = c.get("Subnet", "")
-        if not isinstance(sub, str) or not sub:
-            raise InvalidConfig(f"IPAM.Config[{i}] has no Subnet")
-        gw, rng = c.get("Gateway") or "", c.get("IPRange") or ""
-        if not isinstance(gw, str) or not isinstance(rng, str):
-            raise InvalidConfig(f"invalid IPAM.Config[{i}]: Gateway and IPRange are strings")
-        aux = _str_map(c.get("AuxiliaryAddresses") or c.get("AuxAddress"), "AuxiliaryAddresses")
-        cfgs.append(IPAMConfig(sub, gw, rng, aux))
-    ipam_driver = ipam.get("Driver")
-    if ipam_driver is None:
-        ipam_driver = "default"
-    if not isinstance(ipam_driver, str) or not ipam_driver:
-        raise InvalidConfig("invalid IPAM.Driver: want a non-empty string")
-    validate.no_control(ipam_driver, "IPAM.Driver")
-    return NetworkSpec(
-        name=name,
-        driver=driver,
-        ipam=cfgs,
-        ipam_driver=ipam_driver,
-        ipam_options=_str_map(ipam.get("Options"), "IPAM.Options"),
-        enable_ipv4=_bool(body.get("EnableIPv4"), "EnableIPv4", True),
-        enable_ipv6=_bool(body.get("EnableIPv6"), "EnableIPv6", False),
-        internal=_bool(body.get("Internal"), "Internal", False),
-        attachable=_bool(body.get("Attachable"), "Attachable", False),
-        options=_str_map(body.get("Options"), "Options"),
-        labels=_str_map(body.get("Labels"), "Labels"),
-    )
+
+def endpoint_event(event: str, net: Network, ep: Endpoint) -> dict[str, Any]:
+    """A sandbox was connected to or disconnected from a network."""
+    return {
+        "Type": "network",
+        "Action": event,
+        "Actor": {
+            "ID": net.id,
+            "Attributes": {"name": net.name, "container": ep.sandbox_id},
+        },
+    }
+
+
+def container_event(action: str, sandbox_id: str) -> dict[str, Any]:
+    """A sandbox went."""
+    return {"Type": "container", "Action": action, "Actor": {"ID": sandbox_id}}
 
 
 FILTER_KEYS = ("driver", "id", "label", "name", "scope", "type", "dangling")

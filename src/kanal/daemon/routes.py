@@ -1,0 +1,295 @@
+"""The REST API's one route table: a request's method and path → its handler.
+
+Routes (an optional ``/v1.NN`` prefix is accepted, as docker clients send one)::
+
+    GET    /_ping                        "OK"
+    GET    /networks?filters={...}       list (docker's filters JSON)
+    GET    /networks/{id|name}           inspect
+    POST   /networks/create              {"Name", "Driver", "IPAM", "Options", ...} -> {"Id"}
+    DELETE /networks/{id|name}
+    POST   /networks/prune?filters=      {"NetworksDeleted": [...]}
+    POST   /networks/{id}/connect        {"Container", "EndpointConfig": {...}}
+    POST   /networks/{id}/disconnect     {"Container", "Force"}
+    GET    /endpoints                    every endpoint (network, sandbox, addresses, ports)
+    GET    /nodes                        the cluster's hosts (kanald --cluster-store)
+    GET|POST|DELETE /sandboxes/...       kanal run's sandboxes (create, start, stop, ...)
+    GET    /events                       one JSON object per line (served by the server)
+    GET    /system/check                 {"Problems": [...]}: leaks and inconsistencies
+
+A handler gets the typed request (:mod:`.messages`) and returns the answer's body
+(200) or a :class:`Reply` with another status; it raises kanal errors, which the
+server maps to ``{"message": ...}`` at its one boundary (:mod:`.api`). The
+table is tried in order; the first route whose method and segments match wins
+(``{x}`` matches any one segment). See docs/rest-api.md.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from kanal import validate
+from kanal.daemon import messages as msg
+from kanal.daemon.getters import obj, query_one
+from kanal.daemon.shapes import (
+    container_event,
+    endpoint_json,
+    match_filters,
+    net_event,
+    network_json,
+    sandbox_json,
+)
+from kanal.engine.check import check
+from kanal.errors import DecodeError, NotFound
+
+if TYPE_CHECKING:
+    from kanal.daemon.api import ApiServer
+    from kanal.engine.sandboxes import Sandbox, SandboxManager
+
+__all__ = ["ROUTES", "Reply", "Request", "Route", "route"]
+
+_VERSION_PREFIX = re.compile(r"^/v\d+\.\d+(?=/)")
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer with a status other than 200 (``body`` None: no body)."""
+
+    status: int
+    body: Any = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request, its path split into unquoted segments; ``params``: the
+    segments a route's ``{x}`` matched."""
+
+    method: str
+    parts: list[str]
+    query: dict[str, list[str]]
+    body: Any
+    params: dict[str, str] = field(default_factory=dict)
+
+
+Handler = Callable[["ApiServer", Request], Any]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str  # "*": any
+    pattern: tuple[str, ...]
+    handler: Handler
+    #: only when the daemon runs sandboxes (kanal run)
+    sandboxes: bool = False
+
+    def match(self, method: str, parts: list[str]) -> dict[str, str] | None:
+        if (self.method not in ("*", method)) or len(parts) != len(self.pattern):
+            return None
+        params = {}
+        for want, got in zip(self.pattern, parts, strict=True):
+            if want.startswith("{"):
+                params[want[1:-1]] = got
+            elif want != got:
+                return None
+        return params
+
+
+def route(api: ApiServer, method: str, path: str, query: dict[str, list[str]], body: Any) -> Any:
+    """The answer to one request (a body for 200, or a :class:`Reply`).
+
+    Raises KanalError (mapped to the wire by the server); NotFound for no route."""
+    path = _VERSION_PREFIX.sub("", path).rstrip("/") or "/"
+    try:
+        parts = [unquote(p, errors="strict") for p in path.strip("/").split("/")]
+    except UnicodeDecodeError:
+        raise DecodeError(f"invalid path {path[:200]!r}: not UTF-8") from None
+    for p in parts:
+        validate.no_control(p, "path segment")
+    if path == "/_ping":  # the liveness probe: any method, the path as sent
+        return "OK"
+    for r in ROUTES:
+        if r.sandboxes and api.manager is None:
+            continue
+        params = r.match(method, parts)
+        if params is not None:
+            return r.handler(api, Request(method, parts, query, body, params))
+    if parts[0] == "sandboxes" and api.manager is not None:
+        path = "/" + "/".join(parts)
+    raise NotFound(f"page not found: {method} {path}")
+
+
+# --- networks ------------------------------------------------------------------------
+
+
+def list_networks(api: ApiServer, req: Request) -> Any:
+    c = api.controller
+    filters = msg.filters(req.query)
+    c.sync_cni_networks()  # a conflist dropped into the directory shows up
+    eps = {ep.network_id for ep in c.endpoints()}
+    names = api.sandboxes.names()
+    out = []
+    for n in c.networks():
+        if n.driver_state.get("deleting"):
+            continue
+        if match_filters(n, filters, n.id in eps):
+            out.append(network_json(n, c.endpoints(n.id), names))
+    return out
+
+
+def create_network(api: ApiServer, req: Request) -> Any:
+    net = api.controller.create_network(msg.CreateNetwork.parse(req.body).spec)
+    api.events.publish(net_event("create", net))
+    return Reply(201, {"Id": net.id, "Warning": ""})
+
+
+def prune_networks(api: ApiServer, req: Request) -> Any:
+    filters = msg.filters(req.query)
+    removed = api.controller.prune(keep=lambda n: not match_filters(n, filters))
+    for n in removed:
+        api.events.publish(net_event("destroy", n))
+    return {"NetworksDeleted": [n.name for n in removed]}
+
+
+def inspect_network(api: ApiServer, req: Request) -> Any:
+    c = api.controller
+    n = c.get_network(req.params["ref"])
+    info = network_json(n, c.endpoints(n.id), api.sandboxes.names())
+    if n.scope == "global" and c.cluster is not None:
+        # As docker's overlay inspect: the other hosts' endpoints, by host.
+        info["Peers"] = [
+            {"Name": r.name, "IP": r.ip, "Host": r.host, "VTEP": r.vtep}
+            for r in c.cluster.agent.endpoints(n.id)
+            if r.host != c.cluster.node
+        ]
+    return info
+
+
+def delete_network(api: ApiServer, req: Request) -> Any:
+    n = api.controller.delete_network(req.params["ref"])
+    api.events.publish(net_event("destroy", n))
+    return Reply(204)
+
+
+def connect(api: ApiServer, req: Request) -> Any:
+    m = msg.Connect.parse(req.body)
+    sb = api.sandboxes.resolve(m.container)
+    api.controller.connect(req.params["ref"], sb, ip=m.ip, ip6=m.ip6, aliases=m.aliases)
+    return None
+
+
+def disconnect(api: ApiServer, req: Request) -> Any:
+    m = msg.Disconnect.parse(req.body)
+    try:
+        sid = api.sandboxes.resolve(m.container).id
+    except NotFound:
+        if not m.force:
+            raise
+        sid = m.container  # docker's -f: a stale endpoint of a sandbox that is gone
+    api.controller.disconnect(req.params["ref"], sid, force=m.force)
+    return None
+
+
+# --- the rest of the engine ------------------------------------------------------------
+
+
+def nodes(api: ApiServer, req: Request) -> Any:
+    # The cluster's hosts (kanal node ls); a lone kanald is a cluster of one.
+    cluster = api.controller.cluster
+    if cluster is None:
+        return []
+    return cluster.nodes()
+
+
+def endpoints(api: ApiServer, req: Request) -> Any:
+    c = api.controller
+    names = {n.id: n.name for n in c.networks()}
+    return [endpoint_json(ep, names.get(ep.network_id, "")) for ep in c.endpoints()]
+
+
+def system_check(api: ApiServer, req: Request) -> Any:
+    problems = check(api.controller, api.manager) if api.manager is not None else []
+    return {"Problems": problems}
+
+
+# --- sandboxes -------------------------------------------------------------------------
+
+
+def _manager(api: ApiServer) -> SandboxManager:
+    m = api.manager
+    assert m is not None  # the route table only routes here with sandboxes on
+    return m
+
+
+def _sandbox(api: ApiServer, sb: Sandbox) -> dict[str, Any]:
+    eps = api.controller.sandbox_endpoints(sb.id)
+    nets = {ep.network_id for ep in eps}
+    names = {n.id: n.name for n in api.controller.networks() if n.id in nets}
+    return sandbox_json(sb, eps, names)
+
+
+def list_sandboxes(api: ApiServer, req: Request) -> Any:
+    return [_sandbox(api, sb) for sb in _manager(api).list_all()]
+
+
+def create_sandbox(api: ApiServer, req: Request) -> Any:
+    m = msg.CreateSandbox.parse(req.body)
+    # "Start": create and start as one operation (kanal run -d): a failure or a
+    # crash midway leaves nothing, not a created sandbox holding addresses.
+    sb = _manager(api).create(m.spec, start=m.start)
+    return Reply(201, _sandbox(api, sb))
+
+
+def inspect_sandbox(api: ApiServer, req: Request) -> Any:
+    return _sandbox(api, _manager(api).get(req.params["ref"]))
+
+
+def remove_sandbox(api: ApiServer, req: Request) -> Any:
+    force = validate.parse_bool(query_one(req.query, "force", "0"), "force")
+    sb = _manager(api).remove(req.params["ref"], force=force)
+    api.events.publish(container_event("destroy", sb.id))
+    return Reply(204)
+
+
+def sandbox_action(api: ApiServer, req: Request) -> Any:
+    """``POST /sandboxes/{id}/{start|running|exited|stop}``."""
+    m, ref, action = _manager(api), req.params["ref"], req.params["action"]
+    b = obj(req.body)
+    if action == "start":
+        return _sandbox(api, m.start(ref))
+    if action == "running":
+        return _sandbox(api, m.mark_running(ref, msg.SandboxRunning.parse(b).pid))
+    if action == "exited":
+        return _sandbox(api, m.mark_exited(ref, msg.SandboxExited.parse(b).code))
+    if action == "stop":
+        t = validate.parse_seconds(query_one(req.query, "t", "10"), "t", maximum=3600)
+        return _sandbox(api, m.stop(ref, timeout=t))
+    raise NotFound(f"page not found: {req.method} /{'/'.join(req.parts)}")
+
+
+def launch_argv(api: ApiServer, req: Request) -> Any:
+    m = _manager(api)
+    argv, _ = m.launch_argv(m.get(req.params["ref"]))
+    return {"Argv": argv}
+
+
+ROUTES: list[Route] = [
+    Route("GET", ("nodes",), nodes),
+    Route("GET", ("networks",), list_networks),
+    Route("POST", ("networks", "create"), create_network),
+    Route("POST", ("networks", "prune"), prune_networks),
+    Route("GET", ("networks", "{ref}"), inspect_network),
+    Route("DELETE", ("networks", "{ref}"), delete_network),
+    Route("POST", ("networks", "{ref}", "connect"), connect),
+    Route("POST", ("networks", "{ref}", "disconnect"), disconnect),
+    Route("GET", ("endpoints",), endpoints),
+    Route("GET", ("system", "check"), system_check),
+    Route("GET", ("sandboxes",), list_sandboxes, sandboxes=True),
+    Route("POST", ("sandboxes", "create"), create_sandbox, sandboxes=True),
+    Route("GET", ("sandboxes", "{ref}"), inspect_sandbox, sandboxes=True),
+    Route("DELETE", ("sandboxes", "{ref}"), remove_sandbox, sandboxes=True),
+    Route("POST", ("sandboxes", "{ref}", "{action}"), sandbox_action, sandboxes=True),
+    Route("GET", ("sandboxes", "{ref}", "launch"), launch_argv, sandboxes=True),
+]

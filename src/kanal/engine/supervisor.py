@@ -1,0 +1,168 @@
+"""A sandbox's process: launched detached, followed, found again, stopped.
+
+The process runs ``nsenter --net=<netns> unshare --mount [--uts] -- python -m
+kanal.engine.launch <spec>``: the launcher binds the sandbox's files over /etc
+and executes the command (kanal.engine.launch). kanald follows the processes it
+started (their exit is reported through ``on_exit``); one started before a
+restart is found by its pidfile or its launch spec, and named by pid *and*
+start time so that a recycled pid is never signalled
+(:mod:`kanal.engine.processes`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from kanal.engine import processes
+
+if TYPE_CHECKING:
+    from kanal.engine.sandboxenv import SandboxEnv
+    from kanal.engine.sandboxes import Sandbox
+
+__all__ = ["Supervisor"]
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class Supervisor:
+    """Starts and stops sandbox processes; ``on_exit(sandbox id, code)`` when one
+    it started ends."""
+
+    def __init__(self, env: SandboxEnv, on_exit: Callable[[str, int], object]) -> None:
+        self.env = env
+        self.on_exit = on_exit
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    def pidfile(self, sid: str) -> str:
+        return os.path.join(self.env.dir(sid), "pid")
+
+    def following(self, sid: str) -> bool:
+        """Whether a process of ``sid`` started by this daemon is still followed."""
+        with self._lock:
+            return sid in self._procs
+
+    def launch_argv(self, sb: Sandbox) -> tuple[list[str], str]:
+        """The command line that runs ``sb``'s process, and its spec file."""
+        d = self.env.dir(sb.id)
+        spec = {
+            "argv": sb.argv,
+            "env": sb.env or {"PATH": DEFAULT_PATH},
+            "hostname": sb.hostname if sb.own_netns else "",
+            "cwd": sb.workdir,
+            "binds": {
+                "/etc/resolv.conf": os.path.join(d, "resolv.conf"),
+                "/etc/hosts": os.path.join(d, "hosts"),
+                "/etc/hostname": os.path.join(d, "hostname"),
+            },
+            "pidfile": self.pidfile(sb.id),
+        }
+        spec_path = os.path.join(d, "launch.json")
+        # 0600 even if it existed looser: it holds the -e values.
+        fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(spec, f)
+        uts = ["--uts"] if sb.own_netns else []
+        argv = [
+            "nsenter",
+            f"--net={sb.netns}",
+            "unshare",
+            "--mount",
+            *uts,
+            "--propagation",
+            "private",
+            "--",
+            sys.executable,
+            "-I",
+            "-m",
+            "kanal.engine.launch",
+            spec_path,
+        ]
+        return argv, spec_path
+
+    def launch(self, sb: Sandbox) -> subprocess.Popen[bytes]:
+        """Start ``sb``'s process, detached, and note it in ``sb`` (not stored yet)."""
+        argv, _ = self.launch_argv(sb)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.pidfile(sb.id))
+        env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        log_path = os.path.join(self.env.dir(sb.id), "log")
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "ab") as out:
+            p = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+                env=env,
+            )
+        with self._lock:
+            self._procs[sb.id] = p
+        sb.state, sb.pid, sb.exit_code = "running", p.pid, None
+        start = processes.proc_start(p.pid)
+        sb.started = float(start) if start else 0.0
+        return p
+
+    def follow(self, sid: str, p: subprocess.Popen[bytes]) -> None:
+        """Report the process's exit (from a thread of its own)."""
+        threading.Thread(target=self._wait, args=(sid, p), daemon=True).start()
+
+    def _wait(self, sid: str, p: subprocess.Popen[bytes]) -> None:
+        code = p.wait()
+        with self._lock:
+            self._procs.pop(sid, None)
+        self.on_exit(sid, code)
+
+    def find_launched(self, sid: str) -> processes.ProcRef | None:
+        """A process a launch of ``sid`` started, found by its pidfile or spec file."""
+        return processes.find_launched(
+            os.path.join(self.env.dir(sid), "launch.json"), self.pidfile(sid)
+        )
+
+    @staticmethod
+    def leader(sb: Sandbox) -> processes.ProcRef | None:
+        """The sandbox's recorded process (pid and start time), if any."""
+        if not sb.pid:
+            return None
+        return sb.pid, str(int(sb.started)) if sb.started else ""
+
+    def stop_all(self, sid: str, sb: Sandbox | None, netns: str, timeout: float = 2.0) -> bool:
+        """Stop the sandbox's processes: its recorded leader (pid and start time), the
+        one a launcher's pidfile names, and — with a namespace of its own — every
+        process left in it."""
+        leader = self.leader(sb) if sb is not None else None
+        if leader is None or not processes.alive(leader):
+            leader = processes.read_pidfile(self.pidfile(sid))
+        ran = processes.stop_processes(leader, netns, timeout)
+        with self._lock:
+            p = self._procs.get(sid)
+        if p is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(5)
+        return ran
+
+    def netns_holder(self, sb: Sandbox) -> int:
+        """A live process in the sandbox's namespace (its leader first), or 0."""
+        want = tuple(sb.netns_id)
+        leader = self.leader(sb)
+        pids = ([leader[0]] if leader and processes.alive(leader) else []) + [
+            int(p) for p in os.listdir("/proc") if p.isdigit()
+        ]
+        for pid in pids:
+            try:
+                st = os.stat(f"/proc/{pid}/ns/net")
+            except OSError:
+                continue
+            if want and (st.st_dev, st.st_ino) == want:
+                return pid
+        return 0
