@@ -18,6 +18,7 @@ __all__ = ["ApiClient", "connect_unix", "default_socket"]
 
 
 def default_socket() -> str:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.daemon.main import DEFAULT_API_SOCKET
 
     return os.environ.get("KANAL_HOST", "").removeprefix("unix://") or DEFAULT_API_SOCKET

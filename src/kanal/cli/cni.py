@@ -129,6 +129,7 @@ def _check_netns(path: str) -> None:
     """Refuse anything but a network namespace file (before any plugin runs)."""
     import fcntl
 
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.errors import InvalidEnv, NotFound
 
     try:
@@ -148,6 +149,7 @@ def _check_netns(path: str) -> None:
 
 
 def _capability_args(value: str) -> dict[str, Any]:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.errors import DecodeError
     from kanal.spec.gotext import loads
 
@@ -165,6 +167,7 @@ def _capability_args(value: str) -> dict[str, Any]:
 
 
 def _setup(args: argparse.Namespace) -> tuple[CNIConfig, ConfList, RuntimeConf]:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.runtime.config import load_network_conf
     from kanal.runtime.libcni import CNIConfig, RuntimeConf
     from kanal.spec.args import parse_cni_args
@@ -188,6 +191,7 @@ def _setup(args: argparse.Namespace) -> tuple[CNIConfig, ConfList, RuntimeConf]:
 
 
 def _valid_attachments(values: list[str] | None) -> list[dict[str, str]] | None:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.errors import InvalidConfig
 
     if values is None:
@@ -207,6 +211,7 @@ def _run(args: argparse.Namespace) -> int:
     if op in ("add", "check"):
         _check_netns(rt.netns)
     if op == "add":
+        # lazy: a kanal command loads only what it runs (the CLI starts for every call)
         from kanal.spec.convert import dumps, render_result
 
         result = cni.add_network_list(conflist, rt)
@@ -226,6 +231,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _install(args: argparse.Namespace) -> int:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.errors import Unavailable
 
     try:

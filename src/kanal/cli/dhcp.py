@@ -9,6 +9,7 @@ __all__ = ["register"]
 
 
 def _run(args: argparse.Namespace) -> int:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.dhcp.daemon import main
 
     main(args.rest)

@@ -34,6 +34,7 @@ def render_template(template: str, obj: Any) -> str:
         InvalidConfig: a template Go would refuse, or one that fails on ``obj``;
             the message is one line in Go's words.
     """
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.gotemplate import go_json, parse
 
     if template == "json":
@@ -43,6 +44,7 @@ def render_template(template: str, obj: Any) -> str:
 
 def inspect_json(objs: Sequence[Any]) -> str:
     """``inspect -f json``: the objects as one compact JSON array, as docker prints it."""
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.gotemplate import go_json
 
     return go_json(list(objs), sort_maps=False)
@@ -69,6 +71,7 @@ def format_list(
     Raises:
         InvalidConfig: a bad template; nothing is printed then.
     """
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.gotemplate import parse
 
     if not fmt or fmt == "table":
@@ -90,6 +93,7 @@ def table_from_template(template: str, objs: Sequence[Any], headers: Mapping[str
     that is no field shows ``<no value>``, as docker's does. Returns the text with
     its final newline.
     """
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.gotemplate import HEADER_FUNCS, GoMap, parse
 
     tmpl = parse(_prepare(template[len("table") :]))

@@ -35,6 +35,7 @@ def _kv(items: list[str], what: str) -> dict[str, str]:
 
 
 def _client(args: argparse.Namespace) -> Any:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.client import ApiClient
 
     return ApiClient(args.host)
@@ -112,6 +113,7 @@ def _row(net: dict[str, Any], trunc: bool) -> dict[str, Any]:
     Keys in sorted order, as docker marshals the context for ``{{json .}}``;
     ``.Label "k"`` is a method (``__Label``); ``__`` keys are hidden from JSON.
     """
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.fmt import go_time
 
     labels = net.get("Labels") or {}
@@ -147,6 +149,7 @@ DEFAULT_TABLE = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
 def cmd_ls(args: argparse.Namespace) -> int:
     import json
 
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.fmt import render_table
 
     filters = _filters(args.filter)
@@ -182,6 +185,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             sys.stderr.write(f"kanal: {e}\n")
             failed = True
     if args.format == "json":  # docker's -f json: the networks as one JSON array
+        # lazy: a kanal command loads only what it runs (the CLI starts for every call)
         from kanal.cli.fmt import inspect_json
 
         print(inspect_json(found))
@@ -199,6 +203,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     from urllib.parse import quote
 
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.fmt import Progress
 
     client = _client(args)

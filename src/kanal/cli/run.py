@@ -26,6 +26,7 @@ __all__ = ["register"]
 
 
 def _client(args: argparse.Namespace) -> Any:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.client import ApiClient
 
     return ApiClient(args.host)
@@ -41,6 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.errors import InvalidConfig
 
     cmd = list(args.cmd)
@@ -133,6 +135,7 @@ def _ps_ports(s: dict[str, Any]) -> str:
 def _ps_command(s: dict[str, Any], trunc: bool) -> str:
     """COMMAND as docker's ``ps`` shows it: quoted, and cut to 20 characters with an
     ellipsis (never silently) unless ``--no-trunc``."""
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.gotemplate import go_quote
 
     cmd = " ".join(s["Cmd"])
@@ -146,6 +149,7 @@ def _ps_row(s: dict[str, Any], trunc: bool) -> dict[str, Any]:
     (keys in sorted order, as docker marshals them for ``{{json .}}``)."""
     import re
 
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.fmt import go_time
 
     return {
@@ -162,6 +166,7 @@ def _ps_row(s: dict[str, Any], trunc: bool) -> dict[str, Any]:
 
 
 def cmd_ps(args: argparse.Namespace) -> int:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.fmt import render_table
 
     sbs = _client(args).request("GET", "/sandboxes")
@@ -204,6 +209,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
 def cmd_exec(args: argparse.Namespace) -> int:
     import subprocess
 
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.errors import Conflict, InvalidConfig
 
     cmd = list(args.cmd)
@@ -221,6 +227,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.fmt import Progress
 
     c, failed = _client(args), False
@@ -237,6 +244,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.fmt import Progress
 
     c, failed = _client(args), False

@@ -21,6 +21,7 @@ from kanal.errors import InvalidConfig, KanalError
 from kanal.netlink.batch import Batch, free_index, raw_socket
 from kanal.netlink.handle import Netlink
 from kanal.netlink.reaper import delete_host_link
+from kanal.netlink.steps import random_mac
 from kanal.plugins.macvlan import default_route_link
 from kanal.spec.netconf import parse_conflist
 
@@ -108,8 +109,6 @@ class MacvlanDriver:
 
         Idempotent (a retried Join replaces it). Returns its name.
         """
-        from kanal.netlink.steps import random_mac
-
         name = "kvm" + hashlib.sha256(ep.id.encode()).hexdigest()[:11]
         ep.driver_state.update({"peer": name, "external": True})
         self.detach(net, ep)
