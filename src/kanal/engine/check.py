@@ -30,10 +30,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kanal.engine import processes
-from kanal.engine.repair import nft_table
 from kanal.errors import KanalError
 from kanal.firewall.intents import Owner, network_tag
-from kanal.firewall.nftables import libnft as nft
+from kanal.firewall.nftables import state as nft_state
+from kanal.firewall.nftables.state import nft_table
 from kanal.netlink.handle import Netlink
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ def _kernel(v: _View) -> list[str]:
 
 
 def _nft(ctrl: Controller, nets: dict[str, Network], eps: list[Endpoint]) -> list[str]:
-    if not nft.available():
+    if not nft_state.available():
         return []
     table = nft_table()
     out = []

@@ -21,11 +21,9 @@ reports a change that concerns kanal's objects, and periodically.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -34,8 +32,7 @@ from kanal.engine.model import Endpoint
 from kanal.engine.reconcile import rejoin
 from kanal.engine.recovery import recover
 from kanal.errors import KanalError
-from kanal.firewall.nftables import TABLE
-from kanal.firewall.nftables import libnft as nft
+from kanal.firewall.nftables.state import NftState, nft_table
 from kanal.netlink.handle import Netlink
 
 if TYPE_CHECKING:
@@ -43,7 +40,7 @@ if TYPE_CHECKING:
     from kanal.engine.model import Network
     from kanal.engine.sandboxes import SandboxManager
 
-__all__ = ["NftState", "Repairer", "Watched", "nft_table"]
+__all__ = ["Repairer", "Watched"]
 
 log = logging.getLogger("kanal.repair")
 
@@ -216,57 +213,6 @@ class Repairer:
                 return []
             driver.restore_firewall(net, Endpoint.from_json(got.value))
         return [f"endpoint {ep.name} on {net.name}: firewall entries written again"]
-
-
-_GROUPS = {
-    "masq4": "masq",
-    "masq6": "masq",
-    "pm_any4": "ports",
-    "pm_any6": "ports",
-    "pm_ip4": "ports",
-    "pm_ip6": "ports",
-}
-
-
-@dataclass
-class NftState:
-    chains: set[str]
-    net_from: set[str]
-    tags: set[str]  # every element comment
-    counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (group, tag)
-
-    def has(self, expect: list[tuple[str, str, int]]) -> bool:
-        return all(self.counts[(group, tag)] >= n for group, tag, n in expect)
-
-
-def nft_table() -> NftState | None:
-    """What kanal's nftables table holds (None: no table at all)."""
-    try:
-        raw = nft.run(f"list table inet {TABLE}", json_out=True)
-    except nft.NftError:
-        return None
-    t = NftState(set(), set(), set())
-    for obj in json.loads(raw).get("nftables", []):
-        if "chain" in obj:
-            t.chains.add(str(obj["chain"].get("name")))
-        body = obj.get("set") or obj.get("map")
-        if not body:
-            continue
-        for el in body.get("elem", []):
-            item = el[0] if isinstance(el, list) else el
-            if not isinstance(item, dict) or "elem" not in item:
-                if body.get("name") == "net_from" and isinstance(item, str):
-                    t.net_from.add(item)
-                continue
-            comment = item["elem"].get("comment")
-            if comment:
-                t.tags.add(str(comment))
-                group = _GROUPS.get(str(body.get("name")))
-                if group:
-                    t.counts[(group, str(comment))] += 1
-            if body.get("name") == "net_from":
-                t.net_from.add(str(item["elem"].get("val")))
-    return t
 
 
 def _mount_points() -> set[str]:

@@ -1,0 +1,74 @@
+"""What kanal's nftables table holds, read back for the network manager's checks.
+
+``kanal system check`` and kanald's repairer compare this with what the store says
+should be there (docs/crash-safety.md): chains per network, the ``net_from`` map's
+bridges, and how many elements each owner tag has in the masquerade and port-map
+sets.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+
+from kanal.firewall.nftables import TABLE
+from kanal.firewall.nftables import libnft as nft
+
+__all__ = ["NftState", "available", "nft_table"]
+
+
+def available() -> bool:
+    """nftables can be used here (the kernel and the library or binary)."""
+    return nft.available()
+
+
+_GROUPS = {
+    "masq4": "masq",
+    "masq6": "masq",
+    "pm_any4": "ports",
+    "pm_any6": "ports",
+    "pm_ip4": "ports",
+    "pm_ip6": "ports",
+}
+
+
+@dataclass
+class NftState:
+    chains: set[str]
+    net_from: set[str]
+    tags: set[str]  # every element comment
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (group, tag)
+
+    def has(self, expect: list[tuple[str, str, int]]) -> bool:
+        return all(self.counts[(group, tag)] >= n for group, tag, n in expect)
+
+
+def nft_table() -> NftState | None:
+    """What kanal's nftables table holds (None: no table at all)."""
+    try:
+        raw = nft.run(f"list table inet {TABLE}", json_out=True)
+    except nft.NftError:
+        return None
+    t = NftState(set(), set(), set())
+    for obj in json.loads(raw).get("nftables", []):
+        if "chain" in obj:
+            t.chains.add(str(obj["chain"].get("name")))
+        body = obj.get("set") or obj.get("map")
+        if not body:
+            continue
+        for el in body.get("elem", []):
+            item = el[0] if isinstance(el, list) else el
+            if not isinstance(item, dict) or "elem" not in item:
+                if body.get("name") == "net_from" and isinstance(item, str):
+                    t.net_from.add(item)
+                continue
+            comment = item["elem"].get("comment")
+            if comment:
+                t.tags.add(str(comment))
+                group = _GROUPS.get(str(body.get("name")))
+                if group:
+                    t.counts[(group, str(comment))] += 1
+            if body.get("name") == "net_from":
+                t.net_from.add(str(item["elem"].get("val")))
+    return t
