@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from kanal import jsonget
 from kanal.engine.portwire import PROTOCOLS, portmap_wire
 from kanal.errors import DecodeError
 
@@ -48,14 +49,14 @@ def _obj(body: Any) -> dict[str, Any]:
     return body
 
 
+def _bad(key: str, want: str, value: Any) -> DecodeError:
+    return DecodeError(f"{key} must be {want}")
+
+
 def _str(d: dict[str, Any], key: str, *, required: bool = False) -> str:
-    v = d.get(key)
-    if v is None or v == "":
-        if required:
-            raise DecodeError(f"missing {key}")
-        return ""
-    if not isinstance(v, str):
-        raise DecodeError(f"{key} must be a string")
+    v = jsonget.opt_str(d, key, bad=_bad)
+    if required and not v:
+        raise DecodeError(f"missing {key}")
     return v
 
 
@@ -67,12 +68,7 @@ def _id(d: dict[str, Any], key: str) -> str:
 
 
 def _dict(d: dict[str, Any], key: str) -> dict[str, Any]:
-    v = d.get(key)
-    if v is None:
-        return {}
-    if not isinstance(v, dict):
-        raise DecodeError(f"{key} must be an object")
-    return v
+    return jsonget.opt_obj(d, key, bad=_bad)
 
 
 def _cidr(value: str, key: str) -> str:
