@@ -30,6 +30,7 @@ _COMMANDS = (
     "kanal.cli.node",
     "kanal.cli.system",
     "kanal.cli.dhcp",
+    "kanal.cli.lab",
 )
 
 EXIT_ERROR = 1
