@@ -1,26 +1,27 @@
-"""Hosts for multi-host tests: namespaces on an underlay bridge, and an etcd cluster on them.
+"""Hosts for multi-host tests: a kanal lab (kanal.lab), the same one users get.
 
 ::
 
-    underlay namespace: bridge "ul" ── veth ── host i (192.0.2.i/24 on "ul0"), i = 1, 2, ...
+    underlay namespace: bridge "ul" ── veth ── host i   (192.0.2.i on "ul0")
+                                    └─ veth ── etcd k   (192.0.2.(200+k) on "ul0")
 
-:class:`Underlay` makes the namespaces (unique names, all deleted by :meth:`close`,
-even after a failure) and runs etcd members ``m<i>`` on hosts 1-3, listening on
-their underlay addresses. Used by tests/netns/test_cluster.py and
-tests/e2e/overlay_hosts.py.
+:class:`Underlay` makes a lab without kanald (hosts are bare namespaces, the
+test runs its own processes in them) plus an etcd cluster; its namespaces,
+processes and files are all removed by :meth:`close`, even after a failure.
+Used by tests/netns/test_cluster.py; tests/e2e/overlay_hosts.py adds kanald.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import create_netns, delete_netns, nsexec, unique
+from kanal.lab import Lab, LabSpec
+from kanal.lab.spec import addr
+from tests.helpers import create_netns, delete_netns, unique
 
 MEMBERS = (1, 2, 3)
 
@@ -41,92 +42,75 @@ class Underlay:
     def __init__(self, tmp: Path, prefix: str = "kmh") -> None:
         self.tmp = tmp
         self.prefix = prefix
-        self.namespaces: list[str] = []
-        self.ns: dict[int, str] = {}
-        self.etcd: dict[int, subprocess.Popen[bytes]] = {}
         self.token = secrets.token_hex(4)
-        self.ul = ""
+        self.lab: Lab | None = None
+        self.ns: dict[int, str] = {}
+        self.extra: list[str] = []  # namespaces a test made besides the lab's
 
     @staticmethod
     def addr(i: int) -> str:
-        return f"192.0.2.{i}"
+        return addr(f"h{i}")
+
+    @staticmethod
+    def etcd_addr(k: int) -> str:
+        return addr(f"e{k}")
+
+    @staticmethod
+    def etcd_index(address: str) -> int:
+        """192.0.2.202 → 2."""
+        return int(address.rsplit(".", 1)[1]) - 200
 
     def netns(self, prefix: str) -> str:
         name = create_netns(unique(prefix, 30))
-        self.namespaces.append(name)
+        self.extra.append(name)
         return name
 
+    def spec(self, hosts: int) -> LabSpec:
+        return LabSpec(f"{self.prefix}{self.token}", hosts=hosts, etcd=len(MEMBERS), kanald=False)
+
     def make_underlay(self, hosts: int) -> None:
-        self.ul = self.netns(f"{self.prefix}ul")
-        nsexec(self.ul, "ip", "link", "add", "ul", "type", "bridge")
-        nsexec(self.ul, "ip", "link", "set", "ul", "up")
-        for i in range(1, hosts + 1):
-            self.ns[i] = self.host_ns(i)
+        """The lab: ``hosts`` host namespaces and the etcd cluster (running)."""
+        self.lab = Lab.up(self.spec(hosts), str(self.tmp / "lab"))
+        self.ns = {i: self.lab.ns(f"h{i}") for i in range(1, hosts + 1)}
 
     def host_ns(self, i: int) -> str:
-        """A host namespace with ``ul0`` (192.0.2.i) on the underlay bridge."""
-        ns = self.netns(f"{self.prefix}h{i}")
-        nsexec(self.ul, "ip", "link", "add", f"p{i}", "type", "veth", "peer", "name", "ul0")
-        nsexec(self.ul, "ip", "link", "set", "ul0", "netns", ns)
-        nsexec(self.ul, "ip", "link", "set", f"p{i}", "master", "ul", "up")
-        nsexec(ns, "ip", "addr", "add", f"{self.addr(i)}/24", "dev", "ul0")
-        nsexec(ns, "ip", "link", "set", "ul0", "up")
-        nsexec(ns, "ip", "link", "set", "lo", "up")
-        return ns
+        assert self.lab is not None
+        return self.lab.ns(f"h{i}")
 
     # --- etcd --------------------------------------------------------------------
 
     def etcd_url(self, key_prefix: str) -> str:
-        return "etcd://" + ",".join(f"{self.addr(i)}:2379" for i in MEMBERS) + key_prefix
+        return "etcd://" + ",".join(f"{self.etcd_addr(k)}:2379" for k in MEMBERS) + key_prefix
 
     def start_etcd_cluster(self) -> None:
-        for i in MEMBERS:
-            self.start_etcd(i, new=True)
-        for i in MEMBERS:
-            self.wait_etcd(i)
+        """(Started with the lab.) Waits until every member has a leader."""
+        for k in MEMBERS:
+            self.wait_etcd(k)
 
-    def start_etcd(self, i: int, *, new: bool) -> None:
-        a = self.addr(i)
-        peers = ",".join(f"m{k}=http://{self.addr(k)}:2380" for k in MEMBERS)
-        cmd = ["ip", "netns", "exec", self.ns[i], "etcd", "--name", f"m{i}"]
-        cmd += ["--data-dir", str(self.tmp / f"etcd-m{i}")]
-        cmd += ["--listen-client-urls", f"http://{a}:2379", "--advertise-client-urls"]
-        cmd += [f"http://{a}:2379", "--listen-peer-urls", f"http://{a}:2380"]
-        cmd += ["--initial-advertise-peer-urls", f"http://{a}:2380", "--initial-cluster", peers]
-        cmd += ["--initial-cluster-token", f"{self.prefix}-{self.token}"]
-        cmd += ["--initial-cluster-state", "new" if new else "existing"]
-        log = (self.tmp / f"etcd-m{i}.log").open("ab")
-        self.etcd[i] = subprocess.Popen(cmd, stdout=log, stderr=log)
+    def start_etcd(self, k: int, *, new: bool) -> None:
+        assert self.lab is not None
+        self.lab.start_etcd(f"e{k}", new=new)
 
-    def etcd_status(self, i: int) -> dict[str, Any] | None:
-        """Member i's status when it has a leader, else None."""
-        out = nsexec(
-            self.ns[i],
-            *("curl", "-s", "-m", "1", "-X", "POST"),
-            f"http://{self.addr(i)}:2379/v3/maintenance/status",
-            *("-d", "{}"),
-            check=False,
-        )
-        try:
-            st: dict[str, Any] = json.loads(out.stdout)
-        except ValueError:
-            return None
-        return st if int(st.get("leader", 0) or 0) else None
+    def etcd_status(self, k: int) -> dict[str, Any] | None:
+        """Member k's status when it has a leader, else None."""
+        assert self.lab is not None
+        return self.lab.etcd_status(f"e{k}")
 
-    def etcd_ok(self, i: int) -> bool:
-        return self.etcd_status(i) is not None
+    def etcd_ok(self, k: int) -> bool:
+        return self.etcd_status(k) is not None
 
-    def wait_etcd(self, i: int) -> None:
-        wait_for(f"etcd m{i} with a leader", lambda: self.etcd_status(i), 60)
+    def wait_etcd(self, k: int) -> None:
+        wait_for(f"etcd e{k} with a leader", lambda: self.etcd_status(k), 60)
 
-    def kill_etcd(self, i: int) -> None:
-        p = self.etcd.get(i)
-        if p is not None and p.poll() is None:
-            p.kill()
-            p.wait(10)
+    def kill_etcd(self, k: int) -> None:
+        assert self.lab is not None
+        self.lab.kill(f"e{k}")
 
     def close(self) -> None:
-        for i in list(self.etcd):
-            self.kill_etcd(i)
-        for ns in reversed(self.namespaces):
-            delete_netns(ns)
+        try:
+            if self.lab is not None:
+                left = self.lab.down()
+                assert not left, left
+        finally:
+            for ns in reversed(self.extra):
+                delete_netns(ns)

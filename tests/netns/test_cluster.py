@@ -110,7 +110,7 @@ class Cluster(Underlay):
         self.store = ""
 
     def setup(self) -> None:
-        self.make_underlay(3)
+        self.make_underlay(4)  # h4 joins later (test_dead_host_...)
         self.start_etcd_cluster()
         self.store = self.etcd_url("/kct/")
         for i in (1, 2, 3):
@@ -126,7 +126,7 @@ class Cluster(Underlay):
             out = nsexec(
                 self.ns[i],
                 *("curl", "-s", "-m", "1", "-X", "POST"),
-                f"http://{self.addr(i)}:2379/v3/kv/range",
+                f"http://{self.etcd_addr(i)}:2379/v3/kv/range",
                 *("-d", json.dumps(body)),
                 check=False,
             )
@@ -395,7 +395,7 @@ def test_watch_resumes_on_another_member_without_losing_events(cluster: Cluster)
     revision gets the whole listing instead (resync)."""
     h1, h2 = cluster.hosts[1], cluster.hosts[2]
     member = h1.ok(op="watch_start", prefix="wt/")["member"]
-    victim = int(member[0].rsplit(".", 1)[1])
+    victim = cluster.etcd_index(member[0])
     h2.send(op="put_many", prefix="wt/", n=60, pace=0.03)
     try:
         wait_for("puts under way", lambda: cluster.count("wt/") >= 15)
