@@ -95,10 +95,12 @@ class Hosts(Underlay):
         return p
 
     def sandbox_netns(self, i: int, name: str) -> str:
-        """The path of host i's sandbox ``name``'s network namespace."""
+        """A path to host i's sandbox ``name``'s network namespace that works from
+        outside the host's mount namespace (its process's)."""
         from kanal.cli.client import ApiClient
 
-        return str(ApiClient(self.api(i)).request("GET", f"/sandboxes/{name}")["Netns"])
+        pid = ApiClient(self.api(i)).request("GET", f"/sandboxes/{name}")["Pid"]
+        return f"/proc/{pid}/ns/net"
 
     def ip_of(self, i: int, sandbox: str, network: str) -> str:
         info = json.loads(self.kanal(i, "network", "inspect", network).stdout)[0]

@@ -17,6 +17,22 @@ and, with ``grace`` set, collects garbage: the address blocks
 (:func:`kanal.cluster.gipam.collect_garbage`) and endpoint records of hosts gone
 for ``grace`` seconds.
 
+Watch events are programmed incrementally: what changed since the last
+programming of the network is applied, without reading the device's entries
+back (with thousands of endpoints a dump per event on every host is what made
+one host lag behind the others). Listings and the periodic reconcile compare
+with the kernel's own entries and repair any drift.
+
+Misses (kanal.netlink.neighmiss): the devices are made with ``l3miss``, and a
+fourth thread reads the kernel's reports of ARP / neighbour-solicitation requests
+a device had no entry for. The request itself is gone, and the container that
+sent it would only retry a second later; so the agent answers on the network's
+bridge with a gratuitous ARP (or unsolicited NA) as soon as it knows the address
+— at once if it already does (the miss raced the programming), else the moment
+the watch delivers the endpoint (misses are remembered for ``MISS_WAIT`` s). The
+first packet to a new endpoint then waits for this host's watch, never for the
+kernel's retry timer.
+
 When etcd cannot be reached the programmed entries are kept as they are (the
 data plane keeps forwarding) and ``healthy`` is False with ``last_error`` set;
 the watchers resume by themselves when etcd is back.
@@ -44,6 +60,7 @@ API (thread-safe):
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -56,18 +73,25 @@ from kanal.cluster.vxlan import (
     EndpointRecord,
     OverlayLink,
     apply,
+    apply_changes,
     delete_device,
     desired_entries,
+    diff,
     endpoint_key,
     ensure_device,
 )
 from kanal.errors import DecodeError, KanalError, NotFound, Unavailable
+from kanal.netlink.neighmiss import Announcer, MissListener
 from kanal.store import Delete, Entry
 from kanal.store.etcd import Cmp, EtcdStore, WatchBatch
 
 __all__ = ["OVERLAY_PREFIX", "OverlayAgent"]
 
 OVERLAY_PREFIX = "overlay/"
+#: how long a miss for an address nobody has published yet is remembered (s): the
+#: asker gives up after its 3 probes, 1 s apart
+MISS_WAIT = 3.0
+MAX_PENDING = 4096
 log = logging.getLogger("kanal.cluster")
 
 
@@ -105,6 +129,10 @@ class OverlayAgent:
         self._eps: dict[str, EndpointRecord] = {}  # by key
         self._links: dict[str, OverlayLink] = {}
         self._programmed: dict[str, Desired] = {}
+        self._remote: dict[str, dict[str, EndpointRecord]] = {}  # net -> ip -> programmed
+        self._dev_index: dict[str, int] = {}  # net -> its device's ifindex
+        self._pending: dict[tuple[str, str], float] = {}  # (net, ip) missed -> until
+        self._announcer: Announcer | None = None
         self._listed: set[str] = set()
         self._rev: dict[str, int] = {}  # the revision the model of each prefix is at
         self._stop = threading.Event()
@@ -127,6 +155,7 @@ class OverlayAgent:
                 lambda: self._watch_loop(OVERLAY_PREFIX, self._set_endpoints, self._ep_events),
             ),
             ("resync", self._periodic),
+            ("misses", self._miss_loop),
         ):
             t = threading.Thread(target=fn, name=f"kanal-overlay-{name}", daemon=True)
             t.start()
@@ -146,7 +175,7 @@ class OverlayAgent:
         NotFound (no such bridge).
         """
         with self._lock:
-            ensure_device(link, self.netns_fd)
+            self._dev_index[link.network] = ensure_device(link, self.netns_fd)
             self._links[link.network] = link
             self._program([link.network])
 
@@ -154,6 +183,8 @@ class OverlayAgent:
         with self._lock:
             link = self._links.pop(network, None)
             self._programmed.pop(network, None)
+            self._remote.pop(network, None)
+            self._dev_index.pop(network, None)
             if link is not None and delete:
                 delete_device(link, self.netns_fd)
 
@@ -255,7 +286,11 @@ class OverlayAgent:
         return touched
 
     # ---- programming ------------------------------------------------------------------
-    def _program(self, networks: Iterable[str]) -> None:
+    def _program(self, networks: Iterable[str], *, full: bool = True) -> None:
+        """Program the networks' devices from the model. ``full``: read the kernel's
+        entries and make them exactly what is wanted (attach, listings, the periodic
+        reconcile); otherwise apply only the difference from what was programmed
+        last (watch events)."""
         with self._lock:
             vteps = {n.name: n.advertise_addr for n in self._nodes.values()}
             for net in sorted(set(networks) & set(self._links)):
@@ -263,19 +298,29 @@ class OverlayAgent:
                 pfx = endpoint_key(net, "")
                 eps = [r for k, r in self._eps.items() if k.startswith(pfx)]
                 want = desired_entries(eps, vteps, self.host, host_routes=self.host_routes)
+                old = self._programmed.get(net)
                 try:
                     try:
-                        ch = apply(link.name, want, self.netns_fd)
+                        if full or old is None:
+                            ch = apply(link.name, want, self.netns_fd)
+                        else:
+                            ch = diff(want, old.fdb, old.neigh, old.routes)
+                            apply_changes(link.name, ch, self.netns_fd)
                     except NotFound:
-                        ensure_device(link, self.netns_fd)  # deleted behind our back
+                        # deleted behind our back
+                        self._dev_index[net] = ensure_device(link, self.netns_fd)
                         ch = apply(link.name, want, self.netns_fd)
                 except KanalError as e:
                     log.warning("overlay %s: programming failed: %s", net, e)
                     self.last_error = e
                     continue
                 self._programmed[net] = want
+                self._remote[net] = {
+                    r.ip: r for r in eps if r.host != self.host and r.host in vteps
+                }
                 if ch:
                     log.debug("overlay %s: %s", net, ch)
+                self._answer_pending(net)
                 for fn in self._listeners:
                     fn(net)
 
@@ -325,9 +370,10 @@ class OverlayAgent:
                 self.last_error = None
                 if batch.resync is not None:
                     nets = self._take(prefix, batch.revision, partial(set_all, batch.resync))
+                    self._program(nets)
                 else:
                     nets = self._take(prefix, batch.revision, partial(on_batch, batch))
-                self._program(nets)
+                    self._program(nets, full=False)
 
     def _periodic(self) -> None:
         while not self._stop.wait(self.resync_interval):
@@ -340,6 +386,66 @@ class OverlayAgent:
                 self._error(e)
             except KanalError as e:
                 log.warning("overlay agent: periodic reconcile: %s", e)
+
+    # ---- misses ---------------------------------------------------------------------
+    def _miss_loop(self) -> None:
+        try:
+            if self.netns_fd is None:
+                listener, announcer = MissListener(), Announcer()
+            else:
+                import socket
+
+                from kanal.netlink.ns import netns_socket
+
+                raw = socket.SOCK_RAW | socket.SOCK_CLOEXEC
+                listener = MissListener(netns_socket(self.netns_fd, socket.AF_NETLINK, raw, 0))
+                announcer = Announcer(netns_socket(self.netns_fd, socket.AF_PACKET, raw))
+        except OSError as e:
+            log.warning("overlay agent: not answering VXLAN misses: %s", e)
+            return
+        with self._lock:
+            self._announcer = announcer
+        try:
+            while not self._stop.is_set():
+                ready, _, _ = select.select([listener], [], [], 0.5)
+                if ready:
+                    for miss in listener.read():
+                        self._on_miss(miss.ifindex, miss.ip)
+                now = time.monotonic()
+                with self._lock:
+                    for key in [k for k, until in self._pending.items() if until < now]:
+                        del self._pending[key]
+        finally:
+            with self._lock:
+                self._announcer = None
+            listener.close()
+            announcer.close()
+
+    def _on_miss(self, ifindex: int, ip: str) -> None:
+        """A container asked for ``ip`` on a device that had no entry for it."""
+        with self._lock:
+            net = next((n for n, i in self._dev_index.items() if i == ifindex), None)
+            if net is None:
+                return  # not one of ours
+            if len(self._pending) >= MAX_PENDING:
+                self._pending.pop(next(iter(self._pending)))
+            self._pending[(net, ip)] = time.monotonic() + MISS_WAIT
+            if ip in self._remote.get(net, {}):
+                # Known: the miss raced the programming (or an entry went missing).
+                # The entries are made sure of and the asker told at once; otherwise
+                # it is told when the watch delivers the endpoint.
+                self._program([net], full=False)
+
+    def _answer_pending(self, net: str) -> None:
+        """Announce the network's missed addresses that are known now (lock held)."""
+        if not self._pending or self._announcer is None:
+            return
+        known, link = self._remote.get(net, {}), self._links.get(net)
+        for key in [k for k in self._pending if k[0] == net and k[1] in known]:
+            del self._pending[key]
+            rec = known[key[1]]
+            if link is not None:
+                self._announcer.announce(link.bridge, rec.ip, rec.mac)
 
     def collect_garbage(self, now: float | None = None) -> list[str]:
         """One GC round: address blocks and endpoint records of hosts gone for ``grace``.

@@ -25,7 +25,9 @@ API:
 - :func:`ensure_device` / :func:`delete_device` — create (idempotent, adopts a
   matching device) / delete the VXLAN device in a namespace.
 - :func:`apply` — read the device's entries, diff, apply (adds: FDB and neighbours
-  before routes; removals: routes first), return the :class:`Changes` made.
+  before routes; removals: routes first), return the :class:`Changes` made;
+  :func:`apply_changes` — apply given changes (the agent's incremental path: the
+  difference from what it programmed last, no kernel dump).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ __all__ = [
     "EndpointRecord",
     "OverlayLink",
     "apply",
+    "apply_changes",
     "delete_device",
     "desired_entries",
     "device_name",
@@ -226,6 +229,7 @@ def ensure_device(link: OverlayLink, netns_fd: int | None = None) -> int:
             mtu=link.mtu,
             bridge=link.bridge,
             port=link.port,
+            l3miss=True,  # the agent answers requests it has no entry for yet
             owner=link.owner,
         )
         return idx
@@ -248,16 +252,29 @@ def apply(device: str, want: Desired, netns_fd: int | None = None) -> Changes:
     with VxlanNetlink(netns_fd) as nl:
         idx = nl.index(device)
         ch = diff(want, nl.fdb(idx), nl.neighbours(idx), nl.device_routes(idx))
-        for r in ch.del_routes:
-            nl.route_del(idx, r.dst)
-        for f in ch.add_fdb:
-            nl.fdb_append(idx, f.mac, f.dst)
-        for n in ch.set_neigh:
-            nl.neigh_replace(idx, n.ip, n.mac)
-        for r in ch.add_routes:  # last: its next hop is resolvable by now (flannel's order)
-            nl.route_replace(idx, r.dst, r.via)
-        for n in ch.del_neigh:
-            nl.neigh_del(idx, n.ip)
-        for f in ch.del_fdb:
-            nl.fdb_del(idx, f.mac, f.dst)
+        _apply(nl, idx, ch)
         return ch
+
+
+def apply_changes(device: str, ch: Changes, netns_fd: int | None = None) -> None:
+    """Apply ``ch`` (computed against what was programmed before) without reading
+    the device's entries back. Raises LinkNotFound when the device is gone."""
+    if not ch:
+        return
+    with VxlanNetlink(netns_fd) as nl:
+        _apply(nl, nl.index(device), ch)
+
+
+def _apply(nl: VxlanNetlink, idx: int, ch: Changes) -> None:
+    for r in ch.del_routes:
+        nl.route_del(idx, r.dst)
+    for f in ch.add_fdb:
+        nl.fdb_append(idx, f.mac, f.dst)
+    for n in ch.set_neigh:
+        nl.neigh_replace(idx, n.ip, n.mac)
+    for r in ch.add_routes:  # last: its next hop is resolvable by now (flannel's order)
+        nl.route_replace(idx, r.dst, r.via)
+    for n in ch.del_neigh:
+        nl.neigh_del(idx, n.ip)
+    for f in ch.del_fdb:
+        nl.fdb_del(idx, f.mac, f.dst)

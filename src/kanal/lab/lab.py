@@ -5,6 +5,13 @@ See :mod:`kanal.lab` for the overview and :mod:`kanal.lab.spec` for the layout.
 Every link, bridge, address, route, neighbour entry, sysctl and process of a lab
 lives in a namespace the lab created; nothing is done in the caller's namespace.
 
+Each host has a mount namespace of its own too (pinned at ``hosts/<h>/mnt``): the
+namespaces of its sandboxes are mounted there only, so one host's kanald is not
+woken by every mount the other hosts make (with all hosts in one mount namespace,
+50 kanalds each re-read the mount table for each of 1000 sandboxes), and it has
+its own ``/run/netns`` (``ip netns`` on a lab host lists that host's names, as on
+a machine of its own). ``kanal lab exec`` enters both namespaces.
+
 The kernel's neighbour table: on this kernel (and most) the IPv4 neighbour
 table and its limits (``gc_thresh1-3``) are one for the whole machine — only the
 initial namespace has ``neigh/default`` — so a lab's dynamic entries count
@@ -111,6 +118,12 @@ class Lab:
     def addr(member: str) -> str:
         return addr(member)
 
+    def mnt(self, member: str) -> str:
+        """The pinned mount namespace of a host ('' for etcd members, the underlay)."""
+        if member.startswith("h") and member in self.rec.members:
+            return os.path.join(self.host_dir(member), "mnt")
+        return ""
+
     def host_dir(self, host: str) -> str:
         return os.path.join(self.dir, "hosts", host)
 
@@ -142,7 +155,7 @@ class Lab:
         return env
 
     def exec_argv(self, member: str, cmd: Sequence[str]) -> list[str]:
-        return system.nsenter(self.ns(member), cmd)
+        return system.nsenter(self.ns(member), cmd, self.mnt(member))
 
     def run(
         self,
@@ -257,6 +270,11 @@ class Lab:
             )
             lines.append(f"link set {m} master {UNDERLAY_BRIDGE} up")
         system.ip_batch(rec.underlay, lines)
+        if system.mount_propagation_shared(self.dir):
+            system.make_private(self.dir)
+        for h in self.hosts():
+            os.makedirs(self.host_dir(h), mode=0o700, exist_ok=True)
+            system.make_mount_ns(self.mnt(h))
         per_ns = system.per_namespace_limits(rec.members[members[0]]["ns"])
         for m in members:
             ns = rec.members[m]["ns"]
@@ -292,7 +310,7 @@ class Lab:
     def _spawn(
         self, key: str, member: str, argv: list[str], log: str, env: dict[str, str] | None = None
     ) -> ProcEntry:
-        p = system.spawn(self.ns(member), argv, log, env=env)
+        p = system.spawn(self.ns(member), argv, log, env=env, mnt=self.mnt(member))
         self._children[p.pid] = p
         ref = system.proc_ref(p.pid)
         entry = ProcEntry(p.pid, ref[1], argv, self.ns(member), log)
@@ -529,17 +547,24 @@ class Lab:
             with contextlib.suppress(OSError):
                 self.rec.save()
             problems: list[str] = []
-            sandbox_ns = self._sandbox_netns()
+            pins = [p for h in self.hosts() if os.path.exists(p := self.mnt(h))]
+            nets = {
+                i
+                for ns in self.rec.namespaces
+                if (i := system.netns_inode(f"{system.NETNS_DIR}/{ns}")) is not None
+            }
+            for pin in pins:  # sandboxes, and what ip netns add made on the host
+                nets |= system.mount_ns_netns(pin)
+            mnts = {i for p in pins if (i := system.netns_inode(p)) is not None}
             for key in list(self.rec.procs):
                 with contextlib.suppress(KanalError, OSError):
                     self._stop(key)
-            paths = [f"{system.NETNS_DIR}/{ns}" for ns in self.rec.namespaces] + sandbox_ns
-            left = system.kill_in_namespaces(paths)
+            left = system.kill_in_namespaces(nets, mnts)
             if left:
                 problems.append(f"processes still running: {left}")
-            for p in self._children.values():
+            for child in self._children.values():
                 with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.wait(5)
+                    child.wait(5)
             problems += system.umount_under(self.dir)
             for ns in reversed(self.rec.namespaces):
                 system.del_netns(ns)
@@ -549,14 +574,6 @@ class Lab:
         if os.path.exists(self.dir):
             problems.append(f"directory {self.dir} not removed")
         return problems
-
-    def _sandbox_netns(self) -> list[str]:
-        out = []
-        for h in self.hosts():
-            d = os.path.join(self.host_dir(h), "netns")
-            with contextlib.suppress(OSError):
-                out += [os.path.join(d, n) for n in os.listdir(d)]
-        return out
 
     # ---- faults ----------------------------------------------------------------------
     def _proc_key(self, target: str) -> str:

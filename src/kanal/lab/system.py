@@ -30,6 +30,10 @@ __all__ = [
     "http_in_ns",
     "ip_batch",
     "kill_in_namespaces",
+    "make_mount_ns",
+    "make_private",
+    "mount_ns_netns",
+    "mount_propagation_shared",
     "neighbour_table",
     "netns_exists",
     "netns_inode",
@@ -44,10 +48,13 @@ NETNS_DIR = "/run/netns"
 MNT_DETACH = 2
 
 
-def nsenter(ns: str, argv: Sequence[str]) -> list[str]:
-    """``argv`` run in namespace ``ns`` (only the network namespace: the machine's
-    mounts stay visible, so a daemon and a CLI started this way see the same files)."""
-    return ["nsenter", f"--net={NETNS_DIR}/{ns}", "--", *argv]
+def nsenter(ns: str, argv: Sequence[str], mnt: str = "") -> list[str]:
+    """``argv`` run in network namespace ``ns`` and, given ``mnt`` (a pinned mount
+    namespace, see :func:`make_mount_ns`), in that mount namespace too."""
+    enter = ["nsenter", f"--net={NETNS_DIR}/{ns}"]
+    if mnt:
+        enter.append(f"--mount={mnt}")
+    return [*enter, "--", *argv]
 
 
 def _run(argv: Sequence[str], *, input: bytes | None = None, timeout: float = 60) -> str:
@@ -104,13 +111,15 @@ def spawn(
     log: str,
     *,
     env: dict[str, str] | None = None,
+    mnt: str = "",
 ) -> subprocess.Popen[bytes]:
-    """Start a daemon in ``ns``, detached (its own session; it outlives the caller),
-    output appended to ``log``. nsenter executes it in place: the pid is the daemon's."""
+    """Start a daemon in ``ns`` (and mount namespace ``mnt``), detached (its own
+    session; it outlives the caller), output appended to ``log``. nsenter executes
+    it in place: the pid is the daemon's."""
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         return subprocess.Popen(
-            nsenter(ns, argv),
+            nsenter(ns, argv, mnt),
             stdin=subprocess.DEVNULL,
             stdout=fd,
             stderr=fd,
@@ -119,6 +128,64 @@ def spawn(
         )
     finally:
         os.close(fd)
+
+
+#: What a lab host sees instead of the machine's: its own ``ip netns`` names and
+#: host-local IPAM state (each mounted only if the machine has the directory).
+PRIVATE_DIRS = ("/run/netns", "/var/lib/cni")
+
+
+def mount_propagation_shared(path: str) -> bool:
+    """Whether the mount holding ``path`` propagates to other mount namespaces."""
+    real = os.path.realpath(path)
+    best, shared = "", False
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            mp = fields[4].encode().decode("unicode_escape")
+            if (real.rstrip("/") + "/").startswith(mp.rstrip("/") + "/") and len(mp) >= len(best):
+                tags = fields[6 : fields.index("-")]
+                best, shared = mp, any(t.startswith("shared:") for t in tags)
+    return shared
+
+
+def make_private(path: str) -> None:
+    """Make ``path`` a mount of its own that propagates nowhere (a pinned mount
+    namespace must not sit on a shared mount: it would propagate into itself)."""
+    _run(["mount", "--bind", path, path])
+    _run(["mount", "--make-private", path])
+
+
+def make_mount_ns(pin: str) -> None:
+    """A new mount namespace pinned at the file ``pin``: a private copy of the
+    machine's mounts (nothing propagates either way), with a fresh tmpfs on each
+    of :data:`PRIVATE_DIRS` that exists."""
+    with open(pin, "w"):
+        pass
+    _run(["unshare", f"--mount={pin}", "--propagation", "private", "true"])
+    for d in PRIVATE_DIRS:
+        if os.path.isdir(d):
+            # the machine's mounts below it are dropped from the copy first
+            subprocess.run(["nsenter", f"--mount={pin}", "umount", "-l", d], capture_output=True)
+            _run(["nsenter", f"--mount={pin}", "mount", "-t", "tmpfs", "-o", "mode=0755",
+                  "kanal-lab", d])  # fmt: skip
+
+
+def mount_ns_netns(pin: str) -> set[tuple[int, int]]:
+    """The (device, inode) of the network namespaces mounted (bound to files) inside
+    the pinned mount namespace: sandboxes and whatever ``ip netns add`` made there."""
+    try:
+        out = _run(["nsenter", f"--mount={pin}", "cat", "/proc/self/mountinfo"])
+    except KanalError:
+        return set()
+    nsfs = os.stat("/proc/self/ns/net").st_dev
+    found = set()
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[3].startswith("net:["):
+            with contextlib.suppress(ValueError):
+                found.add((nsfs, int(fields[3][5:].rstrip("]"))))
+    return found
 
 
 def proc_ref(pid: int) -> ProcRef:
@@ -152,12 +219,14 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
-def kill_in_namespaces(paths: Iterable[str], timeout: float = 15.0) -> list[int]:
-    """SIGKILL every process whose network namespace is one mounted at ``paths``
-    (until none is left: a process forked meanwhile is taken too); returns the pids
-    still alive after ``timeout`` (empty when all went)."""
-    want = {i for p in paths if (i := netns_inode(p)) is not None}
-    if not want:
+def kill_in_namespaces(
+    net: Iterable[tuple[int, int]], mnt: Iterable[tuple[int, int]] = (), timeout: float = 15.0
+) -> list[int]:
+    """SIGKILL every process whose network namespace (device, inode) is in ``net`` or
+    whose mount namespace's is in ``mnt`` (until none is left: a process forked meanwhile
+    is taken too); returns the pids still alive after ``timeout``."""
+    nets, mnts = set(net), set(mnt)
+    if not nets and not mnts:
         return []
     me = os.getpid()
     deadline = time.monotonic() + timeout
@@ -166,7 +235,9 @@ def kill_in_namespaces(paths: Iterable[str], timeout: float = 15.0) -> list[int]
         for name in os.listdir("/proc"):
             if not name.isdigit() or int(name) == me:
                 continue
-            if netns_inode(f"/proc/{name}/ns/net") in want:
+            n = netns_inode(f"/proc/{name}/ns/net")
+            m = netns_inode(f"/proc/{name}/ns/mnt")
+            if (n is not None and n in nets) or (m is not None and m in mnts):
                 start = proc_start(int(name))
                 if start:
                     found.append((int(name), start))
