@@ -31,6 +31,7 @@ _COMMANDS = (
     "kanal.cli.system",
     "kanal.cli.dhcp",
     "kanal.cli.lab",
+    "kanal.cli.inspect",
 )
 
 EXIT_ERROR = 1

@@ -140,6 +140,7 @@ class OverlayAgent:
         self._ip_gc = GoneTracker(grace or 0.0)
         self._ep_gc = GoneTracker(grace or 0.0)
         self._listeners: list[Callable[[str], None]] = []
+        self._changed: set[str] = set()  # programmed networks the listeners are owed
 
     # ---- lifecycle ------------------------------------------------------------------
     @property
@@ -178,6 +179,7 @@ class OverlayAgent:
             self._dev_index[link.network] = ensure_device(link, self.netns_fd)
             self._links[link.network] = link
             self._program([link.network])
+        self._notify()
 
     def detach(self, network: str, *, delete: bool = True) -> None:
         with self._lock:
@@ -219,7 +221,8 @@ class OverlayAgent:
     def subscribe(self, fn: Callable[[str], None]) -> None:
         """Call ``fn(network)`` (in the agent's threads) each time an attached network
         was programmed: after a change of its endpoints or of the hosts, and at each
-        full reconcile. ``fn`` must be quick and not raise."""
+        full reconcile. ``fn`` must be quick and not raise; it is called without the
+        agent's lock held, so it may take locks of its own and call the agent."""
         self._listeners.append(fn)
 
     def unpublish(self, network: str, endpoint_id: str) -> bool:
@@ -321,8 +324,18 @@ class OverlayAgent:
                 if ch:
                     log.debug("overlay %s: %s", net, ch)
                 self._answer_pending(net)
-                for fn in self._listeners:
-                    fn(net)
+                self._changed.add(net)
+
+    def _notify(self) -> None:
+        """Call the listeners for the networks programmed since the last call — never
+        under the agent's lock: a listener may take a lock of its own that is held
+        while the agent is called (the embedded DNS builds its index from
+        ``endpoints()`` under its lock; called back under ours, the two deadlock)."""
+        with self._lock:
+            nets, self._changed = self._changed, set()
+        for net in sorted(nets):
+            for fn in self._listeners:
+                fn(net)
 
     def reconcile(self) -> None:
         """List both prefixes and program every attached network now. Raises Unavailable."""
@@ -332,6 +345,7 @@ class OverlayAgent:
             self._take(NODES_PREFIX, nrev, lambda: self._set_nodes(nodes))
             self._take(OVERLAY_PREFIX, erev, lambda: self._set_endpoints(eps))
             self._program(set(self._links))
+        self._notify()
 
     def _take(self, prefix: str, rev: int, update: Callable[[], set[str]]) -> set[str]:
         """Apply a listing or a watch batch at ``rev`` unless the model is already newer
@@ -362,6 +376,7 @@ class OverlayAgent:
                 self._stop.wait(1.0)
                 continue
             self._program(self._take(prefix, rev, partial(set_all, entries)))
+            self._notify()
             self._listed.add(prefix)
             if self._listed >= {NODES_PREFIX, OVERLAY_PREFIX}:
                 self.synced.set()
@@ -374,6 +389,7 @@ class OverlayAgent:
                 else:
                     nets = self._take(prefix, batch.revision, partial(on_batch, batch))
                     self._program(nets, full=False)
+                self._notify()
 
     def _periodic(self) -> None:
         while not self._stop.wait(self.resync_interval):
@@ -435,6 +451,7 @@ class OverlayAgent:
                 # The entries are made sure of and the asker told at once; otherwise
                 # it is told when the watch delivers the endpoint.
                 self._program([net], full=False)
+        self._notify()
 
     def _answer_pending(self, net: str) -> None:
         """Announce the network's missed addresses that are known now (lock held)."""

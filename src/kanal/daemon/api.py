@@ -397,6 +397,7 @@ class ApiServer(PrivateUnixServer):
             "Netns": sb.netns,
             "Hostname": sb.hostname,
             "Error": sb.error,
+            "LostAddresses": sb.lost,
             "Networks": {
                 names.get(nid, nid): {
                     "EndpointID": ep.id,

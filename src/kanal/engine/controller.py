@@ -766,6 +766,7 @@ class Controller:
                     ", ".join(lost),
                     net.name,
                 )
+                self._emit("lost", net, ep)  # the sandbox keeps a note (kanal inspect)
                 best_effort(self.driver(net.driver).leave, net, ep)
                 self._release(net, ep)
                 self._emit("disconnect", net, ep)
