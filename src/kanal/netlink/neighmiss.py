@@ -6,7 +6,10 @@ for an address it has no entry for is *dropped* and the kernel tells rtnetlink's
 neighbour group (an ``RTM_GETNEIGH`` with ``NDA_DST``, family ``AF_BRIDGE``, the
 device's ifindex). The container that asked retries only after its
 ``retrans_time`` (1 s): that is the second a new endpoint can cost when one host's
-agent programs it a moment after the first packet.
+agent programs it a moment after the first packet. (Older kernels report the
+miss with family ``AF_BRIDGE``, newer ones with the address's family; the
+device's ifindex tells it apart from a resolution request of the neighbour
+table itself, which uses the same message.)
 
 - :class:`MissListener` — a NETLINK_ROUTE socket on the neighbour group of one
   namespace; ``read()`` gives the misses waiting (:class:`Miss`: ifindex, ip).
@@ -64,7 +67,7 @@ def parse_misses(data: bytes) -> list[Miss]:
         if mtype != RTM_GETNEIGH or end - body < 12:
             continue
         family, ifindex = struct.unpack_from("=B3xi", data, body)
-        if family != AF_BRIDGE:
+        if family not in (AF_BRIDGE, socket.AF_INET, socket.AF_INET6):
             continue
         dst = lladdr = b""
         a = body + 12

@@ -32,10 +32,12 @@ def test_l3_misses_are_parsed_and_everything_else_skipped() -> None:
               + _attr(NDA_LLADDR, b"\0" * 6))  # fmt: skip
     v6 = _msg(RTM_GETNEIGH, AF_BRIDGE, 8, _attr(NDA_DST, ipaddress.IPv6Address("fd00::9").packed))
     l2 = _msg(RTM_GETNEIGH, AF_BRIDGE, 7, _attr(NDA_LLADDR, b"\x02\0\0\0\0\x01"))
-    other_family = _msg(RTM_GETNEIGH, socket.AF_INET, 7, _attr(NDA_DST, b"\x0a\0\0\x01"))
+    # newer kernels: the address's family, and no NDA_LLADDR
+    inet = _msg(RTM_GETNEIGH, socket.AF_INET, 7, _attr(NDA_DST, b"\x0a\0\0\x01"))
+    other_family = _msg(RTM_GETNEIGH, socket.AF_PACKET, 7, _attr(NDA_DST, b"\x0a\0\0\x02"))
     newneigh = _msg(28, AF_BRIDGE, 7, _attr(NDA_DST, b"\x0a\0\0\x01"))
-    got = parse_misses(v4 + l2 + other_family + newneigh + v6)
-    assert [(m.ifindex, m.ip) for m in got] == [(7, "10.0.0.9"), (8, "fd00::9")]
+    got = parse_misses(v4 + l2 + inet + other_family + newneigh + v6)
+    assert [(m.ifindex, m.ip) for m in got] == [(7, "10.0.0.9"), (7, "10.0.0.1"), (8, "fd00::9")]
     assert parse_misses(b"") == [] and parse_misses(v4[:20]) == []
     bad_len = struct.pack("=LHHLL", 8, RTM_GETNEIGH, 0, 0, 0) + v4[16:]
     assert parse_misses(bad_len) == []
