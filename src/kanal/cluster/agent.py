@@ -11,17 +11,20 @@ VXLAN device's FDB / neighbour (/ route) entries equal to what
 How: two watcher threads (``nodes/`` and ``overlay/``) each list their prefix,
 program, then watch from the listed revision + 1 (resuming after lost
 connections, re-listing after a compaction — see EtcdStore.watch); a third thread
-re-lists both and re-programs every network each ``resync_interval`` seconds (a
-full reconcile, which also re-creates a VXLAN device deleted behind our back),
-and, with ``grace`` set, collects garbage: the address blocks
+re-lists both (unless etcd has written nothing since) and re-programs every
+network each ``resync_interval`` seconds (a full reconcile, which also re-creates a
+VXLAN device deleted behind our back), and, with ``grace`` set and this host the
+first live one by name, collects garbage: the address blocks
 (:func:`kanal.cluster.gipam.collect_garbage`) and endpoint records of hosts gone
 for ``grace`` seconds.
 
-Watch events are programmed incrementally: what changed since the last
-programming of the network is applied, without reading the device's entries
-back (with thousands of endpoints a dump per event on every host is what made
-one host lag behind the others). Listings and the periodic reconcile compare
-with the kernel's own entries and repair any drift.
+Watch events are programmed incrementally: the entries of a network are kept
+counted (a :class:`~kanal.cluster.vxlan.Tally`), so an endpoint coming or going
+costs its own entries — no recomputation over the network's thousand others and
+no dump of the device on every host for each new endpoint, which is what made
+one host lag behind the others. A change of hosts recomputes the network from
+the model; listings and the periodic reconcile compare with the kernel's own
+entries and repair any drift.
 
 Misses (kanal.netlink.neighmiss): the devices are made with ``l3miss``, and a
 fourth thread reads the kernel's reports of ARP / neighbour-solicitation requests
@@ -69,11 +72,14 @@ from functools import partial
 from kanal.cluster import gipam
 from kanal.cluster.nodes import NODES_PREFIX, GoneTracker, Node
 from kanal.cluster.vxlan import (
+    Changes,
     Desired,
     EndpointRecord,
     OverlayLink,
+    Tally,
     apply,
     apply_changes,
+    contribution,
     delete_device,
     desired_entries,
     diff,
@@ -82,6 +88,7 @@ from kanal.cluster.vxlan import (
 )
 from kanal.errors import DecodeError, KanalError, NotFound, Unavailable
 from kanal.netlink.neighmiss import Announcer, MissListener
+from kanal.netlink.vxlan import VxlanNetlink
 from kanal.store import Delete, Entry
 from kanal.store.etcd import Cmp, EtcdStore, WatchBatch
 
@@ -128,7 +135,9 @@ class OverlayAgent:
         self._nodes: dict[str, Node] = {}
         self._eps: dict[str, EndpointRecord] = {}  # by key
         self._links: dict[str, OverlayLink] = {}
-        self._programmed: dict[str, Desired] = {}
+        self._tally: dict[str, Tally] = {}  # what is programmed, per network
+        self._deltas: dict[str, list[tuple[EndpointRecord | None, EndpointRecord | None]]] = {}
+        self._nl: VxlanNetlink | None = None  # the incremental path's socket
         self._remote: dict[str, dict[str, EndpointRecord]] = {}  # net -> ip -> programmed
         self._dev_index: dict[str, int] = {}  # net -> its device's ifindex
         self._pending: dict[tuple[str, str], float] = {}  # (net, ip) missed -> until
@@ -167,6 +176,10 @@ class OverlayAgent:
         for t in self._threads:
             t.join()
         self._threads.clear()
+        with self._lock:
+            if self._nl is not None:
+                self._nl.close()
+                self._nl = None
 
     # ---- networks and endpoints -------------------------------------------------------
     def attach(self, link: OverlayLink) -> None:
@@ -184,7 +197,8 @@ class OverlayAgent:
     def detach(self, network: str, *, delete: bool = True) -> None:
         with self._lock:
             link = self._links.pop(network, None)
-            self._programmed.pop(network, None)
+            self._tally.pop(network, None)
+            self._deltas.pop(network, None)
             self._remote.pop(network, None)
             self._dev_index.pop(network, None)
             if link is not None and delete:
@@ -230,7 +244,8 @@ class OverlayAgent:
 
     def programmed(self, network: str) -> Desired:
         with self._lock:
-            return self._programmed.get(network, Desired())
+            t = self._tally.get(network)
+            return t.desired() if t is not None else Desired()
 
     # ---- model updates ----------------------------------------------------------------
     def _set_nodes(self, entries: Iterable[Entry]) -> set[str]:
@@ -279,52 +294,110 @@ class OverlayAgent:
                 if parsed is None:
                     continue
                 touched.add(parsed[0])
-                if ev.type == "delete":
-                    self._eps.pop(ev.key, None)
-                    continue
-                try:
-                    self._eps[ev.key] = EndpointRecord.from_json(ev.value)
-                except DecodeError:
-                    self._eps.pop(ev.key, None)
+                old = self._eps.pop(ev.key, None)
+                new = None
+                if ev.type != "delete":
+                    try:
+                        new = self._eps[ev.key] = EndpointRecord.from_json(ev.value)
+                    except DecodeError:
+                        pass
+                if parsed[0] in self._links:  # networks attached here only
+                    self._deltas.setdefault(parsed[0], []).append((old, new))
         return touched
 
     # ---- programming ------------------------------------------------------------------
-    def _program(self, networks: Iterable[str], *, full: bool = True) -> None:
-        """Program the networks' devices from the model. ``full``: read the kernel's
-        entries and make them exactly what is wanted (attach, listings, the periodic
-        reconcile); otherwise apply only the difference from what was programmed
-        last (watch events)."""
+    def _program(self, networks: Iterable[str], *, mode: str = "full") -> None:
+        """Program the networks' devices from the model. ``mode``:
+
+        - ``full``: read the kernel's entries and make them exactly what is wanted
+          (attach, listings, the periodic reconcile);
+        - ``recompute``: the wanted entries computed again from every endpoint and
+          the difference from what is programmed applied (the hosts changed);
+        - ``delta``: only the endpoints the watch changed (see ``_ep_events``).
+        """
         with self._lock:
             vteps = {n.name: n.advertise_addr for n in self._nodes.values()}
             for net in sorted(set(networks) & set(self._links)):
                 link = self._links[net]
-                pfx = endpoint_key(net, "")
-                eps = [r for k, r in self._eps.items() if k.startswith(pfx)]
-                want = desired_entries(eps, vteps, self.host, host_routes=self.host_routes)
-                old = self._programmed.get(net)
+                deltas = self._deltas.pop(net, [])
+                tally = self._tally.get(net)
                 try:
                     try:
-                        if full or old is None:
-                            ch = apply(link.name, want, self.netns_fd)
+                        if mode == "delta" and tally is not None:
+                            ch = self._apply_deltas(net, tally, deltas, vteps)
                         else:
-                            ch = diff(want, old.fdb, old.neigh, old.routes)
-                            apply_changes(link.name, ch, self.netns_fd)
+                            ch = self._program_all(net, link, vteps, full=mode == "full")
                     except NotFound:
                         # deleted behind our back
                         self._dev_index[net] = ensure_device(link, self.netns_fd)
-                        ch = apply(link.name, want, self.netns_fd)
+                        ch = self._program_all(net, link, vteps, full=True)
                 except KanalError as e:
                     log.warning("overlay %s: programming failed: %s", net, e)
                     self.last_error = e
+                    self._tally.pop(net, None)  # the kernel is unknown: next time in full
                     continue
-                self._programmed[net] = want
-                self._remote[net] = {
-                    r.ip: r for r in eps if r.host != self.host and r.host in vteps
-                }
                 if ch:
                     log.debug("overlay %s: %s", net, ch)
                 self._answer_pending(net)
                 self._changed.add(net)
+
+    def _program_all(
+        self, net: str, link: OverlayLink, vteps: dict[str, str], *, full: bool
+    ) -> Changes:
+        pfx = endpoint_key(net, "")
+        eps = [r for k, r in self._eps.items() if k.startswith(pfx)]
+        want = desired_entries(eps, vteps, self.host, host_routes=self.host_routes)
+        old = self._tally.get(net)
+        if full or old is None:
+            ch = apply(link.name, want, self.netns_fd)
+        else:
+            have = old.desired()
+            ch = diff(want, have.fdb, have.neigh, have.routes)
+            self._apply_changes(link, ch)
+        contributions = [self._contribution(r, vteps) for r in eps]
+        self._tally[net] = Tally.of(contributions)
+        self._remote[net] = {r.ip: r for r, d in zip(eps, contributions) if d.neigh}
+        return ch
+
+    def _apply_deltas(
+        self,
+        net: str,
+        tally: Tally,
+        deltas: list[tuple[EndpointRecord | None, EndpointRecord | None]],
+        vteps: dict[str, str],
+    ) -> Changes:
+        ch = Changes()
+        remote = self._remote.setdefault(net, {})
+        for old, new in deltas:
+            if old is not None:
+                tally.remove(self._contribution(old, vteps), ch)
+                if remote.get(old.ip) == old:
+                    del remote[old.ip]
+            if new is not None:
+                d = self._contribution(new, vteps)
+                tally.add(d, ch)
+                if d.neigh:
+                    remote[new.ip] = new
+        tally.finish(ch)
+        self._apply_changes(self._links[net], ch)
+        return ch
+
+    def _contribution(self, r: EndpointRecord, vteps: dict[str, str]) -> Desired:
+        return contribution(r, vteps, self.host, host_routes=self.host_routes)
+
+    def _apply_changes(self, link: OverlayLink, ch: Changes) -> None:
+        """Apply on one long-lived socket (lock held): opening one per change costs
+        more than the change."""
+        if not ch:
+            return
+        if self._nl is None:
+            self._nl = VxlanNetlink(self.netns_fd)
+        try:
+            apply_changes(link.name, ch, nl=self._nl)
+        except KanalError:
+            self._nl.close()
+            self._nl = None
+            raise
 
     def _notify(self) -> None:
         """Call the listeners for the networks programmed since the last call — never
@@ -338,12 +411,24 @@ class OverlayAgent:
                 fn(net)
 
     def reconcile(self) -> None:
-        """List both prefixes and program every attached network now. Raises Unavailable."""
-        nodes, nrev = self.store.snapshot(NODES_PREFIX)
-        eps, erev = self.store.snapshot(OVERLAY_PREFIX)
+        """List both prefixes and program every attached network now, from the kernel's
+        own entries (drift is repaired). Raises Unavailable.
+
+        The listings are skipped when etcd has written nothing since the model's
+        revisions (one small request instead: with a thousand endpoints every host
+        re-reading them each period is most of an idle cluster's etcd traffic)."""
+        rev = self.store.revision()
         with self._lock:
-            self._take(NODES_PREFIX, nrev, lambda: self._set_nodes(nodes))
-            self._take(OVERLAY_PREFIX, erev, lambda: self._set_endpoints(eps))
+            current = self._listed >= {NODES_PREFIX, OVERLAY_PREFIX} and rev <= min(
+                self._rev.get(NODES_PREFIX, 0), self._rev.get(OVERLAY_PREFIX, 0)
+            )
+        if not current:
+            nodes, nrev = self.store.snapshot(NODES_PREFIX)
+            eps, erev = self.store.snapshot(OVERLAY_PREFIX)
+            with self._lock:
+                self._take(NODES_PREFIX, nrev, lambda: self._set_nodes(nodes))
+                self._take(OVERLAY_PREFIX, erev, lambda: self._set_endpoints(eps))
+        with self._lock:
             self._program(set(self._links))
         self._notify()
 
@@ -388,7 +473,8 @@ class OverlayAgent:
                     self._program(nets)
                 else:
                     nets = self._take(prefix, batch.revision, partial(on_batch, batch))
-                    self._program(nets, full=False)
+                    # endpoints changed: their own entries; hosts changed: every network
+                    self._program(nets, mode="delta" if prefix == OVERLAY_PREFIX else "recompute")
                 self._notify()
 
     def _periodic(self) -> None:
@@ -396,12 +482,22 @@ class OverlayAgent:
             try:
                 self.reconcile()
                 self.last_error = None  # etcd answers again
-                if self.grace is not None:
+                if self.grace is not None and self._collector():
                     self.collect_garbage()
             except Unavailable as e:
                 self._error(e)
             except KanalError as e:
                 log.warning("overlay agent: periodic reconcile: %s", e)
+
+    def _collector(self) -> bool:
+        """Whether this host collects garbage this round: the first live host by name
+        does. Every host listing every address block each period is most of an idle
+        cluster's etcd traffic, and one collector is enough; when it goes, the next
+        takes over (a host that does not see itself registered collects too: each
+        delete is conditional, several collectors are safe)."""
+        with self._lock:
+            live = sorted(self._nodes)
+        return not live or live[0] == self.host or self.host not in live
 
     # ---- misses ---------------------------------------------------------------------
     def _miss_loop(self) -> None:
@@ -450,7 +546,7 @@ class OverlayAgent:
                 # Known: the miss raced the programming (or an entry went missing).
                 # The entries are made sure of and the asker told at once; otherwise
                 # it is told when the watch delivers the endpoint.
-                self._program([net], full=False)
+                self._program([net], mode="delta")
         self._notify()
 
     def _answer_pending(self, net: str) -> None:
@@ -472,15 +568,17 @@ class OverlayAgent:
         now = time.monotonic() if now is None else now
         freed = gipam.collect_garbage(self.store, self._ip_gc, now)
         live = {e.key[len(NODES_PREFIX) :] for e in self.store.list(NODES_PREFIX)}
+        with self._lock:  # the hosts with records, from the model (kept by the watch)
+            owners = {r.host for r in self._eps.values()}
+        gone = self._ep_gc.observe(live, owners, now)
         records = []
-        for e in self.store.list(OVERLAY_PREFIX):
+        for e in self.store.list(OVERLAY_PREFIX) if gone else ():
             if _parse_endpoint_key(e.key) is None:
                 continue
             try:
                 records.append((e, EndpointRecord.from_json(e.value)))
             except DecodeError:
                 continue
-        gone = self._ep_gc.observe(live, {r.host for _, r in records}, now)
         for e, r in records:
             if r.host in gone:
                 res = self.store.txn_if([Cmp.value_is(e.key, e.value)], [Delete(e.key)])
