@@ -148,10 +148,12 @@ class Lab:
             d = self.host_dir(member)
             env.update(
                 KANAL_HOST=self.api(member),
+                KANAL_SOCKET=os.path.join(d, "fp.sock"),  # installed plugins hand over
                 NETCONFPATH=os.path.join(d, "net.d"),
             )
             if self.spec.ovs:
                 env["KANAL_OVS_DB"] = f"unix:{os.path.join(d, 'ovs', 'db.sock')}"
+                env["OVS_RUNDIR"] = os.path.join(d, "ovs")  # ovs-vsctl finds the host's db
         return env
 
     def exec_argv(self, member: str, cmd: Sequence[str]) -> list[str]:
