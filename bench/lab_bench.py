@@ -40,6 +40,7 @@ import os
 import socket
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -98,7 +99,14 @@ def api(lab: Lab, host: str, timeout: float = 300) -> ApiClient:
     return ApiClient(lab.api(host), timeout=timeout)
 
 
-def fill(lab: Lab, per_host: int, report: Report, prefix: str = "s", parallel: int = 4) -> None:
+def fill(
+    lab: Lab,
+    per_host: int,
+    report: Report,
+    prefix: str = "s",
+    parallel: int = 4,
+    skip_existing: bool = False,
+) -> None:
     """``per_host`` sandboxes on every host, through the API, ``parallel`` hosts at a
     time (setting up, not measuring: 2 cores must not starve etcd)."""
     errors: list[str] = []
@@ -108,6 +116,12 @@ def fill(lab: Lab, per_host: int, report: Report, prefix: str = "s", parallel: i
         c = api(lab, h)
         for k in range(per_host):
             body = sandbox_body(f"{prefix}{h}-{k}", NET, ["sleep", "infinity"])
+            if skip_existing:
+                try:
+                    c.request("GET", f"/sandboxes/{body['Name']}")
+                    continue
+                except Exception:
+                    pass
             with gate:
                 for attempt in range(3):
                     try:
@@ -345,12 +359,35 @@ def subnet_for(hosts: int) -> str:
     return "10.128.0.0/16" if hosts > 64 else "10.128.0.0/18"
 
 
-def scenario_reach(lab: Lab, per_host: int, samples: int, report: Report) -> dict[str, Any]:
+def prepare(lab: Lab, per_host: int, report: Report) -> None:
+    """The overlay network and ``per_host`` sandboxes per host (what is missing)."""
     first = lab.hosts()[0]
-    lab.kanal(
-        first, "network", "create", "-d", "overlay", "--subnet", subnet_for(len(lab.hosts())), NET
-    )
-    fill(lab, per_host, report)
+    nets = lab.kanal(first, "network", "ls", "--format", "json").stdout
+    if f'"Name": "{NET}"' not in nets and f'"Name":"{NET}"' not in nets:
+        lab.kanal(
+            first, "network", "create", "-d", "overlay", "--subnet", subnet_for(len(lab.hosts())),
+            NET,
+        )  # fmt: skip
+    have = {
+        h: len(api(lab, h).request("GET", "/sandboxes", query={"all": "1"})) for h in lab.hosts()
+    }
+    if min(have.values()) < per_host:
+        fill(lab, per_host, report, skip_existing=True)
+
+
+def forget(lab: Lab, ip: str) -> None:
+    """Delete every prober's neighbour entry for ``ip`` (a removed sample sandbox's): a
+    benchmark's probes must not pile up in the machine's shared neighbour table."""
+    for h in lab.hosts():
+        pid = api(lab, h).request("GET", f"/sandboxes/s{h}-0")["Pid"]
+        subprocess.run(
+            ["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "neigh", "del", ip, "dev", "eth0"],
+            capture_output=True,
+        )
+
+
+def scenario_reach(lab: Lab, per_host: int, samples: int, report: Report) -> dict[str, Any]:
+    prepare(lab, per_host, report)
     probes = probers(lab, lambda h: f"s{h}-0")
     neigh0 = labsys.neighbour_table()
     res: dict[str, Any] = {"samples": []}
@@ -358,24 +395,31 @@ def scenario_reach(lab: Lab, per_host: int, samples: int, report: Report) -> dic
     time.sleep(10)
     idle2 = etcd_counters(lab)
     idle_rate = {k: (idle2[k] - idle[k]) / 10 for k in idle}
-    c0, t_c0 = etcd_counters(lab), time.monotonic()
+    etcd_s = 0.0
+    per_ep_tot = {k: 0.0 for k in idle}
     hosts = lab.hosts()
     for k in range(samples):
         host = hosts[k % len(hosts)]
+        full0 = labsys.neighbour_table()["table_fulls"]
+        c0, t_c0 = etcd_counters(lab), time.monotonic()
         r = reach(lab, host, f"new{k}", probes)
+        c1, t_c1 = etcd_counters(lab), time.monotonic()
+        for key in per_ep_tot:
+            per_ep_tot[key] += c1[key] - c0[key] - idle_rate[key] * (t_c1 - t_c0)
+        etcd_s += t_c1 - t_c0
+        api(lab, host).request("DELETE", f"/sandboxes/new{k}", query={"force": "1"})
+        forget(lab, r["ip"])
+        r["overflows"] = labsys.neighbour_table()["table_fulls"] - full0
         res["samples"].append(r)
         worst = max(list(r["by_name"].values()) or [float("nan")])
         report(
             f"  sample {k}: on {host}, run {r['run_s'] * 1000:.0f} ms, reached by all by IP "
             f"{max(list(r['by_ip'].values()) or [float('nan')]) * 1000:.0f} ms, by name "
-            f"{worst * 1000:.0f} ms" + (f", MISSING {r['missing']}" if r["missing"] else "")
+            f"{worst * 1000:.0f} ms"
+            + (f", MISSING {r['missing']}" if r["missing"] else "")
+            + (f", {r['overflows']} neighbour table overflows" if r["overflows"] else "")
         )
-    c1, t_c1 = etcd_counters(lab), time.monotonic()
-    per_ep = {k: (c1[k] - c0[k] - idle_rate[k] * (t_c1 - t_c0)) / samples for k in c0}
-    for k in range(samples):
-        api(lab, hosts[k % len(hosts)]).request(
-            "DELETE", f"/sandboxes/new{k}", query={"force": "1"}
-        )
+    per_ep = {k: v / samples for k, v in per_ep_tot.items()}
     by_ip = [v for r in res["samples"] for v in r["by_ip"].values()]
     by_name = [v for r in res["samples"] for v in r["by_name"].values()]
     worst_name = [max(r["by_name"].values()) for r in res["samples"] if r["by_name"]]
@@ -386,7 +430,7 @@ def scenario_reach(lab: Lab, per_host: int, samples: int, report: Report) -> dic
     summary = {
         "hosts": len(hosts),
         "sandboxes_per_host": per_host,
-        "samples": samples,
+        "per_sample": res["samples"],
         "by_ip_ms": d_ip,
         "by_name_ms": d_name,
         "all_hosts_by_name_ms": d_all,
@@ -662,25 +706,18 @@ def run(args: argparse.Namespace, report: Report) -> dict[str, Any]:
     try:
         if scen & {"reach", "idle", "restart", "partition"}:
             report(f"== {args.hosts} hosts x {args.sandboxes} sandboxes on one overlay network")
-            lab = new_lab(
-                "bench", root, args.hosts, report, etcd=3,
-                node_ttl=args.ttl, grace=args.grace, resync=args.resync,
-            )  # fmt: skip
+            if args.reuse:
+                lab = Lab.load("bench", args.reuse)
+            else:
+                lab = new_lab(
+                    "bench", args.keep or root, args.hosts, report, etcd=3,
+                    node_ttl=args.ttl, grace=args.grace, resync=args.resync,
+                )  # fmt: skip
             try:
                 if "reach" in scen:
                     res["reach"] = scenario_reach(lab, args.sandboxes, args.samples, report)
                 else:
-                    lab.kanal(
-                        "h1",
-                        "network",
-                        "create",
-                        "-d",
-                        "overlay",
-                        "--subnet",
-                        subnet_for(args.hosts),
-                        NET,
-                    )
-                    fill(lab, args.sandboxes, report)
+                    prepare(lab, args.sandboxes, report)
                 if "idle" in scen:
                     res["idle"] = scenario_idle(lab, 30.0, report)
                 if "restart" in scen:
@@ -688,9 +725,10 @@ def run(args: argparse.Namespace, report: Report) -> dict[str, Any]:
                 if "partition" in scen:
                     res["partition"] = scenario_partition(lab, report)
             finally:
-                left = lab.down()
-                if left:
-                    report(f"  lab down left: {left}")
+                if not (args.keep or args.reuse):
+                    left = lab.down()
+                    if left:
+                        report(f"  lab down left: {left}")
         if "faults" in scen:
             report(f"== {args.fault_hosts} hosts, every link impaired, an etcd member partitioned")
             res["faults"] = scenario_faults(root, args.fault_hosts, args.fault_sandboxes, report)
@@ -715,6 +753,8 @@ def main() -> None:
     ap.add_argument("--resync", type=float, default=30.0)
     ap.add_argument("--scenarios", default="reach,idle,restart,partition,faults,mtu")
     ap.add_argument("--out", default="")
+    ap.add_argument("--keep", default="", metavar="DIR", help="make the lab there and keep it")
+    ap.add_argument("--reuse", default="", metavar="DIR", help="use the lab kept there")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root (it creates network namespaces)")
