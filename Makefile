@@ -29,8 +29,8 @@ $(VPY): pyproject.toml
 venv: deps $(VPY)
 
 lint: venv
-	$(VENV)/bin/ruff check src tests bench demo
-	$(VENV)/bin/ruff format --check src tests bench demo
+	$(VENV)/bin/ruff check src tests bench demo examples
+	$(VENV)/bin/ruff format --check src tests bench demo examples
 
 typecheck: venv
 	$(VENV)/bin/mypy
