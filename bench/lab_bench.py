@@ -106,9 +106,11 @@ def fill(
     prefix: str = "s",
     parallel: int = 4,
     skip_existing: bool = False,
+    hosts: list[str] | None = None,
 ) -> None:
-    """``per_host`` sandboxes on every host, through the API, ``parallel`` hosts at a
-    time (setting up, not measuring: 2 cores must not starve etcd)."""
+    """``per_host`` sandboxes on every host (or ``hosts``), through the API, ``parallel``
+    hosts at a time (setting up, not measuring: 2 cores must not starve etcd)."""
+    on = hosts or lab.hosts()
     errors: list[str] = []
     gate = threading.Semaphore(parallel)
 
@@ -138,7 +140,7 @@ def fill(
                             errors.append(f"{h}: {e}")
 
     t = time.monotonic()
-    threads = [threading.Thread(target=work, args=(h,)) for h in lab.hosts()]
+    threads = [threading.Thread(target=work, args=(h,)) for h in on]
     for th in threads:
         th.start()
     for th in threads:
@@ -146,8 +148,7 @@ def fill(
     if errors:
         raise RuntimeError(f"{len(errors)} sandboxes failed, e.g. {errors[:3]}")
     report(
-        f"  {per_host * len(lab.hosts())} sandboxes on {len(lab.hosts())} hosts "
-        f"in {time.monotonic() - t:.0f} s"
+        f"  {per_host * len(on)} sandboxes on {len(on)} hosts " f"in {time.monotonic() - t:.0f} s"
     )
 
 
@@ -596,6 +597,16 @@ def etcd_values(lab: Lab, via: str, prefix: str) -> list[dict[str, Any]]:
     return out
 
 
+def until(fn: Callable[[], bool], timeout: float, step: float = 0.5) -> bool:
+    """Poll ``fn`` until it is true (True) or ``timeout`` seconds passed (False)."""
+    deadline = time.monotonic() + timeout
+    while not fn():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(step)
+    return True
+
+
 def scenario_partition(lab: Lab, report: Report) -> dict[str, Any]:
     hosts = lab.hosts()
     victim = hosts[-1]
@@ -612,8 +623,9 @@ def scenario_partition(lab: Lab, report: Report) -> dict[str, Any]:
     def gone() -> bool:
         return all(va not in fdb_dsts(lab, h) for h in others)
 
-    while not gone():
-        time.sleep(0.5)
+    limit = 4 * wait + 60
+    if not until(gone, limit):
+        report(f"  FAILED: {victim}'s entries still on some host after {limit:.0f} s")
     t_entries = time.monotonic() - t
     nid = json.loads(lab.kanal(others[0], "network", "inspect", NET).stdout)[0]["Id"]
 
@@ -621,26 +633,30 @@ def scenario_partition(lab: Lab, report: Report) -> dict[str, Any]:
         held = etcd_values(lab, others[0], f"ipam/{nid}/")
         return not [v for v in held if v.get("host") == victim]
 
-    while not freed():
-        time.sleep(1)
+    if not until(freed, limit, 1.0):
+        report(f"  FAILED: {victim}'s addresses still held after {limit:.0f} s")
     t_freed = time.monotonic() - t
     report(
         f"  its entries gone from every other host after {t_entries:.1f} s, "
         f"its addresses freed after {t_freed:.1f} s"
     )
+
+    def lost_addresses() -> list[tuple[str, Any]]:
+        out = []
+        for sb in api(lab, victim).request("GET", "/sandboxes", query={"all": "1"}):
+            info = api(lab, victim).request("GET", f"/sandboxes/{sb['Id']}")
+            if info.get("LostAddresses"):
+                out.append((info["Name"], info["LostAddresses"]))
+        return out
+
     # the others hand out addresses meanwhile (some may be the ones it held)
-    fill(lab, 2, report, prefix="q")
+    fill(lab, 2, report, prefix="q", hosts=others)
     lab.heal()
     t_heal = time.monotonic()
-    while victim not in lab.nodes(others[0]):
-        time.sleep(0.5)
-    time.sleep(3)
-    sbs = api(lab, victim).request("GET", "/sandboxes", query={"all": "1"})
-    lost = []
-    for s in sbs:
-        info = api(lab, victim).request("GET", f"/sandboxes/{s['Id']}")
-        if info.get("LostAddresses"):
-            lost.append((info["Name"], info["LostAddresses"]))
+    if not until(lambda: victim in lab.nodes(others[0]), limit):
+        report(f"  FAILED: {victim} not registered again after {limit:.0f} s")
+    until(lambda: bool(lost_addresses()), 30)
+    lost = lost_addresses()
     ips = overlay_ips(lab)
     dup = len(ips) - len(set(ips))
     report(
