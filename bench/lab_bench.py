@@ -680,7 +680,9 @@ def scenario_mtu(root: str, report: Report) -> dict[str, Any]:
         lab.kanal("h1", "network", "create", "-d", "overlay", "--subnet", "10.130.0.0/24", NET)
         lab.kanal("h1", "run", "-d", "--name", "a", "--network", NET, "--", "sleep", "infinity")
         lab.kanal("h2", "run", "-d", "--name", "b", "--network", NET, "--", "sleep", "infinity")
-        mtu = lab.kanal("h1", "exec", "a", "cat", "/sys/class/net/eth0/mtu").stdout.strip()
+        # (not /sys: a sandbox sees its host's sysfs, mounted for another namespace)
+        link = lab.kanal("h1", "exec", "a", "ip", "-j", "link", "show", "eth0").stdout
+        mtu = str(json.loads(link)[0]["mtu"])
         big = int(mtu) - 28
         ok = lab.kanal(
             "h1", "exec", "a", "ping", "-c", "3", "-M", "do", "-s", str(big), "b", check=False

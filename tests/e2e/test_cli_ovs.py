@@ -82,7 +82,7 @@ def test_an_operators_bridge_carries_two_networks_a_kanal_bridge_one(
         before = snapshot(db)
         bad = rd.kanal("create", "-d", "ovs", "--subnet", "10.82.5.0/24", "-o", f"ovs.db={db}",
                        "-o", "ovs.bridge=kown1", "own2", check=False)  # fmt: skip
-        assert bad.returncode == 1 and "bridge kown1 is already used" in bad.stderr
+        assert bad.returncode == 1 and "bridge kown1 belongs to kanal network" in bad.stderr
         assert snapshot(db) == before
         rd.k("rm", "-f", "a", "b")
         for net in ("op1", "op2", "own"):

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +70,16 @@ class LabCli:
 
     def record(self) -> str:
         return (Path(self.root) / self.name / "lab.json").read_text()
+
+
+@pytest.fixture
+def short_root() -> Iterator[str]:
+    """A lab directory with a short path (a lab's unix sockets live under it)."""
+    d = tempfile.mkdtemp(prefix="klt", dir="/tmp")
+    try:
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -228,10 +239,10 @@ def _ns_inode(path: str) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def test_down_leaves_nothing(tmp_path: Path) -> None:
+def test_down_leaves_nothing(short_root: str) -> None:
     """A lab with a sandbox, a namespace made by hand on a host, an impaired link, a
     partition and a frozen kanald: down removes namespaces, processes, mounts, files."""
-    root = str(tmp_path / "labs")
+    root = short_root
     cli = LabCli(root, unique("d", 12))
     cli("up", cli.name, "--hosts", "2", "--etcd", "1")
     try:
@@ -257,6 +268,15 @@ def test_down_leaves_nothing(tmp_path: Path) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        # the sandbox's and byhand's network namespaces (mounted on their host only)
+        inner: set[tuple[int, int] | None] = set()
+        here = ("stat", "-L", "-c", "%d %i", "/proc/self/ns/net")
+        for out in (
+            cli.on("h1", "kanal", "exec", "s", *here).stdout,
+            cli.on("h2", "ip", "netns", "exec", "byhand", *here).stdout,
+        ):
+            dev, ino = out.split()
+            inner.add((int(dev), int(ino)))
         cli("fault", cli.name, "netem", "e1", "--delay", "5ms")
         cli("fault", cli.name, "partition", "h2")
         cli("fault", cli.name, "freeze", "h1")
@@ -265,8 +285,9 @@ def test_down_leaves_nothing(tmp_path: Path) -> None:
         pids = [p["pid"] for p in rec["procs"].values()]
         nets = {_ns_inode(f"/run/netns/{m['Netns']}") for m in st["Members"]}
         nets.add(_ns_inode(f"/run/netns/{st['Underlay']}"))
+        nets |= inner
         mnts = {_ns_inode(str(Path(root) / cli.name / "hosts" / h / "mnt")) for h in ("h1", "h2")}
-        wait_for("the sleep in byhand", lambda: len(_procs_in(nets, mnts, extra=True)) >= 1)
+        wait_for("the sleeps in s and byhand", lambda: len(_procs_in(nets, mnts, extra=True)) >= 2)
         assert cli("down", cli.name).stdout.split() == [cli.name]
         sleeper.wait(10)
         assert not [n for n in os.listdir("/run/netns") if f"-{rec['id']}-" in n]
@@ -303,16 +324,17 @@ def _procs_in(
     return out
 
 
-def test_underlay_mtu_1400_overlay_follows(tmp_path: Path) -> None:
-    root = str(tmp_path / "labs")
+def test_underlay_mtu_1400_overlay_follows(short_root: str) -> None:
+    root = short_root
     cli = LabCli(root, unique("m", 12))
     cli("up", cli.name, "--hosts", "2", "--etcd", "1", "--underlay-mtu", "1400")
     try:
         cli.k("h1", "network", "create", "-d", "overlay", "--subnet", "10.98.0.0/24", "mt")
         cli.k("h1", "run", "-d", "--name", "a", "--network", "mt", "--", "sleep", "600")
         cli.k("h2", "run", "-d", "--name", "b", "--network", "mt", "--", "iperf3", "-s")
-        mtu = cli.k("h1", "exec", "a", "cat", "/sys/class/net/eth0/mtu").stdout.strip()
-        assert mtu == "1350"
+        # (not /sys: the sandbox sees its host's sysfs, mounted for another namespace)
+        link = json.loads(cli.k("h1", "exec", "a", "ip", "-j", "link", "show", "eth0").stdout)
+        assert link[0]["mtu"] == 1350
         b = json.loads(cli.k("h2", "inspect", "b").stdout)[0]["Networks"]["mt"]["IPAddress"]
 
         def reach() -> bool:
@@ -324,25 +346,29 @@ def test_underlay_mtu_1400_overlay_follows(tmp_path: Path) -> None:
         assert " 0% packet loss" in ok.stdout
         big = cli.k("h1", "exec", "a", "ping", "-c", "1", "-M", "do", "-s", "1323", b, check=False)
         assert big.returncode != 0 and "message too long" in (big.stdout + big.stderr).lower()
-        got = None
+        sent = got = None
         for _ in range(50):  # the server needs a moment to listen
             p = cli.k("h1", "exec", "a", "iperf3", "-J", "-c", b, "-n", "32M", check=False)
-            doc = json.loads(p.stdout or "{}")
-            got = doc.get("end", {}).get("sum_received", {}).get("bytes")
+            end = json.loads(p.stdout or "{}").get("end", {})
+            sent = end.get("sum_sent", {}).get("bytes")
+            got = end.get("sum_received", {}).get("bytes")
             if p.returncode == 0 and got:
                 break
             time.sleep(0.1)
-        assert got is not None and got >= 32 * 2**20
+        # the whole 32 MiB went through one TCP connection that ended cleanly (iperf3's
+        # receiver total may leave out the last partial interval: ~1 % less)
+        assert sent is not None and sent >= 32 * 2**20
+        assert got is not None and got >= 30 * 2**20
     finally:
         lab_cmd(root, "down", cli.name, check=False)
 
 
-def test_a_host_cut_off_past_lease_and_grace_rejoins_without_a_duplicate(tmp_path: Path) -> None:
+def test_a_host_cut_off_past_lease_and_grace_rejoins_without_a_duplicate(short_root: str) -> None:
     """h3 is partitioned away longer than its lease and the grace period: the others
     drop its entries and free its addresses (h1 can take z's exact address); healed,
     h3 registers again, disconnects z from the overlay (its address is someone
     else's now) and ``kanal inspect z`` says what it lost."""
-    root = str(tmp_path / "labs")
+    root = short_root
     cli = LabCli(root, unique("p", 12))
     cli("up", cli.name, "--hosts", "3", "--etcd", "1", "--node-ttl", "2", "--cluster-grace", "2",
         "--cluster-resync", "1")  # fmt: skip

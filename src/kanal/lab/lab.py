@@ -213,7 +213,7 @@ class Lab:
         d = record.create_dir(spec.name, root)
         lab_id = new_lab_id()
         rec = LabRecord(spec.name, lab_id, d, spec.to_dict())
-        for sock in ("api.sock", "fp.sock", "ovs/db.sock"):
+        for sock in ("api.sock", "fp.sock", *(("ovs/db.sock",) if spec.ovs else ())):
             longest = os.path.join(d, "hosts", host_name(spec.hosts), sock)
             if len(longest.encode()) > MAX_UNIX_PATH:
                 os.rmdir(d)
