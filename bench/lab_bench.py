@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import struct
@@ -717,11 +718,17 @@ def scenario_mtu(root: str, report: Report) -> dict[str, Any]:
             report(f"  lab down left: {left}")
 
 
-def run(args: argparse.Namespace, report: Report) -> dict[str, Any]:
+def run(args: argparse.Namespace, report: Report, res: dict[str, Any]) -> dict[str, Any]:
+    """The scenarios, the small labs first; results go into ``res`` as they come."""
     scen = set(args.scenarios.split(","))
-    res: dict[str, Any] = {}
     root = tempfile.mkdtemp(prefix="klb", dir="/run")
     try:
+        if "faults" in scen:
+            report(f"== {args.fault_hosts} hosts, every link impaired, an etcd member partitioned")
+            res["faults"] = scenario_faults(root, args.fault_hosts, args.fault_sandboxes, report)
+        if "mtu" in scen:
+            report("== underlay MTU 1400")
+            res["mtu"] = scenario_mtu(root, report)
         if scen & {"reach", "idle", "restart", "partition"}:
             report(f"== {args.hosts} hosts x {args.sandboxes} sandboxes on one overlay network")
             if args.reuse:
@@ -747,12 +754,6 @@ def run(args: argparse.Namespace, report: Report) -> dict[str, Any]:
                     left = lab.down()
                     if left:
                         report(f"  lab down left: {left}")
-        if "faults" in scen:
-            report(f"== {args.fault_hosts} hosts, every link impaired, an etcd member partitioned")
-            res["faults"] = scenario_faults(root, args.fault_hosts, args.fault_sandboxes, report)
-        if "mtu" in scen:
-            report("== underlay MTU 1400")
-            res["mtu"] = scenario_mtu(root, report)
     finally:
         os.rmdir(root) if os.path.isdir(root) and not os.listdir(root) else None
     return res
@@ -769,16 +770,24 @@ def main() -> None:
     ap.add_argument("--ttl", type=int, default=5)
     ap.add_argument("--grace", type=float, default=15.0)
     ap.add_argument("--resync", type=float, default=30.0)
-    ap.add_argument("--scenarios", default="reach,idle,restart,partition,faults,mtu")
+    ap.add_argument("--scenarios", default="mtu,faults,reach,idle,restart,partition")
     ap.add_argument("--out", default="")
     ap.add_argument("--keep", default="", metavar="DIR", help="make the lab there and keep it")
     ap.add_argument("--reuse", default="", metavar="DIR", help="use the lab kept there")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root (it creates network namespaces)")
-    res = run(args, lambda s: print(s, flush=True))
-    if args.out:
-        Path(args.out).write_text(json.dumps(res, indent=2, default=str))
+
+    def stop(_sig: int, _frame: Any) -> None:  # SIGTERM (timeout): labs still go down
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    res: dict[str, Any] = {}
+    try:
+        run(args, lambda s: print(s, flush=True), res)
+    finally:
+        if args.out:
+            Path(args.out).write_text(json.dumps(res, indent=2, default=str))
 
 
 if __name__ == "__main__":
