@@ -31,6 +31,9 @@ def inside(args: argparse.Namespace) -> None:
         say(f"== CNI bridge+host-local+ipMasq; p50 of {args.samples} ADD/DEL each")
         attached = [int(x) for x in args.attached.split(",")]
         results["cni"] = cni_bench.run(attached, args.samples, say)
+    if "loopback" in args.only:
+        say(f"== CNI loopback; p50 of {args.samples} ADD/DEL each, interleaved")
+        results["loopback"] = cni_bench.run_loopback(args.samples, say)
     if "chain" in args.only:
         say(f"== CNI chain bridge+portmap+firewall+tuning; p50 of {args.samples} ADD/DEL each")
         attached = [int(x) for x in args.chain_attached.split(",")]
@@ -62,9 +65,11 @@ def main() -> None:
     )
     ap.add_argument(
         "--only",
-        default="cni,chain,engine,netavark,dns,docker,overlay,ovs,faults,lab",
-        help="comma-separated: cni, chain, engine, netavark, dns, docker, overlay, ovs, faults, "
-        "lab",
+        default="cni,loopback,chain,engine,netavark,dns,docker,overlay,ovs,faults,lab",
+        help=(
+            "comma-separated: cni, loopback, chain, engine, netavark, dns, docker, overlay, ovs,"
+            " faults, lab"
+        ),
     )
     ap.add_argument("--many", type=int, default=1000, help="sandboxes for the engine's bulk run")
     ap.add_argument("--samples", type=int, default=25)

@@ -15,6 +15,7 @@ import subprocess
 import tarfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -115,40 +116,68 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class EtcdTls:
+    """A TLS etcd's files: the CA it trusts for clients and its own certificate."""
+
+    ca: str
+    cert: str
+    key: str
+    client_cert_auth: bool = True
+
+
 @contextmanager
-def etcd_server(data_dir: str) -> Iterator[str]:
-    """A single-member etcd on loopback (random ports); yields ``host:port``."""
+def etcd_server(
+    data_dir: str, *, tls: EtcdTls | None = None, extra: Sequence[str] = ()
+) -> Iterator[str]:
+    """A single-member etcd on loopback (random ports); yields ``host:port``.
+
+    With ``tls`` it serves HTTPS only (and requires client certificates signed by
+    ``tls.ca`` unless ``client_cert_auth`` is off). ``extra``: more etcd flags.
+    """
+    import ssl
     import time
     import urllib.request
 
     client, peer = free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            "etcd",
-            "--name",
-            "kanal-test",
-            "--data-dir",
-            data_dir,
-            "--listen-client-urls",
-            f"http://127.0.0.1:{client}",
-            "--advertise-client-urls",
-            f"http://127.0.0.1:{client}",
-            "--listen-peer-urls",
-            f"http://127.0.0.1:{peer}",
-            "--initial-advertise-peer-urls",
-            f"http://127.0.0.1:{peer}",
-            "--initial-cluster",
-            f"kanal-test=http://127.0.0.1:{peer}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    scheme = "https" if tls else "http"
+    cmd = [
+        "etcd",
+        "--name",
+        "kanal-test",
+        "--data-dir",
+        data_dir,
+        "--listen-client-urls",
+        f"{scheme}://127.0.0.1:{client}",
+        "--advertise-client-urls",
+        f"{scheme}://127.0.0.1:{client}",
+        "--listen-peer-urls",
+        f"http://127.0.0.1:{peer}",
+        "--initial-advertise-peer-urls",
+        f"http://127.0.0.1:{peer}",
+        "--initial-cluster",
+        f"kanal-test=http://127.0.0.1:{peer}",
+        *extra,
+    ]
+    ctx = None
+    if tls:
+        cmd += ["--cert-file", tls.cert, "--key-file", tls.key, "--trusted-ca-file", tls.ca]
+        if tls.client_cert_auth:
+            cmd += ["--client-cert-auth"]
+        # /health needs no client certificate at the HTTP level, but the TLS handshake
+        # does: present the member's own (it is signed by the same CA).
+        ctx = ssl.create_default_context(cafile=tls.ca)
+        ctx.load_cert_chain(tls.cert, tls.key)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(200):
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{client}/health", timeout=1).read()
+                url = f"{scheme}://127.0.0.1:{client}/health"
+                urllib.request.urlopen(url, timeout=1, context=ctx).read()
                 break
             except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError("etcd exited") from None
                 time.sleep(0.05)
         else:
             raise RuntimeError("etcd did not start")
@@ -156,6 +185,32 @@ def etcd_server(data_dir: str) -> Iterator[str]:
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def etcdctl(base: Sequence[str], *args: str, ns: str = "") -> str:
+    """``etcdctl BASE ARGS`` (in namespace ``ns`` if given), for setting etcd up.
+
+    A loaded machine can make etcd answer "request timed out": the command is tried
+    again, and a retried change that had landed the first time ("... already ...")
+    counts as done.
+    """
+    import time
+
+    cmd = ["etcdctl", "--command-timeout=30s", *base, *args]
+    if ns:
+        cmd = ["ip", "netns", "exec", ns, *cmd]
+    err = ""
+    for attempt in range(4):
+        p = run(cmd, check=False, timeout=90)
+        if p.returncode == 0:
+            return p.stdout.decode()
+        err = p.stderr.decode(errors="replace")
+        if attempt and "already" in err:
+            return ""
+        if not any(w in err for w in ("timed out", "Unavailable", "deadline", "leader")):
+            break
+        time.sleep(1)
+    raise RuntimeError(f"etcdctl {' '.join(args)}: {err.strip()[-500:]}")
 
 
 def busybox_tar(dest: Path) -> Path:

@@ -9,6 +9,14 @@
 test runs its own processes in them) plus an etcd cluster; its namespaces,
 processes and files are all removed by :meth:`close`, even after a failure.
 Used by tests/netns/test_cluster.py; tests/e2e/overlay_hosts.py adds kanald.
+
+With ``tls=True`` the lab's etcd is secured as a deployment would be (``kanal lab
+up --etcd-tls``, see kanal.lab.pki): a CA of the lab's own, every member serving
+HTTPS and speaking TLS to its peers, client and peer certificates required, and
+etcd's authentication on with three users: ``root``, ``kanal`` (read and write
+under the store prefix) and ``reader`` (read only). Host i has a client
+certificate ``h<i>`` and :meth:`store_opts` gives the ``--cluster-store-opt``
+values that use it.
 """
 
 from __future__ import annotations
@@ -20,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from kanal.lab import Lab, LabSpec
+from kanal.lab.pki import Pki
 from kanal.lab.spec import addr
-from tests.helpers import create_netns, delete_netns, unique
+from tests.helpers import create_netns, delete_netns, nsexec, unique
 
 MEMBERS = (1, 2, 3)
 
@@ -39,9 +48,10 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
 
 
 class Underlay:
-    def __init__(self, tmp: Path, prefix: str = "kmh") -> None:
+    def __init__(self, tmp: Path, prefix: str = "kmh", *, tls: bool = False) -> None:
         self.tmp = tmp
         self.prefix = prefix
+        self.tls = tls
         self.token = secrets.token_hex(4)
         self.lab: Lab | None = None
         self.ns: dict[int, str] = {}
@@ -66,7 +76,13 @@ class Underlay:
         return name
 
     def spec(self, hosts: int) -> LabSpec:
-        return LabSpec(f"{self.prefix}{self.token}", hosts=hosts, etcd=len(MEMBERS), kanald=False)
+        return LabSpec(
+            f"{self.prefix}{self.token}",
+            hosts=hosts,
+            etcd=len(MEMBERS),
+            kanald=False,
+            tls=self.tls,
+        )
 
     def make_underlay(self, hosts: int) -> None:
         """The lab: ``hosts`` host namespaces and the etcd cluster (running)."""
@@ -74,13 +90,52 @@ class Underlay:
         self.ns = {i: self.lab.ns(f"h{i}") for i in range(1, hosts + 1)}
 
     def host_ns(self, i: int) -> str:
+        """Host i's namespace: the lab's, or for a host beyond the lab's a namespace
+        made here with ``ul0`` (192.0.2.i) on the lab's underlay bridge (removed by
+        :meth:`close`; its link goes with it)."""
         assert self.lab is not None
-        return self.lab.ns(f"h{i}")
+        if f"h{i}" in self.lab.rec.members:
+            return self.lab.ns(f"h{i}")
+        ns = self.netns(f"{self.prefix}h{i}")
+        ul, port = self.lab.ns("ul"), f"x{i}"
+        nsexec(ul, "ip", "link", "add", port, "type", "veth", "peer", "name", "ul0", "netns", ns)
+        nsexec(ul, "ip", "link", "set", port, "master", "ul", "up")
+        nsexec(ns, "ip", "addr", "add", f"{self.addr(i)}/24", "dev", "ul0")
+        nsexec(ns, "ip", "link", "set", "ul0", "up")
+        nsexec(ns, "ip", "link", "set", "lo", "up")
+        return ns
 
     # --- etcd --------------------------------------------------------------------
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
     def etcd_url(self, key_prefix: str) -> str:
-        return "etcd://" + ",".join(f"{self.etcd_addr(k)}:2379" for k in MEMBERS) + key_prefix
+        scheme = "etcds" if self.tls else "etcd"
+        return f"{scheme}://" + ",".join(f"{self.etcd_addr(k)}:2379" for k in MEMBERS) + key_prefix
+
+    @property
+    def pki(self) -> Pki:
+        """The lab's CA, certificates and etcd users' passwords (``tls``)."""
+        assert self.lab is not None and self.tls
+        return self.lab.pki
+
+    def client_cert(self, i: int) -> tuple[Path, Path]:
+        """Host i's client certificate and key (hosts beyond the lab's: made here, by
+        the lab's CA, as the lab makes its own)."""
+        pki = self.pki
+        cert, key = Path(pki.cert(f"h{i}")), Path(pki.key(f"h{i}"))
+        if not cert.exists():
+            pki.issue_client(f"h{i}")
+        return cert, key
+
+    def store_opts(self, i: int, user: str = "kanal") -> list[str]:
+        """``--cluster-store-opt`` values for host i (none without TLS)."""
+        if not self.tls:
+            return []
+        self.client_cert(i)
+        return self.pki.client_opts(f"h{i}", user)
 
     def start_etcd_cluster(self) -> None:
         """(Started with the lab.) Waits until every member has a leader."""

@@ -7,7 +7,9 @@ servers to an HTTP status and ``{"Err": msg}``, the CLI to one line and an exit 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 __all__ = [
     "Conflict",

@@ -8,8 +8,11 @@ Topology (a kanal.lab lab; all removed by :meth:`Hosts.close`, even after a fail
 
 Each kanald joins the cluster (``--advertise-addr 192.0.2.i``, ``--node-name hi``)
 with short lease, grace and resync periods so that failures heal within seconds.
-``kanal`` commands are run on a host against its kanald. Used by
-tests/e2e/test_overlay.py, bench/overlay_bench.py and demo/overlay_demo.py.
+With ``tls=True`` the lab's etcd is secured (``kanal lab up --etcd-tls``; see
+tests/multihost.py) and each kanald joins with ``etcds://``, its own client
+certificate and the etcd user ``kanal``. ``kanal`` commands are run on a host
+against its kanald. Used by tests/e2e/test_overlay.py, bench/overlay_bench.py and
+demo/overlay_demo.py.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 from kanal.lab import Lab, LabSpec
 from tests.multihost import MEMBERS, Underlay
 
+VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+
 
 def available() -> str:
     """Why this cannot run here, or ''."""
@@ -34,9 +39,16 @@ def available() -> str:
 
 class Hosts(Underlay):
     def __init__(
-        self, tmp: Path, n: int = 3, *, ttl: int = 3, grace: float = 3.0, resync: float = 1.0
+        self,
+        tmp: Path,
+        n: int = 3,
+        *,
+        ttl: int = 3,
+        grace: float = 3.0,
+        resync: float = 1.0,
+        tls: bool = False,
     ) -> None:
-        super().__init__(tmp, "kov")
+        super().__init__(tmp, "kov", tls=tls)
         self.n = n
         self.ttl, self.grace, self.resync = ttl, grace, resync
         self.key_prefix = f"/kov{self.token}/"
@@ -54,6 +66,7 @@ class Hosts(Underlay):
             grace=self.grace,
             resync=self.resync,
             store_prefix=self.key_prefix,
+            tls=self.tls,
         )
 
     def setup(self) -> None:
@@ -69,6 +82,25 @@ class Hosts(Underlay):
 
     def start_kanald(self, i: int) -> None:
         self.the_lab.start_kanald(f"h{i}")
+
+    def kanald_argv(self, i: int, opts: list[str] | None = None) -> list[str]:
+        """kanald for host i, in its namespace, with directories of its own under the
+        test's; ``opts``: its --cluster-store-opt values (default: its own). For a
+        host beyond the lab's (the lab starts its own hosts' kanald)."""
+        d = self.tmp / f"h{i}"
+        d.mkdir(exist_ok=True)
+        opts = self.store_opts(i) if opts is None else opts
+        return [
+            *("nsenter", f"--net=/run/netns/{self.host_ns(i)}", str(VENV / "kanald")),
+            *("--socket", str(d / "fp.sock"), "--state-dir", str(d / "state")),
+            *("--api-socket", str(d / "api.sock"), "--netns-dir", str(d / "netns")),
+            *("--cni-conf-dir", str(d / "net.d"), "--plugin-dir", str(d / "plugins")),
+            *("--docker-plugin-socket", "none", "--cluster-store", self.store),
+            *("--advertise-addr", self.addr(i), "--node-name", f"h{i}"),
+            *("--node-ttl", str(self.ttl), "--cluster-grace", str(self.grace)),
+            *("--cluster-resync", str(self.resync), "--log-level", "info"),
+            *(a for o in opts for a in ("--cluster-store-opt", o)),
+        ]
 
     def kill_kanald(self, i: int) -> None:
         self.the_lab.kill(f"h{i}")
@@ -111,10 +143,10 @@ class Hosts(Underlay):
 
     def etcd_list(self, prefix: str, via: int = 1) -> dict[str, Any]:
         """The cluster store's entries under ``prefix`` (decoded JSON), read from host ``via``."""
-        from kanal.store.etcd import EtcdStore
+        from kanal.store.etcd import open_etcd
         from tests.netns.inns import in_ns
 
-        store = EtcdStore([(self.etcd_addr(k), 2379) for k in MEMBERS], self.key_prefix)
+        store = open_etcd(self.etcd_url(self.key_prefix), self.store_opts(via))
 
         def read() -> dict[str, Any]:
             out: dict[str, Any] = {}

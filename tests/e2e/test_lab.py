@@ -101,7 +101,7 @@ def test_up_prints_how_to_reach_each_host_and_ls_lists_it(lab: LabCli) -> None:
         assert re.search(rf"^{name}\s+{re.escape(a)}\s+kl-{re.escape(lab.name)}-", out, re.M)
     rows = lab("ls").stdout.splitlines()
     mine = next(r.split() for r in rows if r.split()[:1] == [lab.name])
-    assert mine[1:5] == ["3", "1", "up", "4/4"]
+    assert mine[1:6] == ["3", "1", "no", "up", "4/4"]
     st = lab.status()
     assert [m["Member"] for m in st["Members"]] == ["h1", "h2", "h3", "e1"]
     for m in st["Members"]:
@@ -207,6 +207,7 @@ def test_kill_start_freeze_thaw_restart(lab: LabCli) -> None:
         (("up", "bad/name"), "invalid lab name"),
         (("up", "ok1", "--hosts", "0"), "invalid --hosts 0"),
         (("up", "ok1", "--underlay-mtu", "100"), "invalid --underlay-mtu"),
+        (("up", "ok1", "--etcd", "0", "--etcd-tls"), "--etcd-tls needs etcd members"),
         (("exec", "nope", "h1", "--", "true"), "no lab named 'nope'"),
         (("exec", "{name}", "h9", "--", "true"), "has no member 'h9'"),
         (("exec", "{name}", "x1", "--", "true"), "has no member"),
@@ -417,3 +418,59 @@ def test_a_host_cut_off_past_lease_and_grace_rejoins_without_a_duplicate(short_r
                                                               ).returncode == 0)  # fmt: skip
     finally:
         lab_cmd(root, "down", cli.name, check=False)
+
+
+def test_etcd_tls_lab_secures_etcd_and_down_removes_its_pki(short_root: str) -> None:
+    """--etcd-tls: etcd members on HTTPS only with client certificates and users; every
+    kanald joins with its own certificate and the user kanal (node ls: mutual); a host's
+    certificate alone reads nothing, the reader may not write, plain HTTP gets no answer;
+    down removes the certificates and keys with the rest."""
+    root = short_root
+    cli = LabCli(root, unique("s", 12))
+    out = cli("up", cli.name, "--hosts", "2", "--etcd", "2", "--etcd-tls").stdout
+    pki = Path(root) / cli.name / "pki"
+    try:
+        assert f"in {pki}" in out
+        st = cli.status()
+        assert st["Tls"] is True and st["Pki"] == str(pki)
+        assert st["ClusterStore"] == "etcds://192.0.2.201:2379,192.0.2.202:2379/kanal/"
+        mine = next(r.split() for r in cli("ls").stdout.splitlines() if r.startswith(cli.name))
+        assert mine[1:5] == ["2", "2", "yes", "up"]
+        assert os.stat(pki).st_mode & 0o777 == 0o700
+        for f in ("ca.key", "h1.key", "h2.key", "e1.key", "kanal.password", "reader.password"):
+            assert os.stat(pki / f).st_mode & 0o777 == 0o600, f
+        # the hosts' client certificates have no Common Name (etcd 3.4's gateway)
+        subj = subprocess.run(
+            ["openssl", "x509", "-in", str(pki / "h1.crt"), "-noout", "-subject"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert "CN" not in subj
+        rows = [
+            json.loads(r) for r in cli.k("h2", "node", "ls", "--format", "json").stdout.splitlines()
+        ]
+        assert {(r["Name"], r["TLS"]) for r in rows} == {("h1", "mutual"), ("h2", "mutual")}
+        assert (
+            "plain HTTP" not in (Path(root) / cli.name / "hosts" / "h1" / "kanald.log").read_text()
+        )
+        cli.k("h1", "network", "create", "-d", "overlay", "--subnet", "10.97.0.0/24", "sec")
+        assert wait_for("h2 sees sec", lambda: "sec" in cli.k("h2", "network", "ls").stdout, 60)
+        # etcdctl on a host has its certificate (ETCDCTL_*), but etcd wants a user too
+        nouser = cli.on("h1", "etcdctl", "get", "--prefix", "/kanal/", check=False)
+        assert nouser.returncode != 0 and "permission denied" in nouser.stderr
+        kanal_pw = (pki / "kanal.password").read_text().strip()
+        keys = cli.on("h1", "etcdctl", "--user", f"kanal:{kanal_pw}", "get", "--prefix",
+                      "/kanal/netnames/", "--keys-only").stdout.split()  # fmt: skip
+        assert keys == ["/kanal/netnames/sec"]
+        reader_pw = (pki / "reader.password").read_text().strip()
+        put = cli.on("h1", "etcdctl", "--user", f"reader:{reader_pw}", "put", "/kanal/x", "1",
+                     check=False)  # fmt: skip
+        assert put.returncode != 0 and "permission denied" in put.stderr
+        plain = cli.on("h1", "curl", "-s", "-m", "5", "http://192.0.2.201:2379/version",
+                       check=False)  # fmt: skip
+        assert plain.returncode != 0 and "etcdserver" not in plain.stdout
+        assert cli("down", cli.name).stdout.split() == [cli.name]
+        assert not pki.exists() and not (Path(root) / cli.name).exists()
+        assert not [n for n in os.listdir("/run/netns") if f"-{st['Id']}-" in n]
+    finally:
+        if (Path(root) / cli.name).exists():
+            lab_cmd(root, "down", cli.name, check=False)

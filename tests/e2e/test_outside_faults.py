@@ -106,6 +106,9 @@ def test_bridge_veth_and_gateway_removed(od: PrivateNetnsDaemon) -> None:
     veth = next(n for n, ln in links.items() if ln.get("master") == br and "veth" in n)
     assert eps["web"]["MacAddress"]
     _restored(od, _sh(od, "ip", "link", "del", veth), "a sandbox's veth deleted")
+    # Made again with the same MAC: the other sandboxes' neighbour entries stay right.
+    after = {e["Name"]: e["MacAddress"] for e in od.call("GET", "/endpoints")}
+    assert after == {name: e["MacAddress"] for name, e in eps.items()}
     _works(od)
     after = {e["Name"]: e for e in od.call("GET", "/endpoints")}
     # Same addresses and ports, never a duplicate.

@@ -4,11 +4,18 @@ See tests/e2e/overlay_hosts.py for the topology. Everything is driven with the
 installed ``kanal`` command against each host's kanald; the kernel is checked
 with ``ip``/``bridge`` and etcd through kanal's own view. Slow parts (a host's
 death, etcd down and back) wait for leases and grace periods of a few seconds.
+
+The module runs twice: over plain etcd, and over a secured one (TLS between
+everything, client certificates required, etcd users; tests/multihost.py), where
+hosts that etcd must refuse — a certificate from another CA, no certificate, a
+read-only user — are also tried. Each run is its own xdist group (in parallel
+under ``--dist loadgroup``), its tests in order on one worker.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -22,14 +29,23 @@ from tests.multihost import wait_for
 
 pytestmark = [
     pytest.mark.skipif(bool(available()), reason=available() or "-"),
-    # One cluster for the module, its tests in order on one worker (make test: --dist loadgroup).
+    # One cluster per run of the module, its tests in order on one worker (make test:
+    # --dist loadgroup); the parameters' own groups below take precedence.
     pytest.mark.xdist_group("overlay"),
 ]
 
 
-@pytest.fixture(scope="module")
-def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
-    h = Hosts(tmp_path_factory.mktemp("overlay"))
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param("plain", marks=pytest.mark.xdist_group("overlay")),
+        pytest.param("tls", marks=pytest.mark.xdist_group("overlay-tls")),
+    ],
+)
+def hosts(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Hosts]:
+    h = Hosts(tmp_path_factory.mktemp("overlay"), tls=request.param == "tls")
     try:
         h.setup()
         yield h
@@ -94,6 +110,53 @@ def test_overlay_across_hosts_by_ip_and_name(hosts: Hosts) -> None:
     ]
     assert len(vx) == 1 and vx[0]["linkinfo"]["info_data"]["port"] == 4789
     assert vx[0]["linkinfo"]["info_data"].get("learning") is False
+
+
+def test_node_ls_shows_how_each_host_reaches_etcd(hosts: Hosts) -> None:
+    h = hosts
+    rows = [
+        json.loads(n) for n in h.kanal(1, "node", "ls", "--format", "json").stdout.split("\n") if n
+    ]
+    want = "mutual" if h.tls else "none"
+    assert {(r["Name"], r["TLS"]) for r in rows} == {(f"h{i}", want) for i in (1, 2, 3)}
+    table = h.kanal(3, "node", "ls").stdout.splitlines()
+    assert table[0].split()[:5] == ["NAME", "ADDRESS", "STATUS", "TLS", "STARTED"]
+    assert all(line.split()[-2] == want for line in table[1:])
+    # A plain store is announced as such at start; a secured one is not.
+    warned = "the cluster store is plain HTTP (unauthenticated)" in h.log(1)
+    assert warned is not h.tls
+
+
+def test_hosts_etcd_refuses_are_told_why_and_change_nothing(hosts: Hosts) -> None:
+    """A host with a certificate from another CA, one with none, and one whose etcd user
+    may only read: each kanald stops at start with one line saying why, and etcd holds
+    exactly what it held before."""
+    h = hosts
+    if not h.tls:
+        pytest.skip("the plain cluster refuses nobody")
+    from tests.certs import Pki
+
+    ns = h.ns.get(4) or h.host_ns(4)
+    h.ns[4] = ns
+    other = Pki(h.tmp / "other-ca", "another-ca").client("h4")
+    ca = f"kv.cacertfile={h.pki.ca_file}"
+    user = h.store_opts(4)[1]
+    cases = {
+        "another CA": ([f"{ca},kv.certfile={other.cert},kv.keyfile={other.key}", user],
+                       "refused our client certificate"),
+        "no certificate": ([ca, user], "wants a client certificate"),
+        "read-only user": (h.store_opts(4, user="reader"), "etcd user 'reader' may not write"),
+    }  # fmt: skip
+    before = h.etcd_list("")
+    for name, (opts, says) in cases.items():
+        argv = h.kanald_argv(4, opts)
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 1, (name, p.stderr)
+        last = p.stderr.strip().splitlines()[-1]
+        assert last.startswith("kanald: ") and says in last, (name, p.stderr)
+        assert "Traceback" not in p.stderr, name
+    assert h.etcd_list("") == before
+    assert "h4" not in h.kanal(1, "node", "ls", "-q").stdout.split()
 
 
 def test_two_overlay_networks_are_isolated(hosts: Hosts) -> None:

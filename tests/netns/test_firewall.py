@@ -235,3 +235,42 @@ def test_masquerade_as_seen_from_outside(make_netns, tmp_path: Path, backend: st
     assert cni("bridge", "DEL", conf, netns=f"/run/netns/{ct}").code == 0
     ruleset = nsexec(host, "nft", "list", "ruleset").stdout.decode()
     assert "10.32.0.2" not in ruleset
+
+
+def test_packed_elements_equal_libnftables_ones(host_ns: str) -> None:
+    """A process that finds the table current (its marker) adds elements over raw
+    netlink; nft shows them exactly as the ones libnftables added; a changed
+    skeleton is found out of date and written again."""
+    from kanal.firewall import nfnl
+    from kanal.firewall.nftables import _MARKER, NftablesBackend
+
+    first, second = NftablesBackend(), NftablesBackend()  # two plugin processes
+    a = masq("net7", "ca", "10.7.0.2", "10.7.0.0/24")
+    b = masq("net8", "cb", "10.8.0.2", "10.8.0.0/24")
+    six = masq("net8", "cb", "fd00:8::2", "fd00:8::/64")
+    assert not in_ns(host_ns, lambda: nfnl.has_marker("inet", "kanal", "postrouting", _MARKER))
+    in_ns(host_ns, lambda: first.add_masquerade([a]))  # libnftables: skeleton + elements
+    assert in_ns(host_ns, lambda: nfnl.has_marker("inet", "kanal", "postrouting", _MARKER))
+    in_ns(host_ns, lambda: second.add_masquerade([b, six]))  # packed here
+    by_val = {
+        json.dumps(e["val"], sort_keys=True): e
+        for s in ("masq4", "masq6", "skip4", "skip6")
+        for e in elements(host_ns, s)
+    }
+    assert by_val['"10.7.0.2"']["comment"] == a.owner.tag
+    assert by_val['"10.8.0.2"']["comment"] == b.owner.tag
+    assert by_val['"fd00:8::2"']["comment"] == six.owner.tag
+    skips = [e for e in elements(host_ns, "skip4")]
+    assert [s["val"] for s in skips] == [
+        {"concat": [{"prefix": {"addr": n, "len": 24}}] * 2} for n in ("10.7.0.0", "10.8.0.0")
+    ]
+    assert skips[0]["comment"] != skips[1]["comment"]  # each network's own tag
+    # Deleting over raw netlink: what is gone already is fine.
+    in_ns(host_ns, lambda: NftablesBackend().del_masquerade(b.owner, [b.ip, six.ip, b.ip]))
+    assert {e["val"] for e in elements(host_ns, "masq4")} == {"10.7.0.2"}
+    # An older (or hand-edited) chain has no current marker: the skeleton goes again.
+    nsexec(host_ns, "nft", "flush", "chain", "inet", "kanal", "postrouting")
+    assert not in_ns(host_ns, lambda: nfnl.has_marker("inet", "kanal", "postrouting", _MARKER))
+    in_ns(host_ns, lambda: NftablesBackend().add_masquerade([b]))
+    rules = nsexec(host_ns, "nft", "list", "chain", "inet", "kanal", "postrouting").stdout
+    assert b"@masq4 masquerade" in rules and _MARKER.encode() in rules

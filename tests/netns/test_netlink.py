@@ -13,7 +13,7 @@ from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import LinkNotFound, Netlink
 from kanal.netlink.ns import NetnsNotFound, current_netns_id, netns_id, open_netns
 from kanal.netlink.sysctl import read_sysctl, write_sysctl
-from tests.helpers import ip_json
+from tests.helpers import ip_json, nsexec
 from tests.netns.inns import in_ns
 
 
@@ -139,3 +139,62 @@ def test_sysctl_is_per_namespace(host_ns: str) -> None:
 def test_missing_netns_is_not_found() -> None:
     with pytest.raises(NetnsNotFound):
         open_netns("/run/netns/kanal-does-not-exist-42")
+
+
+def test_lean_reads_match_pyroute2(host_ns: str) -> None:
+    """Netlink's own decoding (the plugin exec path) reads what pyroute2 reads."""
+    from pyroute2 import IPRoute
+
+    from kanal.netlink.handle import _link_from_msg
+
+    nsexec(host_ns, "ip", "link", "add", "kl0", "type", "bridge")
+    nsexec(host_ns, "ip", "link", "set", "kl0", "up", "mtu", "1400", "alias", "some alias")
+    nsexec(host_ns, "ip", "link", "add", "kv0", "type", "veth", "peer", "name", "kv1")
+    nsexec(host_ns, "ip", "link", "set", "kv0", "master", "kl0", "txqueuelen", "77", "up")
+    nsexec(host_ns, "ip", "link", "set", "kv1", "promisc", "on", "address", "0a:58:00:00:00:09")
+    nsexec(host_ns, "ip", "link", "add", "kd0", "link", "kv1", "type", "macvlan", "mode", "vepa")
+    nsexec(host_ns, "ip", "addr", "add", "10.9.0.1/24", "dev", "kl0")
+    nsexec(host_ns, "ip", "addr", "add", "10.9.0.77/32", "peer", "10.9.9.9", "dev", "kv1")
+    nsexec(host_ns, "ip", "addr", "add", "fd00:9::1/64", "dev", "kl0", "nodad")
+
+    def work() -> None:
+        with IPRoute() as ipr, Netlink() as nl:
+            want = sorted((_link_from_msg(m) for m in ipr.get_links()), key=lambda x: x.index)
+            got = sorted(nl.links(), key=lambda x: x.index)
+            assert got == want
+            assert nl.get_link("kv0") == next(x for x in want if x.name == "kv0")
+            kv1 = nl.get_link("kv1")
+            assert kv1.promiscuity and kv1.mac == "0a:58:00:00:00:09"
+            assert nl.macvlan_mode(nl.get_link("kd0").index) == "vepa"
+            want_addrs = set()
+            for m in ipr.get_addr():
+                ip = m.get_attr("IFA_ADDRESS")
+                if m["family"] == socket.AF_INET:
+                    ip = m.get_attr("IFA_LOCAL") or ip
+                flags = m.get_attr("IFA_FLAGS") or m["flags"]
+                want_addrs.add((m["index"], f"{ip}/{m['prefixlen']}", flags))
+            got_addrs = {(a.index, str(a.interface), a.flags) for a in nl.addrs()}
+            assert got_addrs == want_addrs and ("10.9.0.77/32" in {x[1] for x in got_addrs})
+            kl0 = nl.get_link("kl0").index
+            assert {str(a.interface) for a in nl.addrs(kl0)} >= {"10.9.0.1/24", "fd00:9::1/64"}
+            with pytest.raises(LinkNotFound):
+                nl.get_link("nope0")
+            assert nl.find_link_by_index(999999) is None
+            # Changes through the lean path land as asked.
+            idx = nl.get_link("kv1").index
+            nl.set_link(idx, mtu=1300, txqlen=5, address="0a:58:00:00:00:0a")
+            nl.set_promisc(idx, False)
+            nl.set_up(idx)
+            after = nl.get_link_by_index(idx)
+            assert (after.mtu, after.txqlen, after.mac, after.promiscuity, after.up) == (
+                1300,
+                5,
+                "0a:58:00:00:00:0a",
+                0,
+                True,
+            )
+            assert nl.del_addr(kl0, ipaddress.ip_interface("10.9.0.1/24"))
+            assert not nl.del_addr(kl0, ipaddress.ip_interface("10.9.0.1/24"))
+            assert nl.del_link("kd0") and not nl.del_link("kd0")
+
+    in_ns(host_ns, work)

@@ -2,7 +2,7 @@
 
 ::
 
-    kanal lab up NAME [--hosts N] [--etcd M] [--underlay-mtu BYTES] [--ovs] ...
+    kanal lab up NAME [--hosts N] [--etcd M] [--etcd-tls] [--underlay-mtu BYTES] [--ovs] ...
     kanal lab exec NAME MEMBER -- CMD...        # MEMBER: h1.. (hosts), e1.. (etcd), ul
     kanal lab ls [NAME] [--format json] [-q]
     kanal lab down NAME...
@@ -48,6 +48,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         etcd_election_ms=args.etcd_election,
         log_level=args.log_level,
         kanald_args=args.kanald_arg,
+        tls=args.etcd_tls,
     )
     spec.check()
 
@@ -66,6 +67,8 @@ def _print_reach(lab: Any) -> None:
     st = lab.status()
     store = f" (cluster store {st['ClusterStore']})" if st["ClusterStore"] else ""
     print(f"lab {lab.name} is up: {st['Hosts']} hosts, {st['Etcd']} etcd members{store}")
+    if st["Tls"]:
+        print(f"etcd over TLS: client certificates, CA and etcd users' passwords in {st['Pki']}")
     rows = [["MEMBER", "ADDRESS", "NETNS", "KANALD API"]]
     for m in st["Members"]:
         rows.append([m["Member"], m["Addr"], m["Netns"], m.get("Api", "-")])
@@ -113,6 +116,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print(json.dumps(st, indent=2))
             return 0
         print(f"lab {st['Name']} ({st['State']}), {st['Dir']}")
+        if st["ClusterStore"]:
+            tls = f" (TLS, certificates in {st['Pki']})" if st["Tls"] else " (plain)"
+            print(f"cluster store {st['ClusterStore']}{tls}")
         rows = [["MEMBER", "ADDRESS", "PROCESSES", "SWITCH", "NETEM", "NETNS"]]
         for m in st["Members"]:
             procs = ", ".join(f"{k} {v}" for k, v in sorted(m["Processes"].items())) or "-"
@@ -127,12 +133,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print(n)
         return 0
     out = []
-    rows = [["NAME", "HOSTS", "ETCD", "STATE", "RUNNING", "FAULTS", "DIR"]]
+    rows = [["NAME", "HOSTS", "ETCD", "TLS", "STATE", "RUNNING", "FAULTS", "DIR"]]
     for n in names:
         try:
             st = _lab(args, n).status()
         except Exception as e:  # one bad record must not hide the others
-            rows.append([n, "?", "?", f"unreadable: {e}", "", "", ""])
+            rows.append([n, "?", "?", "?", f"unreadable: {e}", "", "", ""])
             continue
         out.append(st)
         running = sum(1 for m in st["Members"] for v in m["Processes"].values() if v != "stopped")
@@ -147,7 +153,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         if frozen:
             faults.append("frozen " + ",".join(frozen))
         rows.append(
-            [n, str(st["Hosts"]), str(st["Etcd"]), st["State"], f"{running}/{total}",
+            [n, str(st["Hosts"]), str(st["Etcd"]), "yes" if st["Tls"] else "no", st["State"],
+             f"{running}/{total}",
              "; ".join(faults) or "-", st["Dir"]]
         )  # fmt: skip
     if args.format == "json":
@@ -265,6 +272,11 @@ def register(subparsers: Any) -> None:
     up.add_argument("name", metavar="NAME")
     up.add_argument("--hosts", type=int, default=3, help="hosts, each with its own kanald (3)")
     up.add_argument("--etcd", type=int, default=3, help="etcd members (3; 0: no cluster)")
+    up.add_argument(
+        "--etcd-tls",
+        action="store_true",
+        help="etcd over TLS with client certificates and users (a PKI of the lab's own)",
+    )
     up.add_argument("--underlay-mtu", type=int, default=1500, metavar="BYTES")
     up.add_argument("--ovs", action="store_true", help="Open vSwitch on every host (userspace)")
     up.add_argument("--node-ttl", type=int, default=5, help="kanald --node-ttl (5 s)")

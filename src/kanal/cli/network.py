@@ -4,8 +4,9 @@ kanal network create [-d DRIVER] [--subnet CIDR]... [--ip-range CIDR]...
                      [--gateway IP]... [--aux-address NAME=IP]... [--ipv6]
                      [--ipv4=false] [--internal] [--attachable] [-o K=V]...
                      [--label K=V]... NAME
-kanal network ls [-f KEY=VALUE]... [--format table|json|TEMPLATE] [-q] [--no-trunc]
-kanal network inspect [-f TEMPLATE] NETWORK...
+kanal network ls [-f KEY=VALUE]... [--format table|table TEMPLATE|json|TEMPLATE] [-q]
+                 [--no-trunc]
+kanal network inspect [-f json|TEMPLATE] NETWORK...
 kanal network rm [-f] NETWORK...
 kanal network prune [-f] [--filter KEY=VALUE]...
 kanal network connect [--ip IP] [--ip6 IP] [--alias NAME]... NETWORK CONTAINER
@@ -106,18 +107,26 @@ def _filters(items: list[str]) -> dict[str, list[str]]:
 
 
 def _row(net: dict[str, Any], trunc: bool) -> dict[str, Any]:
+    """The fields ``ls --format`` templates see: docker's network list context.
+
+    Keys in sorted order, as docker marshals the context for ``{{json .}}``;
+    ``.Label "k"`` is a method (``__Label``); ``__`` keys are hidden from JSON.
+    """
+    from kanal.cli.fmt import go_time
+
     labels = net.get("Labels") or {}
     return {
-        "ID": net["Id"][:12] if trunc else net["Id"],
-        "Name": net["Name"],
+        "CreatedAt": go_time(str(net["Created"])),
         "Driver": net["Driver"],
-        "Scope": net["Scope"],
+        "ID": net["Id"][:12] if trunc else net["Id"],
         "IPv4": str(net.get("EnableIPv4", True)).lower(),
         "IPv6": str(net["EnableIPv6"]).lower(),
         "Internal": str(net["Internal"]).lower(),
         "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
-        "CreatedAt": net["Created"],
+        "Name": net["Name"],
+        "Scope": net["Scope"],
         "__Label": lambda k: labels.get(k, ""),
+        "__type": "*network.networkContext",  # docker's name, for its error wording
     }
 
 
@@ -132,12 +141,13 @@ HEADERS = {
     "Labels": "LABELS",
     "CreatedAt": "CREATED AT",
 }
+DEFAULT_TABLE = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
     import json
 
-    from kanal.cli.fmt import render_table, render_template, table_from_template
+    from kanal.cli.fmt import render_table
 
     filters = _filters(args.filter)
     nets = _client(args).request(
@@ -145,30 +155,23 @@ def cmd_ls(args: argparse.Namespace) -> int:
     )
     nets.sort(key=lambda n: n["Name"])
     rows = [_row(n, not args.no_trunc) for n in nets]
-    if args.quiet:
+    if args.quiet and args.format in ("", "table"):  # docker: a custom --format wins over -q
         for r in rows:
             print(r["ID"])
         return 0
-    fmt = args.format or "table"
-    if fmt == "json":
-        for r in rows:
-            print(render_template("{{json .}}", r))
-    elif fmt == "table":
+    if args.format in ("", "table"):  # docker's default table, without the template engine
         table = [["NETWORK ID", "NAME", "DRIVER", "SCOPE"]]
         table += [[r["ID"], r["Name"], r["Driver"], r["Scope"]] for r in rows]
         print(render_table(table))
-    elif fmt.startswith("table"):
-        print(table_from_template(fmt, rows, HEADERS))
-    else:
-        for r in rows:
-            print(render_template(fmt, r))
+        return 0
+    from kanal.cli.fmt import format_list
+
+    sys.stdout.write(format_list(args.format, rows, HEADERS, DEFAULT_TABLE))
     return 0
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     import json
-
-    from kanal.cli.fmt import render_template
 
     client = _client(args)
     found, failed = [], False
@@ -178,9 +181,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         except KanalError as e:
             sys.stderr.write(f"kanal: {e}\n")
             failed = True
-    if args.format:
-        for n in found:
-            print(render_template(args.format, n))
+    if args.format == "json":  # docker's -f json: the networks as one JSON array
+        from kanal.cli.fmt import inspect_json
+
+        print(inspect_json(found))
+    elif args.format:
+        from kanal.cli.fmt import render_template
+
+        # all rendered before any is printed: a template error prints nothing
+        for text in [render_template(args.format, n) for n in found]:
+            print(text)
     else:
         print(json.dumps(found, indent=4))
     return 1 if failed else 0
@@ -280,14 +290,14 @@ def register(subparsers: Any) -> None:
 
     ls = sub.add_parser("ls", aliases=["list"], help="list networks")
     ls.add_argument("-f", "--filter", action="append", default=[])
-    ls.add_argument("--format", default="")
+    ls.add_argument("--format", default="", help="table, table TEMPLATE, json or a Go TEMPLATE")
     ls.add_argument("-q", "--quiet", action="store_true")
     ls.add_argument("--no-trunc", action="store_true")
     ls.set_defaults(handler=cmd_ls)
 
     i = sub.add_parser("inspect", help="show networks as JSON")
     i.add_argument("networks", nargs="+", metavar="NETWORK")
-    i.add_argument("-f", "--format", default="")
+    i.add_argument("-f", "--format", default="", help="json or a Go TEMPLATE")
     i.set_defaults(handler=cmd_inspect)
 
     r = sub.add_parser("rm", aliases=["remove"], help="remove networks")

@@ -4,7 +4,7 @@
               [--alias X]... [-p SPEC]... [--dns IP]... [--dns-search D]...
               [--dns-option O]... [--add-host NAME:IP]... [--hostname H]
               [-e K=V]... [-w DIR] -- CMD [ARG...]
-    kanal ps [-a] [-q]
+    kanal ps [-a] [-q] [--no-trunc] [--format table|table TEMPLATE|json|TEMPLATE]
     kanal exec SANDBOX CMD [ARG...]
     kanal stop [-t SECONDS] SANDBOX...
     kanal rm [-f] SANDBOX...
@@ -105,31 +105,99 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+PS_HEADERS = {
+    "ID": "SANDBOX ID",
+    "Names": "NAMES",
+    "Command": "COMMAND",
+    "CreatedAt": "CREATED AT",
+    "State": "STATE",
+    "Status": "STATUS",
+    "Networks": "NETWORKS",
+    "Ports": "PORTS",
+}
+PS_TABLE = "table {{.ID}}\t{{.Names}}\t{{.Command}}\t{{.Status}}\t{{.Networks}}\t{{.Ports}}"
+
+
+def _ps_status(s: dict[str, Any]) -> str:
+    if s.get("Error"):
+        return "broken"  # inspect (GET /sandboxes/ID) says why
+    return s["State"] if s["ExitCode"] is None else f"{s['State']} ({s['ExitCode']})"
+
+
+def _ps_ports(s: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{b['HostIp']}:{b['HostPort']}->{cp}" for cp, binds in s["Ports"].items() for b in binds
+    )
+
+
+def _ps_command(s: dict[str, Any], trunc: bool) -> str:
+    """COMMAND as docker's ``ps`` shows it: quoted, and cut to 20 characters with an
+    ellipsis (never silently) unless ``--no-trunc``."""
+    from kanal.cli.gotemplate import go_quote
+
+    cmd = " ".join(s["Cmd"])
+    if trunc and len(cmd) > 20:  # docker's Ellipsis
+        cmd = cmd[:19] + "\u2026"
+    return go_quote(cmd)
+
+
+def _ps_row(s: dict[str, Any], trunc: bool) -> dict[str, Any]:
+    """The fields ``ps --format`` templates see, named as docker's ``ps`` names them
+    (keys in sorted order, as docker marshals them for ``{{json .}}``)."""
+    import re
+
+    from kanal.cli.fmt import go_time
+
+    return {
+        "Command": _ps_command(s, trunc),
+        "CreatedAt": go_time(re.sub(r"\.\d+", "", str(s["Created"]))),
+        "ID": s["Id"][:12] if trunc else s["Id"],
+        "Names": s["Name"],
+        "Networks": ",".join(sorted(s["Networks"])),
+        "Ports": _ps_ports(s),
+        "State": s["State"],
+        "Status": _ps_status(s),
+        "__type": "*formatter.ContainerContext",  # docker's name, for its error wording
+    }
+
+
 def cmd_ps(args: argparse.Namespace) -> int:
     from kanal.cli.fmt import render_table
 
     sbs = _client(args).request("GET", "/sandboxes")
     if not args.all:
         sbs = [s for s in sbs if s["State"] == "running"]
+    sbs.sort(key=lambda x: x["Created"], reverse=True)
+    trunc = not args.no_trunc
     if args.quiet:
-        for s in sbs:
-            print(s["Id"][:12])
+        if args.format:  # docker's words, and docker's choice: -q wins
+            sys.stderr.write(
+                "WARNING: Ignoring custom format, because both --format and --quiet are set.\n"
+            )
+        sys.stdout.write("".join((s["Id"][:12] if trunc else s["Id"]) + "\n" for s in sbs))
         return 0
-    rows = [["SANDBOX ID", "NAME", "COMMAND", "STATUS", "NETWORKS", "PORTS"]]
-    for s in sorted(sbs, key=lambda x: x["Created"], reverse=True):
-        status = s["State"] if s["ExitCode"] is None else f"{s['State']} ({s['ExitCode']})"
-        if s.get("Error"):
-            status = "broken"  # inspect (GET /sandboxes/ID) says why
+    if args.format not in ("", "table"):
+        from kanal.cli.fmt import format_list
+
+        rows = [_ps_row(s, trunc) for s in sbs]
+        sys.stdout.write(format_list(args.format, rows, PS_HEADERS, PS_TABLE))
+        return 0
+    table = [["SANDBOX ID", "NAME", "COMMAND", "STATUS", "NETWORKS", "PORTS"]]
+    for s in sbs:
         nets = (
             ",".join(f"{k}={v['IPAddress']}" for k, v in s["Networks"].items()) or s["NetworkMode"]
         )
-        ports = ", ".join(
-            f"{b['HostIp']}:{b['HostPort']}->{cp}"
-            for cp, binds in s["Ports"].items()
-            for b in binds
+        table.append(
+            [
+                s["Id"][:12] if trunc else s["Id"],
+                s["Name"],
+                _ps_command(s, trunc),
+                _ps_status(s),
+                nets,
+                _ps_ports(s),
+            ]
         )
-        rows.append([s["Id"][:12], s["Name"], " ".join(s["Cmd"])[:30], status, nets, ports])
-    print(render_table(rows))
+    print(render_table(table))
     return 0
 
 
@@ -214,6 +282,8 @@ def register(subparsers: Any) -> None:
     ps = add("ps", "list sandboxes")
     ps.add_argument("-a", "--all", action="store_true")
     ps.add_argument("-q", "--quiet", action="store_true")
+    ps.add_argument("--no-trunc", action="store_true")
+    ps.add_argument("--format", default="", help="table, table TEMPLATE, json or a Go TEMPLATE")
     ps.set_defaults(handler=cmd_ps)
 
     ex = add("exec", "run a command in a running sandbox")

@@ -3,8 +3,9 @@
 :class:`ClusterMember` composes the pieces of this package for a daemon:
 
 - ``ClusterMember(url, name, advertise_addr, *, ttl=15, grace=300.0,
-  resync_interval=30.0, netns_fd=None, timeout=5.0)`` — ``url`` is
-  ``etcd://h1:p[,h2:p...][/prefix]`` (prefix default ``/kanal/``);
+  resync_interval=30.0, netns_fd=None, timeout=5.0, opts=())`` — ``url`` is
+  ``etcd://h1:p[,h2:p...][/prefix]`` (prefix default ``/kanal/``) or ``etcds://``
+  (TLS); ``opts`` are ``--cluster-store-opt`` values (kanal.store.etcdconn);
 - ``start()`` registers ``nodes/<name>`` (raises Unavailable when etcd is down,
   Conflict when another address holds the name) and starts the OverlayAgent;
   ``stop(revoke=True)``;
@@ -21,14 +22,15 @@ again when asked twice), :func:`release_vni` frees it.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from kanal.cluster.agent import OverlayAgent
 from kanal.cluster.gipam import GlobalIpam, PoolConfig
 from kanal.cluster.nodes import NodeRegistration, list_nodes
-from kanal.errors import Conflict, InvalidConfig
+from kanal.errors import Conflict
 from kanal.store import Delete, Put
-from kanal.store.etcd import Cmp, EtcdStore, Get, parse_etcd_url
+from kanal.store.etcd import Cmp, EtcdStore, Get, open_etcd
 
 __all__ = [
     "VNI_FIRST",
@@ -44,13 +46,10 @@ VNI_FIRST = 4096  # Docker's overlay starts at 4096 (below: left for hand-made s
 VNI_LAST = (1 << 24) - 1
 
 
-def open_cluster_store(url: str, *, timeout: float = 5.0) -> EtcdStore:
-    """An EtcdStore from ``etcd://h:p[,h:p...][/prefix]``. Raises InvalidConfig."""
-    scheme, sep, rest = url.partition("://")
-    if scheme != "etcd" or not sep:
-        raise InvalidConfig(f"invalid cluster store {url!r}: want etcd://host:port[,...]")
-    endpoints, prefix = parse_etcd_url(rest)
-    return EtcdStore(endpoints, prefix, timeout=timeout)
+def open_cluster_store(url: str, opts: Sequence[str] = (), *, timeout: float = 5.0) -> EtcdStore:
+    """An EtcdStore from ``etcd://h:p[,h:p...][/prefix]`` or ``etcds://...`` and
+    ``--cluster-store-opt`` values. Raises InvalidConfig."""
+    return open_etcd(url, opts, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,7 @@ class NodeRow:
     started: float
     epoch: int
     self_: bool
+    tls: str = "none"
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -70,6 +70,7 @@ class NodeRow:
             "Started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "Lease": f"{self.epoch:x}",
             "Self": self.self_,
+            "TLS": self.tls,
         }
 
 
@@ -85,10 +86,13 @@ class ClusterMember:
         resync_interval: float = 30.0,
         netns_fd: int | None = None,
         timeout: float = 5.0,
+        opts: Sequence[str] = (),
     ) -> None:
         self.name = name
-        self.store = open_cluster_store(url, timeout=timeout)
-        self.registration = NodeRegistration(self.store, name, advertise_addr, ttl=ttl)
+        self.store = open_cluster_store(url, opts, timeout=timeout)
+        self.registration = NodeRegistration(
+            self.store, name, advertise_addr, ttl=ttl, tls=self.store.connector.settings.mode
+        )
         self.agent = OverlayAgent(
             self.store,
             name,
@@ -119,7 +123,7 @@ class ClusterMember:
     def nodes(self) -> list[NodeRow]:
         """The registered hosts, by name. Raises Unavailable."""
         return [
-            NodeRow(n.name, n.advertise_addr, n.started, n.epoch, n.name == self.name)
+            NodeRow(n.name, n.advertise_addr, n.started, n.epoch, n.name == self.name, n.tls)
             for n in sorted(list_nodes(self.store).values(), key=lambda n: n.name)
         ]
 

@@ -5,7 +5,8 @@ API:
 - :class:`Node` — the record: ``name``, ``advertise_addr`` (the underlay address,
   also the VXLAN tunnel endpoint), ``vtep_mac`` (optional), ``started`` (unix
   time), ``epoch`` (the id of the lease the key is on: a new one each time the
-  host (re-)registers).
+  host (re-)registers), ``tls`` (how the host reaches etcd: ``none``, ``tls`` or
+  ``mutual`` — with a client certificate; shown by ``kanal node ls``).
 - :class:`NodeRegistration` — ``start()`` grants a lease (TTL ``ttl`` s, keepalive
   every TTL/3) and creates ``nodes/<name>`` on it. A name already registered by
   another ``advertise_addr`` is a ``Conflict``; one registered by the same address
@@ -47,6 +48,7 @@ class Node:
     started: float
     epoch: int
     vtep_mac: str = ""
+    tls: str = "none"
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -61,6 +63,7 @@ class Node:
                 started=float(d.get("started", 0)),
                 epoch=int(d.get("epoch", 0)),
                 vtep_mac=str(d.get("vtep_mac", "")),
+                tls=str(d.get("tls", "none")),
             )
         except (ValueError, KeyError, TypeError) as e:
             raise DecodeError("invalid node record", str(e)) from e
@@ -88,12 +91,14 @@ class NodeRegistration:
         ttl: int = 15,
         vtep_mac: str = "",
         on_new_epoch: Callable[[Node], None] | None = None,
+        tls: str = "none",
     ) -> None:
         self.store = store
         self.name = name
         self.advertise_addr = advertise_addr
         self.ttl = ttl
         self.vtep_mac = vtep_mac
+        self.tls = tls
         self.on_new_epoch = on_new_epoch
         self.started = time.time()
         self._lease: Lease | None = None
@@ -118,7 +123,7 @@ class NodeRegistration:
 
     def _register(self) -> Node:
         lease = Lease(self.store, self.ttl, on_expired=self._expired).start()
-        node = Node(self.name, self.advertise_addr, self.started, lease.id, self.vtep_mac)
+        node = Node(self.name, self.advertise_addr, self.started, lease.id, self.vtep_mac, self.tls)
         key = node_key(self.name)
         try:
             for _ in range(10):

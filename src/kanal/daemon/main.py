@@ -98,8 +98,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--cluster-store",
         default="",
-        metavar="etcd://HOST:PORT[,HOST:PORT...][/PREFIX]",
-        help="join a cluster: global (overlay) networks and hosts in this etcd",
+        metavar="etcds://HOST:PORT[,HOST:PORT...][/PREFIX]",
+        help="join a cluster: global (overlay) networks and hosts in this etcd "
+        "(etcds:// or https://: TLS; etcd:// plain)",
+    )
+    ap.add_argument(
+        "--cluster-store-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE[,KEY=VALUE...]",
+        help="kv.cacertfile, kv.certfile, kv.keyfile (TLS), kv.username with kv.password "
+        "or kv.passwordfile (etcd's users); repeatable",
     )
     ap.add_argument("--advertise-addr", default="", help="this host's underlay address (VTEP)")
     ap.add_argument("--node-name", default="", help="this host's name in the cluster")
@@ -127,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.docker_plugin_socket == "none":
         args.docker_plugin_socket = ""
     logging.basicConfig(level=args.log_level.upper(), format="kanald: %(message)s")
+    from kanal.errors import KanalError
     from kanal.fastpath.server import FastPathServer
 
     _warm_up()
@@ -138,7 +148,14 @@ def main(argv: list[str] | None = None) -> None:
     reaper.enable()
     server = FastPathServer(args.socket, mode=int(args.socket_mode, 8))
     server.bind()
-    api = None if args.no_engine else _start_engine(args)
+    try:
+        api = None if args.no_engine else _start_engine(args)
+    except KanalError as e:
+        # A configuration kanald cannot run with (a malformed store URL, unusable
+        # certificates, etcd refusing our certificate or user): one line, exit 1.
+        server.shutdown()
+        print(f"kanald: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -165,6 +182,7 @@ def _join_cluster(args: argparse.Namespace) -> Any:
 
     from kanal.engine.cluster import Cluster
     from kanal.errors import InvalidConfig, Unavailable
+    from kanal.store import StoreRefused
 
     if not args.advertise_addr:
         raise InvalidConfig("--cluster-store needs --advertise-addr (this host's underlay IP)")
@@ -175,7 +193,19 @@ def _join_cluster(args: argparse.Namespace) -> Any:
         ttl=args.node_ttl,
         grace=args.cluster_grace,
         resync=args.cluster_resync,
+        opts=args.cluster_store_opt,
     )
+    settings = cluster.store.connector.settings
+    if not settings.tls:
+        who = "unauthenticated"
+        if settings.username:
+            who = f"etcd user {settings.username!r}, password in clear"
+        logging.warning(
+            "the cluster store is plain HTTP (%s): anyone who can reach etcd on the underlay "
+            "can read and rewrite every host's overlay records; use etcds:// with "
+            "--cluster-store-opt kv.cacertfile=...,kv.certfile=...,kv.keyfile=...",
+            who,
+        )
 
     def register() -> None:
         while True:
@@ -189,6 +219,8 @@ def _join_cluster(args: argparse.Namespace) -> Any:
 
     try:
         cluster.start()
+    except StoreRefused:
+        raise  # etcd answers but refuses us: a configuration problem, kanald stops
     except Unavailable as e:
         logging.warning("cluster store unavailable at start, registering later: %s", e)
         threading.Thread(target=register, name="kanal-cluster-join", daemon=True).start()
@@ -217,7 +249,7 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     from kanal.engine.context import EngineContext
     from kanal.engine.controller import Controller
     from kanal.engine.ipam import DEFAULT_POOLS
-    from kanal.errors import KanalError
+    from kanal.errors import InvalidConfig, KanalError
     from kanal.store import open_store
 
     # The directories parts of the engine make later (some with makedirs' default
@@ -236,6 +268,8 @@ def _start_engine(args: argparse.Namespace) -> ApiServer:
     )
     if args.cluster_store:
         ctx.cluster = _join_cluster(args)
+    elif args.cluster_store_opt:
+        raise InvalidConfig("--cluster-store-opt needs --cluster-store")
     pools = _pools(args.default_address_pool) or list(DEFAULT_POOLS)
     ctrl = Controller(
         store,

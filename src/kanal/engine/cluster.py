@@ -19,7 +19,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from kanal.errors import Conflict, InvalidConfig, Unavailable
@@ -41,7 +41,7 @@ class Cluster:
     """One host of a cluster (thread-safe).
 
     Args:
-        url: ``etcd://h:p[,h:p...][/prefix]``.
+        url: ``etcd://h:p[,h:p...][/prefix]`` or ``etcds://...`` (TLS).
         node: this host's name (unique in the cluster).
         advertise_addr: its underlay IPv4 address, the VXLAN tunnel endpoint.
         ttl: the node lease's TTL (s): peers drop this host's entries that long
@@ -49,6 +49,7 @@ class Cluster:
         grace: how long a host must be gone before its address blocks and
             endpoint records are freed (s).
         resync: the period of the agent's full reconcile (s).
+        opts: ``--cluster-store-opt`` values (certificates, etcd user).
     """
 
     def __init__(
@@ -60,6 +61,7 @@ class Cluster:
         ttl: int = 15,
         grace: float = 60.0,
         resync: float = 30.0,
+        opts: Sequence[str] = (),
     ) -> None:
         from kanal.cluster.member import ClusterMember
         from kanal.engine.model import validate_name
@@ -71,7 +73,7 @@ class Cluster:
         except ValueError:
             raise InvalidConfig(f"invalid advertise address {advertise_addr!r}: IPv4") from None
         self.member: ClusterMember = ClusterMember(
-            url, node, advertise_addr, ttl=ttl, grace=grace, resync_interval=resync
+            url, node, advertise_addr, ttl=ttl, grace=grace, resync_interval=resync, opts=opts
         )
         self.node = node
         self.advertise_addr = advertise_addr

@@ -130,6 +130,7 @@ class SandboxManager:
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
         self._index: _Index | None = None
+        self._index_gen = 0  # bumped by invalidate(): an index built before is stale
         self._sb_locks: dict[str, threading.Lock] = {}
         controller.listeners.append(self._on_endpoint_event)
 
@@ -752,10 +753,16 @@ class SandboxManager:
         self.sync_dns(sb)
 
     def _names(self) -> _Index:
+        # Built outside the manager's lock: building reads the controller and the
+        # overlay agent, whose listeners call invalidate() with the agent's lock held
+        # (building under ours deadlocked the DNS thread against the agent's resync).
         with self._lock:
-            index = self._index
-            if index is None:
-                index = self._index = self._build_index()
+            index, gen = self._index, self._index_gen
+        if index is None:
+            index = self._build_index()
+            with self._lock:
+                if self._index_gen == gen:  # not invalidated while it was built
+                    self._index = index
         return index
 
     def lookup(self, sandbox_id: str, qname: str) -> list[str] | None:
@@ -822,6 +829,7 @@ class SandboxManager:
     def invalidate(self) -> None:
         with self._lock:
             self._index = None
+            self._index_gen += 1
 
 
 def _is_mount(path: str) -> bool:

@@ -11,7 +11,7 @@ from kanal.errors import InvalidConfig
 from kanal.plugins.registry import PLUGINS
 from kanal.skel.delegate import MARKER
 
-__all__ = ["DEFAULT_SOCKET", "install_plugins", "real_python"]
+__all__ = ["DEFAULT_SOCKET", "install_plugins", "real_python", "site_paths"]
 
 DEFAULT_SOCKET = "/run/kanal/kanald.sock"
 
@@ -22,7 +22,7 @@ _TEMPLATE = """#!{python} -IS
 import sys
 sys.path.insert(0, {shim_dir!r})
 from shim import run
-run({name!r}, {socket!r}, {src!r})
+run({name!r}, {socket!r}, {src!r}, {paths!r})
 """
 
 
@@ -33,6 +33,27 @@ def real_python() -> str:
         if f.read(2) == b"#!":
             raise InvalidConfig(f"{exe} is a script (a shim?), not a real interpreter")
     return exe
+
+
+def site_paths() -> tuple[str, ...]:
+    """The installing interpreter's site directories (where pyroute2 and kanal's other
+    dependencies are): a shim runs ``python -S`` and puts them on its path itself."""
+    import site
+
+    found: list[str] = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        found.append(site.getusersitepackages())
+    try:
+        import pyroute2
+
+        found.append(os.path.dirname(os.path.dirname(os.path.abspath(pyroute2.__file__))))
+    except ImportError:
+        pass
+    out: list[str] = []
+    for p in found:
+        if os.path.isabs(p) and os.path.isdir(p) and "\n" not in p and p not in out:
+            out.append(p)
+    return tuple(out)
 
 
 def install_plugins(
@@ -56,6 +77,7 @@ def install_plugins(
     # The shim is imported as a top-level module from its own directory: one cached
     # .pyc, no kanal package imports (embedding its text would recompile it per exec).
     shim_dir = str(Path(__file__).resolve().parent)
+    paths = tuple(p for p in site_paths() if p != src)
     for name in sorted(PLUGINS):
         body = _TEMPLATE.format(
             python=python,
@@ -64,6 +86,7 @@ def install_plugins(
             socket=socket_path,
             src=src,
             shim_dir=shim_dir,
+            paths=paths,
         )
         fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{name}.")
         try:

@@ -3,10 +3,11 @@
 Installed executables import this file as a top-level module ``shim`` from its
 own directory, so a plugin exec imports no kanal package: only this one cached
 module and builtins (posix, _socket, sys). An
-interpreter start is ~10 ms here and every module costs. The shim hands env and
+interpreter start is ~6 ms here and every module costs. The shim hands env and
 stdin to kanald over a unix socket and relays its answer; if no daemon answers,
-or the daemon asks it to, it re-executes itself as a full plugin process (same
-stdin). Keep it free of ``from __future__`` and of any other import.
+or the daemon asks it to, it runs the plugin itself, in this same process (no
+second interpreter start): see :mod:`kanal.fastpath.standalone`. Keep it free
+of ``from __future__`` and of any other import.
 """
 
 import _socket
@@ -83,23 +84,23 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def fallback(name: str, src: str, stdin: "bytes | None") -> None:
-    """Run the plugin in this process's place with a full interpreter."""
-    if stdin is not None:
-        fd = posix.memfd_create("kanal-stdin")
-        _write_all(fd, stdin)
-        posix.lseek(fd, 0, 0)
-        posix.dup2(fd, 0)
-        posix.close(fd)
-    code = (
-        f"import sys; sys.path.insert(0, {src!r}); "
-        f"from kanal.fastpath.standalone import main; main({name!r})"
-    )
-    exe = sys.executable
-    posix.execv(exe, [exe, "-I", "-c", code])
+def fallback(name: str, src: str, stdin: "bytes | None", paths: "tuple[str, ...]" = ()) -> None:
+    """Run the plugin in this process (no daemon, or the daemon declined).
+
+    ``src`` holds the kanal package; ``paths`` are the installing interpreter's
+    site directories. They go after the standard library: this interpreter runs
+    with ``-S``, which keeps site's start-up cost (and every .pth file) away from
+    each exec, and the plugins' exec path needs nothing from there (what does,
+    pyroute2 for the rarer operations, is found there).
+    """
+    sys.path.insert(0, src)
+    sys.path.extend(paths)
+    from kanal.fastpath.standalone import main
+
+    main(name, stdin)
 
 
-def run(name: str, socket_path: str, src: str) -> None:
+def run(name: str, socket_path: str, src: str, paths: "tuple[str, ...]" = ()) -> None:
     """Entry of an installed shim: exits the process."""
     env = posix.environ
     path = env.get(b"KANAL_SOCKET", b"").decode() or socket_path
@@ -108,7 +109,7 @@ def run(name: str, socket_path: str, src: str) -> None:
         s.connect(path)
     except OSError:
         s.close()
-        fallback(name, src, None)
+        fallback(name, src, None, paths)
         return
     stdin = _read_stdin()
     blob = b"\0".join(k + b"=" + v for k, v in env.items())
@@ -123,7 +124,7 @@ def run(name: str, socket_path: str, src: str) -> None:
         reply = b""
     s.close()
     if reply[:1] == FALLBACK:
-        fallback(name, src, stdin)
+        fallback(name, src, stdin, paths)
         return
     if reply[:1] != HANDLED or len(reply) < 6:
         # The daemon died mid-request: it may have done part of the work, so do not

@@ -10,13 +10,18 @@ config may have changed since ADD.
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Collection, Sequence
-from typing import Protocol
-
 from kanal.errors import InvalidConfig, KanalError, TeardownError
 from kanal.firewall.intents import MacSpoofCheck, Masquerade, Owner
-from kanal.firewall.spoofchk import apply_mac_spoof_check, teardown_mac_spoof_check
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    from collections.abc import Collection, Sequence
+    from typing import Protocol
+
+    Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+else:
+    Protocol = object  # typing costs a plugin exec ~6 ms; nothing checks this at run time
 
 __all__ = [
     "FirewallBackend",
@@ -32,7 +37,19 @@ __all__ = [
     "teardown_masquerade",
 ]
 
-Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+def apply_mac_spoof_check(chk: MacSpoofCheck) -> None:
+    """See :mod:`kanal.firewall.spoofchk` (imported when a config asks for it)."""
+    from kanal.firewall.spoofchk import apply_mac_spoof_check as apply
+
+    apply(chk)
+
+
+def teardown_mac_spoof_check(unique_id: str) -> None:
+    """See :mod:`kanal.firewall.spoofchk`."""
+    from kanal.firewall.spoofchk import teardown_mac_spoof_check as teardown
+
+    teardown(unique_id)
 
 
 class FirewallBackend(Protocol):

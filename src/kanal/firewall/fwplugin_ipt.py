@@ -17,16 +17,19 @@ DEL without prevResult and GC cannot find them, as with Go.
 
 from __future__ import annotations
 
-import ipaddress
-import subprocess
-from collections.abc import Sequence
-
 from kanal.errors import Internal, InvalidConfig, NotFound
 from kanal.firewall.iptables import run_iptables
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    import subprocess
+    from collections.abc import Sequence
+
+    Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 __all__ = ["add_rules", "check_rules", "del_rules", "isolate_bridge"]
 
-Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 FORWARD_CHAIN = "CNI-FORWARD"
 _FILTER_COMMENT = "CNI firewall plugin rules"
 _ADMIN_COMMENT = "CNI firewall plugin admin overrides"

@@ -8,11 +8,13 @@ plugins to kanal leaves nothing behind.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Collection
-
-from kanal.firewall import nft
+from kanal import _json
+from kanal.firewall import nfnl, nft
 from kanal.firewall.intents import Owner
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 __all__ = ["gc_go_masquerade", "teardown_go_masquerade"]
 
@@ -20,6 +22,12 @@ _TABLE = "cni_plugins_masquerade"
 
 
 def _rules() -> list[tuple[int, str]]:
+    if nfnl.usable():
+        try:
+            if not nfnl.chain_exists("inet", _TABLE, "masq_checks"):
+                return []  # the common case, told without libnftables
+        except nfnl.NfnlError:
+            pass
     try:
         out = nft.run(f"list chain inet {_TABLE} masq_checks", json_out=True)
     except nft.NftError as e:
@@ -27,7 +35,7 @@ def _rules() -> list[tuple[int, str]]:
             return []
         raise
     rules = []
-    for obj in json.loads(out).get("nftables", []):
+    for obj in _json.loads(out).get("nftables", []):
         r = obj.get("rule")
         if r and "comment" in r:
             rules.append((int(r["handle"]), str(r["comment"])))

@@ -14,19 +14,22 @@ first, so DELs of containers that never used iptables run no iptables process.
 
 from __future__ import annotations
 
-import ipaddress
-import re
-import shutil
-import subprocess
-from collections.abc import Collection, Sequence
+import os
 
 from kanal.errors import Internal, NotFound, Unavailable
-from kanal.firewall import nft
+from kanal.firewall import nfnl, nft
 from kanal.firewall.intents import Masquerade, Owner
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    import subprocess
+    from collections.abc import Collection, Sequence
+
+    Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 __all__ = ["IptablesBackend", "run_iptables"]
 
-Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 _MCAST = {4: "224.0.0.0/4", 6: "ff00::/8"}
 _NOT_FOUND = (
     "does not exist",
@@ -47,6 +50,8 @@ def run_iptables(
         Internal: it failed (with ``check``); the message without iptables-nft's
             "legacy tables present" noise.
     """
+    import subprocess
+
     exe = "iptables" if version == 4 else "ip6tables"
     full = ["-t", table, *args] if table else list(args)
     try:
@@ -65,7 +70,7 @@ class IptablesBackend:
         self._variant: str | None = None
 
     def available(self) -> bool:
-        return shutil.which("iptables") is not None
+        return _which("iptables") is not None
 
     def _ipt(
         self, version: int, *args: str, check: bool = True
@@ -74,6 +79,10 @@ class IptablesBackend:
 
     def _is_nft_variant(self) -> bool:
         if self._variant is None:
+            self._variant = _variant_by_path()
+        if self._variant is None:
+            import subprocess
+
             try:
                 out = subprocess.run(
                     ["iptables", "--version"], capture_output=True, text=True, timeout=10
@@ -86,6 +95,11 @@ class IptablesBackend:
     def chain_exists(self, version: int, chain: str) -> bool:
         if self._is_nft_variant():
             fam = "ip" if version == 4 else "ip6"
+            if nfnl.usable():
+                try:
+                    return nfnl.chain_exists(fam, "nat", chain)
+                except nfnl.NfnlError:
+                    pass  # libnftables says what is wrong
             try:
                 nft.run(f"list chain {fam} nat {chain}")
                 return True
@@ -163,6 +177,8 @@ class IptablesBackend:
                 raise Internal(f"failed to delete chain {chain}", _clean(p.stderr))
 
     def _jump_sources(self, v: int, chain: str) -> list[str]:
+        import re
+
         out = self._ipt(v, "-t", "nat", "-S", "POSTROUTING", check=False).stdout
         srcs = []
         for line in out.splitlines():
@@ -197,14 +213,16 @@ class IptablesBackend:
 
     def gc_masquerade(self, network: str, valid: Collection[tuple[str, str]]) -> None:
         """Go has no GC here; kanal removes chains of containers not in ``valid``."""
-        if not shutil.which("iptables"):
+        if not _which("iptables"):
             return
+        import re
+
         keep = {cid for cid, _ in valid}
         for v in (4, 6):
             out = self._ipt(v, "-t", "nat", "-S", "POSTROUTING", check=False).stdout
             stale = {
                 m.group(2)
-                for m in _COMMENT_RE.finditer(out)
+                for m in re.finditer(_COMMENT_PATTERN, out)
                 if m.group(1) == network and m.group(2) not in keep
             }
             for cid in sorted(stale):
@@ -212,7 +230,30 @@ class IptablesBackend:
 
 
 # How iptables -S prints Go's comment: "name: \"net\" id: \"cid\""
-_COMMENT_RE = re.compile(r'name: \\"([^"\\]+)\\" id: \\"([^"\\]+)\\"')
+_COMMENT_PATTERN = r'name: \\"([^"\\]+)\\" id: \\"([^"\\]+)\\"'
+
+
+def _which(name: str) -> str | None:
+    """``shutil.which(name)`` (shutil's import costs a plugin exec ~5 ms)."""
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(d or ".", name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def _variant_by_path() -> str | None:
+    """ "nft" or "legacy" from what ``iptables`` links to (Debian's alternatives point at
+    xtables-nft-multi or xtables-legacy-multi); None when that does not say."""
+    exe = _which("iptables")
+    if exe is None:
+        return None
+    target = os.path.basename(os.path.realpath(exe))
+    if target == "xtables-nft-multi":
+        return "nft"
+    if target == "xtables-legacy-multi":
+        return "legacy"
+    return None
 
 
 def _clean(stderr: str) -> str:

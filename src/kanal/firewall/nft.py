@@ -3,18 +3,21 @@
 libnftables opens its netlink socket when a context is created, so a context
 belongs to the network namespace of the thread that made it: contexts are cached
 per namespace. A context is not thread-safe; each is used under its own lock.
+The library is called through :mod:`kanal._ffi` (not ctypes, whose import alone
+costs a plugin exec ~3 ms).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import _thread
 import os
-import subprocess
-import threading
-from collections.abc import Callable
 
+from kanal._ffi import Library, c_char_p, c_int, c_uint, c_void_p
 from kanal.errors import Internal, Unavailable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["NftError", "Skeleton", "available", "run"]
 
@@ -30,39 +33,47 @@ class NftError(Internal):
         return "No such file or directory" in self.details
 
 
+def _load() -> Library:
+    try:
+        return Library("libnftables.so.1")
+    except OSError:
+        import ctypes.util  # another soname: ask the linker's cache (runs ldconfig)
+
+        name = ctypes.util.find_library("nftables")
+        if name is None:
+            raise
+        return Library(name)
+
+
 class _Lib:
     def __init__(self) -> None:
-        name = ctypes.util.find_library("nftables") or "libnftables.so.1"
-        lib = ctypes.CDLL(name, use_errno=True)
-        lib.nft_ctx_new.restype = ctypes.c_void_p
-        lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
-        for fn in ("nft_ctx_buffer_output", "nft_ctx_buffer_error"):
-            getattr(lib, fn).argtypes = [ctypes.c_void_p]
-        lib.nft_ctx_output_set_flags.argtypes = [ctypes.c_void_p, ctypes.c_uint]
-        lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-        lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
-        for fn in ("nft_ctx_get_output_buffer", "nft_ctx_get_error_buffer"):
-            getattr(lib, fn).argtypes = [ctypes.c_void_p]
-            getattr(lib, fn).restype = ctypes.c_char_p
-        self.lib = lib
+        lib = _load()
+        self.ctx_new = lib.function("nft_ctx_new", c_void_p, (c_uint,))
+        self.buffer_output = lib.function("nft_ctx_buffer_output", c_int, (c_void_p,))
+        self.buffer_error = lib.function("nft_ctx_buffer_error", c_int, (c_void_p,))
+        self.set_flags = lib.function("nft_ctx_output_set_flags", c_int, (c_void_p, c_uint))
+        self.run = lib.function("nft_run_cmd_from_buffer", c_int, (c_void_p, c_char_p))
+        self.output = lib.function("nft_ctx_get_output_buffer", c_char_p, (c_void_p,))
+        self.error = lib.function("nft_ctx_get_error_buffer", c_char_p, (c_void_p,))
 
 
 class _Ctx:
     def __init__(self, lib: _Lib) -> None:
-        self.lib = lib.lib
-        self.ctx = self.lib.nft_ctx_new(0)
+        self.lib = lib
+        self.ctx = lib.ctx_new(0)
         if not self.ctx:
             raise Unavailable("libnftables: cannot create a context")
-        self.lib.nft_ctx_buffer_output(self.ctx)
-        self.lib.nft_ctx_buffer_error(self.ctx)
-        self.lock = threading.Lock()
+        lib.buffer_output(self.ctx)
+        lib.buffer_error(self.ctx)
+        self.lock = _thread.allocate_lock()
 
     def run(self, cmds: str, json_out: bool) -> str:
+        lib = self.lib
         with self.lock:
-            self.lib.nft_ctx_output_set_flags(self.ctx, _OUTPUT_JSON if json_out else 0)
-            rc = self.lib.nft_run_cmd_from_buffer(self.ctx, cmds.encode())
-            out = (self.lib.nft_ctx_get_output_buffer(self.ctx) or b"").decode()
-            err = (self.lib.nft_ctx_get_error_buffer(self.ctx) or b"").decode()
+            lib.set_flags(self.ctx, _OUTPUT_JSON if json_out else 0)
+            rc = lib.run(self.ctx, cmds.encode())
+            out = (lib.output(self.ctx) or b"").decode()
+            err = (lib.error(self.ctx) or b"").decode()
         if rc != 0:
             raise NftError("nftables command failed", err.strip() or f"exit {rc}")
         return out
@@ -71,11 +82,11 @@ class _Ctx:
 _LIB: _Lib | None = None
 _LIB_FAILED = False
 _CTXS: dict[tuple[int, int], _Ctx] = {}
-_CTXS_LOCK = threading.Lock()
+_CTXS_LOCK = _thread.allocate_lock()
 
 
 def _netns_key() -> tuple[int, int]:
-    st = os.stat(f"/proc/self/task/{threading.get_native_id()}/ns/net")
+    st = os.stat(f"/proc/self/task/{_thread.get_native_id()}/ns/net")
     return st.st_dev, st.st_ino
 
 
@@ -104,6 +115,8 @@ def run(cmds: str, *, json_out: bool = False) -> str:
     ctx = _ctx()
     if ctx is not None:
         return ctx.run(cmds, json_out)
+    import subprocess
+
     argv = ["nft", *(["-j"] if json_out else []), "-f", "-"]
     try:
         p = subprocess.run(argv, input=cmds.encode(), capture_output=True, timeout=60)
@@ -117,14 +130,21 @@ def run(cmds: str, *, json_out: bool = False) -> str:
 _AVAILABLE: set[tuple[int, int]] = set()
 
 
+def _have_nft_binary() -> bool:
+    path = os.environ.get("PATH", os.defpath)
+    return any(os.access(os.path.join(d or ".", "nft"), os.X_OK) for d in path.split(":"))
+
+
 def available() -> bool:
-    """Whether nftables works here; a yes is remembered per namespace (~1 ms a probe)."""
+    """Whether nftables works here: libnftables (or the nft command) and a kernel that
+    answers. A yes is remembered per namespace."""
     key = _netns_key()
     if key in _AVAILABLE:
         return True
-    try:
-        run("list tables")
-    except (Unavailable, NftError):
+    # The binary first: finding it is a few stat calls, loading the library ~1 ms.
+    from kanal.firewall import nfnl
+
+    if not nfnl.kernel_answers() or not (_have_nft_binary() or _ctx() is not None):
         return False
     _AVAILABLE.add(key)
     return True
@@ -132,24 +152,75 @@ def available() -> bool:
 
 class Skeleton:
     """The fixed part of a table (sets, maps, chains, base rules): applied once per
-    namespace, and again when someone removed it (``nft flush ruleset``)."""
+    namespace, and again when someone removed it (``nft flush ruleset``).
 
-    def __init__(self, text: Callable[[], str]) -> None:
+    With ``marked`` (family, table, chain), the text's ``{marker}`` is replaced by
+    a hash of the text (put it in a comment on that chain's first rule): a process
+    that finds the marker there knows the skeleton current without applying it
+    (:meth:`current`), and can write elements over raw netlink
+    (:mod:`kanal.firewall.nfnl`) instead of loading libnftables.
+    """
+
+    def __init__(
+        self, text: Callable[[], str], *, marked: tuple[str, str, str] | None = None
+    ) -> None:
         self._text = text
+        self._marked = marked
+        self._marker = ""
         self._ready: set[tuple[int, int]] = set()
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
+
+    @property
+    def marker(self) -> str:
+        if not self._marker:
+            from kanal.firewall import nfnl
+
+            self._marker = nfnl.marker(self._text())
+        return self._marker
+
+    def text(self) -> str:
+        t = self._text()
+        return t.replace("{marker}", self.marker) if self._marked else t
 
     def ensure(self, *, force: bool = False) -> None:
         key = _netns_key()
         if key in self._ready and not force:
             return
         with self._lock:
-            run(self._text())
+            run(self.text())
             self._ready.add(key)
 
+    def current(self) -> bool:
+        """Whether the skeleton is in place in this namespace, as this version
+        writes it (applied by this process, or carrying this text's marker)."""
+        key = _netns_key()
+        if key in self._ready:
+            return True
+        if self._marked is None:
+            return False
+        from kanal.firewall import nfnl
+
+        if nfnl.has_marker(*self._marked, self.marker):
+            self._ready.add(key)
+            return True
+        return False
+
+    def forget(self) -> None:
+        """Not current any more in this namespace (something under it is gone)."""
+        self._ready.discard(_netns_key())
+
     def run(self, cmds: str) -> str:
-        """``cmds`` in one transaction, the skeleton made again first if it is gone."""
-        self.ensure()
+        """``cmds`` in one transaction, the skeleton made again first if it is gone.
+
+        The skeleton's first use in a namespace (every use, for a plugin run
+        without kanald) puts both in the same transaction: one parse, one commit.
+        """
+        key = _netns_key()
+        if key not in self._ready:
+            with self._lock:
+                out = run(self.text() + "\n" + cmds)
+                self._ready.add(key)
+            return out
         try:
             return run(cmds)
         except NftError as e:

@@ -23,38 +23,47 @@ removed by GC once no container address lies in them.
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import re
-import threading
-from collections.abc import Collection, Sequence
-from typing import Any
+import _thread
+import errno
 
+from kanal import _json
 from kanal.errors import NotFound
-from kanal.firewall import nft
+from kanal.firewall import nfnl, nft
 from kanal.firewall.intents import Masquerade, Owner, network_tag
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    from collections.abc import Collection, Sequence
+    from typing import Any
+
+    Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+    Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 __all__ = ["TABLE", "NftablesBackend"]
 
 TABLE = "kanal"
-Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
-Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_SKELETON = f"""add table inet {TABLE}
+_RULES = f"""add table inet {TABLE}
 add set inet {TABLE} masq4 {{ type ipv4_addr; }}
 add set inet {TABLE} masq6 {{ type ipv6_addr; }}
 add set inet {TABLE} skip4 {{ type ipv4_addr . ipv4_addr; flags interval; }}
 add set inet {TABLE} skip6 {{ type ipv6_addr . ipv6_addr; flags interval; }}
 add chain inet {TABLE} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}
 flush chain inet {TABLE} postrouting
-add rule inet {TABLE} postrouting ip saddr . ip daddr @skip4 return
+add rule inet {TABLE} postrouting ip saddr . ip daddr @skip4 return comment "{{marker}}"
 add rule inet {TABLE} postrouting ip6 saddr . ip6 daddr @skip6 return
 add rule inet {TABLE} postrouting ip daddr 224.0.0.0/4 return
 add rule inet {TABLE} postrouting ip6 daddr ff00::/8 return
 add rule inet {TABLE} postrouting ip saddr @masq4 masquerade
 add rule inet {TABLE} postrouting ip6 saddr @masq6 masquerade
 """
-_ELEMENT_RE = re.compile(r'elements = \{ (.*?)(?: comment "([^"]*)")? \}')
+# The first rule is marked with the skeleton's hash: a plugin process finds the
+# table current with one netlink read and adds its elements directly (kanal.firewall
+# .nfnl), without libnftables.
+_MARKER = nfnl.marker(_RULES)
+_SKELETON = _RULES.replace("{marker}", _MARKER)
+_ELEMENT_PATTERN = r'elements = \{ (.*?)(?: comment "([^"]*)")? \}'
 
 
 def _fam(ip: Addr) -> str:
@@ -68,7 +77,7 @@ class NftablesBackend:
 
     def __init__(self) -> None:
         self._ready: set[tuple[int, int]] = set()
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
 
     def available(self) -> bool:
         return nft.available()
@@ -87,6 +96,8 @@ class NftablesBackend:
         if not rules:
             return
         cmds = []
+        fresh: list[nfnl.Op] = []  # the usual case: no element of that address yet
+        retag: list[nfnl.Op] = []
         for r in rules:
             f, tag, net = _fam(r.ip), r.owner.tag, network_tag(r.owner.network)
             key = f"{r.subnet} . {r.subnet}"
@@ -96,7 +107,39 @@ class NftablesBackend:
             cmds.append(f"add element inet {TABLE} masq{f} {{ {r.ip} }}")
             cmds.append(f"delete element inet {TABLE} masq{f} {{ {r.ip} }}")
             cmds.append(f'add element inet {TABLE} masq{f} {{ {r.ip} comment "{tag}" }}')
-        self._ensure_table()
+            first, last = nfnl.prefix_range(r.subnet)
+            ip = nfnl.ip_key(r.ip)
+            skip: nfnl.Op = ("add", f"skip{f}", first + first, last + last, net)
+            fresh += [skip, ("create", f"masq{f}", ip, None, tag)]
+            retag += [
+                skip,
+                ("add", f"masq{f}", ip, None, None),
+                ("delete", f"masq{f}", ip, None, None),
+                ("add", f"masq{f}", ip, None, tag),
+            ]
+        netns = nft._netns_key()
+        if netns in self._ready or nfnl.has_marker("inet", TABLE, "postrouting", _MARKER):
+            # Packed here (no libnftables load and parse). Without a delete when the
+            # address has no element yet: a delete makes the next close of a netfilter
+            # socket (the process's exit) wait for an RCU grace period.
+            try:
+                try:
+                    nfnl.elements("inet", TABLE, fresh)
+                except nfnl.NfnlError as e:
+                    if e.errno != errno.EEXIST:
+                        raise
+                    nfnl.elements("inet", TABLE, retag)
+                self._ready.add(netns)
+                return
+            except nfnl.NfnlError:
+                self._ready.discard(netns)  # deleted under us? libnftables decides below
+        if netns not in self._ready:
+            # The table's first use in this process: skeleton and elements in one
+            # transaction, one parse and one commit rather than two.
+            with self._lock:
+                nft.run(_SKELETON + "\n".join(cmds))
+                self._ready.add(netns)
+            return
         try:
             nft.run("\n".join(cmds))
         except nft.NftError as e:
@@ -114,7 +157,7 @@ class NftablesBackend:
                 return []
             raise
         items: list[tuple[str, str]] = []
-        for obj in json.loads(out).get("nftables", []):
+        for obj in _json.loads(out).get("nftables", []):
             for el in obj.get("set", {}).get("elem", []):
                 if isinstance(el, dict) and "elem" in el:
                     val, comment = el["elem"].get("val"), el["elem"].get("comment", "")
@@ -141,6 +184,15 @@ class NftablesBackend:
         if ips is None:
             cmds = self._owned(owner.tag)
         else:
+            if nfnl.usable():
+                ops: list[nfnl.Op] = [
+                    ("delete", f"masq{_fam(ip)}", nfnl.ip_key(ip), None, None) for ip in ips
+                ]
+                try:
+                    nfnl.delete_elements("inet", TABLE, ops)
+                    return
+                except nfnl.NfnlError:
+                    pass  # libnftables says what is wrong
             cmds = [f"delete element inet {TABLE} masq{_fam(ip)} {{ {ip} }}" for ip in ips]
         self._delete(cmds)
 
@@ -190,6 +242,8 @@ class NftablesBackend:
                 )
 
     def gc_masquerade(self, network: str, valid: Collection[tuple[str, str]]) -> None:
+        import ipaddress
+
         keep = {Owner(network, cid, ifn).tag for cid, ifn in valid}
         prefix = network_tag(network)
         cmds, remaining = [], []
@@ -215,7 +269,9 @@ def get_element(set_name: str, key: str) -> tuple[str, str] | None:
         out = nft.run(f"get element inet {TABLE} {set_name} {{ {key} }}")
     except nft.NftError:
         return None  # absent (or no table): nothing of ours there
-    m = _ELEMENT_RE.search(out)
+    import re  # CHECK only
+
+    m = re.search(_ELEMENT_PATTERN, out)
     return (m.group(1), m.group(2) or "") if m else None
 
 

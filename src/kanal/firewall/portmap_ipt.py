@@ -22,20 +22,23 @@ arguments on the CNI-HOSTPORT-DNAT rule, passed as argument lists (no shell).
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
-import shlex
-import subprocess
-from collections.abc import Sequence
-
+from kanal._hash import sha512_hex
 from kanal.errors import Internal, InvalidConfig, Unavailable
 from kanal.firewall.iptables import run_iptables
-from kanal.firewall.portmap_nft import PortMapping
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    import subprocess
+    from collections.abc import Sequence
+
+    from kanal.firewall.portmap_nft import PortMapping
+
+    Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+    Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 __all__ = ["add_portmaps", "check_portmaps", "del_portmaps", "dnat_chain"]
 
-Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
-Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 TOP = "CNI-HOSTPORT-DNAT"
 SETMARK = "CNI-HOSTPORT-SETMARK"
 MASQ = "CNI-HOSTPORT-MASQ"
@@ -48,7 +51,7 @@ def _ipt(v: int, *args: str, check: bool = True) -> subprocess.CompletedProcess[
 
 def dnat_chain(network: str, container_id: str, prefix: str = "DN-") -> str:
     """Go's ``utils.MustFormatChainNameWithPrefix(net, cid, prefix)``."""
-    return ("CNI-" + prefix + hashlib.sha512((network + container_id).encode()).hexdigest())[:28]
+    return ("CNI-" + prefix + sha512_hex((network + container_id).encode()))[:28]
 
 
 def _comment(network: str, container_id: str) -> str:
@@ -105,6 +108,8 @@ def _teardown(v: int, chain: str, entry_chains: Sequence[str]) -> None:
         listing = _ipt(v, "-S", entry, check=False).stdout.splitlines()
         for line in listing[1:]:
             if line.endswith(f"-j {chain}"):
+                import shlex
+
                 parts = shlex.split(line)
                 _ipt(v, "-D", entry, *parts[2:], check=False)
     _ipt(v, "-X", chain, check=False)

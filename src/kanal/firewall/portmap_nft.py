@@ -24,16 +24,20 @@ another container already holds is refused instead of silently shadowed.
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import subprocess
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-
+from kanal import _json
+from kanal._dataclass import dataclass
 from kanal.errors import Conflict, NotFound
 from kanal.firewall import nft
 from kanal.firewall.intents import Owner, network_tag
 from kanal.firewall.nftables import TABLE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    from collections.abc import Collection, Sequence
+
+    Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+    Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 __all__ = [
     "PortMapping",
@@ -43,9 +47,6 @@ __all__ = [
     "drop_subnets",
     "gc_portmaps",
 ]
-
-Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
-Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -165,7 +166,7 @@ def add_portmaps(
                         f"{' on ' + str(m.host_ip) if m.host_ip else ''} "
                         "is already mapped by another container"
                     ) from e
-        nft.run("\n".join(c.replace("create element", "add element") for c in cmds))
+        _SKELETON.run("\n".join(c.replace("create element", "add element") for c in cmds))
 
 
 def _exists(set_name: str, key: str) -> bool:
@@ -194,7 +195,7 @@ def _owned_entries(
                 if e.enoent:
                     continue
                 raise
-            for obj in json.loads(out).get("nftables", []):
+            for obj in _json.loads(out).get("nftables", []):
                 body = obj.get("map") or obj.get("set") or {}
                 for el in body.get("elem", []):
                     key, comment = _elem(el)
@@ -296,7 +297,7 @@ def drop_subnets(network: str, subnets: Sequence[Net] | None = None) -> None:
             if e.enoent:
                 continue
             raise
-        for obj in json.loads(out).get("nftables", []):
+        for obj in _json.loads(out).get("nftables", []):
             for el in obj.get("set", {}).get("elem", []):
                 key, comment = _elem(el)
                 if comment == tag and (want is None or key in want):
@@ -313,6 +314,8 @@ def flush_udp_conntrack(mappings: Sequence[PortMapping]) -> None:
         if m.host_ip is not None:
             argv += ["--orig-dst", str(m.host_ip)]
         try:
+            import subprocess
+
             subprocess.run(argv, capture_output=True, timeout=10)
         except FileNotFoundError:
             return  # no conntrack tool: nothing to flush with

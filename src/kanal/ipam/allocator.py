@@ -13,13 +13,16 @@ knows to be taken are skipped without touching the backend.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 
 from kanal.errors import Conflict
 from kanal.ipam.ranges import RangeError, RangeSet, canonical_ip, ip_from_int
 from kanal.ipam.store import Store
 from kanal.spec.types import IPAddr, IPConfig, IPInterface
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 __all__ = ["allocate", "candidates"]
 

@@ -16,10 +16,9 @@ then ``ranges``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
 
+from kanal._dataclass import dataclass, field
 from kanal.errors import (
     Conflict,
     DecodeError,
@@ -42,12 +41,16 @@ from kanal.ipam.ranges import (
 )
 from kanal.ipam.store import Store, StoreMissing, go_trim
 from kanal.spec._wire import routes_from_go
-from kanal.spec.args import load_args
+from kanal.spec.args import load_args, validate_network_name
 from kanal.spec.gojson import STRING, Ptr, Slice, Struct, Text, decode, decode_lenient
 from kanal.spec.gotypes import ROUTE
-from kanal.spec.netconf import validate_network_name
 from kanal.spec.types import DNS, IPAddr, Result, Route, parse_cidr, parse_ip
 from kanal.spec.versions import version_ge
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 __all__ = [
     "DEFAULT_DATA_DIR",

@@ -22,13 +22,16 @@ IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) are IPv4, as Go's ``To4()`` says
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any
 
+from kanal._dataclass import dataclass
 from kanal.spec.gojson import Slice, Struct, decode
 from kanal.spec.gotypes import IP, IPNET
 from kanal.spec.types import IPAddr, IPInterface
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "RANGE",

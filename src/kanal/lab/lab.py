@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ from kanal.engine.processes import alive
 from kanal.errors import Conflict, InvalidConfig, KanalError, NotFound, Unavailable
 from kanal.lab import record, system
 from kanal.lab.impair import Impairment
+from kanal.lab.pki import USERS, Pki
 from kanal.lab.record import LabRecord, ProcEntry
 from kanal.lab.spec import (
     UNDERLAY_LEN,
@@ -78,6 +80,7 @@ class Lab:
         self.spec = rec.lab_spec()
         # processes started by this Python process, waited for when they end
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._ssl: ssl.SSLContext | None = None
 
     # ---- finding ---------------------------------------------------------------------
     @property
@@ -134,6 +137,15 @@ class Lab:
     def store_url(self) -> str:
         return self.spec.cluster_store()
 
+    @property
+    def pki(self) -> Pki:
+        """The lab's certificates and etcd users (``--etcd-tls``; see kanal.lab.pki)."""
+        return Pki(os.path.join(self.dir, "pki"))
+
+    def store_opts(self, host: str, user: str = "kanal") -> list[str]:
+        """The ``--cluster-store-opt`` values of ``host``'s kanald (none without TLS)."""
+        return self.pki.client_opts(host, user) if self.spec.tls else []
+
     def env(self, member: str) -> dict[str, str]:
         """The environment ``kanal lab exec`` gives a command on ``member``: ``kanal``
         there talks to that host's kanald."""
@@ -151,6 +163,13 @@ class Lab:
                 KANAL_SOCKET=os.path.join(d, "fp.sock"),  # installed plugins hand over
                 NETCONFPATH=os.path.join(d, "net.d"),
             )
+            if self.spec.tls:  # etcdctl there speaks to the lab's etcd as that host
+                env.update(
+                    ETCDCTL_ENDPOINTS=",".join(f"https://{e}" for e in self.spec.etcd_endpoints()),
+                    ETCDCTL_CACERT=self.pki.ca_file,
+                    ETCDCTL_CERT=self.pki.cert(member),
+                    ETCDCTL_KEY=self.pki.key(member),
+                )
             if self.spec.ovs:
                 env["KANAL_OVS_DB"] = f"unix:{os.path.join(d, 'ovs', 'db.sock')}"
                 env["OVS_RUNDIR"] = os.path.join(d, "ovs")  # ovs-vsctl finds the host's db
@@ -207,6 +226,9 @@ class Lab:
             system.check_executable(tool)
         if spec.etcd:
             system.check_executable("etcd")
+        if spec.tls:
+            system.check_executable("openssl")
+            system.check_executable("etcdctl")
         if spec.ovs:
             for tool in ("ovsdb-server", "ovs-vswitchd", "ovs-vsctl", "ovsdb-tool"):
                 system.check_executable(tool)
@@ -343,22 +365,35 @@ class Lab:
         return was
 
     # ---- etcd ------------------------------------------------------------------------
+    @property
+    def _scheme(self) -> str:
+        return "https" if self.spec.tls else "http"
+
     def etcd_argv(self, member: str, *, new: bool) -> list[str]:
-        a = addr(member)
-        cluster = ",".join(f"{e}=http://{addr(e)}:2380" for e in self.etcd_members())
+        a, s = addr(member), self._scheme
+        cluster = ",".join(f"{e}={s}://{addr(e)}:2380" for e in self.etcd_members())
         data = os.path.join(self.dir, "etcd", member, "data")
-        return [
+        argv = [
             *("etcd", "--name", member, "--data-dir", data),
-            *("--listen-client-urls", f"http://{a}:2379"),
-            *("--advertise-client-urls", f"http://{a}:2379"),
-            *("--listen-peer-urls", f"http://{a}:2380"),
-            *("--initial-advertise-peer-urls", f"http://{a}:2380"),
+            *("--listen-client-urls", f"{s}://{a}:2379"),
+            *("--advertise-client-urls", f"{s}://{a}:2379"),
+            *("--listen-peer-urls", f"{s}://{a}:2380"),
+            *("--initial-advertise-peer-urls", f"{s}://{a}:2380"),
             *("--initial-cluster", cluster),
             *("--initial-cluster-token", f"kl-{self.rec.id}"),
             *("--initial-cluster-state", "new" if new else "existing"),
             *("--heartbeat-interval", str(self.spec.etcd_heartbeat_ms)),
             *("--election-timeout", str(self.spec.etcd_election_ms)),
         ]
+        if self.spec.tls:  # HTTPS only; client and peer certificates required
+            pki = self.pki
+            crt, key, ca = pki.cert(member), pki.key(member), pki.ca_file
+            argv += [
+                *("--cert-file", crt, "--key-file", key, "--trusted-ca-file", ca),
+                *("--peer-cert-file", crt, "--peer-key-file", key, "--peer-trusted-ca-file", ca),
+                *("--client-cert-auth", "--peer-client-cert-auth"),
+            ]
+        return argv
 
     def start_etcd(self, member: str, *, new: bool = False) -> None:
         d = os.path.join(self.dir, "etcd", member)
@@ -368,18 +403,71 @@ class Lab:
         )
 
     def _start_etcd_cluster(self, say: Callable[[str], None]) -> None:
-        say(f"etcd: {self.spec.etcd} members ({', '.join(self.etcd_members())})")
+        tls = " over TLS, client certificates and users" if self.spec.tls else ""
+        say(f"etcd: {self.spec.etcd} members ({', '.join(self.etcd_members())}){tls}")
+        if self.spec.tls:
+            self.pki.make(self.rec.id, {e: addr(e) for e in self.etcd_members()}, self.hosts())
         for e in self.etcd_members():
             self.start_etcd(e, new=True)
         for e in self.etcd_members():
             self.wait_etcd(e)
+        if self.spec.tls:
+            self._enable_auth()
+
+    def etcdctl(self, *args: str, user: str = "", input: str | None = None) -> str:
+        """``etcdctl ARGS`` from e1's namespace as the lab's admin certificate (and
+        ``user``: an etcd user of the lab, logged in with its password). A loaded
+        etcd may answer "timed out": tried again, and a change that had landed the
+        first time ("already ...") counts as done."""
+        e = self.etcd_members()[0]
+        argv = ["etcdctl", "--command-timeout=30s", "--endpoints", f"{self._scheme}://"
+                f"{addr(e)}:2379"]  # fmt: skip
+        if self.spec.tls:
+            argv += self.pki.etcdctl_tls()
+        if user:
+            argv += ["--user", f"{user}:{self.pki.password(user)}"]
+        err = ""
+        for attempt in range(4):
+            p = subprocess.run(
+                system.nsenter(self.ns(e), [*argv, *args]),
+                input=input, capture_output=True, text=True, timeout=90,
+            )  # fmt: skip
+            if p.returncode == 0:
+                return p.stdout
+            err = p.stderr.strip()
+            if attempt and "already" in err:
+                return ""
+            if not any(w in err for w in ("timed out", "Unavailable", "deadline", "leader")):
+                break
+            time.sleep(1)
+        raise Unavailable(f"etcdctl {' '.join(args[:2])} failed", err[-500:])
+
+    def _enable_auth(self) -> None:
+        """etcd's users: root; kanal may read and write under the store prefix, reader
+        may only read there. Then authentication on."""
+        prefix = self.spec.store_prefix
+        for user in USERS:
+            self.etcdctl("user", "add", user, "--interactive=false", input=self.pki.password(user))
+        self.etcdctl("user", "grant-role", "root", "root")
+        for role, perm in (("kanal", "readwrite"), ("reader", "read")):
+            self.etcdctl("role", "add", role)
+            self.etcdctl("role", "grant-permission", role, "--prefix=true", perm, prefix)
+            self.etcdctl("user", "grant-role", role, role)
+        self.etcdctl("auth", "enable")
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            ctx = ssl.create_default_context(cafile=self.pki.ca_file)
+            ctx.load_cert_chain(self.pki.cert("admin"), self.pki.key("admin"))
+            self._ssl = ctx
+        return self._ssl
 
     def etcd_status(self, member: str) -> dict[str, Any] | None:
         """The member's status when it is up and knows a leader, else None."""
         try:
             code, body = system.http_in_ns(
                 self.ns(member), addr(member), 2379, "POST", "/v3/maintenance/status", {},
-                timeout=1.0,
+                timeout=1.0, tls=self._tls_context() if self.spec.tls else None,
             )  # fmt: skip
             st: dict[str, Any] = json.loads(body)
         except (Unavailable, ValueError):
@@ -426,6 +514,7 @@ class Lab:
                 *("--advertise-addr", addr(host), "--node-name", host),
                 *("--node-ttl", str(spec.node_ttl), "--cluster-grace", str(spec.grace)),
                 *("--cluster-resync", str(spec.resync)),
+                *(a for o in self.store_opts(host) for a in ("--cluster-store-opt", o)),
             ]
         return argv + list(spec.kanald_args)
 
@@ -802,6 +891,8 @@ class Lab:
             "Etcd": self.spec.etcd,
             "UnderlayMtu": self.spec.underlay_mtu,
             "Ovs": self.spec.ovs,
+            "Tls": self.spec.tls,
+            "Pki": self.pki.dir if self.spec.tls else "",
             "ClusterStore": self.store_url(),
             "Underlay": self.rec.underlay,
             "Partition": self.rec.partition,

@@ -107,6 +107,10 @@ class LabSpec:
     ``etcd_election_ms`` are etcd's own (raise them for labs with long delays).
     ``kanald=False`` makes the namespaces and etcd only (for tests that run their
     own daemons). ``kanald_args`` are added to every kanald's command line.
+    ``tls`` secures etcd (``--etcd-tls``): a PKI of the lab's own, members on HTTPS
+    with client and peer certificates required, etcd's users on, and every kanald
+    joining with ``etcds://``, its own client certificate and the user ``kanal``
+    (see :mod:`kanal.lab.pki`).
     """
 
     name: str
@@ -123,6 +127,7 @@ class LabSpec:
     store_prefix: str = "/kanal/"
     log_level: str = "info"
     kanald_args: list[str] = field(default_factory=list)
+    tls: bool = False
 
     def check(self) -> LabSpec:
         """Raises InvalidConfig for any value out of range; returns self."""
@@ -140,6 +145,10 @@ class LabSpec:
             raise InvalidConfig(f"invalid store prefix {self.store_prefix!r}: want /NAME/")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise InvalidConfig(f"invalid log level {self.log_level!r}")
+        if not isinstance(self.tls, bool):
+            raise InvalidConfig(f"invalid tls {self.tls!r}: want true or false")
+        if self.tls and not self.etcd:
+            raise InvalidConfig("--etcd-tls needs etcd members (--etcd 1 or more)")
         if self.ovs and self.hosts > 20:
             raise InvalidConfig("--ovs labs have at most 20 hosts (a userspace switch each)")
         for a in self.kanald_args:
@@ -159,7 +168,8 @@ class LabSpec:
         """The ``--cluster-store`` URL every kanald of the lab joins ('' without etcd)."""
         if not self.etcd:
             return ""
-        return "etcd://" + ",".join(self.etcd_endpoints()) + self.store_prefix
+        scheme = "etcds" if self.tls else "etcd"
+        return f"{scheme}://" + ",".join(self.etcd_endpoints()) + self.store_prefix
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

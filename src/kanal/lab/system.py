@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterable, Sequence
@@ -280,8 +281,10 @@ def http_in_ns(
     body: Any = None,
     *,
     timeout: float = 2.0,
+    tls: ssl.SSLContext | None = None,
 ) -> tuple[int, bytes]:
-    """One HTTP/1.1 request from inside namespace ``ns`` (status, body).
+    """One HTTP/1.1 request from inside namespace ``ns`` (status, body); over TLS with
+    ``tls`` (the server's certificate checked for ``host``).
     Raises Unavailable when nothing answers."""
     fd = open_netns(f"{NETNS_DIR}/{ns}")
     try:
@@ -294,6 +297,8 @@ def http_in_ns(
         f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
     ).encode() + data
     try:
+        if tls is not None:
+            s = tls.wrap_socket(s, server_hostname=host, do_handshake_on_connect=True)
         with s:
             s.settimeout(timeout)
             s.connect((host, port))

@@ -2,8 +2,13 @@
 
 The hot path writes through :mod:`kanal.netlink.batch` (pipelined, ACK-only);
 this handle is for what must read kernel state (links, addresses, routes) and for
-rarer changes (creating a bridge, VLAN entries). Every method translates
-pyroute2's ``NetlinkError`` into kanal errors: a missing link is
+rarer changes (creating a bridge, VLAN entries). Links and addresses are read,
+and the common link changes made, with kanal's own packing and decoding
+(:mod:`kanal.netlink.wire`) on a raw socket: importing pyroute2 costs more than
+a whole plugin exec may take. pyroute2's ``IPRoute`` is opened only for the rest
+(routes, VLAN entries, unusual link attributes), on first use.
+
+Every method translates kernel errors into kanal errors: a missing link is
 :class:`LinkNotFound`, "already exists" is success where the operation is
 declared idempotent (concurrent ADDs race on the same bridge: plugins#366).
 """
@@ -11,18 +16,24 @@ declared idempotent (concurrent ADDs race on the same bridge: plugins#366).
 from __future__ import annotations
 
 import errno
-import ipaddress
-import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Self
+import os
+import struct
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkDumpInterrupted, NetlinkError
-
+from kanal._dataclass import dataclass
 from kanal.errors import Conflict, Internal, KanalError, NotFound
-from kanal.netlink.ns import netns_socket
+from kanal.netlink import wire
+from kanal.netlink.ns import netns_socket, run_in_netns
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import _socket
+    import ipaddress
+    from typing import Any, Self
+
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+    Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 __all__ = ["Addr", "Link", "LinkNotFound", "Netlink", "Route", "netlink"]
 
@@ -33,9 +44,8 @@ RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
 RT_SCOPE_HOST = 254
 NETLINK_ROUTE = 0
-
-Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+AF_NETLINK = 16
+SOCK_DGRAM = 2
 
 
 class LinkNotFound(NotFound):
@@ -80,6 +90,7 @@ class Route:
 
 
 def _link_from_msg(msg: Any) -> Link:
+    """A Link from a pyroute2 message (the pyroute2 paths, VXLAN's)."""
     info = msg.get_attr("IFLA_LINKINFO")
     kind = info.get_attr("IFLA_INFO_KIND") if info is not None else ""
     return Link(
@@ -106,6 +117,19 @@ def _err(e: NetlinkError, what: str) -> KanalError:
     return Internal(what, str(e.args[1] if len(e.args) > 1 else e))
 
 
+def _errno_err(code: int, what: str) -> KanalError:
+    """The kernel's answer ``code`` (an errno) to a request, as a kanal error."""
+    if code in (errno.ENODEV, errno.ENOENT):
+        return LinkNotFound(what, os.strerror(code))
+    if code == errno.EEXIST:
+        return Conflict(what, "file exists")
+    return Internal(what, os.strerror(code))
+
+
+class _DumpInterrupted(Exception):
+    """The kernel's tables changed during a dump (NLM_F_DUMP_INTR): read it again."""
+
+
 class Netlink:
     """rtnetlink in the current namespace (``netns_fd=None``) or in ``netns_fd``.
 
@@ -113,14 +137,36 @@ class Netlink:
     """
 
     def __init__(self, netns_fd: int | None = None) -> None:
-        if netns_fd is None:
-            self._ipr = IPRoute()
-        else:
-            sock = netns_socket(netns_fd, socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)
-            self._ipr = IPRoute(use_socket=sock)
+        from kanal.netlink.batch import raw_socket
+
+        self._sock: _socket.socket = (
+            raw_socket() if netns_fd is None else run_in_netns(netns_fd, raw_socket)
+        )
+        # pyroute2 is opened on first use only, in the same namespace.
+        self._ns_fd = -1 if netns_fd is None else os.dup(netns_fd)
+        self._ipr_handle: Any = None
+        self._seq = int.from_bytes(os.urandom(3), "big")
+
+    @property
+    def _ipr(self) -> Any:
+        if self._ipr_handle is None:
+            from pyroute2 import IPRoute
+
+            if self._ns_fd < 0:
+                self._ipr_handle = IPRoute()
+            else:
+                sock = netns_socket(self._ns_fd, AF_NETLINK, SOCK_DGRAM, NETLINK_ROUTE)
+                self._ipr_handle = IPRoute(use_socket=sock)
+        return self._ipr_handle
 
     def close(self) -> None:
-        self._ipr.close()
+        self._sock.close()
+        if self._ns_fd >= 0:
+            os.close(self._ns_fd)
+            self._ns_fd = -1
+        if self._ipr_handle is not None:
+            self._ipr_handle.close()
+            self._ipr_handle = None
 
     def __enter__(self) -> Self:
         return self
@@ -128,8 +174,55 @@ class Netlink:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ---- links ------------------------------------------------------------
+    # ---- raw requests -----------------------------------------------------------
+    def _request(self, mtype: int, body: bytes, flags: int = 0) -> tuple[int, list[bytes]]:
+        """Send one request; (errno or 0, the payloads of the reply messages).
+
+        A dump (``NLM_F_DUMP``) collects every message up to NLMSG_DONE; raises
+        :class:`_DumpInterrupted` when the kernel flags the dump inconsistent.
+        """
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        seq = self._seq
+        self._sock.sendall(wire.header(body, mtype, wire.NLM_F_REQUEST | flags, seq))
+        out: list[bytes] = []
+        interrupted = False
+        while True:
+            data = self._sock.recv(1 << 16)
+            for t, f, s, payload in wire.messages(data):
+                if s != seq:
+                    continue  # a late answer to an earlier request
+                if f & wire.NLM_F_DUMP_INTR:
+                    interrupted = True
+                if t == wire.NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    return code, out
+                if t == wire.NLMSG_DONE:
+                    if interrupted:
+                        raise _DumpInterrupted
+                    return 0, out
+                out.append(payload)
+                if not f & wire.NLM_F_MULTI and not flags & wire.NLM_F_ACK:
+                    return 0, out
+
+    def _ack(self, mtype: int, body: bytes, flags: int = 0) -> int:
+        """A change, acknowledged: 0 or the errno."""
+        return self._request(mtype, body, flags | wire.NLM_F_ACK)[0]
+
+    def _rtnl_dump(self, mtype: int, body: bytes) -> list[bytes]:
+        for _ in range(5):
+            try:
+                code, out = self._request(mtype, body, wire.NLM_F_DUMP)
+            except _DumpInterrupted:
+                continue
+            if code:
+                raise Internal(f"netlink dump {mtype} failed", os.strerror(code))
+            return out
+        raise Internal(f"netlink dump {mtype} interrupted 5 times")
+
     def _dump(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """A pyroute2 dump (``get_routes``, ``get_neighbours``...), retried when interrupted."""
+        from pyroute2.netlink.exceptions import NetlinkDumpInterrupted
+
         for _ in range(5):
             try:
                 return list(getattr(self._ipr, method)(*args, **kwargs))
@@ -137,19 +230,20 @@ class Netlink:
                 continue
         raise Internal(f"netlink dump {method} interrupted 5 times")
 
+    def _get_link_payload(self, index: int, name: str, what: str) -> bytes:
+        attrs = [] if index else [wire.nla_str(wire.IFLA_IFNAME, name)]
+        code, msgs = self._request(wire.RTM_GETLINK, wire.link_msg(index, attrs=attrs))
+        if code or not msgs:
+            raise _errno_err(code or errno.ENODEV, what)
+        return msgs[0]
+
+    # ---- links ------------------------------------------------------------
     def get_link(self, name: str) -> Link:
-        try:
-            msgs = self._ipr.link("get", ifname=name)
-        except NetlinkError as e:
-            raise _err(e, f"link {name!r} not found") from e
-        return _link_from_msg(msgs[0])
+        return Link(*wire.decode_link(self._get_link_payload(0, name, f"link {name!r} not found")))
 
     def get_link_by_index(self, index: int) -> Link:
-        try:
-            msgs = self._ipr.link("get", index=index)
-        except NetlinkError as e:
-            raise _err(e, f"link index {index} not found") from e
-        return _link_from_msg(msgs[0])
+        payload = self._get_link_payload(index, "", f"link index {index} not found")
+        return Link(*wire.decode_link(payload))
 
     def find_link(self, name: str) -> Link | None:
         try:
@@ -164,7 +258,9 @@ class Netlink:
             return None
 
     def links(self) -> list[Link]:
-        return [_link_from_msg(m) for m in self._dump("get_links")]
+        return [
+            Link(*wire.decode_link(p)) for p in self._rtnl_dump(wire.RTM_GETLINK, wire.link_msg())
+        ]
 
     def ensure_bridge(
         self, name: str, *, mtu: int = 0, vlan_filtering: bool = False, mac: str = ""
@@ -173,20 +269,11 @@ class Netlink:
 
         An existing non-bridge link with that name is a Conflict.
         """
-        kw: dict[str, Any] = {"ifname": name, "kind": "bridge"}
-        if mtu:
-            kw["mtu"] = mtu
-        if vlan_filtering:
-            kw["br_vlan_filtering"] = 1
-        if mac:
-            kw["address"] = mac
-        created = True
-        try:
-            self._ipr.link("add", **kw)
-        except NetlinkError as e:
-            if e.code != errno.EEXIST:
-                raise _err(e, f"failed to create bridge {name!r}") from e
-            created = False
+        body = wire.bridge_create_msg(name, mtu=mtu, mac=mac, vlan_filtering=vlan_filtering)
+        code = self._ack(wire.RTM_NEWLINK, body, wire.NLM_F_CREATE | wire.NLM_F_EXCL)
+        if code and code != errno.EEXIST:
+            raise _errno_err(code, f"failed to create bridge {name!r}")
+        created = not code
         link = self.get_link(name)
         if link.kind != "bridge":
             raise Conflict(f"{name!r} already exists but is not a bridge")
@@ -240,11 +327,37 @@ class Netlink:
             return False
         return self.del_link(index=link.index)
 
+    # What set_link packs itself; anything else goes through pyroute2.
+    _LEAN_SET = frozenset({"state", "flags", "change", "mtu", "address", "txqlen", "master"})
+
     def set_link(self, index: int, **attrs: Any) -> None:
-        try:
-            self._ipr.link("set", index=index, **attrs)
-        except NetlinkError as e:
-            raise _err(e, f"failed to set link {index} {sorted(attrs)}") from e
+        what = f"failed to set link {index} {sorted(attrs)}"
+        if not attrs.keys() <= self._LEAN_SET or ("flags" in attrs) != ("change" in attrs):
+            try:
+                self._ipr.link("set", index=index, **attrs)
+            except Exception as e:
+                if type(e).__name__ != "NetlinkError":
+                    raise
+                raise _err(e, what) from e
+            return
+        flags = change = 0
+        if "state" in attrs:
+            change |= IFF_UP
+            flags |= IFF_UP if attrs["state"] == "up" else 0
+        if "flags" in attrs:
+            change |= int(attrs["change"])
+            flags |= int(attrs["flags"]) & int(attrs["change"])
+        raw = wire.link_attrs(
+            mac=attrs.get("address") or "",
+            mtu=int(attrs.get("mtu") or 0),
+            master=int(attrs.get("master") or 0),
+        )
+        if "txqlen" in attrs:
+            raw.append(wire.nla_u32(wire.IFLA_TXQLEN, int(attrs["txqlen"])))
+        body = wire.link_msg(index, flags=flags, change=change, attrs=raw)
+        code = self._ack(wire.RTM_SETLINK, body)
+        if code:
+            raise _errno_err(code, what)
 
     def set_up(self, index: int) -> None:
         self.set_link(index, state="up")
@@ -270,6 +383,8 @@ class Netlink:
         kw: dict[str, Any] = {"index": index, "vlan_info": info}
         if self_:
             kw["vlan_flags"] = "self"
+        from pyroute2.netlink.exceptions import NetlinkError
+
         try:
             if vid_end and vid_end > vid:
                 self._ipr.vlan_filter(
@@ -288,6 +403,8 @@ class Netlink:
         kw: dict[str, Any] = {"index": index, "vlan_info": {"vid": vid}}
         if self_:
             kw["vlan_flags"] = "self"
+        from pyroute2.netlink.exceptions import NetlinkError
+
         try:
             self._ipr.vlan_filter("del", **kw)
         except NetlinkError as e:
@@ -296,62 +413,52 @@ class Netlink:
 
     def del_link(self, name: str | None = None, *, index: int = 0) -> bool:
         """Delete a link; False if it did not exist (DEL is idempotent)."""
-        try:
-            if index:
-                self._ipr.link("del", index=index)
-            else:
-                self._ipr.link("del", ifname=name)
-        except NetlinkError as e:
-            if e.code in (errno.ENODEV, errno.ENOENT):
-                return False
-            raise _err(e, f"failed to delete link {name or index}") from e
+        body = wire.link_msg(index, attrs=wire.link_attrs(name="" if index else name or ""))
+        code = self._ack(wire.RTM_DELLINK, body)
+        if code in (errno.ENODEV, errno.ENOENT):
+            return False
+        if code:
+            raise _errno_err(code, f"failed to delete link {name or index}")
         return True
 
     # ---- addresses ----------------------------------------------------------
     def del_addr(self, index: int, iface: Interface) -> bool:
-        try:
-            self._ipr.addr(
-                "del", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen
-            )
-        except NetlinkError as e:
-            if e.code in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
-                return False
-            raise _err(e, f"failed to delete address {iface}") from e
+        fam = wire.AF_INET if iface.version == 4 else wire.AF_INET6
+        body = wire.addr_msg(fam, iface.network.prefixlen, index, iface.ip.packed)
+        code = self._ack(wire.RTM_DELADDR, body)
+        if code in (errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENOENT):
+            return False
+        if code:
+            raise _errno_err(code, f"failed to delete address {iface}")
         return True
 
     def addrs(self, index: int | None = None, family: int = 0) -> list[Addr]:
-        kw: dict[str, Any] = {}
-        if index is not None:
-            kw["index"] = index
-        if family:
-            kw["family"] = family
+        import ipaddress
+
         out = []
-        for m in self._dump("get_addr", **kw):
-            ip = m.get_attr("IFA_ADDRESS")
-            if m["family"] == socket.AF_INET:
-                ip = m.get_attr("IFA_LOCAL") or ip
-            flags = m.get_attr("IFA_FLAGS") or m["flags"]
-            out.append(Addr(m["index"], ipaddress.ip_interface(f"{ip}/{m['prefixlen']}"), flags))
+        for p in self._rtnl_dump(wire.RTM_GETADDR, wire.addr_dump_msg(family)):
+            fam, plen, idx, raw, flags = wire.decode_addr(p)
+            if index is not None and idx != index:
+                continue
+            if family and fam != family:
+                continue
+            ip = ipaddress.ip_address(raw)
+            out.append(Addr(idx, ipaddress.ip_interface(f"{ip}/{plen}"), flags))
         return out
 
-    # ---- routes -------------------------------------------------------------
     def macvlan_mode(self, index: int) -> str:
         """The mode name (bridge, private, ...) of the macvlan with ``index``."""
-        try:
-            msg = self._ipr.link("get", index=index)[0]
-        except NetlinkError as e:
-            raise _err(e, f"link index {index} not found") from e
-        info = msg.get_attr("IFLA_LINKINFO")
-        data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
-        mode = data.get_attr("IFLA_MACVLAN_MODE") if data is not None else None
-        if isinstance(mode, str):  # pyroute2 decodes it to the name already
-            return mode
+        payload = self._get_link_payload(index, "", f"link index {index} not found")
+        mode = struct.unpack("=I", wire.link_info_data(payload).get(1, b"\0\0\0\0")[:4])[0]
         names = {1: "private", 2: "vepa", 4: "bridge", 8: "passthru", 16: "source"}
-        return names.get(int(mode or 0), str(mode))
+        return names.get(mode, str(mode))
 
+    # ---- routes -------------------------------------------------------------
     def routes(
         self, *, oif: int | None = None, table: int | None = None, family: int = 0
     ) -> list[Route]:
+        import ipaddress
+
         kw: dict[str, Any] = {}
         if family:
             kw["family"] = family
@@ -365,7 +472,7 @@ class Netlink:
             if oif is not None and o != oif:
                 continue
             fam = m["family"]
-            dst = m.get_attr("RTA_DST") or ("0.0.0.0" if fam == socket.AF_INET else "::")
+            dst = m.get_attr("RTA_DST") or ("0.0.0.0" if fam == wire.AF_INET else "::")
             gw = m.get_attr("RTA_GATEWAY")
             out.append(
                 Route(
@@ -380,10 +487,6 @@ class Netlink:
         return out
 
 
-@contextmanager
-def netlink(netns_fd: int | None = None) -> Iterator[Netlink]:
-    nl = Netlink(netns_fd)
-    try:
-        yield nl
-    finally:
-        nl.close()
+def netlink(netns_fd: int | None = None) -> Netlink:
+    """A :class:`Netlink` (``with netlink() as nl:`` closes it)."""
+    return Netlink(netns_fd)

@@ -13,16 +13,18 @@ Without a daemon (a plugin run as its own process) deletion is synchronous.
 
 from __future__ import annotations
 
-import logging
 import os
-import queue
-import socket
-import threading
+from _socket import if_nametoindex
 
 from kanal.errors import KanalError
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import netns_id, run_in_netns
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import queue
+    import threading
 
 __all__ = [
     "REAP_ALIAS",
@@ -35,21 +37,25 @@ __all__ = [
 ]
 
 REAP_ALIAS = "kanal:reap"
-log = logging.getLogger("kanal.reaper")
 
 
 class Reaper:
-    """One background thread deleting links queued by DEL."""
+    """One background thread deleting links queued by DEL (kanald only: a plugin
+    process deletes synchronously and never imports what this needs)."""
 
     def __init__(self) -> None:
+        import queue
+        import threading
+
         self._q: queue.Queue[tuple[int, tuple[tuple[int, int], str]]] = queue.Queue()
         self._pending: dict[tuple[tuple[int, int], str], threading.Event] = {}
         self._lock = threading.Lock()
+        self._new_event = threading.Event
         threading.Thread(target=self._run, name="kanal-reaper", daemon=True).start()
 
     def submit(self, host_index: int, key: tuple[tuple[int, int], str]) -> None:
         with self._lock:
-            self._pending[key] = threading.Event()
+            self._pending[key] = self._new_event()
         self._q.put((host_index, key))
 
     def wait(self, key: tuple[tuple[int, int], str], timeout: float = 5.0) -> None:
@@ -59,6 +65,9 @@ class Reaper:
             ev.wait(timeout)
 
     def _run(self) -> None:
+        import logging
+
+        log = logging.getLogger("kanal.reaper")
         with raw_socket() as s:
             while True:
                 index, key = self._q.get()
@@ -104,7 +113,7 @@ def delete_container_link(netns_fd: int, netns_path: str, ifname: str) -> bool:
 
         def now() -> bool:
             try:
-                index = socket.if_nametoindex(ifname)
+                index = if_nametoindex(ifname)
             except OSError:
                 return False
             with raw_socket() as s:
@@ -117,7 +126,7 @@ def delete_container_link(netns_fd: int, netns_path: str, ifname: str) -> bool:
 
     def inert() -> tuple[int, int] | None:
         try:
-            index = socket.if_nametoindex(ifname)
+            index = if_nametoindex(ifname)
         except OSError:
             return None
         with Netlink() as nl:
@@ -154,7 +163,7 @@ def delete_host_link(name: str) -> bool:
     of the same name wait for it.
     """
     try:
-        index = socket.if_nametoindex(name)
+        index = if_nametoindex(name)
     except OSError:
         return False
     if _REAPER is None:

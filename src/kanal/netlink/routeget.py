@@ -1,17 +1,21 @@
 """``ip route get``: which link the kernel would send a packet for an address out of.
 
-One RTM_GETROUTE on a raw rtnetlink socket (stdlib only: plugins call it on their
-exec path). Runs in the calling thread's network namespace.
+One RTM_GETROUTE on a raw rtnetlink socket (stdlib only, and ``_socket`` rather than
+``socket``, whose enums cost a plugin exec ~5 ms: portmap calls it on its exec path).
+Runs in the calling thread's network namespace.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import _socket
 import os
-import socket
 import struct
 
 from kanal.netlink import wire
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
 
 __all__ = ["route_link"]
 
@@ -23,14 +27,17 @@ _NLMSG_ERROR = 2
 
 def route_link(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     """The name of the link a packet to ``ip`` leaves by; "" when there is no route."""
-    family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    family = _socket.AF_INET if ip.version == 4 else _socket.AF_INET6
     body = struct.pack("=BBBBBBBBI", family, ip.max_prefixlen, 0, 0, 0, 0, 0, 0, 0)
     body += wire.nla(wire.RTA_DST, ip.packed)
     seq = int.from_bytes(os.urandom(3), "big")
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0) as s:
+    s = _socket.socket(_socket.AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC, 0)
+    try:
         s.bind((0, 0))
         s.sendall(wire.header(body, RTM_GETROUTE, NLM_F_REQUEST, seq))
         data = s.recv(1 << 16)
+    finally:
+        s.close()
     off = 0
     while off + 16 <= len(data):
         length, mtype, _flags, rseq, _pid = struct.unpack_from("=LHHLL", data, off)
@@ -47,7 +54,7 @@ def route_link(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
                 if atype & 0x3FFF == wire.RTA_OIF:
                     (oif,) = struct.unpack_from("=I", data, pos + 4)
                     try:
-                        return socket.if_indextoname(oif)
+                        return _socket.if_indextoname(oif)
                     except OSError:
                         return ""
                 pos += (alen + 3) & ~3

@@ -1,21 +1,29 @@
-"""Hand-packed rtnetlink requests for the hot path.
+"""Hand-packed rtnetlink requests and decoded replies for the hot path.
 
 pyroute2's generic NLA machinery costs ~0.5 ms of Python per message; a bridge
-attachment sends about eight. These functions pack the same bytes with
+attachment sends about eight, and importing pyroute2 at all costs ~80 ms, more
+than a whole plugin exec may take. These functions pack the same bytes with
 ``struct`` (tests/unit/netlink/test_wire.py checks them against pyroute2's
-encoder, byte for byte). Only what the fast path sends is here; anything else
-goes through pyroute2's message classes.
+encoder, byte for byte) and decode the link and address messages the exec path
+reads (tests/netns/test_netlink.py checks them against pyroute2's decoder). Only
+what the fast path sends and reads is here; anything else goes through
+pyroute2's message classes.
 """
 
 from __future__ import annotations
 
-import socket
 import struct
-from collections.abc import Iterable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
 
 __all__ = [
     "addr_msg",
+    "decode_addr",
+    "decode_link",
     "link_msg",
+    "messages",
     "nla",
     "nla_str",
     "nla_u8",
@@ -23,6 +31,33 @@ __all__ = [
     "route_msg",
     "veth_create_msg",
 ]
+
+AF_INET = 2
+AF_INET6 = 10
+
+# linux/netlink.h
+NLMSG_ERROR = 2
+NLMSG_DONE = 3
+NLM_F_REQUEST = 0x1
+NLM_F_MULTI = 0x2
+NLM_F_ACK = 0x4
+NLM_F_DUMP_INTR = 0x10
+NLM_F_ROOT = 0x100
+NLM_F_MATCH = 0x200
+NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
+NLM_F_EXCL = 0x200
+NLM_F_CREATE = 0x400
+
+# linux/rtnetlink.h
+RTM_NEWLINK = 16
+RTM_DELLINK = 17
+RTM_GETLINK = 18
+RTM_SETLINK = 19
+RTM_NEWADDR = 20
+RTM_DELADDR = 21
+RTM_GETADDR = 22
+RTM_NEWROUTE = 24
+RTM_DELROUTE = 25
 
 # linux/if_link.h, linux/if_addr.h, linux/rtnetlink.h
 IFLA_ADDRESS = 1
@@ -114,7 +149,7 @@ def link_attrs(
 
 def no_ipv6_link_local() -> bytes:
     """IFLA_AF_SPEC { AF_INET6 { ADDR_GEN_MODE = none } }."""
-    return nla(IFLA_AF_SPEC, nla(socket.AF_INET6, nla_u8(IFLA_INET6_ADDR_GEN_MODE, 1)))
+    return nla(IFLA_AF_SPEC, nla(AF_INET6, nla_u8(IFLA_INET6_ADDR_GEN_MODE, 1)))
 
 
 def veth_create_msg(
@@ -300,3 +335,124 @@ def brport_msg(index: int, name: str, brport: dict[str, int]) -> bytes:
     )
     attrs = [] if index else [nla_str(IFLA_IFNAME, name)]
     return link_msg(index, attrs=[*attrs, info])
+
+
+IFLA_BR_VLAN_FILTERING = 7
+
+
+def bridge_create_msg(
+    name: str, *, mtu: int = 0, mac: str = "", vlan_filtering: bool = False
+) -> bytes:
+    """A bridge (down), as pyroute2's ``link("add", kind="bridge", ...)`` makes it."""
+    attrs = [nla_str(IFLA_IFNAME, name)]
+    if mac:
+        attrs.append(nla(IFLA_ADDRESS, _mac(mac)))
+    if mtu:
+        attrs.append(nla_u32(IFLA_MTU, mtu))
+    data = nla(IFLA_INFO_DATA, nla_u8(IFLA_BR_VLAN_FILTERING, 1)) if vlan_filtering else b""
+    attrs.append(nla(IFLA_LINKINFO, nla_str(IFLA_INFO_KIND, "bridge") + data))
+    return link_msg(attrs=attrs)
+
+
+# ---- decoding ---------------------------------------------------------------------
+
+IFLA_OPERSTATE = 16
+IFLA_PROMISCUITY = 30
+_OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
+
+
+def messages(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
+    """(type, flags, sequence number, payload) of each netlink message in ``data``."""
+    off, n = 0, len(data)
+    while off + 16 <= n:
+        length, mtype, flags, seq, _pid = _HDR.unpack_from(data, off)
+        if length < 16 or off + length > n:
+            return
+        yield mtype, flags, seq, data[off + 16 : off + length]
+        off += (length + 3) & ~3
+
+
+def parse_attrs(buf: bytes, off: int = 0) -> dict[int, bytes]:
+    """Attribute type -> payload (the last one of a type wins; nested flag masked)."""
+    out: dict[int, bytes] = {}
+    n = len(buf)
+    while off + 4 <= n:
+        length, kind = struct.unpack_from("=HH", buf, off)
+        if length < 4 or off + length > n:
+            break
+        out[kind & 0x3FFF] = buf[off + 4 : off + length]
+        off += (length + 3) & ~3
+    return out
+
+
+def _u32(b: bytes | None) -> int:
+    return struct.unpack("=I", b[:4])[0] if b and len(b) >= 4 else 0
+
+
+def _str(b: bytes | None) -> str:
+    return b.split(b"\0", 1)[0].decode("utf-8", "replace") if b else ""
+
+
+def mac_str(b: bytes) -> str:
+    return ":".join(f"{x:02x}" for x in b)
+
+
+def decode_link(
+    payload: bytes,
+) -> tuple[int, str, str, str, int, int, int, str, int, int, str, int]:
+    """An RTM_NEWLINK payload: the fields of :class:`kanal.netlink.handle.Link`, in order
+    (index, name, kind, mac, mtu, master, flags, alias, peer index, promiscuity,
+    operstate, txqlen)."""
+    _family, _type, index, flags, _change = _IFINFO.unpack_from(payload, 0)
+    a = parse_attrs(payload, _IFINFO.size)
+    kind = ""
+    info = a.get(IFLA_LINKINFO)
+    if info:
+        kind = _str(parse_attrs(info).get(IFLA_INFO_KIND))
+    op = a.get(IFLA_OPERSTATE)
+    operstate = ""
+    if op:
+        operstate = _OPERSTATES[op[0]] if op[0] < len(_OPERSTATES) else str(op[0])
+    address = a.get(IFLA_ADDRESS)
+    return (
+        index,
+        _str(a.get(IFLA_IFNAME)),
+        kind,
+        mac_str(address) if address else "",
+        _u32(a.get(IFLA_MTU)),
+        _u32(a.get(IFLA_MASTER)),
+        flags,
+        _str(a.get(IFLA_IFALIAS)),
+        _u32(a.get(IFLA_LINK)),
+        _u32(a.get(IFLA_PROMISCUITY)),
+        operstate,
+        _u32(a.get(IFLA_TXQLEN)),
+    )
+
+
+def link_info_data(payload: bytes) -> dict[int, bytes]:
+    """The IFLA_INFO_DATA attributes of an RTM_NEWLINK payload (kind-specific)."""
+    info = parse_attrs(payload, _IFINFO.size).get(IFLA_LINKINFO)
+    data = parse_attrs(info).get(IFLA_INFO_DATA) if info else None
+    return parse_attrs(data) if data else {}
+
+
+def addr_dump_msg(family: int = 0) -> bytes:
+    """The body of an RTM_GETADDR dump request (every address of ``family``, 0: all)."""
+    return _IFADDR.pack(family, 0, 0, 0, 0)
+
+
+def decode_addr(payload: bytes) -> tuple[int, int, int, bytes, int]:
+    """An RTM_NEWADDR payload: (family, prefixlen, index, address bytes, flags).
+
+    The address is IFA_LOCAL for IPv4 (a peer address may be in IFA_ADDRESS),
+    IFA_ADDRESS otherwise; the flags are IFA_FLAGS when present (all 32 bits).
+    """
+    family, prefixlen, flags, _scope, index = _IFADDR.unpack_from(payload, 0)
+    a = parse_attrs(payload, _IFADDR.size)
+    addr = a.get(IFA_ADDRESS, b"")
+    if family == AF_INET:
+        addr = a.get(IFA_LOCAL) or addr
+    if IFA_FLAGS in a:
+        flags = _u32(a[IFA_FLAGS]) or flags
+    return family, prefixlen, index, addr, flags

@@ -11,21 +11,27 @@ config or its capabilities still tears down what the other plugins of the chain 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
 from kanal.errors import InvalidConfig
 from kanal.spec import gojson
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
     from kanal.skel.cmdargs import CmdArgs
     from kanal.spec.types import DNS, Result
 
-_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
-
 # runtimeConfig / args.cni struct carrying only a MAC (bridge, macvlan, tap, ...).
 MAC_ONLY = gojson.Struct("", [("mac", gojson.STRING)], pkg="")
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _mac_ok(mac: str) -> bool:
+    """``re.match(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\\Z", mac)``, by hand (importing re
+    costs a plugin exec ~4 ms)."""
+    return len(mac) == 17 and all(c == ":" if i % 3 == 2 else c in _HEX for i, c in enumerate(mac))
 
 
 def load(
@@ -50,7 +56,7 @@ def load(
 
 def valid_mac(mac: str) -> str:
     """Normalise a MAC (lower case) or raise InvalidConfig."""
-    if not _MAC_RE.match(mac):
+    if not _mac_ok(mac):
         raise InvalidConfig(f"invalid MAC address {mac!r}")
     return mac.lower()
 

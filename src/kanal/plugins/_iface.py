@@ -6,24 +6,29 @@ see :func:`kanal.netlink.ns.run_in_netns`) with a :class:`Netlink` opened there.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
-from typing import TypeVar
+from _socket import if_nametoindex
 
 from kanal.errors import Internal, KanalError, NotFound
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import open_netns, run_in_netns
 from kanal.netlink.sysctl import read_sysctl, write_sysctl
-from kanal.skel.cmdargs import CmdArgs
-from kanal.spec.types import Interface, Result
 
-T = TypeVar("T")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    from collections.abc import Callable
+    from contextlib import ExitStack
+    from typing import TypeVar
+
+    from kanal.skel.cmdargs import CmdArgs
+    from kanal.spec.types import Interface, Result
+
+    T = TypeVar("T")
+    Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
 IFA_F_TENTATIVE = 0x40
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def in_container(netns: str, fn: Callable[[Netlink], T]) -> T:
@@ -104,12 +109,10 @@ def configure_iface(batch: Batch, ifname: str, result: Result, *, nodad: bool = 
     (the 1-2 s wait users complained about: plugins#680). Runs in the container
     namespace; everything goes to the kernel in one batch. Returns the ifindex.
     """
-    import socket
-
     if not result.interfaces:
         raise Internal("no interfaces to configure")
     try:
-        index = socket.if_nametoindex(ifname)
+        index = if_nametoindex(ifname)
     except OSError as e:
         raise NotFound(f"failed to lookup {ifname!r}", str(e)) from e
     v4gw: Address | None = None
@@ -329,7 +332,7 @@ def add_addresses(
     if not ipam_type:
 
         def up(b: Batch) -> None:
-            b.set_link(index=socket.if_nametoindex(args.ifname), up=True)
+            b.set_link(index=if_nametoindex(args.ifname), up=True)
             b.commit()
 
         in_container_fd(netns_fd, up)

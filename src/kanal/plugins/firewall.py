@@ -20,22 +20,24 @@ are no longer valid. Versions 0.4.0 and later, as Go.
 
 from __future__ import annotations
 
-import ipaddress
-from dataclasses import dataclass, field
-from typing import Any
-
+from kanal._dataclass import dataclass, field
 from kanal.errors import InvalidConfig, KanalError, Unavailable
 from kanal.firewall.intents import Owner
 from kanal.plugins import _conf as c
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
 from kanal.spec import gotypes
-from kanal.spec.gojson import STRING
+from kanal.spec.gojson import STRING, decode_lenient
 from kanal.spec.types import Result
 from kanal.spec.versions import ALL_VERSIONS, version_ge
 
-__all__ = ["PLUGIN", "main"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import ipaddress
+    from typing import Any
 
-Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+    Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+__all__ = ["PLUGIN", "main"]
 POLICIES = ("", "open", "same-bridge", "isolated")
 
 
@@ -60,14 +62,19 @@ NETCONF = gotypes.NETCONF.extend(
 
 
 def load_conf(args: CmdArgs, *, lenient: bool = False) -> FirewallConf:
-    """The config, checked; ``lenient`` (DEL): no checks, an unusable backend is ""
-    (DEL then removes the attachment's entries from both backends)."""
-    conf = c.load(NETCONF, args, lenient=lenient)
-    backend = conf["backend"]
+    """The config, checked; ``lenient`` (DEL): no checks. There a config that decodes
+    without a backend gets the one ADD chose; an unusable backend (or a config that
+    does not decode) is "": DEL then removes the attachment's entries from both."""
     if lenient:
-        if backend not in ("iptables", "nftables"):
+        conf, err = decode_lenient(NETCONF, args.conf)
+        backend = conf["backend"]
+        if backend == "" and err is None:
+            backend = _default_backend()
+        elif backend not in ("iptables", "nftables"):
             backend = ""
         return FirewallConf(conf["name"], backend, "CNI-ADMIN", "open", conf)
+    conf = c.load(NETCONF, args)
+    backend = conf["backend"]
     if backend == "firewalld":
         raise InvalidConfig(
             'the firewalld backend is not supported by kanal: use "iptables" or "nftables"'
@@ -81,11 +88,14 @@ def load_conf(args: CmdArgs, *, lenient: bool = False) -> FirewallConf:
 
     admin = check_admin_chain(conf["iptablesAdminChainName"] or "CNI-ADMIN")
     # firewalldZone is accepted for compatibility; there is no firewalld here.
-    if not backend:
-        from kanal.firewall import nft
+    return FirewallConf(conf["name"], backend or _default_backend(), admin, policy or "open", conf)
 
-        backend = "nftables" if nft.available() else "iptables"
-    return FirewallConf(conf["name"], backend, admin, policy or "open", conf)
+
+def _default_backend() -> str:
+    """No backend configured: nftables where the kernel has it, else iptables."""
+    from kanal.firewall import nft
+
+    return "nftables" if nft.available() else "iptables"
 
 
 def _prev(f: FirewallConf, args: CmdArgs) -> Result | None:

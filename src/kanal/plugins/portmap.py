@@ -20,9 +20,8 @@ from both backends, whatever the config says now.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
-from typing import Any
 
+from kanal._dataclass import dataclass, field
 from kanal.errors import InvalidConfig, KanalError
 from kanal.firewall import Owner
 from kanal.firewall.portmap_nft import (
@@ -41,9 +40,13 @@ from kanal.spec.gojson import BOOL, INT, STRING, Ptr, Slice, Struct
 from kanal.spec.types import Result
 from kanal.spec.versions import ALL_VERSIONS
 
-__all__ = ["PLUGIN", "main"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+    Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+__all__ = ["PLUGIN", "main"]
 
 
 @dataclass

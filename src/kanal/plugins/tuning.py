@@ -12,22 +12,26 @@ environment.
 
 from __future__ import annotations
 
-import json
 import os
-import re
-from dataclasses import dataclass, field
-from typing import Any
 
+from kanal import _json
+from kanal._dataclass import dataclass, field
 from kanal.errors import Internal, InvalidConfig, KanalError
-from kanal.netlink.handle import Netlink
 from kanal.netlink.ns import NetnsNotFound
 from kanal.plugins import _conf as c
 from kanal.plugins._iface import in_container
-from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+from kanal.skel.cmdargs import PluginFuncs
 from kanal.spec import gotypes
 from kanal.spec.gojson import BOOL, INT, STRING, Map, Ptr, Struct, decode_lenient
-from kanal.spec.types import Result
 from kanal.spec.versions import ALL_VERSIONS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from kanal.netlink.handle import Netlink
+    from kanal.skel.cmdargs import CmdArgs
+    from kanal.spec.types import Result
 
 __all__ = ["PLUGIN", "main"]
 
@@ -163,6 +167,8 @@ def _check_allowlist(t: TuningConf, args: CmdArgs) -> None:
             allowed = [line.strip() for line in f if line.strip()]
     except FileNotFoundError:
         return
+    import re  # only with an allowlist: its import costs a plugin exec ~4 ms
+
     for key in t.sysctl:
         try:
             ok = any(re.search(rx, key) for rx in allowed)
@@ -184,7 +190,7 @@ def _write_backup(path: str, data: dict[str, Any]) -> None:
     tmp = f"{path}.tmp.{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(data, indent=1))
+        f.write(_json.dumps(data, indent=1))
     os.replace(tmp, path)
 
 
@@ -307,7 +313,7 @@ def cmd_del(args: CmdArgs) -> None:
     backup = _backup_path(t, args)
     try:
         with open(backup) as f:
-            saved = json.load(f)
+            saved = _json.loads(f.read())
     except (OSError, ValueError):
         saved = None
     if isinstance(saved, dict) and args.netns:

@@ -10,12 +10,18 @@ any :class:`kanal.errors.KanalError` to the CNI error object.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
+from kanal._dataclass import dataclass, field
+
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
     from kanal.spec.types import Result
+
+    AddFunc = Callable[["CmdArgs"], Result]
+    VoidFunc = Callable[["CmdArgs"], None]
 
 __all__ = ["CmdArgs", "PluginFuncs"]
 
@@ -56,10 +62,6 @@ class CmdArgs:
     def netns_path(self) -> str:
         """CNI_NETNS resolved against the runtime's working directory."""
         return self.abspath(self.netns)
-
-
-AddFunc = Callable[[CmdArgs], "Result"]
-VoidFunc = Callable[[CmdArgs], None]
 
 
 @dataclass(frozen=True)

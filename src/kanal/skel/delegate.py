@@ -7,13 +7,12 @@ output, no interpreter start. Anything else is executed as a runtime would.
 
 from __future__ import annotations
 
-import io
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from kanal.errors import KanalError, NotFound
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kanal.skel.cmdargs import CmdArgs
     from kanal.spec.types import Result
@@ -83,14 +82,17 @@ def delegate(command: str, plugin_type: str, args: CmdArgs) -> Result | None:
 
 
 def _run_in_process(name: str, env: dict[str, str], stdin: bytes, cwd: str) -> bytes:
+    import io
+
     from kanal.plugins.registry import load_plugin
     from kanal.skel.dispatcher import Dispatcher
-    from kanal.spec.error import error_from_wire
 
     out = io.StringIO()
     code = Dispatcher(env, io.BytesIO(stdin), out, sys.stderr, cwd).run(load_plugin(name))
     data = out.getvalue().encode()
     if code != 0:
+        from kanal.spec.error import error_from_wire
+
         err: KanalError = error_from_wire(data)
         raise err
     return data

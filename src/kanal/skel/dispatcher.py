@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
-from collections.abc import Mapping
-from typing import IO, Any
 
 from kanal.errors import DecodeError, IncompatibleVersion, InvalidEnv, IOFailure, KanalError
 from kanal.skel.cmdargs import CmdArgs, PluginFuncs
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import IO, Any
 
 __all__ = ["Dispatcher", "plugin_main"]
 
@@ -55,6 +57,8 @@ class Dispatcher:
         except KanalError as e:
             err = e
         except Exception as e:  # any bug becomes code 999, never a traceback on stdout
+            import traceback
+
             self.stderr.write(traceback.format_exc())
             err = KanalError(str(e) or type(e).__name__)
         self._print_error(err, version)
@@ -117,6 +121,8 @@ class Dispatcher:
         except KanalError as e:
             raise _VersionKnown(version, e) from e
         except Exception as e:
+            import traceback
+
             self.stderr.write(traceback.format_exc())
             raise _VersionKnown(version, KanalError(str(e) or type(e).__name__)) from e
         return 0
@@ -176,8 +182,8 @@ def _validate_name(conf: Mapping[str, Any]) -> None:
         DecodeError: (code 6) ``name`` is not a string.
         InvalidConfig: (code 7) missing or invalid name.
     """
+    from kanal.spec.args import validate_network_name
     from kanal.spec.gojson import STRING, Struct, decode
-    from kanal.spec.netconf import validate_network_name
 
     spec = Struct("", [("name", STRING)], pkg="")
     name = decode(spec, conf, "error unmarshall network config", error=DecodeError)["name"]

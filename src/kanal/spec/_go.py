@@ -9,12 +9,13 @@
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterable
-from typing import Any
-
+from kanal import _json
 from kanal.spec.gojson import MAX_JSON_BYTES, loads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
 
 __all__ = ["MAX_JSON_BYTES", "loads", "marshal", "quote", "quote_list", "type_name"]
 
@@ -62,15 +63,15 @@ def quote_list(items: Iterable[str]) -> str:
     return "[" + " ".join(quote(i) for i in items) + "]"
 
 
-_GO_ESCAPES = {
-    "<": "\\u003c",
-    ">": "\\u003e",
-    "&": "\\u0026",
-    "\u2028": "\\u2028",
-    "\u2029": "\\u2029",
-}
-_GO_ESCAPE_RE = re.compile("[<>&\u2028\u2029]")
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_GO_ESCAPES = str.maketrans(
+    {
+        "<": "\\u003c",
+        ">": "\\u003e",
+        "&": "\\u0026",
+        "\u2028": "\\u2028",
+        "\u2029": "\\u2029",
+    }
+)
 
 
 def marshal(obj: Any, *, indent: int | None = None, sort_keys: bool = False) -> bytes:
@@ -79,7 +80,7 @@ def marshal(obj: Any, *, indent: int | None = None, sort_keys: bool = False) -> 
     Key order is the dict's own order unless ``sort_keys`` (Go sorts map keys).
     """
     separators = (",", ": ") if indent is not None else (",", ":")
-    text = json.dumps(
+    text = _json.dumps(
         obj,
         ensure_ascii=False,
         indent=indent,
@@ -88,9 +89,11 @@ def marshal(obj: Any, *, indent: int | None = None, sort_keys: bool = False) -> 
         allow_nan=False,
     )
     # Only string contents can hold these characters, so a textual pass is safe.
-    text = _GO_ESCAPE_RE.sub(lambda m: _GO_ESCAPES[m.group()], text)
-    text = _SURROGATE_RE.sub("\ufffd", text)
-    return text.encode("utf-8")
+    text = text.translate(_GO_ESCAPES)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: Go writes U+FFFD for each
+        return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in text).encode()
 
 
 def type_name(value: Any) -> str:

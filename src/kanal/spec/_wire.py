@@ -10,13 +10,16 @@ print "<nil>").
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from kanal.errors import DecodeError
 from kanal.spec import gojson
 from kanal.spec.types import DNS, IPInterface, Route
 
 ERR = "failed to decode CNI result"
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def decode(spec: gojson.Spec, data: Mapping[str, Any], *, via_map: bool) -> dict[str, Any]:

@@ -22,8 +22,7 @@ Lossy steps (cni.md §1.5):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping
 
 from kanal.errors import DecodeError, IncompatibleVersion, Internal
 from kanal.spec import _wire, gojson, result_020, result_040, result_100
@@ -32,6 +31,11 @@ from kanal.spec.result_020 import IPConfig020, Result020
 from kanal.spec.result_040 import Interface040, IPConfig040, Result040
 from kanal.spec.types import Interface, IPConfig, Result, Route
 from kanal.spec.versions import CURRENT
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any, TypeVar
 
 __all__ = [
     "WireResult",
@@ -46,8 +50,9 @@ __all__ = [
 ]
 
 WireResult = Result020 | Result040 | Result
-ConvertFn = Callable[[Any, str], WireResult]
-F = TypeVar("F", bound=ConvertFn)
+if TYPE_CHECKING:
+    ConvertFn = Callable[[Any, str], WireResult]
+    F = TypeVar("F", bound=ConvertFn)
 
 _CONVERTERS: dict[tuple[str, str], ConvertFn] = {}
 

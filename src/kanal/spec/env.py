@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-
+from kanal._dataclass import dataclass
 from kanal.errors import InvalidEnv
 from kanal.spec.args import validate_container_id, validate_ifname
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 __all__ = ["COMMANDS", "CmdEnv", "parse_env", "required_vars"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from kanal.errors import (
     DecodeError,
@@ -20,6 +19,10 @@ from kanal.errors import (
     UnsupportedField,
 )
 from kanal.spec._go import loads, quote
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["error_from_wire", "error_to_wire"]
 

@@ -32,17 +32,26 @@ collapsed, keys applied in sorted order, integral floats accepted as integers).
 
 Decoded structs are plain dicts keyed by the fields' JSON names, every field present
 (its zero value when absent: False, 0, "", None for pointers, slices and maps), so
-consumers index them directly. Stdlib only: plugin processes import this.
+consumers index them directly. Stdlib only, and lean: every plugin exec imports this,
+so it imports neither ``json`` nor ``re`` (the C scanner is driven through
+:mod:`kanal._json`; json comes in only to word an error) nor ``typing``.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
+from kanal import _json
 from kanal.errors import DecodeError, InvalidConfig, KanalError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Any
+
+    _Dict = dict[str, Any]
+else:
+    _Dict = dict
 
 __all__ = [
     "ANY",
@@ -81,7 +90,7 @@ __all__ = [
 MAX_JSON_BYTES = 1 << 20
 
 
-class GoObject(dict[str, Any]):
+class GoObject(_Dict):
     """A decoded JSON object: a dict (each exact key's last value, like Go's
     ``map[string]interface{}``) that also keeps every member in document order."""
 
@@ -110,11 +119,6 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"invalid JSON value {name}")
 
 
-_DECODER = json.JSONDecoder(
-    object_pairs_hook=GoObject, parse_float=_number, parse_constant=_reject_constant
-)
-
-
 def loads(data: bytes | str, what: str = "JSON", limit: int = MAX_JSON_BYTES) -> Any:
     """Decode JSON as Go accepts it; objects are :class:`GoObject`.
 
@@ -130,7 +134,9 @@ def loads(data: bytes | str, what: str = "JSON", limit: int = MAX_JSON_BYTES) ->
             # Go's decoder replaces invalid UTF-8 inside strings; outside them such
             # bytes are a syntax error either way.
             data = bytes(data).decode("utf-8", "replace")
-        return _DECODER.decode(data)
+        return _json.decode(
+            data, object_pairs_hook=GoObject, parse_float=_number, parse_constant=_reject_constant
+        )
     except (ValueError, RecursionError) as e:
         raise DecodeError(what, str(e) or type(e).__name__) from e
 
@@ -172,7 +178,16 @@ def _literal(v: int | float) -> str:
     return repr(v) if isinstance(v, float) else str(v)
 
 
-_SURROGATES = re.compile("[\ud800-\udfff]")
+def _valid_utf16(s: str) -> str:
+    """``s`` with each lone surrogate (from a ``\\ud800`` escape) replaced by U+FFFD, as
+    Go decodes; by hand, not with ``re``."""
+    if s.isascii():
+        return s
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in s)
+    return s
 
 
 class _Decoder:
@@ -262,7 +277,7 @@ class Str(Spec):
 
     def decode(self, d: _Decoder, v: Any, cur: Any) -> Any:
         if isinstance(v, str):
-            return _SURROGATES.sub("\ufffd", v) if _SURROGATES.search(v) else v
+            return _valid_utf16(v)
         d.type_error(_kind(v), self)
         return cur
 

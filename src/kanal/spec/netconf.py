@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
+from kanal._dataclass import dataclass, field
 from kanal.errors import DecodeError, InvalidConfig, KanalError
 from kanal.spec import gojson, gotypes
 from kanal.spec._go import MAX_JSON_BYTES, loads, marshal, type_name
-from kanal.spec.args import CONTAINER_ID_RE
+from kanal.spec.args import CONTAINER_ID_RE, validate_network_name
 from kanal.spec.versions import CURRENT, parse_version, version_gt
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "MAX_CONFIG_BYTES",
@@ -43,19 +46,6 @@ NAME_RE = CONTAINER_ID_RE
 
 _LIST_ERR = "error parsing configuration list"
 _CONF_ERR = "error parsing configuration"
-
-
-def validate_network_name(name: str) -> None:
-    """Check a network name (Go ``utils.ValidateNetworkName`` / skel).
-
-    Raises:
-        InvalidConfig: "missing network name" or "invalid characters found in
-            network name" (details: the name).
-    """
-    if name == "":
-        raise InvalidConfig("missing network name")
-    if not NAME_RE.match(name):
-        raise InvalidConfig("invalid characters found in network name", name)
 
 
 @dataclass(frozen=True, slots=True)

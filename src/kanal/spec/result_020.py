@@ -14,12 +14,14 @@ as ``{}`` (Go's ``omitempty`` has no effect on a struct).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-
+from kanal._dataclass import dataclass, field
 from kanal.spec import _wire
 from kanal.spec.types import DNS, IPAddr, IPInterface, Route
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 __all__ = ["VERSIONS", "IPConfig020", "Result020", "from_wire", "to_wire"]
 

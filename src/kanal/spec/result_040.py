@@ -17,12 +17,14 @@ Interfaces have no 1.1.0 fields here, but routes are Go's shared ``types.Route``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-
+from kanal._dataclass import dataclass, field
 from kanal.spec import _wire
 from kanal.spec.types import DNS, IPAddr, IPInterface, Route
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 __all__ = ["VERSIONS", "IPConfig040", "Interface040", "Result040", "from_wire", "to_wire"]
 

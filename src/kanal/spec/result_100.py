@@ -20,11 +20,13 @@ equivalent JSON and what 1.0-era Go printed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from kanal.spec import _wire
 from kanal.spec.types import Interface, IPConfig, Result
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 __all__ = ["VERSIONS", "from_wire", "to_wire"]
 

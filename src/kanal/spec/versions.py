@@ -6,12 +6,13 @@ Go reference: ``pkg/version`` (``plugin.go``, ``reconcile.go``, ``version.go``) 
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
-from typing import Any
-
 from kanal.errors import DecodeError, IncompatibleVersion, KanalError
 from kanal.spec._go import loads, quote, quote_list
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any
 
 __all__ = [
     "ALL_VERSIONS",
@@ -29,8 +30,15 @@ __all__ = [
 ALL_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 CURRENT = "1.1.0"
 
-# strconv.Atoi: optional sign, ASCII digits only.
-_ATOI_RE = re.compile(r"\A[+-]?[0-9]+\Z")
+_DIGITS = frozenset("0123456789")
+
+
+def _atoi_ok(part: str) -> bool:
+    """strconv.Atoi's syntax, ``\\A[+-]?[0-9]+\\Z``: optional sign, ASCII digits only."""
+    digits = part[1:] if part[:1] in ("+", "-") else part
+    return bool(digits) and all(c in _DIGITS for c in digits)
+
+
 _PART_NAMES = ("major", "minor", "micro")
 
 
@@ -50,7 +58,7 @@ def parse_version(v: str) -> tuple[int, int, int]:
         raise DecodeError(f"invalid version {quote(v)}: too many parts")
     nums = [0, 0, 0]
     for i, part in enumerate(parts):
-        if not _ATOI_RE.match(part):
+        if not _atoi_ok(part):
             raise DecodeError(
                 f"failed to convert {_PART_NAMES[i]} version part {quote(part)}: "
                 f"strconv.Atoi: parsing {quote(part)}: invalid syntax"

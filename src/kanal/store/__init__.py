@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from kanal.errors import Conflict, InvalidConfig
+from kanal.errors import Conflict, InvalidConfig, Unavailable
 
 __all__ = [
     "Delete",
@@ -28,6 +28,7 @@ __all__ = [
     "Put",
     "Store",
     "StoreConflict",
+    "StoreRefused",
     "open_store",
 ]
 
@@ -58,6 +59,14 @@ class Delete:
 
 class StoreConflict(Conflict):
     """A conditional write lost: the entry changed (or appeared) since it was read."""
+
+
+class StoreRefused(Unavailable):
+    """The store answered but refuses us: a TLS or authentication problem (an untrusted
+    certificate, a refused client certificate, a wrong password, a user without
+    permission). A configuration problem, not an outage: waiting does not fix it,
+    new certificates or credentials do. Still an Unavailable, so every path that
+    copes with an unreachable store copes with this one."""
 
 
 class Store(Protocol):
@@ -118,7 +127,9 @@ def check_key(key: str) -> str:
 
 def open_store(url: str) -> Store:
     """A store from a URL: ``sqlite:///path/to/db``, ``sqlite://:memory:``, ``memory://``,
-    ``etcd://host:port[,host:port...][/prefix]``.
+    ``etcd://host:port[,host:port...][/prefix]`` (also ``etcds://``: TLS against the
+    system's CAs; client certificates and users need ``opts``, see
+    :func:`kanal.store.etcd.open_etcd`).
 
     Raises:
         InvalidConfig: an unknown scheme or a malformed URL.
@@ -137,9 +148,8 @@ def open_store(url: str) -> Store:
         if not rest:
             raise InvalidConfig(f"invalid store URL {url!r}: no path")
         return SqliteStore(rest)
-    if scheme == "etcd":
-        from kanal.store.etcd import EtcdStore, parse_etcd_url
+    if scheme in ("etcd", "etcds"):
+        from kanal.store.etcd import open_etcd
 
-        endpoints, prefix = parse_etcd_url(rest)
-        return EtcdStore(endpoints, prefix)
-    raise InvalidConfig(f"unknown store backend {scheme!r} (known: sqlite, etcd, memory)")
+        return open_etcd(url)
+    raise InvalidConfig(f"unknown store backend {scheme!r} (known: sqlite, etcd, etcds, memory)")

@@ -11,7 +11,12 @@ instead of answering from stale state (multihost.md §1.5).
 
 URL: ``etcd://host:port[,host:port...][/prefix]`` — every key is stored under
 ``prefix`` (default ``/kanal/``), so several kanal clusters (or tests) can share
-one etcd.
+one etcd. ``etcds://`` is the same over TLS; certificates and etcd users are
+options (:func:`open_etcd`). Every connection — requests, leases, transactions,
+watch streams, probes — comes from one :class:`~kanal.store.etcdconn.Connector`,
+which holds those settings, re-reads rotated certificates and keeps the
+authentication tokens; refusals (TLS, user, permission) raise
+:class:`~kanal.store.StoreRefused`, one line each, and are not retried as outages.
 
 Beyond the :class:`~kanal.store.Store` contract, the cluster layer uses:
 
@@ -48,6 +53,7 @@ import http.client
 import json
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -55,7 +61,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kanal.errors import InvalidConfig, NotFound, Unavailable
-from kanal.store import Delete, Entry, Put, StoreConflict, check_key
+from kanal.store import Delete, Entry, Put, StoreConflict, StoreRefused, check_key
+from kanal.store.etcdconn import (
+    GATEWAY_REFUSES_CN,
+    Connector,
+    EtcdSettings,
+    explain_tls_error,
+)
 
 __all__ = [
     "Cmp",
@@ -67,10 +79,10 @@ __all__ = [
     "TxnResult",
     "WatchBatch",
     "WatchEvent",
+    "open_etcd",
     "parse_etcd_url",
 ]
 
-_HEADERS = {"Content-Type": "application/json", "Grpc-Metadata-hasleader": "true"}
 # gRPC codes the gateway passes through: 4 deadline exceeded, 14 unavailable
 # (no leader, leader changed, request timed out) — worth another member or round.
 _RETRY_GRPC = (4, 14)
@@ -93,6 +105,21 @@ def _prefix_end(prefix: bytes) -> bytes:
             return bytes(p)
         p.pop()
     return b"\0"  # every key
+
+
+def open_etcd(url: str, opts: Sequence[str] = (), *, timeout: float = 5.0) -> EtcdStore:
+    """An EtcdStore from ``etcd://`` (or ``http://``), ``etcds://`` (or ``https://``)
+    ``host:port[,host:port...][/prefix]`` and ``--cluster-store-opt`` values
+    (``kv.cacertfile=...``; see :mod:`kanal.store.etcdconn`).
+
+    Raises InvalidConfig: a malformed URL or option, unusable certificate files.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise InvalidConfig(f"invalid cluster store {url!r}: want etcds://host:port[,...]")
+    settings = EtcdSettings.from_url(scheme, opts)
+    endpoints, prefix = parse_etcd_url(rest)
+    return EtcdStore(endpoints, prefix, timeout=timeout, connector=Connector(settings))
 
 
 def parse_etcd_url(rest: str) -> tuple[list[tuple[str, int]], str]:
@@ -204,6 +231,7 @@ class EtcdStore:
         prefix: str = "/kanal/",
         timeout: float = 5.0,
         attempt_timeout: float = 2.0,
+        connector: Connector | None = None,
     ) -> None:
         if not endpoints:
             raise InvalidConfig("no etcd endpoints")
@@ -211,6 +239,8 @@ class EtcdStore:
         self.prefix = prefix
         self.timeout = timeout
         self.attempt_timeout = attempt_timeout
+        #: the one source of connections and headers (TLS, client certificate, user)
+        self.connector = connector or Connector()
         self._local = threading.local()
         self._preferred = 0
 
@@ -220,8 +250,7 @@ class EtcdStore:
         conns: dict[int, http.client.HTTPConnection] = self._local.__dict__.setdefault("c", {})
         c = conns.get(i)
         if c is None:
-            host, port = self.endpoints[i]
-            c = conns[i] = http.client.HTTPConnection(host, port, timeout=timeout)
+            c = conns[i] = self.connector.http(self.endpoints[i], timeout)
         c.timeout = timeout
         if c.sock is not None:
             c.sock.settimeout(timeout)
@@ -232,12 +261,18 @@ class EtcdStore:
         if c is not None:
             c.close()
 
+    def _where(self, i: int) -> str:
+        host, port = self.endpoints[i]
+        return f"{host}:{port}"
+
     def call(
         self, path: str, body: dict[str, Any], *, timeout: float | None = None
     ) -> dict[str, Any]:
         """POST one gateway request within the deadline, failing over between endpoints.
 
-        Raises Unavailable (no member could serve it in time), LeaseNotFound.
+        Raises Unavailable (no member could serve it in time), StoreRefused (every
+        member refused us: TLS or authentication, or our user lacks the permission),
+        LeaseNotFound.
         """
         data = json.dumps(body).encode()
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
@@ -245,38 +280,81 @@ class EtcdStore:
         n = len(self.endpoints)
         backoff = 0.05
         slow = False  # a member timed out or could not serve (vs. refused: etcd is down)
+        reauth: set[int] = set()  # members whose token was refused once in this call
         while True:
             retry = False  # some member is up but could not serve: worth another round
-            for k in range(n):
+            refused: StoreRefused | None = None
+            k = 0
+            while k < n:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 i = (self._preferred + k) % n
-                c = self._conn(i, min(remaining, self.attempt_timeout))
+                k += 1
+                attempt = min(remaining, self.attempt_timeout)
+                c = self._conn(i, attempt)
+                fresh = c.sock is None  # a new connection (vs. a kept-alive one)
                 try:
-                    c.request("POST", path, body=data, headers=_HEADERS)
+                    # (Logging in, rare and slow — a raft write and a bcrypt — may take
+                    # what is left of the deadline, not only one attempt's share.)
+                    headers = self.connector.headers(self.endpoints[i], remaining)
+                    c.request("POST", path, body=data, headers=headers)
                     resp = c.getresponse()
                     raw = resp.read()
+                except StoreRefused as e:  # authentication refused by this member
+                    self._drop(i)
+                    refused = e
+                    continue
                 except ConnectionRefusedError as e:
                     self._drop(i)
                     last = e
                     continue
+                except ssl.SSLError as e:
+                    self._drop(i)
+                    why = explain_tls_error(e, self.connector.settings, self._where(i))
+                    if why is None and fresh and not isinstance(e, TimeoutError):
+                        why = self.connector.diagnose(self.endpoints[i], attempt)
+                    if why is not None:
+                        refused = StoreRefused(why)
+                        continue
+                    last = e
+                    retry = True
+                    continue
                 except (OSError, http.client.HTTPException) as e:
                     # A reset, a timeout, a stale keep-alive connection: the member
                     # may be dying or electing; another member or round may answer.
+                    # Or, over TLS, it dropped a new connection for our certificate:
+                    # ask it.
                     self._drop(i)
+                    if fresh and not isinstance(e, TimeoutError):
+                        why = self.connector.diagnose(self.endpoints[i], attempt)
+                        if why is not None:
+                            refused = StoreRefused(why)
+                            continue
                     last = e
                     retry = True
                     slow = slow or isinstance(e, TimeoutError)
                     continue
-                out: dict[str, Any] = json.loads(raw) if raw.strip() else {}
+                try:
+                    out: dict[str, Any] = json.loads(raw) if raw.strip() else {}
+                except ValueError:
+                    out = {"message": raw[:200].decode(errors="replace")}
                 if resp.status != 200:
-                    msg = str(out.get("message") or out.get("error") or raw.decode("replace"))
+                    msg = str(
+                        out.get("message") or out.get("error") or raw.decode(errors="replace")
+                    )
                     code = int(out.get("code", 0) or 0)
+                    if code == 16 and i not in reauth:
+                        # Our token expired or this member never issued it: once more.
+                        self.connector.forget_token(self.endpoints[i])
+                        reauth.add(i)
+                        k -= 1
+                        continue
+                    denied = self._refusal(path, code, msg)
+                    if denied is not None:
+                        raise denied
                     if resp.status in (503, 504) or code in _RETRY_GRPC or "leader" in msg:
-                        last = Unavailable(
-                            f"etcd {self.endpoints[i][0]}:{self.endpoints[i][1]}", msg
-                        )
+                        last = Unavailable(f"etcd {self._where(i)}", msg)
                         retry = slow = True
                         continue
                     if code == 5 and "lease" in msg:
@@ -284,11 +362,39 @@ class EtcdStore:
                     raise Unavailable(f"etcd refused {path}", msg)
                 self._preferred = i
                 return out
+            if refused is not None and not retry:
+                # Every member that answered refused us: TLS or user, not an outage.
+                raise refused
             if not retry or time.monotonic() + backoff >= deadline:
-                what = "etcd did not answer in time" if slow else "etcd is unreachable"
+                if refused is not None:
+                    raise refused
+                what = "etcd is unreachable"
+                if slow:
+                    what = "etcd did not answer in time"
                 raise Unavailable(what, f"{self._names()}: {last}")
             time.sleep(backoff * (0.5 + random.random()))  # jitter
             backoff = min(backoff * 2, 0.5)
+
+    def _refusal(self, path: str, code: int, msg: str) -> StoreRefused | None:
+        """etcd's answer as a StoreRefused when it is about who we are, else None."""
+        user = self.connector.settings.username
+        denied = code == 7 or "permission denied" in msg
+        if "user name is empty" in msg or (not user and (denied or code == 16)):
+            return StoreRefused(
+                "etcd's authentication is on: give kv.username and kv.password "
+                "(or kv.passwordfile)"
+            )
+        if denied:
+            what = "write" if path.rsplit("/", 1)[-1] in ("put", "txn", "deleterange") else "do"
+            who = f"etcd user {user!r}" if user else "kanal (no etcd user)"
+            return StoreRefused(
+                f"{who} may not {what} this under {self.prefix} ({path}): permission denied"
+            )
+        if "CommonName of client" in msg:
+            return StoreRefused(GATEWAY_REFUSES_CN)
+        if code == 16:
+            return StoreRefused(f"etcd does not accept user {user!r}'s token: {msg}")
+        return None
 
     def _names(self) -> str:
         return ",".join(f"{h}:{p}" for h, p in self.endpoints)
@@ -398,8 +504,11 @@ class EtcdStore:
         return int(out["header"]["revision"])
 
     def close(self) -> None:
-        for c in self._local.__dict__.get("c", {}).values():
+        """Close this thread's connections (the next request connects anew)."""
+        conns = self._local.__dict__.get("c", {})
+        for c in conns.values():
             c.close()
+        conns.clear()
 
     # --- transactions with any compare ----------------------------------------------
 
@@ -511,7 +620,9 @@ class EtcdStore:
         i = self._preferred
         backoff = 0.1
         while stop is None or not stop.is_set():
-            stream = _WatchStream(self.endpoints[i], self.attempt_timeout)
+            stream = _WatchStream(
+                self.connector, self.endpoints[i], self.attempt_timeout, self.timeout
+            )
             try:
                 stream.open(self._watch_request(prefix, rev))
                 last_data = time.monotonic()
@@ -524,7 +635,7 @@ class EtcdStore:
                     last_data = time.monotonic()
                     backoff = 0.1
                     if "error" in msg:
-                        raise Unavailable("etcd watch ended", str(msg["error"]))
+                        raise self._watch_error(i, str(msg["error"]))
                     res = msg.get("result") or {}
                     if int(res.get("compact_revision", 0) or 0):
                         entries, at = self.snapshot(prefix)
@@ -532,7 +643,7 @@ class EtcdStore:
                         yield WatchBatch(at, [], resync=entries)
                         break  # re-create the watch from the listing
                     if res.get("canceled"):
-                        raise Unavailable("etcd cancelled the watch", str(res))
+                        raise self._watch_error(i, str(res.get("cancel_reason") or res))
                     events = [self._event(e) for e in res.get("events") or []]
                     hdr = int((res.get("header") or {}).get("revision", 0) or 0)
                     if events:
@@ -542,7 +653,7 @@ class EtcdStore:
                         rev = max(rev, hdr + 1)  # a progress notification
             except (OSError, ValueError, http.client.HTTPException, Unavailable) as e:
                 if on_error is not None:
-                    on_error(e if isinstance(e, Unavailable) else Unavailable("etcd watch", str(e)))
+                    on_error(self._as_unavailable(i, e))
                 i = (i + 1) % n
                 if stop is not None:
                     if stop.wait(backoff):
@@ -565,11 +676,31 @@ class EtcdStore:
             }
         }
 
+    def _as_unavailable(self, i: int, e: Exception) -> Unavailable:
+        if isinstance(e, Unavailable):
+            return e
+        if isinstance(e, ssl.SSLError):
+            why = explain_tls_error(e, self.connector.settings, self._where(i))
+            if why is not None:
+                return StoreRefused(why)
+        return Unavailable("etcd watch", str(e))
+
+    def _watch_error(self, i: int, msg: str) -> Unavailable:
+        """What a watch stream's error or cancellation means; forgets a refused token."""
+        if "auth token" in msg:
+            self.connector.forget_token(self.endpoints[i])  # the next stream authenticates
+            return Unavailable("etcd watch: token expired", msg)
+        if "permission denied" in msg:
+            user = self.connector.settings.username or "(none)"
+            return StoreRefused(f"etcd user {user!r} may not watch under {self.prefix}", msg)
+        return Unavailable("etcd watch ended", msg)
+
     def _probe(self, i: int) -> None:
         host, port = self.endpoints[i]
-        c = http.client.HTTPConnection(host, port, timeout=self.attempt_timeout)
+        c = self.connector.http(self.endpoints[i], self.attempt_timeout)
         try:
-            c.request("POST", "/v3/maintenance/status", body=b"{}", headers=_HEADERS)
+            headers = self.connector.headers(self.endpoints[i], self.attempt_timeout)
+            c.request("POST", "/v3/maintenance/status", body=b"{}", headers=headers)
             resp = c.getresponse()
             out = json.loads(resp.read() or b"{}")
         finally:
@@ -597,7 +728,15 @@ class _WatchStream:
     leaves a half-read chunk behind.
     """
 
-    def __init__(self, endpoint: tuple[str, int], connect_timeout: float) -> None:
+    def __init__(
+        self,
+        connector: Connector,
+        endpoint: tuple[str, int],
+        connect_timeout: float,
+        auth_timeout: float = 5.0,
+    ) -> None:
+        self.connector = connector
+        self.auth_timeout = auth_timeout
         self.endpoint = endpoint
         self.connect_timeout = connect_timeout
         self.sock: socket.socket | None = None
@@ -607,13 +746,13 @@ class _WatchStream:
 
     def open(self, request: dict[str, Any]) -> None:
         host, port = self.endpoint
-        self.sock = socket.create_connection((host, port), timeout=self.connect_timeout)
+        headers = self.connector.headers(self.endpoint, self.auth_timeout)
+        self.sock = self.connector.socket(self.endpoint, self.connect_timeout)
         body = json.dumps(request).encode()
-        head = (
-            f"POST /v3/watch HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            "Content-Type: application/json\r\nGrpc-Metadata-hasleader: true\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
-        )
+        lines = ["POST /v3/watch HTTP/1.1", f"Host: {host}:{port}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        lines += [f"Content-Length: {len(body)}", "", ""]
+        head = "\r\n".join(lines)
         self.sock.sendall(head.encode() + body)
         self.sock.settimeout(1.0)
         while b"\r\n\r\n" not in self.buf:

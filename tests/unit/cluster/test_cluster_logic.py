@@ -22,6 +22,7 @@ from kanal.cluster.vxlan import (
 from kanal.errors import DecodeError, InvalidConfig
 from kanal.netlink.vxlan import FLOOD_MAC, FdbEntry, NeighEntry, RouteEntry
 from kanal.store.etcd import _WatchStream
+from kanal.store.etcdconn import Connector
 
 
 def test_blocks_cover_the_subnet_without_overlap() -> None:
@@ -141,7 +142,7 @@ def _chunk(b: bytes) -> bytes:
 def test_watch_stream_reassembles_split_chunks() -> None:
     """The hand-made chunked reader over a real socket pair, fed in awkward pieces."""
     a, b = socket.socketpair()
-    s = _WatchStream(("x", 0), 1.0)
+    s = _WatchStream(Connector(), ("x", 0), 1.0)
     s.sock = a
     a.settimeout(1.0)
     msgs = [{"result": {"created": True}}, {"result": {"events": [{"kv": {"key": "YQ=="}}]}}]

@@ -43,13 +43,16 @@ def test_spec_checks_every_option() -> None:
         "etcd://192.0.2.201:2379,192.0.2.202:2379,192.0.2.203:2379/kanal/"
     )
     assert LabSpec("x", etcd=0).check().cluster_store() == ""
+    assert LabSpec("x", etcd=2, tls=True).check().cluster_store() == (
+        "etcds://192.0.2.201:2379,192.0.2.202:2379/kanal/"
+    )
     bad = [
         {"hosts": 0}, {"hosts": 201}, {"hosts": True}, {"etcd": 10}, {"etcd": -1},
         {"underlay_mtu": 1000}, {"underlay_mtu": 9001}, {"node_ttl": 1},
         {"grace": 0}, {"resync": "1"}, {"etcd_heartbeat_ms": 5},
         {"etcd_heartbeat_ms": 100, "etcd_election_ms": 400}, {"store_prefix": "kanal"},
         {"store_prefix": "/a b/"}, {"log_level": "loud"}, {"ovs": True, "hosts": 21},
-        {"kanald_args": ["--x\n"]},
+        {"kanald_args": ["--x\n"]}, {"tls": True, "etcd": 0}, {"tls": 1},
     ]  # fmt: skip
     for kw in bad:
         with pytest.raises(InvalidConfig):
@@ -128,6 +131,8 @@ def test_cli_parses_lab_commands() -> None:
         True,
         1500,
     )
+    assert p.parse_args(["lab", "up", "demo"]).etcd_tls is False
+    assert p.parse_args(["lab", "up", "demo", "--etcd-tls"]).etcd_tls is True
     a = p.parse_args(["lab", "exec", "demo", "h2", "--", "kanal", "ps", "-a"])
     assert [x for x in a.cmd if x != "--"] == ["kanal", "ps", "-a"]
     a = p.parse_args(

@@ -36,6 +36,8 @@ def static_runtime(net: Network, ep: Endpoint, default_host_ip: str = "") -> Run
     args = [("IgnoreUnknown", "1"), ("IP", ",".join(ips))]
     if gws:
         args.append(("GATEWAY", ",".join(gws)))
+    if ep.mac:  # a rejoin keeps the endpoint's MAC: its peers' neighbour entries stay right
+        args.append(("MAC", ep.mac))
     caps: dict[str, Any] = {}
     if ep.ports:
         caps["portMappings"] = [
