@@ -91,18 +91,24 @@ class Underlay:
 
     def host_ns(self, i: int) -> str:
         """Host i's namespace: the lab's, or for a host beyond the lab's a namespace
-        made here with ``ul0`` (192.0.2.i) on the lab's underlay bridge (removed by
-        :meth:`close`; its link goes with it)."""
+        made here (once) with ``ul0`` (192.0.2.i) on the lab's underlay bridge
+        (removed by :meth:`close`; its link goes with it)."""
         assert self.lab is not None
         if f"h{i}" in self.lab.rec.members:
             return self.lab.ns(f"h{i}")
-        ns = self.netns(f"{self.prefix}h{i}")
+        if i in self.ns:  # made before
+            return self.ns[i]
+        ns = self.ns[i] = self.netns(f"{self.prefix}h{i}")
         ul, port = self.lab.ns("ul"), f"x{i}"
-        nsexec(ul, "ip", "link", "add", port, "type", "veth", "peer", "name", "ul0", "netns", ns)
-        nsexec(ul, "ip", "link", "set", port, "master", "ul", "up")
-        nsexec(ns, "ip", "addr", "add", f"{self.addr(i)}/24", "dev", "ul0")
-        nsexec(ns, "ip", "link", "set", "ul0", "up")
-        nsexec(ns, "ip", "link", "set", "lo", "up")
+        for where, cmd in (
+            (ul, f"link add {port} type veth peer name ul0 netns {ns}"),
+            (ul, f"link set {port} master ul up"),
+            (ns, f"addr add {self.addr(i)}/24 dev ul0"),
+            (ns, "link set ul0 up"),
+        ):
+            p = nsexec(where, "ip", *cmd.split(), check=False)
+            if p.returncode != 0:
+                raise AssertionError(f"ip {cmd} in {where}: {p.stderr.decode().strip()}")
         return ns
 
     # --- etcd --------------------------------------------------------------------
