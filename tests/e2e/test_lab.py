@@ -417,3 +417,24 @@ def test_a_host_cut_off_past_lease_and_grace_rejoins_without_a_duplicate(short_r
                                                               ).returncode == 0)  # fmt: skip
     finally:
         lab_cmd(root, "down", cli.name, check=False)
+
+
+def test_down_spares_namespaces_mounted_elsewhere(short_root: str) -> None:
+    """A host's mount namespace starts as a copy of the machine's mounts: a network
+    namespace mounted elsewhere at that moment (another user's sandbox) is in the
+    copy too, and down must leave its processes alone."""
+    pin = Path(short_root) / "foreign"
+    pin.touch()
+    subprocess.run(["unshare", f"--net={pin}", "true"], check=True)
+    other = subprocess.Popen(["nsenter", f"--net={pin}", "sleep", "600"])
+    cli = LabCli(str(Path(short_root) / "labs"), unique("f", 12))
+    try:
+        cli("up", cli.name, "--hosts", "1", "--etcd", "0")
+        cli.on("h1", "kanal", "run", "-d", "--name", "mine", "--", "sleep", "600")
+        assert cli("down", cli.name).stdout.split() == [cli.name]
+        assert other.poll() is None  # still running
+    finally:
+        lab_cmd(cli.root, "down", cli.name, check=False)
+        other.kill()
+        other.wait(10)
+        subprocess.run(["umount", str(pin)], check=False)
