@@ -645,7 +645,7 @@ class Lab:
                 if (i := system.netns_inode(f"{system.NETNS_DIR}/{ns}")) is not None
             }
             for pin in pins:  # sandboxes, and what ip netns add made on the host
-                nets |= system.mount_ns_netns(pin)
+                nets |= system.mount_ns_netns(pin, [self.dir, *system.PRIVATE_DIRS])
             mnts = {i for p in pins if (i := system.netns_inode(p)) is not None}
             for key in list(self.rec.procs):
                 with contextlib.suppress(KanalError, OSError):

@@ -172,18 +172,27 @@ def make_mount_ns(pin: str) -> None:
                   "kanal-lab", d])  # fmt: skip
 
 
-def mount_ns_netns(pin: str) -> set[tuple[int, int]]:
+def mount_ns_netns(pin: str, under: Iterable[str]) -> set[tuple[int, int]]:
     """The (device, inode) of the network namespaces mounted (bound to files) inside
-    the pinned mount namespace: sandboxes and whatever ``ip netns add`` made there."""
+    the pinned mount namespace at or below one of the directories ``under``: the
+    host's sandboxes and whatever ``ip netns add`` made there.
+
+    Only there: the namespace began as a copy of the machine's mounts, so it also
+    holds every namespace file mounted elsewhere on the machine at that moment
+    (other users' sandboxes and ``ip netns`` names) — never the lab's to take down."""
     try:
         out = _run(["nsenter", f"--mount={pin}", "cat", "/proc/self/mountinfo"])
     except KanalError:
         return set()
+    bases = [d.rstrip("/") + "/" for d in under]
     nsfs = os.stat("/proc/self/ns/net").st_dev
     found = set()
     for line in out.splitlines():
         fields = line.split()
-        if len(fields) > 4 and fields[3].startswith("net:["):
+        if len(fields) <= 4 or not fields[3].startswith("net:["):
+            continue
+        mp = fields[4].encode().decode("unicode_escape").rstrip("/") + "/"
+        if any(mp.startswith(b) for b in bases):
             with contextlib.suppress(ValueError):
                 found.add((nsfs, int(fields[3][5:].rstrip("]"))))
     return found
