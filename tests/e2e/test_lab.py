@@ -414,9 +414,11 @@ def test_a_host_cut_off_past_lease_and_grace_rejoins_without_a_duplicate(short_r
             info = json.loads(cli.k(h, "network", "inspect", "cut").stdout)[0]
             held += [c["IPv4Address"].split("/")[0] for c in info["Containers"].values()]
         assert len(held) == len(set(held)) == 3 and z_ip in held  # y, w, taker: no duplicate
+        # (w may still hold z's old MAC for z's address in its own ARP cache: it is
+        # re-resolved when that entry goes stale, tens of seconds)
         wait_for("w reaches the taker by name", lambda: cli.k("h2", "exec", "w", "ping", "-c", "1",
                                                               "-W", "1", "taker", check=False
-                                                              ).returncode == 0)  # fmt: skip
+                                                              ).returncode == 0, 120)  # fmt: skip
     finally:
         lab_cmd(root, "down", cli.name, check=False)
 
