@@ -1,7 +1,7 @@
 """Overlay networks across hosts: how fast a new endpoint is reachable, and throughput.
 
-Two kanald hosts (namespaces on an underlay bridge, a 2-member etcd; see
-tests/e2e/overlay_hosts.py) share an overlay network.
+Two kanald hosts (a kanal lab: namespaces on an underlay bridge, a 3-member etcd;
+see tests/e2e/overlay_hosts.py) share an overlay network.
 
 - Reachability: a prober sandbox runs on host 2. Each sample ``kanal run``s a new
   sandbox on host 1 whose command pings the prober every 5 ms with timestamps
@@ -34,14 +34,6 @@ from tests.e2e.overlay_hosts import Hosts, available  # noqa: E402
 from tests.helpers import create_netns, delete_netns, nsexec  # noqa: E402
 
 from bench.ovs_bench import iperf  # noqa: E402
-
-
-def _sandbox_ns(h: Hosts, i: int, name: str) -> str:
-    sid = h.kanal(i, "ps", "-a", check=False).stdout
-    for line in sid.splitlines():
-        if name in line.split():
-            return f"kanal-{line.split()[0][:12]}"
-    raise RuntimeError(f"no sandbox {name} on h{i}")
 
 
 def _handmade(h: Hosts) -> tuple[str, str, str, list[str]]:
@@ -169,7 +161,7 @@ def _measure(
     h.kanal(1, "run", "-d", "--name", "srv", "--network", "ovb", "--", "sleep", "3600")
     h.kanal(2, "run", "-d", "--name", "cli", "--network", "ovb", "--", "sleep", "3600")
     srv_ip = h.ip_of(1, "srv", "ovb")
-    srv_ns, cli_ns = _sandbox_ns(h, 1, "srv"), _sandbox_ns(h, 2, "cli")
+    srv_ns, cli_ns = h.sandbox_netns(1, "srv"), h.sandbox_netns(2, "cli")
     s_ns, c_ns, s_ip, hm = _handmade(h)
     made += hm
     kan, lab = [], []

@@ -26,20 +26,28 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import create_netns, delete_netns, nsexec, unique  # noqa: E402
+from tests.helpers import create_netns, delete_netns, nsexec, run, unique  # noqa: E402
+
+
+def _inside(ns: str) -> list[str]:
+    """Enter a namespace by name (/run/netns) or by path (a kanal lab's sandboxes)."""
+    return ["nsenter", f"--net={ns}"] if ns.startswith("/") else ["ip", "netns", "exec", ns]
 
 
 def iperf(client: str, server: str, ip: str, seconds: int) -> float:
-    """Gbit/s received by an iperf3 server in ``server`` from a client in ``client``."""
+    """Gbit/s received by an iperf3 server in ``server`` from a client in ``client``
+    (namespace names or paths)."""
     srv = subprocess.Popen(
-        ["ip", "netns", "exec", server, "iperf3", "-s", "-1", "-B", ip],
+        [*_inside(server), "iperf3", "-s", "-1", "-B", ip],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         for _ in range(100):  # the server needs a moment to listen
-            p = nsexec(
-                client, "iperf3", "-J", "-c", ip, "-t", str(seconds), check=False, timeout=60
+            p = run(
+                [*_inside(client), "iperf3", "-J", "-c", ip, "-t", str(seconds)],
+                check=False,
+                timeout=60,
             )
             doc = json.loads(p.stdout or b"{}")
             if p.returncode == 0 and "sum_received" in doc.get("end", {}):

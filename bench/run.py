@@ -65,14 +65,15 @@ def main() -> None:
     )
     ap.add_argument(
         "--only",
-        default="cni,loopback,chain,engine,netavark,dns,docker,overlay,ovs,faults",
+        default="cni,loopback,chain,engine,netavark,dns,docker,overlay,ovs,faults,lab",
         help=(
             "comma-separated: cni, loopback, chain, engine, netavark, dns, docker, overlay, ovs,"
-            " faults"
+            " faults, lab"
         ),
     )
     ap.add_argument("--many", type=int, default=1000, help="sandboxes for the engine's bulk run")
     ap.add_argument("--samples", type=int, default=25)
+    ap.add_argument("--lab-hosts", type=int, default=50, help="hosts of the lab benchmark")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.json"))
     args = ap.parse_args()
     if args.inside:
@@ -137,6 +138,15 @@ def main() -> None:
     if "ovs" in only:
         print("== ovs driver (userspace datapath) vs the Linux bridge driver")
         subprocess.run([sys.executable, str(ROOT / "bench" / "ovs_bench.py")], check=False)
+    if "lab" in only:
+        # A kanal lab of --lab-hosts hosts (namespaces of its own, taken down after).
+        print(f"== overlay at scale and under faults in a kanal lab ({args.lab_hosts} hosts)")
+        lab_out = str(Path(args.out).with_name("lab_results.json"))
+        subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "lab_bench.py"), "--hosts",
+             str(args.lab_hosts), "--out", lab_out],
+            check=False,
+        )  # fmt: skip
     print(f"results written to {args.out}")
 
 

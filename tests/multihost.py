@@ -1,37 +1,38 @@
-"""Hosts for multi-host tests: namespaces on an underlay bridge, and an etcd cluster on them.
+"""Hosts for multi-host tests: a kanal lab (kanal.lab), the same one users get.
 
 ::
 
-    underlay namespace: bridge "ul" ── veth ── host i (192.0.2.i/24 on "ul0"), i = 1, 2, ...
+    underlay namespace: bridge "ul" ── veth ── host i   (192.0.2.i on "ul0")
+                                    └─ veth ── etcd k   (192.0.2.(200+k) on "ul0")
 
-:class:`Underlay` makes the namespaces (unique names, all deleted by :meth:`close`,
-even after a failure) and runs etcd members ``m<i>`` on hosts 1-3, listening on
-their underlay addresses. Used by tests/netns/test_cluster.py and
-tests/e2e/overlay_hosts.py.
+:class:`Underlay` makes a lab without kanald (hosts are bare namespaces, the
+test runs its own processes in them) plus an etcd cluster; its namespaces,
+processes and files are all removed by :meth:`close`, even after a failure.
+Used by tests/netns/test_cluster.py; tests/e2e/overlay_hosts.py adds kanald.
 
-With ``tls=True`` the cluster is secured as a deployment would be: a CA made
-here (tests/certs.py), every member serving HTTPS and speaking TLS to its peers,
-client and peer certificates required (``--client-cert-auth``,
-``--peer-client-cert-auth``), and etcd's authentication on with three users:
-``root``, ``kanal`` (read and write under ``/``) and ``reader`` (read only).
-Host i gets a client certificate ``h<i>`` and :meth:`store_opts` gives the
-``--cluster-store-opt`` values that use it.
+With ``tls=True`` the lab's etcd is secured as a deployment would be (``kanal lab
+up --etcd-tls``, see kanal.lab.pki): a CA of the lab's own, every member serving
+HTTPS and speaking TLS to its peers, client and peer certificates required, and
+etcd's authentication on with three users: ``root``, ``kanal`` (read and write
+under the store prefix) and ``reader`` (read only). Host i has a client
+certificate ``h<i>`` and :meth:`store_opts` gives the ``--cluster-store-opt``
+values that use it.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import create_netns, delete_netns, etcdctl, nsexec, unique
+from kanal.lab import Lab, LabSpec
+from kanal.lab.pki import Pki
+from kanal.lab.spec import addr
+from tests.helpers import create_netns, delete_netns, nsexec, unique
 
 MEMBERS = (1, 2, 3)
-USERS = {"root": "root-pw", "kanal": "kanal-pw", "reader": "reader-pw"}
 
 
 def wait_for(what: str, fn: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -51,38 +52,63 @@ class Underlay:
         self.tmp = tmp
         self.prefix = prefix
         self.tls = tls
-        self.pki: Any = None  # tests.certs.Pki when tls
-        self.namespaces: list[str] = []
-        self.ns: dict[int, str] = {}
-        self.etcd: dict[int, subprocess.Popen[bytes]] = {}
         self.token = secrets.token_hex(4)
-        self.ul = ""
+        self.lab: Lab | None = None
+        self.ns: dict[int, str] = {}
+        self.extra: list[str] = []  # namespaces a test made besides the lab's
 
     @staticmethod
     def addr(i: int) -> str:
-        return f"192.0.2.{i}"
+        return addr(f"h{i}")
+
+    @staticmethod
+    def etcd_addr(k: int) -> str:
+        return addr(f"e{k}")
+
+    @staticmethod
+    def etcd_index(address: str) -> int:
+        """192.0.2.202 → 2."""
+        return int(address.rsplit(".", 1)[1]) - 200
 
     def netns(self, prefix: str) -> str:
         name = create_netns(unique(prefix, 30))
-        self.namespaces.append(name)
+        self.extra.append(name)
         return name
 
+    def spec(self, hosts: int) -> LabSpec:
+        return LabSpec(
+            f"{self.prefix}{self.token}",
+            hosts=hosts,
+            etcd=len(MEMBERS),
+            kanald=False,
+            tls=self.tls,
+        )
+
     def make_underlay(self, hosts: int) -> None:
-        self.ul = self.netns(f"{self.prefix}ul")
-        nsexec(self.ul, "ip", "link", "add", "ul", "type", "bridge")
-        nsexec(self.ul, "ip", "link", "set", "ul", "up")
-        for i in range(1, hosts + 1):
-            self.ns[i] = self.host_ns(i)
+        """The lab: ``hosts`` host namespaces and the etcd cluster (running)."""
+        self.lab = Lab.up(self.spec(hosts), str(self.tmp / "lab"))
+        self.ns = {i: self.lab.ns(f"h{i}") for i in range(1, hosts + 1)}
 
     def host_ns(self, i: int) -> str:
-        """A host namespace with ``ul0`` (192.0.2.i) on the underlay bridge."""
-        ns = self.netns(f"{self.prefix}h{i}")
-        nsexec(self.ul, "ip", "link", "add", f"p{i}", "type", "veth", "peer", "name", "ul0")
-        nsexec(self.ul, "ip", "link", "set", "ul0", "netns", ns)
-        nsexec(self.ul, "ip", "link", "set", f"p{i}", "master", "ul", "up")
-        nsexec(ns, "ip", "addr", "add", f"{self.addr(i)}/24", "dev", "ul0")
-        nsexec(ns, "ip", "link", "set", "ul0", "up")
-        nsexec(ns, "ip", "link", "set", "lo", "up")
+        """Host i's namespace: the lab's, or for a host beyond the lab's a namespace
+        made here (once) with ``ul0`` (192.0.2.i) on the lab's underlay bridge
+        (removed by :meth:`close`; its link goes with it)."""
+        assert self.lab is not None
+        if f"h{i}" in self.lab.rec.members:
+            return self.lab.ns(f"h{i}")
+        if i in self.ns:  # made before
+            return self.ns[i]
+        ns = self.ns[i] = self.netns(f"{self.prefix}h{i}")
+        ul, port = self.lab.ns("ul"), f"x{i}"
+        for where, cmd in (
+            (ul, f"link add {port} type veth peer name ul0 netns {ns}"),
+            (ul, f"link set {port} master ul up"),
+            (ns, f"addr add {self.addr(i)}/24 dev ul0"),
+            (ns, "link set ul0 up"),
+        ):
+            p = nsexec(where, "ip", *cmd.split(), check=False)
+            if p.returncode != 0:
+                raise AssertionError(f"ip {cmd} in {where}: {p.stderr.decode().strip()}")
         return ns
 
     # --- etcd --------------------------------------------------------------------
@@ -93,122 +119,59 @@ class Underlay:
 
     def etcd_url(self, key_prefix: str) -> str:
         scheme = "etcds" if self.tls else "etcd"
-        return f"{scheme}://" + ",".join(f"{self.addr(i)}:2379" for i in MEMBERS) + key_prefix
+        return f"{scheme}://" + ",".join(f"{self.etcd_addr(k)}:2379" for k in MEMBERS) + key_prefix
+
+    @property
+    def pki(self) -> Pki:
+        """The lab's CA, certificates and etcd users' passwords (``tls``)."""
+        assert self.lab is not None and self.tls
+        return self.lab.pki
 
     def client_cert(self, i: int) -> tuple[Path, Path]:
-        """Host i's client certificate and key (made on first use)."""
-        cert, key = self.tmp / "pki" / f"h{i}.crt", self.tmp / "pki" / f"h{i}.key"
+        """Host i's client certificate and key (hosts beyond the lab's: made here, by
+        the lab's CA, as the lab makes its own)."""
+        pki = self.pki
+        cert, key = Path(pki.cert(f"h{i}")), Path(pki.key(f"h{i}"))
         if not cert.exists():
-            self.pki.client(f"h{i}")
+            pki.issue_client(f"h{i}")
         return cert, key
 
     def store_opts(self, i: int, user: str = "kanal") -> list[str]:
         """``--cluster-store-opt`` values for host i (none without TLS)."""
         if not self.tls:
             return []
-        cert, key = self.client_cert(i)
-        pw = self.tmp / "pki" / f"{user}.password"
-        pw.write_text(USERS[user] + "\n")
-        return [
-            f"kv.cacertfile={self.pki.ca_file},kv.certfile={cert},kv.keyfile={key}",
-            f"kv.username={user},kv.passwordfile={pw}",
-        ]
+        self.client_cert(i)
+        return self.pki.client_opts(f"h{i}", user)
 
     def start_etcd_cluster(self) -> None:
-        if self.tls:
-            from tests.certs import Pki
+        """(Started with the lab.) Waits until every member has a leader."""
+        for k in MEMBERS:
+            self.wait_etcd(k)
 
-            self.pki = Pki(self.tmp / "pki")
-            for i in MEMBERS:
-                self.pki.server(f"m{i}", self.addr(i))
-        for i in MEMBERS:
-            self.start_etcd(i, new=True)
-        for i in MEMBERS:
-            self.wait_etcd(i)
-        if self.tls:
-            self._enable_auth()
+    def start_etcd(self, k: int, *, new: bool) -> None:
+        assert self.lab is not None
+        self.lab.start_etcd(f"e{k}", new=new)
 
-    def start_etcd(self, i: int, *, new: bool) -> None:
-        a, s = self.addr(i), self.scheme
-        peers = ",".join(f"m{k}={s}://{self.addr(k)}:2380" for k in MEMBERS)
-        cmd = ["ip", "netns", "exec", self.ns[i], "etcd", "--name", f"m{i}"]
-        cmd += ["--data-dir", str(self.tmp / f"etcd-m{i}")]
-        cmd += ["--listen-client-urls", f"{s}://{a}:2379", "--advertise-client-urls"]
-        cmd += [f"{s}://{a}:2379", "--listen-peer-urls", f"{s}://{a}:2380"]
-        cmd += ["--initial-advertise-peer-urls", f"{s}://{a}:2380", "--initial-cluster", peers]
-        cmd += ["--initial-cluster-token", f"{self.prefix}-{self.token}"]
-        cmd += ["--initial-cluster-state", "new" if new else "existing"]
-        if self.tls:
-            crt, key, ca = (
-                self.tmp / "pki" / f"m{i}.crt",
-                self.tmp / "pki" / f"m{i}.key",
-                self.pki.ca_file,
-            )
-            cmd += ["--cert-file", str(crt), "--key-file", str(key), "--trusted-ca-file", str(ca)]
-            cmd += ["--client-cert-auth", "--peer-client-cert-auth"]
-            cmd += ["--peer-cert-file", str(crt), "--peer-key-file", str(key)]
-            cmd += ["--peer-trusted-ca-file", str(ca)]
-        log = (self.tmp / f"etcd-m{i}.log").open("ab")
-        self.etcd[i] = subprocess.Popen(cmd, stdout=log, stderr=log)
+    def etcd_status(self, k: int) -> dict[str, Any] | None:
+        """Member k's status when it has a leader, else None."""
+        assert self.lab is not None
+        return self.lab.etcd_status(f"e{k}")
 
-    def _tls_args(self, i: int) -> list[str]:
-        if not self.tls:
-            return []
-        cert, key = self.client_cert(i)
-        return ["--cacert", str(self.pki.ca_file), "--cert", str(cert), "--key", str(key)]
+    def etcd_ok(self, k: int) -> bool:
+        return self.etcd_status(k) is not None
 
-    def etcdctl(self, i: int, *args: str, user: str = "") -> str:
-        """``etcdctl ARGS`` against member i, from host i's namespace."""
-        base = ["--endpoints", f"{self.scheme}://{self.addr(i)}:2379", *self._tls_args(i)]
-        if user:
-            base += ["--user", f"{user}:{USERS[user]}"]
-        return etcdctl(base, *args, ns=self.ns[i])
+    def wait_etcd(self, k: int) -> None:
+        wait_for(f"etcd e{k} with a leader", lambda: self.etcd_status(k), 60)
 
-    def _enable_auth(self) -> None:
-        for args in (
-            ("user", "add", f"root:{USERS['root']}"),
-            ("user", "grant-role", "root", "root"),
-            ("role", "add", "rw"),
-            ("role", "grant-permission", "rw", "--prefix=true", "readwrite", "/"),
-            ("user", "add", f"kanal:{USERS['kanal']}"),
-            ("user", "grant-role", "kanal", "rw"),
-            ("role", "add", "ro"),
-            ("role", "grant-permission", "ro", "--prefix=true", "read", "/"),
-            ("user", "add", f"reader:{USERS['reader']}"),
-            ("user", "grant-role", "reader", "ro"),
-            ("auth", "enable"),
-        ):
-            self.etcdctl(1, *args)
-
-    def etcd_status(self, i: int) -> dict[str, Any] | None:
-        """Member i's status when it has a leader, else None."""
-        out = nsexec(
-            self.ns[i],
-            *("curl", "-s", "-m", "1", "-X", "POST", *self._tls_args(i)),
-            f"{self.scheme}://{self.addr(i)}:2379/v3/maintenance/status",
-            *("-d", "{}"),
-            check=False,
-        )
-        try:
-            st: dict[str, Any] = json.loads(out.stdout)
-        except ValueError:
-            return None
-        return st if int(st.get("leader", 0) or 0) else None
-
-    def etcd_ok(self, i: int) -> bool:
-        return self.etcd_status(i) is not None
-
-    def wait_etcd(self, i: int) -> None:
-        wait_for(f"etcd m{i} with a leader", lambda: self.etcd_status(i), 60)
-
-    def kill_etcd(self, i: int) -> None:
-        p = self.etcd.get(i)
-        if p is not None and p.poll() is None:
-            p.kill()
-            p.wait(10)
+    def kill_etcd(self, k: int) -> None:
+        assert self.lab is not None
+        self.lab.kill(f"e{k}")
 
     def close(self) -> None:
-        for i in list(self.etcd):
-            self.kill_etcd(i)
-        for ns in reversed(self.namespaces):
-            delete_netns(ns)
+        try:
+            if self.lab is not None:
+                left = self.lab.down()
+                assert not left, left
+        finally:
+            for ns in reversed(self.extra):
+                delete_netns(ns)

@@ -59,3 +59,34 @@ def test_ovs_network_through_the_cli(ovs: tuple[RunDaemon, str]) -> None:
     rd.k("rm", "-f", "box", "box2")
     rd.kanal("rm", "onet")
     assert snapshot(db) == before
+
+
+def test_an_operators_bridge_carries_two_networks_a_kanal_bridge_one(
+    ovs: tuple[RunDaemon, str],
+) -> None:
+    """Seed 002's two subnets on one OVS bridge: an operator's bridge (made before)
+    takes several networks; a bridge kanal makes belongs to its network alone."""
+    rd, db = ovs
+    run(["ovs-vsctl", f"--db={db}", "add-br", "kop1", "--", "set", "bridge", "kop1",
+         "datapath_type=netdev"])  # fmt: skip
+    try:
+        for net, sub in (("op1", "10.82.2.0/24"), ("op2", "10.82.3.0/24")):
+            rd.kanal("create", "-d", "ovs", "--subnet", sub, "-o", f"ovs.db={db}",
+                     "-o", "ovs.bridge=kop1", net)  # fmt: skip
+        rd.k("run", "-d", "--name", "a", "--network", "op1", "--", "sleep", "300")
+        rd.k("run", "-d", "--name", "b", "--network", "op2", "--", "sleep", "300")
+        assert rd.k("exec", "a", "ping", "-c", "1", "-w", "5", "10.82.2.1").returncode == 0
+        assert rd.k("exec", "b", "ping", "-c", "1", "-w", "5", "10.82.3.1").returncode == 0
+        rd.kanal("create", "-d", "ovs", "--subnet", "10.82.4.0/24", "-o", f"ovs.db={db}",
+                 "-o", "ovs.bridge=kown1", "own")  # fmt: skip
+        before = snapshot(db)
+        bad = rd.kanal("create", "-d", "ovs", "--subnet", "10.82.5.0/24", "-o", f"ovs.db={db}",
+                       "-o", "ovs.bridge=kown1", "own2", check=False)  # fmt: skip
+        assert bad.returncode == 1 and "bridge kown1 belongs to kanal network" in bad.stderr
+        assert snapshot(db) == before
+        rd.k("rm", "-f", "a", "b")
+        for net in ("op1", "op2", "own"):
+            rd.kanal("rm", net)
+        assert b"kop1" in run(["ovs-vsctl", f"--db={db}", "list-br"]).stdout.split()
+    finally:
+        run(["ovs-vsctl", f"--db={db}", "--if-exists", "del-br", "kop1"])

@@ -61,6 +61,8 @@ class Host:
             name = cmd.get("name", "")
             self.agent.publish(cmd["net"], cmd["id"], cmd["ip"], cmd["mac"], name=name)
             return {}
+        if op == "unpublish":
+            return {"deleted": self.agent.unpublish(cmd["net"], cmd["id"])}
         if op == "names":
             return {"names": {r.name: r.ip for r in self.agent.endpoints(cmd["net"])}}
         if op == "entries":

@@ -27,6 +27,7 @@ import sys
 import time
 from base64 import b64encode
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ class Cluster(Underlay):
         self.store = ""
 
     def setup(self) -> None:
-        self.make_underlay(3)
+        self.make_underlay(4)  # h4 joins later (test_dead_host_...)
         self.start_etcd_cluster()
         self.store = self.etcd_url("/kct/")
         for i in (1, 2, 3):
@@ -126,7 +127,7 @@ class Cluster(Underlay):
             out = nsexec(
                 self.ns[i],
                 *("curl", "-s", "-m", "1", "-X", "POST"),
-                f"http://{self.addr(i)}:2379/v3/kv/range",
+                f"http://{self.etcd_addr(i)}:2379/v3/kv/range",
                 *("-d", json.dumps(body)),
                 check=False,
             )
@@ -256,6 +257,77 @@ def test_a_deleted_vxlan_device_is_recreated_by_the_reconcile(
     link = ip_json(cluster.ns[2], "link", "show", "kvx4101")[0]
     assert link["master"] == "kbova" and "UP" in link["flags"]
     assert ping(ctrs[2][0], ctrs[3][1])
+
+
+@contextmanager
+def _one_arp_probe_a_minute(c: str) -> Iterator[None]:
+    """The container sends one ARP request for an address, then nothing for 60 s: only
+    an announcement (the agent answering the miss) can resolve it before."""
+    nsexec(c, "sysctl", "-q", "-w", "net.ipv4.neigh.eth0.retrans_time_ms=60000",
+           "net.ipv4.neigh.eth0.mcast_solicit=1")  # fmt: skip
+    nsexec(c, "ip", "neigh", "flush", "dev", "eth0")
+    try:
+        yield
+    finally:
+        nsexec(c, "sysctl", "-q", "-w", "net.ipv4.neigh.eth0.retrans_time_ms=1000",
+               "net.ipv4.neigh.eth0.mcast_solicit=3")  # fmt: skip
+
+
+def _incomplete(c: str, ip: str) -> bool:
+    out = nsexec(c, "ip", "neigh", "show", ip, "dev", "eth0").stdout.decode()
+    return "INCOMPLETE" in out or "FAILED" in out
+
+
+def test_a_miss_for_an_address_published_later_is_answered(
+    cluster: Cluster, ova: dict[str, Any]
+) -> None:
+    """c1 asks (once) for an address no host has published; the request is dropped by
+    h1's VXLAN device, which reports the miss. When h2 publishes the endpoint, h1's
+    agent programs it and announces it on the bridge: c1's ping goes through (it would
+    otherwise wait for its next ARP probe, a minute later)."""
+    c1 = ova["ctrs"][1][0]
+    h2 = cluster.hosts[2]
+    ip = h2.ok(op="alloc", net="ova", owner="late")["ips"][0]
+    c, mac = cluster.container(2, "kbova", ip)
+    with _one_arp_probe_a_minute(c1):
+        _ping_later(cluster, c1, ip, mac)
+
+
+def _ping_later(cluster: Cluster, c1: str, ip: str, mac: str) -> None:
+    h2 = cluster.hosts[2]
+    pinger = subprocess.Popen(
+        ["ip", "netns", "exec", c1, "ping", "-n", "-c", "1", "-W", "40", ip],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for("c1's request for the new address", lambda: _incomplete(c1, ip))
+        h2.ok(op="publish", net="ova", id="ep-late", ip=ip, mac=mac, name="late")
+        out, _ = pinger.communicate(timeout=60)
+        assert pinger.returncode == 0, out.decode()
+        # the entry is programmed on h1 as well (later requests are answered by the proxy)
+        assert [ip, mac] in cluster.hosts[1].ok(op="entries", net="ova")["neigh"]
+    finally:
+        if pinger.poll() is None:
+            pinger.kill()
+            pinger.wait()
+        h2.ok(op="unpublish", net="ova", id="ep-late")
+    wait_for("h1 drops ep-late", lambda: [ip, mac] not in cluster.hosts[1].ok(
+        op="entries", net="ova")["neigh"])  # fmt: skip
+
+
+def test_a_miss_for_a_known_address_is_answered_at_once(
+    cluster: Cluster, ova: dict[str, Any]
+) -> None:
+    """The neighbour entry for c2 is deleted from h1's device behind the agent's back;
+    c1's one ARP request misses, and the agent (which knows c2) answers it at once."""
+    c1, (_c2, ip2, _mac2) = ova["ctrs"][1][0], ova["ctrs"][2]
+    with _one_arp_probe_a_minute(c1):
+        nsexec(cluster.ns[1], "ip", "neigh", "del", ip2, "dev", "kvx4101", check=False)
+        p = nsexec(c1, "ping", "-n", "-c", "1", "-W", "40", ip2, check=False)
+        assert p.returncode == 0, p.stdout.decode()
+    wait_for("the entry back (the periodic reconcile)", lambda: ip2 in nsexec(
+        cluster.ns[1], "ip", "neigh", "show", "dev", "kvx4101").stdout.decode())  # fmt: skip
 
 
 def test_two_overlay_networks_are_isolated(cluster: Cluster, ova: dict[str, Any]) -> None:
@@ -395,7 +467,7 @@ def test_watch_resumes_on_another_member_without_losing_events(cluster: Cluster)
     revision gets the whole listing instead (resync)."""
     h1, h2 = cluster.hosts[1], cluster.hosts[2]
     member = h1.ok(op="watch_start", prefix="wt/")["member"]
-    victim = int(member[0].rsplit(".", 1)[1])
+    victim = cluster.etcd_index(member[0])
     h2.send(op="put_many", prefix="wt/", n=60, pace=0.03)
     try:
         wait_for("puts under way", lambda: cluster.count("wt/") >= 15)

@@ -30,6 +30,8 @@ _COMMANDS = (
     "kanal.cli.node",
     "kanal.cli.system",
     "kanal.cli.dhcp",
+    "kanal.cli.lab",
+    "kanal.cli.inspect",
 )
 
 EXIT_ERROR = 1

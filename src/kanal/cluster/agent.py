@@ -11,11 +11,30 @@ VXLAN device's FDB / neighbour (/ route) entries equal to what
 How: two watcher threads (``nodes/`` and ``overlay/``) each list their prefix,
 program, then watch from the listed revision + 1 (resuming after lost
 connections, re-listing after a compaction — see EtcdStore.watch); a third thread
-re-lists both and re-programs every network each ``resync_interval`` seconds (a
-full reconcile, which also re-creates a VXLAN device deleted behind our back),
-and, with ``grace`` set, collects garbage: the address blocks
+re-lists both (unless etcd has written nothing since) and re-programs every
+network each ``resync_interval`` seconds (a full reconcile, which also re-creates a
+VXLAN device deleted behind our back), and, with ``grace`` set and this host the
+first live one by name, collects garbage: the address blocks
 (:func:`kanal.cluster.gipam.collect_garbage`) and endpoint records of hosts gone
 for ``grace`` seconds.
+
+Watch events are programmed incrementally: the entries of a network are kept
+counted (a :class:`~kanal.cluster.vxlan.Tally`), so an endpoint coming or going
+costs its own entries — no recomputation over the network's thousand others and
+no dump of the device on every host for each new endpoint, which is what made
+one host lag behind the others. A change of hosts recomputes the network from
+the model; listings and the periodic reconcile compare with the kernel's own
+entries and repair any drift.
+
+Misses (kanal.netlink.neighmiss): the devices are made with ``l3miss``, and a
+fourth thread reads the kernel's reports of ARP / neighbour-solicitation requests
+a device had no entry for. The request itself is gone, and the container that
+sent it would only retry a second later; so the agent answers on the network's
+bridge with a gratuitous ARP (or unsolicited NA) as soon as it knows the address
+— at once if it already does (the miss raced the programming), else the moment
+the watch delivers the endpoint (misses are remembered for ``MISS_WAIT`` s). The
+first packet to a new endpoint then waits for this host's watch, never for the
+kernel's retry timer.
 
 When etcd cannot be reached the programmed entries are kept as they are (the
 data plane keeps forwarding) and ``healthy`` is False with ``last_error`` set;
@@ -44,6 +63,7 @@ API (thread-safe):
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -52,22 +72,33 @@ from functools import partial
 from kanal.cluster import gipam
 from kanal.cluster.nodes import NODES_PREFIX, GoneTracker, Node
 from kanal.cluster.vxlan import (
+    Changes,
     Desired,
     EndpointRecord,
     OverlayLink,
+    Tally,
     apply,
+    apply_changes,
+    contribution,
     delete_device,
     desired_entries,
+    diff,
     endpoint_key,
     ensure_device,
 )
 from kanal.errors import DecodeError, KanalError, NotFound, Unavailable
+from kanal.netlink.neighmiss import Announcer, MissListener
+from kanal.netlink.vxlan import VxlanNetlink
 from kanal.store import Delete, Entry
 from kanal.store.etcd import Cmp, EtcdStore, WatchBatch
 
 __all__ = ["OVERLAY_PREFIX", "OverlayAgent"]
 
 OVERLAY_PREFIX = "overlay/"
+#: how long a miss for an address nobody has published yet is remembered (s): the
+#: asker gives up after its 3 probes, 1 s apart
+MISS_WAIT = 3.0
+MAX_PENDING = 4096
 log = logging.getLogger("kanal.cluster")
 
 
@@ -104,7 +135,13 @@ class OverlayAgent:
         self._nodes: dict[str, Node] = {}
         self._eps: dict[str, EndpointRecord] = {}  # by key
         self._links: dict[str, OverlayLink] = {}
-        self._programmed: dict[str, Desired] = {}
+        self._tally: dict[str, Tally] = {}  # what is programmed, per network
+        self._deltas: dict[str, list[tuple[EndpointRecord | None, EndpointRecord | None]]] = {}
+        self._nl: VxlanNetlink | None = None  # the incremental path's socket
+        self._remote: dict[str, dict[str, EndpointRecord]] = {}  # net -> ip -> programmed
+        self._dev_index: dict[str, int] = {}  # net -> its device's ifindex
+        self._pending: dict[tuple[str, str], float] = {}  # (net, ip) missed -> until
+        self._announcer: Announcer | None = None
         self._listed: set[str] = set()
         self._rev: dict[str, int] = {}  # the revision the model of each prefix is at
         self._stop = threading.Event()
@@ -112,6 +149,7 @@ class OverlayAgent:
         self._ip_gc = GoneTracker(grace or 0.0)
         self._ep_gc = GoneTracker(grace or 0.0)
         self._listeners: list[Callable[[str], None]] = []
+        self._changed: set[str] = set()  # programmed networks the listeners are owed
 
     # ---- lifecycle ------------------------------------------------------------------
     @property
@@ -127,6 +165,7 @@ class OverlayAgent:
                 lambda: self._watch_loop(OVERLAY_PREFIX, self._set_endpoints, self._ep_events),
             ),
             ("resync", self._periodic),
+            ("misses", self._miss_loop),
         ):
             t = threading.Thread(target=fn, name=f"kanal-overlay-{name}", daemon=True)
             t.start()
@@ -137,6 +176,10 @@ class OverlayAgent:
         for t in self._threads:
             t.join()
         self._threads.clear()
+        with self._lock:
+            if self._nl is not None:
+                self._nl.close()
+                self._nl = None
 
     # ---- networks and endpoints -------------------------------------------------------
     def attach(self, link: OverlayLink) -> None:
@@ -146,14 +189,18 @@ class OverlayAgent:
         NotFound (no such bridge).
         """
         with self._lock:
-            ensure_device(link, self.netns_fd)
+            self._dev_index[link.network] = ensure_device(link, self.netns_fd)
             self._links[link.network] = link
             self._program([link.network])
+        self._notify()
 
     def detach(self, network: str, *, delete: bool = True) -> None:
         with self._lock:
             link = self._links.pop(network, None)
-            self._programmed.pop(network, None)
+            self._tally.pop(network, None)
+            self._deltas.pop(network, None)
+            self._remote.pop(network, None)
+            self._dev_index.pop(network, None)
             if link is not None and delete:
                 delete_device(link, self.netns_fd)
 
@@ -188,7 +235,8 @@ class OverlayAgent:
     def subscribe(self, fn: Callable[[str], None]) -> None:
         """Call ``fn(network)`` (in the agent's threads) each time an attached network
         was programmed: after a change of its endpoints or of the hosts, and at each
-        full reconcile. ``fn`` must be quick and not raise."""
+        full reconcile. ``fn`` must be quick and not raise; it is called without the
+        agent's lock held, so it may take locks of its own and call the agent."""
         self._listeners.append(fn)
 
     def unpublish(self, network: str, endpoint_id: str) -> bool:
@@ -196,7 +244,8 @@ class OverlayAgent:
 
     def programmed(self, network: str) -> Desired:
         with self._lock:
-            return self._programmed.get(network, Desired())
+            t = self._tally.get(network)
+            return t.desired() if t is not None else Desired()
 
     # ---- model updates ----------------------------------------------------------------
     def _set_nodes(self, entries: Iterable[Entry]) -> set[str]:
@@ -245,48 +294,143 @@ class OverlayAgent:
                 if parsed is None:
                     continue
                 touched.add(parsed[0])
-                if ev.type == "delete":
-                    self._eps.pop(ev.key, None)
-                    continue
-                try:
-                    self._eps[ev.key] = EndpointRecord.from_json(ev.value)
-                except DecodeError:
-                    self._eps.pop(ev.key, None)
+                old = self._eps.pop(ev.key, None)
+                new = None
+                if ev.type != "delete":
+                    try:
+                        new = self._eps[ev.key] = EndpointRecord.from_json(ev.value)
+                    except DecodeError:
+                        pass
+                if parsed[0] in self._links:  # networks attached here only
+                    self._deltas.setdefault(parsed[0], []).append((old, new))
         return touched
 
     # ---- programming ------------------------------------------------------------------
-    def _program(self, networks: Iterable[str]) -> None:
+    def _program(self, networks: Iterable[str], *, mode: str = "full") -> None:
+        """Program the networks' devices from the model. ``mode``:
+
+        - ``full``: read the kernel's entries and make them exactly what is wanted
+          (attach, listings, the periodic reconcile);
+        - ``recompute``: the wanted entries computed again from every endpoint and
+          the difference from what is programmed applied (the hosts changed);
+        - ``delta``: only the endpoints the watch changed (see ``_ep_events``).
+        """
         with self._lock:
             vteps = {n.name: n.advertise_addr for n in self._nodes.values()}
             for net in sorted(set(networks) & set(self._links)):
                 link = self._links[net]
-                pfx = endpoint_key(net, "")
-                eps = [r for k, r in self._eps.items() if k.startswith(pfx)]
-                want = desired_entries(eps, vteps, self.host, host_routes=self.host_routes)
+                deltas = self._deltas.pop(net, [])
+                tally = self._tally.get(net)
                 try:
                     try:
-                        ch = apply(link.name, want, self.netns_fd)
+                        if mode == "delta" and tally is not None:
+                            ch = self._apply_deltas(net, tally, deltas, vteps)
+                        else:
+                            ch = self._program_all(net, link, vteps, full=mode == "full")
                     except NotFound:
-                        ensure_device(link, self.netns_fd)  # deleted behind our back
-                        ch = apply(link.name, want, self.netns_fd)
+                        # deleted behind our back
+                        self._dev_index[net] = ensure_device(link, self.netns_fd)
+                        ch = self._program_all(net, link, vteps, full=True)
                 except KanalError as e:
                     log.warning("overlay %s: programming failed: %s", net, e)
                     self.last_error = e
+                    self._tally.pop(net, None)  # the kernel is unknown: next time in full
                     continue
-                self._programmed[net] = want
                 if ch:
                     log.debug("overlay %s: %s", net, ch)
-                for fn in self._listeners:
-                    fn(net)
+                self._answer_pending(net)
+                self._changed.add(net)
+
+    def _program_all(
+        self, net: str, link: OverlayLink, vteps: dict[str, str], *, full: bool
+    ) -> Changes:
+        pfx = endpoint_key(net, "")
+        eps = [r for k, r in self._eps.items() if k.startswith(pfx)]
+        want = desired_entries(eps, vteps, self.host, host_routes=self.host_routes)
+        old = self._tally.get(net)
+        if full or old is None:
+            ch = apply(link.name, want, self.netns_fd)
+        else:
+            have = old.desired()
+            ch = diff(want, have.fdb, have.neigh, have.routes)
+            self._apply_changes(link, ch)
+        contributions = [self._contribution(r, vteps) for r in eps]
+        self._tally[net] = Tally.of(contributions)
+        self._remote[net] = {r.ip: r for r, d in zip(eps, contributions) if d.neigh}
+        return ch
+
+    def _apply_deltas(
+        self,
+        net: str,
+        tally: Tally,
+        deltas: list[tuple[EndpointRecord | None, EndpointRecord | None]],
+        vteps: dict[str, str],
+    ) -> Changes:
+        ch = Changes()
+        remote = self._remote.setdefault(net, {})
+        for old, new in deltas:
+            if old is not None:
+                tally.remove(self._contribution(old, vteps), ch)
+                if remote.get(old.ip) == old:
+                    del remote[old.ip]
+            if new is not None:
+                d = self._contribution(new, vteps)
+                tally.add(d, ch)
+                if d.neigh:
+                    remote[new.ip] = new
+        tally.finish(ch)
+        self._apply_changes(self._links[net], ch)
+        return ch
+
+    def _contribution(self, r: EndpointRecord, vteps: dict[str, str]) -> Desired:
+        return contribution(r, vteps, self.host, host_routes=self.host_routes)
+
+    def _apply_changes(self, link: OverlayLink, ch: Changes) -> None:
+        """Apply on one long-lived socket (lock held): opening one per change costs
+        more than the change."""
+        if not ch:
+            return
+        if self._nl is None:
+            self._nl = VxlanNetlink(self.netns_fd)
+        try:
+            apply_changes(link.name, ch, nl=self._nl)
+        except KanalError:
+            self._nl.close()
+            self._nl = None
+            raise
+
+    def _notify(self) -> None:
+        """Call the listeners for the networks programmed since the last call — never
+        under the agent's lock: a listener may take a lock of its own that is held
+        while the agent is called (the embedded DNS builds its index from
+        ``endpoints()`` under its lock; called back under ours, the two deadlock)."""
+        with self._lock:
+            nets, self._changed = self._changed, set()
+        for net in sorted(nets):
+            for fn in self._listeners:
+                fn(net)
 
     def reconcile(self) -> None:
-        """List both prefixes and program every attached network now. Raises Unavailable."""
-        nodes, nrev = self.store.snapshot(NODES_PREFIX)
-        eps, erev = self.store.snapshot(OVERLAY_PREFIX)
+        """List both prefixes and program every attached network now, from the kernel's
+        own entries (drift is repaired). Raises Unavailable.
+
+        The listings are skipped when etcd has written nothing since the model's
+        revisions (one small request instead: with a thousand endpoints every host
+        re-reading them each period is most of an idle cluster's etcd traffic)."""
+        rev = self.store.revision()
         with self._lock:
-            self._take(NODES_PREFIX, nrev, lambda: self._set_nodes(nodes))
-            self._take(OVERLAY_PREFIX, erev, lambda: self._set_endpoints(eps))
+            current = self._listed >= {NODES_PREFIX, OVERLAY_PREFIX} and rev <= min(
+                self._rev.get(NODES_PREFIX, 0), self._rev.get(OVERLAY_PREFIX, 0)
+            )
+        if not current:
+            nodes, nrev = self.store.snapshot(NODES_PREFIX)
+            eps, erev = self.store.snapshot(OVERLAY_PREFIX)
+            with self._lock:
+                self._take(NODES_PREFIX, nrev, lambda: self._set_nodes(nodes))
+                self._take(OVERLAY_PREFIX, erev, lambda: self._set_endpoints(eps))
+        with self._lock:
             self._program(set(self._links))
+        self._notify()
 
     def _take(self, prefix: str, rev: int, update: Callable[[], set[str]]) -> set[str]:
         """Apply a listing or a watch batch at ``rev`` unless the model is already newer
@@ -317,6 +461,7 @@ class OverlayAgent:
                 self._stop.wait(1.0)
                 continue
             self._program(self._take(prefix, rev, partial(set_all, entries)))
+            self._notify()
             self._listed.add(prefix)
             if self._listed >= {NODES_PREFIX, OVERLAY_PREFIX}:
                 self.synced.set()
@@ -325,21 +470,95 @@ class OverlayAgent:
                 self.last_error = None
                 if batch.resync is not None:
                     nets = self._take(prefix, batch.revision, partial(set_all, batch.resync))
+                    self._program(nets)
                 else:
                     nets = self._take(prefix, batch.revision, partial(on_batch, batch))
-                self._program(nets)
+                    # endpoints changed: their own entries; hosts changed: every network
+                    self._program(nets, mode="delta" if prefix == OVERLAY_PREFIX else "recompute")
+                self._notify()
 
     def _periodic(self) -> None:
         while not self._stop.wait(self.resync_interval):
             try:
                 self.reconcile()
                 self.last_error = None  # etcd answers again
-                if self.grace is not None:
+                if self.grace is not None and self._collector():
                     self.collect_garbage()
             except Unavailable as e:
                 self._error(e)
             except KanalError as e:
                 log.warning("overlay agent: periodic reconcile: %s", e)
+
+    def _collector(self) -> bool:
+        """Whether this host collects garbage this round: the first live host by name
+        does. Every host listing every address block each period is most of an idle
+        cluster's etcd traffic, and one collector is enough; when it goes, the next
+        takes over (a host that does not see itself registered collects too: each
+        delete is conditional, several collectors are safe)."""
+        with self._lock:
+            live = sorted(self._nodes)
+        return not live or live[0] == self.host or self.host not in live
+
+    # ---- misses ---------------------------------------------------------------------
+    def _miss_loop(self) -> None:
+        try:
+            if self.netns_fd is None:
+                listener, announcer = MissListener(), Announcer()
+            else:
+                import socket
+
+                from kanal.netlink.ns import netns_socket
+
+                raw = socket.SOCK_RAW | socket.SOCK_CLOEXEC
+                listener = MissListener(netns_socket(self.netns_fd, socket.AF_NETLINK, raw, 0))
+                announcer = Announcer(netns_socket(self.netns_fd, socket.AF_PACKET, raw))
+        except OSError as e:
+            log.warning("overlay agent: not answering VXLAN misses: %s", e)
+            return
+        with self._lock:
+            self._announcer = announcer
+        try:
+            while not self._stop.is_set():
+                ready, _, _ = select.select([listener], [], [], 0.5)
+                if ready:
+                    for miss in listener.read():
+                        self._on_miss(miss.ifindex, miss.ip)
+                now = time.monotonic()
+                with self._lock:
+                    for key in [k for k, until in self._pending.items() if until < now]:
+                        del self._pending[key]
+        finally:
+            with self._lock:
+                self._announcer = None
+            listener.close()
+            announcer.close()
+
+    def _on_miss(self, ifindex: int, ip: str) -> None:
+        """A container asked for ``ip`` on a device that had no entry for it."""
+        with self._lock:
+            net = next((n for n, i in self._dev_index.items() if i == ifindex), None)
+            if net is None:
+                return  # not one of ours
+            if len(self._pending) >= MAX_PENDING:
+                self._pending.pop(next(iter(self._pending)))
+            self._pending[(net, ip)] = time.monotonic() + MISS_WAIT
+            if ip in self._remote.get(net, {}):
+                # Known: the miss raced the programming (or an entry went missing).
+                # The entries are made sure of and the asker told at once; otherwise
+                # it is told when the watch delivers the endpoint.
+                self._program([net], mode="delta")
+        self._notify()
+
+    def _answer_pending(self, net: str) -> None:
+        """Announce the network's missed addresses that are known now (lock held)."""
+        if not self._pending or self._announcer is None:
+            return
+        known, link = self._remote.get(net, {}), self._links.get(net)
+        for key in [k for k in self._pending if k[0] == net and k[1] in known]:
+            del self._pending[key]
+            rec = known[key[1]]
+            if link is not None:
+                self._announcer.announce(link.bridge, rec.ip, rec.mac)
 
     def collect_garbage(self, now: float | None = None) -> list[str]:
         """One GC round: address blocks and endpoint records of hosts gone for ``grace``.
@@ -349,15 +568,17 @@ class OverlayAgent:
         now = time.monotonic() if now is None else now
         freed = gipam.collect_garbage(self.store, self._ip_gc, now)
         live = {e.key[len(NODES_PREFIX) :] for e in self.store.list(NODES_PREFIX)}
+        with self._lock:  # the hosts with records, from the model (kept by the watch)
+            owners = {r.host for r in self._eps.values()}
+        gone = self._ep_gc.observe(live, owners, now)
         records = []
-        for e in self.store.list(OVERLAY_PREFIX):
+        for e in self.store.list(OVERLAY_PREFIX) if gone else ():
             if _parse_endpoint_key(e.key) is None:
                 continue
             try:
                 records.append((e, EndpointRecord.from_json(e.value)))
             except DecodeError:
                 continue
-        gone = self._ep_gc.observe(live, {r.host for _, r in records}, now)
         for e, r in records:
             if r.host in gone:
                 res = self.store.txn_if([Cmp.value_is(e.key, e.value)], [Delete(e.key)])

@@ -382,7 +382,8 @@ def collect_garbage(store: EtcdStore, tracker: GoneTracker, now: float) -> list[
     """
     live = set(list_nodes(store))
     blocks = []
-    for e in store.list("ipam/"):
+    listing = store.list("ipam/")  # blocks and addresses: one listing for both passes
+    for e in listing:
         pb = _parse_block_key(e.key)
         if pb is None:
             continue
@@ -402,9 +403,10 @@ def collect_garbage(store: EtcdStore, tracker: GoneTracker, now: float) -> list[
             freed.append(f"{pool}/{bid}")
             existing.discard((pool, bid))
     # Addresses whose block is absent: fenced already, delete them (in batches, each
-    # on condition that the block is still absent).
+    # on condition that the block is still absent). One written after the listing into
+    # a block freed just now is taken by the next round.
     orphans: dict[tuple[str, str], list[str]] = {}
-    for e in store.list("ipam/"):
+    for e in listing:
         parts = e.key.split("/")
         if len(parts) == 5 and parts[2] == "ips" and (parts[1], parts[3]) not in existing:
             orphans.setdefault((parts[1], parts[3]), []).append(e.key)

@@ -21,19 +21,26 @@ API:
   vtep, name, aliases}``, with ``to_json``/``from_json``; :func:`endpoint_key`.
 - :func:`desired_entries` (pure) — the entries for a network from its endpoint
   records and the live hosts; :func:`diff` (pure) — what to add and remove given
-  what the kernel has; :class:`Desired`, :class:`Changes`.
+  what the kernel has; :class:`Desired`, :class:`Changes`; :class:`Tally` (pure)
+  — the same entries counted (a host's flood entry is wanted by each of its
+  endpoints), so that one endpoint coming or going gives its changes without
+  looking at the others (:func:`contribution`).
 - :func:`ensure_device` / :func:`delete_device` — create (idempotent, adopts a
   matching device) / delete the VXLAN device in a namespace.
 - :func:`apply` — read the device's entries, diff, apply (adds: FDB and neighbours
-  before routes; removals: routes first), return the :class:`Changes` made.
+  before routes; removals: routes first), return the :class:`Changes` made;
+  :func:`apply_changes` — apply given changes (the agent's incremental path: the
+  difference from what it programmed last, no kernel dump).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from kanal.errors import DecodeError, InvalidConfig
 from kanal.netlink.vxlan import (
@@ -51,7 +58,10 @@ __all__ = [
     "Desired",
     "EndpointRecord",
     "OverlayLink",
+    "Tally",
     "apply",
+    "apply_changes",
+    "contribution",
     "delete_device",
     "desired_entries",
     "device_name",
@@ -146,6 +156,32 @@ class Changes:
         return any(parts) or bool(self.add_routes or self.del_routes)
 
 
+def contribution(
+    ep: EndpointRecord,
+    live_vteps: Mapping[str, str],
+    me: str,
+    *,
+    host_routes: bool = False,
+) -> Desired:
+    """The entries one endpoint needs on this host (``me``): none for one of ours or of
+    a host that is not live, else its FDB entry, its host's flood entry, its
+    neighbour (and with ``host_routes`` its /32 or /128). Pure."""
+    if ep.host == me or ep.host not in live_vteps:
+        return Desired()
+    vtep = live_vteps[ep.host] or ep.vtep
+    if not vtep:
+        return Desired()
+    routes: frozenset[RouteEntry] = frozenset()
+    if host_routes:
+        ip = ipaddress.ip_address(ep.ip)
+        routes = frozenset({RouteEntry(f"{ip}/{ip.max_prefixlen}", "")})
+    return Desired(
+        frozenset({FdbEntry(ep.mac, vtep), FdbEntry(FLOOD_MAC, vtep)}),
+        frozenset({NeighEntry(ep.ip, ep.mac)}),
+        routes,
+    )
+
+
 def desired_entries(
     endpoints: Iterable[EndpointRecord],
     live_vteps: Mapping[str, str],
@@ -164,18 +200,96 @@ def desired_entries(
     neigh: set[NeighEntry] = set()
     routes: set[RouteEntry] = set()
     for ep in endpoints:
-        if ep.host == me or ep.host not in live_vteps:
-            continue
-        vtep = live_vteps[ep.host] or ep.vtep
-        if not vtep:
-            continue
-        fdb.add(FdbEntry(ep.mac, vtep))
-        fdb.add(FdbEntry(FLOOD_MAC, vtep))
-        neigh.add(NeighEntry(ep.ip, ep.mac))
-        if host_routes:
-            ip = ipaddress.ip_address(ep.ip)
-            routes.add(RouteEntry(f"{ip}/{ip.max_prefixlen}", ""))
+        d = contribution(ep, live_vteps, me, host_routes=host_routes)
+        fdb |= d.fdb
+        neigh |= d.neigh
+        routes |= d.routes
     return Desired(frozenset(fdb), frozenset(neigh), frozenset(routes))
+
+
+class Tally:
+    """The desired entries of a network with how many endpoints want each. Pure.
+
+    ``add``/``remove`` one endpoint's :func:`contribution` and record in a
+    :class:`Changes` what that changes in the kernel (an entry appears when its
+    first endpoint comes, goes with its last); ``finish`` settles neighbours
+    whose address another entry still wants (replaced, never deleted). The
+    cost is that of the change, not of the network's size.
+    """
+
+    def __init__(self) -> None:
+        self.fdb: Counter[FdbEntry] = Counter()
+        self.neigh: Counter[NeighEntry] = Counter()
+        self.routes: Counter[RouteEntry] = Counter()
+        self._ips: dict[str, set[NeighEntry]] = {}
+
+    @classmethod
+    def of(cls, contributions: Iterable[Desired]) -> Tally:
+        t, ch = cls(), Changes()
+        for d in contributions:
+            t.add(d, ch)
+        return t
+
+    def add(self, d: Desired, ch: Changes) -> None:
+        for f in d.fdb:
+            self.fdb[f] += 1
+            if self.fdb[f] == 1:
+                ch.add_fdb.append(f)
+        for n in d.neigh:
+            self.neigh[n] += 1
+            if self.neigh[n] == 1:
+                self._ips.setdefault(n.ip, set()).add(n)
+                ch.set_neigh.append(n)
+        for r in d.routes:
+            self.routes[r] += 1
+            if self.routes[r] == 1:
+                ch.add_routes.append(r)
+
+    def remove(self, d: Desired, ch: Changes) -> None:
+        for f in d.fdb:
+            if self._drop(self.fdb, f):
+                ch.del_fdb.append(f)
+        for n in d.neigh:
+            if self._drop(self.neigh, n):
+                held = self._ips.get(n.ip, set())
+                held.discard(n)
+                if not held:
+                    self._ips.pop(n.ip, None)
+                ch.del_neigh.append(n)
+        for r in d.routes:
+            if self._drop(self.routes, r):
+                ch.del_routes.append(r)
+
+    @staticmethod
+    def _drop(c: Counter[Any], key: Any) -> bool:
+        if c[key] <= 0:
+            c.pop(key, None)
+            return False
+        c[key] -= 1
+        if c[key]:
+            return False
+        del c[key]
+        return True
+
+    def finish(self, ch: Changes) -> Changes:
+        """A removed neighbour whose address is still wanted (its MAC changed, or two
+        records claim it) is not deleted: the one still wanted is set instead."""
+        keep = []
+        for n in ch.del_neigh:
+            still = self._ips.get(n.ip)
+            if still:
+                if not any(x.ip == n.ip for x in ch.set_neigh):
+                    ch.set_neigh.append(min(still, key=_nkey))
+            else:
+                keep.append(n)
+        ch.del_neigh = keep
+        for f in list(ch.add_fdb):  # added and removed in one go: nothing to do
+            if f in ch.del_fdb and self.fdb[f]:
+                ch.del_fdb.remove(f)
+        return ch
+
+    def desired(self) -> Desired:
+        return Desired(frozenset(self.fdb), frozenset(self.neigh), frozenset(self.routes))
 
 
 def diff(
@@ -226,6 +340,7 @@ def ensure_device(link: OverlayLink, netns_fd: int | None = None) -> int:
             mtu=link.mtu,
             bridge=link.bridge,
             port=link.port,
+            l3miss=True,  # the agent answers requests it has no entry for yet
             owner=link.owner,
         )
         return idx
@@ -248,16 +363,35 @@ def apply(device: str, want: Desired, netns_fd: int | None = None) -> Changes:
     with VxlanNetlink(netns_fd) as nl:
         idx = nl.index(device)
         ch = diff(want, nl.fdb(idx), nl.neighbours(idx), nl.device_routes(idx))
-        for r in ch.del_routes:
-            nl.route_del(idx, r.dst)
-        for f in ch.add_fdb:
-            nl.fdb_append(idx, f.mac, f.dst)
-        for n in ch.set_neigh:
-            nl.neigh_replace(idx, n.ip, n.mac)
-        for r in ch.add_routes:  # last: its next hop is resolvable by now (flannel's order)
-            nl.route_replace(idx, r.dst, r.via)
-        for n in ch.del_neigh:
-            nl.neigh_del(idx, n.ip)
-        for f in ch.del_fdb:
-            nl.fdb_del(idx, f.mac, f.dst)
+        _apply(nl, idx, ch)
         return ch
+
+
+def apply_changes(
+    device: str, ch: Changes, netns_fd: int | None = None, nl: VxlanNetlink | None = None
+) -> None:
+    """Apply ``ch`` (computed against what was programmed before) without reading
+    the device's entries back, on ``nl`` if given (a caller's long-lived socket).
+    Raises LinkNotFound when the device is gone."""
+    if not ch:
+        return
+    if nl is not None:
+        _apply(nl, nl.index(device), ch)
+        return
+    with VxlanNetlink(netns_fd) as own:
+        _apply(own, own.index(device), ch)
+
+
+def _apply(nl: VxlanNetlink, idx: int, ch: Changes) -> None:
+    for r in ch.del_routes:
+        nl.route_del(idx, r.dst)
+    for f in ch.add_fdb:
+        nl.fdb_append(idx, f.mac, f.dst)
+    for n in ch.set_neigh:
+        nl.neigh_replace(idx, n.ip, n.mac)
+    for r in ch.add_routes:  # last: its next hop is resolvable by now (flannel's order)
+        nl.route_replace(idx, r.dst, r.via)
+    for n in ch.del_neigh:
+        nl.neigh_del(idx, n.ip)
+    for f in ch.del_fdb:
+        nl.fdb_del(idx, f.mac, f.dst)

@@ -135,6 +135,7 @@ def sandbox_json(
         "Netns": sb.netns,
         "Hostname": sb.hostname,
         "Error": sb.error,
+        "LostAddresses": sb.lost,
         "Networks": {
             network_names.get(nid, nid): {
                 "EndpointID": ep.id,

@@ -50,6 +50,7 @@ def drop_lost_addresses(ctrl: Controller) -> list[Endpoint]:
                 ", ".join(lost),
                 net.name,
             )
+            ctrl.emit("lost", net, ep)  # the sandbox keeps a note (kanal inspect)
             best_effort(ctrl.driver(net.driver).leave, net, ep)
             ctrl.release_endpoint(net, ep)
             ctrl.emit("disconnect", net, ep)

@@ -216,7 +216,10 @@ class Controller:
             raise InvalidConfig(f"the {spec.driver} driver takes no subnets")
         driver.prepare(net)
         bridge = net.driver_state.get("bridge")
-        if bridge and any(n.driver_state.get("bridge") == bridge for n in others):
+        sharing = [n for n in others if bridge and n.driver_state.get("bridge") == bridge]
+        # An operator's OVS bridge carries several networks (seed 002: two subnets on
+        # br1); a bridge kanal makes belongs to one network.
+        if sharing and not all(n.driver_state.get("shared_bridge") for n in [net, *sharing]):
             raise Conflict(f"bridge {bridge} is already used by another network")
         with (
             self.journal.intent("network-create", network=net.id, driver=driver_name) as it,

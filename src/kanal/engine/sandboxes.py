@@ -28,7 +28,7 @@ from kanal import validate
 from kanal.engine import processes
 from kanal.engine.controller import Controller
 from kanal.engine.dns.index import NameIndex
-from kanal.engine.model import SandboxRef, new_id, now
+from kanal.engine.model import Endpoint, SandboxRef, new_id, now
 from kanal.engine.sandboxenv import SandboxEnv, is_mount
 from kanal.engine.sandboxspec import NetworkRequest, SandboxSpec, checked_spec
 from kanal.engine.supervisor import Supervisor
@@ -66,6 +66,9 @@ class Sandbox:
     # (device, inode) of its own namespace: found again after an outside unmount
     netns_id: list[int] = field(default_factory=list)
     error: str = ""  # why it is broken (docker's State.Error); "" when it is not
+    # overlay addresses the cluster freed while this host was cut off (the sandbox was
+    # disconnected from those networks): {"Network", "Address", "At"}
+    lost: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -108,6 +111,7 @@ class SandboxManager:
         self.invalidate = self.names_index.invalidate
         self._lock = threading.Lock()
         self._sb_locks: dict[str, threading.Lock] = {}
+        controller.listeners.append(self._on_endpoint_event)
 
     @property
     def netns_dir(self) -> str:
@@ -167,6 +171,27 @@ class SandboxManager:
                 return
             try:
                 self.store.put(key, s.to_json(), expect=e.mod_rev)
+                return
+            except StoreConflict:
+                continue
+
+    def _on_endpoint_event(self, event: str, net: Any, ep: Endpoint) -> None:
+        if event == "lost":
+            for cidr in (ep.ipv4, ep.ipv6):
+                if cidr:
+                    self.note_lost(ep.sandbox_id, net.name, cidr.split("/")[0])
+
+    def note_lost(self, sid: str, network: str, address: str) -> None:
+        """Record on the sandbox that it lost ``address`` on ``network``."""
+        key = f"sandboxes/{sid}"
+        while True:
+            e = self.store.get(key)
+            if e is None:
+                return
+            sb = Sandbox.from_json(e.value)
+            sb.lost.append({"Network": network, "Address": address, "At": now()})
+            try:
+                self.store.put(key, sb.to_json(), expect=e.mod_rev)
                 return
             except StoreConflict:
                 continue

@@ -7,8 +7,9 @@ What it programs (Docker-overlay style, docs/overlay.md — every entry
 permanent, the device made with ``learning off`` so nothing else writes them):
 
 - the device: ``ip link add NAME type vxlan id VNI local ADDR dstport 4789
-  nolearning proxy``, MTU set by the caller (underlay - 50), enslaved to the
-  network's bridge, set up;
+  nolearning proxy l3miss``, MTU set by the caller (underlay - 50), enslaved to
+  the network's bridge, set up (``l3miss``: a request for an address with no
+  entry is reported to the control plane, see kanal.netlink.neighmiss);
 - FDB (``bridge fdb append MAC dev NAME dst VTEP self permanent``): one per remote
   endpoint MAC, plus ``00:00:00:00:00:00 → VTEP`` per remote host (head-end
   replication of broadcasts and unknown unicast);
@@ -83,7 +84,8 @@ class VxlanNetlink(Netlink):
             raise _err(e, f"link {name!r} not found") from e
 
     def vxlan_info(self, name: str) -> dict[str, Any]:
-        """``{"vni", "local", "port", "learning", "proxy", "mtu", "master"}`` of a vxlan device."""
+        """``{"vni", "local", "port", "learning", "proxy", "l3miss", "mtu", "master"}`` of a
+        vxlan device."""
         try:
             msg = self._ipr.link("get", ifname=name)[0]
         except NetlinkError as e:
@@ -99,6 +101,7 @@ class VxlanNetlink(Netlink):
             "port": data.get_attr("IFLA_VXLAN_PORT"),
             "learning": data.get_attr("IFLA_VXLAN_LEARNING"),
             "proxy": data.get_attr("IFLA_VXLAN_PROXY"),
+            "l3miss": data.get_attr("IFLA_VXLAN_L3MISS"),
             "mtu": msg.get_attr("IFLA_MTU"),
             "master": msg.get_attr("IFLA_MASTER") or 0,
         }
@@ -113,6 +116,7 @@ class VxlanNetlink(Netlink):
         bridge: str = "",
         port: int = VXLAN_PORT,
         proxy: bool = True,
+        l3miss: bool = False,
         owner: str = "",
     ) -> tuple[int, bool]:
         """Create (or adopt) the vxlan device, enslave it to ``bridge``, set it up.
@@ -122,7 +126,8 @@ class VxlanNetlink(Netlink):
         the alias marking the device as kanal's: set on a new one, and on an
         adopted one that has none (made by kanal just before a crash could set
         it: the same name, VNI, local address and port); one marked by someone
-        else is a Conflict.
+        else is a Conflict. ``l3miss`` is set on an adopted device too (a device made
+        before kanal answered misses gets it).
         """
         created = True
         try:
@@ -135,6 +140,7 @@ class VxlanNetlink(Netlink):
                 vxlan_port=port,
                 vxlan_learning=0,
                 vxlan_proxy=1 if proxy else 0,
+                vxlan_l3miss=1 if l3miss else 0,
                 # No outer UDP checksum over IPv4 (what `ip link add type vxlan` does by
                 # default): the inner packet has its own; computing one costs ~15 %.
                 vxlan_udp_csum=0,
@@ -160,6 +166,8 @@ class VxlanNetlink(Netlink):
         try:
             if have["mtu"] != mtu:
                 self._ipr.link("set", index=idx, mtu=mtu)
+            if bool(have["l3miss"]) != l3miss:
+                self._ipr.link("set", index=idx, kind="vxlan", vxlan_l3miss=1 if l3miss else 0)
             if bridge:
                 # The bridge learns remote MACs on this port as on any other: frames
                 # to them then go to this port alone instead of being flooded to every

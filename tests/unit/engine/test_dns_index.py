@@ -24,6 +24,7 @@ class Ctrl:
         self.builds = 0
         self.invalidated_during_build = False
         self.cluster = None
+        self.listeners: list[Any] = []  # SandboxManager subscribes to endpoint events
 
     def local_networks(self) -> list[Any]:
         self.builds += 1

@@ -15,7 +15,9 @@ published ports go through an overlay network (docker's overlay gives those to
 a second, local network).
 
 Options: ``com.docker.network.driver.overlay.vxlanid_list`` (docker's: a fixed
-VNI), ``com.docker.network.driver.mtu`` (default: underlay MTU - 50).
+VNI), ``com.docker.network.driver.mtu`` (default: underlay MTU - 50),
+``com.docker.network.bridge.name`` (the bridge on each host instead of
+``kov<vni>``; docker's overlay takes the option too).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["OverlayDriver"]
 
 P = "com.docker.network."
-OPTIONS = {P + "driver.overlay.vxlanid_list", P + "driver.mtu"}
+OPTIONS = {P + "driver.overlay.vxlanid_list", P + "driver.mtu", P + "bridge.name"}
 
 
 class OverlayDriver:
@@ -78,12 +80,19 @@ class OverlayDriver:
                 raise InvalidConfig(f"invalid MTU {net.options[P + 'driver.mtu']!r}") from None
             if not 68 <= mtu <= 65485:
                 raise InvalidConfig(f"invalid MTU {mtu}: want 68-65485")
+        bridge = net.options.get(P + "bridge.name", "")
+        if bridge:
+            from kanal.engine.drivers.bridge import _IFNAME
+
+            if not _IFNAME.match(bridge):
+                raise InvalidConfig(f"invalid bridge name {bridge!r}: 1-15 of [A-Za-z0-9_.-]")
         net.scope = "global"
-        net.driver_state = {"vni": want, "mtu": mtu}
+        net.driver_state = {"vni": want, "mtu": mtu, "bridge": bridge}
 
     def reserve(self, net: Network) -> None:
         vni = self.cluster.allocate_vni(net.id, int(net.driver_state.get("vni") or 0))
-        net.driver_state.update({"vni": vni, "bridge": f"kov{vni}"})
+        bridge = net.driver_state.get("bridge") or f"kov{vni}"
+        net.driver_state.update({"vni": vni, "bridge": bridge})
 
     def idle(self, net: Network) -> None:
         pass

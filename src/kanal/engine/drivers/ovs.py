@@ -22,9 +22,10 @@ Userspace also needs tx checksum offload off on the sandbox end of each veth.
 OVSDB: ``-o ovs.db=unix:/path`` (default ``$KANAL_OVS_DB`` or
 /var/run/openvswitch/db.sock); ovs-vswitchd must run in kanald's namespace.
 Ownership: a bridge that existed before the network is the operator's — kanal
-adds its ports and gateway addresses and removes exactly those at teardown; a
-bridge kanal made carries ``external_ids:kanal-owner=<network id>`` and goes
-with the network. Every port kanal adds carries the same key.
+adds its ports and gateway addresses and removes exactly those at teardown, and
+several networks may share it (seed 002's two subnets on one bridge); a bridge
+kanal made carries ``external_ids:kanal-owner=<network id>``, belongs to that
+network alone and goes with it. Every port kanal adds carries the same key.
 """
 
 from __future__ import annotations
@@ -166,6 +167,8 @@ class OvsDriver:
             "datapath": existing.datapath_type if existing else datapath,
             # made by kanal (and so deleted with the network), or the operator's
             "own_bridge": existing is None,
+            # the operator's bridge may carry other networks too (their own ports)
+            "shared_bridge": existing is not None,
             "vxlan_remotes": remotes,
             # the remotes are the cluster's other hosts, re-read at each reconcile
             "vxlan_from_cluster": from_cluster,

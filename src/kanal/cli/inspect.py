@@ -1,0 +1,47 @@
+"""``kanal inspect SANDBOX...``: sandboxes as JSON (docker inspect's habits).
+
+Besides the state, networks and ports, ``LostAddresses`` lists the overlay
+addresses a sandbox lost while its host was cut off from the cluster for longer
+than the grace period (the cluster freed them; the sandbox was disconnected from
+those networks when the host came back).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["register"]
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+    from urllib.parse import quote
+
+    from kanal.cli.client import ApiClient
+    from kanal.cli.fmt import render_template
+    from kanal.errors import KanalError
+
+    client = ApiClient(args.host)
+    found, failed = [], False
+    for ref in args.sandboxes:
+        try:
+            found.append(client.request("GET", f"/sandboxes/{quote(ref, safe='')}"))
+        except KanalError as e:
+            sys.stderr.write(f"kanal: {e}\n")
+            failed = True
+    if args.format:
+        for sb in found:
+            print(render_template(args.format, sb))
+    else:
+        print(json.dumps(found, indent=4))
+    return 1 if failed else 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("inspect", help="show sandboxes as JSON")
+    p.add_argument("-H", "--host", default=None, help="kanald's API socket (or $KANAL_HOST)")
+    p.add_argument("-f", "--format", default="", help="a Go template, e.g. '{{.State}}'")
+    p.add_argument("sandboxes", nargs="+", metavar="SANDBOX")
+    p.set_defaults(handler=cmd_inspect)
