@@ -28,7 +28,7 @@ GOAL = 1.0
 
 
 def run(rounds: int, report: Callable[[str], None]) -> dict[str, object]:
-    from kanal.cli.client import ApiClient
+    from kanal.daemon.client import ApiClient
 
     host = create_netns(unique("kbfault", 30))
     tmp = Path(tempfile.mkdtemp(prefix="kanal-fault-bench-"))

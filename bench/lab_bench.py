@@ -53,7 +53,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kanal.cli.client import ApiClient  # noqa: E402
+from kanal.daemon.client import ApiClient  # noqa: E402
 from kanal.errors import KanalError  # noqa: E402
 from kanal.lab import Impairment, Lab, LabSpec  # noqa: E402
 from kanal.lab import system as labsys  # noqa: E402

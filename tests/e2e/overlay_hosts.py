@@ -129,7 +129,7 @@ class Hosts(Underlay):
     def sandbox_netns(self, i: int, name: str) -> str:
         """A path to host i's sandbox ``name``'s network namespace that works from
         outside the host's mount namespace (its process's)."""
-        from kanal.cli.client import ApiClient
+        from kanal.daemon.client import ApiClient
 
         pid = ApiClient(self.api(i)).request("GET", f"/sandboxes/{name}")["Pid"]
         return f"/proc/{pid}/ns/net"

@@ -33,7 +33,7 @@ class PrivateNetnsDaemon(RunDaemon):
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
         """One call to the daemon's REST API (its decoded answer)."""
-        from kanal.cli.client import ApiClient
+        from kanal.daemon.client import ApiClient
 
         return ApiClient(str(self.api)).request(method, path, body)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from kanal.cli.client import ApiClient
+from kanal.daemon.client import ApiClient
 from tests.e2e.kanald import Kanald, kanald, parse_response
 from tests.e2e.test_cli_network import VENV
 from tests.snapshot import assert_unchanged, settle

@@ -62,7 +62,7 @@ def test_run_ps_exec_stop_rm_and_restart(rd: RunDaemon) -> None:
     assert len(sid) == 64
     ps = rd.k("ps").stdout
     assert "web" in ps and "running" in ps and "app=10.74.0.10" in ps
-    from kanal.cli.client import ApiClient
+    from kanal.daemon.client import ApiClient
 
     (ep,) = ApiClient(str(rd.api)).request("GET", "/endpoints")
     assert ep["Network"] == "app" and ep["IPv4Address"] == "10.74.0.10/24"

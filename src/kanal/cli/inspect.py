@@ -19,8 +19,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     import json
     from urllib.parse import quote
 
-    from kanal.cli.client import ApiClient
     from kanal.cli.fmt import render_template
+    from kanal.daemon.client import ApiClient
     from kanal.errors import KanalError
 
     client = ApiClient(args.host)

@@ -36,7 +36,7 @@ def _kv(items: list[str], what: str) -> dict[str, str]:
 
 def _client(args: argparse.Namespace) -> Any:
     # lazy: a kanal command loads only what it runs (the CLI starts for every call)
-    from kanal.cli.client import ApiClient
+    from kanal.daemon.client import ApiClient
 
     return ApiClient(args.host)
 

@@ -36,9 +36,10 @@ def _status(n: dict[str, Any]) -> str:
 def cmd_ls(args: argparse.Namespace) -> int:
     import sys
 
-    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
-    from kanal.cli.client import ApiClient
     from kanal.cli.fmt import render_table
+
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
+    from kanal.daemon.client import ApiClient
 
     nodes: list[dict[str, Any]] = ApiClient(args.host).request("GET", "/nodes")
     if args.quiet and args.format in ("", "table"):  # docker: a custom --format wins over -q

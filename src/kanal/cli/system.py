@@ -15,7 +15,7 @@ __all__ = ["register"]
 
 def cmd_check(args: argparse.Namespace) -> int:
     # lazy: a kanal command loads only what it runs (the CLI starts for every call)
-    from kanal.cli.client import ApiClient
+    from kanal.daemon.client import ApiClient
 
     problems: list[str] = ApiClient(args.host).request("GET", "/system/check")["Problems"]
     for p in problems:

@@ -542,7 +542,7 @@ class Lab:
             self.wait_nodes(hosts[0], set(hosts))
 
     def kanald_ok(self, host: str) -> bool:
-        from kanal.cli.client import ApiClient
+        from kanal.daemon.client import ApiClient
 
         if not os.path.exists(self.api(host)):
             return False
@@ -568,7 +568,7 @@ class Lab:
 
     def nodes(self, host: str) -> list[str]:
         """The cluster's hosts as ``host``'s kanald sees them."""
-        from kanal.cli.client import ApiClient
+        from kanal.daemon.client import ApiClient
 
         rows = ApiClient(self.api(host), timeout=5.0).request("GET", "/nodes")
         return sorted(str(r["Name"]) for r in rows)

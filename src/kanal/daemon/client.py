@@ -1,4 +1,7 @@
-"""The CLI's client of kanald's REST API (HTTP over the unix socket)."""
+"""A client of kanald's REST API (HTTP over the unix socket).
+
+The CLI, ``kanal lab`` and the tests use it.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ __all__ = ["ApiClient", "connect_unix", "default_socket"]
 
 
 def default_socket() -> str:
-    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
+    # lazy: daemon.main is kanald's entry point; a client needs only its constant
     from kanal.daemon.main import DEFAULT_API_SOCKET
 
     return os.environ.get("KANAL_HOST", "").removeprefix("unix://") or DEFAULT_API_SOCKET
