@@ -154,6 +154,7 @@ class _Unusual(Exception):
     """Something the lean encoder leaves to json."""
 
 
+# long: one encoder loop kept inline (the exec path calls it for every result)
 def dumps(
     obj: Any,
     *,

@@ -19,6 +19,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     import json
     from urllib.parse import quote
 
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.fmt import render_template
     from kanal.daemon.client import ApiClient
     from kanal.errors import KanalError

@@ -27,12 +27,14 @@ __all__ = ["register"]
 
 
 def _lab(args: argparse.Namespace, name: str) -> Any:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.lab import Lab
 
     return Lab.load(name, args.lab_dir)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.lab import Lab, LabSpec
 
     spec = LabSpec(
@@ -62,6 +64,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _print_reach(lab: Any) -> None:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.fmt import render_table
 
     st = lab.status()
@@ -92,6 +95,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
+        # lazy: a kanal command loads only what it runs (the CLI starts for every call)
         from kanal.errors import InvalidConfig
 
         raise InvalidConfig("kanal lab exec: no command (kanal lab exec NAME MEMBER -- CMD...)")
@@ -106,6 +110,7 @@ def cmd_exec(args: argparse.Namespace) -> int:
 def cmd_ls(args: argparse.Namespace) -> int:
     import json
 
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.fmt import render_table
     from kanal.lab import Lab
     from kanal.lab.record import lab_root
@@ -167,6 +172,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.errors import KanalError
 
     failed = False
@@ -212,6 +218,7 @@ def _members(lab: Any, spec: str) -> list[str]:
 
 
 def cmd_fault(args: argparse.Namespace) -> int:
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.errors import InvalidConfig
     from kanal.lab import Impairment
 

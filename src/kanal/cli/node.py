@@ -36,6 +36,7 @@ def _status(n: dict[str, Any]) -> str:
 def cmd_ls(args: argparse.Namespace) -> int:
     import sys
 
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.fmt import render_table
 
     # lazy: a kanal command loads only what it runs (the CLI starts for every call)

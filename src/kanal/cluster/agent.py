@@ -8,37 +8,9 @@ VXLAN device's FDB / neighbour (/ route) entries equal to what
 - ``nodes/<name>`` (only endpoints of *registered* hosts are programmed: when a
   host's lease expires its node key goes and every peer drops its entries).
 
-How: two watcher threads (``nodes/`` and ``overlay/``) each list their prefix,
-program, then watch from the listed revision + 1 (resuming after lost
-connections, re-listing after a compaction — see EtcdStore.watch); a third thread
-re-lists both (unless etcd has written nothing since) and re-programs every
-network each ``resync_interval`` seconds (a full reconcile, which also re-creates a
-VXLAN device deleted behind our back), and, with ``grace`` set and this host the
-first live one by name, collects garbage: the address blocks
-(:func:`kanal.cluster.gipam.collect_garbage`) and endpoint records of hosts gone
-for ``grace`` seconds.
-
-Watch events are programmed incrementally: the entries of a network are kept
-counted (a :class:`~kanal.cluster.vxlan.Tally`), so an endpoint coming or going
-costs its own entries — no recomputation over the network's thousand others and
-no dump of the device on every host for each new endpoint, which is what made
-one host lag behind the others. A change of hosts recomputes the network from
-the model; listings and the periodic reconcile compare with the kernel's own
-entries and repair any drift.
-
-Misses (kanal.netlink.neighmiss): the devices are made with ``l3miss``, and a
-fourth thread reads the kernel's reports of ARP / neighbour-solicitation requests
-a device had no entry for. The request itself is gone, and the container that
-sent it would only retry a second later; so the agent answers on the network's
-bridge with a gratuitous ARP (or unsolicited NA) as soon as it knows the address
-— at once if it already does (the miss raced the programming), else the moment
-the watch delivers the endpoint (misses are remembered for ``MISS_WAIT`` s). The
-first packet to a new endpoint then waits for this host's watch, never for the
-kernel's retry timer.
-
-When etcd cannot be reached the programmed entries are kept as they are (the
-data plane keeps forwarding) and ``healthy`` is False with ``last_error`` set;
-the watchers resume by themselves when etcd is back.
+How it keeps them (watches, incremental programming, the periodic reconcile,
+garbage collection, answering VXLAN misses, etcd outages): docs/overlay.md,
+"The agent".
 
 API (thread-safe):
 
@@ -63,13 +35,13 @@ API (thread-safe):
 from __future__ import annotations
 
 import logging
-import select
 import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
 
 from kanal.cluster import gipam
+from kanal.cluster.misses import MissAnswering
 from kanal.cluster.nodes import NODES_PREFIX, GoneTracker, Node
 from kanal.cluster.vxlan import (
     Changes,
@@ -87,7 +59,7 @@ from kanal.cluster.vxlan import (
     ensure_device,
 )
 from kanal.errors import DecodeError, KanalError, NotFound, Unavailable
-from kanal.netlink.neighmiss import Announcer, MissListener
+from kanal.netlink.neighmiss import Announcer
 from kanal.netlink.vxlan import VxlanNetlink
 from kanal.store import Delete, Entry
 from kanal.store.etcd import Cmp, EtcdStore, WatchBatch
@@ -95,10 +67,6 @@ from kanal.store.etcd import Cmp, EtcdStore, WatchBatch
 __all__ = ["OVERLAY_PREFIX", "OverlayAgent"]
 
 OVERLAY_PREFIX = "overlay/"
-#: how long a miss for an address nobody has published yet is remembered (s): the
-#: asker gives up after its 3 probes, 1 s apart
-MISS_WAIT = 3.0
-MAX_PENDING = 4096
 log = logging.getLogger("kanal.cluster")
 
 
@@ -110,7 +78,7 @@ def _parse_endpoint_key(key: str) -> tuple[str, str] | None:
     return None
 
 
-class OverlayAgent:
+class OverlayAgent(MissAnswering):
     def __init__(
         self,
         store: EtcdStore,
@@ -498,67 +466,6 @@ class OverlayAgent:
         with self._lock:
             live = sorted(self._nodes)
         return not live or live[0] == self.host or self.host not in live
-
-    # ---- misses ---------------------------------------------------------------------
-    def _miss_loop(self) -> None:
-        try:
-            if self.netns_fd is None:
-                listener, announcer = MissListener(), Announcer()
-            else:
-                import socket
-
-                from kanal.netlink.ns import netns_socket
-
-                raw = socket.SOCK_RAW | socket.SOCK_CLOEXEC
-                listener = MissListener(netns_socket(self.netns_fd, socket.AF_NETLINK, raw, 0))
-                announcer = Announcer(netns_socket(self.netns_fd, socket.AF_PACKET, raw))
-        except OSError as e:
-            log.warning("overlay agent: not answering VXLAN misses: %s", e)
-            return
-        with self._lock:
-            self._announcer = announcer
-        try:
-            while not self._stop.is_set():
-                ready, _, _ = select.select([listener], [], [], 0.5)
-                if ready:
-                    for miss in listener.read():
-                        self._on_miss(miss.ifindex, miss.ip)
-                now = time.monotonic()
-                with self._lock:
-                    for key in [k for k, until in self._pending.items() if until < now]:
-                        del self._pending[key]
-        finally:
-            with self._lock:
-                self._announcer = None
-            listener.close()
-            announcer.close()
-
-    def _on_miss(self, ifindex: int, ip: str) -> None:
-        """A container asked for ``ip`` on a device that had no entry for it."""
-        with self._lock:
-            net = next((n for n, i in self._dev_index.items() if i == ifindex), None)
-            if net is None:
-                return  # not one of ours
-            if len(self._pending) >= MAX_PENDING:
-                self._pending.pop(next(iter(self._pending)))
-            self._pending[(net, ip)] = time.monotonic() + MISS_WAIT
-            if ip in self._remote.get(net, {}):
-                # Known: the miss raced the programming (or an entry went missing).
-                # The entries are made sure of and the asker told at once; otherwise
-                # it is told when the watch delivers the endpoint.
-                self._program([net], mode="delta")
-        self._notify()
-
-    def _answer_pending(self, net: str) -> None:
-        """Announce the network's missed addresses that are known now (lock held)."""
-        if not self._pending or self._announcer is None:
-            return
-        known, link = self._remote.get(net, {}), self._links.get(net)
-        for key in [k for k in self._pending if k[0] == net and k[1] in known]:
-            del self._pending[key]
-            rec = known[key[1]]
-            if link is not None:
-                self._announcer.announce(link.bridge, rec.ip, rec.mac)
 
     def collect_garbage(self, now: float | None = None) -> list[str]:
         """One GC round: address blocks and endpoint records of hosts gone for ``grace``.

@@ -2,8 +2,8 @@
 
 The pool's subnet is cut into blocks (``/26`` by default). A host claims a block
 with a create-if-absent transaction and then allocates from it alone, so hosts
-never contend per address (multihost.md §2.1: 0 conflicts, vs thousands for one
-shared bitmap). Keys (relative to the store prefix)::
+never contend per address (docs/overlay.md, "Addresses: blocks per host"). Keys
+(relative to the store prefix)::
 
     ipam/<pool>/blocks/<a.b.c.d-len>      {"host", "epoch", "claimed", "claim"}
     ipam/<pool>/ips/<a.b.c.d-len>/<ip>    {"host", "owner", "token"}

@@ -4,7 +4,7 @@ An overlay network spans hosts as one L2 segment (Docker-overlay style): on each
 host the network's bridge holds the local containers' veths and the network's
 VXLAN device (VNI per network, UDP 4789, ``local`` = the host's advertise
 address, learning off, MTU = underlay MTU - 50). What a host programs for the
-*remote* endpoints of the network (multihost.md §5, "l2"):
+*remote* endpoints of the network (docs/overlay.md, "What goes on each host"):
 
 - FDB ``<endpoint mac> → <its host's vtep>`` and, per remote host with endpoints
   in the network, ``00:00:00:00:00:00 → <vtep>`` (broadcast / unknown unicast);

@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import kanal
+from kanal.engine.processes import signal_proc
 from kanal.errors import Conflict, InvalidConfig, KanalError, Unavailable
 from kanal.lab import record, system
 from kanal.lab.core import MAX_UNIX_PATH
@@ -168,8 +170,6 @@ class Lab(LabMembers):
         self._signal(target, signal.SIGCONT, frozen=False)
 
     def _signal(self, target: str, sig: int, *, frozen: bool) -> None:
-        from kanal.engine.processes import signal_proc
-
         with record.locked(self.dir):
             key = self._proc_key(target)
             e = self.rec.procs.get(key)
@@ -295,8 +295,6 @@ class Lab(LabMembers):
                 self._stop("impair", signal.SIGTERM)
             return
         if self.proc_alive("impair"):
-            from kanal.engine.processes import signal_proc
-
             e = self.rec.procs["impair"]
             signal_proc((e.pid, e.start), signal.SIGHUP, group=False)
         else:
@@ -369,6 +367,4 @@ class Lab(LabMembers):
 
 def _src_path() -> str:
     """Where the ``kanal`` package is imported from (for ``python -m`` children)."""
-    import kanal
-
     return os.path.dirname(os.path.dirname(os.path.abspath(kanal.__file__)))

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from kanal.daemon.client import ApiClient
 from kanal.errors import KanalError, Unavailable
 from kanal.lab import system
 from kanal.lab.core import OVS_BRIDGE, LabCore, bin_path
@@ -195,8 +196,6 @@ class LabMembers(LabCore):
             self.wait_nodes(hosts[0], set(hosts))
 
     def kanald_ok(self, host: str) -> bool:
-        from kanal.daemon.client import ApiClient
-
         if not os.path.exists(self.api(host)):
             return False
         try:
@@ -221,8 +220,6 @@ class LabMembers(LabCore):
 
     def nodes(self, host: str) -> list[str]:
         """The cluster's hosts as ``host``'s kanald sees them."""
-        from kanal.daemon.client import ApiClient
-
         rows = ApiClient(self.api(host), timeout=5.0).request("GET", "/nodes")
         return sorted(str(r["Name"]) for r in rows)
 

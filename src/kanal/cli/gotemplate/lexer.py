@@ -35,6 +35,7 @@ def _go_rune(c: str) -> str:
     return f"U+{ord(c):04X} '{c}'" if c.isprintable() else f"U+{ord(c):04X}"
 
 
+# long: one state machine over the text; its states share the position and the token list
 def _lex(s: str) -> list[_Tok]:
     toks: list[_Tok] = []
     n, i = len(s), 0

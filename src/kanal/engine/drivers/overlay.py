@@ -82,6 +82,7 @@ class OverlayDriver:
                 raise InvalidConfig(f"invalid MTU {mtu}: want 68-65485")
         bridge = net.options.get(P + "bridge.name", "")
         if bridge:
+            # lazy: loaded with the driver table, used only by an overlay network
             from kanal.engine.drivers.bridge import _IFNAME
 
             if not _IFNAME.match(bridge):
@@ -100,6 +101,7 @@ class OverlayDriver:
     def create_network(self, net: Network) -> None:
         # Made on a host by its first endpoint. After a restart, a host that still
         # has the devices hands them back to the agent (which programs them again).
+        # lazy: loaded with the driver table, used only by an overlay network
         from kanal.netlink.handle import Netlink
 
         with Netlink() as nl:
@@ -123,6 +125,7 @@ class OverlayDriver:
             raise TeardownError(f"removing network {net.name}", errors)
 
     def _mtu(self, net: Network) -> int:
+        # lazy: loaded with the driver table, used only by an overlay network
         from kanal.cluster.vxlan import overlay_mtu
 
         if net.driver_state.get("mtu"):
@@ -132,6 +135,7 @@ class OverlayDriver:
         return overlay_mtu(self._underlay_mtu)
 
     def _link(self, net: Network) -> Any:
+        # lazy: loaded with the driver table, used only by an overlay network
         from kanal.cluster.vxlan import OverlayLink
 
         return OverlayLink(
@@ -144,6 +148,7 @@ class OverlayDriver:
         )
 
     def _remove_local(self, net: Network) -> None:
+        # lazy: loaded with the driver table, used only by an overlay network
         from kanal.netlink.handle import Netlink
 
         self.cluster.agent.detach(net.id)
@@ -153,6 +158,7 @@ class OverlayDriver:
     # --- endpoints ---------------------------------------------------------------
 
     def conflist(self, net: Network) -> ConfList:
+        # lazy: loaded with the driver table, used only by an overlay network
         from kanal.spec.netconf import parse_conflist
 
         plugin: dict[str, Any] = {
@@ -168,6 +174,7 @@ class OverlayDriver:
         return parse_conflist(json.dumps(doc))
 
     def join(self, net: Network, ep: Endpoint) -> None:
+        # lazy: loaded with the driver table, used only by an overlay network
         from kanal.engine.drivers._cni import add, static_runtime
         from kanal.netlink.handle import Netlink
 
@@ -191,6 +198,7 @@ class OverlayDriver:
             raise
 
     def leave(self, net: Network, ep: Endpoint) -> None:
+        # lazy: loaded with the driver table, used only by an overlay network
         from kanal.engine.drivers._cni import static_runtime
 
         errors: list[Exception] = []
@@ -214,6 +222,7 @@ class OverlayDriver:
             raise TeardownError(f"leaving overlay network {net.name}", errors)
 
     def endpoint_ok(self, net: Network, ep: Endpoint) -> bool:
+        # lazy: loaded with the driver table, used only by an overlay network
         from kanal.netlink.handle import Netlink
 
         with Netlink() as nl:
@@ -230,6 +239,7 @@ def _records(ep: Endpoint) -> list[tuple[str, str]]:
 def _has_ports(bridge: str) -> bool:
     """Whether a container's veth is still on the bridge (the VXLAN device aside;
     a veth being deleted in the background is already off it)."""
+    # lazy: loaded with the driver table, used only by an overlay network
     from kanal.netlink.handle import Netlink
 
     with Netlink() as nl:
@@ -241,6 +251,7 @@ def _has_ports(bridge: str) -> bool:
 
 def _underlay_mtu(addr: str) -> int:
     """The MTU of the link holding the advertise address (1500 if not found)."""
+    # lazy: loaded with the driver table, used only by an overlay network
     from kanal.netlink.handle import Netlink
 
     try:

@@ -113,6 +113,7 @@ class OvsDriver:
     # --- network -----------------------------------------------------------------
 
     def prepare(self, net: Network) -> None:
+        # lazy: loaded with the driver table, used only by an ovs network
         from kanal.ovs import OWNER_KEY, OvsdbError, Vsctl, check_db, default_db, kernel_datapath
 
         opts = net.options
@@ -189,6 +190,7 @@ class OvsDriver:
     def _follow_cluster(self, net: Network, vs: Vsctl) -> None:
         """Tunnels to the hosts in the cluster now: new ones added by the caller,
         those of hosts gone removed here. Kept as they are while etcd is down."""
+        # lazy: loaded with the driver table, used only by an ovs network
         from kanal.errors import Unavailable
 
         st = net.driver_state
@@ -201,6 +203,7 @@ class OvsDriver:
         st["vxlan_remotes"] = now
 
     def _vsctl(self, net: Network) -> Vsctl:
+        # lazy: loaded with the driver table, used only by an ovs network
         from kanal.ovs import Vsctl
 
         return Vsctl(net.driver_state["db"])
@@ -220,6 +223,7 @@ class OvsDriver:
         pass
 
     def create_network(self, net: Network) -> None:
+        # lazy: loaded with the driver table, used only by an ovs network
         from kanal.netlink.batch import Batch, raw_socket
         from kanal.netlink.sysctl import write_sysctl
         from kanal.ovs import OWNER_KEY
@@ -267,6 +271,7 @@ class OvsDriver:
             write_sysctl("net/ipv4/ip_forward" if fam == 4 else "net/ipv6/conf/all/forwarding", "1")
 
     def delete_network(self, net: Network) -> None:
+        # lazy: loaded with the driver table, used only by an ovs network
         from kanal.ovs import OWNER_KEY
 
         st = net.driver_state
@@ -306,6 +311,7 @@ class OvsDriver:
             raise TeardownError(f"removing network {net.name}", errors)
 
     def _del_gateways(self, net: Network, br: str) -> None:
+        # lazy: loaded with the driver table, used only by an ovs network
         from kanal.netlink.batch import Batch, raw_socket
 
         try:
@@ -321,6 +327,7 @@ class OvsDriver:
     # --- endpoints ---------------------------------------------------------------
 
     def join(self, net: Network, ep: Endpoint) -> None:
+        # lazy: loaded with the driver table, used only by an ovs network
         from kanal.netlink.batch import Batch, raw_socket
         from kanal.netlink.ns import open_netns
         from kanal.netlink.reaper import wait_for
@@ -351,6 +358,7 @@ class OvsDriver:
             userspace = st["datapath"] == "netdev"
 
             def inside(b: Batch) -> None:
+                # lazy: loaded with the driver table, used only by an ovs network
                 from kanal.ovs import tx_checksum_off
 
                 if userspace:  # ovs-vswitchd fills in no checksum: TCP fails otherwise
@@ -418,6 +426,7 @@ class OvsDriver:
 
 def _check_tunnel_route(remote: str, ovs_bridges: set[str]) -> None:
     """Userspace tunnelling: the route to ``remote`` must leave through an OVS bridge."""
+    # lazy: loaded with the driver table, used only by an ovs network
     from kanal.netlink.handle import Netlink
 
     ip = ipaddress.ip_address(remote)
@@ -455,6 +464,7 @@ def _del_veth(ep: Endpoint, host: str) -> None:
     kanal.netlink.reaper), else the host end, which takes the other with it."""
     import os
 
+    # lazy: loaded with the driver table, used only by an ovs network
     from kanal.netlink.ns import open_netns
     from kanal.netlink.reaper import delete_container_link
 
@@ -472,6 +482,7 @@ def _del_veth(ep: Endpoint, host: str) -> None:
 
 
 def _del_link(name: str) -> None:
+    # lazy: loaded with the driver table, used only by an ovs network
     from kanal.netlink.batch import Batch, raw_socket
 
     with raw_socket() as s:
