@@ -112,6 +112,16 @@ class Example:
             self.fail(f"{shlex.join(cmd)} exited {p.returncode}")
         return p
 
+    def ping(self, lab: Lab, host: str, sandbox: str, target: str) -> bool:
+        """One ping from ``sandbox`` on ``host`` to ``target`` (a name or an address)."""
+        argv = ("kanal", "exec", sandbox, "ping", "-c", "1", "-W", "2", target)
+        return self.sh(lab, host, *argv, check=False, show=False).returncode == 0
+
+    def address(self, lab: Lab, host: str, sandbox: str, network: str) -> str:
+        """``sandbox``'s address on ``network``, as ``kanal inspect`` on ``host`` says."""
+        out = self.sh(lab, host, "kanal", "inspect", sandbox, show=False).stdout
+        return str(json.loads(out)[0]["Networks"][network]["IPAddress"])
+
     def kanal(self, lab: Lab, host: str, *args: str, check: bool = True) -> str:
         return self.sh(lab, host, "kanal", *args, check=check).stdout
 

@@ -36,28 +36,6 @@ def run(ex: Example) -> None:
     with ex.lab("ex001", hosts=3, etcd=1) as lab:
         k = ex.kanal
 
-        def addr(host: str, sandbox: str, network: str) -> str:
-            info = json.loads(ex.sh(lab, host, "kanal", "inspect", sandbox, show=False).stdout)
-            return str(info[0]["Networks"][network]["IPAddress"])
-
-        def ping(host: str, sandbox: str, target: str) -> bool:
-            p = ex.sh(
-                lab,
-                host,
-                "kanal",
-                "exec",
-                sandbox,
-                "ping",
-                "-c",
-                "1",
-                "-W",
-                "2",
-                target,
-                check=False,
-                show=False,
-            )
-            return p.returncode == 0
-
         ex.step("The networks every host starts with (docker network ls)")
         out = k(lab, "h1", "network", "ls")
         for n, d in (("bridge", "bridge"), ("host", "host"), ("none", "null")):
@@ -100,7 +78,7 @@ def run(ex: Example) -> None:
         )
         out = ex.sh(lab, "h1", "ip", "-4", "-br", "addr", "show", "dev", "kanal0").stdout
         ex.expect("the gateway is the bridge's address", out, r"172\.17\.0\.1/16")
-        ex.check("b1 reaches b2", ping("h1", "b1", addr("h1", "b2", "bridge")))
+        ex.check("b1 reaches b2", ex.ping(lab, "h1", "b1", ex.address(lab, "h1", "b2", "bridge")))
 
         ex.step("4. container:b1 — one network namespace, two containers, talking over lo")
         www = Path(ex.root) / "www"
@@ -127,7 +105,7 @@ def run(ex: Example) -> None:
         out = k(
             lab, "h1", "run", "--rm", "--network", "container:b1", "--", "ip", "-4", "-o", "addr"
         )
-        ex.check("the same address as b1", addr("h1", "b1", "bridge") in out, out)
+        ex.check("the same address as b1", ex.address(lab, "h1", "b1", "bridge") in out, out)
         ok = False
         for _ in range(50):
             p = ex.sh(
@@ -154,9 +132,10 @@ def run(ex: Example) -> None:
         k(lab, "h1", "network", "create", "mynet")
         for n in ("u1", "u2"):
             k(lab, "h1", "run", "-d", "--name", n, "--network", "mynet", "--", "sleep", "600")
-        ex.check("u1 reaches u2 by name", ping("h1", "u1", "u2"))
+        ex.check("u1 reaches u2 by name", ex.ping(lab, "h1", "u1", "u2"))
         ex.check(
-            "u1 cannot reach b1 (another network)", not ping("h1", "u1", addr("h1", "b1", "bridge"))
+            "u1 cannot reach b1 (another network)",
+            not ex.ping(lab, "h1", "u1", ex.address(lab, "h1", "b1", "bridge")),
         )
 
         ex.step("6. overlay: one network across the three hosts, VXLAN over the underlay")
@@ -175,8 +154,8 @@ def run(ex: Example) -> None:
                 "sleep",
                 "600",
             )
-        ex.wait("oh2 (on h2) reaches oh1 (on h1) by name", lambda: ping("h2", "oh2", "oh1"))
-        ex.wait("oh3 (on h3) reaches oh2 (on h2) by name", lambda: ping("h3", "oh3", "oh2"))
+        ex.wait("oh2 (on h2) reaches oh1 (on h1) by name", lambda: ex.ping(lab, "h2", "oh2", "oh1"))
+        ex.wait("oh3 (on h3) reaches oh2 (on h2) by name", lambda: ex.ping(lab, "h3", "oh3", "oh2"))
         out = ex.sh(lab, "h1", "ip", "-d", "link", "show", "type", "vxlan").stdout
         ex.expect(
             "h1's VXLAN device: UDP 4789, learning off, proxy",

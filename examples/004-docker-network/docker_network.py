@@ -36,24 +36,6 @@ def run(ex: Example) -> None:
     with ex.lab("ex004", hosts=2, etcd=1) as lab:
         k = ex.kanal
 
-        def ping(host: str, sandbox: str, target: str) -> bool:
-            p = ex.sh(
-                lab,
-                host,
-                "kanal",
-                "exec",
-                sandbox,
-                "ping",
-                "-c",
-                "1",
-                "-W",
-                "2",
-                target,
-                check=False,
-                show=False,
-            )
-            return p.returncode == 0
-
         ex.step("docker network ls: the three networks every host starts with")
         out = k(lab, "h1", "network", "ls")
         for n, d in (("bridge", "bridge"), ("host", "host"), ("none", "null")):
@@ -130,7 +112,9 @@ def run(ex: Example) -> None:
         )
         ex.check("web has 192.168.1.10", ipv4(ex, lab, "h1", "web", "br0") == "192.168.1.10")
         k(lab, "h1", "run", "-d", "--name", "app", "--network", "br0", "--", "sleep", "600")
-        ex.check("app reaches web by name on the user-defined network", ping("h1", "app", "web"))
+        ex.check(
+            "app reaches web by name on the user-defined network", ex.ping(lab, "h1", "app", "web")
+        )
 
         ex.step("docker_gwbridge: --subnet 172.18.0.0/16 --ip-range 172.18.0.0/24 and options")
         k(
@@ -164,7 +148,9 @@ def run(ex: Example) -> None:
 
         ex.step("A bridge network does not span hosts: h2's containers cannot reach web")
         k(lab, "h2", "run", "-d", "--name", "far", "--", "sleep", "600")
-        ex.check("far (on h2) cannot reach web (on h1)", not ping("h2", "far", "192.168.1.10"))
+        ex.check(
+            "far (on h2) cannot reach web (on h1)", not ex.ping(lab, "h2", "far", "192.168.1.10")
+        )
         k(lab, "h1", "rm", "-f", "web", "app")
         k(lab, "h1", "network", "rm", "br0", "docker_gwbridge")
 
@@ -184,7 +170,7 @@ def run(ex: Example) -> None:
         )
         k(lab, "h1", "run", "-d", "--name", "o1", "--network", "vlan0", "--", "sleep", "600")
         k(lab, "h2", "run", "-d", "--name", "o2", "--network", "vlan0", "--", "sleep", "600")
-        ex.wait("o2 (on h2) reaches o1 (on h1) by name", lambda: ping("h2", "o2", "o1"))
+        ex.wait("o2 (on h2) reaches o1 (on h1) by name", lambda: ex.ping(lab, "h2", "o2", "o1"))
         o1 = ipv4(ex, lab, "h1", "o1", "vlan0")
         ex.check(
             "the overlay's bridge on h1 is vlan0",
@@ -236,7 +222,7 @@ def run(ex: Example) -> None:
             k(lab, h, "run", "-d", "--name", f"m{h}", "--network", "lan0", "--", "sleep", "600")
         m2 = ipv4(ex, lab, "h2", "mh2", "lan0")
         ex.check("the containers are on 192.168.100.0/24", m2.startswith("192.168.100."), m2)
-        ex.wait("mh1 (on h1) reaches mh2 (on h2) over eth1", lambda: ping("h1", "mh1", m2))
+        ex.wait("mh1 (on h1) reaches mh2 (on h2) over eth1", lambda: ex.ping(lab, "h1", "mh1", m2))
         for h in ("h1", "h2"):
             k(lab, h, "rm", "-f", f"m{h}")
             k(lab, h, "network", "rm", "lan0")
