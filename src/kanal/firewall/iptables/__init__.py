@@ -146,43 +146,20 @@ class IptablesBackend:
                 sources = self._jump_sources(v, chain)
             for src in sources:
                 for s in {src, src.split("/")[0] + ("/32" if v == 4 else "/128")}:
-                    self._ipt(
-                        v,
-                        "-t",
-                        "nat",
-                        "-D",
-                        "POSTROUTING",
-                        "-s",
-                        s,
-                        "-j",
-                        chain,
-                        "-m",
-                        "comment",
-                        "--comment",
-                        comment,
-                        check=False,
-                    )
+                    self._del_jump(v, s, chain, comment)
             for src in self._jump_sources(v, chain):  # anything left still jumping there
-                self._ipt(
-                    v,
-                    "-t",
-                    "nat",
-                    "-D",
-                    "POSTROUTING",
-                    "-s",
-                    src,
-                    "-j",
-                    chain,
-                    "-m",
-                    "comment",
-                    "--comment",
-                    comment,
-                    check=False,
-                )
+                self._del_jump(v, src, chain, comment)
             self._ipt(v, "-t", "nat", "-F", chain, check=False)
             p = self._ipt(v, "-t", "nat", "-X", chain, check=False)
             if p.returncode != 0 and not any(t in p.stderr for t in _NOT_FOUND):
                 raise Internal(f"failed to delete chain {chain}", _clean(p.stderr))
+
+    def _del_jump(self, v: int, src: str, chain: str, comment: str) -> None:
+        """Delete POSTROUTING's jump from ``src`` to ``chain`` (absent: nothing)."""
+        self._ipt(
+            v, "-t", "nat", "-D", "POSTROUTING", "-s", src, "-j", chain,
+            "-m", "comment", "--comment", comment, check=False,
+        )  # fmt: skip
 
     def _jump_sources(self, v: int, chain: str) -> list[str]:
         import re  # lazy: only iptables configs (re costs a plugin exec ~4 ms)
