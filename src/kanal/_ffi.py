@@ -6,8 +6,9 @@ for nftables, a handful from libnftables. This uses ctypes' own engine
 (``_ctypes``) directly, with only the C types those functions take.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: the lean loopback path (kanal.fastpath.
+# lean_loopback) imports this module and nothing else of kanal; every annotation here
+# is valid at run time.
 import _ctypes
 
 __all__ = ["Library", "c_char_p", "c_int", "c_uint", "c_void_p", "get_errno"]

@@ -281,3 +281,27 @@ def test_the_budget_check_catches_a_heavy_import(extra: str) -> None:
         [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True
     )
     assert _forbidden(_imported(p.stderr)) != []
+
+
+# A plain loopback request: nothing of kanal's general exec path (kanal.fastpath.lean_loopback).
+LEAN_LOOPBACK = frozenset(
+    {"shim", "kanal", "kanal.fastpath", "kanal.fastpath.lean_loopback", "kanal._ffi"}
+    | {"_ctypes", "_json", "_socket"}
+)
+
+
+def test_a_plain_loopback_request_takes_the_lean_path(
+    tmp_path: Path, host_ns: str, make_netns
+) -> None:
+    ct = make_netns("kic")
+    sa = Standalone(tmp_path, host_ns)
+    netns = f"/run/netns/{ct}"
+    lo = {"cniVersion": "0.4.0", "name": "cni-loopback", "type": "loopback"}
+    result, add = sa.run("loopback", "ADD", lo, netns)
+    assert result is not None and result["interfaces"][0]["sandbox"] == netns
+    _, dele = sa.run("loopback", "DEL", lo, netns)
+    for cmd, modules in (("ADD", add), ("DEL", dele)):
+        assert set(modules) <= LEAN_LOOPBACK, (cmd, sorted(set(modules) - LEAN_LOOPBACK))
+    # Anything else goes the general way (here: a key the lean path does not take).
+    _, full = sa.run("loopback", "ADD", {**lo, "dns": {}}, netns)
+    assert "kanal.skel.dispatcher" in full
