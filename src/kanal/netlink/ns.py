@@ -107,6 +107,13 @@ def run_in_netns(fd: int, fn: Callable[[], T]) -> T:
     The thread ends afterwards, so no thread of the process is left in a foreign
     namespace. Exceptions from ``fn`` are re-raised in the caller.
     """
+    return start_in_netns(fd, fn)()
+
+
+def start_in_netns(fd: int, fn: Callable[[], T]) -> Callable[[], T]:
+    """:func:`run_in_netns` begun now: returns at once, and the function it returns
+    waits for ``fn``'s result (or re-raises its exception). ``fd`` must stay open
+    until then. Lets a caller do other work while the kernel does this work."""
     box: dict[str, object] = {}
     done = _thread.allocate_lock()
     done.acquire()
@@ -121,10 +128,15 @@ def run_in_netns(fd: int, fn: Callable[[], T]) -> T:
             done.release()
 
     _thread.start_new_thread(worker, ())
-    done.acquire()
-    if "err" in box:
-        raise box["err"]  # type: ignore[misc]
-    return box["ok"]  # type: ignore[return-value]
+
+    def result() -> T:
+        if "ok" not in box and "err" not in box:
+            done.acquire()
+        if "err" in box:
+            raise box["err"]  # type: ignore[misc]
+        return box["ok"]  # type: ignore[return-value]
+
+    return result
 
 
 def netns_socket(fd: int, family: int, type_: int, proto: int = 0) -> socket.socket:

@@ -19,12 +19,13 @@ from _socket import if_nametoindex
 from kanal.errors import KanalError
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.handle import Netlink
-from kanal.netlink.ns import netns_id, run_in_netns
+from kanal.netlink.ns import netns_id, run_in_netns, start_in_netns
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import queue
     import threading
+    from collections.abc import Callable
 
 __all__ = [
     "REAP_ALIAS",
@@ -33,6 +34,7 @@ __all__ = [
     "delete_host_link",
     "enable",
     "reap_leftovers",
+    "start_container_link_delete",
     "wait_for_host",
 ]
 
@@ -114,19 +116,7 @@ def delete_container_link(netns_fd: int, netns_path: str, ifname: str) -> bool:
     now and unregistered in the background.
     """
     if _REAPER is None:
-
-        def now() -> bool:
-            try:
-                index = if_nametoindex(ifname)
-            except OSError:
-                return False
-            with raw_socket() as s:
-                b = Batch(s)
-                b.del_link(index=index)
-                b.commit()
-            return True
-
-        return run_in_netns(netns_fd, now)
+        return run_in_netns(netns_fd, lambda: _delete_named(ifname))
 
     def inert() -> tuple[int, int] | None:
         try:
@@ -156,6 +146,34 @@ def delete_container_link(netns_fd: int, netns_path: str, ifname: str) -> bool:
         run_in_netns(netns_fd, lambda: _delete_now(index))
         return True
     _REAPER.submit(peer, (netns_id(netns_path) if os.path.exists(netns_path) else (0, 0), ifname))
+    return True
+
+
+def start_container_link_delete(netns_fd: int, netns_path: str, ifname: str) -> Callable[[], bool]:
+    """:func:`delete_container_link` begun now; the returned function waits for it
+    and answers as that does (``netns_fd`` must stay open until then).
+
+    A plugin process (no reaper) has the kernel unregister the link on a thread
+    while it tears down the rest (the firewall's state, with that code's imports):
+    the ~15-20 ms the kernel takes overlap with that work instead of adding to it.
+    In kanald the link is made inert now and unregistered after the reply anyway.
+    """
+    if _REAPER is not None:
+        found = delete_container_link(netns_fd, netns_path, ifname)
+        return lambda: found
+    return start_in_netns(netns_fd, lambda: _delete_named(ifname))
+
+
+def _delete_named(ifname: str) -> bool:
+    """Delete ``ifname`` of this thread's namespace now; False if it does not exist."""
+    try:
+        index = if_nametoindex(ifname)
+    except OSError:
+        return False
+    with raw_socket() as s:
+        b = Batch(s)
+        b.del_link(index=index)
+        b.commit()
     return True
 
 

@@ -95,13 +95,8 @@ def del_attachment(
     if ipam_first:
         _attempt(errors, delegate, "DEL", ipam_type, args)
 
-    def delete_link(fd: int) -> None:
-        try:
-            reaper.delete_container_link(fd, args.netns_path, args.ifname)
-        except (NetnsNotFound, LinkNotFound):
-            pass
-
-    _in_netns_if_present(args, delete_link, errors)
+    # The kernel unregisters the link (~15-20 ms) while the firewall state goes.
+    link_deleted = _start_link_delete(args)
     if ipam_type:
         try:
             owner = Owner(network, args.container_id, args.ifname)
@@ -111,9 +106,40 @@ def del_attachment(
             _attempt(errors, teardown_masquerade, owner, prev_ips(args) or None)
     if spoof_id is not None:
         _attempt(errors, teardown_mac_spoof_check, spoof_id)
+    # The addresses only once the link that held them is gone.
+    _attempt(errors, link_deleted)
     if ipam_type and not ipam_first:
         _attempt(errors, delegate, "DEL", ipam_type, args)
     _raise_all(errors, "DEL failed")
+
+
+def _start_link_delete(args: CmdArgs) -> Callable[[], None]:
+    """Begin deleting the container's link in CNI_NETNS (when there is one and it
+    still exists); the returned function waits for it (a missing link is fine)."""
+    if not args.netns:
+        return lambda: None
+    try:
+        fd = open_netns(args.netns_path)
+    except NetnsNotFound:
+        return lambda: None
+    try:
+        pending = reaper.start_container_link_delete(fd, args.netns_path, args.ifname)
+    except (NetnsNotFound, LinkNotFound):
+        os.close(fd)
+        return lambda: None
+    except BaseException:
+        os.close(fd)
+        raise
+
+    def wait() -> None:
+        try:
+            pending()
+        except (NetnsNotFound, LinkNotFound):
+            pass
+        finally:
+            os.close(fd)
+
+    return wait
 
 
 def gc_attachments(args: CmdArgs, *, network: str, ipam_type: str) -> None:
