@@ -72,9 +72,9 @@ def main(name: str, stdin: bytes | None = None) -> None:
     """Run plugin ``name`` and exit. ``stdin`` is the request when already read."""
     stream = sys.stdin.buffer if stdin is None else BytesIO(stdin)
     runner = plugin_runner()
-    code = Dispatcher(os.environ, stream, sys.stdout, sys.stderr, runner=runner).run(
-        load_plugin(name)
-    )
+    code = Dispatcher(
+        os.environ, stream, sys.stdout, sys.stderr, runner=runner, process_exits=True
+    ).run(load_plugin(name))
     sys.stdout.flush()
     sys.stderr.flush()
     # Nothing is left to finalise (every file is closed, no thread runs): skipping the

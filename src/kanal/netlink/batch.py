@@ -256,6 +256,11 @@ class Batch:
             (),
         )
 
+    def rename_link(self, index: int, name: str) -> None:
+        """Rename link ``index`` (the kernel refuses while it is up: set it down first)."""
+        body = wire.link_msg(index, attrs=[wire.nla_str(wire.IFLA_IFNAME, name)])
+        self._push_raw(body, RTM_SETLINK, 0, f"failed to rename link {index} to {name}", ())
+
     def del_link(self, *, index: int = 0, name: str = "") -> None:
         body = wire.link_msg(index, attrs=wire.link_attrs(name="" if index else name))
         self._push_raw(

@@ -149,19 +149,72 @@ def delete_container_link(netns_fd: int, netns_path: str, ifname: str) -> bool:
     return True
 
 
-def start_container_link_delete(netns_fd: int, netns_path: str, ifname: str) -> Callable[[], bool]:
+def start_container_link_delete(
+    netns_fd: int, netns_path: str, ifname: str, *, detach: bool = False
+) -> Callable[[], bool]:
     """:func:`delete_container_link` begun now; the returned function waits for it
     and answers as that does (``netns_fd`` must stay open until then).
 
-    A plugin process (no reaper) has the kernel unregister the link on a thread
-    while it tears down the rest (the firewall's state, with that code's imports):
-    the ~15-20 ms the kernel takes overlap with that work instead of adding to it.
-    In kanald the link is made inert now and unregistered after the reply anyway.
+    In kanald the link is made inert now and unregistered after the reply. In a
+    plugin process that ends after its answer (``detach``) the same: the link is
+    made inert now (the container end down and renamed, so that its name is free
+    at once; the host end down, off its bridge, tagged ``kanal:reap``) and a
+    detached child process unregisters it. Otherwise the kernel unregisters it on a
+    thread while the caller tears down the rest (the firewall's state, with that
+    code's imports): the ~15-20 ms overlap with that work instead of adding to it.
     """
     if _REAPER is not None:
         found = delete_container_link(netns_fd, netns_path, ifname)
         return lambda: found
+    if detach:
+        found = _delete_detached(netns_fd, ifname)
+        return lambda: found
     return start_in_netns(netns_fd, lambda: _delete_named(ifname))
+
+
+def _delete_detached(netns_fd: int, ifname: str) -> bool:
+    def inert() -> tuple[int, int] | None:
+        try:
+            index = if_nametoindex(ifname)
+        except OSError:
+            return None
+        with Netlink() as nl:
+            link = nl.get_link_by_index(index)
+        with raw_socket() as s:
+            b = Batch(s)
+            b.set_link(index=index, up=False)
+            b.rename_link(index, f"kreap{os.urandom(5).hex()}")
+            b.commit()
+        return index, link.peer_index
+
+    found = run_in_netns(netns_fd, inert)
+    if found is None:
+        return False
+    index, peer = found
+    try:
+        with raw_socket() as s:
+            b = Batch(s)
+            b.set_link(index=peer, up=False, master=0, alias=REAP_ALIAS)
+            b.commit()
+    except KanalError:
+        peer = 0
+    if not peer:
+        # The host end is not in this namespace: delete the container end now.
+        run_in_netns(netns_fd, lambda: _delete_now(index))
+        return True
+    if os.fork() == 0:  # pragma: no cover - the child's exit is checked by the tests
+        # The child: out of the runtime's process group and off its pipes (a runtime
+        # reads the plugin's stdout until every writer has closed it).
+        try:
+            os.setsid()
+            null = os.open("/dev/null", os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+            os.closerange(3, 1 << 16)  # a lock file's flock must not outlive the parent
+            _delete_now(peer)  # the pair goes with its host end
+        finally:
+            os._exit(0)
+    return True
 
 
 def _delete_named(ifname: str) -> bool:

@@ -123,7 +123,9 @@ def _start_link_delete(args: CmdArgs) -> Callable[[], None]:
     except NetnsNotFound:
         return lambda: None
     try:
-        pending = reaper.start_container_link_delete(fd, args.netns_path, args.ifname)
+        pending = reaper.start_container_link_delete(
+            fd, args.netns_path, args.ifname, detach=args.process_exits
+        )
     except (NetnsNotFound, LinkNotFound):
         os.close(fd)
         return lambda: None

@@ -44,7 +44,9 @@ class CmdArgs:
     ``cwd`` is the runtime's working directory: relative paths in the environment
     and the config are the runtime's, in kanald as in a plugin process.
     ``runner`` runs the plugins this one delegates to (see :mod:`kanal.skel.delegate`;
-    None: delegating is an error).
+    None: delegating is an error). ``process_exits``: this process ends right after
+    it answers (a plugin process, not kanald), so kernel work the answer need not
+    wait for may be left to a detached child (see :mod:`kanal.netlink.reaper`).
     """
 
     command: str
@@ -59,6 +61,7 @@ class CmdArgs:
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str = "/"
     runner: PluginRunner | None = None
+    process_exits: bool = False
 
     def abspath(self, path: str) -> str:
         """``path`` resolved against the runtime's working directory ("" stays "")."""

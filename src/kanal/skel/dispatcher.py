@@ -46,10 +46,13 @@ class Dispatcher:
         cwd: str | None = None,
         *,
         runner: PluginRunner | None = None,
+        process_exits: bool = False,
     ) -> None:
         """``cwd``: the runtime's working directory (default: this process's);
-        ``runner``: how the plugin's delegates run (``CmdArgs.runner``)."""
+        ``runner``: how the plugin's delegates run (``CmdArgs.runner``);
+        ``process_exits``: the process ends after this command (``CmdArgs``)."""
         self.runner = runner
+        self.process_exits = process_exits
         self.env = env
         self.stdin = stdin
         self.stdout = stdout
@@ -109,6 +112,7 @@ class Dispatcher:
                 env=self.env,
                 cwd=self.cwd,
                 runner=self.runner,
+                process_exits=self.process_exits,
             )
             if command == "ADD":
                 # lazy: ADD only: a DEL need not load the result codecs
@@ -209,8 +213,8 @@ def _conf_version(conf: Mapping[str, Any]) -> str:
 def plugin_main(funcs: PluginFuncs, runner: PluginRunner | None = None) -> None:
     """Entry point of a plugin run as its own process (installed plugins start in
     :func:`kanal.fastpath.standalone.main`, which gives the runner)."""
-    code = Dispatcher(os.environ, sys.stdin.buffer, sys.stdout, sys.stderr, runner=runner).run(
-        funcs
-    )
+    code = Dispatcher(
+        os.environ, sys.stdin.buffer, sys.stdout, sys.stderr, runner=runner, process_exits=True
+    ).run(funcs)
     sys.stdout.flush()
     sys.exit(code)
