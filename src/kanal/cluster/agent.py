@@ -118,6 +118,7 @@ class OverlayAgent(MissAnswering):
         self._ep_gc = GoneTracker(grace or 0.0)
         self._listeners: list[Callable[[str], None]] = []
         self._changed: set[str] = set()  # programmed networks the listeners are owed
+        self.etcd_errors = self.reconciles = 0  # counters for kanald's metrics
 
     # ---- lifecycle ------------------------------------------------------------------
     @property
@@ -386,6 +387,7 @@ class OverlayAgent(MissAnswering):
         revisions (one small request instead: with a thousand endpoints every host
         re-reading them each period is most of an idle cluster's etcd traffic)."""
         rev = self.store.revision()
+        self.reconciles += 1
         with self._lock:
             current = self._listed >= {NODES_PREFIX, OVERLAY_PREFIX} and rev <= min(
                 self._rev.get(NODES_PREFIX, 0), self._rev.get(OVERLAY_PREFIX, 0)
@@ -411,6 +413,7 @@ class OverlayAgent(MissAnswering):
 
     # ---- threads ------------------------------------------------------------------------
     def _error(self, e: Exception) -> None:
+        self.etcd_errors += 1  # each is followed by a retry (a watch on the next member)
         if self.last_error is None:
             log.warning("overlay agent: etcd: %s", e)
         self.last_error = e

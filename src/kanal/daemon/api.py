@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import select
 import socket
 import threading
@@ -38,6 +39,7 @@ from kanal.errors import KanalError
 from kanal.unixsock import PrivateUnixServer, QuietHandler
 
 if TYPE_CHECKING:
+    from kanal.daemon.metrics import Metrics
     from kanal.engine.sandboxes import SandboxManager
 
 __all__ = [
@@ -54,6 +56,8 @@ log = logging.getLogger("kanal.api")
 IDLE_TIMEOUT = 60.0
 #: Seconds a stopping daemon waits for requests already under way to finish.
 DRAIN_TIMEOUT = 120.0
+#: ``GET /metrics`` (an optional ``/v1.NN`` prefix as every route), served as text
+_METRICS_PATH = re.compile(r"^(/v\d+\.\d+)?/metrics/?$")
 
 
 class ApiServer(PrivateUnixServer):
@@ -72,8 +76,10 @@ class ApiServer(PrivateUnixServer):
         mode: int = 0o600,
         manager: SandboxManager | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
+        metrics: Metrics | None = None,
     ) -> None:
         self.controller = controller
+        self.metrics = metrics  # GET /metrics: 404 without
         self.manager = manager  # when sandboxes are on (kanal run)
         self.plugin: Any = None  # kanal.dockerplugin.server.PluginServer, when served
         self.sandboxes = sandboxes or NoSandboxes()
@@ -144,6 +150,13 @@ class _Handler(QuietHandler):
             if url.path.rstrip("/").endswith("/events") and method == "GET":
                 self._events()
                 return
+            if (
+                method == "GET"
+                and self.server.metrics is not None
+                and _METRICS_PATH.match(url.path)
+            ):
+                self._metrics(self.server.metrics)
+                return
             raw = self.read_body()
             if raw is None:
                 return  # the body never arrived whole: nothing is done
@@ -161,6 +174,19 @@ class _Handler(QuietHandler):
         except Exception as e:  # never a dropped connection: the client gets a message
             log.exception("API %s %s", method, self.path)
             self._send(500, {"message": f"internal error: {e}"})
+
+    def _metrics(self, metrics: Metrics) -> None:
+        from kanal.daemon.metrics import CONTENT_TYPE  # lazy: only kanald has metrics
+
+        data = metrics.render()
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except OSError:
+            self.close_connection = True
 
     def _events(self) -> None:
         bus = self.server.events

@@ -30,6 +30,7 @@ from kanal.engine.context import EngineContext
 from kanal.engine.controller import Controller
 from kanal.engine.dns import DnsService
 from kanal.engine.ipam import DEFAULT_POOLS, Pool
+from kanal.engine.observe import TimedController, TimedSandboxManager
 from kanal.engine.recovery import recover
 from kanal.engine.remoteplugins import PluginRegistry
 from kanal.engine.repair import Repairer
@@ -39,16 +40,22 @@ from kanal.errors import InvalidConfig, KanalError, Unavailable
 from kanal.store import StoreRefused, open_store
 
 if TYPE_CHECKING:
+    from kanal.daemon.metrics import Metrics
     from kanal.engine.cluster import Cluster
 
 __all__ = ["start_engine"]
 
 
-def start_engine(args: argparse.Namespace) -> ApiServer:
-    """Everything but the CNI fast path, started; the API server (serving)."""
-    ctrl, manager = _open_engine(args)
+def start_engine(args: argparse.Namespace, metrics: Metrics | None = None) -> ApiServer:
+    """Everything but the CNI fast path, started; the API server (serving).
+
+    ``metrics``: told of the engine's operations and CNI execs, and shown its state
+    (served on ``GET /metrics``)."""
+    ctrl, manager = _open_engine(args, metrics)
     _recover_and_reconcile(ctrl, manager)
     _start_dns(ctrl, manager)
+    if metrics is not None:
+        metrics.watch_engine(ctrl, manager, manager.dns)
     # Outside changes (nft flush, a deleted bridge or veth, an unmounted namespace)
     # are put back, from kernel notifications and every --reconcile-interval.
     repairer = Repairer(ctrl, manager)
@@ -60,6 +67,7 @@ def start_engine(args: argparse.Namespace) -> ApiServer:
         mode=int(args.api_socket_mode, 8),
         manager=manager,
         idle_timeout=args.api_idle_timeout,
+        metrics=metrics,
     )
     serve_in_thread(api)
     print(f"kanald: engine API on {args.api_socket}", file=sys.stderr, flush=True)
@@ -68,7 +76,9 @@ def start_engine(args: argparse.Namespace) -> ApiServer:
     return api
 
 
-def _open_engine(args: argparse.Namespace) -> tuple[Controller, SandboxManager]:
+def _open_engine(
+    args: argparse.Namespace, metrics: Metrics | None = None
+) -> tuple[Controller, SandboxManager]:
     """The store, the context (with its injected runtimes) and the two managers."""
     # The directories parts of the engine make later (some with makedirs' default
     # modes for intermediate directories) exist from the start, root-only.
@@ -86,19 +96,23 @@ def _open_engine(args: argparse.Namespace) -> tuple[Controller, SandboxManager]:
         # remote plugin (calling ourselves through the controller's lock would deadlock).
         plugins=PluginRegistry(args.plugin_dir or None, exclude=args.docker_plugin_socket),
     )
+    if metrics is not None:
+        ctx.on_operation = metrics.observe_operation
+        ctx.on_cni_exec = metrics.observe_engine_exec
+        ctx.on_cni_child_exec = metrics.observe_child_exec
     if args.cluster_store:
         ctx.cluster = _join_cluster(args)
     elif args.cluster_store_opt:
         raise InvalidConfig("--cluster-store-opt needs --cluster-store")
     pools = _pools(args.default_address_pool) or list(DEFAULT_POOLS)
-    ctrl = Controller(
+    ctrl = TimedController(
         store,
         ctx,
         pools=pools,
         default_bridge=args.default_bridge,
         default_subnet=args.default_subnet,
     )
-    manager = SandboxManager(store, ctrl, state_dir=args.state_dir, netns_dir=args.netns_dir)
+    manager = TimedSandboxManager(store, ctrl, state_dir=args.state_dir, netns_dir=args.netns_dir)
     return ctrl, manager
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from kanal.daemon.api import ApiServer
+    from kanal.daemon.metrics import Metrics
 
 from kanal.fastpath.install import DEFAULT_SOCKET
 
@@ -97,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="where remote Docker plugins are discovered (repeatable; dockerd's dirs otherwise)",
     )
     _add_cluster_options(ap)
+    ap.add_argument(
+        "--metrics-addr",
+        default="",
+        metavar="IP:PORT",
+        help="also serve Prometheus metrics over HTTP here (always on the API socket's /metrics)",
+    )
     return ap
 
 
@@ -158,10 +165,16 @@ def main(argv: list[str] | None = None) -> None:
     if left:
         logging.warning("removed %d interfaces a previous kanald left to delete", left)
     reaper.enable()
+    from kanal.daemon.metrics import Metrics  # lazy: the CLI imports this module
+
+    metrics = Metrics()
     server = FastPathServer(args.socket, mode=int(args.socket_mode, 8))
+    server.observe = metrics.observe_fastpath
     server.bind()
     try:
-        api = None if args.no_engine else _start_engine(args)
+        if args.metrics_addr:
+            _serve_metrics(metrics, args.metrics_addr)
+        api = None if args.no_engine else _start_engine(args, metrics)
     except KanalError as e:
         # A configuration kanald cannot run with (a malformed store URL, unusable
         # certificates, etcd refusing our certificate or user): one line, exit 1.
@@ -186,10 +199,21 @@ def main(argv: list[str] | None = None) -> None:
             api.plugin.server_close()
 
 
-def _start_engine(args: argparse.Namespace) -> ApiServer:
+def _start_engine(args: argparse.Namespace, metrics: Metrics) -> ApiServer:
     from kanal.daemon.engine import start_engine  # lazy: as in main()
 
-    return start_engine(args)
+    return start_engine(args, metrics)
+
+
+def _serve_metrics(metrics: Metrics, addr: str) -> None:
+    """``--metrics-addr``. Raises InvalidConfig (bad address, or it cannot be bound)."""
+    from kanal.errors import InvalidConfig  # lazy: as in main()
+
+    try:
+        metrics.serve(addr)
+    except OSError as e:
+        raise InvalidConfig(f"cannot serve metrics on {addr}: {e.strerror or e}") from None
+    print(f"kanald: metrics on http://{addr}/metrics", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

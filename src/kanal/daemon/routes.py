@@ -14,6 +14,7 @@ Routes (an optional ``/v1.NN`` prefix is accepted, as docker clients send one)::
     GET    /nodes                        the cluster's hosts (kanald --cluster-store)
     GET|POST|DELETE /sandboxes/...       kanal run's sandboxes (create, start, stop, ...)
     GET    /events                       one JSON object per line (served by the server)
+    GET    /metrics                      Prometheus text (served by the server, kanald only)
     GET    /system/check                 {"Problems": [...]}: leaks and inconsistencies
 
 A handler gets the typed request (:mod:`.messages`) and returns the answer's body

@@ -44,6 +44,14 @@ class EngineContext:
     #: host sysctls changed for networks (kanal.engine.sysctls.SysctlLedger); set by
     #: the controller, None: written without a record (nothing restored)
     sysctls: Any = None
+    #: told of each timed engine operation (kanal.engine.observe.timed):
+    #: (operation, seconds, ok); None: nobody listens
+    on_operation: Callable[[str, float, bool], None] | None = None
+    #: told of each CNI plugin exec the engine runs in this process:
+    #: (plugin, command, seconds, CNI error code or 0); None: nobody listens
+    on_cni_exec: Callable[[str, str, float, int], None] | None = None
+    #: the same for plugins the engine starts as processes (not kanal's own)
+    on_cni_child_exec: Callable[[str, str, float, int], None] | None = None
 
     @property
     def bin_dir(self) -> str:

@@ -16,6 +16,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from contextlib import suppress
 
 from kanal.errors import NotFound
@@ -77,6 +78,9 @@ class FastPathServer:
         self._root = _id("/")
         self._uid = os.geteuid()
         self.served = 0
+        #: told of each request served: (plugin, CNI_COMMAND, exit code, stdout,
+        #: seconds); kanald's metrics set it (this module never imports them)
+        self.observe: Callable[[str, str, int, bytes, float], None] | None = None
         self._runner = plugin_runner()
 
     def bind(self) -> None:
@@ -178,15 +182,21 @@ class FastPathServer:
         out, err = io.StringIO(), io.StringIO()
         t0 = time.perf_counter()
         code = Dispatcher(env, io.BytesIO(stdin), out, err, cwd, runner=self._runner).run(funcs)
+        seconds = time.perf_counter() - t0
         self.served += 1
         log.info(
             "served %s %s (exit %d) in %.1f ms",
             name,
             env.get("CNI_COMMAND", "?"),
             code,
-            (time.perf_counter() - t0) * 1e3,
+            seconds * 1e3,
         )
         stdout = out.getvalue().encode()
+        if self.observe is not None:
+            try:
+                self.observe(name, env.get("CNI_COMMAND", ""), code, stdout, seconds)
+            except Exception:  # counting must never fail a plugin request
+                log.exception("fast-path observer")
         return b"".join(
             (
                 p.HANDLED,

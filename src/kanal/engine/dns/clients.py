@@ -39,14 +39,16 @@ class UdpListener:
             self.lookup,
             self.sid,
         )
-        turn = self.svc.turn
+        turn, stats = self.svc.turn, self.svc.stats
         for _ in range(BATCH):
             try:
                 data, peer = recvfrom(4096)
             except OSError:  # drained (or a stale event)
                 return
+            stats.queries += 1
             hit = cache.get(data[2:])
             if hit is not None and lookup(sid, hit[0]) == hit[1]:
+                stats.cache_hits += 1
                 variants = hit[2]
                 try:
                     sendto(data[:2] + variants[next(turn) % len(variants)], peer)
@@ -130,8 +132,11 @@ class TcpClient:
                 return
 
     def _query(self, data: bytes) -> None:
+        stats = self.svc.stats
+        stats.queries += 1
         cached = self.svc.cached(self.entry, data)
         if cached is not None:
+            stats.cache_hits += 1
             self.send(cached)
             return
         self.pending += 1

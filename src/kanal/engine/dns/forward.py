@@ -47,6 +47,7 @@ class Forward:
         self.last: bytes | None = None  # the last SERVFAIL/REFUSED, passed on if all fail
         self.truncated: bytes | None = None  # this upstream's truncated UDP answer
         self.done = False
+        self.started = time.monotonic()
         svc.inflight += 1
         entry.forwards.add(self)
 
@@ -183,6 +184,7 @@ class Forward:
 
     def _finish(self, data: bytes) -> None:
         self._release()
+        self.svc.stats.forwarded(data, time.monotonic() - self.started)
         send(self.reply, data)
 
     def cancel(self) -> None:

@@ -25,6 +25,7 @@ from dnslib import AAAA, PTR, QTYPE, RR, A, DNSRecord
 
 from kanal.engine.dns.clients import TcpListener, UdpListener
 from kanal.engine.dns.forward import Forward
+from kanal.engine.dns.stats import DnsStats
 from kanal.engine.dns.wire import REFUSED, SERVFAIL, rcode, reverse_pointer_ip, send, udp_size
 from kanal.netlink.ns import netns_socket, open_netns
 
@@ -111,6 +112,7 @@ class DnsService:
         self.max_tcp_clients = max_tcp_clients
         self.tcp_idle_timeout = tcp_idle_timeout
         self.inflight = 0  # forwards in flight, all sandboxes
+        self.stats = DnsStats()  # bumped by the serving thread only
         # Owned by the serving thread once it runs: other threads hand it work in _ops.
         self._ep = select.epoll()
         self._handlers: dict[int, Handler] = {}
@@ -329,20 +331,26 @@ class DnsService:
         """Answer ``data`` (not in the cache): a local answer is sent at once, else a
         forward starts. ``reply`` is called exactly once (maybe later), unless the query
         is garbage and dropped: then False."""
+        stats = self.stats
         try:
             q = DNSRecord.parse(data)
         except Exception:  # dnslib raises its own errors on garbage: drop it
+            stats.dropped += 1
             return False
         local = self._local(entry, q)
         if local is not None:
+            stats.answer("local", local)
             send(reply, local)
             self._remember(entry, data, q, local)
         elif not entry.upstreams:
+            stats.count("local", SERVFAIL)
             send(reply, rcode(q, SERVFAIL))
         elif (
             self.inflight >= self.max_forwards
             or len(entry.forwards) >= self.max_forwards_per_sandbox
         ):
+            stats.refused += 1
+            stats.count("local", REFUSED)
             send(reply, rcode(q, REFUSED))
         else:
             Forward(self, entry, data, q, reply, udp_size(q) if udp else 0).next_server()
