@@ -20,8 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kanal.fastpath.install import install_plugins
+from tests.e2e.private_kanald import PrivateNetnsDaemon, private_daemon
 from tests.e2e.test_cli_network import VENV
-from tests.e2e.test_cli_run import RunDaemon
 from tests.helpers import nsexec
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -88,25 +88,11 @@ PORT = random.randint(20000, 60000)
 
 
 @pytest.fixture
-def md(host_ns: str, tmp_path: Path) -> Iterator[RunDaemon]:
-    d = RunDaemon(host_ns, tmp_path)
-    d.netns_dir = tmp_path / "netns"
-    d.extra = ("--metrics-addr", f"127.0.0.1:{PORT}")
-    d.start()
-    try:
-        yield d
-    finally:
-        if d.proc is None:
-            d.start()
-        for sid in d.k("ps", "-a", "-q", check=False).stdout.split():
-            d.k("rm", "-f", sid, check=False)
-        d.stop(kill=True)
-        netns = tmp_path / "netns"
-        for f in netns.iterdir() if netns.exists() else ():
-            subprocess.run(["umount", str(f)], capture_output=True)
+def md(host_ns: str, tmp_path: Path) -> Iterator[PrivateNetnsDaemon]:
+    yield from private_daemon(host_ns, tmp_path, "--metrics-addr", f"127.0.0.1:{PORT}")
 
 
-def test_engine_operations_move_their_counters_and_gauges(md: RunDaemon) -> None:
+def test_engine_operations_move_their_counters_and_gauges(md: PrivateNetnsDaemon) -> None:
     s0 = scrape(md.api)
     assert val(s0, "process_resident_memory_bytes") > 0
     assert val(s0, "process_open_fds") > 0 and val(s0, "process_threads") >= 2
@@ -174,7 +160,7 @@ def test_engine_operations_move_their_counters_and_gauges(md: RunDaemon) -> None
     assert ("kanal_endpoints", frozenset({("network", "obs")})) not in s4
 
 
-def test_embedded_dns_counts_local_and_forwarded_answers(md: RunDaemon) -> None:
+def test_embedded_dns_counts_local_and_forwarded_answers(md: PrivateNetnsDaemon) -> None:
     md.kanal("create", "--subnet", "10.78.0.0/24", "dnsnet")
     md.k("run", "-d", "--name", "srv", "--network", "dnsnet", "--", "sleep", "300")
     # upstream 127.0.0.1: asked from kanald's (the test's) namespace, where nothing
@@ -199,7 +185,7 @@ def test_embedded_dns_counts_local_and_forwarded_answers(md: RunDaemon) -> None:
     assert val(s1, "kanal_dns_forwards_in_flight") == 0
 
 
-def test_fast_path_execs_and_errors_by_code(md: RunDaemon, make_netns) -> None:
+def test_fast_path_execs_and_errors_by_code(md: PrivateNetnsDaemon, make_netns) -> None:
     ct = make_netns("kmc")
     bindir = md.tmp / "shims"
     install_plugins(str(bindir), socket_path=str(md.tmp / "fp.sock"))
@@ -236,7 +222,7 @@ def test_fast_path_execs_and_errors_by_code(md: RunDaemon, make_netns) -> None:
     assert delta(s0, s1, "kanal_cni_errors_total", plugin="loopback", command="DEL", code="1") == 0
 
 
-def test_metrics_addr_serves_the_same_registry(md: RunDaemon) -> None:
+def test_metrics_addr_serves_the_same_registry(md: PrivateNetnsDaemon) -> None:
     md.kanal("create", "--subnet", "10.79.0.0/24", "httpnet")
     text = nsexec(md.host, "curl", "-sf", "-m", "10", f"http://127.0.0.1:{PORT}/metrics")
     s = parse(text.stdout.decode())

@@ -12,6 +12,7 @@ See docs/rest-api.md.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import queue
@@ -19,14 +20,16 @@ import re
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from kanal import validate
-from kanal.daemon.events import EventBus
-from kanal.daemon.messages import parse_query
+from kanal.daemon.events import EventBus, EventFilter
+from kanal.daemon.getters import query_one
+from kanal.daemon.messages import filters, parse_query
 from kanal.daemon.resolvers import (
     ChainedSandboxes,
     NetnsSandboxes,
@@ -148,7 +151,7 @@ class _Handler(QuietHandler):
         try:
             url = urlsplit(self.path)
             if url.path.rstrip("/").endswith("/events") and method == "GET":
-                self._events()
+                self._events(parse_query(url.query))
                 return
             if (
                 method == "GET"
@@ -188,19 +191,27 @@ class _Handler(QuietHandler):
         except OSError:
             self.close_connection = True
 
-    def _events(self) -> None:
+    def _events(self, query: dict[str, list[str]]) -> None:
+        """The stream: the kept events since ``since``, then live ones, filtered;
+        it ends at ``until`` (a bad filter or time: 400 before any event)."""
+        f = EventFilter.parse(
+            filters(query), query_one(query, "since", ""), query_one(query, "until", "")
+        )
         bus = self.server.events
-        q = bus.subscribe()
+        past, q = bus.subscribe_since(f.since)
         try:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             self.wfile.flush()
-            for ev in _drain(q, self.connection):
-                line = json.dumps(ev).encode() + b"\n"
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
-                self.wfile.flush()
+            for ev in itertools.chain(past, _drain(q, self.connection, f.until)):
+                if f.match(ev):
+                    line = json.dumps(ev).encode() + b"\n"
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
+                    self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")  # until passed: the stream's end
+            self.wfile.flush()
         except OSError:
             pass
         finally:
@@ -217,11 +228,20 @@ class _Handler(QuietHandler):
         self._handle("DELETE")
 
 
-def _drain(q: queue.Queue[dict[str, Any]], conn: socket.socket) -> Iterator[dict[str, Any]]:
-    """Events as they come, until the client hangs up (checked while none come)."""
+def _drain(
+    q: queue.Queue[dict[str, Any]], conn: socket.socket, until: int | None = None
+) -> Iterator[dict[str, Any]]:
+    """Events as they come, until the client hangs up (checked while none come) or
+    the time ``until`` (ns) has passed."""
     while True:
+        wait = 5.0
+        if until is not None:
+            left = (until - time.time_ns()) / 1e9
+            if left < 0:
+                return
+            wait = min(wait, left + 0.001)
         try:
-            yield q.get(timeout=5)
+            yield q.get(timeout=wait)
         except queue.Empty:
             if _hung_up(conn):
                 return

@@ -12,6 +12,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -132,6 +133,39 @@ class ApiClient:
             err.http_status = resp.status
             raise err
         return payload
+
+    def stream(self, path: str, query: dict[str, str] | None = None) -> Iterator[Any]:
+        """A streaming GET (``/events``): each JSON line as it comes, until kanald
+        ends the stream. Raises KanalError with kanald's message (a refused
+        request), Unavailable (no daemon, or it went away mid-stream)."""
+        url = path + ("?" + urlencode(query) if query else "")
+        conn = _UnixConnection(self.path, self.timeout)
+        try:
+            conn.request("GET", url)
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                raw = resp.read()
+                try:
+                    msg = json.loads(raw).get("message")
+                except (ValueError, AttributeError):
+                    msg = raw.decode("utf-8", "replace")
+                err = KanalError(str(msg or f"HTTP {resp.status}"))
+                err.http_status = resp.status
+                raise err
+            if conn.sock is not None:
+                conn.sock.settimeout(None)  # a quiet stream is not a dead daemon
+            while True:
+                raw_line = resp.readline()
+                if not raw_line:
+                    return
+                if raw_line.strip():
+                    yield json.loads(raw_line)
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            if isinstance(e, KanalError):
+                raise
+            raise Unavailable(f"kanald's stream {path} broke off", str(e)) from None
+        finally:
+            conn.close()
 
     def network(self, ref: str) -> Any:
         return self.request("GET", f"/networks/{quote(ref, safe='')}")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from kanal.daemon.api import ApiServer, serve_in_thread
 from kanal.daemon.cniruntime import inprocess_cni
 from kanal.daemon.resolvers import ChainedSandboxes, NetnsSandboxes
+from kanal.daemon.shapes import container_event
 from kanal.daemon.statedir import tighten
 from kanal.dockerplugin import serve
 from kanal.dockerplugin.server import serve_in_thread as serve_plugin
@@ -30,7 +31,7 @@ from kanal.engine.context import EngineContext
 from kanal.engine.controller import Controller
 from kanal.engine.dns import DnsService
 from kanal.engine.ipam import DEFAULT_POOLS, Pool
-from kanal.engine.observe import TimedController, TimedSandboxManager
+from kanal.engine.observe import ObservedController, ObservedSandboxManager
 from kanal.engine.recovery import recover
 from kanal.engine.remoteplugins import PluginRegistry
 from kanal.engine.repair import Repairer
@@ -69,6 +70,9 @@ def start_engine(args: argparse.Namespace, metrics: Metrics | None = None) -> Ap
         idle_timeout=args.api_idle_timeout,
         metrics=metrics,
     )
+    manager.lifecycle.append(
+        lambda action, sb, attrs: api.events.publish(container_event(action, sb.id, attrs))
+    )
     serve_in_thread(api)
     print(f"kanald: engine API on {args.api_socket}", file=sys.stderr, flush=True)
     if args.docker_plugin_socket:
@@ -78,7 +82,7 @@ def start_engine(args: argparse.Namespace, metrics: Metrics | None = None) -> Ap
 
 def _open_engine(
     args: argparse.Namespace, metrics: Metrics | None = None
-) -> tuple[Controller, SandboxManager]:
+) -> tuple[Controller, ObservedSandboxManager]:
     """The store, the context (with its injected runtimes) and the two managers."""
     # The directories parts of the engine make later (some with makedirs' default
     # modes for intermediate directories) exist from the start, root-only.
@@ -105,14 +109,16 @@ def _open_engine(
     elif args.cluster_store_opt:
         raise InvalidConfig("--cluster-store-opt needs --cluster-store")
     pools = _pools(args.default_address_pool) or list(DEFAULT_POOLS)
-    ctrl = TimedController(
+    ctrl = ObservedController(
         store,
         ctx,
         pools=pools,
         default_bridge=args.default_bridge,
         default_subnet=args.default_subnet,
     )
-    manager = TimedSandboxManager(store, ctrl, state_dir=args.state_dir, netns_dir=args.netns_dir)
+    manager = ObservedSandboxManager(
+        store, ctrl, state_dir=args.state_dir, netns_dir=args.netns_dir
+    )
     return ctrl, manager
 
 

@@ -13,7 +13,7 @@ Routes (an optional ``/v1.NN`` prefix is accepted, as docker clients send one)::
     GET    /endpoints                    every endpoint (network, sandbox, addresses, ports)
     GET    /nodes                        the cluster's hosts (kanald --cluster-store)
     GET|POST|DELETE /sandboxes/...       kanal run's sandboxes (create, start, stop, ...)
-    GET    /events                       one JSON object per line (served by the server)
+    GET    /events?filters=&since=&until= one JSON object per line (served by the server)
     GET    /metrics                      Prometheus text (served by the server, kanald only)
     GET    /system/check                 {"Problems": [...]}: leaks and inconsistencies
 
@@ -250,7 +250,7 @@ def inspect_sandbox(api: ApiServer, req: Request) -> Any:
 def remove_sandbox(api: ApiServer, req: Request) -> Any:
     force = validate.parse_bool(query_one(req.query, "force", "0"), "force")
     sb = _manager(api).remove(req.params["ref"], force=force)
-    api.events.publish(container_event("destroy", sb.id))
+    api.events.publish(container_event("destroy", sb.id, {"name": sb.name}))
     return Reply(204)
 
 

@@ -172,14 +172,23 @@ def endpoint_event(event: str, net: Network, ep: Endpoint) -> dict[str, Any]:
         "Action": event,
         "Actor": {
             "ID": net.id,
-            "Attributes": {"name": net.name, "container": ep.sandbox_id},
+            "Attributes": {"name": net.name, "container": ep.sandbox_id, "type": net.driver},
         },
     }
 
 
-def container_event(action: str, sandbox_id: str) -> dict[str, Any]:
-    """A sandbox went."""
-    return {"Type": "container", "Action": action, "Actor": {"ID": sandbox_id}}
+def container_event(
+    action: str, sandbox_id: str, attributes: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A sandbox was created, started, died, stopped or went (docker's container
+    events; ``status`` and ``id`` are docker's older copies of Action and Actor.ID)."""
+    return {
+        "Type": "container",
+        "Action": action,
+        "Actor": {"ID": sandbox_id, "Attributes": dict(attributes or {})},
+        "status": action,
+        "id": sandbox_id,
+    }
 
 
 FILTER_KEYS = ("driver", "id", "label", "name", "scope", "type", "dangling")
