@@ -9,7 +9,7 @@ PYTHON ?= $(shell for p in /usr/bin/python3.11 /usr/bin/python3; do \
 	  [ -x $$p ] && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && echo $$p && exit 0; \
 	done; python3 -c 'import sys; print(sys.executable)')
 VPY := $(VENV)/bin/python
-APT_PACKAGES := iproute2 nftables iptables containernetworking-plugins conntrack busybox-static python3 python3-venv procps iputils-ping curl podman conmon runc catatonit containerd dnsmasq-base etcd-server etcd-client netavark aardvark-dns docker.io openvswitch-switch iperf3 openssl
+APT_PACKAGES := iproute2 nftables iptables containernetworking-plugins conntrack busybox-static python3 python3-venv procps iputils-ping curl podman conmon runc catatonit containerd dnsmasq-base etcd-server etcd-client netavark aardvark-dns docker.io openvswitch-switch iperf3 openssl graphviz
 PYTEST_ARGS ?=
 
 .PHONY: all venv deps test lint typecheck pytest demo bench clean

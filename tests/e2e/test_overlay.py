@@ -112,6 +112,33 @@ def test_overlay_across_hosts_by_ip_and_name(hosts: Hosts) -> None:
     assert vx[0]["linkinfo"]["info_data"].get("learning") is False
 
 
+def test_graph_shows_the_remote_vteps(hosts: Hosts) -> None:
+    """kanal graph on h1 (issue 15): ov1's VXLAN device and the other two hosts as
+    remote VTEPs, from the FDB, agreeing with the cluster's records (not red)."""
+    from tests.e2e.test_graph import parse_dot
+
+    h = hosts
+    addrs = {
+        json.loads(n)["Name"]: json.loads(n)["Addr"]
+        for n in h.kanal(1, "node", "ls", "--format", "json").stdout.splitlines()
+    }
+
+    def vteps() -> dict[str, dict[str, str]] | None:
+        nodes, _, _ = parse_dot(h.kanal(1, "graph", "--network", "ov1").stdout)
+        got = {n: a for n, a in nodes.items() if n.startswith("vtep_")}
+        return got if len(got) == 2 and all(a.get("color") != "red" for a in got.values()) else None
+
+    got = wait_for("h1's graph has both VTEPs", vteps) or {}
+    for name in ("h2", "h3"):
+        label = got[f"vtep_{addrs[name].replace(':', '_')}"]["label"].splitlines()
+        assert label == [f"VTEP {addrs[name]}", name]
+    nodes, edges, eattrs = parse_dot(h.kanal(1, "graph", "--network", "ov1").stdout)
+    [vx] = [n for n, a in nodes.items() if a["label"].startswith("vxlan ")]
+    for n in got:
+        assert frozenset((vx, n)) in edges and eattrs[frozenset((vx, n))]["label"] == "1 MAC"
+    assert "drift" not in nodes
+
+
 def test_node_ls_shows_how_each_host_reaches_etcd(hosts: Hosts) -> None:
     h = hosts
     rows = [

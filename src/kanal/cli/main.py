@@ -33,6 +33,7 @@ _COMMANDS = (
     "kanal.cli.lab",
     "kanal.cli.inspect",
     "kanal.cli.events",
+    "kanal.cli.graph",
 )
 
 EXIT_ERROR = 1

@@ -16,6 +16,7 @@ Routes (an optional ``/v1.NN`` prefix is accepted, as docker clients send one)::
     GET    /events?filters=&since=&until= one JSON object per line (served by the server)
     GET    /metrics                      Prometheus text (served by the server, kanald only)
     GET    /system/check                 {"Problems": [...]}: leaks and inconsistencies
+    GET    /topology?network=NAME        the store's objects matched with the kernel's (kanal graph)
 
 A handler gets the typed request (:mod:`.messages`) and returns the answer's body
 (200) or a :class:`Reply` with another status; it raises kanal errors, which the
@@ -44,6 +45,7 @@ from kanal.daemon.shapes import (
     sandbox_json,
 )
 from kanal.engine.check import check
+from kanal.engine.topology import topology
 from kanal.errors import DecodeError, NotFound
 
 if TYPE_CHECKING:
@@ -210,6 +212,12 @@ def endpoints(api: ApiServer, req: Request) -> Any:
     return [endpoint_json(ep, names.get(ep.network_id, "")) for ep in c.endpoints()]
 
 
+def get_topology(api: ApiServer, req: Request) -> Any:
+    for ref in req.query.get("network", []):
+        validate.no_control(ref, "network")
+    return topology(api.controller, api.manager, req.query.get("network", []))
+
+
 def system_check(api: ApiServer, req: Request) -> Any:
     problems = check(api.controller, api.manager) if api.manager is not None else []
     return {"Problems": problems}
@@ -293,4 +301,5 @@ ROUTES: list[Route] = [
     Route("DELETE", ("sandboxes", "{ref}"), remove_sandbox, sandboxes=True),
     Route("POST", ("sandboxes", "{ref}", "{action}"), sandbox_action, sandboxes=True),
     Route("GET", ("sandboxes", "{ref}", "launch"), launch_argv, sandboxes=True),
+    Route("GET", ("topology",), get_topology),
 ]
