@@ -4,8 +4,9 @@ kanald runs with its engine inside a "host" namespace made here; `kanal network`
 and `kanal run` do what the seed does with `docker network` and `docker run`: a
 user-defined bridge with --subnet --gateway --ip-range -o bridge.name, sandboxes
 that reach each other by name, a published port reached from an "outside"
-namespace, --ip, connect/disconnect, --internal, and a macvlan on the host's link.
-Everything is removed at the end and the host is shown clean.
+namespace, --ip, connect/disconnect, --internal, and a macvlan on the host's link;
+`kanal graph` draws what was built (docs/demo-topology.svg). Everything is removed at
+the end and the host is shown clean.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ sys.path.insert(0, str(ROOT))
 from tests.helpers import create_netns, delete_netns, unique  # noqa: E402
 
 VENV = ROOT / ".venv" / "bin"
+#: the README's picture of this demo's topology, drawn by kanal graph on every run
+TOPOLOGY = ROOT / "docs" / "demo-topology.svg"
 BOLD, DIM, END = ("\033[1m", "\033[2m", "\033[0m") if sys.stdout.isatty() else ("", "", "")
 
 
@@ -163,6 +166,11 @@ def main() -> None:
         )
         say("State while running: kanal's nftables table (isolation chains, port map, masquerade)")
         d.in_host("nft", "list", "table", "inet", "kanal")
+        say("What was built, as the store and the kernel hold it: kanal graph")
+        d.kanal("run", "-d", "--name", "lanbox", "--network", "lan0", "--", "sleep", "300")
+        d.kanal("graph", "--network", "br0", "--network", "lan0", "-o", str(TOPOLOGY))
+        print(f"drawn into {TOPOLOGY.relative_to(ROOT)}", flush=True)
+        d.kanal("rm", "-f", "lanbox")
         say("Clean up: stop and remove the sandbox, remove the networks")
         d.kanal("stop", "-t", "2", "web")
         d.kanal("rm", "web")

@@ -58,6 +58,14 @@ def build_dot(model: dict[str, Any]) -> str:
         h.attr(label=f"host {host}", style="rounded", color="gray40")
         for n in model.get("Networks", []):
             _network(h, g, n)
+        for sb in model.get("Sandboxes", []):  # the host ends of veth pairs live here
+            for veth in (i["HostVeth"] for i in sb["Interfaces"] if i.get("HostVeth")):
+                h.node(
+                    _id("dev", veth["Name"]),
+                    _label(f"veth {veth['Name']}", _state(veth["State"])),
+                    shape="cds",
+                    **_bad(veth["State"]),
+                )
     # where a sandbox's interface attaches, per network: its device, or the network
     anchors: dict[str, str] = {}
     for n in model.get("Networks", []):
@@ -168,12 +176,6 @@ def _sandbox(g: Any, sb: dict[str, Any], anchors: dict[str, str]) -> None:
             anchor = anchors.get(i["Network"], _id("net", i["Network"][:12]))
             if veth:
                 vid = _id("dev", veth["Name"])
-                g.node(
-                    vid,
-                    _label(f"veth {veth['Name']}", _state(veth["State"])),
-                    shape="cds",
-                    **_bad(veth["State"]),
-                )
                 g.edge(iid, vid, label="veth pair", style="bold", **_bad(i["State"]))
                 g.edge(vid, anchor, **_bad(veth["State"]))
             else:  # macvlan (on its parent), or a driver without a device of ours
