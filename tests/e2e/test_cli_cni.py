@@ -309,6 +309,8 @@ def test_help_imports_nothing_heavy() -> None:
         "kanal.cli",
         "kanal.cli.cni",
         "kanal.cli.dhcp",
+        "kanal.cli.events",
+        "kanal.cli.graph",
         "kanal.cli.inspect",
         "kanal.cli.lab",
         "kanal.cli.main",
