@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -307,6 +308,7 @@ def test_etcd_down_local_networks_work_and_the_overlay_resumes(hosts: Hosts) -> 
 def test_a_dead_host_is_forgotten_and_its_addresses_freed(hosts: Hosts) -> None:
     h = hosts
     s3 = h.ip_of(3, "s3", "ov1")
+    since = f"{time.time():.9f}"
     h.kill_kanald(3)
     delete_netns(h.ns[3])  # the host is gone: its namespace (and underlay link) removed
     # After the lease: no FDB entry towards h3 on the others.
@@ -328,6 +330,15 @@ def test_a_dead_host_is_forgotten_and_its_addresses_freed(hosts: Hosts) -> None:
         return "h3" not in nodes and not held
 
     wait_for("h3's blocks, addresses and records freed", freed, 60)
+    # h1 told it as an event (issue 15): h3's node key went with its lease
+    ev = h.kanal(1, "events", "--since", since, "--until", f"{time.time():.9f}", "-f", "type=node")
+    assert ev.stdout.split("\n")[0].split()[1:] == [
+        "node",
+        "leave",
+        "h3",
+        f"(addr={h.addr(3)},",
+        "name=h3)",
+    ]
     # The others keep working.
     run(h, 1, "n1", "ov1")
     n1 = h.ip_of(1, "n1", "ov1")

@@ -1,9 +1,9 @@
 """``kanal events``: kanald's events as they happen, as ``docker events`` shows them.
 
 Filters (``-f KEY=VALUE``, repeatable; values of one key OR'ed, keys AND'ed):
-``type`` (container, network), ``event`` (create, start, die, stop, destroy,
-connect, disconnect), ``container`` and ``network`` (an id, an id prefix or a
-name), ``scope``. ``--since``/``--until`` take docker's forms: Unix seconds
+``type`` (container, network, node), ``event`` (create, start, die, stop, destroy,
+connect, disconnect, join, leave), ``container``, ``network`` and ``node`` (an id,
+an id prefix or a name), ``scope``. ``--since``/``--until`` take docker's forms: Unix seconds
 (``1700000000.5``), an RFC 3339 date or time (``2024-05-01``,
 ``2024-05-01T10:00:00Z``; local time without a zone) or a Go duration before now
 (``10m``, ``1h30m``). With ``--until`` the command ends when that time is reached;
@@ -172,7 +172,7 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="type, event, container, network, scope (repeatable)",
+        help="type, event, container, network, node, scope (repeatable)",
     )
     p.add_argument("--since", default="", help="show events since this time (and then live)")
     p.add_argument("--until", default="", help="stop at this time")

@@ -73,6 +73,11 @@ def start_engine(args: argparse.Namespace, metrics: Metrics | None = None) -> Ap
     manager.lifecycle.append(
         lambda action, sb, attrs: api.events.publish(container_event(action, sb.id, attrs))
     )
+    if ctrl.cluster is not None:
+        # lazy: only a kanald with --cluster-store watches its peers
+        from kanal.daemon.peerevents import watch_peers
+
+        watch_peers(ctrl.cluster, api.events.publish, threading.Event())
     serve_in_thread(api)
     print(f"kanald: engine API on {args.api_socket}", file=sys.stderr, flush=True)
     if args.docker_plugin_socket:

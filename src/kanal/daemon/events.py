@@ -1,8 +1,8 @@
 """``GET /events``: the engine's events fanned out to every stream that listens.
 
 As docker's ``GET /events``: ``filters`` (``type``, ``event``, ``network``,
-``container``, ``scope``; values of one key OR'ed, keys AND'ed), ``since`` and
-``until`` (Unix time, seconds with an optional fraction). The bus keeps the last
+``container``, ``node``, ``scope``; values of one key OR'ed, keys AND'ed), ``since``
+and ``until`` (Unix time, seconds with an optional fraction). The bus keeps the last
 :data:`HISTORY` events, so a stream asked ``since`` a past time starts with those;
 with ``until`` the stream ends at that time (at once when it is past).
 """
@@ -25,7 +25,7 @@ __all__ = ["HISTORY", "EventBus", "EventFilter"]
 
 #: events kept for streams that ask ``since`` a past time
 HISTORY = 1000
-FILTER_KEYS = ("type", "event", "network", "container", "scope")
+FILTER_KEYS = ("type", "event", "network", "container", "scope", "node")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class EventFilter:
             elif key == "event":
                 action = str(ev.get("Action", ""))
                 ok = action in values or action.split(":", 1)[0] in values
-            else:  # network, container: the actor's id (or a prefix of it) or its name
+            else:  # network, container, node: the actor's id (or a prefix of it) or its name
                 ok = kind == key and any(v in (ident, name) or ident.startswith(v) for v in values)
             if not ok:
                 return False

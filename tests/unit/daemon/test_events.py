@@ -66,3 +66,29 @@ def test_filters_as_docker() -> None:
 def test_bad_filters_and_times(filters: dict[str, list[str]], since: str, until: str) -> None:
     with pytest.raises(InvalidConfig):
         EventFilter.parse(filters, since, until)
+
+
+def test_peer_changes_from_watch_batches() -> None:
+    from kanal.cluster.nodes import Node
+    from kanal.daemon.peerevents import changes, node_event
+    from kanal.store import Entry
+    from kanal.store.etcd import WatchBatch
+    from kanal.store.etcdwatch import WatchEvent
+
+    def put(name: str, addr: str) -> WatchEvent:
+        return WatchEvent("put", f"nodes/{name}", Node(name, addr, 1.0, 1).to_json(), 5, 1, None)
+
+    known = {"h1": "192.0.2.1"}
+    got = changes(known, WatchBatch(5, [put("h2", "192.0.2.2"), put("h1", "192.0.2.1")]))
+    assert got == [("join", "h2", "192.0.2.2")]  # h1 again (a re-put): nothing
+    gone = WatchEvent("delete", "nodes/h2", b"", 6, 0, None)
+    assert changes(known, WatchBatch(6, [gone, gone])) == [("leave", "h2", "192.0.2.2")]
+    # a compacted watch: the listing replaces what was known
+    listing = [Entry("nodes/h3", Node("h3", "192.0.2.3", 1.0, 1).to_json(), 7)]
+    assert changes(known, WatchBatch(7, [], resync=listing)) == [
+        ("leave", "h1", "192.0.2.1"),
+        ("join", "h3", "192.0.2.3"),
+    ]
+    assert known == {"h3": "192.0.2.3"}
+    ev = node_event("join", "h3", "192.0.2.3")
+    assert EventFilter.parse({"type": ["node"], "event": ["join"]}).match(ev)
