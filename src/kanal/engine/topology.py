@@ -101,7 +101,7 @@ def _network(
         }
         if state == MISSING:
             drift.append(f"{kind} {bridge} of network {net.name} is missing")
-        elif kind == "bridge":
+        elif link is not None and kind == "bridge":
             veths = {str(ep.driver_state.get("host_veth")) for ep in eps if ep.network_id == net.id}
             for ln in links:
                 if ln.master == link.index and ln.kind != "vxlan" and ln.name not in veths:
