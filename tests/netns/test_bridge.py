@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ip_json, nsexec, unique
+from tests.helpers import delete_netns, ip_json, nsexec, unique
 from tests.netns.cni import PluginRunner
 
 
@@ -315,3 +315,22 @@ def test_gc_drops_invalid_attachments(cni: PluginRunner, make_netns) -> None:
     masq = nsexec(cni.host, "nft", "list", "set", "inet", "kanal", "masq4").stdout.decode()
     assert "10.66.0.2" not in masq and "10.66.0.3" in masq
     assert cni("bridge", "STATUS", conf).code == 0
+
+
+@pytest.mark.parametrize("how", ["prevResult", "link addresses", "netns gone"])
+def test_del_removes_only_its_own_masquerade(cni: PluginRunner, make_netns, how: str) -> None:
+    """However DEL learns the addresses (the cached result, the link before it goes,
+    or a scan by owner when the namespace is already gone), exactly the owner's
+    masquerade elements go."""
+    ct1, ct2 = make_netns("ktc"), make_netns("ktc")
+    br = unique("kbr", 15)
+    conf = bridge_conf(cni, br, "1.0.0", ipMasq=True)
+    r1 = cni("bridge", "ADD", conf, cid="m1", netns=f"/run/netns/{ct1}")
+    assert r1.code == 0 and r1.out is not None
+    assert cni("bridge", "ADD", conf, cid="m2", netns=f"/run/netns/{ct2}").code == 0
+    del_conf = {**conf, "prevResult": r1.out} if how == "prevResult" else conf
+    if how == "netns gone":
+        delete_netns(ct1)
+    assert cni("bridge", "DEL", del_conf, cid="m1", netns=f"/run/netns/{ct1}").code == 0
+    masq = nsexec(cni.host, "nft", "list", "set", "inet", "kanal", "masq4").stdout.decode()
+    assert "10.66.0.2" not in masq and "10.66.0.3" in masq
