@@ -15,6 +15,7 @@ Routes (an optional ``/v1.NN`` prefix is accepted, as docker clients send one)::
     GET|POST|DELETE /sandboxes/...       kanal run's sandboxes (create, start, stop, ...)
     GET    /events                       one JSON object per line (served by the server)
     GET    /system/check                 {"Problems": [...]}: leaks and inconsistencies
+    GET    /explain?src=&dst=            why a packet would (not) get there (kanal explain)
 
 A handler gets the typed request (:mod:`.messages`) and returns the answer's body
 (200) or a :class:`Reply` with another status; it raises kanal errors, which the
@@ -33,6 +34,7 @@ from urllib.parse import unquote
 
 from kanal import validate
 from kanal.daemon import messages as msg
+from kanal.daemon.explainroute import explain_route
 from kanal.daemon.getters import obj, query_one
 from kanal.daemon.shapes import (
     container_event,
@@ -292,4 +294,5 @@ ROUTES: list[Route] = [
     Route("DELETE", ("sandboxes", "{ref}"), remove_sandbox, sandboxes=True),
     Route("POST", ("sandboxes", "{ref}", "{action}"), sandbox_action, sandboxes=True),
     Route("GET", ("sandboxes", "{ref}", "launch"), launch_argv, sandboxes=True),
+    Route("GET", ("explain",), explain_route, sandboxes=True),
 ]

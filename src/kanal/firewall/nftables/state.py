@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from kanal.firewall.nftables import TABLE
 from kanal.firewall.nftables import libnft as nft
 
-__all__ = ["NftState", "available", "nft_table"]
+__all__ = ["NftState", "available", "nft_table", "table_json"]
 
 
 def available() -> bool:
@@ -72,3 +73,13 @@ def nft_table() -> NftState | None:
             if body.get("name") == "net_from":
                 t.net_from.add(str(item["elem"].get("val")))
     return t
+
+
+def table_json() -> list[dict[str, Any]] | None:
+    """``nft -j list table inet kanal``'s objects (None: no table), for ``kanal explain``."""
+    try:
+        raw = nft.run(f"list table inet {TABLE}", json_out=True)
+    except nft.NftError:
+        return None
+    objects: list[dict[str, Any]] = json.loads(raw).get("nftables", [])
+    return objects
