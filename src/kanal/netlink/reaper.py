@@ -241,7 +241,12 @@ def _delete_detached(netns_fd: int, ifname: str, addrs: list[IP] | None) -> bool
         # The host end is not in this namespace: delete the container end now.
         run_in_netns(netns_fd, lambda: _delete_now(index))
         return True
-    if os.fork() == 0:  # pragma: no cover - the child's exit is checked by the tests
+    try:
+        pid = os.fork()
+    except OSError:  # no process to spare (EAGAIN, ENOMEM): unregister it here, now
+        _delete_now(peer)
+        return True
+    if pid == 0:  # pragma: no cover - the child's exit is checked by the tests
         # The child: out of the runtime's process group and off its pipes (a runtime
         # reads the plugin's stdout until every writer has closed it).
         try:
