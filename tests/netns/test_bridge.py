@@ -334,3 +334,23 @@ def test_del_removes_only_its_own_masquerade(cni: PluginRunner, make_netns, how:
     assert cni("bridge", "DEL", del_conf, cid="m1", netns=f"/run/netns/{ct1}").code == 0
     masq = nsexec(cni.host, "nft", "list", "set", "inet", "kanal", "masq4").stdout.decode()
     assert "10.66.0.2" not in masq and "10.66.0.3" in masq
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [("plain", "plain file here"), ("/proc/self/ns/mnt", "a mount namespace")],
+)
+def test_a_netns_path_that_is_no_network_namespace_is_named_as_such(
+    cni: PluginRunner, tmp_path: Path, path: str, why: str
+) -> None:
+    """What a runtime in another mount namespace produces (the bind mount not
+    visible here: an empty file) and a wrong namespace kind each get a reason, and
+    nothing is created."""
+    if path == "plain":
+        (tmp_path / "plain").write_bytes(b"")
+        path = str(tmp_path / "plain")
+    br = unique("kbr", 15)
+    r = cni("bridge", "ADD", bridge_conf(cni, br), netns=path)
+    assert r.code == 1 and r.out is not None
+    assert why in r.out["details"] and "failed to open netns" in r.out["msg"]
+    assert not [ln for ln in ip_json(cni.host, "link", "show") if ln["ifname"] == br]

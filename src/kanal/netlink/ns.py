@@ -53,8 +53,51 @@ def open_netns(path: str) -> int:
         raise NetnsNotFound(f"failed to open netns {path!r}", "no such file") from e
     except OSError as e:
         raise NetnsNotFound(f"failed to open netns {path!r}", e.strerror or str(e)) from e
-    # Whether it really is a network namespace is checked by setns when it is used.
+    why = _not_a_netns(fd)
+    if why:
+        os.close(fd)
+        raise NetnsNotFound(f"failed to open netns {path!r}: not a network namespace", why)
     return fd
+
+
+_NS_GET_NSTYPE = 0xB703  # ioctl: the CLONE_NEW* type of a namespace file (Linux 4.11)
+_CLONE_NEWNET = 0x40000000
+_NS_KINDS = {
+    0x00020000: "a mount",
+    0x02000000: "a cgroup",
+    0x04000000: "a UTS",
+    0x08000000: "an IPC",
+    0x10000000: "a user",
+    0x20000000: "a PID",
+    0x00000080: "a time",
+}
+
+
+def _not_a_netns(fd: int) -> str:
+    """Why the file at ``fd`` is not a network namespace ("" when it is one).
+
+    A namespace path that is a plain file here is the usual sign of a runtime in
+    another mount namespace: ``ip netns add`` bind-mounts the namespace onto an empty
+    file, and that mount is not visible from every mount namespace.
+    """
+    # lazy: plugin ADD/CHECK only; fcntl is a small builtin module
+    import fcntl
+    import stat
+
+    try:
+        kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            return (
+                "it is a plain file here (if `ip netns add` or a runtime made it, the"
+                " namespace is mounted on it in another mount namespace: start the runtime"
+                " and kanal so that they see the same mounts)"
+            )
+        return "it is not a namespace file"
+    if kind == _CLONE_NEWNET:
+        return ""
+    return f"it is {_NS_KINDS.get(kind, 'another kind of')} namespace"
 
 
 def netns_id(path: str) -> tuple[int, int]:
