@@ -54,4 +54,3 @@ def register(subparsers: Any) -> None:
     p.add_argument("src", metavar="SRC", help="a sandbox, an address or 'host'")
     p.add_argument("dst", metavar="DST[:PORT[/PROTO]]", help="a sandbox, an address or 'host'")
     p.set_defaults(handler=cmd_explain)
-
