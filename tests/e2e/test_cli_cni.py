@@ -309,6 +309,7 @@ def test_help_imports_nothing_heavy() -> None:
         "kanal.cli",
         "kanal.cli.cni",
         "kanal.cli.dhcp",
+        "kanal.cli.explain",
         "kanal.cli.inspect",
         "kanal.cli.lab",
         "kanal.cli.main",
