@@ -212,3 +212,23 @@ def test_explain_refuses_bad_references(lab: Lab) -> None:
     assert p.returncode == 1 and "nosuchsandbox" in p.stderr and p.stdout == ""
     p = lab.d.k("explain", "a1", "a2:99999", check=False)
     assert p.returncode == 1 and "invalid port" in p.stderr
+
+
+def test_the_hosts_own_firewall_is_seen(lab: Lab) -> None:
+    """A forward chain that is not kanal's: empty with policy drop, it drops for sure
+    (and the connection fails); with rules, explain names it without judging it."""
+    table = unique("hostfw", 20)
+    nsexec(lab.host, "nft", "add", "table", "inet", table)
+    try:
+        nsexec(lab.host, "nft", "add", "chain", "inet", table, "filt",
+               "{ type filter hook forward priority 10 ; policy drop ; }")  # fmt: skip
+        got = lab.explain("a1", "198.51.100.2:80")
+        assert not lab.connects("a1", "198.51.100.2", 80)
+        assert not got["Reachable"] and table in got["Steps"][-1]["Text"], got["Steps"]
+        nsexec(lab.host, "nft", "add", "rule", "inet", table, "filt", "accept")
+        got = lab.explain("a1", "198.51.100.2:80")
+        assert lab.connects("a1", "198.51.100.2", 80)
+        assert got["Reachable"]
+        assert any(table in s["Text"] and "does not judge" in s["Text"] for s in got["Steps"])
+    finally:
+        nsexec(lab.host, "nft", "delete", "table", "inet", table, check=False)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from kanal.engine.model import Endpoint, Network
 from kanal.engine.nftview import NftView
+from kanal.firewall.nftables.state import BaseChain
 
 __all__ = ["Explanation", "Kernel", "Place", "Step", "explain"]
 
@@ -88,6 +89,8 @@ class Kernel(Protocol):
     def forwarding(self) -> bool: ...
 
     def nft(self) -> NftView: ...
+
+    def forward_chains(self) -> list[BaseChain]: ...
 
 
 def explain(
@@ -315,12 +318,38 @@ class _Walk:
                 f"{out} belongs to an internal network: nothing from outside it enters",
                 r.cite() if r else "",
             )
-        return self.step(
+        self.step(
             "firewall",
             "pass",
             "kanal's forward rules let it through",
             "nft chain inet kanal net_fwd",
         )
+        return self._other_firewalls()
+
+    def _other_firewalls(self) -> bool:
+        """The host's other forward chains (its own firewall, iptables-nft's FORWARD):
+        an empty one with policy drop drops for sure; rules kanal does not judge are
+        named as such."""
+        for c in self.k.forward_chains():
+            if (c.family, c.table) == ("inet", "kanal"):
+                continue
+            where = f"nft chain {c.family} {c.table} {c.name} (hook forward, policy {c.policy})"
+            if c.policy == "drop" and c.rules == 0:
+                return self.step(
+                    "firewall",
+                    "drop",
+                    f"the host's chain {c.table} {c.name} drops every forwarded packet",
+                    where,
+                )
+            if c.policy == "drop" or c.rules:
+                self.step(
+                    "firewall",
+                    "note",
+                    f"the host's chain {c.table} {c.name} also sees it: {c.rules} rule(s) and"
+                    f" policy {c.policy}, which kanal does not judge",
+                    where,
+                )
+        return True
 
     def _masquerade(self, src_ip: str, dst_ip: str) -> None:
         nft = self.nft

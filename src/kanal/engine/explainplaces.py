@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from kanal.engine.explain import Place
 from kanal.engine.nftview import NftView
 from kanal.errors import InvalidConfig, NotFound
-from kanal.firewall.nftables.state import table_json
+from kanal.firewall.nftables.state import BaseChain, base_chains, table_json
 from kanal.netlink import inspect
 
 if TYPE_CHECKING:
@@ -51,6 +51,9 @@ class LiveKernel:
 
     def nft(self) -> NftView:
         return NftView.parse(table_json() or [])
+
+    def forward_chains(self) -> list[BaseChain]:
+        return base_chains("forward")
 
 
 def parse_target(text: str) -> tuple[str, int, str]:

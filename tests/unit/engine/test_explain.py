@@ -11,6 +11,7 @@ from kanal.engine.explainplaces import parse_target
 from kanal.engine.model import Endpoint, IPAMConfig, Network
 from kanal.engine.nftview import NftView
 from kanal.errors import InvalidConfig
+from kanal.firewall.nftables.state import BaseChain
 
 FRONT = Network("f" * 12, "front", "bridge", ipam=[IPAMConfig("10.1.0.0/24", "10.1.0.1")],
                 driver_state={"bridge": "br-f"})  # fmt: skip
@@ -42,6 +43,7 @@ class FakeKernel:
         self.routes = routes
         self.isolated: set[str] = set()
         self.forward = True
+        self.chains: list[BaseChain] = []
 
     def route_get(
         self, dst: str, *, netns: str = "", src: str = "", iif: str = ""
@@ -63,6 +65,9 @@ class FakeKernel:
 
     def nft(self) -> NftView:
         return NftView.parse(TABLE)
+
+    def forward_chains(self) -> list[BaseChain]:
+        return self.chains
 
 
 def sandbox(name: str, net: Network, ip: str, veth: str) -> Place:
@@ -117,6 +122,17 @@ def test_outside_is_masqueraded_and_needs_forwarding() -> None:
     k.forward = False
     got = explain(A, out, 0, "", k)
     assert not got.reachable and "ip_forward" in got.steps[-1].text
+
+
+def test_the_hosts_own_forward_chains_are_reported() -> None:
+    out = Place("outside", "192.0.2.9", ip="192.0.2.9")
+    k = kernel()
+    k.chains = [BaseChain("ip", "filter", "FORWARD", "forward", "drop", 3)]
+    got = explain(A, out, 0, "", k)
+    assert got.reachable and any("does not judge" in s.text for s in got.steps)
+    k.chains = [BaseChain("inet", "hostfw", "fwd", "forward", "drop", 0)]
+    got = explain(A, out, 0, "", k)
+    assert not got.reachable and "hostfw" in got.steps[-1].text
 
 
 def test_a_published_port_is_followed_to_its_sandbox() -> None:
