@@ -59,16 +59,16 @@ def bridge_ports(bridge: str, netns: str = "") -> dict[str, dict[str, Any]]:
 
 def fdb(dev: str, netns: str = "") -> list[dict[str, Any]]:
     """The forwarding entries of ``dev`` (a VXLAN device: MAC -> remote VTEP)."""
-    code, out, _ = _run(netns, ["bridge", "-j", "fdb", "show", "dev", dev])
-    if code != 0:
-        return []
-    entries: list[dict[str, Any]] = json.loads(out or "[]")
-    return entries
+    return _json_list(netns, ["bridge", "-j", "fdb", "show", "dev", dev])
 
 
 def neighbours(dev: str, netns: str = "") -> list[dict[str, Any]]:
     """The neighbour entries of ``dev`` (IP -> MAC), as ``ip -j neigh show dev``."""
-    code, out, _ = _run(netns, ["ip", "-j", "neigh", "show", "dev", dev])
+    return _json_list(netns, ["ip", "-j", "neigh", "show", "dev", dev])
+
+
+def _json_list(netns: str, argv: list[str]) -> list[dict[str, Any]]:
+    code, out, _ = _run(netns, argv)
     if code != 0:
         return []
     entries: list[dict[str, Any]] = json.loads(out or "[]")

@@ -126,33 +126,12 @@ def delete_container_link(
     if _REAPER is None:
         return run_in_netns(netns_fd, lambda: _delete_named(ifname, addrs))
 
-    def inert() -> tuple[int, int] | None:
-        try:
-            index = if_nametoindex(ifname)
-        except OSError:
-            return None
-        with Netlink() as nl:
-            link = nl.get_link_by_index(index)
-            if addrs is not None:
-                addrs.extend(_global_addrs(nl, index))
-        with raw_socket() as s:
-            b = Batch(s)
-            b.set_link(index=index, up=False)
-            b.commit()
-        return index, link.peer_index
-
-    found = run_in_netns(netns_fd, inert)
+    found = run_in_netns(netns_fd, lambda: _inert_container_end(ifname, addrs, rename=False))
     if found is None:
         return False
     index, peer = found
-    with raw_socket() as s:
-        b = Batch(s)
-        b.set_link(index=peer, up=False, master=0, alias=REAP_ALIAS)
-        try:
-            b.commit()
-        except KanalError:
-            peer = 0  # the peer is not in our namespace: delete the container end instead
-    if not peer:
+    peer = _inert_host_end(peer)
+    if not peer:  # the peer is not in our namespace: delete the container end instead
         run_in_netns(netns_fd, lambda: _delete_now(index))
         return True
     _REAPER.submit(peer, (netns_id(netns_path) if os.path.exists(netns_path) else (0, 0), ifname))
@@ -209,34 +188,46 @@ def _read_addrs(ifname: str, addrs: list[IP]) -> None:
         addrs.extend(_global_addrs(nl, index))
 
 
-def _delete_detached(netns_fd: int, ifname: str, addrs: list[IP] | None) -> bool:
-    def inert() -> tuple[int, int] | None:
-        try:
-            index = if_nametoindex(ifname)
-        except OSError:
-            return None
-        with Netlink() as nl:
-            link = nl.get_link_by_index(index)
-            if addrs is not None:
-                addrs.extend(_global_addrs(nl, index))
-        with raw_socket() as s:
-            b = Batch(s)
-            b.set_link(index=index, up=False)
+def _inert_container_end(
+    ifname: str, addrs: list[IP] | None, *, rename: bool
+) -> tuple[int, int] | None:
+    """In the container's namespace: ``ifname`` set down (and renamed, freeing its
+    name); its (index, peer index), None if it does not exist."""
+    try:
+        index = if_nametoindex(ifname)
+    except OSError:
+        return None
+    with Netlink() as nl:
+        link = nl.get_link_by_index(index)
+        if addrs is not None:
+            addrs.extend(_global_addrs(nl, index))
+    with raw_socket() as s:
+        b = Batch(s)
+        b.set_link(index=index, up=False)
+        if rename:
             b.rename_link(index, f"kreap{os.urandom(5).hex()}")
-            b.commit()
-        return index, link.peer_index
+        b.commit()
+    return index, link.peer_index
 
-    found = run_in_netns(netns_fd, inert)
-    if found is None:
-        return False
-    index, peer = found
+
+def _inert_host_end(peer: int) -> int:
+    """The host end down, off its bridge and tagged; 0 if it is not in this namespace."""
     try:
         with raw_socket() as s:
             b = Batch(s)
             b.set_link(index=peer, up=False, master=0, alias=REAP_ALIAS)
             b.commit()
     except KanalError:
-        peer = 0
+        return 0
+    return peer
+
+
+def _delete_detached(netns_fd: int, ifname: str, addrs: list[IP] | None) -> bool:
+    found = run_in_netns(netns_fd, lambda: _inert_container_end(ifname, addrs, rename=True))
+    if found is None:
+        return False
+    index, peer = found
+    peer = _inert_host_end(peer)
     if not peer:
         # The host end is not in this namespace: delete the container end now.
         run_in_netns(netns_fd, lambda: _delete_now(index))
