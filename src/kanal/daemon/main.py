@@ -40,6 +40,17 @@ def _warm_up() -> None:
     import kanal.spec.convert  # noqa: F401
 
 
+def _host_gateway_ip(value: str) -> str:
+    import ipaddress
+
+    if not value:
+        return ""  # the default: the gateway of the sandbox's first network
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid IP address {value!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """kanald's options (one per engine part they configure)."""
     ap = argparse.ArgumentParser(prog="kanald", description="the kanal daemon")
@@ -59,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--store", default="", help="state store URL (default: sqlite in state dir)")
     ap.add_argument("--default-bridge", default="kanal0", help="bridge of the 'bridge' network")
     ap.add_argument("--default-subnet", default="", help="subnet of the 'bridge' network")
+    ap.add_argument(
+        "--host-gateway-ip",
+        default="",
+        type=_host_gateway_ip,
+        metavar="IP",
+        help="what --add-host NAME:host-gateway means "
+        "(default: the gateway of the sandbox's first network)",
+    )
     ap.add_argument(
         "--netns-dir", default="/run/netns", help="named namespaces usable as sandboxes"
     )
