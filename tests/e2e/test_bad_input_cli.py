@@ -45,7 +45,7 @@ CASES: list[Cli] = [
     c("net-name-space", 1, "invalid network name", *N, "a b"),
     c("net-name-taken", 1, "already exists", *N, "net1"),
     c("net-no-name", 2, "required", *N),
-    c("net-two-names", 2, "accepts no argument \"b\"", *N, "a", "b"),
+    c("net-two-names", 2, 'accepts no argument "b"', *N, "a", "b"),
     c("net-subnet-word", 1, "invalid subnet", *N, "--subnet", "abc", "x1"),
     c("net-subnet-host-bits", 1, "should be", *N, "--subnet", "10.91.0.5/24", "x1"),
     c("net-subnet-overlap", 1, "overlaps", *N, "--subnet", "10.90.0.0/16", "x1"),
