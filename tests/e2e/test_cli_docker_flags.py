@@ -189,3 +189,29 @@ def test_network_flags(rd: RunDaemon) -> None:
     err = one_line_error(rd.kanal("create", "--subnet", "10.90.0.0", "noprefix", check=False))
     assert "no prefix length" in err and "CIDR" in err
     assert "noprefix" not in rd.kanal("ls").stdout
+
+
+def test_macvlan_without_parent_is_refused_never_the_uplink(rd: RunDaemon) -> None:
+    import os
+
+    # the test's host has an uplink with the default route: the link the old
+    # behaviour would have taken
+    nsexec(rd.host, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "up0p")
+    nsexec(rd.host, "ip", "addr", "add", "10.82.0.5/24", "dev", "up0")
+    nsexec(rd.host, "ip", "link", "set", "up0", "up")
+    nsexec(rd.host, "ip", "link", "set", "up0p", "up")
+    nsexec(rd.host, "ip", "route", "add", "default", "via", "10.82.0.1")
+    links_before = ip_json(rd.host, "link")
+    err = one_line_error(
+        rd.kanal("create", "-d", "macvlan", "--subnet", "10.83.0.0/24", "mv", check=False)
+    )
+    assert "needs -o parent=IFACE" in err and "never picks the host's uplink" in err
+    if not os.path.exists("/sys/module/dummy"):
+        assert "this kernel has no dummy driver" in err
+    assert "mv" not in rd.kanal("ls", "--format", "{{.Name}}").stdout.split()
+    assert ip_json(rd.host, "link") == links_before
+    # with a parent it is made, on that parent
+    rd.kanal("create", "-d", "macvlan", "--subnet", "10.82.0.0/24", "-o", "parent=up0", "mv")
+    rd.k("run", "-d", "--name", "m1", "--network", "mv", "--", "sleep", "300")
+    (link,) = json.loads(rd.k("exec", "m1", "ip", "-j", "-d", "link", "show", "eth0").stdout)
+    assert link["linkinfo"]["info_kind"] == "macvlan"
