@@ -309,6 +309,7 @@ def test_help_imports_nothing_heavy() -> None:
         "kanal.cli",
         "kanal.cli.cni",
         "kanal.cli.dhcp",
+        "kanal.cli.flags",  # docker's flag syntax for the parsers: argparse only
         "kanal.cli.inspect",
         "kanal.cli.lab",
         "kanal.cli.main",
