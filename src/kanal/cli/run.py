@@ -192,21 +192,15 @@ def _check_mount_ns(c: Any, sid: str, launch: dict[str, Any]) -> None:
 
 
 def _is_netns(path: str) -> bool:
-    """Whether ``path`` is a network namespace as seen from here (nsfs: ioctl
-    NS_GET_NSTYPE answers CLONE_NEWNET)."""
-    import fcntl
-    import os
+    """Whether ``path`` is a network namespace as seen from here."""
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
+    from kanal.runtime.netnscheck import check_netns
 
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+        check_netns(path)
+    except KanalError:
         return False
-    try:
-        return fcntl.ioctl(fd, 0xB703) == 0x40000000  # NS_GET_NSTYPE, CLONE_NEWNET
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    return True
 
 
 PS_HEADERS = {
