@@ -6,28 +6,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
-
+from tests.e2e import test_cli_run
 from tests.e2e.test_cli_run import RunDaemon
 from tests.helpers import ip_json, nsexec
 
-
-@pytest.fixture
-def rd(host_ns: str, tmp_path: Path) -> Iterator[RunDaemon]:
-    d = RunDaemon(host_ns, tmp_path)
-    d.start()
-    try:
-        yield d
-    finally:
-        if d.proc is None:
-            d.start()
-        for sid in d.k("ps", "-a", "-q", check=False).stdout.split():
-            d.k("rm", "-f", sid, check=False)
-        d.stop(kill=True)
+rd = test_cli_run.rd  # the same fixture: a kanald with sandboxes, cleaned up after
 
 
 def api(rd: RunDaemon, method: str, path: str) -> Any:

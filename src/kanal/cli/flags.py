@@ -51,6 +51,8 @@ class GoBool(argparse.Action):
     """A boolean flag as pflag's: alone it means true and takes no word after it;
     ``--flag=VALUE`` sets VALUE (see :meth:`Parser._parse_optional`)."""
 
+    value = True
+
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
         kwargs.setdefault("default", False)
         super().__init__(option_strings, dest, nargs=0, **kwargs)
@@ -62,24 +64,15 @@ class GoBool(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
-        setattr(namespace, self.dest, True)
+        setattr(namespace, self.dest, self.value)
 
 
-class _Set(argparse.Action):
+class _Set(GoBool):
     """``--flag=VALUE`` of a :class:`GoBool`: sets the value already read."""
 
     def __init__(self, of: GoBool, value: bool) -> None:
-        super().__init__(of.option_strings, of.dest, nargs=0, default=of.default)
+        super().__init__(of.option_strings, of.dest, default=of.default)
         self.value = value
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: Any,
-        option_string: str | None = None,
-    ) -> None:
-        setattr(namespace, self.dest, self.value)
 
 
 def add_bool(parser: argparse.ArgumentParser, *names: str, **kwargs: Any) -> argparse.Action:
