@@ -310,6 +310,7 @@ def test_help_imports_nothing_heavy() -> None:
         "kanal.cli.cni",
         "kanal.cli.dhcp",
         "kanal.cli.explain",
+        "kanal.cli.flags",  # docker's flag syntax for the parsers: argparse only
         "kanal.cli.inspect",
         "kanal.cli.lab",
         "kanal.cli.main",

@@ -98,7 +98,13 @@ def _open_engine(args: argparse.Namespace) -> tuple[Controller, SandboxManager]:
         default_bridge=args.default_bridge,
         default_subnet=args.default_subnet,
     )
-    manager = SandboxManager(store, ctrl, state_dir=args.state_dir, netns_dir=args.netns_dir)
+    manager = SandboxManager(
+        store,
+        ctrl,
+        state_dir=args.state_dir,
+        netns_dir=args.netns_dir,
+        host_gateway_ip=getattr(args, "host_gateway_ip", ""),
+    )
     return ctrl, manager
 
 
