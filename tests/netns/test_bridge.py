@@ -338,7 +338,7 @@ def test_del_removes_only_its_own_masquerade(cni: PluginRunner, make_netns, how:
 
 @pytest.mark.parametrize(
     ("path", "why"),
-    [("plain", "plain file here"), ("/proc/self/ns/mnt", "a mount namespace")],
+    [("plain", "empty file here"), ("/proc/self/ns/mnt", "a mount namespace")],
 )
 def test_a_netns_path_that_is_no_network_namespace_is_named_as_such(
     cni: PluginRunner, tmp_path: Path, path: str, why: str

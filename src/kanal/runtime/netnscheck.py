@@ -12,11 +12,9 @@ from __future__ import annotations
 import os
 
 from kanal.errors import InvalidEnv, NotFound
+from kanal.netlink.ns import netns_file_kind
 
 __all__ = ["check_netns"]
-
-_NS_GET_NSTYPE = 0xB703  # ioctl of an nsfs file: the namespace's CLONE_* type
-_CLONE_NEWNET = 0x40000000
 
 
 def check_netns(path: str) -> None:
@@ -26,8 +24,6 @@ def check_netns(path: str) -> None:
         NotFound: no such file. InvalidEnv: not a namespace (an empty regular file
             says why: a mount made in another mount namespace), or another type.
     """
-    import fcntl
-
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError as e:
@@ -35,21 +31,20 @@ def check_netns(path: str) -> None:
     except OSError as e:
         raise InvalidEnv(f"cannot open network namespace {path}", e.strerror or str(e)) from e
     try:
-        nstype = fcntl.ioctl(fd, _NS_GET_NSTYPE)
-    except OSError:
-        st = os.fstat(fd)
-        if st.st_size == 0 and not os.path.isdir(path):
-            raise InvalidEnv(
-                f"{path} is not a network namespace in this mount namespace "
-                f"(mnt {_mnt()}): it is the empty file a namespace mounted in another "
-                "mount namespace leaves; run this and whatever made the namespace in one "
-                "mount namespace (nsenter --net=PATH, not ip netns exec, which makes a "
-                "new one per call)"
-            ) from None
-        raise InvalidEnv(f"{path} is not a network namespace") from None
+        kind = netns_file_kind(fd)
     finally:
         os.close(fd)
-    if nstype != _CLONE_NEWNET:
+    if kind == "empty-file" and not os.path.isdir(path):
+        raise InvalidEnv(
+            f"{path} is not a network namespace in this mount namespace "
+            f"(mnt {_mnt()}): it is the empty file a namespace mounted in another "
+            "mount namespace leaves; run this and whatever made the namespace in one "
+            "mount namespace (nsenter --net=PATH, not ip netns exec, which makes a "
+            "new one per call)"
+        )
+    if kind in ("empty-file", "file"):
+        raise InvalidEnv(f"{path} is not a network namespace")
+    if kind != "net":
         raise InvalidEnv(f"{path} is not a network namespace (another namespace type)")
 
 
