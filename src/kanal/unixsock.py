@@ -76,7 +76,20 @@ class PrivateUnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServ
         except OSError:
             pass
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """An exception out of a handler: a client that went away is normal use (a
+        debug line), anything else a logged error — never socketserver's traceback
+        on stderr."""
+        import sys
 
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):  # EPIPE, ECONNRESET, ...
+            _log.debug("client went away: %s", exc)
+            return
+        _log.error("error serving a request on %s", self.path, exc_info=True)
+
+
+_log = logging.getLogger("kanal.http")
 _LENGTH = re.compile(r"[0-9]{1,18}")
 
 

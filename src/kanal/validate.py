@@ -199,15 +199,22 @@ def ip(value: Any, what: str = "IP address") -> str:
     return text
 
 
+#: ``--add-host NAME:host-gateway``: the host's address as the sandbox sees it
+HOST_GATEWAY = "host-gateway"
+
+
 def extra_host(value: Any) -> tuple[str, str]:
-    """``--add-host NAME:IP`` as (name, ip)."""
+    """``--add-host NAME:IP`` (or ``NAME:host-gateway``) as (name, ip)."""
     text = _text(value, "--add-host")
     host, _, addr = text.partition(":")
     try:
         name(host, "host")
-        ip(addr)
+        if addr != HOST_GATEWAY:
+            ip(addr)
     except InvalidConfig:
-        raise InvalidConfig(f"invalid --add-host {text!r}: want NAME:IP") from None
+        raise InvalidConfig(
+            f"invalid --add-host {text!r}: want NAME:IP or NAME:host-gateway"
+        ) from None
     return host, addr
 
 

@@ -310,6 +310,8 @@ def test_help_imports_nothing_heavy() -> None:
         "kanal.cli.cni",
         "kanal.cli.dhcp",
         "kanal.cli.events",
+        "kanal.cli.explain",
+        "kanal.cli.flags",  # docker's flag syntax for the parsers: argparse only
         "kanal.cli.graph",
         "kanal.cli.inspect",
         "kanal.cli.lab",

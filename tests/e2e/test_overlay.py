@@ -373,3 +373,23 @@ def test_a_host_cut_off_past_the_grace_drops_the_addresses_it_lost(hosts: Hosts)
     assert "h2" in nodes  # registered again
     assert not ping(h, 2, "z2", h.ip_of(1, "s1", "ov1"))
     assert z2  # (the address may be handed out again from now on)
+
+
+def test_explain_follows_an_overlay_packet_to_its_vtep(hosts: Hosts) -> None:
+    """``kanal explain`` on h1 names the VTEP a packet to a sandbox on h2 is tunnelled
+    to; for an overlay address nobody holds it says no VTEP is known. Each verdict
+    agrees with a real ping."""
+    h = hosts
+    h.kanal(1, "network", "create", "-d", "overlay", "--subnet", "10.97.0.0/24", "ovx")
+    run(h, 1, "x1", "ovx")
+    run(h, 2, "x2", "ovx")
+    ip2 = h.ip_of(2, "x2", "ovx")
+    assert wait_for("x1 -> x2", partial(ping, h, 1, "x1", ip2))
+    got = json.loads(h.kanal(1, "explain", "-f", "json", "x1", ip2).stdout)
+    assert got["Reachable"] is True
+    tunnel = [s for s in got["Steps"] if s["Stage"] == "tunnel"]
+    assert tunnel and "192.0.2.2" in tunnel[0]["Text"], got["Steps"]
+    nobody = "10.97.0.250"
+    p = h.kanal(1, "explain", "-f", "json", "x1", nobody, check=False)
+    assert p.returncode == 1 and json.loads(p.stdout)["Reachable"] is False
+    assert not ping(h, 1, "x1", nobody)

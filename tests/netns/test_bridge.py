@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ip_json, nsexec, unique
+from tests.helpers import delete_netns, ip_json, nsexec, unique
 from tests.netns.cni import PluginRunner
 
 
@@ -315,3 +315,42 @@ def test_gc_drops_invalid_attachments(cni: PluginRunner, make_netns) -> None:
     masq = nsexec(cni.host, "nft", "list", "set", "inet", "kanal", "masq4").stdout.decode()
     assert "10.66.0.2" not in masq and "10.66.0.3" in masq
     assert cni("bridge", "STATUS", conf).code == 0
+
+
+@pytest.mark.parametrize("how", ["prevResult", "link addresses", "netns gone"])
+def test_del_removes_only_its_own_masquerade(cni: PluginRunner, make_netns, how: str) -> None:
+    """However DEL learns the addresses (the cached result, the link before it goes,
+    or a scan by owner when the namespace is already gone), exactly the owner's
+    masquerade elements go."""
+    ct1, ct2 = make_netns("ktc"), make_netns("ktc")
+    br = unique("kbr", 15)
+    conf = bridge_conf(cni, br, "1.0.0", ipMasq=True)
+    r1 = cni("bridge", "ADD", conf, cid="m1", netns=f"/run/netns/{ct1}")
+    assert r1.code == 0 and r1.out is not None
+    assert cni("bridge", "ADD", conf, cid="m2", netns=f"/run/netns/{ct2}").code == 0
+    del_conf = {**conf, "prevResult": r1.out} if how == "prevResult" else conf
+    if how == "netns gone":
+        delete_netns(ct1)
+    assert cni("bridge", "DEL", del_conf, cid="m1", netns=f"/run/netns/{ct1}").code == 0
+    masq = nsexec(cni.host, "nft", "list", "set", "inet", "kanal", "masq4").stdout.decode()
+    assert "10.66.0.2" not in masq and "10.66.0.3" in masq
+
+
+@pytest.mark.parametrize(
+    ("path", "why"),
+    [("plain", "empty file here"), ("/proc/self/ns/mnt", "a mount namespace")],
+)
+def test_a_netns_path_that_is_no_network_namespace_is_named_as_such(
+    cni: PluginRunner, tmp_path: Path, path: str, why: str
+) -> None:
+    """What a runtime in another mount namespace produces (the bind mount not
+    visible here: an empty file) and a wrong namespace kind each get a reason, and
+    nothing is created."""
+    if path == "plain":
+        (tmp_path / "plain").write_bytes(b"")
+        path = str(tmp_path / "plain")
+    br = unique("kbr", 15)
+    r = cni("bridge", "ADD", bridge_conf(cni, br), netns=path)
+    assert r.code == 1 and r.out is not None
+    assert why in r.out["details"] and "failed to open netns" in r.out["msg"]
+    assert not [ln for ln in ip_json(cni.host, "link", "show") if ln["ifname"] == br]

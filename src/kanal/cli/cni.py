@@ -37,9 +37,6 @@ __all__ = ["DEFAULT_CACHE_DIR", "DEFAULT_CONF_DIR", "container_id_for", "registe
 DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_CACHE_DIR = "/var/lib/cni"
 
-_NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3)
-_CLONE_NEWNET = 0x40000000
-
 
 def register(subparsers: Any) -> None:
     """Add ``cni`` and its subcommands to the top-level parser."""
@@ -127,25 +124,10 @@ def _split_paths(value: str) -> list[str]:
 
 def _check_netns(path: str) -> None:
     """Refuse anything but a network namespace file (before any plugin runs)."""
-    import fcntl
-
     # lazy: a kanal command loads only what it runs (the CLI starts for every call)
-    from kanal.errors import InvalidEnv, NotFound
+    from kanal.runtime.netnscheck import check_netns
 
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError as e:
-        raise NotFound(f"network namespace {path} does not exist") from e
-    except OSError as e:
-        raise InvalidEnv(f"cannot open network namespace {path}", e.strerror or str(e)) from e
-    try:
-        nstype = fcntl.ioctl(fd, _NS_GET_NSTYPE)
-    except OSError as e:
-        raise InvalidEnv(f"{path} is not a network namespace") from e
-    finally:
-        os.close(fd)
-    if nstype != _CLONE_NEWNET:
-        raise InvalidEnv(f"{path} is not a network namespace (another namespace type)")
+    check_netns(path)
 
 
 def _capability_args(value: str) -> dict[str, Any]:

@@ -8,7 +8,8 @@ stdlib modules; everything heavy is imported inside the handlers, which keeps
 
 Errors from kanal (:class:`kanal.errors.KanalError`) and the operating system end
 as one line on stderr, ``kanal: <message>``, and exit status 1; usage errors as one
-line and exit status 2. No tracebacks.
+line and exit status 2 (docker's flag syntax: :mod:`kanal.cli.flags`); output into
+a closed pipe ends quietly with 141. No tracebacks.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
+from kanal.cli.flags import EXIT_USAGE, Parser
 from kanal.errors import KanalError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_USAGE", "Parser", "build_parser", "main"]
 
 _COMMANDS = (
     "kanal.cli.cni",
@@ -34,22 +35,14 @@ _COMMANDS = (
     "kanal.cli.inspect",
     "kanal.cli.events",
     "kanal.cli.graph",
+    "kanal.cli.explain",
 )
 
 EXIT_ERROR = 1
-EXIT_USAGE = 2
 
 
 def _one_line(text: str) -> str:
     return " ".join(text.split("\n")).strip()
-
-
-class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line on stderr."""
-
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"kanal: {_one_line(message)} (see '{self.prog} --help')\n")
-        sys.exit(EXIT_USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,7 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args._parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
     except KanalError as e:
         sys.stderr.write(f"kanal: {_one_line(str(e))}\n")
     except OSError as e:
@@ -81,6 +78,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write("kanal: interrupted\n")
         return 130
     return EXIT_ERROR
+
+
+def _closed_pipe() -> int:
+    """The reader of our output went away (``kanal ps | head``): quiet, as docker's
+    CLI is, with the status of a process SIGPIPE ended (what a shell reports for
+    one)."""
+    import os
+
+    # What is still buffered can go nowhere: stdout becomes /dev/null, so that
+    # the interpreter's final flush does not fail again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + 13
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@
 kanal network create [-d DRIVER] [--subnet CIDR]... [--ip-range CIDR]...
                      [--gateway IP]... [--aux-address NAME=IP]... [--ipv6]
                      [--ipv4=false] [--internal] [--attachable] [-o K=V]...
-                     [--label K=V]... NAME
+                     [--label K=V]... [--scope local|global] [--config-only]
+                     [--config-from NET] NAME
 kanal network ls [-f KEY=VALUE]... [--format table|table TEMPLATE|json|TEMPLATE] [-q]
                  [--no-trunc]
-kanal network inspect [-f json|TEMPLATE] NETWORK...
+kanal network inspect [-f json|TEMPLATE] [-v] NETWORK...
 kanal network rm [-f] NETWORK...
 kanal network prune [-f] [--filter KEY=VALUE]...
-kanal network connect [--ip IP] [--ip6 IP] [--alias NAME]... NETWORK CONTAINER
+kanal network connect [--ip IP] [--ip6 IP] [--alias NAME]... [--link NAME[:ALIAS]]...
+                      [--link-local-ip IP]... [--driver-opt K=V]... NETWORK CONTAINER
 kanal network disconnect [-f] NETWORK CONTAINER
 """
 
@@ -19,6 +21,7 @@ import argparse
 import sys
 from typing import Any
 
+from kanal.cli.flags import add_bool
 from kanal.errors import InvalidConfig, KanalError
 
 __all__ = ["register"]
@@ -39,14 +42,6 @@ def _client(args: argparse.Namespace) -> Any:
     from kanal.daemon.client import ApiClient
 
     return ApiClient(args.host)
-
-
-def _bool_flag(v: str) -> bool:
-    if v.lower() in ("true", "1", "yes"):
-        return True
-    if v.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean {v!r}")
 
 
 def cmd_create(args: argparse.Namespace) -> int:
@@ -83,6 +78,12 @@ def cmd_create(args: argparse.Namespace) -> int:
         "Options": _kv(args.opt, "--opt"),
         "Labels": _kv(args.label, "--label"),
     }
+    if args.scope:
+        body["Scope"] = args.scope
+    if args.config_only:
+        body["ConfigOnly"] = True
+    if args.config_from:
+        body["ConfigFrom"] = {"Network": args.config_from}
     out = _client(args).request("POST", "/networks/create", body)
     print(out["Id"])
     return 0
@@ -178,9 +179,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     client = _client(args)
     found, failed = [], False
+    from urllib.parse import quote
+
+    # docker's --verbose adds what only swarm networks have; kanal's overlay
+    # networks show their other hosts' endpoints (Peers) with or without it
+    query = {"verbose": "true"} if args.verbose else None
     for ref in args.networks:
         try:
-            found.append(client.network(ref))
+            found.append(client.request("GET", f"/networks/{quote(ref, safe='')}", query=query))
         except KanalError as e:
             sys.stderr.write(f"kanal: {e}\n")
             failed = True
@@ -256,8 +262,15 @@ def cmd_connect(args: argparse.Namespace) -> int:
         ipam["IPv6Address"] = args.ip6
     if ipam:
         body["EndpointConfig"]["IPAMConfig"] = ipam
+    if args.link_local_ip:
+        ipam["LinkLocalIPs"] = args.link_local_ip
+        body["EndpointConfig"]["IPAMConfig"] = ipam
     if args.alias:
         body["EndpointConfig"]["Aliases"] = args.alias
+    if args.link:
+        body["EndpointConfig"]["Links"] = args.link
+    if args.driver_opt:
+        body["EndpointConfig"]["DriverOpts"] = _kv(args.driver_opt, "--driver-opt")
     _client(args).request("POST", f"/networks/{quote(args.network, safe='')}/connect", body)
     return 0
 
@@ -285,12 +298,15 @@ def register(subparsers: Any) -> None:
     c.add_argument("--aux-address", action="append", default=[])
     c.add_argument("--ipam-driver", default="default")
     c.add_argument("--ipam-opt", action="append", default=[])
-    c.add_argument("--ipv4", type=_bool_flag, default=True, nargs="?", const=True)
-    c.add_argument("--ipv6", type=_bool_flag, default=False, nargs="?", const=True)
-    c.add_argument("--internal", action="store_true")
-    c.add_argument("--attachable", action="store_true")
+    add_bool(c, "--ipv4", default=True, help="enable IPv4 (--ipv4=false: IPv6 only)")
+    add_bool(c, "--ipv6", help="enable IPv6")
+    add_bool(c, "--internal", help="no way out of the network")
+    add_bool(c, "--attachable")
     c.add_argument("-o", "--opt", action="append", default=[])
     c.add_argument("--label", action="append", default=[])
+    c.add_argument("--scope", default="", help="local (or global: overlay)")
+    add_bool(c, "--config-only", help="only a configuration, for --config-from")
+    c.add_argument("--config-from", default="", help="take the configuration of this network")
     c.set_defaults(handler=cmd_create)
 
     ls = sub.add_parser("ls", aliases=["list"], help="list networks")
@@ -303,6 +319,7 @@ def register(subparsers: Any) -> None:
     i = sub.add_parser("inspect", help="show networks as JSON")
     i.add_argument("networks", nargs="+", metavar="NETWORK")
     i.add_argument("-f", "--format", default="", help="json or a Go TEMPLATE")
+    add_bool(i, "-v", "--verbose", help="also what only global networks have")
     i.set_defaults(handler=cmd_inspect)
 
     r = sub.add_parser("rm", aliases=["remove"], help="remove networks")
@@ -312,7 +329,9 @@ def register(subparsers: Any) -> None:
 
     pr = sub.add_parser("prune", help="remove every unused custom network")
     pr.add_argument("-f", "--force", action="store_true")
-    pr.add_argument("--filter", action="append", default=[])
+    pr.add_argument(
+        "--filter", action="append", default=[], help="until=TIME|DURATION, label=K[=V], label!=K"
+    )
     pr.set_defaults(handler=cmd_prune)
 
     cn = sub.add_parser("connect", help="connect a container to a network")
@@ -321,6 +340,9 @@ def register(subparsers: Any) -> None:
     cn.add_argument("--ip", default="")
     cn.add_argument("--ip6", default="")
     cn.add_argument("--alias", action="append", default=[])
+    cn.add_argument("--link", action="append", default=[], help="NAME[:ALIAS]")
+    cn.add_argument("--link-local-ip", action="append", default=[])
+    cn.add_argument("--driver-opt", action="append", default=[], help="KEY=VALUE")
     cn.set_defaults(handler=cmd_connect)
 
     d = sub.add_parser("disconnect", help="disconnect a container from a network")

@@ -2,8 +2,9 @@
 
     kanal run [-d] [--rm] [--name N] [--network NET]... [--ip A] [--ip6 A]
               [--alias X]... [-p SPEC]... [--dns IP]... [--dns-search D]...
-              [--dns-option O]... [--add-host NAME:IP]... [--hostname H]
-              [-e K=V]... [-w DIR] -- CMD [ARG...]
+              [--dns-option O]... [--add-host NAME:IP|NAME:host-gateway]...
+              [--hostname H] [-e K=V]... [-w DIR] [--expose PORT[-END][/PROTO]]...
+              [-P] [--mac-address MAC] [--link NAME[:ALIAS]]... -- CMD [ARG...]
     kanal ps [-a] [-q] [--no-trunc] [--format table|table TEMPLATE|json|TEMPLATE]
     kanal exec SANDBOX CMD [ARG...]
     kanal stop [-t SECONDS] SANDBOX...
@@ -20,6 +21,7 @@ import argparse
 import sys
 from typing import Any
 
+from kanal.cli.flags import add_bool
 from kanal.errors import KanalError
 
 __all__ = ["register"]
@@ -82,15 +84,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         "ExtraHosts": args.add_host,
         "WorkingDir": args.workdir,
     }
+    body.update(_docker_run_flags(args))
     c = _client(args)
     if args.detach:
         # One request: kanald creates and starts it, or leaves nothing behind.
         sb = c.request("POST", "/sandboxes/create", {**body, "Start": True})
+        _warn(sb)
         print(sb["Id"])
         return 0
     sb = c.request("POST", "/sandboxes/create", body)
+    _warn(sb)
     sid = sb["Id"]
-    argv = c.request("GET", f"/sandboxes/{sid}/launch")["Argv"]
+    launch = c.request("GET", f"/sandboxes/{sid}/launch")
+    argv = launch["Argv"]
+    _check_mount_ns(c, sid, launch)
     env_launch = dict(os.environ)
     env_launch["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     proc = subprocess.Popen(argv, env=env_launch)
@@ -105,6 +112,95 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.rm:
         c.request("DELETE", f"/sandboxes/{sid}", query={"force": "1"})
     return code
+
+
+def _expose(spec: str) -> list[str]:
+    """``--expose PORT[-END][/PROTO]`` as ``PORT/PROTO`` items."""
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
+    from kanal.errors import InvalidConfig
+
+    ports, _, proto = spec.partition("/")
+    lo, _, hi = ports.partition("-")
+    if not lo.isdigit() or (hi and not hi.isdigit()) or proto not in ("", "tcp", "udp", "sctp"):
+        raise InvalidConfig(f"invalid range format for --expose: {spec}")
+    a, b = int(lo), int(hi or lo)
+    if not 1 <= a <= b <= 65535:
+        raise InvalidConfig(f"invalid range format for --expose: {spec}")
+    return [f"{p}/{proto or 'tcp'}" for p in range(a, b + 1)]
+
+
+def _docker_run_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The body fields of ``--expose``, ``-P``, ``--mac-address`` and ``--link``.
+
+    ``-P`` publishes every exposed port that no ``-p`` publishes to a random host
+    port (docker's rule; kanal has no images, so the ports are those of
+    ``--expose`` and ``-p``)."""
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
+    from kanal.engine.ports import parse_publish
+
+    exposed: list[str] = []
+    for spec in args.expose:
+        exposed += [p for p in _expose(spec) if p not in exposed]
+    published = {
+        f"{b.container_port}/{b.protocol}" for spec in args.publish for b in parse_publish(spec)
+    }
+    out: dict[str, Any] = {}
+    if args.publish_all:
+        out["Publish"] = list(args.publish) + [p for p in exposed if p not in published]
+    exposed += sorted(published - set(exposed))  # docker: a published port is exposed
+    if exposed:
+        out["ExposedPorts"] = exposed
+    if args.mac_address:
+        out["MacAddress"] = args.mac_address
+    if args.link:
+        out["Links"] = list(args.link)
+    return out
+
+
+def _warn(sb: dict[str, Any]) -> None:
+    """What kanald warns about a new sandbox, in docker's words."""
+    for w in sb.get("Warnings") or []:
+        sys.stderr.write(f"WARNING: {w}\n")
+
+
+def _check_mount_ns(c: Any, sid: str, launch: dict[str, Any]) -> None:
+    """An attached run executes kanald's argv here: that needs the sandbox's
+    namespace mount (/run/netns/...) visible in this mount namespace. When it is
+    not (kanald or this CLI started with ``ip netns exec``, which makes a mount
+    namespace per call), the sandbox is removed again and the error says why."""
+    import os
+
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
+    from kanal.errors import Unavailable
+
+    path = launch.get("Netns") or ""
+    theirs = launch.get("MountNamespace") or ""
+    ours = os.readlink("/proc/self/ns/mnt")
+    if not path or not theirs or _is_netns(path):
+        return
+    c.request("DELETE", f"/sandboxes/{sid}", query={"force": "1"})
+    why = (
+        f"this kanal runs in mount namespace {ours}, kanald in {theirs}"
+        if ours != theirs
+        else "it is not a mounted network namespace"
+    )
+    raise Unavailable(
+        f"the sandbox's network namespace {path} is not visible here ({why}); start kanald "
+        "and kanal with 'nsenter --net=/run/netns/NAME ...' rather than 'ip netns exec' "
+        "(which makes a new mount namespace per call), or run with -d"
+    )
+
+
+def _is_netns(path: str) -> bool:
+    """Whether ``path`` is a network namespace as seen from here."""
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
+    from kanal.runtime.netnscheck import check_netns
+
+    try:
+        check_netns(path)
+    except KanalError:
+        return False
+    return True
 
 
 PS_HEADERS = {
@@ -127,8 +223,11 @@ def _ps_status(s: dict[str, Any]) -> str:
 
 
 def _ps_ports(s: dict[str, Any]) -> str:
+    # every binding of a port (two -p of one port: both); an exposed one alone
     return ", ".join(
-        f"{b['HostIp']}:{b['HostPort']}->{cp}" for cp, binds in s["Ports"].items() for b in binds
+        f"{b['HostIp']}:{b['HostPort']}->{cp}" if b else cp
+        for cp, binds in s["Ports"].items()
+        for b in (binds if binds is not None else [None])
     )
 
 
@@ -284,6 +383,12 @@ def register(subparsers: Any) -> None:
     r.add_argument("--hostname", default="")
     r.add_argument("-e", "--env", action="append", default=[])
     r.add_argument("-w", "--workdir", default="")
+    r.add_argument("--expose", action="append", default=[], help="expose PORT[-END][/PROTO]")
+    add_bool(r, "-P", "--publish-all", help="publish every exposed port to a random host port")
+    r.add_argument("--mac-address", default="", help="the first network's interface MAC")
+    r.add_argument(
+        "--link", action="append", default=[], help="NAME[:ALIAS]: ALIAS resolves to NAME"
+    )
     r.add_argument("cmd", nargs=argparse.REMAINDER)
     r.set_defaults(handler=cmd_run)
 

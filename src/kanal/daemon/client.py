@@ -75,7 +75,10 @@ def connect_unix(path: str, timeout: float, wait: float | None = None) -> socket
             if code == errno.ENOENT:
                 msg = f"cannot connect to {where}: no such socket (is kanald running?)"
             elif code in (errno.EACCES, errno.EPERM):
-                msg = f"cannot connect to {where}: permission denied (the API is root's only)"
+                msg = (
+                    f"cannot connect to {where}: permission denied: its API socket is "
+                    "root's only; run kanal as root (sudo kanal ...)"
+                )
             else:
                 msg = f"cannot connect to {where}: is kanald running?"
             raise Unavailable(msg, e.strerror or str(e)) from None

@@ -122,7 +122,11 @@ def _open_engine(
         default_subnet=args.default_subnet,
     )
     manager = ObservedSandboxManager(
-        store, ctrl, state_dir=args.state_dir, netns_dir=args.netns_dir
+        store,
+        ctrl,
+        state_dir=args.state_dir,
+        netns_dir=args.netns_dir,
+        host_gateway_ip=getattr(args, "host_gateway_ip", ""),
     )
     return ctrl, manager
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -25,6 +26,8 @@ __all__ = ["DEFAULT_API_SOCKET", "DEFAULT_STATE_DIR", "main"]
 
 DEFAULT_STATE_DIR = "/var/lib/kanal"
 DEFAULT_API_SOCKET = "/run/kanal/kanal.sock"
+#: --log-level's values (kanal.daemon.runtimeenv sets the logging up)
+LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _warm_up() -> None:
@@ -41,12 +44,36 @@ def _warm_up() -> None:
     import kanal.spec.convert  # noqa: F401
 
 
+def _host_gateway_ip(value: str) -> str:
+    import ipaddress
+
+    if not value:
+        return ""  # the default: the gateway of the sandbox's first network
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid IP address {value!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """kanald's options (one per engine part they configure)."""
     ap = argparse.ArgumentParser(prog="kanald", description="the kanal daemon")
     ap.add_argument("--socket", default=DEFAULT_SOCKET, help="fast-path socket for CNI plugins")
     ap.add_argument("--socket-mode", default="0600", help="permissions of the socket (octal)")
-    ap.add_argument("--log-level", default="warning")
+    ap.add_argument(
+        "--log-level",
+        default="warning",
+        type=str.lower,
+        choices=LEVELS,
+        help="the least severe records logged: " + ", ".join(LEVELS) + " (default: warning)",
+    )
+    ap.add_argument("--log-file", default="", help="log here (appended, 0600), not to stderr")
+    ap.add_argument(
+        "--log-format",
+        default="text",
+        choices=("text", "json"),
+        help="text: a timestamped line per record; json: one JSON object per line",
+    )
     ap.add_argument("--no-engine", action="store_true", help="serve only the CNI fast path")
     ap.add_argument("--state-dir", default=DEFAULT_STATE_DIR, help="the engine's state")
     ap.add_argument("--api-socket", default=DEFAULT_API_SOCKET, help="the REST API socket")
@@ -60,6 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--store", default="", help="state store URL (default: sqlite in state dir)")
     ap.add_argument("--default-bridge", default="kanal0", help="bridge of the 'bridge' network")
     ap.add_argument("--default-subnet", default="", help="subnet of the 'bridge' network")
+    ap.add_argument(
+        "--host-gateway-ip",
+        default="",
+        type=_host_gateway_ip,
+        metavar="IP",
+        help="what --add-host NAME:host-gateway means "
+        "(default: the gateway of the sandbox's first network)",
+    )
     ap.add_argument(
         "--netns-dir", default="/run/netns", help="named namespaces usable as sandboxes"
     )
@@ -152,9 +187,32 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.docker_plugin_socket == "none":
         args.docker_plugin_socket = ""
-    logging.basicConfig(level=args.log_level.upper(), format="kanald: %(message)s")
     # lazy: the CLI imports this module (for DEFAULT_API_SOCKET); only kanald
     # itself pays for the fast path, the engine and the netlink layer
+    from kanal.daemon import runtimeenv
+
+    try:
+        runtimeenv.require_root()
+        runtimeenv.setup_logging(args.log_level, args.log_file, args.log_format)
+        # one kanald per state (and per fast-path socket, which --no-engine has alone)
+        lock_path = (
+            f"{args.socket}.pid"
+            if args.no_engine
+            else os.path.join(args.state_dir, runtimeenv.LOCK_FILE)
+        )
+        lock = runtimeenv.hold_instance_lock(lock_path)
+        if not args.no_engine:  # before the engine makes anything
+            runtimeenv.check_socket_free(args.api_socket)
+            runtimeenv.check_socket_free(args.docker_plugin_socket)
+    except runtimeenv.StartError as e:
+        print(f"kanald: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    _serve(args)
+    lock.close()
+
+
+def _serve(args: argparse.Namespace) -> None:
+    # lazy: as in main()
     from kanal.errors import KanalError
     from kanal.fastpath.server import FastPathServer
 
@@ -170,14 +228,19 @@ def main(argv: list[str] | None = None) -> None:
     metrics = Metrics()
     server = FastPathServer(args.socket, mode=int(args.socket_mode, 8))
     server.observe = metrics.observe_fastpath
-    server.bind()
+    try:
+        server.bind()
+    except KanalError as e:  # another daemon serves this socket (and keeps it)
+        print(f"kanald: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
     try:
         if args.metrics_addr:
             _serve_metrics(metrics, args.metrics_addr)
         api = None if args.no_engine else _start_engine(args, metrics)
     except KanalError as e:
         # A configuration kanald cannot run with (a malformed store URL, unusable
-        # certificates, etcd refusing our certificate or user): one line, exit 1.
+        # certificates, etcd refusing our certificate or user, an API socket
+        # another daemon serves): one line, exit 1.
         server.shutdown()
         print(f"kanald: {e}", file=sys.stderr, flush=True)
         sys.exit(1)

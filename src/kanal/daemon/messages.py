@@ -8,7 +8,8 @@ Errors are InvalidConfig or DecodeError (a 400), raised before anything is done.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -26,6 +27,7 @@ from kanal.daemon.getters import (
 )
 from kanal.engine.model import IPAMConfig, NetworkSpec
 from kanal.engine.ports import parse_publish
+from kanal.engine.sandboxnet import link_local_ip
 from kanal.engine.sandboxspec import NetworkRequest, SandboxSpec
 from kanal.errors import DecodeError, InvalidConfig
 
@@ -36,8 +38,11 @@ __all__ = [
     "Disconnect",
     "SandboxExited",
     "SandboxRunning",
+    "exposed_port",
     "filters",
+    "mac_address",
     "network_spec",
+    "parse_link",
     "parse_query",
     "sandbox_spec",
 ]
@@ -65,6 +70,10 @@ class Connect:
     ip: str
     ip6: str
     aliases: list[str]
+    links: list[tuple[str, str]] = field(default_factory=list)  # (sandbox, alias)
+    link_local_ips: list[str] = field(default_factory=list)
+    driver_opts: dict[str, str] = field(default_factory=dict)
+    mac: str = ""
 
     @classmethod
     def parse(cls, body: Any) -> Connect:
@@ -75,7 +84,19 @@ class Connect:
         ip = opt_ip(ipam, "IPv4Address", "EndpointConfig.IPAMConfig.")
         ip6 = opt_ip(ipam, "IPv6Address", "EndpointConfig.IPAMConfig.")
         aliases = [validate.alias(a) for a in str_list(cfg, "Aliases", "EndpointConfig.")]
-        return cls(ref, ip, ip6, aliases)
+        return cls(
+            ref,
+            ip,
+            ip6,
+            aliases,
+            links=[parse_link(x) for x in str_list(cfg, "Links", "EndpointConfig.")],
+            link_local_ips=[
+                link_local_ip(x)
+                for x in str_list(ipam, "LinkLocalIPs", "EndpointConfig.IPAMConfig.")
+            ],
+            driver_opts=str_map(cfg, "DriverOpts", "EndpointConfig.DriverOpts"),
+            mac=mac_address(opt_str(cfg, "MacAddress", "EndpointConfig.")),
+        )
 
 
 @dataclass(frozen=True)
@@ -129,6 +150,39 @@ class SandboxExited:
         return cls(validate.parse_int(b.get("ExitCode", 0), "ExitCode", 0, 255))
 
 
+_MAC = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}")
+
+
+def mac_address(value: str) -> str:
+    """``--mac-address``: six hex pairs with colons, unicast ("" stays "").
+
+    Raises:
+        InvalidConfig: docker's message for anything else.
+    """
+    if not value:
+        return ""
+    if not _MAC.fullmatch(value):
+        raise InvalidConfig(f"{value} is not a valid mac address")
+    if int(value[:2], 16) & 1:
+        raise InvalidConfig(f"{value} is not a valid mac address: a multicast address")
+    return value.lower()
+
+
+def parse_link(value: str) -> tuple[str, str]:
+    """docker's ``--link NAME[:ALIAS]`` as (NAME, ALIAS); ALIAS defaults to NAME.
+
+    Raises:
+        InvalidConfig: a bad name or alias.
+    """
+    name, _, alias = value.partition(":")
+    try:
+        validate.name(name, "container")
+        validate.alias(alias or name)
+    except InvalidConfig:
+        raise InvalidConfig(f"invalid --link {value!r}: want NAME[:ALIAS]") from None
+    return name, alias or name
+
+
 def network_spec(body: dict[str, Any]) -> NetworkSpec:
     """The fields of docker's ``POST /networks/create`` as a NetworkSpec.
 
@@ -168,7 +222,17 @@ def network_spec(body: dict[str, Any]) -> NetworkSpec:
         attachable=opt_bool(body, "Attachable", False),
         options=str_map(body, "Options"),
         labels=str_map(body, "Labels"),
+        scope=opt_str(body, "Scope"),
+        config_only=opt_bool(body, "ConfigOnly", False),
+        config_from=_config_from(body),
     )
+
+
+def _config_from(body: dict[str, Any]) -> str:
+    """docker's ``ConfigFrom: {"Network": NAME}`` ("" when absent)."""
+    cf = opt_obj(body, "ConfigFrom")
+    net = opt_str(cf, "Network", "ConfigFrom.")
+    return validate.name(net, "network") if net else ""
 
 
 def _ipam_configs(ipam: dict[str, Any]) -> list[IPAMConfig]:
@@ -230,9 +294,25 @@ def sandbox_spec(b: dict[str, Any]) -> SandboxSpec:
         dns_options=str_list(b, "DnsOptions"),
         extra_hosts=str_list(b, "ExtraHosts"),
         workdir=opt_str(b, "WorkingDir"),
+        mac_address=mac_address(opt_str(b, "MacAddress")),
+        links=[parse_link(x) for x in str_list(b, "Links")],
+        exposed=[exposed_port(x) for x in str_list(b, "ExposedPorts")],
     )
     validate.sandbox(spec)
     return spec
+
+
+def exposed_port(value: str) -> str:
+    """One ``--expose`` port as ``PORT/PROTO`` (a range is expanded by the CLI).
+
+    Raises:
+        InvalidConfig: not a port, an unknown protocol.
+    """
+    port, _, proto = value.partition("/")
+    proto = proto or "tcp"
+    if not port.isdigit() or not 1 <= int(port) <= 65535 or proto not in ("tcp", "udp", "sctp"):
+        raise InvalidConfig(f"invalid exposed port {value!r}: want PORT[/tcp|udp|sctp]")
+    return f"{int(port)}/{proto}"
 
 
 def _network_requests(b: dict[str, Any]) -> list[NetworkRequest]:

@@ -17,6 +17,7 @@ Routes (an optional ``/v1.NN`` prefix is accepted, as docker clients send one)::
     GET    /metrics                      Prometheus text (served by the server, kanald only)
     GET    /system/check                 {"Problems": [...]}: leaks and inconsistencies
     GET    /topology?network=NAME        the store's objects matched with the kernel's (kanal graph)
+    GET    /explain?src=&dst=            why a packet would (not) get there (kanal explain)
 
 A handler gets the typed request (:mod:`.messages`) and returns the answer's body
 (200) or a :class:`Reply` with another status; it raises kanal errors, which the
@@ -35,21 +36,26 @@ from urllib.parse import unquote
 
 from kanal import validate
 from kanal.daemon import messages as msg
+from kanal.daemon.explainroute import explain_route
 from kanal.daemon.getters import obj, query_one
 from kanal.daemon.shapes import (
     container_event,
+    created_at,
     endpoint_json,
     match_filters,
     net_event,
     network_json,
+    prune_until,
     sandbox_json,
 )
 from kanal.engine.check import check
+from kanal.engine.sandboxnet import EndpointOptions
 from kanal.engine.topology import topology
-from kanal.errors import DecodeError, NotFound
+from kanal.errors import DecodeError, InvalidConfig, NotFound
 
 if TYPE_CHECKING:
     from kanal.daemon.api import ApiServer
+    from kanal.engine.model import Network
     from kanal.engine.sandboxes import Sandbox, SandboxManager
 
 __all__ = ["ROUTES", "Reply", "Request", "Route", "route"]
@@ -150,7 +156,20 @@ def create_network(api: ApiServer, req: Request) -> Any:
 
 def prune_networks(api: ApiServer, req: Request) -> Any:
     filters = msg.filters(req.query)
-    removed = api.controller.prune(keep=lambda n: not match_filters(n, filters))
+    until = prune_until(filters.pop("until", []))
+    labels_not = filters.pop("label!", [])
+    if set(filters) - {"label"}:  # docker's prune takes until, label and label! only
+        bad = sorted(set(filters) - {"label"})[0]
+        raise InvalidConfig(f"invalid filter {bad!r}")
+
+    def keep(n: Network) -> bool:
+        if not match_filters(n, filters):
+            return True
+        if until is not None and created_at(n) >= until:
+            return True  # created at or after "until": too new to prune
+        return any(match_filters(n, {"label": [x]}) for x in labels_not)
+
+    removed = api.controller.prune(keep=keep)
     for n in removed:
         api.events.publish(net_event("destroy", n))
     return {"NetworksDeleted": [n.name for n in removed]}
@@ -179,7 +198,24 @@ def delete_network(api: ApiServer, req: Request) -> Any:
 def connect(api: ApiServer, req: Request) -> Any:
     m = msg.Connect.parse(req.body)
     sb = api.sandboxes.resolve(m.container)
-    api.controller.connect(req.params["ref"], sb, ip=m.ip, ip6=m.ip6, aliases=m.aliases)
+    links = []
+    for target, alias in m.links:  # docker's check: the linked container exists
+        try:
+            links.append(f"{api.sandboxes.resolve(target).name}:{alias}")
+        except NotFound:
+            raise NotFound(
+                f"could not get container for {target}: No such container: {target}"
+            ) from None
+    api.controller.connect(
+        req.params["ref"],
+        sb,
+        ip=m.ip,
+        ip6=m.ip6,
+        aliases=m.aliases,
+        opts=EndpointOptions(m.mac, links, m.link_local_ips, m.driver_opts),
+    )
+    if api.manager is not None:
+        api.manager.refresh_files(sb.id)  # /etc/hosts: legacy links on the default bridge
     return None
 
 
@@ -248,7 +284,10 @@ def create_sandbox(api: ApiServer, req: Request) -> Any:
     # "Start": create and start as one operation (kanal run -d): a failure or a
     # crash midway leaves nothing, not a created sandbox holding addresses.
     sb = _manager(api).create(m.spec, start=m.start)
-    return Reply(201, _sandbox(api, sb))
+    warnings = []
+    if m.spec.network_mode == "host" and m.spec.publish:
+        warnings.append("Published ports are discarded when using host network mode")
+    return Reply(201, {**_sandbox(api, sb), "Warnings": warnings})
 
 
 def inspect_sandbox(api: ApiServer, req: Request) -> Any:
@@ -280,8 +319,20 @@ def sandbox_action(api: ApiServer, req: Request) -> Any:
 
 def launch_argv(api: ApiServer, req: Request) -> Any:
     m = _manager(api)
-    argv, _ = m.launch_argv(m.get(req.params["ref"]))
-    return {"Argv": argv}
+    sb = m.get(req.params["ref"])
+    argv, _ = m.launch_argv(sb)
+    # A CLI that runs the argv itself must see the sandbox's namespace mount as
+    # kanald does: it compares its own mount namespace with this one.
+    return {"Argv": argv, "Netns": sb.netns, "MountNamespace": _mount_ns()}
+
+
+def _mount_ns() -> str:
+    import os
+
+    try:
+        return os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return ""
 
 
 ROUTES: list[Route] = [
@@ -301,5 +352,6 @@ ROUTES: list[Route] = [
     Route("DELETE", ("sandboxes", "{ref}"), remove_sandbox, sandboxes=True),
     Route("POST", ("sandboxes", "{ref}", "{action}"), sandbox_action, sandboxes=True),
     Route("GET", ("sandboxes", "{ref}", "launch"), launch_argv, sandboxes=True),
+    Route("GET", ("explain",), explain_route, sandboxes=True),
     Route("GET", ("topology",), get_topology),
 ]

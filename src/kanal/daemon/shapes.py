@@ -22,12 +22,15 @@ if TYPE_CHECKING:
 __all__ = [
     "FILTER_KEYS",
     "container_event",
+    "created_at",
     "endpoint_event",
     "endpoint_json",
     "match_filters",
     "net_event",
     "network_json",
+    "prune_until",
     "sandbox_json",
+    "sandbox_ports",
 ]
 
 
@@ -83,8 +86,8 @@ def network_json(
         "Internal": net.internal,
         "Attachable": net.attachable,
         "Ingress": False,
-        "ConfigFrom": {"Network": ""},
-        "ConfigOnly": False,
+        "ConfigFrom": {"Network": net.config_from},
+        "ConfigOnly": net.config_only,
         "Containers": containers,
         "Options": dict(net.options),
         "Labels": dict(net.labels),
@@ -105,6 +108,9 @@ def endpoint_json(ep: Endpoint, network_name: str) -> dict[str, Any]:
         "IPv4Address": ep.ipv4,
         "IPv6Address": ep.ipv6,
         "Aliases": ep.aliases,
+        "Links": ep.links,
+        "LinkLocalIPs": ep.link_local_ips,
+        "DriverOpts": ep.driver_opts,
         "Ports": [
             {
                 "ContainerPort": p.container_port,
@@ -143,17 +149,90 @@ def sandbox_json(
                 "IPv6Address": ep.ipv6.split("/")[0] if ep.ipv6 else "",
                 "MacAddress": ep.mac,
                 "Aliases": ep.aliases,
+                "Links": ep.links,
+                "LinkLocalIPs": ep.link_local_ips,
+                "DriverOpts": ep.driver_opts,
             }
             for nid, ep in nets.items()
         },
-        "Ports": {
-            f"{p.container_port}/{p.protocol}": [
-                {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)}
-            ]
-            for ep in eps
-            for p in ep.ports
-        },
+        "Ports": sandbox_ports(sb, eps),
     }
+
+
+def sandbox_ports(sb: Sandbox, eps: Sequence[Endpoint]) -> dict[str, Any]:
+    """docker's ``NetworkSettings.Ports``: each container port with every host
+    binding it has (two ``-p`` for one port: both), and an exposed port that is
+    not published with ``None``."""
+    out: dict[str, Any] = {p: None for p in sb.exposed}
+    for ep in eps:
+        for p in ep.ports:
+            key = f"{p.container_port}/{p.protocol}"
+            if out.get(key) is None:
+                out[key] = []
+            out[key].append({"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)})
+    return out
+
+
+def created_at(net: Network) -> float:
+    """When the network was made, in seconds since the epoch (0 when unknown)."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(net.created.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+_DURATION_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "\u00b5s": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def prune_until(values: Sequence[str], now: float | None = None) -> float | None:
+    """docker's ``prune --filter until=X`` as a time in seconds since the epoch: X a
+    Unix timestamp, an RFC 3339 time or date, or a Go duration before now
+    (``24h``, ``1h30m``). None when there is no such filter.
+
+    Raises:
+        InvalidConfig: more than one, or a value none of those.
+    """
+    import re
+    import time
+    from datetime import datetime
+
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidConfig("more than one until filter specified")
+    v = values[0].strip()
+    now = time.time() if now is None else now
+    if re.fullmatch(r"-?\d+(\.\d+)?", v):
+        return float(v)
+    m = re.fullmatch(r"([+-]?)((?:\d+(?:\.\d*)?(?:ns|us|\u00b5s|ms|s|m|h))+)", v)
+    if m:
+        secs = sum(
+            float(n) * _DURATION_UNITS[u]
+            for n, u in re.findall(r"(\d+(?:\.\d*)?)(ns|us|\u00b5s|ms|s|m|h)", m.group(2))
+        )
+        return now - (-secs if m.group(1) == "-" else secs)
+    try:
+        t = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidConfig(
+            f"invalid until filter {v!r}: want a Unix timestamp, an RFC 3339 time or date, "
+            "or a duration such as 24h"
+        ) from None
+    if t.tzinfo is None:
+        from datetime import UTC
+
+        t = t.replace(tzinfo=UTC)  # docker reads a time without zone as UTC
+    return t.timestamp()
 
 
 def net_event(action: str, net: Network) -> dict[str, Any]:

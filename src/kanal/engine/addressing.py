@@ -137,7 +137,13 @@ def checked_free(wanted: Sequence[IPAMConfig], others: list[Network]) -> list[IP
 
 def taken_subnets(others: list[Network]) -> list[tuple[str, Net]]:
     """(network name, subnet) of every subnet the networks ``others`` use."""
-    return [(n.name, ipaddress.ip_network(c.subnet)) for n in others for c in n.ipam]
+    # a configuration-only network holds no addresses: its subnets are for others
+    return [
+        (n.name, ipaddress.ip_network(c.subnet))
+        for n in others
+        if not n.config_only
+        for c in n.ipam
+    ]
 
 
 def has_version(net: Network, version: int) -> bool:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
-from kanal.engine import autonets, external, reconcile
+from kanal.engine import autonets, configonly, external, reconcile
 from kanal.engine.addressing import Addressing, checked_free, has_version, netlink_routes
 from kanal.engine.context import EngineContext
 from kanal.engine.drivers import DriverFactory, NetworkDriver, get_driver
@@ -42,6 +42,7 @@ from kanal.engine.model import (
 from kanal.engine.netrecords import NetworkRecords
 from kanal.engine.ports import PortAllocator
 from kanal.engine.remoteipam import RemoteIpam
+from kanal.engine.sandboxnet import EndpointOptions, new_endpoint
 from kanal.engine.sysctls import SysctlLedger
 from kanal.errors import Conflict, Forbidden, InvalidConfig, KanalError, NotFound, best_effort
 from kanal.store import Delete, Put, Store
@@ -174,9 +175,12 @@ class Controller:
 
     def _create(self, spec: NetworkSpec, *, builtin: bool, net_id: str = "") -> Network:
         validate_name(spec.name)
+        others = self.networks()
+        spec, made = configonly.before_create(self, spec, others, net_id)
+        if made is not None:  # a configuration-only network: nothing more to make
+            return made
         driver_name = "null" if spec.driver == "none" else spec.driver
         driver = self.driver(driver_name)
-        others = self.networks()
         if any(n.name == spec.name for n in others):
             raise Conflict(f"network with name {spec.name} already exists")
         remote_ipam = None
@@ -215,6 +219,7 @@ class Controller:
         elif spec.ipam:
             raise InvalidConfig(f"the {spec.driver} driver takes no subnets")
         driver.prepare(net)
+        configonly.after_prepare(spec, net)
         bridge = net.driver_state.get("bridge")
         sharing = [n for n in others if bridge and n.driver_state.get("bridge") == bridge]
         # An operator's OVS bridge carries several networks (seed 002: two subnets on
@@ -250,11 +255,16 @@ class Controller:
         return net
 
     def delete_network(self, ref: str) -> Network:
-        """docker network rm. Raises NotFound, Forbidden (built-in), Conflict (endpoints)."""
+        """docker network rm. Raises NotFound, Forbidden (built-in), Conflict (endpoints,
+        or a configuration-only network others were made from)."""
         with self.lock:
             net = self.get_network(ref)
             if net.builtin:
                 raise Forbidden(f"{net.name} is a pre-defined network and cannot be removed")
+            if net.config_only:
+                configonly.check_unused(net, self.networks())
+                self.records.forget(net)
+                return net
             busy = len(self.endpoints(net.id))
             if not busy and net.scope == "global" and self.cluster is not None:
                 busy = self.cluster.endpoint_count(net.id)  # on other hosts
@@ -268,6 +278,9 @@ class Controller:
 
     def remove_network(self, net: Network) -> None:
         """Remove a network now (kernel, pools, records); the checks are the caller's."""
+        if net.config_only:  # nothing but its record
+            self.records.forget(net)
+            return
         # Marked first: a crash from here on is finished by reconcile().
         net.driver_state["deleting"] = True
         self.records.save(net)
@@ -282,8 +295,10 @@ class Controller:
         """Remove every user network without endpoints (minus those ``keep`` says)."""
         removed = []
         with self.lock:
-            for net in self.networks():
-                if net.builtin or keep(net) or self.endpoints(net.id):
+            nets = self.networks()
+            sources = {n.config_from for n in nets}  # config-only networks still used
+            for net in nets:
+                if net.builtin or keep(net) or self.endpoints(net.id) or net.name in sources:
                     continue
                 if net.scope == "global" and self.cluster and self.cluster.endpoint_count(net.id):
                     continue  # in use on another host
@@ -302,8 +317,11 @@ class Controller:
         ip6: str = "",
         aliases: Sequence[str] = (),
         ports: Sequence[PortBinding] = (),
+        opts: EndpointOptions | None = None,
     ) -> Endpoint:
-        """Join the sandbox to the network: addresses, interface, published ports.
+        """Join the sandbox to the network: addresses, interface, published ports,
+        and docker's other endpoint options (``opts``: MAC, links, link-local
+        addresses, driver options; :mod:`.sandboxnet`).
 
         Raises:
             NotFound: no such network. Conflict: already connected, address or
@@ -312,9 +330,12 @@ class Controller:
         net = self.get_network(ref)
         if net.driver_state.get("deleting"):
             raise NotFound(f"network {ref} not found")
+        configonly.check_connectable(net)
         driver = self.driver(net.driver)
         mine = self.sandbox_endpoints(sandbox.id)
-        ep = self._new_endpoint(net, driver, sandbox, mine, bool(ip or ip6), aliases)
+        ep = new_endpoint(net, driver, sandbox, mine, bool(ip or ip6), aliases)
+        opts = opts or EndpointOptions()
+        opts.apply(ep, net.name, driver.has_interface)
         if ports and (not driver.has_interface or net.internal or net.scope == "global"):
             ports = ()  # docker ignores -p on host/none, internal and overlay networks
         key = f"endpoints/{net.id}/{ep.id}"
@@ -347,54 +368,11 @@ class Controller:
             undo.callback(self.store.txn, [Delete(key), Delete(idx)])
             driver.join(net, ep)
             undo.callback(best_effort, driver.leave, net, ep)
+            opts.joined(ep, net.driver)
             self.journal.end(it, [Put(key, ep.to_json())])
             undo.pop_all()
         self.emit("connect", net, ep)
         return ep
-
-    def _new_endpoint(
-        self,
-        net: Network,
-        driver: NetworkDriver,
-        sandbox: SandboxRef,
-        mine: list[Endpoint],
-        static: bool,
-        aliases: Sequence[str],
-    ) -> Endpoint:
-        """The endpoint a connect will make (checked, nothing stored): its interface
-        name and whether it is the sandbox's way out. Raises Conflict, InvalidConfig."""
-        if any(ep.network_id == net.id for ep in mine):
-            raise Conflict(
-                f"endpoint with name {sandbox.name} already exists in network {net.name}"
-            )
-        for alias in aliases:
-            validate_name(alias, "alias")
-        if static and (net.builtin or not driver.needs_ipam):
-            raise InvalidConfig(
-                "user specified IP address is supported only when connecting to networks "
-                "with user configured subnets"
-            )
-        prefix = net.driver_state.get("iface_prefix", "eth")
-        ifname = ""
-        if driver.has_interface:
-            used = {ep.ifname for ep in mine}
-            ifname = next(
-                f"{prefix}{i}" for i in range(len(used) + 1) if f"{prefix}{i}" not in used
-            )
-        return Endpoint(
-            id=new_id(),
-            network_id=net.id,
-            name=sandbox.name,
-            sandbox_id=sandbox.id,
-            netns=sandbox.netns,
-            ifname=ifname,
-            static_ip=static,
-            default_gateway=not net.internal
-            and net.scope != "global"  # an overlay has no way out (docker's neither)
-            and not any(e.default_gateway for e in mine),
-            aliases=list(aliases),
-            created=now(),
-        )
 
     def add_external_endpoint(
         self,

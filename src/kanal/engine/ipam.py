@@ -80,7 +80,22 @@ def choose_subnet(pools: Sequence[Pool], taken: Iterable[Net], version: int = 4)
     )
 
 
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _net(value: str, what: str) -> Net:
+    if "/" not in value and _is_ip(value):
+        # ipaddress would read a bare address as a /32 ("too small"): say what is missing
+        hint = "10.90.0.0/16" if ":" not in value else "fd00:1::/64"
+        raise InvalidConfig(
+            f"invalid {what} {value!r}: no prefix length; give it in CIDR notation "
+            f"(for example {hint})"
+        )
     try:
         return ipaddress.ip_network(value, strict=False)
     except ValueError:

@@ -80,6 +80,10 @@ class Network:
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     builtin: bool = False
+    # docker's configuration-only network (--config-only): IPAM and options kept for
+    # networks made --config-from it; no driver, no kernel object, no endpoints
+    config_only: bool = False
+    config_from: str = ""  # the configuration-only network this one's config came from
     # A remote IPAM driver's pool ids and the addresses held for the network.
     ipam_state: dict[str, Any] = field(default_factory=dict)
     # What the driver decided at creation (bridge name, ...), kept so that a
@@ -121,6 +125,11 @@ class Endpoint:
     ports: list[PortBinding] = field(default_factory=list)
     created: str = ""
     driver_state: dict[str, Any] = field(default_factory=dict)
+    # docker's links on this network: "<sandbox name>:<alias>" (the alias resolves,
+    # for this endpoint's sandbox only, to the other sandbox on the same network)
+    links: list[str] = field(default_factory=list)
+    link_local_ips: list[str] = field(default_factory=list)  # extra addresses (--link-local-ip)
+    driver_opts: dict[str, str] = field(default_factory=dict)  # --driver-opt, as given
 
     @property
     def mark(self) -> str:
@@ -152,6 +161,9 @@ class NetworkSpec:
     attachable: bool = False
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    scope: str = ""  # --scope: "" (the driver's), local or global; swarm is refused
+    config_only: bool = False
+    config_from: str = ""
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,10 @@ import subprocess
 import time
 from typing import TYPE_CHECKING
 
+from kanal.errors import InvalidConfig
 from kanal.netlink.batch import Batch, raw_socket
 from kanal.netlink.ns import open_netns, run_in_netns
+from kanal.validate import HOST_GATEWAY
 
 if TYPE_CHECKING:
     from kanal.engine.controller import Controller
@@ -34,15 +36,24 @@ class SandboxEnv:
         netns_dir: where sandbox namespaces are made; /run/netns is ``ip netns``'s.
         state_dir: per-sandbox files (resolv.conf, hosts, hostname, logs).
         host_resolv: the resolv.conf the default nameservers come from.
+        host_gateway_ip: what ``--add-host NAME:host-gateway`` means (kanald's
+            ``--host-gateway-ip``); "" : the gateway of the sandbox's first network.
     """
 
     def __init__(
-        self, ctrl: Controller, *, state_dir: str, netns_dir: str, host_resolv: str
+        self,
+        ctrl: Controller,
+        *,
+        state_dir: str,
+        netns_dir: str,
+        host_resolv: str,
+        host_gateway_ip: str = "",
     ) -> None:
         self.ctrl = ctrl
         self.state_dir = state_dir
         self.netns_dir = netns_dir
         self.host_resolv = host_resolv
+        self.host_gateway_ip = host_gateway_ip
 
     # --- the namespace -------------------------------------------------------------
 
@@ -118,7 +129,13 @@ class SandboxEnv:
             for a in (ep.ipv4, ep.ipv6):
                 if a:
                     hosts.append(f"{a.split('/')[0]}\t{sb.hostname or sb.name}")
-        hosts += [f"{h.partition(':')[2]}\t{h.partition(':')[0]}" for h in sb.extra_hosts]
+        hosts += self._link_lines(eps)
+        for h in sb.extra_hosts:
+            name, _, ip = h.partition(":")
+            if ip == HOST_GATEWAY:
+                ip = self.host_gateway(sb, eps)
+            if ip:
+                hosts.append(f"{ip}\t{name}")
         files = {
             "hosts": "\n".join(hosts) + "\n",
             "hostname": (sb.hostname or sb.name) + "\n",
@@ -132,6 +149,52 @@ class SandboxEnv:
                 f.seek(0)
                 f.truncate()
                 f.write(text)
+
+    def host_gateway(self, sb: Sandbox, eps: list[Endpoint] | None = None) -> str:
+        """The address ``host-gateway`` stands for in ``sb``: kanald's
+        ``--host-gateway-ip``, else the IPv4 gateway of the network that is the
+        sandbox's way out (its first), else loopback for ``--network host``; "" when
+        the sandbox has none of those."""
+        if self.host_gateway_ip:
+            return self.host_gateway_ip
+        if sb.network_mode == "host":
+            return "127.0.0.1"  # the host's own namespace
+        eps = self.ctrl.sandbox_endpoints(sb.id) if eps is None else eps
+        nets = {n.id: n for n in self.ctrl.networks()}
+        for ep in sorted(eps, key=lambda e: (not e.default_gateway, e.created)):
+            n = nets.get(ep.network_id)
+            for c in n.ipam if n is not None else []:
+                if c.gateway and ipaddress.ip_address(c.gateway).version == 4:
+                    return c.gateway
+        return ""
+
+    def check_host_gateway(self, sb: Sandbox) -> None:
+        """Raises InvalidConfig when ``sb`` asks for ``host-gateway`` and has none."""
+        if any(h.endswith(":" + HOST_GATEWAY) for h in sb.extra_hosts) and not (
+            self.host_gateway(sb)
+        ):
+            raise InvalidConfig(
+                "--add-host NAME:host-gateway: this sandbox has no network whose "
+                "gateway is the host (start kanald with --host-gateway-ip IP)"
+            )
+
+    def _link_lines(self, eps: list[Endpoint]) -> list[str]:
+        """docker's legacy links on the default bridge (no embedded DNS there): an
+        /etc/hosts line ``IP ALIAS NAME`` per link of the sandbox's endpoints."""
+        out = []
+        nets = {n.id: n for n in self.ctrl.networks()}
+        for ep in eps:
+            n = nets.get(ep.network_id)
+            if not ep.links or n is None or not n.builtin:
+                continue  # on user networks the embedded DNS answers for links
+            peers = {p.name: p for p in self.ctrl.endpoints(ep.network_id)}
+            for link in ep.links:
+                target, _, alias = link.partition(":")
+                p = peers.get(target)
+                if p is not None and p.ipv4:
+                    names = alias if alias == target else f"{alias} {target}"
+                    out.append(f"{p.ipv4.split('/')[0]}\t{names}")
+        return out
 
     def user_networks(self, sb: Sandbox) -> list[tuple[Endpoint, bool]]:
         """The sandbox's endpoints on user-defined networks, with their network's internal flag

@@ -30,7 +30,8 @@ from kanal.engine.controller import Controller
 from kanal.engine.dns.index import NameIndex
 from kanal.engine.model import Endpoint, SandboxRef, new_id, now
 from kanal.engine.sandboxenv import SandboxEnv, is_mount
-from kanal.engine.sandboxspec import NetworkRequest, SandboxSpec, checked_spec
+from kanal.engine.sandboxnet import EndpointOptions
+from kanal.engine.sandboxspec import NetworkRequest, SandboxSpec, checked_spec, link_names
 from kanal.engine.supervisor import Supervisor
 from kanal.errors import Conflict, KanalError, NotFound
 from kanal.store import Delete, Put, Store, StoreConflict
@@ -69,6 +70,7 @@ class Sandbox:
     # overlay addresses the cluster freed while this host was cut off (the sandbox was
     # disconnected from those networks): {"Network", "Address", "At"}
     lost: list[dict[str, str]] = field(default_factory=list)
+    exposed: list[str] = field(default_factory=list)  # --expose / -P: "80/tcp"
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -96,6 +98,7 @@ class SandboxManager:
         netns_dir: str = "/run/netns",
         host_resolv: str = "/etc/resolv.conf",
         dns: Any = None,
+        host_gateway_ip: str = "",
     ) -> None:
         self.store = store
         self.ctrl = controller
@@ -103,6 +106,7 @@ class SandboxManager:
         self.env = SandboxEnv(
             controller, state_dir=state_dir, netns_dir=netns_dir, host_resolv=host_resolv
         )
+        self.env.host_gateway_ip = host_gateway_ip  # what --add-host NAME:host-gateway is
         self.procs = Supervisor(self.env, self._exited)
         self.names_index = NameIndex(controller)
         #: embedded DNS's lookups (``lookup``, ``reverse``), dropped by ``invalidate``
@@ -261,7 +265,9 @@ class SandboxManager:
             extra_hosts=list(spec.extra_hosts),
             workdir=spec.workdir,
             netns_id=[st.st_dev, st.st_ino] if st is not None else [],
+            exposed=list(spec.exposed),
         )
+        links = link_names(spec.links, self.list_all())
         if own and mode != "none":
             reqs = spec.networks or [NetworkRequest(mode)]
             for i, r in enumerate(reqs):
@@ -272,7 +278,9 @@ class SandboxManager:
                     ip6=r.ip6,
                     aliases=r.aliases,
                     ports=spec.publish if i == 0 else (),
+                    opts=EndpointOptions(spec.mac_address, links) if i == 0 else None,
                 )
+        self.env.check_host_gateway(sb)
         self.write_files(sb)
         self.sync_dns(sb)
         p = self.procs.launch(sb) if start else None

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from kanal import validate
 from kanal.engine.model import PortBinding, validate_name
-from kanal.errors import InvalidConfig, KanalError
+from kanal.errors import InvalidConfig, NotFound
 
-__all__ = ["NetworkRequest", "SandboxSpec", "checked_spec"]
+__all__ = ["NetworkRequest", "SandboxSpec", "checked_spec", "link_names"]
 
 
 @dataclass
@@ -36,6 +38,10 @@ class SandboxSpec:
     dns_options: list[str] = field(default_factory=list)
     extra_hosts: list[str] = field(default_factory=list)
     workdir: str = ""
+    # of the first network, as docker's run flags: --mac-address, --link NAME:ALIAS
+    mac_address: str = ""
+    links: list[tuple[str, str]] = field(default_factory=list)
+    exposed: list[str] = field(default_factory=list)  # --expose: "80/tcp"
 
 
 def checked_spec(spec: SandboxSpec, sid: str) -> tuple[str, str]:
@@ -54,15 +60,32 @@ def checked_spec(spec: SandboxSpec, sid: str) -> tuple[str, str]:
         except ValueError:
             raise InvalidConfig(f"invalid DNS server {a!r}") from None
     for h in spec.extra_hosts:
-        host, _, ip = h.partition(":")
-        try:
-            ipaddress.ip_address(ip)
-            validate_name(host, "host")
-        except (ValueError, KanalError):
-            raise InvalidConfig(f"invalid --add-host {h!r}: want NAME:IP") from None
-    if mode.startswith("container:") and (spec.publish or spec.networks or spec.hostname):
+        validate.extra_host(h)
+    if mode.startswith("container:") and (
+        spec.publish or spec.networks or spec.hostname or spec.mac_address or spec.exposed
+    ):
         raise InvalidConfig(
             "conflicting options: --network container: shares the other's network "
-            "(no -p, --network or --hostname)"
+            "(no -p, -P, --expose, --mac-address, --network or --hostname)"
+        )
+    if mode in ("host", "none") and (spec.mac_address or spec.links):
+        raise InvalidConfig(
+            f"conflicting options: --network {mode} has no endpoint for --mac-address or --link"
         )
     return name, mode
+
+
+def link_names(links: Sequence[tuple[str, str]], sandboxes: Sequence[Any]) -> list[str]:
+    """``--link NAME:ALIAS`` pairs as ``<sandbox name>:<alias>``, NAME an existing
+    sandbox's id or name (``sandboxes``: those there are).
+
+    Raises:
+        NotFound: no such sandbox (docker's words).
+    """
+    out = []
+    for ref, alias in links:
+        hit = [s.name for s in sandboxes if ref in (s.id, s.name)]
+        if not hit:
+            raise NotFound(f"could not get container for {ref}: No such container: {ref}")
+        out.append(f"{hit[0]}:{alias}")
+    return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import _thread
 import errno
 import os
+from _socket import AF_INET, inet_pton
 
 from kanal._dataclass import dataclass, field
 from kanal.ipam.ranges import canonical_ip
@@ -39,25 +40,16 @@ _LINK_UNSUPPORTED = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS, errno.EMLINK, 
 def address(name: str) -> tuple[int, int] | None:
     """(version, int) of the address an entry name stands for, or None.
 
-    A plain dotted quad is read here (what ipaddress accepts: four decimal parts up
-    to 255, no leading zeros): a process without kanald reads the whole directory
-    on every ADD and DEL, and ipaddress objects for a thousand names cost ~3 ms.
-    Anything else goes through :func:`~kanal.ipam.store.name_ip`.
+    A plain dotted quad is read by ``inet_pton`` (C, and as strict as ipaddress:
+    four decimal parts up to 255, no leading zeros): a process without kanald
+    reads the whole directory on every ADD and DEL, and ipaddress objects for a
+    thousand names cost ~3 ms. Anything else goes through
+    :func:`~kanal.ipam.store.name_ip`.
     """
-    parts = name.split(".")
-    if len(parts) == 4:
-        value = 0
-        for p in parts:
-            if not (0 < len(p) <= 3 and p.isascii() and p.isdigit()) or (
-                p[0] == "0" and len(p) > 1
-            ):
-                break
-            n = int(p)
-            if n > 255:
-                break
-            value = value << 8 | n
-        else:
-            return 4, value
+    try:
+        return 4, int.from_bytes(inet_pton(AF_INET, name), "big")
+    except (OSError, ValueError):
+        pass
     ip = name_ip(name)
     if ip is None:
         return None

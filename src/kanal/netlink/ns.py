@@ -53,8 +53,50 @@ def open_netns(path: str) -> int:
         raise NetnsNotFound(f"failed to open netns {path!r}", "no such file") from e
     except OSError as e:
         raise NetnsNotFound(f"failed to open netns {path!r}", e.strerror or str(e)) from e
-    # Whether it really is a network namespace is checked by setns when it is used.
+    kind = netns_file_kind(fd)
+    if kind != "net":
+        os.close(fd)
+        raise NetnsNotFound(f"failed to open netns {path!r}: not a network namespace", _WHY[kind])
     return fd
+
+
+_NS_GET_NSTYPE = 0xB703  # ioctl: the CLONE_NEW* type of a namespace file (Linux 4.11)
+_NS_TYPES = {
+    0x40000000: "net",
+    0x00020000: "mount",
+    0x02000000: "cgroup",
+    0x04000000: "UTS",
+    0x08000000: "IPC",
+    0x10000000: "user",
+    0x20000000: "PID",
+    0x00000080: "time",
+}
+_WHY = {
+    "empty-file": (
+        "it is an empty file here (if `ip netns add` or a runtime made it, the namespace is"
+        " mounted on it in another mount namespace: start the runtime and kanal so that"
+        " they see the same mounts)"
+    ),
+    "file": "it is not a namespace file",
+    **{k: f"it is a {k} namespace" for k in _NS_TYPES.values()},
+}
+
+
+def netns_file_kind(fd: int) -> str:
+    """What the file at ``fd`` is: ``net`` for a network namespace, another
+    namespace type (``mount``, ``PID``...), ``empty-file`` (what a namespace mounted
+    in another mount namespace leaves here: ``ip netns add`` bind-mounts it onto an
+    empty file) or ``file``."""
+    # lazy: plugin ADD/CHECK and the runtime's check only; fcntl is a small builtin
+    import fcntl
+    import stat
+
+    try:
+        kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError:
+        st = os.fstat(fd)
+        return "empty-file" if stat.S_ISREG(st.st_mode) and st.st_size == 0 else "file"
+    return _NS_TYPES.get(kind, "file")
 
 
 def netns_id(path: str) -> tuple[int, int]:

@@ -23,6 +23,7 @@ from kanal.netlink.ns import netns_id, run_in_netns, start_in_netns
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ipaddress
     import queue
     import threading
     from collections.abc import Callable
@@ -39,6 +40,9 @@ __all__ = [
 ]
 
 REAP_ALIAS = "kanal:reap"
+
+if TYPE_CHECKING:
+    IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class Reaper:
@@ -109,40 +113,25 @@ def wait_for(netns_path: str, ifname: str) -> None:
             pass
 
 
-def delete_container_link(netns_fd: int, netns_path: str, ifname: str) -> bool:
+def delete_container_link(
+    netns_fd: int, netns_path: str, ifname: str, addrs: list[IP] | None = None
+) -> bool:
     """Delete ``ifname`` (a veth) in the namespace; False if it does not exist.
 
     Synchronous unless :func:`enable` was called; then the link is made inert
-    now and unregistered in the background.
+    now and unregistered in the background. ``addrs``, when given, receives the
+    link's global unicast addresses, read before it goes (what Go's DEL reads to
+    find its masquerade rules when the runtime sent no prevResult).
     """
     if _REAPER is None:
-        return run_in_netns(netns_fd, lambda: _delete_named(ifname))
+        return run_in_netns(netns_fd, lambda: _delete_named(ifname, addrs))
 
-    def inert() -> tuple[int, int] | None:
-        try:
-            index = if_nametoindex(ifname)
-        except OSError:
-            return None
-        with Netlink() as nl:
-            link = nl.get_link_by_index(index)
-        with raw_socket() as s:
-            b = Batch(s)
-            b.set_link(index=index, up=False)
-            b.commit()
-        return index, link.peer_index
-
-    found = run_in_netns(netns_fd, inert)
+    found = run_in_netns(netns_fd, lambda: _inert_container_end(ifname, addrs, rename=False))
     if found is None:
         return False
     index, peer = found
-    with raw_socket() as s:
-        b = Batch(s)
-        b.set_link(index=peer, up=False, master=0, alias=REAP_ALIAS)
-        try:
-            b.commit()
-        except KanalError:
-            peer = 0  # the peer is not in our namespace: delete the container end instead
-    if not peer:
+    peer = _inert_host_end(peer)
+    if not peer:  # the peer is not in our namespace: delete the container end instead
         run_in_netns(netns_fd, lambda: _delete_now(index))
         return True
     _REAPER.submit(peer, (netns_id(netns_path) if os.path.exists(netns_path) else (0, 0), ifname))
@@ -150,7 +139,12 @@ def delete_container_link(netns_fd: int, netns_path: str, ifname: str) -> bool:
 
 
 def start_container_link_delete(
-    netns_fd: int, netns_path: str, ifname: str, *, detach: bool = False
+    netns_fd: int,
+    netns_path: str,
+    ifname: str,
+    *,
+    detach: bool = False,
+    addrs: list[IP] | None = None,
 ) -> Callable[[], bool]:
     """:func:`delete_container_link` begun now; the returned function waits for it
     and answers as that does (``netns_fd`` must stay open until then).
@@ -162,47 +156,88 @@ def start_container_link_delete(
     detached child process unregisters it. Otherwise the kernel unregisters it on a
     thread while the caller tears down the rest (the firewall's state, with that
     code's imports): the ~15-20 ms overlap with that work instead of adding to it.
+    ``addrs``: as for :func:`delete_container_link`, filled before this returns.
     """
     if _REAPER is not None:
-        found = delete_container_link(netns_fd, netns_path, ifname)
+        found = delete_container_link(netns_fd, netns_path, ifname, addrs)
         return lambda: found
     if detach:
-        found = _delete_detached(netns_fd, ifname)
+        found = _delete_detached(netns_fd, ifname, addrs)
         return lambda: found
+    if addrs is not None:
+        run_in_netns(netns_fd, lambda: _read_addrs(ifname, addrs))
     return start_in_netns(netns_fd, lambda: _delete_named(ifname))
 
 
-def _delete_detached(netns_fd: int, ifname: str) -> bool:
-    def inert() -> tuple[int, int] | None:
-        try:
-            index = if_nametoindex(ifname)
-        except OSError:
-            return None
-        with Netlink() as nl:
-            link = nl.get_link_by_index(index)
-        with raw_socket() as s:
-            b = Batch(s)
-            b.set_link(index=index, up=False)
-            b.rename_link(index, f"kreap{os.urandom(5).hex()}")
-            b.commit()
-        return index, link.peer_index
+def _global_addrs(nl: Netlink, index: int) -> list[IP]:
+    """Go's ``IsGlobalUnicast`` addresses of link ``index`` (private ones included)."""
+    out = []
+    for a in nl.addrs(index):
+        ip = a.interface.ip
+        if not (ip.is_link_local or ip.is_loopback or ip.is_multicast or ip.is_unspecified):
+            out.append(ip)
+    return out
 
-    found = run_in_netns(netns_fd, inert)
-    if found is None:
-        return False
-    index, peer = found
+
+def _read_addrs(ifname: str, addrs: list[IP]) -> None:
+    try:
+        index = if_nametoindex(ifname)
+    except OSError:
+        return
+    with Netlink() as nl:
+        addrs.extend(_global_addrs(nl, index))
+
+
+def _inert_container_end(
+    ifname: str, addrs: list[IP] | None, *, rename: bool
+) -> tuple[int, int] | None:
+    """In the container's namespace: ``ifname`` set down (and renamed, freeing its
+    name); its (index, peer index), None if it does not exist."""
+    try:
+        index = if_nametoindex(ifname)
+    except OSError:
+        return None
+    with Netlink() as nl:
+        link = nl.get_link_by_index(index)
+        if addrs is not None:
+            addrs.extend(_global_addrs(nl, index))
+    with raw_socket() as s:
+        b = Batch(s)
+        b.set_link(index=index, up=False)
+        if rename:
+            b.rename_link(index, f"kreap{os.urandom(5).hex()}")
+        b.commit()
+    return index, link.peer_index
+
+
+def _inert_host_end(peer: int) -> int:
+    """The host end down, off its bridge and tagged; 0 if it is not in this namespace."""
     try:
         with raw_socket() as s:
             b = Batch(s)
             b.set_link(index=peer, up=False, master=0, alias=REAP_ALIAS)
             b.commit()
     except KanalError:
-        peer = 0
+        return 0
+    return peer
+
+
+def _delete_detached(netns_fd: int, ifname: str, addrs: list[IP] | None) -> bool:
+    found = run_in_netns(netns_fd, lambda: _inert_container_end(ifname, addrs, rename=True))
+    if found is None:
+        return False
+    index, peer = found
+    peer = _inert_host_end(peer)
     if not peer:
         # The host end is not in this namespace: delete the container end now.
         run_in_netns(netns_fd, lambda: _delete_now(index))
         return True
-    if os.fork() == 0:  # pragma: no cover - the child's exit is checked by the tests
+    try:
+        pid = os.fork()
+    except OSError:  # no process to spare (EAGAIN, ENOMEM): unregister it here, now
+        _delete_now(peer)
+        return True
+    if pid == 0:  # pragma: no cover - the child's exit is checked by the tests
         # The child: out of the runtime's process group and off its pipes (a runtime
         # reads the plugin's stdout until every writer has closed it).
         try:
@@ -217,12 +252,16 @@ def _delete_detached(netns_fd: int, ifname: str) -> bool:
     return True
 
 
-def _delete_named(ifname: str) -> bool:
-    """Delete ``ifname`` of this thread's namespace now; False if it does not exist."""
+def _delete_named(ifname: str, addrs: list[IP] | None = None) -> bool:
+    """Delete ``ifname`` of this thread's namespace now; False if it does not exist.
+    ``addrs`` receives its global addresses first."""
     try:
         index = if_nametoindex(ifname)
     except OSError:
         return False
+    if addrs is not None:
+        with Netlink() as nl:
+            addrs.extend(_global_addrs(nl, index))
     with raw_socket() as s:
         b = Batch(s)
         b.del_link(index=index)

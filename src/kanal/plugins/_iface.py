@@ -95,15 +95,19 @@ def del_attachment(
     if ipam_first:
         _attempt(errors, delegate, "DEL", ipam_type, args)
 
+    # Without a prevResult, the masquerade's addresses are the link's own, read
+    # before it goes (as Go's DEL does), rather than a scan of every element.
+    ips: list[Address] = prev_ips(args) if ipam_type else []
+    on_link: list[Address] | None = [] if ipam_type and not ips else None
     # The kernel unregisters the link (~15-20 ms) while the firewall state goes.
-    link_deleted = _start_link_delete(args)
+    link_deleted = _start_link_delete(args, on_link)
     if ipam_type:
         try:
             owner = Owner(network, args.container_id, args.ifname)
         except KanalError:
             owner = None  # not a name ADD could have masqueraded under
         if owner is not None:
-            _attempt(errors, teardown_masquerade, owner, prev_ips(args) or None)
+            _attempt(errors, teardown_masquerade, owner, ips or on_link or None)
     if spoof_id is not None:
         _attempt(errors, teardown_mac_spoof_check, spoof_id)
     # The addresses only once the link that held them is gone.
@@ -113,9 +117,10 @@ def del_attachment(
     _raise_all(errors, "DEL failed")
 
 
-def _start_link_delete(args: CmdArgs) -> Callable[[], None]:
+def _start_link_delete(args: CmdArgs, addrs: list[Address] | None) -> Callable[[], None]:
     """Begin deleting the container's link in CNI_NETNS (when there is one and it
-    still exists); the returned function waits for it (a missing link is fine)."""
+    still exists); the returned function waits for it (a missing link is fine).
+    ``addrs`` (when given) receives the link's addresses before this returns."""
     if not args.netns:
         return lambda: None
     try:
@@ -124,7 +129,7 @@ def _start_link_delete(args: CmdArgs) -> Callable[[], None]:
         return lambda: None
     try:
         pending = reaper.start_container_link_delete(
-            fd, args.netns_path, args.ifname, detach=args.process_exits
+            fd, args.netns_path, args.ifname, detach=args.process_exits, addrs=addrs
         )
     except (NetnsNotFound, LinkNotFound):
         os.close(fd)

@@ -24,6 +24,7 @@ _Index = tuple[
     dict[str, set[str]],  # sandbox id -> its user networks
     dict[tuple[str, str], list[str]],  # (network, name or alias) -> addresses
     dict[tuple[str, str], str],  # (network, address) -> "name.network"
+    dict[tuple[str, str], list[str]],  # (sandbox id, link alias) -> addresses
 ]
 
 
@@ -49,7 +50,10 @@ class NameIndex:
     def lookup(self, sandbox_id: str, qname: str) -> list[str] | None:
         """Addresses of ``qname`` (a sandbox name or alias) on the user networks
         ``sandbox_id`` is on; None when no such name is there."""
-        nets, names, _rev = self._current()
+        nets, names, _rev, links = self._current()
+        linked = links.get((sandbox_id, qname.lower()))
+        if linked is not None:  # docker's --link alias: this sandbox's own name
+            return list(linked)
         found: list[str] = []
         hit = False
         for nid in nets.get(sandbox_id, ()):
@@ -62,7 +66,7 @@ class NameIndex:
     def reverse(self, sandbox_id: str, ip: str) -> str | None:
         """PTR: ``name.network`` of the sandbox holding ``ip`` on a user network
         ``sandbox_id`` is on (docker's answer); None otherwise."""
-        nets, _names, rev = self._current()
+        nets, _names, rev, _links = self._current()
         for nid in sorted(nets.get(sandbox_id, ())):
             name = rev.get((nid, ip))
             if name is not None:
@@ -111,4 +115,15 @@ class NameIndex:
                 for rec in cluster.agent.endpoints(n.id):
                     if rec.host != cluster.node:  # ours are in the local store already
                         add(n.id, rec.name, rec.aliases, [rec.ip])
-        return nets, names, rev
+        # --link NAME:ALIAS on a user network: ALIAS is NAME's addresses on that
+        # network, for the linking sandbox only
+        links: dict[tuple[str, str], list[str]] = {}
+        for ep in self.ctrl.endpoints():
+            if ep.network_id not in networks:
+                continue
+            for link in ep.links:
+                target, _, alias = link.partition(":")
+                addrs = names.get((ep.network_id, target.lower()))
+                if addrs:
+                    links.setdefault((ep.sandbox_id, alias.lower()), []).extend(addrs)
+        return nets, names, rev, links

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from kanal.errors import KanalError
 from kanal.runtime.libcni import RuntimeConf
+from kanal.runtime.netnscheck import check_netns
 
 if TYPE_CHECKING:
     from kanal.engine.context import EngineContext
@@ -69,6 +70,10 @@ def default_routes(net: Network, ep: Endpoint | None) -> list[dict[str, str]]:
 
 
 def add(ctx: EngineContext, conflist: ConfList, rt: RuntimeConf) -> Result:
+    if rt.netns:
+        # A sandbox namespace this mount namespace cannot see (an empty file) would
+        # end in a plugin's kernel error that does not say why.
+        check_netns(rt.netns)
     try:
         return ctx.cni.add_network_list(conflist, rt)
     except KanalError:

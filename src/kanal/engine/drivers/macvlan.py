@@ -1,6 +1,8 @@
 """The ``macvlan`` network driver: docker's macvlan networks, via kanal's CNI macvlan plugin.
 
-Options as docker's: ``parent`` (the host link; default: the default route's),
+Options as docker's: ``parent`` (the host link; required: a network without one is
+refused, never put on the host's uplink — docker makes it internal on a dummy
+link, which this kernel may not even have),
 ``macvlan_mode`` bridge|private|vepa|passthru (default bridge). The engine's IPAM
 gives the address (``--subnet`` usually matches the parent's LAN; ``--gateway``
 is the LAN's router and becomes the default route unless ``--internal``). The
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import socket
 from typing import TYPE_CHECKING, Any
@@ -36,6 +39,20 @@ MODES = ("bridge", "private", "vepa", "passthru")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,15}\Z")
 
 
+_NO_PARENT = (
+    "a macvlan network needs -o parent=IFACE (the host link its containers join): "
+    "kanal never picks the host's uplink by itself; docker without a parent makes an "
+    "internal network on a dummy link, "
+)
+
+
+def _no_dummy() -> str:
+    """The end of the no-parent error: why kanal does not do what docker does."""
+    if os.path.exists("/sys/module/dummy"):
+        return "which kanal does not (give a dummy link you made as the parent)"
+    return "and this kernel has no dummy driver (give an existing link as the parent)"
+
+
 class MacvlanDriver:
     name = "macvlan"
     needs_ipam = True
@@ -52,6 +69,8 @@ class MacvlanDriver:
         if mode not in MODES:
             raise InvalidConfig(f"unknown macvlan mode {mode!r}: want one of {', '.join(MODES)}")
         parent = net.options.get("parent", "")
+        if not parent:
+            raise InvalidConfig(_NO_PARENT + _no_dummy())
         if parent:
             if not _IFNAME.match(parent):
                 raise InvalidConfig(f"invalid parent interface {parent!r}")

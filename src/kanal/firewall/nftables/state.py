@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from kanal.firewall.nftables import TABLE
 from kanal.firewall.nftables import libnft as nft
 
-__all__ = ["NftState", "available", "nft_table"]
+__all__ = ["BaseChain", "NftState", "available", "base_chains", "nft_table", "table_json"]
 
 
 def available() -> bool:
@@ -72,3 +73,47 @@ def nft_table() -> NftState | None:
             if body.get("name") == "net_from":
                 t.net_from.add(str(item["elem"].get("val")))
     return t
+
+
+def table_json() -> list[dict[str, Any]] | None:
+    """``nft -j list table inet kanal``'s objects (None: no table), for ``kanal explain``."""
+    try:
+        raw = nft.run(f"list table inet {TABLE}", json_out=True)
+    except nft.NftError:
+        return None
+    objects: list[dict[str, Any]] = json.loads(raw).get("nftables", [])
+    return objects
+
+
+@dataclass(frozen=True)
+class BaseChain:
+    """A base chain of any table on this host (kanal's or not)."""
+
+    family: str
+    table: str
+    name: str
+    hook: str
+    policy: str
+    rules: int
+
+
+def base_chains(hook: str) -> list[BaseChain]:
+    """Every base chain on ``hook`` in the whole ruleset, with its rule count: what
+    ``kanal explain`` reports of the firewalls that are not kanal's."""
+    try:
+        raw = nft.run("list ruleset", json_out=True)
+    except nft.NftError:
+        return []
+    chains: dict[tuple[str, str, str], dict[str, Any]] = {}
+    counts: Counter[tuple[str, str, str]] = Counter()
+    for obj in json.loads(raw).get("nftables", []):
+        if "chain" in obj and obj["chain"].get("hook") == hook:
+            c = obj["chain"]
+            chains[(c["family"], c["table"], c["name"])] = c
+        elif "rule" in obj:
+            r = obj["rule"]
+            counts[(r["family"], r["table"], r["chain"])] += 1
+    return [
+        BaseChain(f, t, n, hook, str(c.get("policy", "accept")), counts[(f, t, n)])
+        for (f, t, n), c in chains.items()
+    ]
