@@ -133,13 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="where remote Docker plugins are discovered (repeatable; dockerd's dirs otherwise)",
     )
     _add_cluster_options(ap)
+    _add_metrics_options(ap)
+    return ap
+
+
+def _add_metrics_options(ap: argparse.ArgumentParser) -> None:
+    """Where Prometheus metrics are served besides the API socket's ``/metrics``."""
     ap.add_argument(
         "--metrics-addr",
         default="",
         metavar="IP:PORT",
         help="also serve Prometheus metrics over HTTP here (always on the API socket's /metrics)",
     )
-    return ap
 
 
 def _add_cluster_options(ap: argparse.ArgumentParser) -> None:
