@@ -252,3 +252,31 @@ def test_bad_metrics_addr_is_one_line_and_exit_1(host_ns: str, tmp_path: Path, a
     )  # fmt: skip
     assert p.returncode == 1
     assert p.stderr.strip().splitlines()[-1].startswith("kanald: invalid metrics address")
+
+
+def test_nftables_transactions_and_set_elements(md: PrivateNetnsDaemon) -> None:
+    """A published port's sandbox adds exactly one masquerade and one port-map element,
+    and its programming runs nftables transactions; removing it takes them away."""
+    md.kanal("create", "--subnet", "10.78.0.0/24", "fwm")
+    s0 = scrape(md.api)
+    md.k("run", "-d", "--name", "f1", "--network", "fwm", "-p", "18080:80", "--", "sleep", "300")
+    s1 = scrape(md.api)
+    assert delta(s0, s1, "kanal_nft_set_elements", set="masq4") == 1
+    assert delta(s0, s1, "kanal_nft_set_elements", set="pm_any4") == 1
+    ran = sum(
+        delta(s0, s1, "kanal_nft_transactions_total", way=w) for w in ("netlink", "libnftables")
+    )
+    assert ran >= 1
+    assert (
+        sum(
+            delta(s0, s1, "kanal_nft_transaction_seconds_count", way=w)
+            for w in ("netlink", "libnftables")
+        )
+        == ran
+    )
+    md.k("rm", "-f", "f1")
+    s2 = scrape(md.api)
+    assert delta(s1, s2, "kanal_nft_set_elements", set="masq4") == -1
+    assert delta(s1, s2, "kanal_nft_set_elements", set="pm_any4") == -1
+    assert val(s2, "kanal_nft_transaction_errors_total", way="netlink") == 0
+    md.kanal("rm", "fwm")

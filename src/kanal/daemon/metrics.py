@@ -16,6 +16,8 @@ What is measured:
 - at scrape time: networks, endpoints, sandboxes by state, each network's address
   use; the embedded DNS's queries, answers by source and rcode, refusals, forwards
   in flight and forward latency; the overlay's peers, etcd errors (watch reconnects), reconciles;
+- nftables: transactions by way, their failures and latency, and the elements of
+  each of kanal's sets and maps (:mod:`kanal.daemon.fwmetrics`);
 - the process: memory, CPU, open fds (the library's process collector) and threads.
 """
 
@@ -39,6 +41,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, start_http_server
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from kanal.daemon.fwmetrics import FirewallCollector
 from kanal.engine.dns.stats import FORWARD_BUCKETS, RCODES
 from kanal.errors import InvalidConfig
 
@@ -112,6 +115,7 @@ class Metrics:
         )
         ProcessCollector(registry=r)
         r.register(_ThreadsCollector())
+        r.register(FirewallCollector())
         self._engine: _EngineCollector | None = None
 
     # --- told by the fast path and the engine ------------------------------------------

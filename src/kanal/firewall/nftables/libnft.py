@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _thread
 import os
+from time import monotonic as _monotonic
 
 from kanal._ffi import Library, c_char_p, c_int, c_uint, c_void_p
 from kanal.errors import Internal, Unavailable
@@ -113,6 +114,16 @@ def _ctx() -> _Ctx | None:
 
 def run(cmds: str, *, json_out: bool = False) -> str:
     """Run nft commands (one atomic transaction) in the caller's namespace."""
+    start, ok = _monotonic(), False
+    try:
+        out = _run(cmds, json_out)
+        ok = True
+        return out
+    finally:
+        nfnl.TX_STATS["libnftables"].record(_monotonic() - start, ok)
+
+
+def _run(cmds: str, json_out: bool) -> str:
     ctx = _ctx()
     if ctx is not None:
         return ctx.run(cmds, json_out)

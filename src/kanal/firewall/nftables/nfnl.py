@@ -24,6 +24,7 @@ import _thread
 import errno
 import os
 import struct
+from time import monotonic as _monotonic
 
 from kanal._hash import sha256_hex
 from kanal.netlink.wire import NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST
@@ -32,7 +33,47 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-__all__ = ["NfnlError", "chain_exists", "elements", "rule_comments", "usable"]
+__all__ = [
+    "TX_BUCKETS",
+    "TX_STATS",
+    "NfnlError",
+    "TxStats",
+    "chain_exists",
+    "elements",
+    "rule_comments",
+    "usable",
+]
+
+
+#: upper bounds (seconds) of the transaction latency histogram's buckets
+TX_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class TxStats:
+    """nftables transactions this process ran, one way of running them (libnftables
+    or packed netlink): plain numbers that kanald's metrics read at scrape time (a
+    plugin process counts too, and nobody reads them)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.errors = 0
+        self.seconds = 0.0
+        self.buckets = [0] * (len(TX_BUCKETS) + 1)
+        self._lock = _thread.allocate_lock()
+
+    def record(self, seconds: float, ok: bool) -> None:
+        with self._lock:
+            self.count += 1
+            self.errors += 0 if ok else 1
+            self.seconds += seconds
+            i = 0
+            while i < len(TX_BUCKETS) and seconds > TX_BUCKETS[i]:
+                i += 1
+            self.buckets[i] += 1
+
+
+#: by way: "netlink" (element batches packed here), "libnftables" (everything else)
+TX_STATS = {"netlink": TxStats(), "libnftables": TxStats()}
 
 FAMILIES = {"inet": 1, "ip": 2, "ip6": 10, "bridge": 7}
 _SUBSYS = 10  # NFNL_SUBSYS_NFTABLES
@@ -270,7 +311,12 @@ def elements(family: str, table: str, ops: Sequence[Op]) -> None:
         msgs.append(_msg(_BATCH_END, NLM_F_REQUEST, seq + len(ops) + 1, 0, b"", _SUBSYS))
         return b"".join(msgs), len(ops) + 2
 
-    _talk(build)
+    start, ok = _monotonic(), False
+    try:
+        _talk(build)
+        ok = True
+    finally:
+        TX_STATS["netlink"].record(_monotonic() - start, ok)
 
 
 def delete_elements(family: str, table: str, ops: Sequence[Op]) -> None:
