@@ -393,3 +393,43 @@ def test_explain_follows_an_overlay_packet_to_its_vtep(hosts: Hosts) -> None:
     p = h.kanal(1, "explain", "-f", "json", "x1", nobody, check=False)
     assert p.returncode == 1 and json.loads(p.stdout)["Reachable"] is False
     assert not ping(h, 1, "x1", nobody)
+
+
+def test_overlay_metrics_count_entries_latency_and_repaired_drift(hosts: Hosts) -> None:
+    """h1's /metrics: its VXLAN device's entries for the two other hosts' sandboxes,
+    programming latency of watch batches, etcd request latency; an FDB entry deleted
+    behind kanald's back is put back by the next reconcile and counted as drift."""
+    from tests.e2e.test_metrics import scrape, val
+
+    h = hosts
+    h.kanal(1, "network", "create", "-d", "overlay", "--subnet", "10.93.0.0/24", "ovm")
+    run(h, 1, "m1", "ovm")
+    run(h, 2, "m2", "ovm")
+    run(h, 3, "m3", "ovm")
+    for i in (2, 3):
+        assert wait_for(f"m1 -> m{i}", partial(ping, h, 1, "m1", h.ip_of(i, f"m{i}", "ovm")))
+    api = h.api(1)
+    s = scrape(api)
+    assert val(s, "kanal_overlay_fdb_entries", network="ovm") >= 2
+    assert val(s, "kanal_overlay_neighbour_entries", network="ovm") >= 2
+    assert val(s, "kanal_overlay_program_seconds_count") >= 2  # m2's and m3's records
+    assert val(s, "kanal_etcd_request_seconds_count", path="/v3/kv/range") >= 1
+    before = val(s, "kanal_overlay_drift_repairs_total")
+    vx = [
+        ln["ifname"]
+        for ln in json.loads(nsexec(h.ns[1], "ip", "-j", "-d", "link", "show").stdout)
+        if ln.get("linkinfo", {}).get("info_kind") == "vxlan" and ln.get("master")
+    ]
+    entries = json.loads(nsexec(h.ns[1], "bridge", "-j", "fdb", "show").stdout)
+    remote = [e for e in entries if e.get("dst") == "192.0.2.2" and e.get("ifname") in vx]
+    assert remote, entries
+    e = remote[0]
+    nsexec(h.ns[1], "bridge", "fdb", "del", e["mac"], "dev", e["ifname"], "dst", e["dst"])
+
+    def repaired() -> bool:
+        now = scrape(api)
+        back = json.loads(nsexec(h.ns[1], "bridge", "-j", "fdb", "show").stdout)
+        restored = any(x.get("mac") == e["mac"] and x.get("dst") == e["dst"] for x in back)
+        return restored and val(now, "kanal_overlay_drift_repairs_total") > before
+
+    assert wait_for("the deleted entry is put back and counted", repaired)

@@ -38,9 +38,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from functools import partial
 
 from kanal.cluster import gipam
+from kanal.cluster.agentstats import OVERLAY_PREFIX, AgentStats, WatchLoops
 from kanal.cluster.misses import MissAnswering
 from kanal.cluster.nodes import NODES_PREFIX, GoneTracker, Node
 from kanal.cluster.vxlan import (
@@ -66,7 +66,6 @@ from kanal.store.etcd import Cmp, EtcdStore, WatchBatch
 
 __all__ = ["OVERLAY_PREFIX", "OverlayAgent"]
 
-OVERLAY_PREFIX = "overlay/"
 log = logging.getLogger("kanal.cluster")
 
 
@@ -78,7 +77,7 @@ def _parse_endpoint_key(key: str) -> tuple[str, str] | None:
     return None
 
 
-class OverlayAgent(MissAnswering):
+class OverlayAgent(MissAnswering, WatchLoops):
     def __init__(
         self,
         store: EtcdStore,
@@ -118,7 +117,7 @@ class OverlayAgent(MissAnswering):
         self._ep_gc = GoneTracker(grace or 0.0)
         self._listeners: list[Callable[[str], None]] = []
         self._changed: set[str] = set()  # programmed networks the listeners are owed
-        self.etcd_errors = self.reconciles = 0  # counters for kanald's metrics
+        self.stats = AgentStats()  # read by kanald's metrics
 
     # ---- lifecycle ------------------------------------------------------------------
     @property
@@ -186,6 +185,11 @@ class OverlayAgent(MissAnswering):
         """Announce this host's endpoint (peers program it). Raises Unavailable."""
         rec = EndpointRecord(ip, mac.lower(), self.host, self.advertise_addr, name, tuple(aliases))
         self.store.put(endpoint_key(network, endpoint_id), rec.to_json())
+
+    def devices(self) -> dict[str, str]:
+        """Network id -> the name of its VXLAN device here (attached networks)."""
+        with self._lock:
+            return {net: link.name for net, link in self._links.items()}
 
     def endpoints(self, network: str) -> list[EndpointRecord]:
         """The network's endpoints as last seen: this host's and those of live hosts
@@ -307,6 +311,7 @@ class OverlayAgent(MissAnswering):
                     continue
                 if ch:
                     log.debug("overlay %s: %s", net, ch)
+                    self.stats.drift_repairs += len(ch) if mode == "full" and tally else 0
                 self._answer_pending(net)
                 self._changed.add(net)
 
@@ -387,7 +392,7 @@ class OverlayAgent(MissAnswering):
         revisions (one small request instead: with a thousand endpoints every host
         re-reading them each period is most of an idle cluster's etcd traffic)."""
         rev = self.store.revision()
-        self.reconciles += 1
+        self.stats.reconciles += 1
         with self._lock:
             current = self._listed >= {NODES_PREFIX, OVERLAY_PREFIX} and rev <= min(
                 self._rev.get(NODES_PREFIX, 0), self._rev.get(OVERLAY_PREFIX, 0)
@@ -412,42 +417,6 @@ class OverlayAgent(MissAnswering):
             return update()
 
     # ---- threads ------------------------------------------------------------------------
-    def _error(self, e: Exception) -> None:
-        self.etcd_errors += 1  # each is followed by a retry (a watch on the next member)
-        if self.last_error is None:
-            log.warning("overlay agent: etcd: %s", e)
-        self.last_error = e
-
-    def _watch_loop(
-        self,
-        prefix: str,
-        set_all: Callable[[Iterable[Entry]], set[str]],
-        on_batch: Callable[[WatchBatch], set[str]],
-    ) -> None:
-        while not self._stop.is_set():
-            try:
-                entries, rev = self.store.snapshot(prefix)
-            except Unavailable as e:
-                self._error(e)
-                self._stop.wait(1.0)
-                continue
-            self._program(self._take(prefix, rev, partial(set_all, entries)))
-            self._notify()
-            self._listed.add(prefix)
-            if self._listed >= {NODES_PREFIX, OVERLAY_PREFIX}:
-                self.synced.set()
-            self.last_error = None
-            for batch in self.store.watch(prefix, rev + 1, stop=self._stop, on_error=self._error):
-                self.last_error = None
-                if batch.resync is not None:
-                    nets = self._take(prefix, batch.revision, partial(set_all, batch.resync))
-                    self._program(nets)
-                else:
-                    nets = self._take(prefix, batch.revision, partial(on_batch, batch))
-                    # endpoints changed: their own entries; hosts changed: every network
-                    self._program(nets, mode="delta" if prefix == OVERLAY_PREFIX else "recompute")
-                self._notify()
-
     def _periodic(self) -> None:
         while not self._stop.wait(self.resync_interval):
             try:

@@ -151,6 +151,9 @@ class Changes:
     add_routes: list[RouteEntry] = field(default_factory=list)
     del_routes: list[RouteEntry] = field(default_factory=list)
 
+    def __len__(self) -> int:
+        return len(self.add_fdb) + len(self.del_fdb) + len(self.set_neigh) + len(self.del_neigh)
+
     def __bool__(self) -> bool:
         parts = (self.add_fdb, self.del_fdb, self.set_neigh, self.del_neigh)
         return any(parts) or bool(self.add_routes or self.del_routes)

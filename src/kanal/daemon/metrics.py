@@ -17,7 +17,7 @@ What is measured:
   use; the embedded DNS's queries, answers by source and rcode, refusals, forwards
   in flight and forward latency; the overlay's peers, etcd errors (watch reconnects), reconciles;
 - nftables: transactions by way, their failures and latency, and the elements of
-  each of kanal's sets and maps (:mod:`kanal.daemon.fwmetrics`);
+  each of kanal's sets and maps (:mod:`kanal.daemon.layermetrics`);
 - the process: memory, CPU, open fds (the library's process collector) and threads.
 """
 
@@ -41,7 +41,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, start_http_server
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from kanal.daemon.fwmetrics import FirewallCollector
+from kanal.daemon.layermetrics import FirewallCollector, overlay_extras
 from kanal.engine.dns.stats import FORWARD_BUCKETS, RCODES
 from kanal.errors import InvalidConfig
 
@@ -335,8 +335,9 @@ class _EngineCollector(Collector):
             "kanal_overlay_etcd_errors",
             "etcd errors the overlay agent met (each followed by a retry: the watch "
             "reconnects to the next member, a listing or reconcile is tried again)",
-            value=agent.etcd_errors,
+            value=agent.stats.etcd_errors,
         )
         yield CounterMetricFamily(
-            "kanal_overlay_reconciles", "full overlay reconciles run", value=agent.reconciles
+            "kanal_overlay_reconciles", "full overlay reconciles run", value=agent.stats.reconciles
         )
+        yield from overlay_extras(cluster, self.ctrl.networks())

@@ -25,7 +25,15 @@ from kanal.errors import InvalidConfig, NotFound, Unavailable
 from kanal.store import Entry, StoreRefused, check_key
 from kanal.store.etcdconn import GATEWAY_REFUSES_CN, Connector, explain_tls_error
 
-__all__ = ["EtcdClient", "LeaseNotFound", "b64", "parse_etcd_url", "prefix_end", "unb64"]
+__all__ = [
+    "REQUEST_BUCKETS",
+    "EtcdClient",
+    "LeaseNotFound",
+    "b64",
+    "parse_etcd_url",
+    "prefix_end",
+    "unb64",
+]
 
 # gRPC codes the gateway passes through: 4 deadline exceeded, 14 unavailable
 # (no leader, leader changed, request timed out) — worth another member or round.
@@ -62,6 +70,10 @@ def parse_etcd_url(rest: str) -> tuple[list[tuple[str, int]], str]:
         endpoints.append((host.strip("[]"), int(port)))
     prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/kanal/"
     return endpoints, prefix
+
+
+#: upper bounds (seconds) of the request latency histogram's buckets
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class LeaseNotFound(NotFound):
@@ -109,6 +121,10 @@ class EtcdClient:
         self.connector = connector or Connector()
         self._local = threading.local()
         self._preferred = 0
+        #: per gateway path ("/v3/kv/range"...): [calls, failures, seconds, bucket counts]
+        #: (REQUEST_BUCKETS), read by kanald's metrics; failover and retries included
+        self.request_stats: dict[str, list[Any]] = {}
+        self._stats_lock = threading.Lock()
 
     def _conn(self, i: int, timeout: float) -> http.client.HTTPConnection:
         conns: dict[int, http.client.HTTPConnection] = self._local.__dict__.setdefault("c", {})
@@ -138,6 +154,26 @@ class EtcdClient:
         member refused us: TLS or authentication, or our user lacks the permission),
         LeaseNotFound.
         """
+        start, ok = time.monotonic(), False
+        try:
+            out = self._call(path, body, timeout)
+            ok = True
+            return out
+        finally:
+            self._count(path, time.monotonic() - start, ok)
+
+    def _count(self, path: str, seconds: float, ok: bool) -> None:
+        with self._stats_lock:
+            st = self.request_stats.setdefault(path, [0, 0, 0.0, [0] * (len(REQUEST_BUCKETS) + 1)])
+            st[0] += 1
+            st[1] += 0 if ok else 1
+            st[2] += seconds
+            i = 0
+            while i < len(REQUEST_BUCKETS) and seconds > REQUEST_BUCKETS[i]:
+                i += 1
+            st[3][i] += 1
+
+    def _call(self, path: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         call = _Call(path, json.dumps(body).encode())
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         n = len(self.endpoints)
