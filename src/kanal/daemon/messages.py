@@ -230,7 +230,10 @@ def sandbox_spec(b: dict[str, Any]) -> SandboxSpec:
         dns_options=str_list(b, "DnsOptions"),
         extra_hosts=str_list(b, "ExtraHosts"),
         workdir=opt_str(b, "WorkingDir"),
+        pid_mode=opt_str(b, "PidMode"),
     )
+    if spec.pid_mode not in ("", "host"):
+        raise InvalidConfig(f"invalid PidMode {spec.pid_mode!r}: want host (or nothing)")
     validate.sandbox(spec)
     return spec
 

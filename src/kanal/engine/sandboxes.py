@@ -28,7 +28,7 @@ from kanal import validate
 from kanal.engine import processes
 from kanal.engine.controller import Controller
 from kanal.engine.dns.index import NameIndex
-from kanal.engine.model import Endpoint, SandboxRef, new_id, now
+from kanal.engine.model import Endpoint, PortBinding, SandboxRef, new_id, now
 from kanal.engine.sandboxenv import SandboxEnv, is_mount
 from kanal.engine.sandboxspec import NetworkRequest, SandboxSpec, checked_spec
 from kanal.engine.supervisor import Supervisor
@@ -69,6 +69,17 @@ class Sandbox:
     # overlay addresses the cluster freed while this host was cut off (the sandbox was
     # disconnected from those networks): {"Network", "Address", "At"}
     lost: list[dict[str, str]] = field(default_factory=list)
+    pid_mode: str = ""  # "host": no PID namespace of its own (kanal run --pid host)
+    started_at: str = ""
+    finished_at: str = ""
+    # what kanal run asked for: ports published on the first network ({"container_port",
+    # "protocol", "host_ip", "host_port"}) and the networks ({"network", "ip", "ip6",
+    # "aliases"}), as docker's HostConfig and NetworkingConfig keep them
+    publish: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    # the endpoints a stop released, taken again by the next start (same network,
+    # same static addresses, aliases; "ports": whether it carried the published ports)
+    parked: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -110,6 +121,8 @@ class SandboxManager:
         self.reverse = self.names_index.reverse
         self.invalidate = self.names_index.invalidate
         self._lock = threading.Lock()
+        self._changed = threading.Condition()  # a sandbox's process ended
+        self._release_lock = threading.Lock()
         self._sb_locks: dict[str, threading.Lock] = {}
         controller.listeners.append(self._on_endpoint_event)
 
@@ -201,8 +214,9 @@ class SandboxManager:
         if s.state == "running" and s.pid and not self.procs.following(s.id):
             leader = self.procs.leader(s)
             if leader is None or not processes.alive(leader):
-                s.state = "exited"
+                s.state, s.finished_at = "exited", now()
                 self._save(s)
+                self.release(s)
         return s
 
     # --- create ------------------------------------------------------------------
@@ -261,6 +275,9 @@ class SandboxManager:
             extra_hosts=list(spec.extra_hosts),
             workdir=spec.workdir,
             netns_id=[st.st_dev, st.st_ino] if st is not None else [],
+            pid_mode=spec.pid_mode,
+            publish=[asdict(p) for p in spec.publish],
+            requests=[asdict(r) for r in spec.networks],
         )
         if own and mode != "none":
             reqs = spec.networks or [NetworkRequest(mode)]
@@ -341,11 +358,89 @@ class SandboxManager:
             sb = self.get(sb.id)
             if sb.state == "running":
                 raise Conflict(f"container {sb.name} is already running")
-            with self.journal.intent("sandbox-start", sandbox=sb.id) as it:
-                p = self.procs.launch(sb)
-                self.journal.end(it, [Put(f"sandboxes/{sb.id}", sb.to_json())])
+            if sb.error:
+                raise Conflict(f"container {sb.name} is broken: {sb.error}")
+            self.retake(sb)
+            sb.started_at, sb.finished_at = now(), ""
+            try:
+                with self.journal.intent("sandbox-start", sandbox=sb.id) as it:
+                    p = self.procs.launch(sb)
+                    self.journal.end(it, [Put(f"sandboxes/{sb.id}", sb.to_json())])
+            except BaseException:
+                self.release(self.get(sb.id))
+                raise
         self.procs.follow(sb.id, p)
         return sb
+
+    # --- a stopped sandbox holds no addresses or ports ---------------------------------
+
+    def release(self, sb: Sandbox) -> None:
+        """Give back the endpoints (addresses, host ports) of a sandbox whose process
+        ended, as docker does on stop; noted in ``sb.parked`` for :meth:`retake`.
+        Idempotent: with no endpoints left nothing changes."""
+        if not sb.own_netns:
+            return
+        with self._release_lock:  # the supervisor's report and a stop may both come
+            self._release(sb)
+
+    def _release(self, sb: Sandbox) -> None:
+        eps = self.ctrl.sandbox_endpoints(sb.id)
+        if not eps:
+            return
+        nets = {n.id: n.name for n in self.ctrl.networks()}
+        first = sb.requests[0]["network"] if sb.requests else sb.network_mode
+        sb.parked = [
+            {
+                "network": ep.network_id,
+                "name": nets.get(ep.network_id, ep.network_id),
+                "ip": ep.ipv4.split("/")[0] if ep.static_ip and ep.ipv4 else "",
+                "ip6": ep.ipv6.split("/")[0] if ep.static_ip and ep.ipv6 else "",
+                "aliases": list(ep.aliases),
+                "ports": bool(ep.ports) or nets.get(ep.network_id) == first,
+            }
+            for ep in sorted(eps, key=lambda e: e.created)
+        ]
+        self._save(sb)
+        self.ctrl.disconnect_all(sb.id)
+        self.write_files(sb)
+        self.sync_dns(sb)
+
+    def retake(self, sb: Sandbox) -> None:
+        """Join again the networks :meth:`release` gave back (same static addresses,
+        aliases, published ports), all or none.
+
+        Raises:
+            KanalError: a network is gone or an address or port was taken meanwhile.
+        """
+        if not sb.parked:
+            return
+        have = {ep.network_id for ep in self.ctrl.sandbox_endpoints(sb.id)}
+        ports = [PortBinding(**p) for p in sb.publish]
+        done: list[str] = []
+        try:
+            for r in sb.parked:
+                if r["network"] in have:
+                    continue
+                self.ctrl.connect(
+                    r["network"],
+                    SandboxRef(sb.id, sb.name, sb.netns),
+                    ip=r["ip"],
+                    ip6=r["ip6"],
+                    aliases=r["aliases"],
+                    ports=ports if r["ports"] else (),
+                )
+                done.append(r["network"])
+        except BaseException:
+            for nid in done:
+                try:
+                    self.ctrl.disconnect(nid, sb.id, force=True)
+                except KanalError:
+                    log.exception("undoing the start of %s", sb.name)
+            raise
+        sb.parked = []
+        self._save(sb)
+        self.write_files(sb)
+        self.sync_dns(sb)
 
     def adopt_started(self, sid: str) -> Sandbox | None:
         """Recovery of an interrupted start: the process it launched, if one runs,
@@ -368,21 +463,68 @@ class SandboxManager:
             self.mark_exited(sid, code)
         except KanalError:
             pass
+        except Exception:  # the reporting thread must not die silently
+            log.exception("sandbox %s exited", sid)
 
     def mark_running(self, ref: str, pid: int) -> Sandbox:
         """An attached run started by the CLI itself reports its process."""
         sb = self.get(ref)
         sb.state, sb.pid, sb.exit_code = "running", pid, None
+        sb.started_at, sb.finished_at = now(), ""
         start = processes.proc_start(pid)
         sb.started = float(start) if start else 0.0
         self._save(sb)
         return sb
 
     def mark_exited(self, ref: str, code: int) -> Sandbox:
+        """Its process ended with ``code``: exited, its endpoints released."""
         sb = self.get(ref)
-        sb.state, sb.exit_code = "exited", code
+        sb.state, sb.exit_code, sb.finished_at = "exited", code, now()
         self._save(sb)
+        self.release(sb)
+        with self._changed:
+            self._changed.notify_all()
         return sb
+
+    def kill(self, ref: str, sig: int) -> Sandbox:
+        """Send ``sig`` to the sandbox's first process (docker's ``kill``).
+
+        Raises:
+            Conflict: it is not running.
+        """
+        sb = self.get(ref)
+        if sb.state != "running" or not self.procs.kill(sb, sig):
+            raise Conflict(f"Cannot kill container: {sb.name}: container is not running")
+        return sb
+
+    def restart(self, ref: str, timeout: float = 10.0) -> Sandbox:
+        """Stop (if running), then start."""
+        sb = self.stop(ref, timeout)
+        return self.start(sb.id)
+
+    def wait_exit(
+        self, ref: str, timeout: float | None = None, cancel: threading.Event | None = None
+    ) -> Sandbox:
+        """Block until the sandbox is not running (docker's ``wait``); the sandbox
+        as it is then (still running after ``timeout`` or once ``cancel`` is set)."""
+        import time
+
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            sb = self.get(ref)
+            if sb.state != "running":
+                return sb
+            if cancel is not None and cancel.is_set():
+                return sb
+            if deadline is not None and time.monotonic() >= deadline:
+                return sb
+            with self._changed:
+                self._changed.wait(0.5)
+
+    def log_path(self, ref: str) -> tuple[Sandbox, str]:
+        """The sandbox and the file its detached process writes to."""
+        sb = self.get(ref)
+        return sb, os.path.join(self.env.dir(sb.id), "log")
 
     def stop(self, ref: str, timeout: float = 10.0) -> Sandbox:
         sb = self.get(ref)
@@ -393,12 +535,20 @@ class SandboxManager:
         sb = self.get(sid)
         if sb.state != "running" or not sb.pid:
             return sb
+        followed = self.procs.following(sid)
         self.procs.stop_all(sb.id, sb, sb.netns if sb.own_netns else "", timeout)
-        sb = self.get(sid)
-        if sb.state == "running":
-            sb.state, sb.exit_code = "exited", 137
+        # The supervisor's thread reports the status it reaped (143 for SIGTERM).
+        sb = self.wait_exit(sid, 5.0) if followed else self.get(sid)
+        if sb.state == "running" or sb.exit_code is None:
+            # Not followed (started before a daemon restart): its status is not
+            # ours to read; it ended on the SIGTERM or on the SIGKILL after it.
+            sb.exit_code = 137 if sb.state == "running" else 143
+            sb.state, sb.finished_at = "exited", now()
             self._save(sb)
-        return sb
+        self.release(sb)
+        with self._changed:
+            self._changed.notify_all()
+        return self.get(sid)
 
     def remove(self, ref: str, *, force: bool = False) -> Sandbox:
         sb = self.get(ref)

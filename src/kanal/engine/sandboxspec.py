@@ -36,6 +36,7 @@ class SandboxSpec:
     dns_options: list[str] = field(default_factory=list)
     extra_hosts: list[str] = field(default_factory=list)
     workdir: str = ""
+    pid_mode: str = ""  # "" (a PID namespace of its own) or "host" (kanald's)
 
 
 def checked_spec(spec: SandboxSpec, sid: str) -> tuple[str, str]:
@@ -60,6 +61,8 @@ def checked_spec(spec: SandboxSpec, sid: str) -> tuple[str, str]:
             validate_name(host, "host")
         except (ValueError, KanalError):
             raise InvalidConfig(f"invalid --add-host {h!r}: want NAME:IP") from None
+    if spec.pid_mode not in ("", "host"):
+        raise InvalidConfig(f"invalid --pid {spec.pid_mode!r}: want host (or nothing)")
     if mode.startswith("container:") and (spec.publish or spec.networks or spec.hostname):
         raise InvalidConfig(
             "conflicting options: --network container: shares the other's network "

@@ -1,8 +1,10 @@
 """A sandbox's process: launched detached, followed, found again, stopped.
 
-The process runs ``nsenter --net=<netns> unshare --mount [--uts] -- python -m
-kanal.engine.launch <spec>``: the launcher binds the sandbox's files over /etc
-and executes the command (kanal.engine.launch). kanald follows the processes it
+The process runs ``nsenter --net=<netns> unshare --mount [--uts] [--pid --fork
+--kill-child] -- python -m kanal.engine.launch <spec>``: the launcher binds the
+sandbox's files over /etc and executes the command (kanal.engine.launch); in a
+PID namespace of its own (unless ``--pid host``) it stays as that namespace's
+PID 1 so that the command's background processes end with it. kanald follows the processes it
 started (their exit is reported through ``on_exit``); one started before a
 restart is found by its pidfile or its launch spec, and named by pid *and*
 start time so that a recycled pid is never signalled
@@ -14,9 +16,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -26,7 +30,7 @@ if TYPE_CHECKING:
     from kanal.engine.sandboxenv import SandboxEnv
     from kanal.engine.sandboxes import Sandbox
 
-__all__ = ["Supervisor"]
+__all__ = ["Supervisor", "exit_status"]
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -63,6 +67,7 @@ class Supervisor:
                 "/etc/hostname": os.path.join(d, "hostname"),
             },
             "pidfile": self.pidfile(sb.id),
+            "init": sb.pid_mode != "host",
         }
         spec_path = os.path.join(d, "launch.json")
         # 0600 even if it existed looser: it holds the -e values.
@@ -71,12 +76,16 @@ class Supervisor:
         with os.fdopen(fd, "w") as f:
             json.dump(spec, f)
         uts = ["--uts"] if sb.own_netns else []
+        # --kill-child: the namespace's PID 1 dies with unshare (a SIGKILL of the
+        # group leader leaves nothing behind).
+        pidns = ["--pid", "--fork", "--kill-child"] if sb.pid_mode != "host" else []
         argv = [
             "nsenter",
             f"--net={sb.netns}",
             "unshare",
             "--mount",
             *uts,
+            *pidns,
             "--propagation",
             "private",
             "--",
@@ -118,7 +127,7 @@ class Supervisor:
         threading.Thread(target=self._wait, args=(sid, p), daemon=True).start()
 
     def _wait(self, sid: str, p: subprocess.Popen[bytes]) -> None:
-        code = p.wait()
+        code = exit_status(p.wait())
         with self._lock:
             self._procs.pop(sid, None)
         self.on_exit(sid, code)
@@ -135,6 +144,39 @@ class Supervisor:
         if not sb.pid:
             return None
         return sb.pid, str(int(sb.started)) if sb.started else ""
+
+    def init_pid(self, sb: Sandbox, wait: float = 2.0) -> int:
+        """The sandbox's first process as docker's ``State.Pid`` names it: the PID 1
+        of its PID namespace (its launcher; waited for up to ``wait`` seconds just
+        after a start), else the leader; 0 when it is not running."""
+        if sb.state != "running" or not sb.pid:
+            return 0
+        if sb.pid_mode == "host":
+            return sb.pid
+        deadline = time.monotonic() + wait
+        while True:
+            ref = processes.read_pidfile(self.pidfile(sb.id))
+            if ref is not None and processes.alive(ref):
+                return ref[0]
+            leader = self.leader(sb)
+            if time.monotonic() >= deadline or leader is None or not processes.alive(leader):
+                return sb.pid
+            time.sleep(0.02)
+
+    def kill(self, sb: Sandbox, sig: int) -> bool:
+        """Send ``sig`` to the sandbox's first process only (docker's ``kill``): PID 1
+        of its namespace passes it on to the command; SIGKILL ends the namespace.
+        False if nothing runs."""
+        pid = self.init_pid(sb)
+        if not pid:
+            return False
+        if sig == signal.SIGKILL:
+            # Nothing to pass on: the whole group goes (unshare reports 137).
+            leader = self.leader(sb)
+            return leader is not None and processes.signal_proc(leader, sig)
+        own = pid == sb.pid
+        ref = self.leader(sb) if own else processes.read_pidfile(self.pidfile(sb.id))
+        return ref is not None and processes.signal_proc(ref, sig, group=False)
 
     def stop_all(self, sid: str, sb: Sandbox | None, netns: str, timeout: float = 2.0) -> bool:
         """Stop the sandbox's processes: its recorded leader (pid and start time), the
@@ -166,3 +208,8 @@ class Supervisor:
             if want and (st.st_dev, st.st_ino) == want:
                 return pid
         return 0
+
+
+def exit_status(code: int) -> int:
+    """A process's status as docker reports it: 128+N when signal N ended it."""
+    return code if code >= 0 else 128 - code
