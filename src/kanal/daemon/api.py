@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from kanal import validate
+from kanal.daemon.dockerapi import API_VERSION
 from kanal.daemon.events import EventBus
 from kanal.daemon.messages import parse_query
 from kanal.daemon.resolvers import (
@@ -32,7 +33,7 @@ from kanal.daemon.resolvers import (
     NoSandboxes,
     SandboxResolver,
 )
-from kanal.daemon.routes import Reply, route
+from kanal.daemon.routes import Reply, Stream, route
 from kanal.engine.controller import Controller
 from kanal.errors import KanalError
 from kanal.unixsock import PrivateUnixServer, QuietHandler
@@ -82,6 +83,8 @@ class ApiServer(PrivateUnixServer):
         self.idle_timeout = idle_timeout
         self._busy = 0
         self._idle = threading.Condition()
+        #: set when the daemon stops: long requests (wait, logs -f) end early
+        self.stopping = threading.Event()
         super().__init__(path, _Handler, mode=mode, dir_mode=0o700)
 
     @contextmanager
@@ -108,6 +111,7 @@ class ApiServer(PrivateUnixServer):
     def server_close(self) -> None:
         # No new connections; a request whose body was received runs to its end
         # (or its rollback) before the process may exit.
+        self.stopping.set()
         super().server_close()
         if not self.wait_idle(DRAIN_TIMEOUT):
             log.warning("stopping with %d API requests still under way", self._busy)
@@ -123,15 +127,27 @@ class _Handler(QuietHandler):
         # An idle keep-alive connection does not hold a thread for ever.
         self.connection.settimeout(self.server.idle_timeout)
 
+    def _docker_headers(self) -> None:
+        # What docker clients read from every answer (/_ping's for negotiation).
+        self.send_header("Api-Version", API_VERSION)
+        self.send_header("Docker-Experimental", "false")
+        self.send_header("Ostype", "linux")
+
     def _send(self, status: int, body: Any) -> None:
-        data = b"" if body is None else json.dumps(body).encode() + b"\n"
+        if isinstance(body, bytes):
+            data, ctype = body, "text/plain; charset=utf-8"
+        else:
+            data = b"" if body is None else json.dumps(body).encode() + b"\n"
+            ctype = "application/json"
         try:
             self.send_response(status)
+            self._docker_headers()
             if body is not None:
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":
+                self.wfile.write(data)
         except OSError:
             # The client left: what its request did stays done (or undone), only
             # the answer is lost.
@@ -152,7 +168,9 @@ class _Handler(QuietHandler):
             # From here on the request runs to its end whatever the client does.
             with self.server.operation():
                 result = self.server.route(method, url.path, query, body)
-            if isinstance(result, Reply):
+            if isinstance(result, Stream):
+                self._stream(result)
+            elif isinstance(result, Reply):
                 self._send(result.status, result.body)
             else:
                 self._send(200, result)
@@ -162,11 +180,37 @@ class _Handler(QuietHandler):
             log.exception("API %s %s", method, self.path)
             self._send(500, {"message": f"internal error: {e}"})
 
+    def _stream(self, s: Stream) -> None:
+        """Chunks as they come, until they end or the client leaves."""
+        try:
+            self.send_response(200)
+            self._docker_headers()
+            self.send_header("Content-Type", s.content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+            for chunk in s.chunks:
+                if not chunk:
+                    if _hung_up(self.connection):
+                        break
+                    continue
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+        finally:
+            close = getattr(s.chunks, "close", None)
+            if close is not None:
+                close()
+
     def _events(self) -> None:
         bus = self.server.events
         q = bus.subscribe()
         try:
             self.send_response(200)
+            self._docker_headers()
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
@@ -189,6 +233,9 @@ class _Handler(QuietHandler):
 
     def do_DELETE(self) -> None:
         self._handle("DELETE")
+
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
 
 
 def _drain(q: queue.Queue[dict[str, Any]], conn: socket.socket) -> Iterator[dict[str, Any]]:

@@ -12,6 +12,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -132,6 +133,40 @@ class ApiClient:
             err.http_status = resp.status
             raise err
         return payload
+
+    def stream(self, path: str, query: dict[str, str] | None = None) -> Iterator[bytes]:
+        """``GET path``'s body as it comes, for as long as it takes (``logs -f``).
+
+        Raises KanalError with kanald's message (before the first chunk)."""
+        url = path + ("?" + urlencode(query) if query else "")
+        conn = _UnixConnection(self.path, self.timeout)
+        try:
+            try:
+                conn.request("GET", url)
+                assert conn.sock is not None
+                conn.sock.settimeout(None)  # a followed log may be quiet for hours
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as e:
+                raise Unavailable(f"kanald did not answer GET {path}", str(e)) from None
+            if resp.status >= 400:
+                raw = resp.read()
+                try:
+                    msg = json.loads(raw).get("message")
+                except (ValueError, AttributeError):
+                    msg = raw.decode("utf-8", "replace")
+                err = KanalError(str(msg or f"HTTP {resp.status}"))
+                err.http_status = resp.status
+                raise err
+            while True:
+                try:
+                    chunk = resp.read1(65536)
+                except (OSError, http.client.HTTPException) as e:
+                    raise Unavailable(f"kanald stopped answering GET {path}", str(e)) from None
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            conn.close()
 
     def network(self, ref: str) -> Any:
         return self.request("GET", f"/networks/{quote(ref, safe='')}")
