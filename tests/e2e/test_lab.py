@@ -131,7 +131,7 @@ def test_exec_runs_kanal_against_that_host_and_the_seed_001_overlay(lab: LabCli)
     assert bad.returncode == 1 and "invalid bridge name 'bad/x'" in bad.stderr
     assert "bad1" not in lab.on("h2", "kanal", "network", "ls").stdout
     info = json.loads(lab.on("h1", "kanal", "inspect", "app1").stdout)[0]
-    assert info["Networks"]["web"]["IPAddress"].startswith("10.99.0.")
+    assert info["NetworkSettings"]["Networks"]["web"]["IPAddress"].startswith("10.99.0.")
     assert info["LostAddresses"] == []
     # each host has an ip netns world of its own, the machine's is untouched
     ns = unique("x", 12)

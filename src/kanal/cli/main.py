@@ -32,6 +32,7 @@ _COMMANDS = (
     "kanal.cli.dhcp",
     "kanal.cli.lab",
     "kanal.cli.inspect",
+    "kanal.cli.lifecycle",
 )
 
 EXIT_ERROR = 1
