@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,9 +35,9 @@ def rd(host_ns: str, tmp_path: Path) -> Iterator[RunDaemon]:
         d.stop(kill=True)
 
 
-def inspect(rd: RunDaemon, ref: str) -> dict[str, object]:
+def inspect(rd: RunDaemon, ref: str) -> Any:
+    """docker's container object of the sandbox, as ``kanal inspect`` prints it."""
     (got,) = json.loads(rd.k("inspect", ref).stdout)
-    assert isinstance(got, dict)
     return got
 
 
@@ -71,14 +72,12 @@ def test_inspect_is_dockers_container_object(rd: RunDaemon) -> None:
     assert c["Id"] == sid and c["Name"] == "/web"
     assert (c["Path"], c["Args"]) == ("sleep", ["86400.101"])
     st = c["State"]
-    assert isinstance(st, dict)
     assert st["Status"] == "running" and st["Running"] is True and st["ExitCode"] == 0
     # State.Pid: the sandbox's first process, in the sandbox's network namespace and a
     # PID namespace of its own (PID 1 there)
     pid = st["Pid"]
     assert isinstance(pid, int) and pid > 1
     ns = c["NetworkSettings"]
-    assert isinstance(ns, dict)
     key = ns["SandboxKey"]
     assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(key).st_ino
     assert os.stat(f"/proc/{pid}/ns/pid").st_ino != os.stat("/proc/self/ns/pid").st_ino
@@ -129,7 +128,7 @@ def test_stop_releases_start_takes_back(rd: RunDaemon) -> None:
         "run", "-d", "--name", "web", "--network", "app", "--ip", "10.75.0.10",
         "-p", "127.0.0.1:18092:80", "--", "busybox", "httpd", "-f", "-p", "80", "-h", str(www),
     )  # fmt: skip
-    key = inspect(rd, "web")["NetworkSettings"]["SandboxKey"]  # type: ignore[index]
+    key = inspect(rd, "web")["NetworkSettings"]["SandboxKey"]
     netns = os.path.basename(key)
     assert curl(rd.host, "http://127.0.0.1:18092/") == "web\n"
     assert published(rd.host, 18092)
@@ -137,9 +136,9 @@ def test_stop_releases_start_takes_back(rd: RunDaemon) -> None:
     # stop: SIGTERM ends it, docker's 143; its address, interface and port are given back
     assert rd.k("stop", "web").stdout == "web\n"
     c = inspect(rd, "web")
-    assert c["State"]["Status"] == "exited" and c["State"]["ExitCode"] == 143  # type: ignore[index]
-    assert c["State"]["Pid"] == 0 and c["NetworkSettings"]["Ports"] == {}  # type: ignore[index]
-    assert c["NetworkSettings"]["Networks"]["app"]["IPAddress"] == ""  # type: ignore[index]
+    assert c["State"]["Status"] == "exited" and c["State"]["ExitCode"] == 143
+    assert c["State"]["Pid"] == 0 and c["NetworkSettings"]["Ports"] == {}
+    assert c["NetworkSettings"]["Networks"]["app"]["IPAddress"] == ""
     assert "exited (143)" in rd.k("ps", "-a").stdout
     assert [link["ifname"] for link in ip_json(netns, "link", "show")] == ["lo"]
     assert not published(rd.host, 18092)
@@ -153,7 +152,7 @@ def test_stop_releases_start_takes_back(rd: RunDaemon) -> None:
          "--", "sleep", "86400.102")  # fmt: skip
     p = rd.k("start", "web", check=False)
     assert p.returncode == 1 and len(p.stderr.splitlines()) == 1 and "10.75.0.10" in p.stderr
-    assert inspect(rd, "web")["State"]["Status"] == "exited"  # type: ignore[index]
+    assert inspect(rd, "web")["State"]["Status"] == "exited"
     assert [link["ifname"] for link in ip_json(netns, "link", "show")] == ["lo"]
     assert not published(rd.host, 18092)
     rd.k("rm", "-f", "other")
@@ -161,19 +160,19 @@ def test_stop_releases_start_takes_back(rd: RunDaemon) -> None:
     # start: the same address (it was --ip), the port published again, served again
     assert rd.k("start", "web").stdout == "web\n"
     c = inspect(rd, "web")
-    assert c["State"]["Running"] is True  # type: ignore[index]
-    assert c["NetworkSettings"]["Networks"]["app"]["IPAddress"] == "10.75.0.10"  # type: ignore[index]
+    assert c["State"]["Running"] is True
+    assert c["NetworkSettings"]["Networks"]["app"]["IPAddress"] == "10.75.0.10"
     addrs = [a["local"] for link in ip_json(netns, "addr", "show") for a in link["addr_info"]]
     assert "10.75.0.10" in addrs
     assert published(rd.host, 18092)
     assert curl(rd.host, "http://127.0.0.1:18092/") == "web\n"
 
     # restart: a new process, the same address
-    pid = c["State"]["Pid"]  # type: ignore[index]
+    pid = c["State"]["Pid"]
     assert rd.k("restart", "-t", "5", "web").stdout == "web\n"
     c = inspect(rd, "web")
-    assert c["State"]["Running"] is True and c["State"]["Pid"] != pid  # type: ignore[index]
-    assert c["NetworkSettings"]["Networks"]["app"]["IPAddress"] == "10.75.0.10"  # type: ignore[index]
+    assert c["State"]["Running"] is True and c["State"]["Pid"] != pid
+    assert c["NetworkSettings"]["Networks"]["app"]["IPAddress"] == "10.75.0.10"
     assert curl(rd.host, "http://127.0.0.1:18092/") == "web\n"
 
     # kanald killed and started again: a stop still releases (and start takes back)
@@ -208,7 +207,7 @@ def test_kill_wait_and_background_processes_end_with_the_sandbox(rd: RunDaemon) 
          "--", "sh", "-c", "sleep 86400.203 & exit 3")  # fmt: skip
     assert rd.k("wait", "quits").stdout == "3\n"
     assert pids_with("86400.203") == []
-    assert inspect(rd, "quits")["State"]["ExitCode"] == 3  # type: ignore[index]
+    assert inspect(rd, "quits")["State"]["ExitCode"] == 3
 
     # --pid host opts out: the background process outlives the command (rm -f ends it:
     # it is still in the sandbox's network namespace)
@@ -216,7 +215,7 @@ def test_kill_wait_and_background_processes_end_with_the_sandbox(rd: RunDaemon) 
          "--", "sh", "-c", "sleep 86400.204 & exit 0")  # fmt: skip
     assert rd.k("wait", "hostpid").stdout == "0\n"
     assert pids_with("86400.204")
-    assert inspect(rd, "hostpid")["HostConfig"]["PidMode"] == "host"  # type: ignore[index]
+    assert inspect(rd, "hostpid")["HostConfig"]["PidMode"] == "host"
     rd.k("rm", "-f", "hostpid")
     assert pids_with("86400.204") == []
 
