@@ -128,9 +128,14 @@ class Supervisor:
 
     def _wait(self, sid: str, p: subprocess.Popen[bytes]) -> None:
         code = exit_status(p.wait())
-        with self._lock:
-            self._procs.pop(sid, None)
-        self.on_exit(sid, code)
+        # Reported while still followed: a lookup meanwhile must not take the
+        # process for one that died unseen (and record no status for it).
+        try:
+            self.on_exit(sid, code)
+        finally:
+            with self._lock:
+                if self._procs.get(sid) is p:  # not a newer start's process
+                    del self._procs[sid]
 
     def find_launched(self, sid: str) -> processes.ProcRef | None:
         """A process a launch of ``sid`` started, found by its pidfile or spec file."""
