@@ -21,7 +21,10 @@ class EventBus:
         self._lock = threading.Lock()
 
     def publish(self, event: dict[str, Any]) -> None:
-        event.setdefault("time", int(time.time()))
+        now = time.time_ns()
+        event.setdefault("time", now // 1_000_000_000)
+        event.setdefault("timeNano", now)  # docker's fields, read by its CLI
+        event.setdefault("scope", "local")
         with self._lock:
             subs = list(self._subs)
         for q in subs:

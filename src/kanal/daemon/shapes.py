@@ -177,9 +177,11 @@ def endpoint_event(event: str, net: Network, ep: Endpoint) -> dict[str, Any]:
     }
 
 
-def container_event(action: str, sandbox_id: str) -> dict[str, Any]:
-    """A sandbox went."""
-    return {"Type": "container", "Action": action, "Actor": {"ID": sandbox_id}}
+def container_event(action: str, sandbox_id: str, name: str = "") -> dict[str, Any]:
+    """A sandbox started, stopped, was killed, restarted or went (``name``: docker's
+    ``Actor.Attributes.name``)."""
+    actor: dict[str, Any] = {"ID": sandbox_id, "Attributes": {"name": name} if name else {}}
+    return {"Type": "container", "Action": action, "Actor": actor}
 
 
 FILTER_KEYS = ("driver", "id", "label", "name", "scope", "type", "dangling")
