@@ -296,23 +296,23 @@ def container_action(api: ApiServer, req: Request) -> Any:
         if sb.state == "running":
             return Reply(304)
         sb = m.start(sb.id)
-        api.events.publish(container_event("start", sb.id))
+        api.events.publish(container_event("start", sb.id, sb.name))
         return Reply(204)
     if action == "stop":
         sb = m.get(ref)
         if sb.state != "running":
             return Reply(304)
         m.stop(sb.id, _timeout(req))
-        api.events.publish(container_event("stop", sb.id))
+        api.events.publish(container_event("stop", sb.id, sb.name))
         return Reply(204)
     if action == "restart":
         sb = m.restart(ref, _timeout(req))
-        api.events.publish(container_event("restart", sb.id))
+        api.events.publish(container_event("restart", sb.id, sb.name))
         return Reply(204)
     if action == "kill":
         sig = parse_signal(query_one(req.query, "signal", "SIGKILL"))
         sb = m.kill(ref, sig)
-        api.events.publish(container_event("kill", sb.id))
+        api.events.publish(container_event("kill", sb.id, sb.name))
         return Reply(204)
     if action == "wait":
         return wait_result(api, req)
@@ -343,7 +343,7 @@ def remove_container(api: ApiServer, req: Request) -> Any:
     for k in ("v", "link"):
         validate.parse_bool(query_one(req.query, k, "0"), k)
     sb = _manager(api).remove(req.params["ref"], force=force)
-    api.events.publish(container_event("destroy", sb.id))
+    api.events.publish(container_event("destroy", sb.id, sb.name))
     return Reply(204)
 
 

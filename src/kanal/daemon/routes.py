@@ -265,7 +265,7 @@ def inspect_sandbox(api: ApiServer, req: Request) -> Any:
 def remove_sandbox(api: ApiServer, req: Request) -> Any:
     force = validate.parse_bool(query_one(req.query, "force", "0"), "force")
     sb = _manager(api).remove(req.params["ref"], force=force)
-    api.events.publish(container_event("destroy", sb.id))
+    api.events.publish(container_event("destroy", sb.id, sb.name))
     return Reply(204)
 
 
@@ -275,7 +275,7 @@ def sandbox_action(api: ApiServer, req: Request) -> Any:
     b = obj(req.body)
     if action == "start":
         sb = m.start(ref)
-        api.events.publish(container_event("start", sb.id))
+        api.events.publish(container_event("start", sb.id, sb.name))
         return _sandbox(api, sb)
     if action == "running":
         return _sandbox(api, m.mark_running(ref, msg.SandboxRunning.parse(b).pid))
@@ -284,17 +284,17 @@ def sandbox_action(api: ApiServer, req: Request) -> Any:
     if action == "stop":
         t = validate.parse_seconds(query_one(req.query, "t", "10"), "t", maximum=3600)
         sb = m.stop(ref, timeout=t)
-        api.events.publish(container_event("stop", sb.id))
+        api.events.publish(container_event("stop", sb.id, sb.name))
         return _sandbox(api, sb)
     if action == "restart":
         t = validate.parse_seconds(query_one(req.query, "t", "10"), "t", maximum=3600)
         sb = m.restart(ref, timeout=t)
-        api.events.publish(container_event("restart", sb.id))
+        api.events.publish(container_event("restart", sb.id, sb.name))
         return _sandbox(api, sb)
     if action == "kill":
         sig = dockerapi.parse_signal(query_one(req.query, "signal", "SIGKILL"))
         sb = m.kill(ref, sig)
-        api.events.publish(container_event("kill", sb.id))
+        api.events.publish(container_event("kill", sb.id, sb.name))
         return _sandbox(api, sb)
     if action == "wait":
         return dockerapi.wait_result(api, req)
