@@ -122,7 +122,7 @@ class SandboxManager:
         self.invalidate = self.names_index.invalidate
         self._lock = threading.Lock()
         self._changed = threading.Condition()  # a sandbox's process ended
-        self._release_lock = threading.Lock()
+        self._rel_locks: dict[str, threading.Lock] = {}
         self._sb_locks: dict[str, threading.Lock] = {}
         controller.listeners.append(self._on_endpoint_event)
 
@@ -214,9 +214,10 @@ class SandboxManager:
         if s.state == "running" and s.pid and not self.procs.following(s.id):
             leader = self.procs.leader(s)
             if leader is None or not processes.alive(leader):
+                # (Its endpoints are given back by its next stop, start or rm: a
+                # lookup does no network work, it may run inside one.)
                 s.state, s.finished_at = "exited", now()
                 self._save(s)
-                self.release(s)
         return s
 
     # --- create ------------------------------------------------------------------
@@ -380,10 +381,21 @@ class SandboxManager:
         Idempotent: with no endpoints left nothing changes."""
         if not sb.own_netns:
             return
-        with self._release_lock:  # the supervisor's report and a stop may both come
+        # The supervisor's report and a stop may both come, and an rm -f meanwhile
+        # (whose files a late release must not write again).
+        with self._release_locked(sb.id):
             self._release(sb)
 
+    def _release_locked(self, sid: str) -> threading.Lock:
+        with self._lock:
+            lock = self._rel_locks.get(sid)
+            if lock is None:
+                lock = self._rel_locks[sid] = threading.Lock()
+            return lock
+
     def _release(self, sb: Sandbox) -> None:
+        if self.store.get(f"sandboxes/{sb.id}") is None:
+            return  # removed meanwhile
         eps = self.ctrl.sandbox_endpoints(sb.id)
         if not eps:
             return
@@ -534,7 +546,8 @@ class SandboxManager:
     def _stop(self, sid: str, timeout: float) -> Sandbox:
         sb = self.get(sid)
         if sb.state != "running" or not sb.pid:
-            return sb
+            self.release(sb)  # one that ended unseen (kanald was down) still holds them
+            return self.get(sid)
         followed = self.procs.following(sid)
         self.procs.stop_all(sb.id, sb, sb.netns if sb.own_netns else "", timeout)
         # The supervisor's thread reports the status it reaped (143 for SIGTERM).
@@ -578,18 +591,21 @@ class SandboxManager:
         own = sb.own_netns if sb is not None else True
         netns = self.netns_path(sid) if own else ""
         self.procs.stop_all(sid, sb, netns)
-        if self.dns is not None:
-            self.dns.detach(sid)
-        self.ctrl.disconnect_all(sid)
-        if own and os.path.exists(netns):
-            self.env.del_netns(netns)
-        # Files before records: once the intent is struck off nothing may be left.
-        shutil.rmtree(self.env.dir(sid), ignore_errors=True)
-        ops = [Delete(f"sandboxes/{sid}"), *self._drop_name(name, sid)]
-        if it is not None:
-            self.journal.end(it, ops)
-        else:
-            self.store.txn(ops)
+        with self._release_locked(sid):  # no release of the ended process in between
+            if self.dns is not None:
+                self.dns.detach(sid)
+            self.ctrl.disconnect_all(sid)
+            if own and os.path.exists(netns):
+                self.env.del_netns(netns)
+            # Files before records: once the intent is struck off nothing may be left.
+            shutil.rmtree(self.env.dir(sid), ignore_errors=True)
+            ops = [Delete(f"sandboxes/{sid}"), *self._drop_name(name, sid)]
+            if it is not None:
+                self.journal.end(it, ops)
+            else:
+                self.store.txn(ops)
+        with self._lock:
+            self._rel_locks.pop(sid, None)
 
     def repair_netns(self, sid: str) -> str:
         """A sandbox whose namespace mount an outside hand removed: mounted again

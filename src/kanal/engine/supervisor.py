@@ -188,8 +188,14 @@ class Supervisor:
         one a launcher's pidfile names, and — with a namespace of its own — every
         process left in it."""
         leader = self.leader(sb) if sb is not None else None
+        init = processes.read_pidfile(self.pidfile(sid))
         if leader is None or not processes.alive(leader):
-            leader = processes.read_pidfile(self.pidfile(sid))
+            leader = init
+        elif init is not None and init != leader and processes.alive(init):
+            # The PID namespace's PID 1 passes SIGTERM on; the unshare above it (the
+            # leader) holds SIGTERM off and is not always a group leader (an attached
+            # run's is in the CLI's group).
+            processes.signal_proc(init, signal.SIGTERM, group=False)
         ran = processes.stop_processes(leader, netns, timeout)
         with self._lock:
             p = self._procs.get(sid)
