@@ -219,6 +219,27 @@ def test_kill_wait_and_background_processes_end_with_the_sandbox(rd: RunDaemon) 
     rd.k("rm", "-f", "hostpid")
     assert pids_with("86400.204") == []
 
+    # an attached run (its process the CLI's child, in the CLI's process group) stopped
+    # from another client: the SIGTERM reaches the command (143, not a SIGKILL's 137
+    # after the 60 s)
+    att = subprocess.Popen(
+        [str(VENV / "kanal"), "run", "-H", str(rd.api), "--name", "att", "--network", "host",
+         "--", "sleep", "86400.205"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        for _ in range(200):
+            if pids_with("86400.205") and "att" in rd.k("ps", "--format", "{{.Names}}").stdout:
+                break
+            time.sleep(0.05)
+        rd.k("stop", "-t", "60", "att")
+        assert att.wait(timeout=60) == 143
+    finally:
+        if att.poll() is None:
+            att.kill()
+            att.wait()
+    assert inspect(rd, "att")["State"]["ExitCode"] == 143
+
     # kill's default is SIGKILL: docker's 137
     rd.k("start", "bg")
     rd.k("kill", "bg")
