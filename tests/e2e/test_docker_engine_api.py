@@ -154,33 +154,61 @@ def test_docker_cli(dd: DockerOn) -> None:
     assert p.returncode != 0 and "No such" in p.stderr
 
 
+class Lines:
+    """Lines of a child's stdout, each waited for at most ``limit`` seconds (a hang
+    guard, not a timing assertion: a missing event fails instead of blocking)."""
+
+    def __init__(self, p: subprocess.Popen[bytes]) -> None:
+        assert p.stdout is not None
+        self.fd, self.buf = p.stdout.fileno(), b""
+
+    def next(self, limit: float = 60.0) -> str:
+        import select
+
+        deadline = time.monotonic() + limit
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, left))
+            assert ready, "no line within the guard"
+            chunk = os.read(self.fd, 4096)
+            assert chunk, "the stream ended"
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line.decode()
+
+
 def test_docker_events(dd: DockerOn) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DOCKER_HOST": f"unix://{dd.api}",
+        "DOCKER_CONFIG": str(dd.tmp / "dc"),
+    }
     ev = subprocess.Popen(
         [DOCKER, "events", "--format", "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}"],
         stdout=subprocess.PIPE,
-        text=True,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "DOCKER_HOST": f"unix://{dd.api}",
-            "DOCKER_CONFIG": str(dd.tmp / "dc"),
-        },
+        env=env,
     )
     try:
-        time.sleep(0.5)  # the stream is open before the events happen (not an assertion)
+        lines = Lines(ev)
+        # Subscribed once a probe's event arrives (networks made until one does).
+        for i in range(50):
+            dd.docker("network", "create", f"probe{i}")
+            try:
+                if lines.next(2.0) == f"network create probe{i}":
+                    break
+            except AssertionError:
+                continue
         dd.docker("network", "create", "evnet")
         dd.k("run", "-d", "--name", "e1", "--network", "evnet", "--", "sleep", "86400.403")
         dd.docker("stop", "-t", "5", "e1")
         dd.docker("rm", "e1")
         dd.docker("network", "rm", "evnet")
-        assert ev.stdout is not None
         want = ["network create evnet", "network connect evnet", "network disconnect evnet",
                 "container stop e1", "container destroy e1", "network destroy evnet"]  # fmt: skip
         seen: list[str] = []
         while not all(w in seen for w in want):
-            line = ev.stdout.readline()
-            assert line, f"the event stream ended; seen {seen}"
-            seen.append(line.strip())
-        assert seen.index("network create evnet") < seen.index("container stop e1")
+            seen.append(lines.next())
+        assert [w for w in seen if w in want] == want  # in the order they happened
     finally:
         ev.kill()
         ev.wait()
