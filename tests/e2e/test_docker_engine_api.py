@@ -68,6 +68,31 @@ def addrs(netns_path: str) -> list[str]:
     ]
 
 
+def test_ping_and_negotiation(dd: DockerOn) -> None:
+    """/_ping as docker's: "OK" as text, Api-Version on GET and HEAD (what a client
+    negotiates from); kanal's own client reads it too."""
+    import http.client
+    import socket
+
+    from kanal.daemon.client import ApiClient
+
+    assert ApiClient(str(dd.api)).request("GET", "/_ping") == "OK"
+    for method in ("GET", "HEAD"):
+        conn = http.client.HTTPConnection("localhost", timeout=60)
+        conn.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.sock.connect(str(dd.api))
+        conn.request(method, "/_ping")
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+        assert resp.status == 200 and resp.getheader("Api-Version") == "1.47"
+        assert resp.getheader("Ostype") == "linux"
+        assert body == (b"OK" if method == "GET" else b"")
+    too_new = ApiClient(str(dd.api))
+    with pytest.raises(Exception, match="client version 1.99 is too new"):
+        too_new.request("GET", "/v1.99/networks")
+
+
 def test_docker_cli(dd: DockerOn) -> None:
     v = dd.docker("version", "--format", "{{.Server.APIVersion}} {{.Client.APIVersion}}")
     assert v.stdout == "1.47 1.47\n"  # negotiated down from the client's newer version

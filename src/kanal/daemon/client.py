@@ -117,6 +117,8 @@ class ApiClient:
             raise Unavailable(f"kanald did not answer {method} {path}", str(e)) from None
         finally:
             conn.close()
+        if resp.status < 400 and (resp.getheader("Content-Type") or "").startswith("text/plain"):
+            return raw.decode("utf-8", "replace")  # /_ping's "OK", as docker's
         try:
             payload = json.loads(raw) if raw.strip() else None
         except ValueError:
