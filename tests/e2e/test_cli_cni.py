@@ -311,6 +311,7 @@ def test_help_imports_nothing_heavy() -> None:
         "kanal.cli.dhcp",
         "kanal.cli.inspect",
         "kanal.cli.lab",
+        "kanal.cli.lifecycle",
         "kanal.cli.main",
         "kanal.cli.network",
         "kanal.cli.node",

@@ -336,7 +336,9 @@ def test_underlay_mtu_1400_overlay_follows(short_root: str) -> None:
         # (not /sys: the sandbox sees its host's sysfs, mounted for another namespace)
         link = json.loads(cli.k("h1", "exec", "a", "ip", "-j", "link", "show", "eth0").stdout)
         assert link[0]["mtu"] == 1350
-        b = json.loads(cli.k("h2", "inspect", "b").stdout)[0]["Networks"]["mt"]["IPAddress"]
+        b = json.loads(cli.k("h2", "inspect", "b").stdout)[0]["NetworkSettings"]["Networks"]["mt"][
+            "IPAddress"
+        ]
 
         def reach() -> bool:
             p = cli.k("h1", "exec", "a", "ping", "-c", "1", "-W", "1", b, check=False)
@@ -378,7 +380,9 @@ def test_a_host_cut_off_past_lease_and_grace_rejoins_without_a_duplicate(short_r
         cli.k("h1", "network", "create", "-d", "overlay", "--subnet", "10.97.0.0/24", "cut")
         for h, n in (("h1", "y"), ("h2", "w"), ("h3", "z")):
             cli.k(h, "run", "-d", "--name", n, "--network", "cut", "--", "sleep", "600")
-        z_ip = json.loads(cli.k("h3", "inspect", "z").stdout)[0]["Networks"]["cut"]["IPAddress"]
+        z_ip = json.loads(cli.k("h3", "inspect", "z").stdout)[0]["NetworkSettings"]["Networks"][
+            "cut"
+        ]["IPAddress"]
         wait_for("w reaches z", lambda: cli.k("h2", "exec", "w", "ping", "-c", "1", "-W", "1",
                                               z_ip, check=False).returncode == 0)  # fmt: skip
         cli("fault", cli.name, "partition", "h3")
@@ -408,7 +412,10 @@ def test_a_host_cut_off_past_lease_and_grace_rejoins_without_a_duplicate(short_r
 
         got = wait_for("z's lost address reported", lost, 60)
         assert [(x["Network"], x["Address"]) for x in got] == [("cut", z_ip)]
-        assert "cut" not in json.loads(cli.k("h3", "inspect", "z").stdout)[0]["Networks"]
+        assert (
+            "cut"
+            not in json.loads(cli.k("h3", "inspect", "z").stdout)[0]["NetworkSettings"]["Networks"]
+        )
         held = []
         for h in ("h1", "h2", "h3"):
             info = json.loads(cli.k(h, "network", "inspect", "cut").stdout)[0]

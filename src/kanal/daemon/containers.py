@@ -129,6 +129,7 @@ def _port_bindings(sb: Sandbox) -> dict[str, Any]:
     return out
 
 
+# long: docker's container object is one literal, field by field, as docker prints it
 def container_json(
     sb: Sandbox,
     eps: Sequence[Endpoint],

@@ -38,7 +38,9 @@ from kanal.daemon.containers import (
     match_container,
 )
 from kanal.daemon.getters import query_one
+from kanal.daemon.replies import Reply, Stream
 from kanal.daemon.shapes import container_event
+from kanal.engine import sandboxlife
 from kanal.errors import Conflict, InvalidConfig, NotFound, NotSupported
 
 if TYPE_CHECKING:
@@ -288,8 +290,6 @@ def _timeout(req: Request) -> float:
 
 def container_action(api: ApiServer, req: Request) -> Any:
     """``POST /containers/{id}/{start|stop|restart|kill|wait}`` as docker answers them."""
-    from kanal.daemon.routes import Reply
-
     m, ref, action = _manager(api), req.params["ref"], req.params["action"]
     if action == "start":
         sb = m.get(ref)
@@ -306,12 +306,12 @@ def container_action(api: ApiServer, req: Request) -> Any:
         api.events.publish(container_event("stop", sb.id, sb.name))
         return Reply(204)
     if action == "restart":
-        sb = m.restart(ref, _timeout(req))
+        sb = sandboxlife.restart(m, ref, _timeout(req))
         api.events.publish(container_event("restart", sb.id, sb.name))
         return Reply(204)
     if action == "kill":
         sig = parse_signal(query_one(req.query, "signal", "SIGKILL"))
-        sb = m.kill(ref, sig)
+        sb = sandboxlife.kill(m, ref, sig)
         api.events.publish(container_event("kill", sb.id, sb.name))
         return Reply(204)
     if action == "wait":
@@ -330,15 +330,13 @@ def wait_result(api: ApiServer, req: Request) -> Any:
     sb = m.get(req.params["ref"])
     if cond == "next-exit" and sb.state != "running":
         raise Conflict(f"container {sb.name} is not running")
-    sb = m.wait_exit(sb.id, cancel=api.stopping)
+    sb = sandboxlife.wait_exit(m, sb.id, cancel=api.stopping)
     if sb.state == "running":
         raise Conflict("kanald is stopping: the container is still running")
     return {"StatusCode": sb.exit_code or 0, "Error": None}
 
 
 def remove_container(api: ApiServer, req: Request) -> Any:
-    from kanal.daemon.routes import Reply
-
     force = validate.parse_bool(query_one(req.query, "force", "0"), "force")
     for k in ("v", "link"):
         validate.parse_bool(query_one(req.query, k, "0"), k)
@@ -361,7 +359,7 @@ def log_chunks(
     lines (-1: all), then with ``follow`` what it writes until it stops or kanald
     does. ``frame``: docker's multiplexed stream (8-byte headers, stream 1)."""
     m = _manager(api)
-    sb, path = m.log_path(ref)
+    sb, path = sandboxlife.log_path(m, ref)
 
     def out(data: bytes) -> bytes:
         if not frame:
@@ -409,8 +407,6 @@ def logs_params(req: Request) -> tuple[bool, int]:
 
 
 def container_logs(api: ApiServer, req: Request) -> Any:
-    from kanal.daemon.routes import Stream
-
     follow, tail = logs_params(req)
     for k in ("stdout", "stderr", "timestamps"):
         validate.parse_bool(query_one(req.query, k, "0"), k)

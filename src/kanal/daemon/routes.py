@@ -30,7 +30,7 @@ table is tried in order; the first route whose method and segments match wins
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -39,6 +39,7 @@ from kanal import validate
 from kanal.daemon import dockerapi
 from kanal.daemon import messages as msg
 from kanal.daemon.getters import obj, query_one
+from kanal.daemon.replies import Reply, Stream
 from kanal.daemon.shapes import (
     container_event,
     endpoint_json,
@@ -47,6 +48,7 @@ from kanal.daemon.shapes import (
     network_json,
     sandbox_json,
 )
+from kanal.engine import sandboxlife
 from kanal.engine.check import check
 from kanal.errors import DecodeError, NotFound
 
@@ -55,23 +57,6 @@ if TYPE_CHECKING:
     from kanal.engine.sandboxes import Sandbox, SandboxManager
 
 __all__ = ["ROUTES", "Reply", "Request", "Route", "Stream", "route"]
-
-
-@dataclass(frozen=True)
-class Reply:
-    """An answer with a status other than 200 (``body`` None: no body)."""
-
-    status: int
-    body: Any = None
-
-
-@dataclass(frozen=True)
-class Stream:
-    """An answer sent in chunks as they come (``chunks`` runs after the request's
-    work is done; an empty chunk sends nothing, only checks the client is there)."""
-
-    content_type: str
-    chunks: Iterable[bytes]
 
 
 @dataclass(frozen=True)
@@ -288,12 +273,12 @@ def sandbox_action(api: ApiServer, req: Request) -> Any:
         return _sandbox(api, sb)
     if action == "restart":
         t = validate.parse_seconds(query_one(req.query, "t", "10"), "t", maximum=3600)
-        sb = m.restart(ref, timeout=t)
+        sb = sandboxlife.restart(m, ref, timeout=t)
         api.events.publish(container_event("restart", sb.id, sb.name))
         return _sandbox(api, sb)
     if action == "kill":
         sig = dockerapi.parse_signal(query_one(req.query, "signal", "SIGKILL"))
-        sb = m.kill(ref, sig)
+        sb = sandboxlife.kill(m, ref, sig)
         api.events.publish(container_event("kill", sb.id, sb.name))
         return _sandbox(api, sb)
     if action == "wait":

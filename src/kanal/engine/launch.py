@@ -5,8 +5,10 @@ Run as ``nsenter --net=NETNS unshare --mount --uts [--pid --fork --kill-child]
 in the sandbox's network namespace and in fresh mount and UTS namespaces of its
 own, so the bind mounts and the hostname are seen by this process tree only.
 SPEC holds ``argv``, ``env``, ``hostname``, ``cwd``, the files to bind (target →
-source), the ``pidfile`` to write (``pid start-time``) before the command runs,
-and ``init``: the sandbox has a PID namespace of its own (docker's default).
+source), the ``pidfile`` to write (``pid start-time`` of the process kanald
+started) before the command runs, and ``init``: the sandbox has a PID namespace
+of its own (docker's default), whose PID 1 this process is (``initfile``: its
+``pid start-time`` as kanald sees it).
 
 With ``init`` this process is PID 1 of that namespace: it mounts a /proc of the
 namespace, starts the command as its child, passes the signals it gets on to it,
@@ -70,12 +72,15 @@ def _host_pid() -> int:
     return os.getpid()
 
 
-def _write_pidfile(path: str) -> None:
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def _write_pidfile(path: str, pid: int) -> None:
     # "pid start-time", so kanald finds this process (and only this one) even if it
     # died between starting it and recording it; written before the command runs.
-    pid = _host_pid()
-    with open(f"/proc/{pid}/stat") as f:
-        start = f.read().rsplit(")", 1)[1].split()[19]
+    start = _stat(pid)[19]
     tmp = f"{path}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -93,8 +98,16 @@ def main() -> None:
         socket.sethostname(spec["hostname"])
     if spec.get("cwd"):
         os.chdir(spec["cwd"])
-    if spec.get("pidfile"):
-        _write_pidfile(spec["pidfile"])
+    me = _host_pid()
+    if spec.get("init"):
+        # The pidfile names the process kanald started (unshare, our parent: the
+        # sandbox's leader); the initfile this one, docker's State.Pid.
+        if spec.get("initfile"):
+            _write_pidfile(spec["initfile"], me)
+        if spec.get("pidfile"):
+            _write_pidfile(spec["pidfile"], int(_stat(me)[1]))
+    elif spec.get("pidfile"):
+        _write_pidfile(spec["pidfile"], me)
     if spec.get("init"):
         _mount_proc()
         sys.exit(_init(spec))

@@ -16,20 +16,20 @@ processes) and :class:`~kanal.engine.nameindex.NameIndex` (embedded DNS names).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from kanal import validate
-from kanal.engine import processes
+from kanal.engine import processes, sandboxlife
 from kanal.engine.controller import Controller
 from kanal.engine.dns.index import NameIndex
-from kanal.engine.model import Endpoint, PortBinding, SandboxRef, new_id, now
+from kanal.engine.model import Endpoint, SandboxRef, new_id, now
 from kanal.engine.sandboxenv import SandboxEnv, is_mount
+from kanal.engine.sandboxrecord import Sandbox
 from kanal.engine.sandboxspec import NetworkRequest, SandboxSpec, checked_spec
 from kanal.engine.supervisor import Supervisor
 from kanal.errors import Conflict, KanalError, NotFound
@@ -41,52 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["NetworkRequest", "Sandbox", "SandboxManager", "SandboxSpec"]
 
 log = logging.getLogger("kanal.sandbox")
-
-
-@dataclass
-class Sandbox:
-    id: str
-    name: str
-    argv: list[str]
-    netns: str
-    own_netns: bool
-    network_mode: str
-    state: str = "created"  # created | running | exited
-    pid: int = 0
-    exit_code: int | None = None
-    created: str = ""
-    started: float = 0.0  # /proc/<pid>/stat starttime (ticks): tells a reused pid apart
-    hostname: str = ""
-    env: dict[str, str] = field(default_factory=dict)
-    dns: list[str] = field(default_factory=list)
-    dns_search: list[str] = field(default_factory=list)
-    dns_options: list[str] = field(default_factory=list)
-    extra_hosts: list[str] = field(default_factory=list)
-    workdir: str = ""
-    # (device, inode) of its own namespace: found again after an outside unmount
-    netns_id: list[int] = field(default_factory=list)
-    error: str = ""  # why it is broken (docker's State.Error); "" when it is not
-    # overlay addresses the cluster freed while this host was cut off (the sandbox was
-    # disconnected from those networks): {"Network", "Address", "At"}
-    lost: list[dict[str, str]] = field(default_factory=list)
-    pid_mode: str = ""  # "host": no PID namespace of its own (kanal run --pid host)
-    started_at: str = ""
-    finished_at: str = ""
-    # what kanal run asked for: ports published on the first network ({"container_port",
-    # "protocol", "host_ip", "host_port"}) and the networks ({"network", "ip", "ip6",
-    # "aliases"}), as docker's HostConfig and NetworkingConfig keep them
-    publish: list[dict[str, Any]] = field(default_factory=list)
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    # the endpoints a stop released, taken again by the next start (same network,
-    # same static addresses, aliases; "ports": whether it carried the published ports)
-    parked: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> Sandbox:
-        return cls(**json.loads(data))
 
 
 class SandboxManager:
@@ -361,98 +315,17 @@ class SandboxManager:
                 raise Conflict(f"container {sb.name} is already running")
             if sb.error:
                 raise Conflict(f"container {sb.name} is broken: {sb.error}")
-            self.retake(sb)
+            sandboxlife.retake(self, sb)
             sb.started_at, sb.finished_at = now(), ""
             try:
                 with self.journal.intent("sandbox-start", sandbox=sb.id) as it:
                     p = self.procs.launch(sb)
                     self.journal.end(it, [Put(f"sandboxes/{sb.id}", sb.to_json())])
             except BaseException:
-                self.release(self.get(sb.id))
+                sandboxlife.release(self, self.get(sb.id))
                 raise
         self.procs.follow(sb.id, p)
         return sb
-
-    # --- a stopped sandbox holds no addresses or ports ---------------------------------
-
-    def release(self, sb: Sandbox) -> None:
-        """Give back the endpoints (addresses, host ports) of a sandbox whose process
-        ended, as docker does on stop; noted in ``sb.parked`` for :meth:`retake`.
-        Idempotent: with no endpoints left nothing changes."""
-        if not sb.own_netns:
-            return
-        # The supervisor's report and a stop may both come, and an rm -f meanwhile
-        # (whose files a late release must not write again).
-        with self._release_locked(sb.id):
-            self._release(sb)
-
-    def _release_locked(self, sid: str) -> threading.Lock:
-        with self._lock:
-            lock = self._rel_locks.get(sid)
-            if lock is None:
-                lock = self._rel_locks[sid] = threading.Lock()
-            return lock
-
-    def _release(self, sb: Sandbox) -> None:
-        if self.store.get(f"sandboxes/{sb.id}") is None:
-            return  # removed meanwhile
-        eps = self.ctrl.sandbox_endpoints(sb.id)
-        if not eps:
-            return
-        nets = {n.id: n.name for n in self.ctrl.networks()}
-        first = sb.requests[0]["network"] if sb.requests else sb.network_mode
-        sb.parked = [
-            {
-                "network": ep.network_id,
-                "name": nets.get(ep.network_id, ep.network_id),
-                "ip": ep.ipv4.split("/")[0] if ep.static_ip and ep.ipv4 else "",
-                "ip6": ep.ipv6.split("/")[0] if ep.static_ip and ep.ipv6 else "",
-                "aliases": list(ep.aliases),
-                "ports": bool(ep.ports) or nets.get(ep.network_id) == first,
-            }
-            for ep in sorted(eps, key=lambda e: e.created)
-        ]
-        self._save(sb)
-        self.ctrl.disconnect_all(sb.id)
-        self.write_files(sb)
-        self.sync_dns(sb)
-
-    def retake(self, sb: Sandbox) -> None:
-        """Join again the networks :meth:`release` gave back (same static addresses,
-        aliases, published ports), all or none.
-
-        Raises:
-            KanalError: a network is gone or an address or port was taken meanwhile.
-        """
-        if not sb.parked:
-            return
-        have = {ep.network_id for ep in self.ctrl.sandbox_endpoints(sb.id)}
-        ports = [PortBinding(**p) for p in sb.publish]
-        done: list[str] = []
-        try:
-            for r in sb.parked:
-                if r["network"] in have:
-                    continue
-                self.ctrl.connect(
-                    r["network"],
-                    SandboxRef(sb.id, sb.name, sb.netns),
-                    ip=r["ip"],
-                    ip6=r["ip6"],
-                    aliases=r["aliases"],
-                    ports=ports if r["ports"] else (),
-                )
-                done.append(r["network"])
-        except BaseException:
-            for nid in done:
-                try:
-                    self.ctrl.disconnect(nid, sb.id, force=True)
-                except KanalError:
-                    log.exception("undoing the start of %s", sb.name)
-            raise
-        sb.parked = []
-        self._save(sb)
-        self.write_files(sb)
-        self.sync_dns(sb)
 
     def adopt_started(self, sid: str) -> Sandbox | None:
         """Recovery of an interrupted start: the process it launched, if one runs,
@@ -493,50 +366,10 @@ class SandboxManager:
         sb = self.get(ref)
         sb.state, sb.exit_code, sb.finished_at = "exited", code, now()
         self._save(sb)
-        self.release(sb)
+        sandboxlife.release(self, sb)
         with self._changed:
             self._changed.notify_all()
         return sb
-
-    def kill(self, ref: str, sig: int) -> Sandbox:
-        """Send ``sig`` to the sandbox's first process (docker's ``kill``).
-
-        Raises:
-            Conflict: it is not running.
-        """
-        sb = self.get(ref)
-        if sb.state != "running" or not self.procs.kill(sb, sig):
-            raise Conflict(f"Cannot kill container: {sb.name}: container is not running")
-        return sb
-
-    def restart(self, ref: str, timeout: float = 10.0) -> Sandbox:
-        """Stop (if running), then start."""
-        sb = self.stop(ref, timeout)
-        return self.start(sb.id)
-
-    def wait_exit(
-        self, ref: str, timeout: float | None = None, cancel: threading.Event | None = None
-    ) -> Sandbox:
-        """Block until the sandbox is not running (docker's ``wait``); the sandbox
-        as it is then (still running after ``timeout`` or once ``cancel`` is set)."""
-        import time
-
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            sb = self.get(ref)
-            if sb.state != "running":
-                return sb
-            if cancel is not None and cancel.is_set():
-                return sb
-            if deadline is not None and time.monotonic() >= deadline:
-                return sb
-            with self._changed:
-                self._changed.wait(0.5)
-
-    def log_path(self, ref: str) -> tuple[Sandbox, str]:
-        """The sandbox and the file its detached process writes to."""
-        sb = self.get(ref)
-        return sb, os.path.join(self.env.dir(sb.id), "log")
 
     def stop(self, ref: str, timeout: float = 10.0) -> Sandbox:
         sb = self.get(ref)
@@ -546,19 +379,21 @@ class SandboxManager:
     def _stop(self, sid: str, timeout: float) -> Sandbox:
         sb = self.get(sid)
         if sb.state != "running" or not sb.pid:
-            self.release(sb)  # one that ended unseen (kanald was down) still holds them
+            sandboxlife.release(
+                self, sb
+            )  # one that ended unseen (kanald was down) still holds them
             return self.get(sid)
         followed = self.procs.following(sid)
         self.procs.stop_all(sb.id, sb, sb.netns if sb.own_netns else "", timeout)
         # The supervisor's thread reports the status it reaped (143 for SIGTERM).
-        sb = self.wait_exit(sid, 5.0) if followed else self.get(sid)
+        sb = sandboxlife.wait_exit(self, sid, 5.0) if followed else self.get(sid)
         if sb.state == "running" or sb.exit_code is None:
             # Not followed (started before a daemon restart): its status is not
             # ours to read; it ended on the SIGTERM or on the SIGKILL after it.
             sb.exit_code = 137 if sb.state == "running" else 143
             sb.state, sb.finished_at = "exited", now()
             self._save(sb)
-        self.release(sb)
+        sandboxlife.release(self, sb)
         with self._changed:
             self._changed.notify_all()
         return self.get(sid)
@@ -591,7 +426,7 @@ class SandboxManager:
         own = sb.own_netns if sb is not None else True
         netns = self.netns_path(sid) if own else ""
         self.procs.stop_all(sid, sb, netns)
-        with self._release_locked(sid):  # no release of the ended process in between
+        with sandboxlife.release_lock(self, sid):  # no release of the ended process in between
             if self.dns is not None:
                 self.dns.detach(sid)
             self.ctrl.disconnect_all(sid)

@@ -48,6 +48,10 @@ class Supervisor:
     def pidfile(self, sid: str) -> str:
         return os.path.join(self.env.dir(sid), "pid")
 
+    def initfile(self, sid: str) -> str:
+        """Where PID 1 of the sandbox's PID namespace notes itself (its launcher)."""
+        return os.path.join(self.env.dir(sid), "init")
+
     def following(self, sid: str) -> bool:
         """Whether a process of ``sid`` started by this daemon is still followed."""
         with self._lock:
@@ -67,6 +71,7 @@ class Supervisor:
                 "/etc/hostname": os.path.join(d, "hostname"),
             },
             "pidfile": self.pidfile(sb.id),
+            "initfile": self.initfile(sb.id),
             "init": sb.pid_mode != "host",
         }
         spec_path = os.path.join(d, "launch.json")
@@ -100,8 +105,9 @@ class Supervisor:
     def launch(self, sb: Sandbox) -> subprocess.Popen[bytes]:
         """Start ``sb``'s process, detached, and note it in ``sb`` (not stored yet)."""
         argv, _ = self.launch_argv(sb)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.pidfile(sb.id))
+        for stale in (self.pidfile(sb.id), self.initfile(sb.id)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(stale)
         env = {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         log_path = os.path.join(self.env.dir(sb.id), "log")
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -160,7 +166,7 @@ class Supervisor:
             return sb.pid
         deadline = time.monotonic() + wait
         while True:
-            ref = processes.read_pidfile(self.pidfile(sb.id))
+            ref = processes.read_pidfile(self.initfile(sb.id))
             if ref is not None and processes.alive(ref):
                 return ref[0]
             leader = self.leader(sb)
@@ -176,11 +182,13 @@ class Supervisor:
         if not pid:
             return False
         if sig == signal.SIGKILL:
-            # Nothing to pass on: the whole group goes (unshare reports 137).
+            # Nothing to pass on: the leader goes, and with it (unshare --kill-child)
+            # the PID namespace (unshare reports 137). Not its group: a reaped
+            # leader would make the kill look like one of a stopped sandbox.
             leader = self.leader(sb)
-            return leader is not None and processes.signal_proc(leader, sig)
+            return leader is not None and processes.signal_proc(leader, sig, group=False)
         own = pid == sb.pid
-        ref = self.leader(sb) if own else processes.read_pidfile(self.pidfile(sb.id))
+        ref = self.leader(sb) if own else processes.read_pidfile(self.initfile(sb.id))
         return ref is not None and processes.signal_proc(ref, sig, group=False)
 
     def stop_all(self, sid: str, sb: Sandbox | None, netns: str, timeout: float = 2.0) -> bool:
@@ -188,10 +196,10 @@ class Supervisor:
         one a launcher's pidfile names, and — with a namespace of its own — every
         process left in it."""
         leader = self.leader(sb) if sb is not None else None
-        init = processes.read_pidfile(self.pidfile(sid))
+        init = processes.read_pidfile(self.initfile(sid))
         if leader is None or not processes.alive(leader):
-            leader = init
-        elif init is not None and init != leader and processes.alive(init):
+            leader = processes.read_pidfile(self.pidfile(sid))
+        if init is not None and init != leader and processes.alive(init):
             # The PID namespace's PID 1 passes SIGTERM on; the unshare above it (the
             # leader) holds SIGTERM off and is not always a group leader (an attached
             # run's is in the CLI's group).
