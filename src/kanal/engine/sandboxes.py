@@ -316,7 +316,6 @@ class SandboxManager:
             if sb.error:
                 raise Conflict(f"container {sb.name} is broken: {sb.error}")
             sandboxlife.retake(self, sb)
-            sb.started_at, sb.finished_at = now(), ""
             try:
                 with self.journal.intent("sandbox-start", sandbox=sb.id) as it:
                     p = self.procs.launch(sb)

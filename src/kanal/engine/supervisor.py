@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from kanal.engine import processes
+from kanal.engine.model import now
 
 if TYPE_CHECKING:
     from kanal.engine.sandboxenv import SandboxEnv
@@ -124,6 +125,7 @@ class Supervisor:
         with self._lock:
             self._procs[sb.id] = p
         sb.state, sb.pid, sb.exit_code = "running", p.pid, None
+        sb.started_at, sb.finished_at = now(), ""
         start = processes.proc_start(p.pid)
         sb.started = float(start) if start else 0.0
         return p
@@ -164,6 +166,8 @@ class Supervisor:
             return 0
         if sb.pid_mode == "host":
             return sb.pid
+        if not _just_started(sb):
+            wait = 0.0  # (one started by an older kanald has no init file: no wait)
         deadline = time.monotonic() + wait
         while True:
             ref = processes.read_pidfile(self.initfile(sb.id))
@@ -232,3 +236,13 @@ class Supervisor:
 def exit_status(code: int) -> int:
     """A process's status as docker reports it: 128+N when signal N ended it."""
     return code if code >= 0 else 128 - code
+
+
+def _just_started(sb: Sandbox, within: float = 10.0) -> bool:
+    """Whether ``sb`` was started less than ``within`` seconds ago."""
+    from datetime import UTC, datetime  # lazy: only inspect of a just-started one
+
+    if not sb.started_at:
+        return False
+    started = datetime.fromisoformat(sb.started_at.replace("Z", "+00:00"))
+    return (datetime.now(UTC) - started).total_seconds() < within
