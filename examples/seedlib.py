@@ -120,7 +120,7 @@ class Example:
     def address(self, lab: Lab, host: str, sandbox: str, network: str) -> str:
         """``sandbox``'s address on ``network``, as ``kanal inspect`` on ``host`` says."""
         out = self.sh(lab, host, "kanal", "inspect", sandbox, show=False).stdout
-        return str(json.loads(out)[0]["Networks"][network]["IPAddress"])
+        return str(json.loads(out)[0]["NetworkSettings"]["Networks"][network]["IPAddress"])
 
     def kanal(self, lab: Lab, host: str, *args: str, check: bool = True) -> str:
         return self.sh(lab, host, "kanal", *args, check=check).stdout

@@ -66,7 +66,7 @@ def run(ex: Example) -> None:
         print((work / "mybridge.conf").read_text())
 
         ex.step("The container's network namespace and id (docker inspect | grep ...)")
-        fmt = "{{.Id}} {{.Netns}}"
+        fmt = "{{.Id}} {{.NetworkSettings.SandboxKey}}"
         cid, netns = ex.kanal(lab, "h1", "inspect", "-f", fmt, "cnitest").split()
 
         ex.step("ADD: the bridge plugin with the CNI_* variables, the config on stdin")

@@ -190,7 +190,7 @@ def run(ex: Example) -> None:
             str(www),
         )
         info = json.loads(ex.kanal(lab, "h1", "inspect", "test"))[0]
-        cip = info["Networks"]["bridge"]["IPAddress"]
+        cip = info["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
         curl = ["curl", "-sS", "--max-time", "3", "--retry", "10", "--retry-connrefused"]
         ex.check(
             "the host reaches it: curl CONTAINER:80", "hello" in sh(*curl, f"http://{cip}:80/")

@@ -29,7 +29,7 @@ from seedlib import Example, main_guard
 
 def ipv4(ex: Example, lab: object, host: str, sandbox: str, network: str) -> str:
     info = json.loads(ex.sh(lab, host, "kanal", "inspect", sandbox, show=False).stdout)[0]  # type: ignore[arg-type]
-    return str(info["Networks"][network]["IPAddress"])
+    return str(info["NetworkSettings"]["Networks"][network]["IPAddress"])
 
 
 def run(ex: Example) -> None:

@@ -23,6 +23,7 @@ __all__ = [
     "InvalidEnv",
     "KanalError",
     "NotFound",
+    "NotSupported",
     "TeardownError",
     "TooLarge",
     "TryAgain",
@@ -130,6 +131,13 @@ class Forbidden(KanalError):
     """The operation is never allowed on this object (a built-in network, say)."""
 
     http_status = 403
+
+
+class NotSupported(KanalError):
+    """A Docker Engine API request for what kanal does not have (images, volumes,
+    creating containers from images): HTTP 501."""
+
+    http_status = 501
 
 
 class TeardownError(KanalError):

@@ -67,7 +67,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/containers/json":  # newest first, as dockerd lists them
             sbs = sorted(self.server.sandboxes, key=lambda s: s["Created"], reverse=True)
             self._json(200, [container_summary(s) for s in sbs])
-        elif (m := re.fullmatch(r"/containers/([^/]+)/json", path)) and m[1] in ctrs:
+        elif (m := re.fullmatch(r"/(?:containers|sandboxes)/([^/]+)/json", path)) and m[1] in ctrs:
+            # (kanal inspect reads a sandbox's container object at /sandboxes/{id}/json)
             self._json(200, ctrs[m[1]])
         else:
             self._json(404, {"message": f"No such object: {path}"})

@@ -191,7 +191,7 @@ def test_incomplete_body_is_never_run(d: Kanald) -> None:
     )
     s.close()
     # a later request on a fresh connection is served (the daemon is fine) ...
-    assert d.call("GET", "/_ping") == (200, "OK")
+    assert d.raw(b"GET /_ping HTTP/1.1\r\nHost: k\r\n\r\n").startswith(b"HTTP/1.1 200")
     time.sleep(0.5)
     # ... and the half-sent one did nothing
     assert d.call("GET", "/networks/half")[0] == 404
@@ -242,7 +242,7 @@ def test_keep_alive_then_idle_close(d: Kanald) -> None:
     for _ in range(3):  # keep-alive: several requests on one connection
         s.sendall(b"GET /_ping HTTP/1.1\r\nHost: k\r\n\r\n")
         got = b""
-        while not got.endswith(b'"OK"\n'):
+        while not got.endswith(b"\r\n\r\nOK"):  # docker's body: OK, plain text
             got += s.recv(4096)
         assert got.startswith(b"HTTP/1.1 200")
     # then silence: the daemon closes the connection (recv sees EOF, not our timeout)

@@ -315,6 +315,7 @@ def test_help_imports_nothing_heavy() -> None:
         "kanal.cli.graph",
         "kanal.cli.inspect",
         "kanal.cli.lab",
+        "kanal.cli.lifecycle",
         "kanal.cli.main",
         "kanal.cli.network",
         "kanal.cli.node",

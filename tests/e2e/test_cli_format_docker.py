@@ -148,6 +148,30 @@ def test_kanal_cli_prints_what_docker_prints(docker: str, api: Path) -> None:
     assert not wrong, "\n".join(wrong[:10])
 
 
+def test_kanal_inspect_prints_what_docker_inspect_prints(docker: str, api: Path) -> None:
+    """``kanal inspect -f`` on a container object docker printed: every container case,
+    docker's bytes (or its error, in one line)."""
+    cases = [c for c in CASES if c.kind == "ctr" and not c.differs]
+    env = _env(api)
+
+    def both(c: C) -> tuple[subprocess.CompletedProcess[str], subprocess.CompletedProcess[str]]:
+        argv = [str(VENV / "kanal"), "inspect", "-H", str(api), "-f", c.template, c.name]
+        return _run([docker, *_args(c)], env), _run(argv, env)
+
+    with ThreadPoolExecutor(4) as pool:
+        runs = list(pool.map(both, cases))
+    wrong = []
+    for c, (d, k) in zip(cases, runs):
+        if c.err:
+            ok = k.returncode == 1 and k.stdout == "" and k.stderr == f"kanal: {c.err}\n"
+        else:
+            ok = k.returncode == 0 and k.stderr == "" and k.stdout == d.stdout == c.out
+        if not ok:
+            wrong.append(f"{c.template!r}:\n  docker {d!r}\n  kanal  {k!r}")
+    assert len(cases) > 30
+    assert not wrong, "\n".join(wrong[:10])
+
+
 def test_inspect_json_and_plain(docker: str, api: Path) -> None:
     env = _env(api)
     for args in (

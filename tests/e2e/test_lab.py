@@ -131,7 +131,7 @@ def test_exec_runs_kanal_against_that_host_and_the_seed_001_overlay(lab: LabCli)
     assert bad.returncode == 1 and "invalid bridge name 'bad/x'" in bad.stderr
     assert "bad1" not in lab.on("h2", "kanal", "network", "ls").stdout
     info = json.loads(lab.on("h1", "kanal", "inspect", "app1").stdout)[0]
-    assert info["Networks"]["web"]["IPAddress"].startswith("10.99.0.")
+    assert info["NetworkSettings"]["Networks"]["web"]["IPAddress"].startswith("10.99.0.")
     assert info["LostAddresses"] == []
     # each host has an ip netns world of its own, the machine's is untouched
     ns = unique("x", 12)
@@ -336,7 +336,9 @@ def test_underlay_mtu_1400_overlay_follows(short_root: str) -> None:
         # (not /sys: the sandbox sees its host's sysfs, mounted for another namespace)
         link = json.loads(cli.k("h1", "exec", "a", "ip", "-j", "link", "show", "eth0").stdout)
         assert link[0]["mtu"] == 1350
-        b = json.loads(cli.k("h2", "inspect", "b").stdout)[0]["Networks"]["mt"]["IPAddress"]
+        b = json.loads(cli.k("h2", "inspect", "b").stdout)[0]["NetworkSettings"]["Networks"]["mt"][
+            "IPAddress"
+        ]
 
         def reach() -> bool:
             p = cli.k("h1", "exec", "a", "ping", "-c", "1", "-W", "1", b, check=False)
@@ -378,7 +380,9 @@ def test_a_host_cut_off_past_lease_and_grace_rejoins_without_a_duplicate(short_r
         cli.k("h1", "network", "create", "-d", "overlay", "--subnet", "10.97.0.0/24", "cut")
         for h, n in (("h1", "y"), ("h2", "w"), ("h3", "z")):
             cli.k(h, "run", "-d", "--name", n, "--network", "cut", "--", "sleep", "600")
-        z_ip = json.loads(cli.k("h3", "inspect", "z").stdout)[0]["Networks"]["cut"]["IPAddress"]
+        z_ip = json.loads(cli.k("h3", "inspect", "z").stdout)[0]["NetworkSettings"]["Networks"][
+            "cut"
+        ]["IPAddress"]
         wait_for("w reaches z", lambda: cli.k("h2", "exec", "w", "ping", "-c", "1", "-W", "1",
                                               z_ip, check=False).returncode == 0)  # fmt: skip
         cli("fault", cli.name, "partition", "h3")
@@ -408,7 +412,10 @@ def test_a_host_cut_off_past_lease_and_grace_rejoins_without_a_duplicate(short_r
 
         got = wait_for("z's lost address reported", lost, 60)
         assert [(x["Network"], x["Address"]) for x in got] == [("cut", z_ip)]
-        assert "cut" not in json.loads(cli.k("h3", "inspect", "z").stdout)[0]["Networks"]
+        assert (
+            "cut"
+            not in json.loads(cli.k("h3", "inspect", "z").stdout)[0]["NetworkSettings"]["Networks"]
+        )
         held = []
         for h in ("h1", "h2", "h3"):
             info = json.loads(cli.k(h, "network", "inspect", "cut").stdout)[0]

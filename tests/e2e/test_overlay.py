@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -408,7 +409,7 @@ def test_overlay_metrics_count_entries_latency_and_repaired_drift(hosts: Hosts) 
     run(h, 3, "m3", "ovm")
     for i in (2, 3):
         assert wait_for(f"m1 -> m{i}", partial(ping, h, 1, "m1", h.ip_of(i, f"m{i}", "ovm")))
-    api = h.api(1)
+    api = Path(h.api(1))
     s = scrape(api)
     assert val(s, "kanal_overlay_fdb_entries", network="ovm") >= 2
     assert val(s, "kanal_overlay_neighbour_entries", network="ovm") >= 2

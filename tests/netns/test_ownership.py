@@ -172,4 +172,6 @@ def test_an_interrupted_start_is_adopted_then_stopped(eng: Engine, tmp_path: Pat
     assert adopted.state == "running" and adopted.pid == p.pid
     assert ctrl2.store.get(it.key) is None
     eng(lambda: m2.remove("late", force=True))
-    assert p.wait(10) < 0  # ended by rm's signal (our child here: reaped by wait)
+    # ended by rm's signal (our child here: reaped by wait); the PID namespace's init
+    # reports its command's SIGTERM as docker does (143), a SIGKILL kills unshare itself
+    assert p.wait(10) in (143, -9)

@@ -151,7 +151,7 @@ def cmd_events(args: argparse.Namespace) -> int:
         from kanal.cli.gotemplate import parse  # lazy: only with a template
 
         tmpl = parse(fmt.replace("\\t", "\t").replace("\\n", "\n"))  # bad: fails before streaming
-    for ev in ApiClient(args.host).stream("/events", query):
+    for ev in ApiClient(args.host).stream_json("/events", query):
         if fmt == "json":
             out = json.dumps(ev, separators=(",", ":"))
         elif tmpl is not None:

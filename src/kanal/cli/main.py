@@ -36,6 +36,7 @@ _COMMANDS = (
     "kanal.cli.events",
     "kanal.cli.graph",
     "kanal.cli.explain",
+    "kanal.cli.lifecycle",
 )
 
 EXIT_ERROR = 1

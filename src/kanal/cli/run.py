@@ -4,15 +4,19 @@
               [--alias X]... [-p SPEC]... [--dns IP]... [--dns-search D]...
               [--dns-option O]... [--add-host NAME:IP|NAME:host-gateway]...
               [--hostname H] [-e K=V]... [-w DIR] [--expose PORT[-END][/PROTO]]...
-              [-P] [--mac-address MAC] [--link NAME[:ALIAS]]... -- CMD [ARG...]
+              [-P] [--mac-address MAC] [--link NAME[:ALIAS]]... [--pid host] -- CMD [ARG...]
     kanal ps [-a] [-q] [--no-trunc] [--format table|table TEMPLATE|json|TEMPLATE]
+             [-f|--filter KEY=VALUE]...
     kanal exec SANDBOX CMD [ARG...]
     kanal stop [-t SECONDS] SANDBOX...
     kanal rm [-f] SANDBOX...
 
 Without ``-d`` the command runs in the foreground with this terminal's stdin and
 stdout, and ``kanal run`` exits with its status (``--rm`` removes the sandbox
-afterwards). The first ``--network`` gets ``--ip``, ``--alias`` and ``-p``.
+afterwards). The first ``--network`` gets ``--ip``, ``--alias`` and ``-p``. The
+command runs in a PID namespace of its own, so what it leaves running in the
+background ends with it (``--pid host``: in kanald's). ``start``, ``restart``,
+``kill``, ``wait`` and ``logs`` are :mod:`kanal.cli.lifecycle`'s.
 """
 
 from __future__ import annotations
@@ -83,6 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "DnsOptions": args.dns_option,
         "ExtraHosts": args.add_host,
         "WorkingDir": args.workdir,
+        **({"PidMode": args.pid} if args.pid else {}),
     }
     body.update(_docker_run_flags(args))
     c = _client(args)
@@ -264,12 +269,34 @@ def _ps_row(s: dict[str, Any], trunc: bool) -> dict[str, Any]:
     }
 
 
+def _filtered(args: argparse.Namespace, sbs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``ps --filter KEY=VALUE``: kanald matches them (docker's keys and rules,
+    ``GET /containers/json?filters=``); without ``-a`` only running ones unless a
+    ``status`` or ``exited`` filter asks otherwise, as docker's."""
+    import json
+
+    # lazy: a kanal command loads only what it runs (the CLI starts for every call)
+    from kanal.errors import InvalidConfig
+
+    f: dict[str, list[str]] = {}
+    for item in args.filter:
+        k, eq, v = item.partition("=")
+        if not eq or not k:
+            raise InvalidConfig(f"bad format of filter (expected name=value): {item}")
+        f.setdefault(k.strip().lower(), []).append(v)
+    query = {"filters": json.dumps(f), "all": "1" if args.all else "0"}
+    ids = {c["Id"] for c in _client(args).request("GET", "/containers/json", query=query)}
+    return [s for s in sbs if s["Id"] in ids]
+
+
 def cmd_ps(args: argparse.Namespace) -> int:
     # lazy: a kanal command loads only what it runs (the CLI starts for every call)
     from kanal.cli.fmt import render_table
 
     sbs = _client(args).request("GET", "/sandboxes")
-    if not args.all:
+    if args.filter:
+        sbs = _filtered(args, sbs)
+    elif not args.all:
         sbs = [s for s in sbs if s["State"] == "running"]
     sbs.sort(key=lambda x: x["Created"], reverse=True)
     trunc = not args.no_trunc
@@ -316,13 +343,16 @@ def cmd_exec(args: argparse.Namespace) -> int:
         cmd = cmd[1:]
     if not cmd:
         raise InvalidConfig("kanal exec needs a command")
-    sb = _client(args).request("GET", f"/sandboxes/{_q(args.sandbox)}")
-    if sb["State"] != "running" or not sb["Pid"]:
-        raise Conflict(f"container {sb['Name']} is not running")
-    # The sandbox process's own namespaces: network, mounts (its /etc files), hostname.
+    sb = _client(args).request("GET", f"/sandboxes/{_q(args.sandbox)}/json")
+    if not sb["State"]["Running"] or not sb["State"]["Pid"]:
+        raise Conflict(f"container {sb['Name'].lstrip('/')} is not running")
+    # The sandbox process's own namespaces: network, mounts (its /etc files), hostname,
+    # and its PID namespace unless it shares kanald's (--pid host).
+    pid = ["--pid"] if sb["HostConfig"]["PidMode"] != "host" else []
     return subprocess.call(
-        ["nsenter", "--target", str(sb["Pid"]), "--net", "--mount", "--uts", "--", *cmd]
-    )
+        ["nsenter", "--target", str(sb["State"]["Pid"]), "--net", "--mount", "--uts", *pid,
+         "--", *cmd]
+    )  # fmt: skip
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
@@ -389,6 +419,7 @@ def register(subparsers: Any) -> None:
     r.add_argument(
         "--link", action="append", default=[], help="NAME[:ALIAS]: ALIAS resolves to NAME"
     )
+    r.add_argument("--pid", default="", help="host: no PID namespace of its own")
     r.add_argument("cmd", nargs=argparse.REMAINDER)
     r.set_defaults(handler=cmd_run)
 
@@ -397,6 +428,13 @@ def register(subparsers: Any) -> None:
     ps.add_argument("-q", "--quiet", action="store_true")
     ps.add_argument("--no-trunc", action="store_true")
     ps.add_argument("--format", default="", help="table, table TEMPLATE, json or a Go TEMPLATE")
+    ps.add_argument(
+        "-f",
+        "--filter",
+        action="append",
+        default=[],
+        help="KEY=VALUE: id, name, status, " "network, exited, publish (docker's)",
+    )
     ps.set_defaults(handler=cmd_ps)
 
     ex = add("exec", "run a command in a running sandbox")

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from kanal import validate
+from kanal.daemon.dockerapi import API_VERSION
 from kanal.daemon.events import EventBus, EventFilter
 from kanal.daemon.getters import query_one
 from kanal.daemon.messages import filters, parse_query
@@ -36,7 +37,7 @@ from kanal.daemon.resolvers import (
     NoSandboxes,
     SandboxResolver,
 )
-from kanal.daemon.routes import Reply, route
+from kanal.daemon.routes import Reply, Stream, route
 from kanal.engine.controller import Controller
 from kanal.errors import KanalError
 from kanal.unixsock import PrivateUnixServer, QuietHandler
@@ -91,6 +92,8 @@ class ApiServer(PrivateUnixServer):
         self.idle_timeout = idle_timeout
         self._busy = 0
         self._idle = threading.Condition()
+        #: set when the daemon stops: long requests (wait, logs -f) end early
+        self.stopping = threading.Event()
         super().__init__(path, _Handler, mode=mode, dir_mode=0o700)
 
     @contextmanager
@@ -117,6 +120,7 @@ class ApiServer(PrivateUnixServer):
     def server_close(self) -> None:
         # No new connections; a request whose body was received runs to its end
         # (or its rollback) before the process may exit.
+        self.stopping.set()
         super().server_close()
         if not self.wait_idle(DRAIN_TIMEOUT):
             log.warning("stopping with %d API requests still under way", self._busy)
@@ -132,15 +136,27 @@ class _Handler(QuietHandler):
         # An idle keep-alive connection does not hold a thread for ever.
         self.connection.settimeout(self.server.idle_timeout)
 
+    def _docker_headers(self) -> None:
+        # What docker clients read from every answer (/_ping's for negotiation).
+        self.send_header("Api-Version", API_VERSION)
+        self.send_header("Docker-Experimental", "false")
+        self.send_header("Ostype", "linux")
+
     def _send(self, status: int, body: Any) -> None:
-        data = b"" if body is None else json.dumps(body).encode() + b"\n"
+        if isinstance(body, bytes):
+            data, ctype = body, "text/plain; charset=utf-8"
+        else:
+            data = b"" if body is None else json.dumps(body).encode() + b"\n"
+            ctype = "application/json"
         try:
             self.send_response(status)
+            self._docker_headers()
             if body is not None:
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":
+                self.wfile.write(data)
         except OSError:
             # The client left: what its request did stays done (or undone), only
             # the answer is lost.
@@ -168,7 +184,9 @@ class _Handler(QuietHandler):
             # From here on the request runs to its end whatever the client does.
             with self.server.operation():
                 result = self.server.route(method, url.path, query, body)
-            if isinstance(result, Reply):
+            if isinstance(result, Stream):
+                self._stream(result)
+            elif isinstance(result, Reply):
                 self._send(result.status, result.body)
             else:
                 self._send(200, result)
@@ -191,6 +209,31 @@ class _Handler(QuietHandler):
         except OSError:
             self.close_connection = True
 
+    def _stream(self, s: Stream) -> None:
+        """Chunks as they come, until they end or the client leaves."""
+        try:
+            self.send_response(200)
+            self._docker_headers()
+            self.send_header("Content-Type", s.content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+            for chunk in s.chunks:
+                if not chunk:
+                    if _hung_up(self.connection):
+                        break
+                    continue
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+        finally:
+            close = getattr(s.chunks, "close", None)
+            if close is not None:
+                close()
+
     def _events(self, query: dict[str, list[str]]) -> None:
         """The stream: the kept events since ``since``, then live ones, filtered;
         it ends at ``until`` (a bad filter or time: 400 before any event)."""
@@ -201,6 +244,7 @@ class _Handler(QuietHandler):
         past, q = bus.subscribe_since(f.since)
         try:
             self.send_response(200)
+            self._docker_headers()
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
@@ -226,6 +270,9 @@ class _Handler(QuietHandler):
 
     def do_DELETE(self) -> None:
         self._handle("DELETE")
+
+    def do_HEAD(self) -> None:
+        self._handle("HEAD")
 
 
 def _drain(

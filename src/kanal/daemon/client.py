@@ -120,6 +120,8 @@ class ApiClient:
             raise Unavailable(f"kanald did not answer {method} {path}", str(e)) from None
         finally:
             conn.close()
+        if resp.status < 400 and (resp.getheader("Content-Type") or "").startswith("text/plain"):
+            return raw.decode("utf-8", "replace")  # /_ping's "OK", as docker's
         try:
             payload = json.loads(raw) if raw.strip() else None
         except ValueError:
@@ -137,15 +139,20 @@ class ApiClient:
             raise err
         return payload
 
-    def stream(self, path: str, query: dict[str, str] | None = None) -> Iterator[Any]:
-        """A streaming GET (``/events``): each JSON line as it comes, until kanald
-        ends the stream. Raises KanalError with kanald's message (a refused
-        request), Unavailable (no daemon, or it went away mid-stream)."""
+    def stream(self, path: str, query: dict[str, str] | None = None) -> Iterator[bytes]:
+        """``GET path``'s body as it comes, for as long as it takes (``logs -f``).
+
+        Raises KanalError with kanald's message (before the first chunk)."""
         url = path + ("?" + urlencode(query) if query else "")
         conn = _UnixConnection(self.path, self.timeout)
         try:
-            conn.request("GET", url)
-            resp = conn.getresponse()
+            try:
+                conn.request("GET", url)
+                assert conn.sock is not None
+                conn.sock.settimeout(None)  # a followed log may be quiet for hours
+                resp = conn.getresponse()
+            except (OSError, http.client.HTTPException) as e:
+                raise Unavailable(f"kanald did not answer GET {path}", str(e)) from None
             if resp.status >= 400:
                 raw = resp.read()
                 try:
@@ -155,20 +162,31 @@ class ApiClient:
                 err = KanalError(str(msg or f"HTTP {resp.status}"))
                 err.http_status = resp.status
                 raise err
-            if conn.sock is not None:
-                conn.sock.settimeout(None)  # a quiet stream is not a dead daemon
             while True:
-                raw_line = resp.readline()
-                if not raw_line:
+                try:
+                    chunk = resp.read1(65536)
+                except (OSError, http.client.HTTPException) as e:
+                    raise Unavailable(f"kanald stopped answering GET {path}", str(e)) from None
+                if not chunk:
                     return
-                if raw_line.strip():
-                    yield json.loads(raw_line)
-        except (OSError, http.client.HTTPException, ValueError) as e:
-            if isinstance(e, KanalError):
-                raise
-            raise Unavailable(f"kanald's stream {path} broke off", str(e)) from None
+                yield chunk
         finally:
             conn.close()
+
+    def stream_json(self, path: str, query: dict[str, str] | None = None) -> Iterator[Any]:
+        """A streaming GET of JSON lines (``/events``): each object as it comes, until
+        kanald ends the stream. Raises KanalError with kanald's message (a refused
+        request), Unavailable (no daemon, or it went away mid-stream)."""
+        pending = b""
+        for chunk in self.stream(path, query):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except ValueError:
+                        raise Unavailable(f"kanald's stream {path} is not JSON lines") from None
 
     def network(self, ref: str) -> Any:
         return self.request("GET", f"/networks/{quote(ref, safe='')}")

@@ -92,10 +92,10 @@ class EventBus:
         self._lock = threading.Lock()
 
     def publish(self, event: dict[str, Any]) -> None:
-        ns = time.time_ns()
+        now = time.time_ns()
+        event.setdefault("time", now // 1_000_000_000)
+        event.setdefault("timeNano", now)  # docker's fields, read by its CLI
         event.setdefault("scope", "local")
-        event.setdefault("time", ns // 1_000_000_000)
-        event.setdefault("timeNano", ns)
         with self._lock:
             # history and subscribers in one step: a new stream gets each event once
             self._history.append(event)

@@ -297,7 +297,10 @@ def sandbox_spec(b: dict[str, Any]) -> SandboxSpec:
         mac_address=mac_address(opt_str(b, "MacAddress")),
         links=[parse_link(x) for x in str_list(b, "Links")],
         exposed=[exposed_port(x) for x in str_list(b, "ExposedPorts")],
+        pid_mode=opt_str(b, "PidMode"),
     )
+    if spec.pid_mode not in ("", "host"):
+        raise InvalidConfig(f"invalid PidMode {spec.pid_mode!r}: want host (or nothing)")
     validate.sandbox(spec)
     return spec
 

@@ -1,8 +1,9 @@
 """The REST API's one route table: a request's method and path → its handler.
 
-Routes (an optional ``/v1.NN`` prefix is accepted, as docker clients send one)::
+Routes (an optional ``/v1.NN`` prefix is accepted, as docker clients send one;
+docker's container and system endpoints are :mod:`.dockerapi`'s)::
 
-    GET    /_ping                        "OK"
+    GET|HEAD /_ping                      "OK" (text), with the Api-Version header
     GET    /networks?filters={...}       list (docker's filters JSON)
     GET    /networks/{id|name}           inspect
     POST   /networks/create              {"Name", "Driver", "IPAM", "Options", ...} -> {"Id"}
@@ -12,7 +13,10 @@ Routes (an optional ``/v1.NN`` prefix is accepted, as docker clients send one)::
     POST   /networks/{id}/disconnect     {"Container", "Force"}
     GET    /endpoints                    every endpoint (network, sandbox, addresses, ports)
     GET    /nodes                        the cluster's hosts (kanald --cluster-store)
-    GET|POST|DELETE /sandboxes/...       kanal run's sandboxes (create, start, stop, ...)
+    GET|POST|DELETE /sandboxes/...       kanal run's sandboxes (create, start, stop, kill,
+                                         restart, wait, logs, ...)
+    GET|POST|DELETE /containers/...      the same sandboxes in docker's shapes
+    GET    /version, /info               docker's daemon descriptions
     GET    /events?filters=&since=&until= one JSON object per line (served by the server)
     GET    /metrics                      Prometheus text (served by the server, kanald only)
     GET    /system/check                 {"Problems": [...]}: leaks and inconsistencies
@@ -20,7 +24,8 @@ Routes (an optional ``/v1.NN`` prefix is accepted, as docker clients send one)::
     GET    /explain?src=&dst=            why a packet would (not) get there (kanal explain)
 
 A handler gets the typed request (:mod:`.messages`) and returns the answer's body
-(200) or a :class:`Reply` with another status; it raises kanal errors, which the
+(200), a :class:`Reply` with another status, or a :class:`Stream` (chunks sent as
+they come: logs); it raises kanal errors, which the
 server maps to ``{"message": ...}`` at its one boundary (:mod:`.api`). The
 table is tried in order; the first route whose method and segments match wins
 (``{x}`` matches any one segment). See docs/rest-api.md.
@@ -28,16 +33,17 @@ table is tried in order; the first route whose method and segments match wins
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from kanal import validate
+from kanal.daemon import dockerapi
 from kanal.daemon import messages as msg
 from kanal.daemon.explainroute import explain_route
 from kanal.daemon.getters import obj, query_one
+from kanal.daemon.replies import Reply, Stream
 from kanal.daemon.shapes import (
     container_event,
     created_at,
@@ -48,6 +54,7 @@ from kanal.daemon.shapes import (
     prune_until,
     sandbox_json,
 )
+from kanal.engine import sandboxlife
 from kanal.engine.check import check
 from kanal.engine.sandboxnet import EndpointOptions
 from kanal.engine.topology import topology
@@ -58,17 +65,7 @@ if TYPE_CHECKING:
     from kanal.engine.model import Network
     from kanal.engine.sandboxes import Sandbox, SandboxManager
 
-__all__ = ["ROUTES", "Reply", "Request", "Route", "route"]
-
-_VERSION_PREFIX = re.compile(r"^/v\d+\.\d+(?=/)")
-
-
-@dataclass(frozen=True)
-class Reply:
-    """An answer with a status other than 200 (``body`` None: no body)."""
-
-    status: int
-    body: Any = None
+__all__ = ["ROUTES", "Reply", "Request", "Route", "Stream", "route"]
 
 
 @dataclass(frozen=True)
@@ -110,7 +107,7 @@ def route(api: ApiServer, method: str, path: str, query: dict[str, list[str]], b
     """The answer to one request (a body for 200, or a :class:`Reply`).
 
     Raises KanalError (mapped to the wire by the server); NotFound for no route."""
-    path = _VERSION_PREFIX.sub("", path).rstrip("/") or "/"
+    path = dockerapi.check_version(path).rstrip("/") or "/"
     try:
         parts = [unquote(p, errors="strict") for p in path.strip("/").split("/")]
     except UnicodeDecodeError:
@@ -118,13 +115,17 @@ def route(api: ApiServer, method: str, path: str, query: dict[str, list[str]], b
     for p in parts:
         validate.no_control(p, "path segment")
     if path == "/_ping":  # the liveness probe: any method, the path as sent
-        return "OK"
+        return Reply(200, b"OK")
     for r in ROUTES:
         if r.sandboxes and api.manager is None:
             continue
         params = r.match(method, parts)
         if params is not None:
             return r.handler(api, Request(method, parts, query, body, params))
+    if parts[0] in dockerapi.UNSUPPORTED:
+        raise dockerapi.unsupported(dockerapi.UNSUPPORTED[parts[0]])
+    if parts[0] == "containers":
+        raise dockerapi.unsupported(f"{method} /{'/'.join(parts)}")
     if parts[0] == "sandboxes" and api.manager is not None:
         path = "/" + "/".join(parts)
     raise NotFound(f"page not found: {method} {path}")
@@ -297,7 +298,7 @@ def inspect_sandbox(api: ApiServer, req: Request) -> Any:
 def remove_sandbox(api: ApiServer, req: Request) -> Any:
     force = validate.parse_bool(query_one(req.query, "force", "0"), "force")
     sb = _manager(api).remove(req.params["ref"], force=force)
-    api.events.publish(container_event("destroy", sb.id, {"name": sb.name}))
+    api.events.publish(container_event("destroy", sb.id, sb.name))
     return Reply(204)
 
 
@@ -306,15 +307,42 @@ def sandbox_action(api: ApiServer, req: Request) -> Any:
     m, ref, action = _manager(api), req.params["ref"], req.params["action"]
     b = obj(req.body)
     if action == "start":
-        return _sandbox(api, m.start(ref))
+        sb = m.start(ref)  # (its start event is the sandbox manager's)
+        return _sandbox(api, sb)
     if action == "running":
         return _sandbox(api, m.mark_running(ref, msg.SandboxRunning.parse(b).pid))
     if action == "exited":
         return _sandbox(api, m.mark_exited(ref, msg.SandboxExited.parse(b).code))
     if action == "stop":
         t = validate.parse_seconds(query_one(req.query, "t", "10"), "t", maximum=3600)
-        return _sandbox(api, m.stop(ref, timeout=t))
+        sb = m.stop(ref, timeout=t)  # (its die and stop events are the manager's)
+        return _sandbox(api, sb)
+    if action == "restart":
+        t = validate.parse_seconds(query_one(req.query, "t", "10"), "t", maximum=3600)
+        sb = sandboxlife.restart(m, ref, timeout=t)
+        api.events.publish(container_event("restart", sb.id, sb.name))
+        return _sandbox(api, sb)
+    if action == "kill":
+        sig = dockerapi.parse_signal(query_one(req.query, "signal", "SIGKILL"))
+        sb = sandboxlife.kill(m, ref, sig)
+        api.events.publish(container_event("kill", sb.id, sb.name))
+        return _sandbox(api, sb)
+    if action == "wait":
+        return dockerapi.wait_result(api, req)
     raise NotFound(f"page not found: {req.method} /{'/'.join(req.parts)}")
+
+
+def sandbox_logs(api: ApiServer, req: Request) -> Any:
+    """``GET /sandboxes/{id}/logs?follow=&tail=``: the log as it is written (raw)."""
+    follow, tail = dockerapi.logs_params(req)
+    _manager(api).get(req.params["ref"])  # 404 before the stream starts
+    chunks = dockerapi.log_chunks(api, req.params["ref"], follow=follow, tail=tail, frame=False)
+    return Stream("text/plain; charset=utf-8", chunks)
+
+
+def inspect_container_kanal(api: ApiServer, req: Request) -> Any:
+    """``GET /sandboxes/{id}/json``: docker's container object (kanal inspect)."""
+    return dockerapi.container(api, _manager(api).get(req.params["ref"]))
 
 
 def launch_argv(api: ApiServer, req: Request) -> Any:
@@ -352,6 +380,17 @@ ROUTES: list[Route] = [
     Route("DELETE", ("sandboxes", "{ref}"), remove_sandbox, sandboxes=True),
     Route("POST", ("sandboxes", "{ref}", "{action}"), sandbox_action, sandboxes=True),
     Route("GET", ("sandboxes", "{ref}", "launch"), launch_argv, sandboxes=True),
+    Route("GET", ("sandboxes", "{ref}", "logs"), sandbox_logs, sandboxes=True),
+    Route("GET", ("sandboxes", "{ref}", "json"), inspect_container_kanal, sandboxes=True),
+    # docker's Engine API (kanal.daemon.dockerapi)
+    Route("GET", ("version",), dockerapi.version),
+    Route("GET", ("info",), dockerapi.info),
+    Route("GET", ("containers", "json"), dockerapi.list_containers),
+    Route("POST", ("containers", "create"), dockerapi.create_container),
+    Route("GET", ("containers", "{ref}", "json"), dockerapi.inspect_container, sandboxes=True),
+    Route("GET", ("containers", "{ref}", "logs"), dockerapi.container_logs, sandboxes=True),
+    Route("POST", ("containers", "{ref}", "{action}"), dockerapi.container_action, sandboxes=True),
+    Route("DELETE", ("containers", "{ref}"), dockerapi.remove_container, sandboxes=True),
     Route("GET", ("explain",), explain_route, sandboxes=True),
     Route("GET", ("topology",), get_topology),
 ]

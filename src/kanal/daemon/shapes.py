@@ -257,10 +257,14 @@ def endpoint_event(event: str, net: Network, ep: Endpoint) -> dict[str, Any]:
 
 
 def container_event(
-    action: str, sandbox_id: str, attributes: Mapping[str, str] | None = None
+    action: str, sandbox_id: str, attributes: Mapping[str, str] | str | None = None
 ) -> dict[str, Any]:
-    """A sandbox was created, started, died, stopped or went (docker's container
-    events; ``status`` and ``id`` are docker's older copies of Action and Actor.ID)."""
+    """A sandbox was created, started, died, stopped, killed, restarted or went
+    (docker's container events; ``attributes`` a mapping, or the sandbox's name for
+    ``Actor.Attributes.name``; ``status`` and ``id`` are docker's older copies of
+    Action and Actor.ID)."""
+    if isinstance(attributes, str):
+        attributes = {"name": attributes} if attributes else {}
     return {
         "Type": "container",
         "Action": action,

@@ -16,21 +16,21 @@ processes) and :class:`~kanal.engine.nameindex.NameIndex` (embedded DNS names).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from kanal import validate
-from kanal.engine import processes
+from kanal.engine import processes, sandboxlife
 from kanal.engine.controller import Controller
 from kanal.engine.dns.index import NameIndex
 from kanal.engine.model import Endpoint, SandboxRef, new_id, now
 from kanal.engine.sandboxenv import SandboxEnv, is_mount
 from kanal.engine.sandboxnet import EndpointOptions
+from kanal.engine.sandboxrecord import Sandbox
 from kanal.engine.sandboxspec import NetworkRequest, SandboxSpec, checked_spec, link_names
 from kanal.engine.supervisor import Supervisor
 from kanal.errors import Conflict, KanalError, NotFound
@@ -42,42 +42,6 @@ if TYPE_CHECKING:
 __all__ = ["NetworkRequest", "Sandbox", "SandboxManager", "SandboxSpec"]
 
 log = logging.getLogger("kanal.sandbox")
-
-
-@dataclass
-class Sandbox:
-    id: str
-    name: str
-    argv: list[str]
-    netns: str
-    own_netns: bool
-    network_mode: str
-    state: str = "created"  # created | running | exited
-    pid: int = 0
-    exit_code: int | None = None
-    created: str = ""
-    started: float = 0.0  # /proc/<pid>/stat starttime (ticks): tells a reused pid apart
-    hostname: str = ""
-    env: dict[str, str] = field(default_factory=dict)
-    dns: list[str] = field(default_factory=list)
-    dns_search: list[str] = field(default_factory=list)
-    dns_options: list[str] = field(default_factory=list)
-    extra_hosts: list[str] = field(default_factory=list)
-    workdir: str = ""
-    # (device, inode) of its own namespace: found again after an outside unmount
-    netns_id: list[int] = field(default_factory=list)
-    error: str = ""  # why it is broken (docker's State.Error); "" when it is not
-    # overlay addresses the cluster freed while this host was cut off (the sandbox was
-    # disconnected from those networks): {"Network", "Address", "At"}
-    lost: list[dict[str, str]] = field(default_factory=list)
-    exposed: list[str] = field(default_factory=list)  # --expose / -P: "80/tcp"
-
-    def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> Sandbox:
-        return cls(**json.loads(data))
 
 
 class SandboxManager:
@@ -114,6 +78,8 @@ class SandboxManager:
         self.reverse = self.names_index.reverse
         self.invalidate = self.names_index.invalidate
         self._lock = threading.Lock()
+        self._changed = threading.Condition()  # a sandbox's process ended
+        self._rel_locks: dict[str, threading.Lock] = {}
         self._sb_locks: dict[str, threading.Lock] = {}
         controller.listeners.append(self._on_endpoint_event)
 
@@ -205,7 +171,9 @@ class SandboxManager:
         if s.state == "running" and s.pid and not self.procs.following(s.id):
             leader = self.procs.leader(s)
             if leader is None or not processes.alive(leader):
-                s.state = "exited"
+                # (Its endpoints are given back by its next stop, start or rm: a
+                # lookup does no network work, it may run inside one.)
+                s.state, s.finished_at = "exited", now()
                 self._save(s)
         return s
 
@@ -266,6 +234,9 @@ class SandboxManager:
             workdir=spec.workdir,
             netns_id=[st.st_dev, st.st_ino] if st is not None else [],
             exposed=list(spec.exposed),
+            pid_mode=spec.pid_mode,
+            publish=[asdict(p) for p in spec.publish],
+            requests=[asdict(r) for r in spec.networks],
         )
         links = link_names(spec.links, self.list_all())
         if own and mode != "none":
@@ -349,9 +320,16 @@ class SandboxManager:
             sb = self.get(sb.id)
             if sb.state == "running":
                 raise Conflict(f"container {sb.name} is already running")
-            with self.journal.intent("sandbox-start", sandbox=sb.id) as it:
-                p = self.procs.launch(sb)
-                self.journal.end(it, [Put(f"sandboxes/{sb.id}", sb.to_json())])
+            if sb.error:
+                raise Conflict(f"container {sb.name} is broken: {sb.error}")
+            sandboxlife.retake(self, sb)
+            try:
+                with self.journal.intent("sandbox-start", sandbox=sb.id) as it:
+                    p = self.procs.launch(sb)
+                    self.journal.end(it, [Put(f"sandboxes/{sb.id}", sb.to_json())])
+            except BaseException:
+                sandboxlife.release(self, self.get(sb.id))
+                raise
         self.procs.follow(sb.id, p)
         return sb
 
@@ -376,20 +354,27 @@ class SandboxManager:
             self.mark_exited(sid, code)
         except KanalError:
             pass
+        except Exception:  # the reporting thread must not die silently
+            log.exception("sandbox %s exited", sid)
 
     def mark_running(self, ref: str, pid: int) -> Sandbox:
         """An attached run started by the CLI itself reports its process."""
         sb = self.get(ref)
         sb.state, sb.pid, sb.exit_code = "running", pid, None
+        sb.started_at, sb.finished_at = now(), ""
         start = processes.proc_start(pid)
         sb.started = float(start) if start else 0.0
         self._save(sb)
         return sb
 
     def mark_exited(self, ref: str, code: int) -> Sandbox:
+        """Its process ended with ``code``: exited, its endpoints released."""
         sb = self.get(ref)
-        sb.state, sb.exit_code = "exited", code
+        sb.state, sb.exit_code, sb.finished_at = "exited", code, now()
         self._save(sb)
+        sandboxlife.release(self, sb)
+        with self._changed:
+            self._changed.notify_all()
         return sb
 
     def stop(self, ref: str, timeout: float = 10.0) -> Sandbox:
@@ -400,13 +385,24 @@ class SandboxManager:
     def _stop(self, sid: str, timeout: float) -> Sandbox:
         sb = self.get(sid)
         if sb.state != "running" or not sb.pid:
-            return sb
+            sandboxlife.release(
+                self, sb
+            )  # one that ended unseen (kanald was down) still holds them
+            return self.get(sid)
+        followed = self.procs.following(sid)
         self.procs.stop_all(sb.id, sb, sb.netns if sb.own_netns else "", timeout)
-        sb = self.get(sid)
-        if sb.state == "running":
-            sb.state, sb.exit_code = "exited", 137
+        # The supervisor's thread reports the status it reaped (143 for SIGTERM).
+        sb = sandboxlife.wait_exit(self, sid, 5.0) if followed else self.get(sid)
+        if sb.state == "running" or sb.exit_code is None:
+            # Not followed (started before a daemon restart): its status is not
+            # ours to read; it ended on the SIGTERM or on the SIGKILL after it.
+            sb.exit_code = 137 if sb.state == "running" else 143
+            sb.state, sb.finished_at = "exited", now()
             self._save(sb)
-        return sb
+        sandboxlife.release(self, sb)
+        with self._changed:
+            self._changed.notify_all()
+        return self.get(sid)
 
     def remove(self, ref: str, *, force: bool = False) -> Sandbox:
         sb = self.get(ref)
@@ -436,18 +432,21 @@ class SandboxManager:
         own = sb.own_netns if sb is not None else True
         netns = self.netns_path(sid) if own else ""
         self.procs.stop_all(sid, sb, netns)
-        if self.dns is not None:
-            self.dns.detach(sid)
-        self.ctrl.disconnect_all(sid)
-        if own and os.path.exists(netns):
-            self.env.del_netns(netns)
-        # Files before records: once the intent is struck off nothing may be left.
-        shutil.rmtree(self.env.dir(sid), ignore_errors=True)
-        ops = [Delete(f"sandboxes/{sid}"), *self._drop_name(name, sid)]
-        if it is not None:
-            self.journal.end(it, ops)
-        else:
-            self.store.txn(ops)
+        with sandboxlife.release_lock(self, sid):  # no release of the ended process in between
+            if self.dns is not None:
+                self.dns.detach(sid)
+            self.ctrl.disconnect_all(sid)
+            if own and os.path.exists(netns):
+                self.env.del_netns(netns)
+            # Files before records: once the intent is struck off nothing may be left.
+            shutil.rmtree(self.env.dir(sid), ignore_errors=True)
+            ops = [Delete(f"sandboxes/{sid}"), *self._drop_name(name, sid)]
+            if it is not None:
+                self.journal.end(it, ops)
+            else:
+                self.store.txn(ops)
+        with self._lock:
+            self._rel_locks.pop(sid, None)
 
     def repair_netns(self, sid: str) -> str:
         """A sandbox whose namespace mount an outside hand removed: mounted again

@@ -42,6 +42,7 @@ class SandboxSpec:
     mac_address: str = ""
     links: list[tuple[str, str]] = field(default_factory=list)
     exposed: list[str] = field(default_factory=list)  # --expose: "80/tcp"
+    pid_mode: str = ""  # "" (a PID namespace of its own) or "host" (kanald's)
 
 
 def checked_spec(spec: SandboxSpec, sid: str) -> tuple[str, str]:
@@ -61,6 +62,8 @@ def checked_spec(spec: SandboxSpec, sid: str) -> tuple[str, str]:
             raise InvalidConfig(f"invalid DNS server {a!r}") from None
     for h in spec.extra_hosts:
         validate.extra_host(h)
+    if spec.pid_mode not in ("", "host"):
+        raise InvalidConfig(f"invalid --pid {spec.pid_mode!r}: want host (or nothing)")
     if mode.startswith("container:") and (
         spec.publish or spec.networks or spec.hostname or spec.mac_address or spec.exposed
     ):

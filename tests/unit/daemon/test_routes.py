@@ -93,7 +93,7 @@ def test_bad_requests_are_refused_before_anything_is_done(api: Api) -> None:
 
 
 def test_unknown_routes_and_the_sandbox_routes(api: Api) -> None:
-    assert call(api, "DELETE", "/_ping") == "OK"  # any method
+    assert call(api, "DELETE", "/_ping") == Reply(200, b"OK")  # any method, plain text
     with pytest.raises(NotFound, match=r"page not found: POST /networks$"):
         call(api, "POST", "/networks")
     with pytest.raises(NotFound, match=r"page not found: GET /sandboxes$"):
@@ -103,3 +103,32 @@ def test_unknown_routes_and_the_sandbox_routes(api: Api) -> None:
     # The table's order: "create" is a route of its own only for POST.
     with pytest.raises(NotFound, match="network create not found"):
         call(api, "GET", "/networks/create")
+
+
+def test_docker_engine_routes_without_sandboxes(api: Api) -> None:
+    """docker's system endpoints, its version prefixes, and what kanal does not have."""
+    from kanal.errors import NotSupported
+
+    v = call(api, "GET", "/v1.47/version")
+    assert v["ApiVersion"] == "1.47" and v["MinAPIVersion"] == "1.24" and v["Os"] == "linux"
+    info = call(api, "GET", "/v1.41/info")
+    assert (
+        info["Containers"] == 0 and info["Images"] == 0 and "bridge" in info["Plugins"]["Network"]
+    )
+    assert call(api, "GET", "/v1.24/containers/json") == []  # no sandboxes: an empty list
+    with pytest.raises(
+        InvalidConfig, match="client version 1.48 is too new. Maximum supported API version is 1.47"
+    ):
+        call(api, "GET", "/v1.48/version")
+    with pytest.raises(InvalidConfig, match="client version 1.12 is too old"):
+        call(api, "GET", "/v1.12/networks")
+    for method, path, what in (
+        ("POST", "/v1.47/containers/create", "docker run"),
+        ("GET", "/images/json", "images not supported by kanal"),
+        ("GET", "/v1.47/volumes", "volumes not supported by kanal"),
+        ("POST", "/build", "building images not supported by kanal"),
+        ("GET", "/containers/c1/json", "not supported by kanal"),  # no sandboxes here
+    ):
+        with pytest.raises(NotSupported, match=what) as e:
+            call(api, method, path)
+        assert e.value.http_status == 501
