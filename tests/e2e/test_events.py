@@ -89,21 +89,23 @@ def test_background_stream_sees_the_lifecycle_in_order(md: PrivateNetnsDaemon, s
         "container create ev1",
         "container start ev1",
     ]
+    # a stop gives the sandbox's endpoint back (docker's disconnect on stop) ...
     md.k("stop", "-t", "1", "ev1")
     got = s.until("container stop ev1")
     assert (
-        len(got) == 2
-        and got[0].startswith("container die ev1 exit=")
-        and got[0] != "container die ev1 exit="
-    )
+        len(got) == 3
+        and got[0] == "network disconnect evnet"
+        and got[1].startswith("container die ev1 exit=")
+        and got[1] != "container die ev1 exit="
+    ), got
+    # ... and a start takes it again
     ApiClient(str(md.api)).request("POST", f"/sandboxes/{sid}/start")
-    assert s.until("container start ev1") == ["container start ev1"]
+    assert s.until("container start ev1") == ["network connect evnet", "container start ev1"]
     md.k("stop", "-t", "1", "ev1")
     s.until("container stop ev1")
     md.k("rm", "ev1")
     md.kanal("rm", "evnet")
     assert s.until("network destroy evnet") == [
-        "network disconnect evnet",
         "container destroy ev1",
         "network destroy evnet",
     ]
