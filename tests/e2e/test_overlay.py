@@ -397,7 +397,8 @@ def test_explain_follows_an_overlay_packet_to_its_vtep(hosts: Hosts) -> None:
 
 
 def test_overlay_metrics_count_entries_latency_and_repaired_drift(hosts: Hosts) -> None:
-    """h1's /metrics: its VXLAN device's entries for the two other hosts' sandboxes,
+    """h1's /metrics: its VXLAN device's entries for h2's sandbox (h3 may be gone:
+    an earlier test of this module removes it),
     programming latency of watch batches, etcd request latency; an FDB entry deleted
     behind kanald's back is put back by the next reconcile and counted as drift."""
     from tests.e2e.test_metrics import scrape, val
@@ -406,14 +407,12 @@ def test_overlay_metrics_count_entries_latency_and_repaired_drift(hosts: Hosts) 
     h.kanal(1, "network", "create", "-d", "overlay", "--subnet", "10.93.0.0/24", "ovm")
     run(h, 1, "m1", "ovm")
     run(h, 2, "m2", "ovm")
-    run(h, 3, "m3", "ovm")
-    for i in (2, 3):
-        assert wait_for(f"m1 -> m{i}", partial(ping, h, 1, "m1", h.ip_of(i, f"m{i}", "ovm")))
+    assert wait_for("m1 -> m2", partial(ping, h, 1, "m1", h.ip_of(2, "m2", "ovm")))
     api = Path(h.api(1))
     s = scrape(api)
-    assert val(s, "kanal_overlay_fdb_entries", network="ovm") >= 2
-    assert val(s, "kanal_overlay_neighbour_entries", network="ovm") >= 2
-    assert val(s, "kanal_overlay_program_seconds_count") >= 2  # m2's and m3's records
+    assert val(s, "kanal_overlay_fdb_entries", network="ovm") >= 1
+    assert val(s, "kanal_overlay_neighbour_entries", network="ovm") >= 1
+    assert val(s, "kanal_overlay_program_seconds_count") >= 1  # m2's record, at least
     assert val(s, "kanal_etcd_request_seconds_count", path="/v3/kv/range") >= 1
     before = val(s, "kanal_overlay_drift_repairs_total")
     vx = [
