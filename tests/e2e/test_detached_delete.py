@@ -104,3 +104,40 @@ def test_in_process_del_is_still_synchronous(tmp_path: Path, host_ns: str, make_
     assert cni("bridge", "DEL", conf, netns=f"/run/netns/{ct}").code == 0
     assert _links(ct) == []
     assert os.path.exists(f"/run/netns/{ct}")
+
+
+def test_a_del_killed_before_its_child_is_finished_by_the_next_del(
+    tmp_path: Path, host_ns: str, make_netns: Any
+) -> None:
+    """kill -9 between making the link inert and forking: the container end stays,
+    renamed and tagged, the host end tagged. The runtime's retried DEL (its name is
+    gone) removes what that DEL left, and only that."""
+    from kanal.netlink import reaper
+    from kanal.netlink.ns import open_netns, run_in_netns
+    from tests.helpers import nsexec
+
+    ct = make_netns("kdd")
+    bindir = tmp_path / "bin"
+    install_plugins(str(bindir), socket_path=str(tmp_path / "nobody.sock"))
+    conf = json.dumps(
+        {
+            "cniVersion": "1.0.0",
+            "name": "det",
+            "type": "bridge",
+            "bridge": unique("kdb", 15),
+            "ipam": {"type": "host-local", "subnet": "10.79.2.0/24", "dataDir": str(tmp_path)},
+        }
+    ).encode()
+    netns = f"/run/netns/{ct}"
+    assert _exec(host_ns, bindir, "ADD", netns, conf) is not None
+    # Someone else's link in the container, with a name like ours but not our tag.
+    nsexec(ct, "ip", "link", "add", "kreap0123456789", "type", "veth", "peer", "name", "other0")
+    fd = open_netns(netns)
+    try:
+        run_in_netns(fd, lambda: reaper._inert_container_end("eth0", None, rename=True))
+    finally:
+        os.close(fd)
+    names = {ln["ifname"] for ln in _links(ct)}
+    assert "eth0" not in names and len([n for n in names if n.startswith("kreap")]) == 2
+    assert _exec(host_ns, bindir, "DEL", netns, conf) is None
+    assert {ln["ifname"] for ln in _links(ct)} == {"kreap0123456789", "other0"}

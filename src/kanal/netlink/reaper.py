@@ -203,11 +203,32 @@ def _inert_container_end(
             addrs.extend(_global_addrs(nl, index))
     with raw_socket() as s:
         b = Batch(s)
-        b.set_link(index=index, up=False)
+        # Tagged as the host end is: a DEL retried after a kill -9 here finds it again.
+        b.set_link(index=index, up=False, alias=REAP_ALIAS if rename else None)
         if rename:
-            b.rename_link(index, f"kreap{os.urandom(5).hex()}")
+            b.rename_link(index, f"{_TOMBSTONE}{os.urandom(5).hex()}")
         b.commit()
     return index, link.peer_index
+
+
+_TOMBSTONE = "kreap"  # + 10 hex: a container end a plugin process made inert
+
+
+def _sweep_tombstones() -> None:
+    """Delete the container ends a plugin process made inert and never unregistered
+    (killed before its child ran): renamed ``kreap…`` and tagged ``kanal:reap`` by
+    :func:`_inert_container_end`, nothing else (the pair goes with them)."""
+    with Netlink() as nl:
+        dead = [
+            ln.index
+            for ln in nl.links()
+            if ln.name.startswith(_TOMBSTONE) and ln.alias == REAP_ALIAS
+        ]
+    for index in dead:
+        try:
+            _delete_now(index)
+        except KanalError:
+            pass  # gone meanwhile
 
 
 def _inert_host_end(peer: int) -> int:
@@ -225,6 +246,8 @@ def _inert_host_end(peer: int) -> int:
 def _delete_detached(netns_fd: int, ifname: str, addrs: list[IP] | None) -> bool:
     found = run_in_netns(netns_fd, lambda: _inert_container_end(ifname, addrs, rename=True))
     if found is None:
+        # Not there (a repeated DEL): what an earlier, killed DEL left goes now.
+        run_in_netns(netns_fd, _sweep_tombstones)
         return False
     index, peer = found
     peer = _inert_host_end(peer)
