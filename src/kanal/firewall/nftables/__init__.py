@@ -39,7 +39,6 @@ import _thread
 import errno
 import ipaddress
 
-from kanal import _json
 from kanal.errors import NotFound
 from kanal.firewall.intents import Masquerade, Owner, network_tag
 from kanal.firewall.nftables import libnft, nfnl
@@ -164,21 +163,7 @@ class NftablesBackend:
 
     def _elements(self, set_name: str) -> list[tuple[str, str]]:
         """(element text, comment) of a set; [] when the table is absent."""
-        try:
-            out = libnft.run(f"list set inet {TABLE} {set_name}", json_out=True)
-        except libnft.NftError as e:
-            if e.enoent:
-                return []
-            raise
-        items: list[tuple[str, str]] = []
-        for obj in _json.loads(out).get("nftables", []):
-            for el in obj.get("set", {}).get("elem", []):
-                if isinstance(el, dict) and "elem" in el:
-                    val, comment = el["elem"].get("val"), el["elem"].get("comment", "")
-                else:
-                    val, comment = el, ""
-                items.append((_render(val), comment))
-        return items
+        return [(_render(v), c) for v, c in libnft.elements("inet", TABLE, set_name) or []]
 
     def _owned(self, tag: str) -> list[str]:
         """Delete commands for every container element tagged ``tag`` (a full scan)."""

@@ -13,6 +13,7 @@ import _thread
 import os
 from time import monotonic as _monotonic
 
+from kanal import _json
 from kanal._ffi import Library, c_char_p, c_int, c_uint, c_void_p
 from kanal.errors import Internal, Unavailable
 from kanal.firewall.nftables import nfnl
@@ -20,8 +21,9 @@ from kanal.firewall.nftables import nfnl
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import Any
 
-__all__ = ["NftError", "Skeleton", "available", "run"]
+__all__ = ["NftError", "Skeleton", "available", "elements", "run"]
 
 _OUTPUT_HANDLE = 1 << 3
 _OUTPUT_JSON = 1 << 4
@@ -234,3 +236,26 @@ class Skeleton:
                 raise
         self.ensure(force=True)
         return run(cmds)
+
+
+def elements(
+    family: str, table: str, name: str, *, kind: str = "set"
+) -> list[tuple[Any, str]] | None:
+    """(key as nft's JSON has it, comment) of every element of a set or map (``kind``);
+    a map entry's key is its first half. None when the table or the set is absent."""
+    try:
+        out = run(f"list {kind} {family} {table} {name}", json_out=True)
+    except NftError as e:
+        if e.enoent:
+            return None
+        raise
+    found: list[tuple[Any, str]] = []
+    for obj in _json.loads(out).get("nftables", []):
+        for el in (obj.get(kind) or {}).get("elem") or []:
+            if isinstance(el, list):  # a map entry: [key, value]
+                el = el[0]
+            if isinstance(el, dict) and "elem" in el:
+                found.append((el["elem"]["val"], str(el["elem"].get("comment", ""))))
+            else:
+                found.append((el, ""))
+    return found

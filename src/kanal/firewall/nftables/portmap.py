@@ -24,7 +24,6 @@ another container already holds is refused instead of silently shadowed.
 
 from __future__ import annotations
 
-from kanal import _json
 from kanal.errors import Conflict, NotFound
 from kanal.firewall.intents import Owner, PortMapping, network_tag
 from kanal.firewall.nftables import TABLE, _render, libnft
@@ -173,37 +172,16 @@ def _owned_entries(
     found = []
     for f in ("4", "6"):
         for name in (f"pm_any{f}", f"pm_ip{f}", f"pm_snat{f}", f"pm_masq{f}"):
-            try:
-                out = libnft.run(
-                    f"list map inet {TABLE} {name}"
-                    if name.startswith(("pm_any", "pm_ip"))
-                    else f"list set inet {TABLE} {name}",
-                    json_out=True,
+            kind = "map" if name.startswith(("pm_any", "pm_ip")) else "set"
+            for val, comment in libnft.elements("inet", TABLE, name, kind=kind) or []:
+                hit = (
+                    (comment == tag)
+                    if tag is not None
+                    else (comment.startswith(f"{net_prefix}:") and comment not in keep)
                 )
-            except libnft.NftError as e:
-                if e.enoent:
-                    continue
-                raise
-            for obj in _json.loads(out).get("nftables", []):
-                body = obj.get("map") or obj.get("set") or {}
-                for el in body.get("elem", []):
-                    key, comment = _elem(el)
-                    hit = (
-                        (comment == tag)
-                        if tag is not None
-                        else (comment.startswith(f"{net_prefix}:") and comment not in keep)
-                    )
-                    if hit:
-                        found.append((f"{name} {{ {key} }}", comment))
+                if hit:
+                    found.append((f"{name} {{ {_render(val)} }}", comment))
     return found
-
-
-def _elem(el: object) -> tuple[str, str]:
-    if isinstance(el, list):  # map entries: [key, value]
-        el = el[0]
-    if isinstance(el, dict) and "elem" in el:
-        return _render(el["elem"]["val"]), str(el["elem"].get("comment", ""))
-    return _render(el), ""
 
 
 def del_portmaps(
@@ -278,15 +256,8 @@ def drop_subnets(network: str, subnets: Sequence[Net] | None = None) -> None:
     want = None if subnets is None else {str(sub) for sub in subnets}
     entries = []
     for f in ("4", "6"):
-        try:
-            out = libnft.run(f"list set inet {TABLE} pm_subnets{f}", json_out=True)
-        except libnft.NftError as e:
-            if e.enoent:
-                continue
-            raise
-        for obj in _json.loads(out).get("nftables", []):
-            for el in obj.get("set", {}).get("elem", []):
-                key, comment = _elem(el)
-                if comment == tag and (want is None or key in want):
-                    entries.append(f"pm_subnets{f} {{ {key} }}")
+        for val, comment in libnft.elements("inet", TABLE, f"pm_subnets{f}") or []:
+            key = _render(val)
+            if comment == tag and (want is None or key in want):
+                entries.append(f"pm_subnets{f} {{ {key} }}")
     _delete(entries)

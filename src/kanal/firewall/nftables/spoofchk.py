@@ -13,7 +13,6 @@ Elements are commented with the attachment's unique id (``<cid>-<ifname>``).
 
 from __future__ import annotations
 
-import json
 import re
 
 from kanal.errors import InvalidConfig
@@ -57,22 +56,17 @@ def teardown_mac_spoof_check(unique_id: str) -> None:
     """Remove the entries of ``unique_id``; nothing there is success."""
     cmds = []
     for set_name in ("spoof_checked", "spoof_allowed"):
-        try:
-            out = libnft.run(f"list set bridge kanal {set_name}", json_out=True)
-        except libnft.NftError as e:
-            if e.enoent:
-                return
-            raise
-        for obj in json.loads(out).get("nftables", []):
-            for el in obj.get("set", {}).get("elem", []):
-                if not (isinstance(el, dict) and el.get("elem", {}).get("comment") == unique_id):
-                    continue
-                val = el["elem"]["val"]
-                text = (
-                    " . ".join(f'"{v}"' if i == 0 else str(v) for i, v in enumerate(val["concat"]))
-                    if isinstance(val, dict)
-                    else f'"{val}"'
-                )
-                cmds.append(f"delete element bridge kanal {set_name} {{ {text} }}")
+        found = libnft.elements("bridge", "kanal", set_name)
+        if found is None:
+            return  # no table (or set): nothing there
+        for val, comment in found:
+            if comment != unique_id:
+                continue
+            text = (
+                " . ".join(f'"{v}"' if i == 0 else str(v) for i, v in enumerate(val["concat"]))
+                if isinstance(val, dict)
+                else f'"{val}"'
+            )
+            cmds.append(f"delete element bridge kanal {set_name} {{ {text} }}")
     if cmds:
         libnft.run("\n".join(cmds))
