@@ -305,3 +305,59 @@ def test_a_plain_loopback_request_takes_the_lean_path(
     # Anything else goes the general way (here: a key the lean path does not take).
     _, full = sa.run("loopback", "ADD", {**lo, "dns": {}}, netns)
     assert "kanal.skel.dispatcher" in full
+
+
+def _loaders(stderr: str) -> dict[str, str]:
+    """Module name -> how it was loaded, from `python -v` (``import 'x' # <loader>``)."""
+    out = {}
+    for line in stderr.splitlines():
+        if line.startswith("import '") and "#" in line:
+            name = line.split("'", 2)[1]
+            out[name] = line.split("#", 1)[1].strip()
+    return out
+
+
+def test_a_standalone_exec_loads_kanal_from_the_exec_image(
+    tmp_path: Path, host_ns: str, make_netns
+) -> None:
+    """The installer's exec image serves the path's modules (docs/fastpath.md); without
+    it (removed here) the same exec reads each module's .pyc, as before."""
+    ct = make_netns("kic")
+    sa = Standalone(tmp_path, host_ns)
+    netns = f"/run/netns/{ct}"
+    conf = _bridge_conf(tmp_path)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        "CNI_CONTAINERID": "ib1",
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": str(sa.bindir),
+    }
+
+    def run(cmd: str) -> dict[str, str]:
+        p = nsexec(
+            host_ns,
+            sa.python,
+            "-v",
+            "-I",
+            "-S",
+            str(sa.bindir / "bridge"),
+            input=json.dumps(conf).encode(),
+            env={**env, "CNI_COMMAND": cmd},
+            check=False,
+        )
+        assert p.returncode == 0, (cmd, p.stdout, p.stderr[-2000:])
+        return _loaders(p.stderr.decode())
+
+    with_image = run("ADD")
+    run("DEL")
+    kanal_mods = {n: how for n, how in with_image.items() if n.startswith("kanal")}
+    assert "kanal.plugins.bridge" in kanal_mods
+    assert {n for n, how in kanal_mods.items() if "ImageFinder" not in how} == set()
+    assert "ImageFinder" in with_image["ipaddress"]
+
+    (sa.bindir / ".kanal-exec-image").unlink()
+    without = run("ADD")
+    run("DEL")
+    assert "SourceFileLoader" in without["kanal.plugins.bridge"]
+    assert not any("ImageFinder" in how for how in without.values())

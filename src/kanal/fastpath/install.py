@@ -10,6 +10,7 @@ from pathlib import Path
 
 import kanal
 from kanal.errors import InvalidConfig
+from kanal.fastpath.image import build_image
 from kanal.fastpath.standalone import MARKER
 from kanal.plugins.registry import PLUGINS
 
@@ -24,7 +25,7 @@ _TEMPLATE = """#!{python} -IS
 import sys
 sys.path.insert(0, {shim_dir!r})
 from shim import run
-run({name!r}, {socket!r}, {src!r}, {paths!r})
+run({name!r}, {socket!r}, {src!r}, {paths!r}, {image!r})
 """
 
 
@@ -86,6 +87,8 @@ def install_plugins(
     # .pyc, no kanal package imports (embedding its text would recompile it per exec).
     shim_dir = str(Path(__file__).resolve().parent)
     paths = tuple(p for p in site_paths() if p != src)
+    # The exec path's modules in one file (docs/fastpath.md, "The exec image").
+    image = build_image(dest_dir)
     for name in sorted(PLUGINS):
         body = _TEMPLATE.format(
             python=python,
@@ -95,6 +98,7 @@ def install_plugins(
             src=src,
             shim_dir=shim_dir,
             paths=paths,
+            image=image,
         )
         fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=f".{name}.")
         try:
