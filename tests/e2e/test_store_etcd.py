@@ -56,3 +56,76 @@ def test_prefixes_are_separate(etcd: str) -> None:
     a.put("networks/x", b"A")
     assert b.get("networks/x") is None and b.list("") == []
     assert [e.key for e in a.list("networks/")] == ["networks/x"]
+
+
+def _ranges(s: EtcdStore) -> int:
+    return int(s.request_stats.get("/v3/kv/range", [0])[0])
+
+
+def test_threads_share_kept_alive_connections(etcd: str) -> None:
+    """kanald answers each API request on a thread of its own: their requests reuse
+    the idle connections (no handshake per request), a probe too."""
+    import threading
+
+    s = open_store(f"etcd://{etcd}/{unique('pc', 20)}")
+    assert isinstance(s, EtcdStore)
+    s.put("k", b"v")
+    (conn,) = s._idle[0]
+    port = conn.sock.getsockname()[1]
+    seen: list[int] = []
+
+    def one() -> None:
+        assert s.get("k") is not None
+        seen.append(s._idle[0][0].sock.getsockname()[1])
+
+    for _ in range(5):
+        t = threading.Thread(target=one)
+        t.start()
+        t.join()
+    s.probe(0)
+    assert seen == [port] * 5
+    assert [c.sock.getsockname()[1] for c in s._idle[0]] == [port]
+    # Concurrent requests open more connections; at most POOL_IDLE are kept.
+    from kanal.store.etcdwire import POOL_IDLE
+
+    threads = [threading.Thread(target=lambda: [s.get("k") for _ in range(5)]) for _ in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 1 <= len(s._idle[0]) <= POOL_IDLE
+    s.close()
+    assert s._idle == {}
+    assert s.get("k") is not None  # a new connection after close
+
+
+def test_one_api_request_lists_the_cluster_networks_once(etcd: str) -> None:
+    from kanal.engine.cluster import Cluster
+    from kanal.engine.model import Network
+
+    prefix = unique("nl", 20)
+    cl = Cluster(f"etcd://{etcd}/{prefix}", "n1", "192.0.2.1")
+    other = open_store(f"etcd://{etcd}/{prefix}")
+    cl.add_network(Network(id="a" * 64, name="one", driver="overlay", scope="global"))
+    before = _ranges(cl.store)
+    cl.networks()
+    cl.networks()
+    assert _ranges(cl.store) == before + 2  # no scope: every call reads
+    with cl.one_listing():
+        first = cl.networks()
+        first[0].labels["changed"] = "by a caller"
+        again = cl.networks()
+        assert _ranges(cl.store) == before + 3
+        assert again[0].labels == {}  # each call gets its own objects
+        # Another host's new network is not seen within the request...
+        b = Network(id="b" * 64, name="two", driver="overlay", scope="global")
+        other.put(f"networks/{b.id}", b.to_json())
+        assert [n.name for n in cl.networks()] == ["one"]
+        with cl.one_listing():  # nested: the same listing
+            assert [n.name for n in cl.networks()] == ["one"]
+        # ...but what the request writes itself is.
+        cl.add_network(Network(id="c" * 64, name="three", driver="overlay", scope="global"))
+        assert sorted(n.name for n in cl.networks()) == ["one", "three", "two"]
+    assert sorted(n.name for n in cl.networks()) == ["one", "three", "two"]
+    cl.store.close()
+    other.close()

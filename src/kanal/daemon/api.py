@@ -98,11 +98,13 @@ class ApiServer(PrivateUnixServer):
 
     @contextmanager
     def operation(self) -> Iterator[None]:
-        """Around one request's work: counted, so that a stopping daemon waits for it."""
+        """Around one request's work: counted, so that a stopping daemon waits for it;
+        the cluster's networks are listed once in it (Controller.one_listing)."""
         with self._idle:
             self._busy += 1
         try:
-            yield
+            with self.controller.one_listing():
+                yield
         finally:
             with self._idle:
                 self._busy -= 1

@@ -19,7 +19,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from kanal.cluster.gipam import PoolConfig
@@ -78,6 +79,8 @@ class Cluster:
         self._lock = threading.Lock()
         self._networks: list[Network] = []  # the last listing (served while etcd is down)
         self._listed = False  # whether _networks was ever read from etcd
+        # One API request's listing of the global networks (see one_listing).
+        self._request = threading.local()
         #: called (in a background thread) when this host registered again after its
         #: lease had expired: what it held may have been freed meanwhile
         self.on_rejoin: list[Callable[[], object]] = []
@@ -120,13 +123,37 @@ class Cluster:
 
     # --- global networks ---------------------------------------------------------
 
-    def networks(self) -> list[Network]:
+    @contextmanager
+    def one_listing(self) -> Iterator[None]:
+        """Within the block (one API request, in its thread), the global networks
+        are read from etcd once: a ``kanal run`` asks for them five times (to find its
+        network, for the sandbox's hosts file, DNS and answer), each a linearizable
+        read (~0.8 s over a slow underlay). A request sees one listing, as if it had
+        run at that instant; a network it creates, saves or removes itself drops
+        the listing, so it reads its own writes."""
+        if getattr(self._request, "active", False):
+            yield
+            return
+        self._request.active, self._request.raw = True, None
         try:
-            nets = [Network.from_json(e.value) for e in self.store.list("networks/")]
-        except Unavailable as e:
-            log.warning("cluster store unavailable, using the last known networks: %s", e)
-            with self._lock:
-                return list(self._networks)
+            yield
+        finally:
+            self._request.active, self._request.raw = False, None
+
+    def networks(self) -> list[Network]:
+        scoped = getattr(self._request, "active", False)
+        raw: list[bytes] | None = self._request.raw if scoped else None
+        if raw is None:
+            try:
+                raw = [e.value for e in self.store.list("networks/")]
+            except Unavailable as e:
+                log.warning("cluster store unavailable, using the last known networks: %s", e)
+                with self._lock:
+                    return list(self._networks)
+            if scoped:
+                self._request.raw = raw
+        # Parsed anew each time: a caller may change the objects it gets.
+        nets = [Network.from_json(v) for v in raw]
         with self._lock:
             self._networks = nets
             self._listed = True
@@ -142,6 +169,7 @@ class Cluster:
 
     def add_network(self, net: Network) -> None:
         """Store a new global network; its name must be free cluster-wide (Conflict)."""
+        self._request.raw = None
         try:
             self.store.txn(
                 [
@@ -153,10 +181,12 @@ class Cluster:
             raise Conflict(f"network with name {net.name} already exists") from None
 
     def save_network(self, net: Network) -> None:
+        self._request.raw = None
         self.store.put(f"networks/{net.id}", net.to_json())
 
     def remove_network(self, net: Network) -> None:
         """Drop the network's records cluster-wide (name, addresses); idempotent."""
+        self._request.raw = None
         self.store.txn([Delete(f"networks/{net.id}"), Delete(f"netnames/{net.name}")])
         for pool in (net.id, f"{net.id}-v6"):
             for e in self.store.list(f"ipam/{pool}/"):

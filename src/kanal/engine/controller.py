@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from typing import TYPE_CHECKING
 
 from kanal.engine import autonets, configonly, external, reconcile
@@ -126,6 +126,13 @@ class Controller:
     def networks(self) -> list[Network]:
         """This host's networks, then the cluster's global ones (when in a cluster)."""
         return self.records.all()
+
+    def one_listing(self) -> AbstractContextManager[None]:
+        """A block in which the cluster's global networks are read from etcd once
+        (one API request: kanal.engine.cluster.Cluster.one_listing)."""
+        if self.cluster is None:
+            return nullcontext()
+        return self.cluster.one_listing()
 
     def local_networks(self) -> list[Network]:
         """This host's networks only (never asks the cluster)."""

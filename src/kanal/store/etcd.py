@@ -250,13 +250,6 @@ class EtcdStore(EtcdClient):
         out = self.call("/v3/kv/range", {"key": b64(self._k("revision-probe")), "count_only": True})
         return int(out["header"]["revision"])
 
-    def close(self) -> None:
-        """Close this thread's connections (the next request connects anew)."""
-        conns = self._local.__dict__.get("c", {})
-        for c in conns.values():
-            c.close()
-        conns.clear()
-
     # --- transactions with any compare ----------------------------------------------
 
     def _cmp(self, c: Cmp) -> dict[str, Any]:

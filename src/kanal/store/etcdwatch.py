@@ -112,7 +112,9 @@ def watch(
         except (OSError, ValueError, http.client.HTTPException, Unavailable) as e:
             if on_error is not None:
                 on_error(_as_unavailable(store, i, e))
-            i = (i + 1) % n
+            # Resume where requests last succeeded (a member cut off from the others,
+            # which would only time out, is not it), or else on the next member.
+            i = store._preferred if store._preferred != i else (i + 1) % n
             if stop is not None:
                 if stop.wait(backoff):
                     return

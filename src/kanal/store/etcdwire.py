@@ -73,6 +73,7 @@ def parse_etcd_url(rest: str) -> tuple[list[tuple[str, int]], str]:
 
 
 #: upper bounds (seconds) of the request latency histogram's buckets
+POOL_IDLE = 8  # kept-alive connections per member, shared by every thread
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -119,26 +120,45 @@ class EtcdClient:
         self.attempt_timeout = attempt_timeout
         #: the one source of connections and headers (TLS, client certificate, user)
         self.connector = connector or Connector()
-        self._local = threading.local()
+        self._idle: dict[int, list[http.client.HTTPConnection]] = {}  # per member
+        self._pool_lock = threading.Lock()
         self._preferred = 0
         #: per gateway path ("/v3/kv/range"...): [calls, failures, seconds, bucket counts]
         #: (REQUEST_BUCKETS), read by kanald's metrics; failover and retries included
         self.request_stats: dict[str, list[Any]] = {}
         self._stats_lock = threading.Lock()
 
-    def _conn(self, i: int, timeout: float) -> http.client.HTTPConnection:
-        conns: dict[int, http.client.HTTPConnection] = self._local.__dict__.setdefault("c", {})
-        c = conns.get(i)
+    def _checkout(self, i: int, timeout: float) -> http.client.HTTPConnection:
+        """A kept-alive connection to member ``i`` (any thread's idle one), or a new one.
+
+        Shared between threads because kanald answers each API request on a thread
+        of its own: a connection per thread meant a TCP handshake per request, one
+        round trip more (and a 1 s SYN retransmission on a lossy underlay)."""
+        with self._pool_lock:
+            idle = self._idle.get(i)
+            c = idle.pop() if idle else None
         if c is None:
-            c = conns[i] = self.connector.http(self.endpoints[i], timeout)
+            c = self.connector.http(self.endpoints[i], timeout)
         c.timeout = timeout
         if c.sock is not None:
             c.sock.settimeout(timeout)
         return c
 
-    def _drop(self, i: int) -> None:
-        c = self._local.__dict__.get("c", {}).pop(i, None)
-        if c is not None:
+    def _checkin(self, i: int, c: http.client.HTTPConnection) -> None:
+        """Back to the pool after a whole answer was read (closed beyond POOL_IDLE)."""
+        with self._pool_lock:
+            idle = self._idle.setdefault(i, [])
+            if len(idle) < POOL_IDLE:
+                idle.append(c)
+                return
+        c.close()
+
+    def close(self) -> None:
+        """Close the idle connections (the next request connects anew)."""
+        with self._pool_lock:
+            conns = [c for idle in self._idle.values() for c in idle]
+            self._idle.clear()
+        for c in conns:
             c.close()
 
     def _where(self, i: int) -> str:
@@ -212,7 +232,7 @@ class EtcdClient:
         """One try of ``call`` on member ``i``: its answer, ``_AGAIN`` (the same member
         once more), or None (what went wrong is noted in ``call``: the next one)."""
         attempt = min(remaining, self.attempt_timeout)
-        c = self._conn(i, attempt)
+        c = self._checkout(i, attempt)
         fresh = c.sock is None  # a new connection (vs. a kept-alive one)
         try:
             # (Logging in, rare and slow — a raft write and a bcrypt — may take
@@ -222,15 +242,15 @@ class EtcdClient:
             resp = c.getresponse()
             raw = resp.read()
         except StoreRefused as e:  # authentication refused by this member
-            self._drop(i)
+            c.close()
             call.refused = e
             return None
         except ConnectionRefusedError as e:
-            self._drop(i)
+            c.close()
             call.last = e
             return None
         except ssl.SSLError as e:
-            self._drop(i)
+            c.close()
             why = explain_tls_error(e, self.connector.settings, self._where(i))
             if why is None and fresh and not isinstance(e, TimeoutError):
                 why = self.connector.diagnose(self.endpoints[i], attempt)
@@ -245,7 +265,7 @@ class EtcdClient:
             # may be dying or electing; another member or round may answer.
             # Or, over TLS, it dropped a new connection for our certificate:
             # ask it.
-            self._drop(i)
+            c.close()
             if fresh and not isinstance(e, TimeoutError):
                 why = self.connector.diagnose(self.endpoints[i], attempt)
                 if why is not None:
@@ -255,6 +275,7 @@ class EtcdClient:
             call.retry = True
             call.slow = call.slow or isinstance(e, TimeoutError)
             return None
+        self._checkin(i, c)  # the whole answer was read: reusable
         return self._reply(call, i, resp.status, raw)
 
     def _reply(
@@ -320,15 +341,22 @@ class EtcdClient:
         return Entry(key, unb64(kv.get("value", "")), int(kv.get("mod_revision", 0)))
 
     def probe(self, i: int) -> None:
-        """Raise Unavailable unless member ``i`` answers and has a leader."""
+        """Raise Unavailable unless member ``i`` answers and has a leader.
+
+        Over a kept-alive connection when there is one: a watch probes its member
+        every few idle seconds, and a new connection each time cost a handshake
+        and, on a lossy underlay, now and then a 1 s SYN retransmission that
+        outlasted the probe's deadline and broke a healthy watch."""
         host, port = self.endpoints[i]
-        c = self.connector.http(self.endpoints[i], self.attempt_timeout)
+        c = self._checkout(i, self.attempt_timeout)
         try:
             headers = self.connector.headers(self.endpoints[i], self.attempt_timeout)
             c.request("POST", "/v3/maintenance/status", body=b"{}", headers=headers)
             resp = c.getresponse()
             out = json.loads(resp.read() or b"{}")
-        finally:
+        except BaseException:
             c.close()
+            raise
+        self._checkin(i, c)
         if resp.status != 200 or not int(out.get("leader", 0) or 0):
             raise Unavailable(f"etcd {host}:{port} has no leader", str(out))
