@@ -282,9 +282,23 @@ def reach(
         "ip": ip,
         "run_s": t0 - t_start,
         "by_ip": t_ip,
+        "by_dns": t_dns,
         "by_name": by_name,
         "missing": sorted(set(others) - set(by_name)),
     }
+
+
+def _slow(r: dict[str, Any], limit: float) -> str:
+    """The hosts that took longer than ``limit`` s, with their echo and DNS times."""
+    slow = sorted(h for h, t in r["by_name"].items() if t > limit)
+    if not slow:
+        return ""
+    parts = [
+        f"{h} ip {r['by_ip'].get(h, float('nan')) * 1000:.0f}"
+        f"/dns {r['by_dns'].get(h, float('nan')) * 1000:.0f}"
+        for h in slow
+    ]
+    return " (slow: " + ", ".join(parts) + ")"
 
 
 # ---- etcd metrics, kanald resources ---------------------------------------------------
@@ -561,6 +575,7 @@ def scenario_faults(root: str, n: int, per_host: int, report: Report) -> dict[st
                 f"  sample {k}: on {host}, run {r['run_s'] * 1000:.0f} ms, reached by all by "
                 f"name {max(list(r['by_name'].values()) or [float('nan')]) * 1000:.0f} ms"
                 + (f", MISSING {r['missing']}" if r["missing"] else "")
+                + _slow(r, 3.0)
             )
         ips = overlay_ips(lab)
         dup = len(ips) - len(set(ips))

@@ -59,8 +59,10 @@ class Host:
             return self.alloc(cmd)
         if op == "publish":
             name = cmd.get("name", "")
-            self.agent.publish(cmd["net"], cmd["id"], cmd["ip"], cmd["mac"], name=name)
-            return {}
+            rev = self.agent.publish(cmd["net"], cmd["id"], cmd["ip"], cmd["mac"], name=name)
+            return {"rev": rev, "seen": self.agent.wait_seen(rev, 10.0)}
+        if op == "wait_seen":
+            return {"seen": self.agent.wait_seen(cmd["rev"], cmd["timeout"])}
         if op == "unpublish":
             return {"deleted": self.agent.unpublish(cmd["net"], cmd["id"])}
         if op == "names":

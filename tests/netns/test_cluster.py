@@ -218,7 +218,8 @@ def ova(cluster: Cluster) -> dict[str, Any]:
         h.ok(op="attach", net="ova", vni=4101, subnet=SUBNET, bridge="kbova")
         ip = h.ok(op="alloc", net="ova", owner="ctr")["ips"][0]
         c, mac = cluster.container(i, "kbova", ip)
-        h.ok(op="publish", net="ova", id=f"ep-h{i}", ip=ip, mac=mac, name=f"c{i}")
+        pub = h.ok(op="publish", net="ova", id=f"ep-h{i}", ip=ip, mac=mac, name=f"c{i}")
+        assert pub["seen"] is True and pub["rev"] > 0  # back through h_i's own watch
         ctrs[i] = (c, ip, mac)
     for i in (1, 2, 3):  # each host has programmed the other two
         want = sorted([ip, mac] for k, (_, ip, mac) in ctrs.items() if k != i)
@@ -328,6 +329,15 @@ def test_a_miss_for_a_known_address_is_answered_at_once(
         assert p.returncode == 0, p.stdout.decode()
     wait_for("the entry back (the periodic reconcile)", lambda: ip2 in nsexec(
         cluster.ns[1], "ip", "neigh", "show", "dev", "kvx4101").stdout.decode())  # fmt: skip
+
+
+def test_waiting_for_a_revision_not_written_yet_times_out(
+    cluster: Cluster, ova: dict[str, Any]
+) -> None:
+    """wait_seen (what a join waits on after publishing) gives up at its deadline."""
+    h = cluster.hosts[1]
+    assert h.ok(op="wait_seen", rev=1, timeout=0.0)["seen"] is True
+    assert h.ok(op="wait_seen", rev=10**9, timeout=0.3)["seen"] is False
 
 
 def test_two_overlay_networks_are_isolated(cluster: Cluster, ova: dict[str, Any]) -> None:

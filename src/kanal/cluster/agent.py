@@ -111,6 +111,7 @@ class OverlayAgent(MissAnswering, WatchLoops):
         self._announcer: Announcer | None = None
         self._listed: set[str] = set()
         self._rev: dict[str, int] = {}  # the revision the model of each prefix is at
+        self._rev_moved = threading.Condition()  # notified when _rev advances
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._ip_gc = GoneTracker(grace or 0.0)
@@ -181,10 +182,30 @@ class OverlayAgent(MissAnswering, WatchLoops):
         *,
         name: str = "",
         aliases: Iterable[str] = (),
-    ) -> None:
-        """Announce this host's endpoint (peers program it). Raises Unavailable."""
+    ) -> int:
+        """Announce this host's endpoint (peers program it); returns the etcd revision
+        of the record (see :meth:`wait_seen`). Raises Unavailable."""
         rec = EndpointRecord(ip, mac.lower(), self.host, self.advertise_addr, name, tuple(aliases))
-        self.store.put(endpoint_key(network, endpoint_id), rec.to_json())
+        return self.store.put(endpoint_key(network, endpoint_id), rec.to_json())
+
+    def wait_seen(self, rev: int, timeout: float) -> bool:
+        """Wait until this host's own watch of the endpoints has delivered revision
+        ``rev`` (False after ``timeout`` s).
+
+        A record etcd has committed reaches the other hosts through their watches, which
+        are served by the member this host's watch is usually on too (the one requests
+        last reached). When that member applies late (a slow or lossy link between
+        the members), every peer learns late together; waiting for our own watch
+        makes ``kanal run`` return once the record is out where peers read it,
+        rather than leaving the wait to the new container's first packets."""
+        deadline = time.monotonic() + timeout
+        with self._rev_moved:
+            while self._rev.get(OVERLAY_PREFIX, 0) < rev:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._rev_moved.wait(left)
+        return True
 
     def devices(self) -> dict[str, str]:
         """Network id -> the name of its VXLAN device here (attached networks)."""
@@ -414,7 +435,10 @@ class OverlayAgent(MissAnswering, WatchLoops):
             if rev < self._rev.get(prefix, 0):
                 return set()
             self._rev[prefix] = rev
-            return update()
+            out = update()
+        with self._rev_moved:
+            self._rev_moved.notify_all()
+        return out
 
     # ---- threads ------------------------------------------------------------------------
     def _periodic(self) -> None:

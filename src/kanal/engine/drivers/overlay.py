@@ -23,6 +23,7 @@ VNI), ``com.docker.network.driver.mtu`` (default: underlay MTU - 50),
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 from kanal.errors import InvalidConfig, KanalError, TeardownError, Unavailable
@@ -35,6 +36,10 @@ if TYPE_CHECKING:
 
 __all__ = ["OverlayDriver"]
 
+log = logging.getLogger(__name__)
+
+# How long a join waits for its records to come back through this host's watch.
+PUBLISH_WAIT = 5.0
 P = "com.docker.network."
 OPTIONS = {P + "driver.overlay.vxlanid_list", P + "driver.mtu", P + "bridge.name"}
 
@@ -189,10 +194,15 @@ class OverlayDriver:
                 elif iface.name != net.driver_state["bridge"]:
                     ep.driver_state["host_veth"] = iface.name
             cluster.agent.attach(self._link(net))
+            rev = 0
             for key, cidr in _records(ep):
-                cluster.agent.publish(
+                rev = cluster.agent.publish(
                     net.id, key, cidr.split("/")[0], ep.mac, name=ep.name, aliases=ep.aliases
                 )
+            # Return once the records are out where the peers' watches read them (a
+            # few ms on a healthy cluster; bounded: they are committed either way).
+            if rev and not cluster.agent.wait_seen(rev, PUBLISH_WAIT):
+                log.info("endpoint %s: not yet seen by this host's watch", ep.id[:12])
         except BaseException:
             self.leave(net, ep)
             raise
