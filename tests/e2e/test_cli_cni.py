@@ -338,4 +338,6 @@ def test_install(env: Env) -> None:
     for p in paths:
         assert Path(p).parent == dest
         assert os.access(p, os.X_OK)
-    assert sorted(os.listdir(dest)) == sorted(Path(p).name for p in paths)
+    image = dest / ".kanal-exec-image"  # the exec path's modules (docs/fastpath.md)
+    assert sorted(os.listdir(dest)) == sorted([image.name, *(Path(p).name for p in paths)])
+    assert image.is_file() and not os.access(image, os.X_OK)
