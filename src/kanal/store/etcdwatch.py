@@ -78,6 +78,11 @@ def watch(
     i = store._preferred
     backoff = 0.1
     while stop is None or not stop.is_set():
+        if n > 1:
+            # On the leader when the members say which it is (see leader_index).
+            lead = store.leader_index()
+            if lead is not None:
+                i = lead
         stream = WatchStream(
             store.connector, store.endpoints[i], store.attempt_timeout, store.timeout
         )

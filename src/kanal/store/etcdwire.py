@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from kanal.errors import InvalidConfig, NotFound, Unavailable
 from kanal.store import Entry, StoreRefused, check_key
@@ -72,8 +73,8 @@ def parse_etcd_url(rest: str) -> tuple[list[tuple[str, int]], str]:
     return endpoints, prefix
 
 
-#: upper bounds (seconds) of the request latency histogram's buckets
 POOL_IDLE = 8  # kept-alive connections per member, shared by every thread
+#: upper bounds (seconds) of the request latency histogram's buckets
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -339,6 +340,37 @@ class EtcdClient:
         """A gateway key-value object as an Entry (the key without our prefix)."""
         key = unb64(kv["key"]).decode()[len(self.prefix) :]
         return Entry(key, unb64(kv.get("value", "")), int(kv.get("mod_revision", 0)))
+
+    def leader_index(self) -> int | None:
+        """Which of our endpoints is the cluster's leader, as the members say (None
+        when no member answers in time or the leader is none of our endpoints).
+
+        Watches go there: the leader applies a write as it commits it, a follower
+        only when it next hears from the leader. Over a slow, lossy link between the
+        members a follower fell seconds behind now and then, and every watch it
+        served saw new endpoints that late, all together."""
+        try:
+            st = self.call("/v3/maintenance/status", {}, timeout=self.attempt_timeout)
+            leader = str(st.get("leader") or "")
+            if leader in ("", "0"):
+                return None
+            if str((st.get("header") or {}).get("member_id") or "") == leader:
+                return self._preferred  # the member that answered (call() noted it)
+            members = self.call("/v3/cluster/member/list", {}, timeout=self.attempt_timeout)
+        except (Unavailable, StoreRefused):
+            return None
+        for m in members.get("members") or []:
+            if str(m.get("ID") or "") != leader:
+                continue
+            for url in m.get("clientURLs") or []:
+                try:
+                    u = urlsplit(str(url))
+                    where = (u.hostname or "", u.port or 2379)
+                except ValueError:
+                    continue
+                if where in self.endpoints:
+                    return self.endpoints.index(where)
+        return None
 
     def probe(self, i: int) -> None:
         """Raise Unavailable unless member ``i`` answers and has a leader.
