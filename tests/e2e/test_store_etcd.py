@@ -129,3 +129,17 @@ def test_one_api_request_lists_the_cluster_networks_once(etcd: str) -> None:
     assert sorted(n.name for n in cl.networks()) == ["one", "three", "two"]
     cl.store.close()
     other.close()
+
+
+def test_the_leader_is_found_among_the_endpoints(etcd: str) -> None:
+    """Watches go to the leader (EtcdClient.leader_index): here the one live member,
+    second in the list, behind an endpoint where nothing listens."""
+    s = open_store(f"etcd://{etcd}/{unique('ld', 20)}")
+    assert isinstance(s, EtcdStore) and s.leader_index() == 0
+    dead = f"127.0.0.1:{free_port()}"
+    two = open_store(f"etcd://{dead},{etcd}/{unique('ld', 20)}")
+    assert isinstance(two, EtcdStore) and two.leader_index() == 1
+    only_dead = open_store(f"etcd://{dead}/x")
+    assert isinstance(only_dead, EtcdStore) and only_dead.leader_index() is None
+    for c in (s, two, only_dead):
+        c.close()
