@@ -115,7 +115,9 @@ class Host:
             start = self.store.snapshot(prefix)[1] + 1
         w: dict[str, Any] = {"events": [], "resyncs": [], "errors": 0}
         self.watched = w  # a later watch_start reports its own watch
-        member = self.store.endpoints[self.store._preferred]
+        # The member the watch starts on: the leader, as EtcdStore.watch picks it.
+        lead = self.store.leader_index()
+        member = self.store.endpoints[self.store._preferred if lead is None else lead]
 
         def err(_e: Exception) -> None:
             with self.lock:
