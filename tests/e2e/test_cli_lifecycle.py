@@ -30,9 +30,7 @@ def rd(host_ns: str, tmp_path: Path) -> Iterator[RunDaemon]:
     try:
         yield d
     finally:
-        for sid in d.k("ps", "-a", "-q", "--no-trunc", check=False).stdout.split():
-            d.k("rm", "-f", sid, check=False)
-        d.stop(kill=True)
+        d.remove_all_and_stop()
 
 
 def inspect(rd: RunDaemon, ref: str) -> Any:

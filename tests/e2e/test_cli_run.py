@@ -15,6 +15,12 @@ from tests.helpers import nsexec
 
 
 class RunDaemon(Daemon):
+    def remove_all_and_stop(self) -> None:
+        """A fixture's teardown: every sandbox removed (stopped ones too), then kanald."""
+        for sid in self.k("ps", "-a", "-q", "--no-trunc", check=False).stdout.split():
+            self.k("rm", "-f", sid, check=False)
+        self.stop(kill=True)
+
     def k(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         p = subprocess.run(
             [str(VENV / "kanal"), args[0], "-H", str(self.api), *args[1:]],

@@ -53,9 +53,7 @@ def dd(host_ns: str, tmp_path: Path) -> Iterator[DockerOn]:
     try:
         yield d
     finally:
-        for sid in d.k("ps", "-a", "-q", "--no-trunc", check=False).stdout.split():
-            d.k("rm", "-f", sid, check=False)
-        d.stop(kill=True)
+        d.remove_all_and_stop()
 
 
 def addrs(netns_path: str) -> list[str]:

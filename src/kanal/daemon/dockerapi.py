@@ -131,18 +131,13 @@ def version(api: ApiServer, req: Request) -> Any:
         "Experimental": "false",
         "BuildTime": "",
     }
+    # docker repeats the engine's details at the top level (but "Experimental"), in order
+    top = {k: v for k, v in details.items() if k != "Experimental"}
     return {
         "Platform": {"Name": f"kanal {__version__}"},
         "Components": [{"Name": "Engine", "Version": f"kanal-{__version__}", "Details": details}],
         "Version": f"kanal-{__version__}",
-        "ApiVersion": API_VERSION,
-        "MinAPIVersion": MIN_API_VERSION,
-        "GitCommit": "",
-        "GoVersion": f"python{platform.python_version()}",
-        "Os": "linux",
-        "Arch": arch,
-        "KernelVersion": uname.release,
-        "BuildTime": "",
+        **top,
     }
 
 
