@@ -199,3 +199,75 @@ def test_bad_input_code_7_no_state(
     assert p.code == 1 and p.out is not None and p.out["code"] == 7, p
     assert nsexec(net["host"], "nft", "list", "ruleset").stdout == before
     assert json.dumps(p.out)
+
+
+def test_a_taken_port_is_refused_while_the_table_churns(host_ns: str) -> None:
+    """Lookups under concurrent commits can come back "Interrupted system call"; a
+    port another container holds must still be refused as taken, never retried over,
+    and a retried ADD of the holder itself must still succeed."""
+    import ipaddress
+    import threading
+
+    from kanal.errors import Conflict
+    from kanal.firewall.intents import Owner, PortMapping
+    from kanal.firewall.nftables import portmap
+    from tests.netns.inns import in_ns
+
+    ROUNDS = 150
+    holder = Owner("churn", "holder", "eth0")
+    tcp = [PortMapping(host_port=7171, container_port=80, protocol="tcp")]
+    ip1, ip2 = ipaddress.ip_address("10.79.0.2"), ipaddress.ip_address("10.79.0.3")
+    in_ns(host_ns, lambda: portmap.add_portmaps(holder, tcp, [ip1], [], snat=True, masq_all=False))
+    stop = threading.Event()
+
+    def churn(k: int) -> None:  # another process commits, one element after another
+        p = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{host_ns}", "nft", "-i"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        assert p.stdin is not None
+        n = 0
+        try:
+            while not stop.is_set():
+                n += 1
+                key = f"udp . {20000 + k * 1000 + n % 1000}"
+                p.stdin.write(
+                    f'add element inet kanal pm_any4 {{ {key} comment "x" : 10.79.1.{k} . 53 }}\n'
+                    f"delete element inet kanal pm_any4 {{ {key} }}\n".encode()
+                )
+                p.stdin.flush()
+        finally:
+            p.stdin.close()
+            p.wait(timeout=60)
+
+    churners = [threading.Thread(target=churn, args=(k,)) for k in range(3)]
+    for t in churners:
+        t.start()
+    refused = again = 0
+    try:
+        for i in range(ROUNDS):
+            who = Owner("churn", f"late{i}", "eth0")
+            try:
+                in_ns(
+                    host_ns,
+                    lambda w=who: portmap.add_portmaps(  # type: ignore[misc]
+                        w, tcp, [ip2], [], snat=True, masq_all=False
+                    ),
+                )
+            except Conflict as e:
+                assert "already mapped" in str(e)
+                refused += 1
+            in_ns(
+                host_ns,
+                lambda: portmap.add_portmaps(holder, tcp, [ip1], [], snat=True, masq_all=False),
+            )
+            again += 1
+    finally:
+        stop.set()
+        for t in churners:
+            t.join()
+    assert (refused, again) == (ROUNDS, ROUNDS)
+    table = nsexec(host_ns, "nft", "list", "map", "inet", "kanal", "pm_any4").stdout.decode()
+    assert "10.79.0.2 . 80" in table and "10.79.0.3" not in table

@@ -36,6 +36,12 @@ class NftError(Internal):
     def enoent(self) -> bool:
         return "No such file or directory" in self.details
 
+    @property
+    def interrupted(self) -> bool:
+        """A lookup (``get element``) whose netlink answer a concurrent commit made
+        inconsistent: nothing was applied, asking again is right."""
+        return "Interrupted system call" in self.details
+
 
 def _load() -> Library:
     try:
@@ -114,11 +120,22 @@ def _ctx() -> _Ctx | None:
         return ctx
 
 
+_EINTR_TRIES = 5
+
+
 def run(cmds: str, *, json_out: bool = False) -> str:
     """Run nft commands (one atomic transaction) in the caller's namespace."""
     start, ok = _monotonic(), False
     try:
-        out = _run(cmds, json_out)
+        for _ in range(_EINTR_TRIES - 1):
+            try:
+                out = _run(cmds, json_out)
+                break
+            except NftError as e:
+                if not e.interrupted:
+                    raise
+        else:
+            out = _run(cmds, json_out)
         ok = True
         return out
     finally:

@@ -142,27 +142,70 @@ def add_portmaps(
     except libnft.NftError as e:
         if "File exists" not in e.details:
             raise
-        # Which one? A retried ADD of the same owner is fine; anyone else's is a conflict.
-        mine = {k for k, _ in _owned_entries(tag)}
-        for ip in ips:
-            for m in mappings:
-                kind, key = _key(m)
-                full = f"pm_{kind}{_fam(ip)} {{ {key} }}"
-                if full not in mine and _exists(f"pm_{kind}{_fam(ip)}", key):
-                    raise Conflict(
-                        f"host port {m.host_port}/{m.protocol}"
-                        f"{' on ' + str(m.host_ip) if m.host_ip else ''} "
-                        "is already mapped by another container"
-                    ) from e
-        _SKELETON.run("\n".join(c.replace("create element", "add element") for c in cmds))
+        _add_again(tag, mappings, ips, cmds, e)
+
+
+def _add_again(
+    tag: str,
+    mappings: Sequence[PortMapping],
+    ips: Sequence[Addr],
+    cmds: list[str],
+    first: libnft.NftError,
+) -> None:
+    """A ``create`` met a key that exists: whose is it? A retried ADD of the same
+    owner replaces its own entries; anyone else's key is a conflict.
+
+    Why a listing, not ``get element`` per key: under concurrent commits a lookup
+    can fail for reasons other than absence, and "not found" must not be guessed.
+    """
+    keys = []
+    for ip in ips:
+        for m in mappings:
+            if m.host_ip is not None and m.host_ip.version != ip.version:
+                continue
+            kind, key = _key(m)
+            keys.append((f"pm_{kind}{_fam(ip)}", key, m))
+    err: libnft.NftError = first
+    for _ in range(3):
+        held: dict[str, str] = {}
+        for name in {name for name, _, _ in keys}:
+            for val, comment in libnft.elements("inet", TABLE, name, kind="map") or []:
+                held[f"{name} {{ {_render(val)} }}"] = comment
+        stale = []
+        for name, key, m in keys:
+            full = f"{name} {{ {key} }}"
+            if full not in held:
+                continue
+            if held[full] != tag:
+                raise Conflict(_taken(m)) from err
+            stale.append(f"delete element inet {TABLE} {full}")
+        try:  # own entries (perhaps to another IP) out and in again, in one transaction
+            _SKELETON.run("\n".join([*stale, *cmds]))
+            return
+        except libnft.NftError as e:
+            if "File exists" not in e.details and not e.enoent:
+                raise
+            err = e
+    ports = ", ".join(f"{m.host_port}/{m.protocol}" for _, _, m in keys)
+    raise Conflict(f"one of host ports {ports} is already mapped by another container") from err
+
+
+def _taken(m: PortMapping) -> str:
+    return (
+        f"host port {m.host_port}/{m.protocol}"
+        f"{' on ' + str(m.host_ip) if m.host_ip else ''} "
+        "is already mapped by another container"
+    )
 
 
 def _exists(set_name: str, key: str) -> bool:
     try:
         libnft.run(f"get element inet {TABLE} {set_name} {{ {key} }}")
         return True
-    except libnft.NftError:
-        return False
+    except libnft.NftError as e:
+        if e.enoent:
+            return False
+        raise
 
 
 def _owned_entries(
