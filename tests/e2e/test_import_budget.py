@@ -286,7 +286,7 @@ def test_the_budget_check_catches_a_heavy_import(extra: str) -> None:
 # A plain loopback request: nothing of kanal's general exec path (kanal.fastpath.lean_loopback).
 LEAN_LOOPBACK = frozenset(
     {"shim", "kanal", "kanal.fastpath", "kanal.fastpath.lean_loopback", "kanal._ffi"}
-    | {"_ctypes", "_json", "_socket"}
+    | {"_ctypes", "_socket"}
 )
 
 

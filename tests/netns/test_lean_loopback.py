@@ -64,7 +64,8 @@ def test_plain_add_and_del_match_the_full_plugin(make_netns: Any, version: str, 
         for ns in (lean_ns, full_ns):
             nsexec(ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
             nsexec(ns, "sysctl", "-q", "-w", "net.ipv6.conf.lo.disable_ipv6=1")
-    stdin = json.dumps({"cniVersion": version, **CONF}).encode()
+    # As runtimes write it (compact) and as a person does (indented, with a newline).
+    stdin = json.dumps({"cniVersion": version, **CONF}, indent=2 if ipv6 else None).encode()
     for command in ("ADD", "DEL"):
         lean = _lean(_env(f"/run/netns/{lean_ns}", command), stdin)
         code, full = _full(_env(f"/run/netns/{full_ns}", command), stdin)
