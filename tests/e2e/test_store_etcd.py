@@ -143,3 +143,61 @@ def test_the_leader_is_found_among_the_endpoints(etcd: str) -> None:
     assert isinstance(only_dead, EtcdStore) and only_dead.leader_index() is None
     for c in (s, two, only_dead):
         c.close()
+
+
+def test_an_idle_watch_probes_its_member_without_holding_events_back(etcd: str) -> None:
+    """Every host's watch goes quiet after the same last event and then asks its member
+    whether it is still there; on a slow underlay the answer takes seconds. An event
+    that arrives meanwhile is delivered at once, not after the answer; a failed
+    answer makes the watch start again, missing nothing."""
+    import threading
+    import time
+
+    s = open_store(f"etcd://{etcd}/{unique('pw', 20)}")
+    assert isinstance(s, EtcdStore)
+    probing, release = threading.Event(), threading.Event()
+    answers: list[str] = ["slow", "fail"]
+    real_probe = s.probe
+
+    def slow_probe(i: int) -> None:
+        what = answers.pop(0) if answers else "ok"
+        if what == "slow":
+            probing.set()
+            release.wait(30)
+        elif what == "fail":
+            raise Unavailable("etcd member does not answer (test)")
+        real_probe(i)
+
+    s.probe = slow_probe  # type: ignore[method-assign]
+    errors: list[Exception] = []
+    stop = threading.Event()
+    got: list[tuple[str, float]] = []
+
+    def consume() -> None:
+        for batch in s.watch("k/", 1, stop=stop, idle_probe=0.5, on_error=errors.append):
+            got.extend((e.key, time.monotonic()) for e in batch.events)
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    try:
+        assert probing.wait(10)  # the watch went quiet and its probe hangs
+        s.put("k/during", b"1")
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [k for k, _ in got] == ["k/during"]  # delivered with the probe unanswered
+        release.set()  # the next probe fails: the watch starts again from where it was
+        deadline = time.monotonic() + 15
+        while not errors and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert errors and "test" in str(errors[0])
+        s.put("k/after", b"2")
+        deadline = time.monotonic() + 10
+        while len(got) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [k for k, _ in got] == ["k/during", "k/after"]  # nothing twice, nothing lost
+    finally:
+        release.set()
+        stop.set()
+        t.join(10)
+        s.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import random
 import socket
 import ssl
 import threading
@@ -86,14 +87,20 @@ def watch(
         stream = WatchStream(
             store.connector, store.endpoints[i], store.attempt_timeout, store.timeout
         )
+        probe = _Probe(store, i)
         try:
             stream.open(_watch_request(store, prefix, rev))
             last_data = time.monotonic()
+            # Every host's watch saw the same last event: a quiet time drawn per watch
+            # keeps them from probing the member all in the same second.
+            quiet = idle_probe * (1 + random.random() / 2)
             for msg in stream.messages(stop):
+                probe.check()
                 if msg is None:  # a quiet second: is the member still there?
-                    if time.monotonic() - last_data >= idle_probe:
-                        store.probe(i)
+                    if time.monotonic() - last_data >= quiet:
+                        probe.start()
                         last_data = time.monotonic()
+                        quiet = idle_probe * (1 + random.random() / 2)
                     continue
                 last_data = time.monotonic()
                 backoff = 0.1
@@ -128,6 +135,37 @@ def watch(
             backoff = min(backoff * 2, 1.0)
         finally:
             stream.close()
+
+
+class _Probe:
+    """Asks an idle watch's member whether it is still there, on a thread of its own.
+
+    Why not in the watch's thread: the answer takes a round trip (seconds on a lossy
+    underlay), and an event that arrives meanwhile would wait for it; the watch keeps
+    reading, and :meth:`check` raises the probe's failure at its next message."""
+
+    def __init__(self, store: EtcdStore, i: int) -> None:
+        self.store, self.i = store, i
+        self.running = False
+        self.failed: Exception | None = None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self.running = True
+        threading.Thread(target=self._run, name="etcd-watch-probe", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self.store.probe(self.i)
+        except (OSError, ValueError, http.client.HTTPException, Unavailable) as e:
+            self.failed = e
+        finally:
+            self.running = False
+
+    def check(self) -> None:
+        if self.failed is not None:
+            raise self.failed
 
 
 def _watch_request(store: EtcdStore, prefix: str, rev: int) -> dict[str, Any]:
