@@ -74,6 +74,7 @@ def parse_etcd_url(rest: str) -> tuple[list[tuple[str, int]], str]:
 
 
 POOL_IDLE = 8  # kept-alive connections per member, shared by every thread
+FAILED_LATELY = 30.0  # s: a member a request failed to reach this recently is tried last
 #: upper bounds (seconds) of the request latency histogram's buckets
 REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -124,6 +125,8 @@ class EtcdClient:
         self._idle: dict[int, list[http.client.HTTPConnection]] = {}  # per member
         self._pool_lock = threading.Lock()
         self._preferred = 0
+        #: member -> when (monotonic) a request last failed to reach it (see _order)
+        self._failed: dict[int, float] = {}
         #: per gateway path ("/v3/kv/range"...): [calls, failures, seconds, bucket counts]
         #: (REQUEST_BUCKETS), read by kanald's metrics; failover and retries included
         self.request_stats: dict[str, list[Any]] = {}
@@ -201,12 +204,13 @@ class EtcdClient:
         backoff = 0.05
         while True:
             call.retry, call.refused = False, None
+            order = self._order()
             k = 0
             while k < n:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                i = (self._preferred + k) % n
+                i = order[k]
                 k += 1
                 out = self._attempt(call, i, remaining)
                 if isinstance(out, _Again):
@@ -215,6 +219,7 @@ class EtcdClient:
                 if out is None:
                     continue
                 self._preferred = i
+                self._failed.pop(i, None)
                 return out
             if call.refused is not None and not call.retry:
                 # Every member that answered refused us: TLS or user, not an outage.
@@ -228,6 +233,21 @@ class EtcdClient:
                 raise Unavailable(what, f"{self._names()}: {call.last}")
             time.sleep(backoff * (0.5 + random.random()))  # jitter
             backoff = min(backoff * 2, 0.5)
+
+    def _order(self) -> list[int]:
+        """The members in the order a request tries them: the one the last request
+        reached, then the others, those that failed lately last.
+
+        Why: a member cut off from us costs a whole attempt's timeout each time it is
+        tried; when the preferred member is slow once (a lost packet), the failover
+        should go to a member that answers, not to that one, or the deadline runs out
+        on the two timeouts together."""
+        n = len(self.endpoints)
+        first = self._preferred % n
+        rest = [(first + k) % n for k in range(1, n)]
+        now = time.monotonic()
+        rest.sort(key=lambda i: now - self._failed.get(i, now - FAILED_LATELY) < FAILED_LATELY)
+        return [first, *rest]
 
     def _attempt(self, call: _Call, i: int, remaining: float) -> dict[str, Any] | _Again | None:
         """One try of ``call`` on member ``i``: its answer, ``_AGAIN`` (the same member
@@ -249,6 +269,7 @@ class EtcdClient:
         except ConnectionRefusedError as e:
             c.close()
             call.last = e
+            self._failed[i] = time.monotonic()
             return None
         except ssl.SSLError as e:
             c.close()
@@ -275,6 +296,7 @@ class EtcdClient:
             call.last = e
             call.retry = True
             call.slow = call.slow or isinstance(e, TimeoutError)
+            self._failed[i] = time.monotonic()
             return None
         self._checkin(i, c)  # the whole answer was read: reusable
         return self._reply(call, i, resp.status, raw)
