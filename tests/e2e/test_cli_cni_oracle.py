@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from kanal.ipam.diskfiles import INDEX_NAME
 from tests.helpers import go_plugin_dir, ip_json
 
 pytestmark = [
@@ -94,7 +95,9 @@ class World:
         if not d.exists():
             return []
         return sorted(
-            n for n in os.listdir(d) if n != "lock" and not n.startswith("last_reserved_ip")
+            n
+            for n in os.listdir(d)
+            if n not in ("lock", INDEX_NAME) and not n.startswith("last_reserved_ip")
         )
 
 

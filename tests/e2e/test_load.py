@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from kanal.fastpath.install import install_plugins
+from kanal.ipam.diskfiles import INDEX_NAME
 from tests.helpers import create_netns, delete_netns, ip_json, nsexec, unique
 
 VENV = Path(__file__).resolve().parents[2] / ".venv" / "bin"
@@ -128,7 +129,7 @@ class Host:
         return sorted(
             p.name
             for p in d.iterdir()
-            if p.name != "lock" and not p.name.startswith("last_reserved_ip")
+            if p.name not in ("lock", INDEX_NAME) and not p.name.startswith("last_reserved_ip")
         )
 
     def ports(self) -> list[str]:
@@ -205,7 +206,7 @@ def _state_files_parse(host: Host) -> None:
         data = p.read_bytes()
         if p.name.startswith("last_reserved_ip"):
             ipaddress.ip_address(data.decode().strip())
-        elif p.name != "lock":
+        elif p.name not in ("lock", INDEX_NAME):
             ipaddress.ip_address(p.name)
             cid, _, ifname = data.decode().partition("\r\n")
             assert cid and ifname == "eth0", (p.name, data)

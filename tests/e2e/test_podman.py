@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from kanal.fastpath.install import install_plugins
+from kanal.ipam.diskfiles import INDEX_NAME
 from tests.helpers import busybox_tar, ip_json, kanal_nft_leftovers, nft_json, unique
 
 pytestmark = [
@@ -239,7 +240,7 @@ def test_two_containers_talk_and_rm_leaves_nothing(podman: Podman) -> None:
     left = sorted(
         p.name
         for p in (podman.dirs / "ipam" / "kanalnet").iterdir()
-        if p.name != "lock" and not p.name.startswith("last_reserved_ip")
+        if p.name not in ("lock", INDEX_NAME) and not p.name.startswith("last_reserved_ip")
     )
     assert left == []
     ruleset = nft_json(podman.host, "list", "table", "inet", "kanal") or {}

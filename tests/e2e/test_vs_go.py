@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from kanal.fastpath.install import install_plugins
+from kanal.ipam.diskfiles import INDEX_NAME
 from tests.helpers import go_plugin_dir, ip_json, nsexec
 
 pytestmark = [
@@ -222,7 +223,7 @@ def test_same_result_and_kernel_state(
             [
                 p.name
                 for p in (side.data / base["name"]).iterdir()
-                if p.name != "lock" and not p.name.startswith("last_reserved")
+                if p.name not in ("lock", INDEX_NAME) and not p.name.startswith("last_reserved")
             ]
             if (side.data / base["name"]).exists()
             else []
@@ -301,7 +302,7 @@ def test_bad_input_same_code_no_state(
             or [
                 p.name
                 for p in (side.data / BRIDGE["name"]).iterdir()
-                if p.name != "lock" and not p.name.startswith("last_reserved")
+                if p.name not in ("lock", INDEX_NAME) and not p.name.startswith("last_reserved")
             ]
             == []
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from kanal.ipam.diskfiles import INDEX_NAME
 from tests.helpers import delete_netns, ip_json, nsexec, unique
 from tests.netns.cni import PluginRunner
 
@@ -54,7 +55,7 @@ def reservations(cni: PluginRunner, net: str) -> list[str]:
         sorted(
             p.name
             for p in d.iterdir()
-            if p.name != "lock" and not p.name.startswith("last_reserved_ip")
+            if p.name not in ("lock", INDEX_NAME) and not p.name.startswith("last_reserved_ip")
         )
         if d.exists()
         else []

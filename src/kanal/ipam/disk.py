@@ -13,37 +13,29 @@ What differs from Go, and why:
 
 - **No directory walk per operation.** Go reads every file for the duplicate
   check, DEL and CHECK. Here each directory has an index (address -> owner, owner
-  -> addresses) cached in the process (module-level, keyed by the directory's
-  absolute path: see :func:`disk_store`). Under the lock the index is trusted only
-  if the directory's stamp is unchanged: ``(st_dev, st_ino, st_mtime_ns)`` of the
-  directory plus a generation counter that kanal keeps in the ``lock`` file's
-  contents (Go never reads or writes them; the text holds a space, so it can never
-  equal a container ID that Go's matching compares it with). Any create or delete
-  by anyone, Go included, changes the directory mtime; any change by another kanal
-  process also bumps the generation. Otherwise the directory is re-read.
-- **Timestamp granularity.** The kernel stamps mtimes from a coarse clock (one
-  tick, 1-4 ms, or one second on some file systems), so a change made in the same
-  tick as the mtime we recorded could keep it unchanged. When the recorded mtime
-  is recent, kanal therefore sets the directory's mtime to one nanosecond before
-  its real value ("sealing") and records that: every later change, stamped from
-  a clock at or past the real value, must differ from it. If the directory cannot
-  be sealed, the index is not trusted and is rebuilt next time (correct, slower).
-- **No half-written reservation files.** Go creates the file with ``O_EXCL`` and
-  then writes it; a process killed in between leaves an empty file that Go never
-  frees. kanal writes the content to an unnamed file (``O_TMPFILE``; else a
-  temporary name starting with ``.kanal-tmp.``, never an address nor a container
-  ID), then ``link()``\\ s it to the address name, which is atomic and fails if the
-  name exists: a reservation never appears without its owner. ``fsync`` before
-  the link is off by default: it only matters on power loss (when every container
-  is gone anyway, and the empty files a power loss can leave are swept as below).
-- ``last_reserved_ip.N`` is rewritten in place (see :meth:`DiskStore._write_last`).
-- **Empty files** (left by a crashed Go plugin) cannot be attributed to anyone.
-  Because every writer holds the lock from create to write, an empty file seen
-  under the lock is a crash leftover; :meth:`DiskStore.sweep_empty` (called by
-  DEL and GC with a grace period of a few seconds, a guard against writers that
-  ignore the lock) removes them. ADD never reuses them.
-- Subdirectories and symlinks in the directory are ignored (Go's walk recurses
-  into subdirectories and follows symlinks when reading).
+  -> addresses) cached in the process (keyed by the directory's absolute path:
+  :func:`disk_store`), trusted under the lock while the directory's stamp is
+  unchanged: ``(st_dev, st_ino, st_mtime_ns)`` and a generation kept in ``lock``
+  (Go never reads it; its text holds a space: no container ID can equal it). Any
+  create or delete, Go's too, moves the mtime; kanal's also bump the generation.
+- **Timestamp granularity.** mtimes come from a coarse clock (1-4 ms, or 1 s on
+  some file systems): a change in the tick of the recorded mtime could keep it.
+  A recent mtime is therefore "sealed" (set 1 ns back) and recorded so; every later
+  change, stamped at or past the real value, differs. If the directory cannot be
+  sealed, the index is not trusted (rebuilt next time: correct, slower).
+- **No half-written reservation files.** Go creates the file with ``O_EXCL``, then
+  writes it: a kill in between leaves an empty file Go never frees. kanal writes an
+  unnamed file (``O_TMPFILE``; else a temporary ``.kanal-tmp.`` name, never an
+  address nor an ID) and ``link()``s it to the address name, atomic and refused if
+  the name exists. ``fsync`` first is off by default (only power loss needs it,
+  and the empty files it can leave are swept as below).
+- ``last_reserved_ip.N`` is rewritten in place (:meth:`DiskStore._write_last`);
+  ``.kanal-index`` holds the index for the next process (kanal.ipam.diskfiles).
+- **Empty files** (a crashed Go plugin's) belong to nobody: writers hold the lock
+  from create to write, so one seen under the lock is a leftover;
+  :meth:`DiskStore.sweep_empty` (DEL and GC, after a few seconds' grace against
+  writers that ignore the lock) removes them. ADD never reuses them.
+- Subdirectories and symlinks are ignored (Go's walk follows both).
 """
 
 from __future__ import annotations
@@ -79,6 +71,7 @@ __all__ = [
 _SETTLED_NS = 3_000_000_000
 
 _GEN_PREFIX = b"kanal-gen "
+
 _LOWER_HEX = frozenset(b"0123456789abcdef")
 
 
@@ -101,6 +94,7 @@ class DiskStore:
         self._gen: int | None = None
         self._index: DirIndex | None = None
         self._stamp: tuple[int, int, int, int] | None = None
+        self._ixfd: int | None = None  # the index file (diskfiles.INDEX_NAME)
         self._held = False
         self._dirty = False
         self.scans = 0  # how many times the directory was read (tests, metrics)
@@ -141,7 +135,7 @@ class DiskStore:
         self._pid = os.getpid()
 
     def _close_fd(self) -> None:
-        for fd in (self._fd, self._dirfd):
+        for fd in (self._fd, self._dirfd, self._ixfd):
             if fd is not None:
                 try:
                     os.close(fd)
@@ -149,6 +143,7 @@ class DiskStore:
                     pass
         self._fd = None
         self._dirfd = None
+        self._ixfd = None
 
     def _open_lock(self, create: bool) -> int:
         path = os.path.join(self.dir, LOCK_NAME)
@@ -240,12 +235,25 @@ class DiskStore:
 
     def _refresh(self) -> None:
         self._gen = self._read_gen()
+        if self._ixfd is None and self._gen_writable:
+            # First: making the file changes the directory's mtime.
+            assert self._dirfd is not None
+            self._ixfd = files.open_index(self._dirfd)
         st = self._dir_stat()
         stamp = (st.st_dev, st.st_ino, st.st_mtime_ns, self._gen)
         if self._gen is not None and self._index is not None and self._stamp == stamp:
             return
+        if self._gen is not None and self._index is None and self._ixfd is not None:
+            # A new process (a plugin run without kanald): the index the last one left,
+            # if the directory has not changed since (kanal.ipam.diskfiles).
+            exact = (st.st_dev, st.st_ino, st.st_mtime_ns, self._gen)
+            self._index = files.load_index(self._ixfd, exact)
+            if self._index is not None:
+                self._stamp = exact
+                return
         self._index = self._scan()
         self._record(bump=False)
+        self._save_index()
 
     def _commit(self) -> None:
         """After our own changes."""
@@ -253,6 +261,11 @@ class DiskStore:
             self._record(bump=True)
         except IOFailure:
             self._stamp = None
+        self._save_index()
+
+    def _save_index(self) -> None:
+        if self._ixfd is not None and self._index is not None:
+            files.save_index(self._ixfd, self._index, self._stamp)
 
     def _record(self, bump: bool) -> None:
         """Record the stamp under which the index is exact.

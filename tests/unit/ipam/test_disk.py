@@ -14,6 +14,7 @@ import pytest
 
 from kanal.errors import IOFailure
 from kanal.ipam.disk import DiskStore, disk_store, forget_stores
+from kanal.ipam.diskfiles import INDEX_NAME
 from kanal.ipam.store import StoreMissing
 
 IP = ip_address
@@ -25,7 +26,8 @@ def netdir(tmp_path: Path) -> Path:
 
 
 def entries(d: Path) -> list[str]:
-    return sorted(os.listdir(d))
+    """What the directory holds, but for kanal's index file (tested on its own)."""
+    return sorted(n for n in os.listdir(d) if n != INDEX_NAME)
 
 
 def age(path: Path, seconds: float = 3600) -> None:
@@ -289,3 +291,67 @@ def test_disk_store_registry(tmp_path: Path) -> None:
     forget_stores()
     assert disk_store(str(tmp_path), "n1") is not a
     forget_stores()
+
+
+# -- the index file: what a process without kanald starts from -------------------------
+
+
+def _reserve_some(netdir: Path, n: int = 5) -> None:
+    st = DiskStore(str(netdir))
+    with st.locked():
+        for i in range(2, 2 + n):
+            assert st.reserve(f"c{i}", "eth0", IP(f"10.0.0.{i}"), "0")
+    st.close()
+
+
+def test_a_new_process_starts_from_the_index_file(netdir: Path) -> None:
+    _reserve_some(netdir)
+    assert (netdir / INDEX_NAME).stat().st_mode & 0o777 == 0o600
+    fresh = DiskStore(str(netdir))  # as a plugin exec is: nothing in memory
+    with fresh.locked():
+        assert fresh.get_by_id("c4", "eth0") == [IP("10.0.0.4")]
+        assert fresh.is_reserved(IP("10.0.0.6")) and not fresh.is_reserved(IP("10.0.0.7"))
+        assert fresh.reserve("c7", "eth0", IP("10.0.0.7"), "0")
+    assert fresh.scans == 0
+    again = DiskStore(str(netdir))
+    with again.locked():
+        assert again.get_by_id("c7", "eth0") == [IP("10.0.0.7")]  # its own change, recorded
+        assert again.release_by_id("c2", "eth0")
+    assert again.scans == 0
+    last = DiskStore(str(netdir))
+    with last.locked():
+        assert not last.find_by_id("c2", "eth0") and last.find_by_id("c3", "eth0")
+    assert last.scans == 0
+
+
+@pytest.mark.parametrize("change", ["go creates", "go deletes", "old kanal", "garbled", "torn"])
+def test_the_index_file_is_not_trusted_after_a_change(netdir: Path, change: str) -> None:
+    _reserve_some(netdir)
+    want_go = False
+    if change == "go creates":  # Go's plugin does not know about the index
+        (netdir / "10.0.0.9").write_bytes(b"go1\r\neth0")
+        want_go = True
+    elif change == "go deletes":
+        (netdir / "10.0.0.3").unlink()
+    elif change == "old kanal":  # another kanal process's change, and a stale index file
+        stale = (netdir / INDEX_NAME).read_bytes()
+        other = DiskStore(str(netdir))
+        with other.locked():
+            other.release_by_id("c3", "eth0")
+        with open(netdir / INDEX_NAME, "r+b") as f:  # in place: the directory unchanged
+            f.truncate(0)
+            f.write(stale)
+    elif change == "garbled":
+        raw = bytearray((netdir / INDEX_NAME).read_bytes())
+        raw[-3] ^= 0xFF
+        with open(netdir / INDEX_NAME, "r+b") as f:  # in place: the directory unchanged
+            f.write(raw)
+    elif change == "torn":
+        with open(netdir / INDEX_NAME, "r+b") as f:
+            f.truncate(40)
+    fresh = DiskStore(str(netdir))
+    with fresh.locked():
+        assert fresh.find_by_id("go1", "eth0") == want_go
+        assert fresh.find_by_id("c3", "eth0") == (change not in ("go deletes", "old kanal"))
+        assert fresh.find_by_id("c4", "eth0")
+    assert fresh.scans == 1

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from kanal.ipam.disk import forget_stores
+from kanal.ipam.diskfiles import INDEX_NAME
 from kanal.plugins.host_local import PLUGIN
 from kanal.skel.dispatcher import Dispatcher
 
@@ -89,7 +90,7 @@ def addr(result: Any) -> str:
 
 def files(tmp_path: Path) -> dict[str, bytes]:
     d = tmp_path / "data" / "shared"
-    return {n: (d / n).read_bytes() for n in sorted(os.listdir(d)) if n != "lock"}
+    return {n: (d / n).read_bytes() for n in sorted(os.listdir(d)) if n not in ("lock", INDEX_NAME)}
 
 
 def test_go_add_then_kanal_del(tmp_path: Path) -> None:

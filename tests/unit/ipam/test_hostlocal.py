@@ -22,6 +22,7 @@ from kanal.errors import (
 )
 from kanal.ipam import hostlocal
 from kanal.ipam.disk import DiskStore
+from kanal.ipam.diskfiles import INDEX_NAME
 from kanal.ipam.memory import MemoryStore
 
 
@@ -253,7 +254,7 @@ def test_requested_ip_and_leftover_request(tmp_path: Path) -> None:
         hostlocal.add(c, store_of(c), "c2", "eth0")
     assert ei.value.msg == "failed to allocate all requested IPs: 10.9.9.9"
     # rolled back: .6 is free again
-    assert sorted(os.listdir(tmp_path / "data" / "net1")) == [
+    assert _listing(tmp_path / "data" / "net1") == [
         "10.1.0.5",
         "last_reserved_ip.0",
         "lock",
@@ -300,7 +301,7 @@ def test_bad_input_writes_nothing(tmp_path: Path) -> None:
         with pytest.raises(InvalidConfig):
             hostlocal.load_conf(raw)
     assert not (tmp_path / "data").exists()
-    assert sorted(os.listdir(tmp_path)) == []
+    assert _listing(tmp_path) == []
 
 
 def test_delete_idempotent_and_missing_dir(tmp_path: Path) -> None:
@@ -311,7 +312,7 @@ def test_delete_idempotent_and_missing_dir(tmp_path: Path) -> None:
     hostlocal.add(c, st, "c1", "eth0")
     hostlocal.delete(st, "c1", "eth0")
     hostlocal.delete(st, "c1", "eth0")
-    assert sorted(os.listdir(tmp_path / "data" / "net1")) == ["last_reserved_ip.0", "lock"]
+    assert _listing(tmp_path / "data" / "net1") == ["last_reserved_ip.0", "lock"]
 
 
 def test_check(tmp_path: Path) -> None:
@@ -341,11 +342,11 @@ def test_crash_leftover_then_del_and_gc_clean(tmp_path: Path) -> None:
     r = hostlocal.add(c, st, "c2", "eth0")
     assert str(r.ips[0].address) == "10.1.0.4/29"
     hostlocal.delete(st, "c2", "eth0")
-    assert sorted(os.listdir(d)) == ["10.1.0.2", "last_reserved_ip.0", "lock"]
+    assert _listing(d) == ["10.1.0.2", "last_reserved_ip.0", "lock"]
     (d / "10.1.0.5").write_bytes(b"")
     os.utime(d / "10.1.0.5", (old, old))
     hostlocal.gc(st, [("c1", "eth0")])
-    assert sorted(os.listdir(d)) == ["10.1.0.2", "last_reserved_ip.0", "lock"]
+    assert _listing(d) == ["10.1.0.2", "last_reserved_ip.0", "lock"]
     assert (d / "10.1.0.2").read_bytes() == b"c1\r\neth0"
     for name in os.listdir(d):
         if name not in ("lock",):
@@ -377,7 +378,7 @@ def test_gc_releases_what_is_not_valid(tmp_path: Path) -> None:
     (d / "notes.txt").write_bytes(b"whatever")
     released = hostlocal.gc(st, [("a", "eth0"), ("c", "eth0"), ("legacy1", "eth7")])
     assert sorted(released) == ["10.1.0.14", "10.1.0.3", "10.1.0.4"]
-    assert sorted(os.listdir(d)) == [
+    assert _listing(d) == [
         "10.1.0.13",
         "10.1.0.2",
         "10.1.0.5",
@@ -451,3 +452,8 @@ def test_delete_passes_follow_go_per_range_set(tmp_path: Path) -> None:
         hostlocal.delete(st, "c1", "eth0", passes=passes)
         names = sorted(n for n in os.listdir(tmp_path / f"p{passes}") if n[0].isdigit())
         assert names == left
+
+
+def _listing(d: Path) -> list[str]:
+    """The directory's entries as Go's plugin would leave them (kanal's index file aside)."""
+    return sorted(n for n in os.listdir(d) if n != INDEX_NAME)
