@@ -127,15 +127,13 @@ def run(cmds: str, *, json_out: bool = False) -> str:
     """Run nft commands (one atomic transaction) in the caller's namespace."""
     start, ok = _monotonic(), False
     try:
-        for _ in range(_EINTR_TRIES - 1):
+        for attempt in range(1, _EINTR_TRIES + 1):
             try:
                 out = _run(cmds, json_out)
                 break
             except NftError as e:
-                if not e.interrupted:
+                if not e.interrupted or attempt == _EINTR_TRIES:
                     raise
-        else:
-            out = _run(cmds, json_out)
         ok = True
         return out
     finally:

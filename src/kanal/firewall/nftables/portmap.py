@@ -186,8 +186,9 @@ def _add_again(
             if "File exists" not in e.details and not e.enoent:
                 raise
             err = e
-    ports = ", ".join(f"{m.host_port}/{m.protocol}" for _, _, m in keys)
-    raise Conflict(f"one of host ports {ports} is already mapped by another container") from err
+    # Three listings found no other holder of our keys: the clash is not a host port
+    # (nft says which element), so it is not reported as one.
+    raise err
 
 
 def _taken(m: PortMapping) -> str:
