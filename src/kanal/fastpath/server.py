@@ -22,6 +22,7 @@ from contextlib import suppress
 from kanal.errors import NotFound
 from kanal.fastpath import protocol as p
 from kanal.fastpath.standalone import plugin_runner
+from kanal.ipam.diskfiles import index_in_memory_only
 from kanal.plugins.registry import load_plugin
 from kanal.skel.dispatcher import Dispatcher
 from kanal.unixsock import private_path
@@ -82,6 +83,9 @@ class FastPathServer:
         #: seconds); kanald's metrics set it (this module never imports them)
         self.observe: Callable[[str, str, int, bytes, float], None] | None = None
         self._runner = plugin_runner()
+        # This process serves plugins for as long as it runs: host-local's indexes
+        # stay in memory (kanal.ipam.diskfiles: the index file is for plugin processes).
+        index_in_memory_only()
 
     def bind(self) -> None:
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -71,7 +71,6 @@ __all__ = [
 _SETTLED_NS = 3_000_000_000
 
 _GEN_PREFIX = b"kanal-gen "
-
 _LOWER_HEX = frozenset(b"0123456789abcdef")
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "address",
     "create_linked",
     "create_via_tmpfile",
+    "index_in_memory_only",
     "load_index",
     "open_index",
     "read_entry",
@@ -317,8 +318,23 @@ INDEX_MAX_SIZE = 64 << 20  # a larger file is not read (that is a million entrie
 _INDEX_HEAD = len(INDEX_MAGIC) + 12
 
 
+#: Whether the index file is kept: a plugin process keeps it for the next one. A
+#: long-lived process (kanald) keeps its indexes in memory and does not rewrite the
+#: file at every request; the next plugin run without it finds the file stale, reads
+#: the directory once and writes the file again.
+_INDEX_FILE = [True]
+
+
+def index_in_memory_only() -> None:
+    """This process lives long and serves many requests: no index file (see above)."""
+    _INDEX_FILE[0] = False
+
+
 def open_index(dirfd: int) -> int | None:
-    """The index file of the directory open at ``dirfd`` (made if missing), or None."""
+    """The index file of the directory open at ``dirfd`` (made if missing), or None
+    (none kept by this process, or it cannot be opened)."""
+    if not _INDEX_FILE[0]:
+        return None
     try:
         return os.open(
             INDEX_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600, dir_fd=dirfd
@@ -342,7 +358,7 @@ def load_index(fd: int, stamp: tuple[int, int, int, int]) -> DirIndex | None:
             or binascii.crc32(data) != int.from_bytes(raw[8:12], "big")
         ):
             return None
-        # Written by save() under the lock, in a directory only its owner writes.
+        # Written by save_index() under the lock, in a directory only its owner writes.
         saved, entries, by_key, taken4, taken6, empty, temps = marshal.loads(data)  # noqa: S302
     except (OSError, ValueError, EOFError, TypeError):
         return None

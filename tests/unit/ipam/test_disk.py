@@ -20,6 +20,15 @@ from kanal.ipam.store import StoreMissing
 IP = ip_address
 
 
+@pytest.fixture(autouse=True)
+def plugin_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a plugin process is (a FastPathServer made earlier in this worker would have
+    switched the index file off for the whole process)."""
+    from kanal.ipam import diskfiles
+
+    monkeypatch.setattr(diskfiles, "_INDEX_FILE", [True])
+
+
 @pytest.fixture
 def netdir(tmp_path: Path) -> Path:
     return tmp_path / "data" / "net1"
@@ -355,3 +364,25 @@ def test_the_index_file_is_not_trusted_after_a_change(netdir: Path, change: str)
         assert fresh.find_by_id("c3", "eth0") == (change not in ("go deletes", "old kanal"))
         assert fresh.find_by_id("c4", "eth0")
     assert fresh.scans == 1
+
+
+def test_a_long_lived_process_keeps_its_index_in_memory_only(
+    netdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kanald serves every request from memory: it does not rewrite the file each time;
+    a plugin run after it finds no usable file, reads the directory once, and keeps
+    the file from then on."""
+    from kanal.ipam import diskfiles
+
+    monkeypatch.setattr(diskfiles, "_INDEX_FILE", [False])
+    _reserve_some(netdir)
+    assert not (netdir / INDEX_NAME).exists()
+    monkeypatch.setattr(diskfiles, "_INDEX_FILE", [True])
+    first = DiskStore(str(netdir))
+    with first.locked():
+        assert first.find_by_id("c3", "eth0")
+    assert first.scans == 1 and (netdir / INDEX_NAME).exists()
+    second = DiskStore(str(netdir))
+    with second.locked():
+        assert second.find_by_id("c3", "eth0")
+    assert second.scans == 0
