@@ -194,8 +194,8 @@ class OverlayAgent(MissAnswering, WatchLoops):
 
         A record etcd has committed reaches the other hosts through their watches, which
         are served by the member this host's watch is usually on too (the one requests
-        last reached). When that member applies late (a slow or lossy link between
-        the members), every peer learns late together; waiting for our own watch
+        last reached). When that member applies after the write returned, every peer
+        learns late together; waiting for our own watch
         makes ``kanal run`` return once the record is out where peers read it,
         rather than leaving the wait to the new container's first packets."""
         deadline = time.monotonic() + timeout

@@ -368,9 +368,8 @@ class EtcdClient:
         when no member answers in time or the leader is none of our endpoints).
 
         Watches go there: the leader applies a write as it commits it, a follower
-        only when it next hears from the leader. Over a slow, lossy link between the
-        members a follower fell seconds behind now and then, and every watch it
-        served saw new endpoints that late, all together."""
+        only when it next hears from the leader (0.2-0.3 s later over the lab's
+        impaired links; docs/overlay.md)."""
         try:
             st = self.call("/v3/maintenance/status", {}, timeout=self.attempt_timeout)
             leader = str(st.get("leader") or "")
