@@ -11,6 +11,7 @@ gets its own bridge, subnet and state directories.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -160,13 +161,17 @@ def run(
     dels: dict[tuple[str, int], list[float]] = {}
     rss: dict[int, float] = {}
 
+    attached_ids = itertools.count()
+
     def attach(impl: Impl, mine: list[str], count: int) -> None:
         while len(mine) < count:
             ns = create_netns(unique("kbc", 30))
             mine.append(ns)
             made.append(ns)
-            # Unique per run phase: a detached namespace leaves its reservation behind.
-            cid = unique(f"keep-{impl.name}-", 40)
+            # Unique in the run: a detached namespace leaves its reservation behind, and
+            # unique()'s 24 random bits repeat among a few thousand IDs now and then (a
+            # repeated ID is a second ADD of one container: refused, as Go refuses it).
+            cid = f"keep-{impl.name}-{next(attached_ids)}"
             exec_plugin("", impl, "ADD", cid, f"/run/netns/{ns}", impl.conf(net))
 
     def sample(impl: Impl, target: int, k: int) -> None:
