@@ -91,18 +91,24 @@ def files(root: Path) -> list[tuple[str, str, str, int, str]]:
             rel = str(p.relative_to(root))
             if n in _SKIP_FILES and Path(dirpath) == root:
                 continue
-            st = p.lstat()
-            mode = oct(stat.S_IMODE(st.st_mode))
-            if stat.S_ISDIR(st.st_mode):
-                out.append((rel, "dir", mode, 0, ""))
-            elif stat.S_ISREG(st.st_mode):
-                if n == "log" and Path(dirpath).parent.name == "sandboxes":
-                    out.append((rel, "log", mode, 0, ""))
-                    continue
-                digest = hashlib.sha256(p.read_bytes()).hexdigest()
-                out.append((rel, "file", mode, st.st_size, digest))
-            else:
-                out.append((rel, stat.filemode(st.st_mode)[0], mode, 0, ""))
+            try:
+                st = p.lstat()
+                mode = oct(stat.S_IMODE(st.st_mode))
+                if stat.S_ISDIR(st.st_mode):
+                    out.append((rel, "dir", mode, 0, ""))
+                elif stat.S_ISREG(st.st_mode):
+                    if n == "log" and Path(dirpath).parent.name == "sandboxes":
+                        out.append((rel, "log", mode, 0, ""))
+                        continue
+                    digest = hashlib.sha256(p.read_bytes()).hexdigest()
+                    out.append((rel, "file", mode, st.st_size, digest))
+                else:
+                    out.append((rel, stat.filemode(st.st_mode)[0], mode, 0, ""))
+            except FileNotFoundError:
+                # Gone between the listing and the look (an atomic write's temporary
+                # file, renamed): not part of this snapshot. settle() compares whole
+                # snapshots, so state still moving never passes as settled.
+                continue
     return out
 
 
