@@ -289,11 +289,20 @@ def test_down_leaves_nothing(short_root: str) -> None:
         nets |= inner
         mnts = {_ns_inode(str(Path(root) / cli.name / "hosts" / h / "mnt")) for h in ("h1", "h2")}
         wait_for("the sleeps in s and byhand", lambda: len(_procs_in(nets, mnts, extra=True)) >= 2)
-        assert cli("down", cli.name).stdout.split() == [cli.name]
-        sleeper.wait(10)
-        assert not [n for n in os.listdir("/run/netns") if f"-{rec['id']}-" in n]
-        assert not [p for p in pids if Path(f"/proc/{p}").exists() and _state(p) != "Z"]
-        assert _procs_in(nets, mnts) == []
+        # Held open through the checks: a freed namespace's inode number goes to the next
+        # namespace made on the machine (a parallel test's), whose processes would match.
+        held = _hold(
+            nets | mnts, [str(Path(root) / cli.name / "hosts" / h / "mnt") for h in ("h1", "h2")]
+        )
+        try:
+            assert cli("down", cli.name).stdout.split() == [cli.name]
+            sleeper.wait(10)
+            assert not [n for n in os.listdir("/run/netns") if f"-{rec['id']}-" in n]
+            assert not [p for p in pids if Path(f"/proc/{p}").exists() and _state(p) != "Z"]
+            assert _procs_in(nets, mnts) == []
+        finally:
+            for fd in held:
+                os.close(fd)
         with open("/proc/self/mountinfo") as f:
             assert not [ln for ln in f if str(Path(root) / cli.name) in ln]
         assert not (Path(root) / cli.name).exists()
@@ -301,6 +310,33 @@ def test_down_leaves_nothing(short_root: str) -> None:
     finally:
         if (Path(root) / cli.name).exists():  # a failed check: still leave nothing
             lab_cmd(root, "down", cli.name, check=False)
+
+
+def _hold(wanted: set[tuple[int, int] | None], pins: list[str]) -> list[int]:
+    """Open each of those namespaces (through its pin file: ``pins``, /run/netns; or a
+    process in it), so that it outlives ``down``; the fds."""
+    fds: list[int] = []
+    left = {w for w in wanted if w is not None}
+    candidates = pins + [f"/run/netns/{n}" for n in os.listdir("/run/netns")]
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            candidates += [f"/proc/{name}/ns/net", f"/proc/{name}/ns/mnt"]
+    for path in candidates:
+        ident = _ns_inode(path)
+        if ident not in left:
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != ident:  # gone and reused in between
+            os.close(fd)
+            continue
+        fds.append(fd)
+        left.discard(ident)
+    assert not left, f"namespaces not found to hold: {left}"
+    return fds
 
 
 def _procs_in(
