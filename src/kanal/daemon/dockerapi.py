@@ -229,7 +229,9 @@ def container(api: ApiServer, sb: Sandbox) -> dict[str, Any]:
     """``docker inspect``'s object for ``sb``, as this daemon sees it now."""
     m = _manager(api)
     eps = api.controller.sandbox_endpoints(sb.id)
-    nets = {n.id: n for n in api.controller.networks()}
+    ids = {ep.network_id for ep in eps} | {p["network"] for p in sb.parked}
+    # host and none are found by name (a sandbox in either mode has no endpoint)
+    nets = api.controller.records.by_ids(ids, frozenset({sb.network_mode}))
     pid = m.procs.init_pid(sb)
     return container_json(sb, eps, nets, pid=pid, files_dir=m.env.dir(sb.id))
 

@@ -271,9 +271,8 @@ def _manager(api: ApiServer) -> SandboxManager:
 
 def _sandbox(api: ApiServer, sb: Sandbox) -> dict[str, Any]:
     eps = api.controller.sandbox_endpoints(sb.id)
-    nets = {ep.network_id for ep in eps}
-    names = {n.id: n.name for n in api.controller.networks() if n.id in nets}
-    return sandbox_json(sb, eps, names)
+    nets = api.controller.records.by_ids({ep.network_id for ep in eps})
+    return sandbox_json(sb, eps, {i: n.name for i, n in nets.items()})
 
 
 def list_sandboxes(api: ApiServer, req: Request) -> Any:

@@ -42,6 +42,21 @@ class NetworkRecords:
     def local(self) -> list[Network]:
         return [Network.from_json(e.value) for e in self.store.list("networks/")]
 
+    def by_ids(self, ids: set[str], names: frozenset[str] = frozenset()) -> dict[str, Network]:
+        """The networks with those ids that exist (and this host's named one of
+        ``names``), for showing what refers to them: an inspect. This host's, then the
+        cluster's as last listed; the cluster store is asked only for an id not among
+        them. A network's id, name and addresses never change, so a known one is
+        current enough, and an inspect does not wait for a linearizable read of the
+        cluster (seconds while etcd is slow)."""
+        out = {n.id: n for n in self.local() if n.id in ids or n.name in names}
+        if self.cluster is None or ids <= out.keys():
+            return out
+        out.update((n.id, n) for n in self.cluster.known_networks() if n.id in ids)
+        if not ids <= out.keys():
+            out.update((n.id, n) for n in self.cluster.networks() if n.id in ids)
+        return out
+
     def save(self, net: Network, *, new: bool = False) -> None:
         """Write the network where it lives: the cluster store for global networks."""
         if net.scope == "global":
