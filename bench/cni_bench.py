@@ -118,6 +118,31 @@ def p50(xs: list[float]) -> float:
 # Up to this many attached containers, the implementations' samples interleave.
 INTERLEAVE_UP_TO = 10
 
+# The floor under a standalone exec (docs/fastpath.md, "The floor under a standalone
+# exec"), timed like a plugin exec in the same rounds: the installed executables'
+# interpreter starting with nothing to do, and then importing only the standard
+# library the exec path stands on: os; ipaddress (with functools and collections: the
+# CNI result types hold its addresses); json's C scanner (Go-compatible decoding);
+# _ctypes (setns: Python 3.11's os has none); struct, errno, fcntl.
+FLOOR_IMPORTS = "import os, ipaddress, _json, _ctypes, struct, errno, fcntl"
+
+
+def shim_interpreter(kdir: Path) -> list[str]:
+    """The interpreter line of an installed executable: ['/usr/bin/python3.11', '-IS']."""
+    with open(kdir / "bridge", "rb") as f:
+        first = f.readline().decode()
+    assert first.startswith("#!"), first
+    return first[2:].split()
+
+
+def exec_floor(argv: list[str]) -> float:
+    t = time.perf_counter()
+    p = subprocess.run(argv, input=b"", env={"PATH": "/usr/bin:/bin"}, capture_output=True)
+    dt = time.perf_counter() - t
+    if p.returncode != 0:
+        raise RuntimeError(f"{argv} failed: {p.stderr!r}")
+    return dt
+
 
 def install(tmp: Path) -> tuple[Path, str]:
     """kanal's executables in ``tmp``/kanal-bin, talking to kanald at ``tmp``/kanald.sock."""
@@ -160,6 +185,8 @@ def run(
     adds: dict[tuple[str, int], list[float]] = {}
     dels: dict[tuple[str, int], list[float]] = {}
     rss: dict[int, float] = {}
+    floors: dict[str, list[float]] = {"interp": [], "stdlib": []}
+    interp = shim_interpreter(kdir)
 
     attached_ids = itertools.count()
 
@@ -217,6 +244,9 @@ def run(
                 for k in range(samples):
                     for impl in impls:
                         sample(impl, target, k)
+                    if target == attached[0]:
+                        floors["interp"].append(exec_floor([*interp, "-c", "pass"]))
+                        floors["stdlib"].append(exec_floor([*interp, "-c", FLOOR_IMPORTS]))
                 for impl in impls:
                     done(impl, target, daemon)
                     detach(held[impl.name])
@@ -254,6 +284,20 @@ def run(
                     "standalone_add_ratio": sa / ra,
                     "standalone_del_ratio": sd / rd,
                 }
+                if target == attached[0] and floors["interp"]:
+                    fi, fs = p50(floors["interp"]), p50(floors["stdlib"])
+                    row.update(
+                        floor_interpreter_p50_ms=fi,
+                        floor_stdlib_p50_ms=fs,
+                        floor_interpreter_ratio=fi / ra,
+                        floor_stdlib_ratio=fs / ra,
+                    )
+                    report(
+                        f"attached={target:5d}  floor: interpreter start {fi:5.1f} ms "
+                        f"({fi / ra:.2f} of Go's ADD); with the standard library the exec "
+                        f"path stands on {fs:5.1f} ms ({fs / ra:.2f}); 0.8 x Go leaves "
+                        f"{0.8 * ra - fs:5.1f} ms for kanal's modules and the work"
+                    )
                 out[f"attached_{target}"] = row
                 report(
                     f"attached={target:5d}  Go ADD {ra:6.1f} ms DEL {rd:6.1f} ms | "
