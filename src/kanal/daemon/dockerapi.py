@@ -251,12 +251,17 @@ def list_containers(api: ApiServer, req: Request) -> Any:
         show_all = True  # docker: -n implies -a
     if "status" in filters or "exited" in filters:
         show_all = True
-    nets = {n.id: n for n in api.controller.networks()}
+    shown = [
+        (sb, api.controller.sandbox_endpoints(sb.id))
+        for sb in sorted(api.manager.list_all(), key=lambda s: s.created, reverse=True)
+        if show_all or sb.state == "running"
+    ]
+    ids = {ep.network_id for _, eps in shown for ep in eps}
+    ids |= {p["network"] for sb, _ in shown for p in sb.parked}
+    nets = api.controller.records.by_ids(ids, frozenset({"host", "none"}))
     out = []
-    for sb in sorted(api.manager.list_all(), key=lambda s: s.created, reverse=True):
-        if not show_all and sb.state != "running":
-            continue
-        summary = container_summary(sb, api.controller.sandbox_endpoints(sb.id), nets)
+    for sb, eps in shown:
+        summary = container_summary(sb, eps, nets)
         if match_container(sb, summary, filters):
             out.append(summary)
     return out[:limit] if limit > 0 else out
