@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,9 @@ from kanal.engine.context import EngineContext
 from kanal.engine.controller import Controller, NetworkSpec
 from kanal.engine.ipam import Pool
 from kanal.engine.model import IPAMConfig
+from kanal.engine.processes import proc_start
 from kanal.engine.sandboxes import SandboxManager, SandboxSpec
+from kanal.engine.sandboxrecord import Sandbox
 from kanal.errors import Conflict, InvalidConfig
 from kanal.store import open_store
 from tests.helpers import unique
@@ -110,3 +113,41 @@ def test_refused_names_leave_no_state(mgr: Mgr, tmp_path: Path) -> None:
     after = (m.store.list(""), sorted(os.listdir(m.netns_dir)))
     assert [e.key for e in after[0]] == [e.key for e in before[0]]
     assert after[1] == before[1]
+
+
+def test_a_strangers_process_with_the_recorded_namespace_number_holds_nothing(mgr: Mgr) -> None:
+    """Once an outside unmount frees a sandbox's namespace, its inode number goes to the
+    next namespace made on the machine. A process there is a stranger's: repairing the
+    sandbox must not mount that namespace as the sandbox's (kanal rm would kill in it)."""
+    foreign = unique("kfr", 15)
+    subprocess.run(["ip", "netns", "add", foreign], check=True)
+    proc = subprocess.Popen(["ip", "netns", "exec", foreign, "sleep", "60"])
+    try:
+        st = os.stat(f"/run/netns/{foreign}")
+        want = (st.st_dev, st.st_ino)
+
+        def inside() -> bool:
+            got = os.stat(f"/proc/{proc.pid}/ns/net")
+            return (got.st_dev, got.st_ino) == want
+
+        deadline = time.monotonic() + 10
+        while not inside():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        sb = Sandbox(
+            id="f" * 64,
+            name="gone",
+            argv=["true"],
+            netns="/nonexistent",
+            own_netns=True,
+            network_mode="none",
+            netns_id=list(want),
+        )
+        assert mgr.m.procs.netns_holder(sb) == 0
+        # The sandbox's own recorded process in it is a holder.
+        sb.pid, sb.started = proc.pid, float(proc_start(proc.pid))
+        assert mgr.m.procs.netns_holder(sb) == proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+        subprocess.run(["ip", "netns", "del", foreign], check=False)

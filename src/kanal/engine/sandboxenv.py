@@ -96,9 +96,10 @@ class SandboxEnv:
         except FileNotFoundError:
             pass
 
-    def remount(self, path: str, holder: int) -> bool:
-        """Mount the namespace of process ``holder`` at ``path`` again; False when
-        that failed a few times (the next repair pass tries again)."""
+    def remount(self, path: str, holder: int, want: tuple[int, ...]) -> bool:
+        """Mount the namespace of process ``holder`` at ``path`` again, if it is still
+        the namespace ``want`` (device, inode) once mounted; False when that failed a few
+        times (the next repair pass tries again)."""
         # (The hand that unmounted it may still be removing the file: retry.)
         for _ in range(5):
             if not os.path.exists(path):
@@ -107,7 +108,12 @@ class SandboxEnv:
                 ["mount", "--bind", f"/proc/{holder}/ns/net", path], capture_output=True
             )
             if p.returncode == 0:
-                return True
+                st = os.stat(path)
+                if (st.st_dev, st.st_ino) == want:
+                    return True
+                # The holder went and its pid is another process's: not ours to keep.
+                subprocess.run(["umount", path], capture_output=True)
+                return False
             time.sleep(0.05)
         return False
 

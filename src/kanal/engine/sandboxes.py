@@ -461,7 +461,7 @@ class SandboxManager:
                 return ""
             holder = self.procs.netns_holder(sb)
             if holder:
-                if self.env.remount(sb.netns, holder):
+                if self.env.remount(sb.netns, holder, tuple(sb.netns_id)):
                     return f"mounted the namespace of {sb.name} again at {sb.netns}"
                 return ""  # held, but not mountable now: the next pass tries again
             sb.error = (

@@ -217,19 +217,30 @@ class Supervisor:
         return ran
 
     def netns_holder(self, sb: Sandbox) -> int:
-        """A live process in the sandbox's namespace (its leader first), or 0."""
+        """A live process of the sandbox's own (its recorded leader, its launcher's
+        pidfile, the PID 1 its launcher noted) still in the sandbox's namespace, or 0.
+
+        Only those. Once nothing holds a namespace, the kernel gives its inode number to
+        the next namespace made on the machine, so a stranger's process can have
+        the number recorded for the sandbox; remounting its namespace would make it
+        the sandbox's, and ``kanal rm`` would kill what runs there."""
         want = tuple(sb.netns_id)
-        leader = self.leader(sb)
-        pids = ([leader[0]] if leader and processes.alive(leader) else []) + [
-            int(p) for p in os.listdir("/proc") if p.isdigit()
-        ]
-        for pid in pids:
+        if not want:
+            return 0
+        refs = (
+            self.leader(sb),
+            processes.read_pidfile(self.pidfile(sb.id)),
+            processes.read_pidfile(self.initfile(sb.id)),
+        )
+        for ref in refs:
+            if ref is None or not processes.alive(ref):
+                continue
             try:
-                st = os.stat(f"/proc/{pid}/ns/net")
+                st = os.stat(f"/proc/{ref[0]}/ns/net")
             except OSError:
                 continue
-            if want and (st.st_dev, st.st_ino) == want:
-                return pid
+            if (st.st_dev, st.st_ino) == want and processes.alive(ref):
+                return ref[0]
         return 0
 
 
