@@ -201,3 +201,37 @@ def test_an_idle_watch_probes_its_member_without_holding_events_back(etcd: str) 
         stop.set()
         t.join(10)
         s.close()
+
+
+def test_vnis_are_allocated_serially_and_a_freed_one_waits_its_turn(store: Store) -> None:
+    """A removed network's VNI is not the next network's (a host may not have removed
+    the old VXLAN device, named after it, yet): the search goes on from the last
+    allocation and wraps around."""
+    from kanal.cluster.member import VNI_NEXT_KEY, allocate_vni, release_vni
+
+    assert isinstance(store, EtcdStore)
+    a = allocate_vni(store, "net-a")
+    b = allocate_vni(store, "net-b")
+    assert b == a + 1 and allocate_vni(store, "net-a") == a  # the same one when asked again
+    assert release_vni(store, "net-a", a)
+    assert store.get("vni-of/net-a") is None and store.get(f"vnis/{a}") is None
+    c = allocate_vni(store, "net-c")
+    assert c == b + 1  # not a, freed just now
+    # In a range of three, the search wraps around to what was freed.
+    x, y, z = (allocate_vni(store, f"w{k}", first=10, last=12) for k in range(3))
+    assert (x, y, z) == (10, 11, 12)
+    assert release_vni(store, "w1", 11)
+    assert allocate_vni(store, "w3", first=10, last=12) == 11
+    # An explicit VNI is that one, and does not move the search.
+    store.put(VNI_NEXT_KEY, b"not a number")
+    assert allocate_vni(store, "fixed", first=9000, last=9000) == 9000
+    assert allocate_vni(store, "after-garbage") == a  # a garbled hint starts over
+
+    # Many threads asking for one network at once, from different places: one VNI.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as ex:
+        for n in range(5):
+            store.put(VNI_NEXT_KEY, str(5000 + 7 * n).encode())
+            got = set(ex.map(allocate_vni, [store] * 8, [f"many-{n}"] * 8))
+            assert len(got) == 1, got

@@ -21,7 +21,9 @@ Keyspace (relative to the etcd store's prefix, e.g. ``/kanal/``)::
     ipam/<pool>/blocks/<a.b.c.d-len>      {"host", "epoch", "claimed"}   durable
     ipam/<pool>/ips/<a.b.c.d-len>/<ip>    {"host", "owner", "token"}      durable
     overlay/<net>/endpoints/<id>          {"ip", "mac", "host", "vtep"}   durable
-    vnis/<vni>                            <network name>                  durable
+    vnis/<vni>                            <network id>                    durable
+    vni-of/<network id>                   <vni>                           durable
+    vni-next                              where the next VNI search starts
 
 Everything here talks to :class:`kanal.store.etcd.EtcdStore` (leases, watches and
 txn compares are beyond the generic Store contract). Errors are kanal.errors:

@@ -15,12 +15,14 @@
 - ``store``, ``registration``, ``agent`` — the parts, for anything else.
 
 VNIs: :func:`allocate_vni` gives a network a VNI unique in the cluster
-(``vnis/<vni>`` claimed with create-if-absent, the network's own claim found
-again when asked twice), :func:`release_vni` frees it.
+(``vnis/<vni>`` and ``vni-of/<network>`` claimed with create-if-absent in one
+transaction, the network's own claim found again when asked twice), serially from
+``vni-next``; :func:`release_vni` frees it.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ __all__ = [
 
 VNI_FIRST = 4096  # Docker's overlay starts at 4096 (below: left for hand-made setups)
 VNI_LAST = (1 << 24) - 1
+VNI_NEXT_KEY = "vni-next"  # where the next automatic VNI search starts (allocate_vni)
 
 
 def open_cluster_store(url: str, opts: Sequence[str] = (), *, timeout: float = 5.0) -> EtcdStore:
@@ -133,8 +136,13 @@ def allocate_vni(
 ) -> int:
     """A VNI for ``network``, unique in the cluster; the same one when asked again.
 
-    Tries ``first``, ``first+1``, ... skipping claimed ones (one listing, then a
-    create-if-absent per try). Raises Conflict (none left), Unavailable.
+    Serial, as Docker's overlay allocates its VXLAN ids: the first free one from
+    where the last allocation in ``first``..``last`` stopped (``vni-next``, a hint
+    written with each claim), wrapping around. The VNI a removed network freed is
+    not handed out again at once: a host slow to remove that network's VXLAN device
+    (named after the VNI) would otherwise find it in the way of the new network's.
+    One listing, then a create-if-absent per try. Raises Conflict (none left),
+    Unavailable.
     """
     taken = {}
     for e in store.list("vnis/"):
@@ -142,21 +150,43 @@ def allocate_vni(
     for vni, net in taken.items():
         if net == network:
             return vni
-    for vni in range(first, last + 1):
+    start = first
+    if first < last:
+        hint = store.get(VNI_NEXT_KEY)
+        try:
+            got = int(hint.value) if hint is not None else first
+        except ValueError:
+            got = first
+        start = got if first <= got <= last else first
+    # The network's own claim (``vni-of/<network>``) is made in the same transaction:
+    # two hosts asking for one network at once, from different places in the range,
+    # cannot both succeed, and the one that loses reads the winner's VNI there.
+    own = f"vni-of/{network}"
+    for vni in itertools.chain(range(start, last + 1), range(first, start)):
         if vni in taken:
             continue
         key = f"vnis/{vni}"
-        res = store.txn_if([Cmp.absent(key)], [Put(key, network.encode())], [Get(key)])
+        nxt = str(vni + 1 if vni < last else first).encode()
+        res = store.txn_if(
+            [Cmp.absent(key), Cmp.absent(own)],
+            [
+                Put(key, network.encode()),
+                Put(own, str(vni).encode()),
+                *([Put(VNI_NEXT_KEY, nxt)] if first < last else []),
+            ],
+            [Get(own)],
+        )
         if res.succeeded:
             return vni
-        have = res.gets[0][0].value.decode() if res.gets and res.gets[0] else ""
-        if have == network:  # a concurrent call for the same network won
-            return vni
+        if res.gets and res.gets[0]:  # a concurrent call for the same network won
+            return int(res.gets[0][0].value)
     raise Conflict(f"no VNI left in {first}..{last}")
 
 
 def release_vni(store: EtcdStore, network: str, vni: int) -> bool:
     """Free ``vni`` if ``network`` holds it."""
     key = f"vnis/{vni}"
-    res = store.txn_if([Cmp.value_is(key, network.encode())], [Delete(key)])
+    res = store.txn_if(
+        [Cmp.value_is(key, network.encode())], [Delete(key), Delete(f"vni-of/{network}")]
+    )
     return res.succeeded

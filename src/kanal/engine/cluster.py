@@ -7,7 +7,8 @@ global allocators) and adds what the engine keeps cluster-wide: the records of
 
     networks/<id>        Network JSON (scope "global")
     netnames/<name>      network id: one name cluster-wide (same txn as the record)
-    vnis/<n>             network id (kanal.cluster.member.allocate_vni)
+    vnis/<n>             network id (kanal.cluster.member.allocate_vni, which
+                         also keeps vni-of/<network id> and vni-next)
 
 When etcd cannot be reached, :meth:`networks` answers from the last listing it
 got, so the controller's local networks keep working; changes to global networks

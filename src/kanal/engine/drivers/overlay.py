@@ -154,10 +154,16 @@ class OverlayDriver:
 
     def _remove_local(self, net: Network) -> None:
         # lazy: loaded with the driver table, used only by an overlay network
+        from kanal.cluster.vxlan import device_name
         from kanal.netlink.handle import Netlink
 
         self.cluster.agent.detach(net.id)
         with Netlink() as nl:
+            # The agent deletes the VXLAN device it attached; one it does not know of
+            # (attached before a restart, or a join that failed midway) goes by its mark.
+            vni = int(net.driver_state.get("vni") or 0)
+            if vni:
+                nl.del_owned_link(device_name(vni), net.mark)
             nl.del_owned_link(net.driver_state.get("bridge") or "-", net.mark)
 
     # --- endpoints ---------------------------------------------------------------
