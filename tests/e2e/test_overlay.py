@@ -433,3 +433,26 @@ def test_overlay_metrics_count_entries_latency_and_repaired_drift(hosts: Hosts) 
         return restored and val(now, "kanal_overlay_drift_repairs_total") > before
 
     assert wait_for("the deleted entry is put back and counted", repaired)
+
+
+@pytest.fixture(autouse=True)
+def _no_devices_of_removed_networks(hosts: Hosts) -> Iterator[None]:
+    """After each test, no host keeps an overlay bridge or VXLAN device marked for a
+    network that no longer exists (a join and a leave of one network on one host once
+    interleaved and left both behind, and a later network got their VNI's names)."""
+    yield
+    for i in (1, 2, 3):
+        p = nsexec(hosts.ns[i], "ip", "-j", "-d", "link", "show", check=False)
+        if p.returncode:
+            continue  # a host an earlier test removed
+        ls = hosts.kanal(i, "network", "ls", "--no-trunc", "-q", check=False)
+        if ls.returncode:
+            continue  # (its kanald stopped by the test)
+        known = set(ls.stdout.split())
+        left = [
+            (ln["ifname"], ln.get("ifalias", ""))
+            for ln in json.loads(p.stdout)
+            if ln["ifname"].startswith(("kvx", "kov"))
+            and ln.get("ifalias", "").removeprefix("kanal:net:") not in known
+        ]
+        assert left == [], f"h{i}: devices of removed networks: {left}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from kanal.errors import InvalidConfig, KanalError, TeardownError, Unavailable
@@ -52,6 +53,17 @@ class OverlayDriver:
     def __init__(self, ctx: EngineContext) -> None:
         self.ctx = ctx
         self._underlay_mtu: int | None = None  # this host's, read once
+        self._locks: dict[str, threading.RLock] = {}
+        self._locks_lock = threading.Lock()
+
+    def _local(self, net_id: str) -> threading.RLock:
+        """The lock over one network's devices on this host. Endpoint locks do not
+        order two endpoints of one network: a leave that found the bridge without
+        ports removed the bridge and the VXLAN device while a join was between making
+        them and putting its veth on the bridge, and what the join then made again
+        outlived every later leave."""
+        with self._locks_lock:
+            return self._locks.setdefault(net_id, threading.RLock())
 
     @property
     def cluster(self) -> Cluster:
@@ -117,7 +129,8 @@ class OverlayDriver:
     def delete_network(self, net: Network) -> None:
         errors: list[Exception] = []
         try:
-            self._remove_local(net)
+            with self._local(net.id):
+                self._remove_local(net)
         except KanalError as e:
             errors.append(e)
         vni = net.driver_state.get("vni")
@@ -190,16 +203,23 @@ class OverlayDriver:
         from kanal.netlink.handle import Netlink
 
         cluster = self.cluster
-        with Netlink() as nl:  # made here, marked as this network's (the plugin would not)
-            nl.ensure_owned_bridge(net.driver_state["bridge"], owner=net.mark, mtu=self._mtu(net))
-        result = add(self.ctx, self.conflist(net), static_runtime(net, ep))
+        with self._local(net.id):
+            with Netlink() as nl:  # made here, marked as this network's (the plugin would not)
+                nl.ensure_owned_bridge(
+                    net.driver_state["bridge"], owner=net.mark, mtu=self._mtu(net)
+                )
+            result = add(self.ctx, self.conflist(net), static_runtime(net, ep))
+            try:
+                for iface in result.interfaces:
+                    if iface.sandbox:
+                        ep.mac = iface.mac
+                    elif iface.name != net.driver_state["bridge"]:
+                        ep.driver_state["host_veth"] = iface.name
+                cluster.agent.attach(self._link(net))
+            except BaseException:
+                self.leave(net, ep)
+                raise
         try:
-            for iface in result.interfaces:
-                if iface.sandbox:
-                    ep.mac = iface.mac
-                elif iface.name != net.driver_state["bridge"]:
-                    ep.driver_state["host_veth"] = iface.name
-            cluster.agent.attach(self._link(net))
             rev = 0
             for key, cidr in _records(ep):
                 rev = cluster.agent.publish(
@@ -225,15 +245,16 @@ class OverlayDriver:
                 # The record stays in etcd until the cluster is back (peers keep a
                 # route to a gone address meanwhile); the local side goes now.
                 errors.append(e)
-        try:
-            self.ctx.cni.del_network_list(self.conflist(net), static_runtime(net, ep))
-        except KanalError as e:
-            errors.append(e)
-        if not _has_ports(net.driver_state["bridge"]):
+        with self._local(net.id):
             try:
-                self._remove_local(net)
+                self.ctx.cni.del_network_list(self.conflist(net), static_runtime(net, ep))
             except KanalError as e:
                 errors.append(e)
+            if not _has_ports(net.driver_state["bridge"]):
+                try:
+                    self._remove_local(net)
+                except KanalError as e:
+                    errors.append(e)
         if errors:
             raise TeardownError(f"leaving overlay network {net.name}", errors)
 
