@@ -59,9 +59,8 @@ class OverlayDriver:
     def _local(self, net_id: str) -> threading.RLock:
         """The lock over one network's devices on this host. Endpoint locks do not
         order two endpoints of one network: a leave that found the bridge without
-        ports removed the bridge and the VXLAN device while a join was between making
-        them and putting its veth on the bridge, and what the join then made again
-        outlived every later leave."""
+        ports could remove the bridge and the VXLAN device while a join was between
+        making them and putting its veth on the bridge."""
         with self._locks_lock:
             return self._locks.setdefault(net_id, threading.RLock())
 
@@ -217,7 +216,9 @@ class OverlayDriver:
                         ep.driver_state["host_veth"] = iface.name
                 cluster.agent.attach(self._link(net))
             except BaseException:
-                self.leave(net, ep)
+                # Nothing is published yet: only the local side to undo (no etcd
+                # round trip while holding the network's lock).
+                self._leave_local(net, ep, [])
                 raise
         try:
             rev = 0
@@ -234,9 +235,6 @@ class OverlayDriver:
             raise
 
     def leave(self, net: Network, ep: Endpoint) -> None:
-        # lazy: loaded with the driver table, used only by an overlay network
-        from kanal.engine.drivers._cni import static_runtime
-
         errors: list[Exception] = []
         for key, _cidr in _records(ep):
             try:
@@ -245,6 +243,16 @@ class OverlayDriver:
                 # The record stays in etcd until the cluster is back (peers keep a
                 # route to a gone address meanwhile); the local side goes now.
                 errors.append(e)
+        self._leave_local(net, ep, errors)
+        if errors:
+            raise TeardownError(f"leaving overlay network {net.name}", errors)
+
+    def _leave_local(self, net: Network, ep: Endpoint, errors: list[Exception]) -> None:
+        """The endpoint's interface out; the network's devices too when it was the
+        last on this host. Best-effort: failures go to ``errors``."""
+        # lazy: loaded with the driver table, used only by an overlay network
+        from kanal.engine.drivers._cni import static_runtime
+
         with self._local(net.id):
             try:
                 self.ctx.cni.del_network_list(self.conflist(net), static_runtime(net, ep))
@@ -255,8 +263,6 @@ class OverlayDriver:
                     self._remove_local(net)
                 except KanalError as e:
                     errors.append(e)
-        if errors:
-            raise TeardownError(f"leaving overlay network {net.name}", errors)
 
     def endpoint_ok(self, net: Network, ep: Endpoint) -> bool:
         # lazy: loaded with the driver table, used only by an overlay network
