@@ -123,6 +123,13 @@ def test_busy_until_the_end_is_said_so(d: Kanald) -> None:
     held: list[socket.socket] = []
     os.kill(d.proc.pid, signal.SIGSTOP)
     try:
+        # Stopped for sure before the queue is filled: a daemon still running for a
+        # moment after kill() (a loaded machine) accepts one more and frees a slot,
+        # and the CLI's connect then waits for an answer that never comes.
+        deadline = time.monotonic() + 30
+        while not _stopped(d.proc.pid):
+            assert time.monotonic() < deadline, "kanald did not stop"
+            time.sleep(0.01)
         while True:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.setblocking(False)
@@ -283,3 +290,15 @@ def test_loose_state_is_tightened_at_start(d: Kanald) -> None:
     assert (sdir / "resolv.conf").stat().st_mode & 0o777 == 0o644  # read inside the sandbox
     assert d.call("DELETE", "/sandboxes/sec?force=1")[0] == 204
     settle(d.snap)
+
+
+def _stopped(pid: int) -> bool:
+    """Whether every thread of the process is stopped (state T in /proc)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "T":
+                    return False
+        except OSError:
+            continue  # a thread that just ended
+    return True
