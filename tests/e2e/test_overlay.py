@@ -438,8 +438,10 @@ def test_overlay_metrics_count_entries_latency_and_repaired_drift(hosts: Hosts) 
 @pytest.fixture(autouse=True)
 def _no_devices_of_removed_networks(hosts: Hosts) -> Iterator[None]:
     """After each test, no host keeps an overlay bridge or VXLAN device marked for a
-    network that no longer exists (a join and a leave of one network on one host once
-    interleaved and left both behind, and a later network got their VNI's names)."""
+    network that no longer exists. Under load, a host's last leave once counted its
+    own veth, made inert by DEL but not yet taken off the bridge, as a port and kept
+    both devices (netlink's ``master=0`` was not sent). On failure the message
+    carries the host's links and what its kanald logged about the network."""
     yield
     for i in (1, 2, 3):
         p = nsexec(hosts.ns[i], "ip", "-j", "-d", "link", "show", check=False)
@@ -455,4 +457,23 @@ def _no_devices_of_removed_networks(hosts: Hosts) -> Iterator[None]:
             if ln["ifname"].startswith(("kvx", "kov"))
             and ln.get("ifalias", "").removeprefix("kanal:net:") not in known
         ]
-        assert left == [], f"h{i}: devices of removed networks: {left}"
+        detail = ""
+        if left:
+            links = [
+                (
+                    ln["ifname"],
+                    ln.get("master", ""),
+                    ln.get("linkinfo", {}).get("info_kind", ""),
+                    ln.get("ifalias", ""),
+                )
+                for ln in json.loads(p.stdout)
+            ]
+            logged = [
+                line
+                for line in hosts.log(i).splitlines()
+                if any(a.removeprefix("kanal:net:")[:12] in line for _n, a in left)
+                or "WARNING" in line
+                or "ERROR" in line
+            ]
+            detail = f"links: {links}\nlog:\n" + "\n".join(logged[-60:])
+        assert left == [], f"h{i}: devices of removed networks: {left}\n{detail}"

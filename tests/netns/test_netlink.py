@@ -129,6 +129,41 @@ def test_no_ipv6_link_local(make_netns) -> None:
     in_ns(host, work)
 
 
+def test_a_link_is_taken_off_its_bridge_and_made_inert(make_netns) -> None:
+    """``set_link(master=0)`` detaches; the reaper's inert host end is off its bridge
+    the moment DEL has made it inert, not when the background delete has run (the
+    overlay driver's last leave counts the bridge's ports right after DEL: a port
+    left on meant the bridge and VXLAN device stayed)."""
+    from kanal.netlink import reaper
+
+    host = make_netns("kth")
+
+    def work() -> None:
+        with raw_socket() as s, Netlink() as nl:
+            own = open_netns(f"/run/netns/{host}")
+            br, _ = nl.ensure_bridge("kbr1")
+            b = Batch(s)
+            b.add_veth("va", "vb", own, master=br.index)
+            b.add_veth("vc", "vd", own, master=br.index)
+            b.commit()
+            os.close(own)
+            va, vc = nl.get_link("va"), nl.get_link("vc")
+            assert va.master == br.index and vc.master == br.index
+            b = Batch(s)
+            b.set_link(index=va.index, master=0)
+            b.commit()
+            assert nl.get_link("va").master == 0
+            b = Batch(s)
+            b.set_link(index=vc.index, alias="x")  # no master asked for: kept
+            b.commit()
+            assert nl.get_link("vc").master == br.index
+            assert reaper._inert_host_end(vc.index) == vc.index
+            inert = nl.get_link("vc")
+            assert (inert.master, inert.up, inert.alias) == (0, False, reaper.REAP_ALIAS)
+
+    in_ns(host, work)
+
+
 def test_sysctl_is_per_namespace(host_ns: str) -> None:
     before = read_sysctl("net.ipv4.ip_forward")
     in_ns(host_ns, lambda: write_sysctl("net/ipv4/ip_forward", "1"))

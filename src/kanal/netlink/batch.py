@@ -201,7 +201,7 @@ class Batch:
             return
         if not brport:
             attrs_raw = wire.link_attrs(
-                name="" if index else name, mac=mac, mtu=mtu, master=master or 0, alias=alias
+                name="" if index else name, mac=mac, mtu=mtu, master=master, alias=alias
             )
             if no_ipv6_link_local:
                 attrs_raw.append(wire.no_ipv6_link_local())

@@ -342,7 +342,7 @@ class Netlink:
         raw = wire.link_attrs(
             mac=attrs.get("address") or "",
             mtu=int(attrs.get("mtu") or 0),
-            master=int(attrs.get("master") or 0),
+            master=int(attrs["master"]) if attrs.get("master") is not None else None,
         )
         if "txqlen" in attrs:
             raw.append(wire.nla_u32(wire.IFLA_TXQLEN, int(attrs["txqlen"])))

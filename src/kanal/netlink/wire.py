@@ -148,8 +148,10 @@ def link_msg(
 
 
 def link_attrs(
-    name: str = "", mac: str = "", mtu: int = 0, master: int = 0, alias: str | None = None
+    name: str = "", mac: str = "", mtu: int = 0, master: int | None = None, alias: str | None = None
 ) -> list[bytes]:
+    """A link's attributes; ``master=0`` is sent (it takes the link off its
+    master), ``None`` leaves the master as it is."""
     out = []
     if name:
         out.append(nla_str(IFLA_IFNAME, name))
@@ -157,7 +159,7 @@ def link_attrs(
         out.append(nla(IFLA_ADDRESS, _mac(mac)))
     if mtu:
         out.append(nla_u32(IFLA_MTU, mtu))
-    if master:
+    if master is not None:
         out.append(nla_u32(IFLA_MASTER, master))
     if alias is not None:
         out.append(nla_str(IFLA_IFALIAS, alias))
@@ -197,7 +199,7 @@ def veth_create_msg(
         IFLA_LINKINFO,
         nla_str(IFLA_INFO_KIND, "veth") + nla(IFLA_INFO_DATA, nla(VETH_INFO_PEER, peer_msg)),
     )
-    attrs = link_attrs(name=name, mac=mac, mtu=mtu, master=master)
+    attrs = link_attrs(name=name, mac=mac, mtu=mtu, master=master or None)
     if txqlen is not None:
         attrs.append(nla_u32(IFLA_TXQLEN, txqlen))
     attrs.append(info)

@@ -98,6 +98,19 @@ def test_set_link() -> None:
     assert got == encoded(m)
 
 
+def test_master_zero_is_sent_and_none_is_not() -> None:
+    """``master=0`` takes a link off its bridge (the reaper's inert host end); a
+    master that was not asked for is not touched."""
+    off = ifinfmsg()
+    off["index"] = 5
+    off["attrs"] = [("IFLA_MASTER", 0)]
+    assert wire.link_msg(5, attrs=wire.link_attrs(master=0)) == encoded(off)
+    kept = ifinfmsg()
+    kept["index"] = 5
+    kept["attrs"] = [("IFLA_IFALIAS", "x")]
+    assert wire.link_msg(5, attrs=wire.link_attrs(alias="x")) == encoded(kept)
+
+
 @pytest.mark.parametrize(
     "cidr,nodad", [("10.1.2.3/24", False), ("10.1.2.3/31", False), ("fd00::5/64", True)]
 )
