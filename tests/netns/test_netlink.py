@@ -164,6 +164,34 @@ def test_a_link_is_taken_off_its_bridge_and_made_inert(make_netns) -> None:
     in_ns(host, work)
 
 
+def test_an_overlay_bridge_counts_only_live_container_ports(make_netns) -> None:
+    """The overlay driver's last-leave count (kanal.engine.drivers.overlay): a veth on
+    the bridge is a port; one tagged for the background delete is not, even if it
+    were still on the bridge; no bridge, no ports."""
+    from kanal.engine.drivers.overlay import _has_ports
+    from kanal.netlink import reaper
+
+    host = make_netns("kth")
+
+    def work() -> None:
+        with raw_socket() as s, Netlink() as nl:
+            own = open_netns(f"/run/netns/{host}")
+            br, _ = nl.ensure_bridge("kov1")
+            b = Batch(s)
+            b.add_veth("va", "vb", own, master=br.index)
+            b.commit()
+            os.close(own)
+            assert _has_ports("kov1")
+            b = Batch(s)
+            b.set_link(index=nl.get_link("va").index, alias=reaper.REAP_ALIAS)
+            b.commit()
+            assert nl.get_link("va").master == br.index
+            assert not _has_ports("kov1")
+            assert not _has_ports("kov2")
+
+    in_ns(host, work)
+
+
 def test_sysctl_is_per_namespace(host_ns: str) -> None:
     before = read_sysctl("net.ipv4.ip_forward")
     in_ns(host_ns, lambda: write_sysctl("net/ipv4/ip_forward", "1"))

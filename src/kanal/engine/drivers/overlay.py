@@ -280,16 +280,21 @@ def _records(ep: Endpoint) -> list[tuple[str, str]]:
 
 
 def _has_ports(bridge: str) -> bool:
-    """Whether a container's veth is still on the bridge (the VXLAN device aside;
-    a veth being deleted in the background is already off it)."""
+    """Whether a container's veth is still on the bridge (the VXLAN device aside).
+    A veth DEL made inert is taken off the bridge before the background delete
+    (docs/overlay.md); one still tagged for that delete is not counted either."""
     # lazy: loaded with the driver table, used only by an overlay network
     from kanal.netlink.handle import Netlink
+    from kanal.netlink.reaper import REAP_ALIAS
 
     with Netlink() as nl:
         br = nl.find_link(bridge)
         if br is None:
             return False
-        return any(ln.master == br.index and ln.kind != "vxlan" for ln in nl.links())
+        return any(
+            ln.master == br.index and ln.kind != "vxlan" and ln.alias != REAP_ALIAS
+            for ln in nl.links()
+        )
 
 
 def _underlay_mtu(addr: str) -> int:
