@@ -5,11 +5,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from typing import Any
 
 import pytest
 
 from kanal.errors import Conflict
-from kanal.netlink.batch import Batch, raw_socket
+from kanal.netlink.batch import Batch, NetlinkSocket, raw_socket
 from kanal.netlink.handle import LinkNotFound, Netlink
 from kanal.netlink.ns import NetnsNotFound, current_netns_id, netns_id, open_netns
 from kanal.netlink.sysctl import read_sysctl, write_sysctl
@@ -129,6 +130,22 @@ def test_no_ipv6_link_local(make_netns) -> None:
     in_ns(host, work)
 
 
+def _bridge_with_veths(s: NetlinkSocket, nl: Netlink, host: str, bridge: str, *pairs: str) -> Any:
+    """In ``host`` (the calling thread's namespace): ``bridge`` with the first end
+    of each veth pair (``"va:vb"``) on it; returns the bridge."""
+    own = open_netns(f"/run/netns/{host}")
+    try:
+        br, _ = nl.ensure_bridge(bridge)
+        b = Batch(s)
+        for pair in pairs:
+            name, peer = pair.split(":")
+            b.add_veth(name, peer, own, master=br.index)
+        b.commit()
+    finally:
+        os.close(own)
+    return br
+
+
 def test_a_link_is_taken_off_its_bridge_and_made_inert(make_netns) -> None:
     """``set_link(master=0)`` detaches; the reaper's inert host end is off its bridge
     the moment DEL has made it inert, not when the background delete has run (the
@@ -140,13 +157,7 @@ def test_a_link_is_taken_off_its_bridge_and_made_inert(make_netns) -> None:
 
     def work() -> None:
         with raw_socket() as s, Netlink() as nl:
-            own = open_netns(f"/run/netns/{host}")
-            br, _ = nl.ensure_bridge("kbr1")
-            b = Batch(s)
-            b.add_veth("va", "vb", own, master=br.index)
-            b.add_veth("vc", "vd", own, master=br.index)
-            b.commit()
-            os.close(own)
+            br = _bridge_with_veths(s, nl, host, "kbr1", "va:vb", "vc:vd")
             va, vc = nl.get_link("va"), nl.get_link("vc")
             assert va.master == br.index and vc.master == br.index
             b = Batch(s)
@@ -175,12 +186,7 @@ def test_an_overlay_bridge_counts_only_live_container_ports(make_netns) -> None:
 
     def work() -> None:
         with raw_socket() as s, Netlink() as nl:
-            own = open_netns(f"/run/netns/{host}")
-            br, _ = nl.ensure_bridge("kov1")
-            b = Batch(s)
-            b.add_veth("va", "vb", own, master=br.index)
-            b.commit()
-            os.close(own)
+            br = _bridge_with_veths(s, nl, host, "kov1", "va:vb")
             assert _has_ports("kov1")
             b = Batch(s)
             b.set_link(index=nl.get_link("va").index, alias=reaper.REAP_ALIAS)
