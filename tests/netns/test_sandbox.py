@@ -17,6 +17,7 @@ from kanal.engine.controller import Controller, NetworkSpec
 from kanal.engine.ipam import Pool
 from kanal.engine.model import IPAMConfig
 from kanal.engine.processes import proc_start
+from kanal.engine.sandboxenv import is_mount
 from kanal.engine.sandboxes import SandboxManager, SandboxSpec
 from kanal.engine.sandboxrecord import Sandbox
 from kanal.errors import Conflict, InvalidConfig
@@ -115,12 +116,14 @@ def test_refused_names_leave_no_state(mgr: Mgr, tmp_path: Path) -> None:
     assert after[1] == before[1]
 
 
-def test_a_strangers_process_with_the_recorded_namespace_number_holds_nothing(mgr: Mgr) -> None:
+def test_a_strangers_process_with_the_recorded_namespace_number_holds_nothing(
+    mgr: Mgr, make_netns: Callable[[str], str], tmp_path: Path
+) -> None:
     """Once an outside unmount frees a sandbox's namespace, its inode number goes to the
     next namespace made on the machine. A process there is a stranger's: repairing the
-    sandbox must not mount that namespace as the sandbox's (kanal rm would kill in it)."""
-    foreign = unique("kfr", 15)
-    subprocess.run(["ip", "netns", "add", foreign], check=True)
+    sandbox must not mount that namespace as the sandbox's (kanal rm would kill in it).
+    A remount mounts only the namespace it was asked for."""
+    foreign = make_netns("kfr")
     proc = subprocess.Popen(["ip", "netns", "exec", foreign, "sleep", "60"])
     try:
         st = os.stat(f"/run/netns/{foreign}")
@@ -147,7 +150,16 @@ def test_a_strangers_process_with_the_recorded_namespace_number_holds_nothing(mg
         # The sandbox's own recorded process in it is a holder.
         sb.pid, sb.started = proc.pid, float(proc_start(proc.pid))
         assert mgr.m.procs.netns_holder(sb) == proc.pid
+        # Its namespace is mounted only if it is the one recorded.
+        target = str(tmp_path / "ns")
+        assert not mgr.m.env.remount(target, proc.pid, (want[0], want[1] + 1))
+        assert not is_mount(target)
+        assert mgr.m.env.remount(target, proc.pid, want)
+        try:
+            got = os.stat(target)
+            assert is_mount(target) and (got.st_dev, got.st_ino) == want
+        finally:
+            subprocess.run(["umount", target], check=True)
     finally:
         proc.kill()
         proc.wait()
-        subprocess.run(["ip", "netns", "del", foreign], check=False)

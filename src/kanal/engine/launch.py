@@ -47,7 +47,9 @@ FORWARDED = (
 )
 
 
-def _bind(source: str, target: str) -> None:
+def bind_mount(source: str, target: str) -> None:
+    """``mount --bind SOURCE TARGET`` in this process's mount namespace (kanald's
+    repair of a sandbox's namespace mount uses it too). Raises OSError."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     if libc.mount(source.encode(), target.encode(), None, MS_BIND, None) != 0:
         err = ctypes.get_errno()
@@ -93,7 +95,7 @@ def main() -> None:
         spec = json.load(f)
     for target, source in spec.get("binds", {}).items():
         if os.path.exists(target):
-            _bind(source, target)
+            bind_mount(source, target)
     if spec.get("hostname"):
         socket.sethostname(spec["hostname"])
     if spec.get("cwd"):

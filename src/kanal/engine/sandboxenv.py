@@ -97,25 +97,37 @@ class SandboxEnv:
             pass
 
     def remount(self, path: str, holder: int, want: tuple[int, ...]) -> bool:
-        """Mount the namespace of process ``holder`` at ``path`` again, if it is still
-        the namespace ``want`` (device, inode) once mounted; False when that failed a few
-        times (the next repair pass tries again)."""
-        # (The hand that unmounted it may still be removing the file: retry.)
-        for _ in range(5):
-            if not os.path.exists(path):
-                open(path, "w").close()
-            p = subprocess.run(
-                ["mount", "--bind", f"/proc/{holder}/ns/net", path], capture_output=True
-            )
-            if p.returncode == 0:
-                st = os.stat(path)
-                if (st.st_dev, st.st_ino) == want:
-                    return True
-                # The holder went and its pid is another process's: not ours to keep.
-                subprocess.run(["umount", path], capture_output=True)
+        """Mount the namespace of process ``holder`` at ``path`` again if it is the
+        namespace ``want`` (device, inode); False when it is not (the holder went and
+        its pid is another process's) or the mount failed a few times (the next
+        repair pass tries again).
+
+        The namespace is opened and checked first and that open file is what gets
+        mounted: no moment in which another namespace is mounted there, for a
+        kill -9 to leave behind."""
+        # lazy: only a repair after an outside unmount mounts here
+        from kanal.engine.launch import bind_mount
+
+        try:
+            fd = os.open(f"/proc/{holder}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) != want:
                 return False
-            time.sleep(0.05)
-        return False
+            # (The hand that unmounted it may still be removing the file: retry.)
+            for _ in range(5):
+                if not os.path.exists(path):
+                    open(path, "w").close()
+                try:
+                    bind_mount(f"/proc/self/fd/{fd}", path)
+                    return True
+                except OSError:
+                    time.sleep(0.05)
+            return False
+        finally:
+            os.close(fd)
 
     # --- the files -----------------------------------------------------------------
 
