@@ -5,13 +5,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from typing import Any
 
 import pytest
 
 from kanal.errors import Conflict
 from kanal.netlink.batch import Batch, NetlinkSocket, raw_socket
-from kanal.netlink.handle import LinkNotFound, Netlink
+from kanal.netlink.handle import Link, LinkNotFound, Netlink
 from kanal.netlink.ns import NetnsNotFound, current_netns_id, netns_id, open_netns
 from kanal.netlink.sysctl import read_sysctl, write_sysctl
 from tests.helpers import ip_json, nsexec
@@ -130,7 +129,7 @@ def test_no_ipv6_link_local(make_netns) -> None:
     in_ns(host, work)
 
 
-def _bridge_with_veths(s: NetlinkSocket, nl: Netlink, host: str, bridge: str, *pairs: str) -> Any:
+def _bridge_with_veths(s: NetlinkSocket, nl: Netlink, host: str, bridge: str, *pairs: str) -> Link:
     """In ``host`` (the calling thread's namespace): ``bridge`` with the first end
     of each veth pair (``"va:vb"``) on it; returns the bridge."""
     own = open_netns(f"/run/netns/{host}")
